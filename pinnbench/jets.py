@@ -1,0 +1,174 @@
+"""Truncated Taylor series ("jets") of scalar and vector functions along a direction.
+
+A :class:`Jet` of order K holds the Taylor coefficients ``c[k] = f^(k)(0) / k!`` of
+``t -> f(x + t v)`` for k = 0..K. Coefficients are tensors that broadcast against each other,
+typically ``(n, 1, ...)`` for what depends on the point only and ``(n, V, ...)`` once a
+direction enters. Coefficients beyond ``len(c)`` are exactly zero (an affine input has two), which
+keeps the recurrences below from doing work on known zeros.
+
+Composition with an analytic function uses the classical recurrences for Taylor coefficients
+(Griewank & Walther, *Evaluating Derivatives*, 2nd ed., §13.2), each O(K^2):
+
+- ``y = exp(z)``:           k y_k = sum_{j=1..k} j z_j y_{k-j}
+- ``s, c = sin z, cos z``:   k s_k = sum j z_j c_{k-j},  k c_k = -sum j z_j s_{k-j}
+- ``s, c = sinh z, cosh z``: k s_k = sum j z_j c_{k-j},  k c_k =  sum j z_j s_{k-j}
+- ``y = tanh(z)``, p = 1 - y^2:  k y_k = sum j z_j p_{k-j},  p_k = [k=0] - sum_{i<=k} y_i y_{k-i}
+
+This is the forward "Taylor mode" that STDE (Shi et al., NeurIPS 2024) uses: the k-th directional
+derivative is ``k! * c[k]``, with no autograd graph.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+class Jet:
+    """Taylor coefficients ``coeffs[0..]`` of a function along a line, truncated at ``order``."""
+
+    __slots__ = ("coeffs", "order")
+
+    def __init__(self, coeffs: Sequence[Tensor | float], order: int) -> None:
+        if order < 0:
+            raise ValueError(f"order must be >= 0, got {order}")
+        if not coeffs:
+            raise ValueError("a jet needs at least its value (coeffs[0])")
+        self.coeffs = list(coeffs)[: order + 1]
+        self.order = order
+
+    # -- constructors ---------------------------------------------------------------------------
+    @classmethod
+    def constant(cls, value: Tensor | float, order: int) -> "Jet":
+        return cls([value], order)
+
+    @classmethod
+    def line(cls, value: Tensor | float, slope: Tensor | float, order: int) -> "Jet":
+        """The jet of an affine function ``value + t * slope``."""
+        return cls([value, slope], order)
+
+    # -- access ---------------------------------------------------------------------------------
+    def __getitem__(self, k: int):
+        return self.coeffs[k] if k < len(self.coeffs) else 0.0
+
+    def derivative(self, k: int) -> Tensor | float:
+        """The k-th derivative along the line at t = 0: ``k! * c[k]``."""
+        return _factorial(k) * self[k]
+
+    @property
+    def value(self):
+        return self.coeffs[0]
+
+    # -- arithmetic -----------------------------------------------------------------------------
+    def _coerce(self, other) -> "Jet":
+        return other if isinstance(other, Jet) else Jet([other], self.order)
+
+    def __add__(self, other) -> "Jet":
+        other = self._coerce(other)
+        order = min(self.order, other.order)
+        n = min(max(len(self.coeffs), len(other.coeffs)), order + 1)
+        return Jet([self[k] + other[k] for k in range(n)], order)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> "Jet":
+        return Jet([-c for c in self.coeffs], self.order)
+
+    def __sub__(self, other) -> "Jet":
+        return self + (-self._coerce(other))
+
+    def __rsub__(self, other) -> "Jet":
+        return (-self) + other
+
+    def __mul__(self, other) -> "Jet":
+        if not isinstance(other, Jet):
+            return Jet([c * other for c in self.coeffs], self.order)
+        order = min(self.order, other.order)
+        n = min(len(self.coeffs) + len(other.coeffs) - 1, order + 1)
+        out = []
+        for k in range(n):
+            acc = 0.0
+            for i in range(max(0, k - len(other.coeffs) + 1), min(k, len(self.coeffs) - 1) + 1):
+                acc = acc + self.coeffs[i] * other.coeffs[k - i]
+            out.append(acc)
+        return Jet(out, order)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, scalar: float) -> "Jet":
+        return self * (1.0 / scalar)
+
+    def map(self, fn) -> "Jet":
+        """Apply a coefficient-wise *linear* map (a matmul, a sum over an axis, a reshape)."""
+        return Jet([fn(c) for c in self.coeffs], self.order)
+
+    # -- analytic functions ---------------------------------------------------------------------
+    def exp(self) -> "Jet":
+        z = self.coeffs
+        y = [torch.exp(z[0]) if isinstance(z[0], Tensor) else _math_exp(z[0])]
+        for k in range(1, self.order + 1):
+            y.append(_conv_deriv(z, y, k) / k)
+        return Jet(y, self.order)
+
+    def sin_cos(self) -> tuple["Jet", "Jet"]:
+        return self._trig(torch.sin, torch.cos, sign=-1.0)
+
+    def sinh_cosh(self) -> tuple["Jet", "Jet"]:
+        return self._trig(torch.sinh, torch.cosh, sign=1.0)
+
+    def sin(self) -> "Jet":
+        return self.sin_cos()[0]
+
+    def cos(self) -> "Jet":
+        return self.sin_cos()[1]
+
+    def sinh(self) -> "Jet":
+        return self.sinh_cosh()[0]
+
+    def cosh(self) -> "Jet":
+        return self.sinh_cosh()[1]
+
+    def _trig(self, f, g, sign: float) -> tuple["Jet", "Jet"]:
+        z = self.coeffs
+        z0 = torch.as_tensor(z[0])
+        s, c = [f(z0)], [g(z0)]
+        for k in range(1, self.order + 1):
+            s.append(_conv_deriv(z, c, k) / k)
+            c.append(sign * _conv_deriv(z, s, k) / k)
+        return Jet(s, self.order), Jet(c, self.order)
+
+    def tanh(self) -> "Jet":
+        z = self.coeffs
+        y = [torch.tanh(z[0])]
+        p = [1.0 - y[0] * y[0]]
+        for k in range(1, self.order + 1):
+            y.append(_conv_deriv(z, p, k) / k)
+            if k < self.order:  # p_k is only needed for y_{k+1}
+                sq = 0.0
+                for i in range(k + 1):
+                    sq = sq + y[i] * y[k - i]
+                p.append(-sq)
+        return Jet(y, self.order)
+
+
+def _conv_deriv(z: list, y: list, k: int):
+    """sum_{j=1..min(k, len(z)-1)} j * z_j * y_{k-j}: the convolution in every recurrence above."""
+    acc = 0.0
+    for j in range(1, min(k, len(z) - 1) + 1):
+        acc = acc + j * z[j] * y[k - j]
+    return acc
+
+
+def _factorial(k: int) -> int:
+    out = 1
+    for i in range(2, k + 1):
+        out *= i
+    return out
+
+
+def _math_exp(v: float) -> float:
+    import math
+
+    return math.exp(v)

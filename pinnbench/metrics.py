@@ -1,0 +1,27 @@
+"""Errors of a model against the problem's exact solution on its fixed test set.
+
+rel_l2 = ||u - u*||_2 / ||u*||_2, rel_l1 = ||u - u*||_1 / ||u*||_1, max_abs = max |u - u*|,
+accumulated chunk by chunk (:meth:`Problem.test_chunks`) so that D = 10^7 fits in memory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def evaluate(model, problem) -> dict[str, float]:
+    sq_err = sq_ref = abs_err = abs_ref = 0.0
+    max_abs = 0.0
+    for x, u_star in problem.test_chunks():
+        err = model(x) - u_star
+        sq_err += float((err * err).sum())
+        sq_ref += float((u_star * u_star).sum())
+        abs_err += float(err.abs().sum())
+        abs_ref += float(u_star.abs().sum())
+        max_abs = max(max_abs, float(err.abs().max()))
+    return {
+        "rel_l2": (sq_err / sq_ref) ** 0.5 if sq_ref > 0 else float("nan"),
+        "rel_l1": abs_err / abs_ref if abs_ref > 0 else float("nan"),
+        "max_abs": max_abs,
+    }

@@ -1,0 +1,136 @@
+"""The PINN: an MLP wrapped in the problem's hard-constraint ansatz u = A(x) N(x) + B(x).
+
+Parameters are plain tensors in ``model.params`` ([W_0, b_0, ..., W_L, b_L], W_l of shape
+(out, in)), so backprop solvers can set ``requires_grad`` and zeroth-order solvers can perturb
+them in place or evaluate the network at perturbed weights through ``forward(x, params=...)``.
+
+Besides ``model(x)``, :meth:`PINN.jet` propagates Taylor coefficients of u along a set of
+directions (forward-mode "Taylor jets", STDE): for the first layer the input jet is affine,
+``z(t) = W (x + t v) + b``, so its coefficients are ``W x + b`` and ``W v`` and nothing else;
+hidden affine layers act coefficient-wise; tanh uses the O(K^2) recurrence of
+:mod:`pinnbench.jets`. Cost: one forward pass for the points plus V first-layer products for the
+directions (a gather for coordinate directions), no autograd graph.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from pinnbench.directions import Directions
+from pinnbench.jets import Jet
+from pinnbench.problem import Problem
+
+ACTIVATIONS = ("tanh",)
+
+
+class PINN:
+    def __init__(self, problem: Problem, params: list[Tensor], activation: str = "tanh") -> None:
+        self.problem = problem
+        self.params = params
+        self.activation = activation
+
+    # -- shape ----------------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return len(self.params) // 2
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.params)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.params[0].dtype
+
+    @property
+    def input_dim(self) -> int:
+        return self.params[0].shape[1]
+
+    def spec(self) -> dict:
+        return {"width": self.params[0].shape[0], "depth": self.n_layers - 1,
+                "activation": self.activation}
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def net(self, x: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
+        """The raw MLP N(x), (n, D) -> (n,)."""
+        p = self.params if params is None else params
+        h = x
+        last = len(p) // 2 - 1
+        for layer in range(len(p) // 2):
+            w, b = p[2 * layer], p[2 * layer + 1]
+            h = torch.addmm(b, h, w.T)
+            if layer < last:
+                h = torch.tanh(h)
+        return h.squeeze(-1)
+
+    def forward(self, x: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
+        """u(x) = A(x) N(x) + B(x), (n, D) -> (n,)."""
+        self._check_input(x)
+        a, b = self.problem.ansatz(x)
+        return a * self.net(x, params) + b
+
+    __call__ = forward
+
+    def net_jet(self, x: Tensor, dirs: Directions, order: int,
+                params: Sequence[Tensor] | None = None) -> Jet:
+        """Jet of N along each direction; coefficients (n, V)."""
+        p = self.params if params is None else params
+        w0, b0 = p[0], p[1]
+        z = Jet([torch.addmm(b0, x, w0.T).unsqueeze(1),  # (n, 1, h)
+                 dirs.apply_weight(w0).unsqueeze(0)],  # (1, V, h)
+                order)
+        last = len(p) // 2 - 1
+        for layer in range(1, len(p) // 2):
+            a = z.tanh()
+            w, b = p[2 * layer], p[2 * layer + 1]
+            z = a.map(lambda c: c @ w.T)
+            z.coeffs[0] = z.coeffs[0] + b
+            if layer == last:
+                z = z.map(lambda c: c.squeeze(-1))
+        return z
+
+    def jet(self, x: Tensor, dirs: Directions, order: int,
+            params: Sequence[Tensor] | None = None) -> Jet:
+        """Jet of u = A N + B along each direction: ``jet[k]`` is (n, V), the k-th Taylor
+        coefficient, so the k-th directional derivative is ``jet.derivative(k)``."""
+        self._check_input(x)
+        a, b = self.problem.ansatz_jet(x, dirs, order)
+        return a * self.net_jet(x, dirs, order, params) + b
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.input_dim:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be an (n, {self.input_dim}) tensor for {self.problem.id}, "
+                             f"got {shape}")
+        if x.dtype != self.dtype:
+            raise ValueError(f"x has dtype {x.dtype} but the model is {self.dtype}")
+
+
+def make_model(problem: Problem, width: int = 128, depth: int = 3, activation: str = "tanh",
+               generator: torch.Generator | None = None) -> PINN:
+    """An MLP with ``depth`` hidden tanh layers of ``width`` units, in the problem's dtype and on
+    its device. Weights W ~ N(0, 1/fan_in) (LeCun normal), biases 0, drawn from ``generator``
+    only (a fresh generator seeded with the problem's seed when None)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
+    for name, v in (("width", width), ("depth", depth)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if generator is None:
+        generator = torch.Generator(device=problem.device).manual_seed(problem.seed)
+    sizes = [problem.input_dim] + [width] * depth + [1]
+    params: list[Tensor] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        w = torch.randn(fan_out, fan_in, generator=generator, dtype=problem.dtype,
+                        device=problem.device)
+        w.mul_(1.0 / math.sqrt(fan_in))
+        params += [w, torch.zeros(fan_out, dtype=problem.dtype, device=problem.device)]
+    return PINN(problem, params, activation)

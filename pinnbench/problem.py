@@ -1,0 +1,221 @@
+"""The Problem contract: a PDE on a domain with a closed-form solution, declared as data.
+
+A problem is ``L u = f`` with ``L u = sum_k coef_k * T_k[u] + pointwise(u)``: a sum of named
+*linear* terms ``T_k`` (laplacian, bilaplacian, dt, dtt) that estimators know how to estimate, plus
+a pointwise nonlinearity. The solution is sought in a hard-constraint ansatz
+
+    u(x) = A(x) * N(x) + B(x)
+
+where N is the network, A vanishes on the boundary (and initial slice) and B carries the
+boundary data, so that every u of this form satisfies the boundary conditions exactly.
+Problems know nothing of networks or solvers: they give A and B (values and jets), the exact
+solution, the source term, samplers and the residual.
+
+Points are (n, D) tensors with D = dim, or D = dim + 1 for time-dependent problems (time last).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+
+from pinnbench.directions import Directions
+from pinnbench.jets import Jet
+
+#: the linear terms an operator may use, and what each means for u(x) or u(x, t)
+TERMS: dict[str, str] = {
+    "laplacian": "sum_i d^2u/dx_i^2 over the spatial coordinates",
+    "bilaplacian": "Laplacian of the Laplacian (4th order) over the spatial coordinates",
+    "dt": "du/dt (time is the last coordinate)",
+    "dtt": "d^2u/dt^2",
+}
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
+#: size of the fixed test set (DOMAIN.md §5), reduced at large D so that its points fit in
+#: TEST_SET_ELEMENTS numbers: n_test = clamp(TEST_SET_ELEMENTS // D, TEST_SET_MIN, TEST_SET_MAX)
+TEST_SET_MAX = 20_000
+TEST_SET_MIN = 100
+TEST_SET_ELEMENTS = 200_000_000
+#: the test set is drawn in chunks of this many numbers (part of its definition: the chunking
+#: fixes the order in which the generator is consumed)
+TEST_CHUNK_ELEMENTS = 2**27
+
+
+def test_set_size(input_dim: int) -> int:
+    """The documented rule: 20,000 points up to D = 10^4, then 2*10^8 / D, never below 100."""
+    return int(min(TEST_SET_MAX, max(TEST_SET_MIN, TEST_SET_ELEMENTS // input_dim)))
+
+
+@dataclass(frozen=True)
+class LinearTerm:
+    name: str
+    coef: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in TERMS:
+            raise ValueError(f"unknown linear term {self.name!r}; known: {', '.join(TERMS)}")
+
+
+@dataclass(frozen=True)
+class Operator:
+    """``L u = sum(coef * term) + pointwise(u)``; ``pointwise`` is a human-readable formula."""
+
+    terms: tuple[LinearTerm, ...]
+    pointwise: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.terms)
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """Plain, JSON-serialisable description of one problem instance."""
+
+    id: str
+    dim: int
+    seed: int
+    dtype: str
+    device: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Problem:
+    """Base class. Subclasses set the class attributes and implement the abstract methods.
+
+    Constructor arguments are validated by :func:`pinnbench.make_problem` before they get here.
+    """
+
+    # -- metadata, set by subclasses --------------------------------------------------------------
+    family: str = ""
+    order: int = 2
+    time_dependent: bool = False
+    min_dim: int = 1
+    operator: Operator = Operator(())
+    domain: str = ""
+
+    def __init__(self, dim: int, seed: int = 0, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu", id: str = "", **options: Any) -> None:
+        self.id = id or self.family
+        self.dim = int(dim)
+        self.seed = int(seed)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.options = dict(options)
+        self._test_exact: Tensor | None = None
+
+    # -- derived --------------------------------------------------------------------------------
+    @property
+    def input_dim(self) -> int:
+        """D: the width of a point, dim (+1 for time)."""
+        return self.dim + int(self.time_dependent)
+
+    @property
+    def spec(self) -> ProblemSpec:
+        return ProblemSpec(self.id, self.dim, self.seed, _dtype_name(self.dtype), str(self.device),
+                           dict(self.options))
+
+    def __repr__(self) -> str:
+        return f"<Problem {self.id} dim={self.dim} seed={self.seed} {_dtype_name(self.dtype)} {self.device}>"
+
+    def cpu_generator(self, stream: str) -> torch.Generator:
+        """A CPU generator fixed by (seed, stream): the same numbers on every device."""
+        h = int.from_bytes(stream.encode(), "little") % (2**31)
+        return torch.Generator(device="cpu").manual_seed((self.seed * 1_000_003 + h) % (2**63 - 1))
+
+    # -- to implement ---------------------------------------------------------------------------
+    def exact(self, x: Tensor) -> Tensor:
+        """(n, D) -> (n,): the closed-form solution u*."""
+        raise NotImplementedError
+
+    def source(self, x: Tensor) -> Tensor:
+        """(n, D) -> (n,): f = L u*, in closed form (never autodiff at run time)."""
+        raise NotImplementedError
+
+    def sample_interior(self, n: int, generator: torch.Generator) -> Tensor:
+        """n collocation points in the domain, (n, D), drawn only from ``generator``."""
+        raise NotImplementedError
+
+    def ansatz(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(A(x), B(x)), each (n,): u = A * N + B satisfies the boundary conditions for any N."""
+        raise NotImplementedError
+
+    def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
+        """Jets of A and B along each direction: coefficients broadcastable to (n, V)."""
+        raise NotImplementedError
+
+    def pointwise(self, u: Tensor) -> Tensor | float:
+        """The nonlinear part of L, applied to u (0 for a linear operator)."""
+        return 0.0
+
+    # -- provided -------------------------------------------------------------------------------
+    def residual(self, terms: dict[str, Tensor], u: Tensor, x: Tensor,
+                 source: Tensor | None = None) -> Tensor:
+        """``sum coef * terms[name] + pointwise(u) - f(x)``, (n,). ``terms`` holds an estimate of
+        every linear term of the operator; pass ``source`` when it is already computed."""
+        missing = [t.name for t in self.operator.terms if t.name not in terms]
+        if missing:
+            raise KeyError(f"{self.id}: residual needs the terms {missing}")
+        out = self.pointwise(u) - (self.source(x) if source is None else source)
+        for t in self.operator.terms:
+            out = out + t.coef * terms[t.name]
+        return out
+
+    @property
+    def n_test(self) -> int:
+        return test_set_size(self.input_dim)
+
+    def test_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The fixed test set (fixed by the seed), as (x, u*) chunks of at most
+        TEST_CHUNK_ELEMENTS numbers, so that evaluating at D = 10^7 holds one chunk at a time."""
+        gen = self.cpu_generator("test-set")
+        rows = max(1, TEST_CHUNK_ELEMENTS // self.input_dim)
+        done = 0
+        while done < self.n_test:
+            m = min(rows, self.n_test - done)
+            x = self._sample_on_cpu(m, gen).to(self.device)
+            yield x, self.exact(x)
+            done += m
+
+    def _sample_on_cpu(self, n: int, gen: torch.Generator) -> Tensor:
+        """Sample with a CPU generator whatever the problem's device (test set reproducibility)."""
+        if self.device.type == "cpu":
+            return self.sample_interior(n, gen)
+        saved = self.device
+        try:
+            self.device = torch.device("cpu")
+            return self.sample_interior(n, gen)
+        finally:
+            self.device = saved
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    for name, dt in DTYPES.items():
+        if dt == dtype:
+            return name
+    return str(dtype)
+
+
+def sqnorm_jet(x: Tensor, dirs: Directions, order: int) -> Jet:
+    """Jet of s(x) = ||x_spatial||^2 along each direction: [s, 2 x.v, ||v||^2] (exact, degree 2).
+
+    ``x`` must already be restricted to the spatial coordinates that ``dirs`` spans."""
+    s = (x * x).sum(dim=1, keepdim=True)
+    return Jet([s, 2.0 * dirs.dot(x), dirs.sqnorm().unsqueeze(0)], order)
+
+
+def radius_uniform_ball(n: int, dim: int, generator: torch.Generator, *, r_min: float = 0.0,
+                        r_max: float = 1.0, dtype=torch.float32, device="cpu") -> Tensor:
+    """x = r g / ||g||, g ~ N(0, I), r ~ U[r_min, r_max]: radius-uniform (NOT volume-uniform),
+    the sampler of the published STDE/SDGD/HTE numbers (DOMAIN.md §5)."""
+    g = torch.randn(n, dim, generator=generator, dtype=dtype, device=device)
+    r = r_min + (r_max - r_min) * torch.rand(n, 1, generator=generator, dtype=dtype, device=device)
+    return g * (r / g.norm(dim=1, keepdim=True))
+

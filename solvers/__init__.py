@@ -1,0 +1,1 @@
+"""Built-in solvers (installed as ``pinnbench.solvers``): one module per solver family."""
