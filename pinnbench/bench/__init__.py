@@ -1,0 +1,5 @@
+"""Bench scripts: ``python -m pinnbench.bench {estimators,solvers} [options]``.
+
+They print measured time and peak memory tables; speed and memory targets live here (and in the
+asv suite), never in timed unit tests.
+"""

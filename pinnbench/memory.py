@@ -1,0 +1,76 @@
+"""Peak-memory measurement for one process: CPU high-water mark and CUDA allocator peaks.
+
+CPU (Linux): the kernel keeps the resident-set high-water mark ``VmHWM`` in /proc/self/status;
+writing ``5`` to /proc/self/clear_refs resets it to the current RSS (Linux >= 4.0,
+Documentation/filesystems/proc.rst). So ``reset_peak_cpu()`` after set-up followed by
+``peak_cpu_bytes()`` measures the peak of the timed phase alone, on top of the baseline that
+``current_cpu_bytes()`` reported at the reset. Elsewhere we fall back to ``ru_maxrss``, which
+cannot be reset (``cpu_peak_resettable()`` says which).
+
+GPU: ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved`` after
+``torch.cuda.reset_peak_memory_stats``.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import torch
+
+_STATUS = "/proc/self/status"
+_CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open(_STATUS) as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def current_cpu_bytes() -> int:
+    """Resident set size now."""
+    kib = _status_kib("VmRSS")
+    return kib * 1024 if kib is not None else peak_cpu_bytes()
+
+
+def peak_cpu_bytes() -> int:
+    """Resident-set high-water mark since start or since the last ``reset_peak_cpu()``."""
+    kib = _status_kib("VmHWM")
+    if kib is not None:
+        return kib * 1024
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024
+
+
+def reset_peak_cpu() -> bool:
+    """Reset the high-water mark to the current RSS; False where the OS cannot."""
+    try:
+        with open(_CLEAR_REFS, "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_peak_resettable() -> bool:
+    return _status_kib("VmHWM") is not None and reset_peak_cpu()
+
+
+def reset_peak_gpu(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gpu_bytes(device: torch.device) -> tuple[int | None, int | None]:
+    """(max allocated, max reserved) since the last reset; (None, None) off CUDA."""
+    if device.type != "cuda":
+        return None, None
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)

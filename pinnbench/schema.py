@@ -1,0 +1,57 @@
+"""The columns of a result row: what one measured cell records (DESIGN.md, "Cell").
+
+One row per (run, cell). This list is the contract between the cell runner, the store
+(``pinnbench.load_results`` returns a DataFrame with exactly these columns) and the report.
+JSON columns hold JSON text in the store and are decoded by ``load_results``.
+"""
+
+from __future__ import annotations
+
+#: cell statuses; every one but ``error`` is a result (exit code 0)
+STATUSES = ("ok", "oom", "timeout", "diverged", "error", "skipped")
+
+#: name -> (type, meaning)
+COLUMNS: dict[str, tuple[str, str]] = {
+    "run_id": ("str", "id of the sweep (one `pinnbench run` invocation) that produced the row"),
+    "cell_id": ("str", "hash of the cell's canonical spec (same spec, same id)"),
+    "problem": ("str", "problem id, e.g. poisson-2body-v1"),
+    "dim": ("int", "spatial dimension d"),
+    "solver": ("str", "canonical solver spec with every parameter, e.g. sdze[eps=0.001,...]"),
+    "solver_name": ("str", "solver family: bp, zo, sdze, ..."),
+    "solver_params": ("json", "dict of the solver's parameters"),
+    "seed": ("int", "seed of the problem, model and solver"),
+    "steps": ("int", "training steps asked for"),
+    "time_budget_s": ("float", "wall-clock budget for training, or NaN"),
+    "width": ("int", "MLP width"),
+    "depth": ("int", "hidden layers"),
+    "device": ("str", "cpu, cuda, cuda:1"),
+    "dtype": ("str", "float32 or float64"),
+    "status": ("str", "one of STATUSES"),
+    "message": ("str", "why the status (error text, OOM message, skip reason), else ''"),
+    "steps_done": ("int", "training steps actually run"),
+    "setup_time_s": ("float", "problem + model + solver set-up"),
+    "time_per_step_s": ("float", "median time of the timed steps (after warm-up, synchronised)"),
+    "time_per_step_iqr_s": ("float", "interquartile range of the timed steps"),
+    "total_time_s": ("float", "wall time of the whole cell"),
+    "peak_cpu_bytes": ("int", "peak RSS of the cell process during training (reset after set-up)"),
+    "baseline_cpu_bytes": ("int", "RSS of the cell process at the reset (after set-up)"),
+    "peak_gpu_allocated_bytes": ("int", "torch.cuda.max_memory_allocated during training, or null"),
+    "peak_gpu_reserved_bytes": ("int", "torch.cuda.max_memory_reserved during training, or null"),
+    "n_params": ("int", "number of model parameters"),
+    "param_bytes": ("int", "bytes of the model parameters"),
+    "final_rel_l2": ("float", "relative L2 error on the test set at the end"),
+    "final_rel_l1": ("float", "relative L1 error at the end"),
+    "final_max_abs": ("float", "max absolute error at the end"),
+    "best_rel_l2": ("float", "best relative L2 along the curve"),
+    "best_step": ("int", "step of best_rel_l2"),
+    "final_loss": ("float", "last loss estimate returned by step()"),
+    "curve": ("json", "list of {step, time_s, loss, rel_l2, rel_l1, max_abs} at log-spaced steps"),
+    "floor_const_rel_l2": ("float", "rel L2 of the best A(x)*c fit (least squares, training points)"),
+    "floor_affine_rel_l2": ("float", "rel L2 of the best A(x)*(a + b.x) fit"),
+    "provenance": ("json", "pinnbench version, git sha/dirty, torch/CUDA versions, device, CPU, "
+                           "threads, host, command line"),
+    "started_at": ("str", "ISO 8601 UTC"),
+    "finished_at": ("str", "ISO 8601 UTC"),
+}
+
+JSON_COLUMNS = tuple(k for k, (t, _) in COLUMNS.items() if t == "json")
