@@ -1,0 +1,624 @@
+"""The ``pinnbench`` command: run, list, show, export, report.
+
+Exit codes: 0 when every cell produced a result (ok, oom, timeout, diverged and skipped are
+results), 1 when a cell failed with an unexpected error, 2 for bad usage (one line on stderr that
+says what was wrong and what is allowed; nothing written to the store), 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import signal
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from pinnbench.store import DEFAULT_PATH, StoreError
+
+#: the built-in default sweep (``pinnbench run`` with no arguments); see RUN_EPILOG
+DEFAULT_RUN = {
+    "problems": "poisson-2body-v1",
+    "solvers": "sdze,bp",
+    "dims": "1e2..1e4",
+    "seeds": "0",
+    "steps": 30,
+    "width": 128,
+    "depth": 3,
+    "device": "cpu",
+    "dtype": "float32",
+    "timeout": 600.0,
+}
+
+RUN_EPILOG = f"""\
+With no arguments, `pinnbench run` runs a built-in CPU sweep that finishes in a few minutes on
+two cores: solvers sdze and bp (default parameters) on {DEFAULT_RUN['problems']} at
+d = 10^2, 10^3, 10^4, seed 0, {DEFAULT_RUN['steps']} steps, a {DEFAULT_RUN['width']}-wide
+{DEFAULT_RUN['depth']}-hidden-layer tanh MLP, float32, a {DEFAULT_RUN['timeout']:g} s timeout per
+cell. Every option you give replaces the matching default.
+
+Formats:
+  --solvers  comma-separated specs; parameters in brackets: 'sdze[rank=4,eps=1e-3],bp[estimator=hte]'
+             (quote it in the shell; `pinnbench list solvers` shows every parameter)
+  --dims     1e3..1e7 (decades), 1e3..1e5:x2 (factor 2), 100,5e4 (a list), or a mix
+  --seeds    0,1,2 or 0..4 (inclusive)
+
+Each cell runs in its own process; results go to the SQLite store one cell at a time, so an
+interrupted sweep loses only the cells in flight: `pinnbench run --resume` runs what is missing.
+Exit codes: 0 all cells gave a result (ok/oom/timeout/diverged/skipped), 1 some cell failed with an
+unexpected error, 2 bad usage.
+"""
+
+
+class UsageError(Exception):
+    """Bad usage: shown as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+# -- parsing helpers ------------------------------------------------------------------------------
+def _positive_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not math.isfinite(v) or not v.is_integer() or v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {text!r}")
+        return int(v)
+    return parse
+
+
+def _positive_float(name: str):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not math.isfinite(v) or v <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a number > 0 (seconds), got {text!r}")
+        return v
+    return parse
+
+
+def _bytes(text: str) -> int:
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    mult = 1
+    if t and t[-1] in units:
+        mult, t = units[t[-1]], t[:-1]
+    try:
+        v = float(t) * mult
+    except ValueError:
+        v = float("nan")
+    if not math.isfinite(v) or v < 1:
+        raise argparse.ArgumentTypeError(f"memory limit must be a size such as 2G, 512M or "
+                                         f"1000000, got {text!r}")
+    return int(v)
+
+
+def parse_seeds(text: str) -> list[int]:
+    out: set[int] = set()
+    for item in text.split(","):
+        item = item.strip()
+        a, sep, b = item.partition("..")
+        try:
+            lo, hi = int(a), int(b) if sep else int(a)
+        except ValueError:
+            raise UsageError(f"bad --seeds {text!r}; expected non-negative integers like 0,1,2 "
+                             "or a range 0..4") from None
+        if lo < 0 or hi < lo:
+            raise UsageError(f"bad --seeds {text!r}; seeds are integers >= 0 and a range "
+                             "needs start <= end")
+        out.update(range(lo, hi + 1))
+    return sorted(out)
+
+
+def _command_line(argv: Sequence[str]) -> str:
+    return "pinnbench " + " ".join(shlex.quote(a) for a in argv)
+
+
+# -- the parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pinnbench", description="Benchmark PINN solvers on high-dimensional PDEs: "
+                "isolated, measured cells stored in SQLite.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a sweep of cells (problems x solvers x dims x seeds)",
+                       description="Run a sweep: every (problem, solver, d, seed) is one cell, "
+                       "run in a fresh process and stored in SQLite.", epilog=RUN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = r.add_argument_group("what to run")
+    g.add_argument("--problems", help=f"comma-separated problem ids (default {DEFAULT_RUN['problems']}; "
+                   "`pinnbench list problems`)")
+    g.add_argument("--solvers", help=f"comma-separated solver specs (default {DEFAULT_RUN['solvers']})")
+    g.add_argument("--dims", help="dimensions: 1e3..1e7, 1e3..1e5:x2, 100,5e4 (default 1e2..1e4)")
+    g.add_argument("--seeds", help="seeds: 0,1,2 or 0..4 (default 0)")
+    g.add_argument("--steps", type=_positive_int("--steps"),
+                   help=f"training steps per cell (default {DEFAULT_RUN['steps']}, or unlimited "
+                   "when only --time-budget is given)")
+    g.add_argument("--time-budget", type=_positive_float("--time-budget"), metavar="SECONDS",
+                   help="stop training when the step times add up to this")
+    g.add_argument("--width", type=_positive_int("--width"), help="MLP width (default 128)")
+    g.add_argument("--depth", type=_positive_int("--depth"), help="hidden layers (default 3)")
+    g.add_argument("--points", type=_positive_int("--points"),
+                   help="collocation points per step (the solvers' `points` parameter, unless a "
+                   "spec sets it)")
+    g.add_argument("--device", help="auto, cpu, cuda or cuda:<index> (default cpu)")
+    g.add_argument("--dtype", help="float32 or float64 (default float32)")
+    g.add_argument("--warmup", type=int, help="steps excluded from timing (default 2)")
+    g.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
+                   help="import a plugin module (a.b) or file (x.py) that registers problems or "
+                   "solvers, here and in every cell (repeatable)")
+    h = r.add_argument_group("how to run it")
+    h.add_argument("--timeout", type=_positive_float("--timeout"), metavar="SECONDS",
+                   help=f"wall-clock limit per cell (default {DEFAULT_RUN['timeout']:g})")
+    h.add_argument("--memory-limit", type=_bytes, metavar="SIZE",
+                   help="address-space headroom per CPU cell (RLIMIT_AS), e.g. 4G")
+    h.add_argument("--jobs", type=_positive_int("--jobs"), default=1,
+                   help="cells run at the same time on this machine (default 1)")
+    h.add_argument("--threads", type=_positive_int("--threads"),
+                   help="torch threads per cell (default: torch's, or cores/jobs on CPU)")
+    h.add_argument("--no-prune", action="store_true",
+                   help="run larger d even after a (problem, solver) ran out of memory")
+    h.add_argument("--no-floors", action="store_true",
+                   help="skip the trivial reference fits (floor_*_rel_l2)")
+    o = r.add_argument_group("where results go")
+    o.add_argument("--store", default=str(DEFAULT_PATH), help=f"SQLite store (default {DEFAULT_PATH})")
+    o.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
+                   help="continue a run (default: the latest in the store): run only its cells "
+                   "without an ok/oom/timeout/diverged/skipped row; without sweep options, "
+                   "its own plan is used")
+    o.add_argument("--report", dest="report", action="store_true", default=True,
+                   help="write the report page afterwards (default)")
+    o.add_argument("--no-report", dest="report", action="store_false", help="do not write it")
+    o.add_argument("--report-dir", help="where the report goes (default reports/<run id>)")
+    o.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    o.add_argument("--json", action="store_true",
+                   help="print one JSON object per finished cell, then a summary object")
+
+    lst = sub.add_parser("list", help="list problems or solvers",
+                         description="List registered problems, or solvers with their parameters.")
+    lst.add_argument("what", choices=("problems", "solvers"))
+    lst.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
+                     help="import a plugin module or file first")
+
+    for name, helptext in (("show", "print the summary table of a run"),
+                           ("export", "write results as parquet or CSV"),
+                           ("report", "write the report page (HTML + figures) for a store")):
+        s = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
+        s.add_argument("--store", default=str(DEFAULT_PATH), help=f"SQLite store (default {DEFAULT_PATH})")
+        s.add_argument("--run", metavar="RUN_ID", help="one run (default: the latest)")
+        s.add_argument("--all", action="store_true", help="every run in the store")
+        if name == "export":
+            s.add_argument("--format", choices=("parquet", "csv"), default="csv")
+            s.add_argument("--out", help="output file (default results/pinnbench.<format>)")
+        if name == "report":
+            s.add_argument("--out", help="output folder (default reports/<run id>, or reports/all)")
+    return p
+
+
+# -- commands -------------------------------------------------------------------------------------
+def _console(stderr: bool = False):
+    import shutil
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else max(shutil.get_terminal_size((200, 24)).columns, 200)
+    return Console(file=stream, highlight=False, width=width)
+
+
+def _import_plugins(imports: list[str] | None) -> None:
+    from pinnbench.cell import import_plugins
+
+    try:
+        import_plugins(imports or [])
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is the user's to fix
+        raise UsageError(f"cannot import plugin: {type(exc).__name__}: {exc}") from None
+
+
+def _sweep_config(args) -> "Any":
+    """Validate every sweep option; raise UsageError before anything is written."""
+    from pinnbench.dims import parse_dims
+    from pinnbench.problem_registry import problem_class, resolve_device, resolve_dtype
+    from pinnbench.solver import solver_from_spec
+    from pinnbench.sweep import SweepConfig, split_top_level, with_points
+
+    only_budget = args.time_budget is not None and args.steps is None
+    problems_text = args.problems if args.problems is not None else DEFAULT_RUN["problems"]
+    solvers_text = args.solvers if args.solvers is not None else DEFAULT_RUN["solvers"]
+    try:
+        problems = split_top_level(problems_text)
+        for pid in problems:
+            problem_class(pid)
+        solvers = split_top_level(solvers_text)
+        for s in solvers:
+            solver_from_spec(with_points(s, args.points))
+        dims = parse_dims(args.dims if args.dims is not None else DEFAULT_RUN["dims"])
+        for pid in problems:
+            lo = problem_class(pid).min_dim
+            if dims[0] < lo:
+                raise ValueError(f"{pid} needs d >= {lo}, got --dims with d = {dims[0]}")
+        dtype = str(resolve_dtype(args.dtype or DEFAULT_RUN["dtype"])).replace("torch.", "")
+        device = str(resolve_device(args.device or DEFAULT_RUN["device"]))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.warmup is not None and args.warmup < 0:
+        raise UsageError(f"--warmup must be an integer >= 0, got {args.warmup}")
+    if args.memory_limit is not None and device != "cpu":
+        raise UsageError("--memory-limit (RLIMIT_AS) works for CPU cells only; drop it on cuda")
+    seeds = parse_seeds(args.seeds if args.seeds is not None else DEFAULT_RUN["seeds"])
+    return SweepConfig(
+        problems=problems, solvers=solvers, dims=dims, seeds=seeds,
+        steps=None if only_budget else (args.steps or DEFAULT_RUN["steps"]),
+        time_budget_s=args.time_budget,
+        width=args.width or DEFAULT_RUN["width"], depth=args.depth or DEFAULT_RUN["depth"],
+        points=args.points, device=device, dtype=dtype,
+        warmup=2 if args.warmup is None else args.warmup,
+        timeout_s=args.timeout or DEFAULT_RUN["timeout"], memory_limit_bytes=args.memory_limit,
+        imports=list(args.imports or []), jobs=args.jobs, threads=args.threads,
+        floors=not args.no_floors)
+
+
+_SWEEP_OPTIONS = ("problems", "solvers", "dims", "seeds", "steps", "time_budget", "width", "depth",
+                  "points", "device", "dtype", "warmup", "timeout", "memory_limit", "threads")
+
+
+def cmd_run(args, argv: Sequence[str]) -> int:
+    from pinnbench import store as store_mod
+    from pinnbench.cell import now_iso
+    from pinnbench.provenance import collect
+    from pinnbench.sweep import execute_sweep, plan
+
+    command = _command_line(argv)
+    _import_plugins(args.imports)
+    try:
+        store_mod.check_store(args.store)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+
+    resume_id = None
+    cells: list[dict] = []
+    gave_sweep_options = any(getattr(args, k) is not None for k in _SWEEP_OPTIONS)
+    if args.resume:
+        runs = store_mod.list_runs(args.store) if Path(args.store).exists() else []
+        ids = [r["run_id"] for r in runs]
+        if not ids:
+            raise UsageError(f"--resume: the store {args.store!r} has no run to resume")
+        resume_id = ids[-1] if args.resume == "latest" else args.resume
+        if resume_id not in ids:
+            raise UsageError(f"--resume: no run {resume_id!r} in {args.store!r}; runs: "
+                             + ", ".join(ids[-5:]))
+    if resume_id and not gave_sweep_options:
+        st = store_mod.Store(args.store)
+        try:
+            cells = st.run_plan(resume_id)
+        finally:
+            st.close()
+    else:
+        config = _sweep_config(args)
+        try:
+            cells = plan(config, command=command)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+    # -- validated: from here on we write ----------------------------------------------------------
+    st = store_mod.Store(args.store)
+    started = now_iso()
+    if resume_id:
+        run_id = resume_id
+        done = st.done_cells(run_id)
+        st.reopen_run(run_id)
+    else:
+        run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        done = set()
+        st.begin_run(run_id, command, started, cells, collect("cpu", command=command))
+    from pinnbench.cell import cell_id
+
+    todo = [c for c in cells if cell_id(c) not in done]
+    mode = "json" if args.json else "quiet" if args.quiet else "rich"
+    ui = _RunUI(mode, run_id, len(todo), len(cells) - len(todo), args.store)
+    t0 = time.monotonic()
+    rows: list[dict] = []
+    status = "finished"
+
+    def _terminate(signum, frame):  # SIGTERM: stop like Ctrl-C (kill the cells, mark the run)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate) \
+        if threading.current_thread() is threading.main_thread() else None
+    try:
+        with ui:
+            rows = execute_sweep(todo, run_id=run_id, write=st.write_row, jobs=args.jobs,
+                                 prune=not args.no_prune, on_start=ui.start, on_result=ui.result)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        st.finish_run(run_id, now_iso(), status)
+        st.close()
+        print(f"interrupted: finished cells are in {args.store} (run {run_id}); "
+              f"`pinnbench run --resume --store {args.store}` runs the rest", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    st.finish_run(run_id, now_iso(), status)
+    st.close()
+    wall = time.monotonic() - t0
+    n_error = sum(r["status"] == "error" for r in rows)
+    report_path, report_note = None, ""
+    if args.report and rows:
+        report_path, report_note = _write_report(args.store, args.report_dir, run_id, False)
+    ui.summary(rows, wall, report_path, report_note)
+    return 1 if n_error else 0
+
+
+def _write_report(store: str, out: str | None, run_id: str | None,
+                  all_runs: bool) -> tuple[Path | None, str]:
+    try:
+        from pinnbench.report import ReportError, write_report
+    except ImportError as exc:
+        return None, f"no report written: the report module is not available ({exc})"
+    out_dir = Path(out) if out else Path("reports") / ("all" if all_runs else (run_id or "latest"))
+    try:
+        return write_report(store, out_dir, run_id=run_id, all_runs=all_runs), ""
+    except ReportError as exc:
+        return None, f"no report written: {exc}"
+
+
+# -- feedback -------------------------------------------------------------------------------------
+def _fmt_bytes(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v / 2**20:,.0f}"
+
+
+def _fmt_num(v: Any, fmt: str) -> str:
+    if v is None:
+        return "-"
+    try:
+        if isinstance(v, float) and math.isnan(v):
+            return "-"
+        return format(v, fmt)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _short_solver(row: dict) -> str:
+    """The solver spec with only the parameters that differ from the defaults."""
+    from pinnbench.solver import SOLVERS, format_spec
+
+    try:
+        cls = SOLVERS.get(row["solver_name"])
+        defaults = {k: p.default for k, p in cls.all_parameters().items()}
+        params = row.get("solver_params") or {}
+        return format_spec(row["solver_name"],
+                           {k: v for k, v in params.items() if defaults.get(k) != v})
+    except Exception:  # noqa: BLE001 - a solver no longer installed: show the full spec
+        return str(row.get("solver"))
+
+
+_STATUS_STYLE = {"ok": "green", "oom": "yellow", "timeout": "yellow", "diverged": "magenta",
+                 "skipped": "dim", "error": "bold red"}
+
+
+def summary_table(rows: list[dict], title: str = ""):
+    from rich.table import Table
+
+    t = Table(title=title or None, show_lines=False)
+    for name, just in (("problem", "left"), ("d", "right"), ("solver", "left"), ("seed", "right"),
+                       ("status", "left"), ("steps", "right"), ("s/step", "right"),
+                       ("setup s", "right"), ("peak CPU MiB", "right"), ("peak GPU MiB", "right"),
+                       ("rel L2", "right"), ("best", "right"), ("floor c", "right"),
+                       ("floor a+bx", "right"), ("message", "left")):
+        t.add_column(name, justify=just, overflow="fold", no_wrap=name != "message")
+    for r in sorted(rows, key=lambda r: (r["problem"], str(r["solver"]), r["dim"], r["seed"])):
+        peak_cpu = r.get("peak_cpu_bytes")
+        t.add_row(
+            r["problem"], _fmt_num(r["dim"], ".0e") if r["dim"] >= 10000 else str(r["dim"]),
+            _short_solver(r), str(r["seed"]),
+            f"[{_STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
+            _fmt_num(r.get("steps_done"), "d"), _fmt_num(r.get("time_per_step_s"), ".3g"),
+            _fmt_num(r.get("setup_time_s"), ".2f"), _fmt_bytes(peak_cpu),
+            _fmt_bytes(r.get("peak_gpu_allocated_bytes")),
+            _fmt_num(r.get("final_rel_l2"), ".3g"), _fmt_num(r.get("best_rel_l2"), ".3g"),
+            _fmt_num(r.get("floor_const_rel_l2"), ".3g"),
+            _fmt_num(r.get("floor_affine_rel_l2"), ".3g"), (r.get("message") or "")[:90])
+    return t
+
+
+class _RunUI:
+    def __init__(self, mode: str, run_id: str, total: int, already: int, store: str) -> None:
+        self.mode, self.run_id, self.total, self.already, self.store = mode, run_id, total, already, store
+        self.progress = None
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self):
+        if self.mode == "rich":
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(),
+                                     TextColumn("{task.fields[last]}"),
+                                     console=_console(stderr=True), transient=False)
+            self.progress.start()
+            note = f" ({self.already} done before)" if self.already else ""
+            self.progress.console.print(f"run {self.run_id}: {self.total} cells{note} -> {self.store}")
+            self.task = self.progress.add_task("starting", total=self.total, last="")
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+        return False
+
+    @staticmethod
+    def _label(spec: dict) -> str:
+        return f"{spec['problem']} d={spec['dim']} {_short_solver(spec)} seed={spec['seed']}"
+
+    def start(self, spec: dict) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=self._label(spec))
+
+    def result(self, row: dict) -> None:
+        self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
+        if self.mode == "json":
+            print(json.dumps({"event": "cell", **row}, default=str), flush=True)
+        elif self.progress is not None:
+            style = _STATUS_STYLE.get(row["status"], "")
+            self.progress.update(self.task, advance=1,
+                                 last=f"last: {self._label(row)} [{style}]{row['status']}[/]")
+
+    def summary(self, rows: list[dict], wall_s: float, report: Path | None, note: str) -> None:
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items())) or "no cells to run"
+        if self.mode == "json":
+            print(json.dumps({"event": "summary", "run_id": self.run_id, "store": self.store,
+                              "cells": len(rows), "counts": self.counts, "wall_s": wall_s,
+                              "report": str(report) if report else None, "report_note": note}),
+                  flush=True)
+            return
+        if self.mode == "quiet":
+            for r in rows:
+                if r["status"] == "error":
+                    print(f"error: {self._label(r)}: {r['message']}", file=sys.stderr)
+            return
+        con = _console()
+        if rows:
+            con.print(summary_table(rows, title=f"run {self.run_id}"))
+        con.print(f"{counts} in {wall_s:.1f} s. Results: {self.store} (run {self.run_id}; "
+                  f"`pinnbench show --store {self.store}`)")
+        if report:
+            con.print(f"Report: {report}")
+        elif note:
+            con.print(note)
+
+
+# -- list, show, export, report ---------------------------------------------------------------------
+def cmd_list(args) -> int:
+    _import_plugins(args.imports)
+    con = _console()
+    if args.what == "problems":
+        from pinnbench.problem_registry import list_problems, problem_class
+
+        for pid in list_problems():
+            cls = problem_class(pid)
+            terms = "+".join(cls.operator.names) or "-"
+            con.print(f"{pid:28s} order {cls.order}  terms {terms:20s} d >= {cls.min_dim}  "
+                      f"{cls.domain}")
+        return 0
+    from pinnbench.solver import SOLVERS, list_solvers
+
+    for name in list_solvers():
+        cls = SOLVERS.get(name)
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        con.print(f"[bold]{name}[/]  {doc[0] if doc else ''}")
+        for pname, p in sorted(cls.all_parameters().items()):
+            con.print(f"    {pname}={p.default!r:<12} {p.describe():24s} {p.help}")
+    return 0
+
+
+def _select_run(args) -> str | None:
+    from pinnbench import store as store_mod
+
+    try:
+        store_mod.check_store(args.store, must_exist=True)
+        runs = store_mod.list_runs(args.store)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    if args.all:
+        if args.run:
+            raise UsageError("give --run ID or --all, not both")
+        return None
+    if not runs:
+        raise UsageError(f"the store {args.store!r} holds no run yet")
+    ids = [r["run_id"] for r in runs]
+    if args.run:
+        if args.run not in ids:
+            raise UsageError(f"no run {args.run!r} in {args.store!r}; runs: {', '.join(ids[-5:])}")
+        return args.run
+    return ids[-1]
+
+
+def cmd_show(args) -> int:
+    from pinnbench import store as store_mod
+
+    run_id = _select_run(args)
+    df = store_mod.load_results(args.store, run_id=run_id)
+    rows = [{k: (None if _isna(v) else v) for k, v in r.items()} for r in df.to_dict("records")]
+    con = _console()
+    for r in store_mod.list_runs(args.store):
+        if run_id is None or r["run_id"] == run_id:
+            con.print(f"run {r['run_id']}  {r['status']}  {r['started_at']} -> "
+                      f"{r['finished_at'] or '...'}  {r['n_cells']} cells  {r['command']}")
+    con.print(summary_table(rows))
+    return 0
+
+
+def _isna(v: Any) -> bool:
+    try:
+        import pandas as pd
+
+        return v is None or (not isinstance(v, (list, dict, str)) and bool(pd.isna(v)))
+    except (TypeError, ValueError):
+        return False
+
+
+def cmd_export(args) -> int:
+    from pinnbench import store as store_mod
+    from pinnbench.schema import JSON_COLUMNS
+
+    run_id = _select_run(args) if (args.run or not args.all) else None
+    df = store_mod.load_results(args.store, run_id=None if args.all else run_id)
+    for name in JSON_COLUMNS:
+        df[name] = [json.dumps(v, default=str) for v in df[name]]
+    out = Path(args.out or f"results/pinnbench.{args.format}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "csv":
+        df.to_csv(out, index=False)
+    else:
+        try:
+            df.to_parquet(out, index=False)
+        except ImportError as exc:
+            raise UsageError(f"parquet needs pyarrow ({exc}); use --format csv") from None
+    print(f"wrote {len(df)} rows to {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    run_id = _select_run(args)
+    path, note = _write_report(args.store, args.out, run_id, args.all)
+    if path is None:
+        print(note, file=sys.stderr)
+        return 1
+    print(f"Report: {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if args.command == "run":
+            return cmd_run(args, argv)
+        return {"list": cmd_list, "show": cmd_show, "export": cmd_export,
+                "report": cmd_report}[args.command](args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

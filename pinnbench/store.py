@@ -1,0 +1,256 @@
+"""The result store: one SQLite database (WAL journal) holding many runs.
+
+Tables:
+
+- ``meta(key, value)``: ``format = pinnbench-store``, ``version = 1`` (how a store is recognised);
+- ``runs(run_id, command, started_at, finished_at, status, plan, provenance)``: one row per
+  ``pinnbench run``; ``plan`` is the JSON list of the run's cell specs (``--resume`` reuses it);
+- ``results``: the columns of :mod:`pinnbench.schema` (JSON columns as JSON text), primary key
+  ``(run_id, cell_id)``.
+
+Only the process that plans a sweep writes, one transaction per finished cell (so killing it loses
+at most the cells in flight). ``load_results(path)`` returns the rows as a pandas DataFrame with
+exactly the schema's columns, JSON decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable
+
+from pinnbench.schema import COLUMNS, JSON_COLUMNS
+
+FORMAT = "pinnbench-store"
+VERSION = "1"
+DEFAULT_PATH = Path("results") / "pinnbench.sqlite"
+#: statuses that count as done for --resume (``error`` is re-run)
+DONE_STATUSES = ("ok", "oom", "timeout", "diverged", "skipped")
+
+_SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL", "json": "TEXT"}
+
+
+class StoreError(ValueError):
+    """The path is not a usable pinnbench store (message says why and what to do)."""
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_store(path: str | os.PathLike, must_exist: bool = False) -> None:
+    """Raise StoreError unless ``path`` is an existing pinnbench store that we may write, or a
+    path where one can be created. Writes nothing (opens an existing file read-only)."""
+    p = Path(path)
+    if p.exists():
+        if p.is_dir():
+            raise StoreError(f"store {str(p)!r} is a directory; give a file path such as "
+                             f"{DEFAULT_PATH}")
+        if not os.access(p, os.R_OK | os.W_OK):
+            raise StoreError(f"store {str(p)!r} is not readable and writable by you")
+        if not os.access(p.parent, os.W_OK | os.X_OK):
+            raise StoreError(f"store directory {str(p.parent)!r} is not writable (SQLite needs "
+                             "it for its journal)")
+        _check_format(p)
+        return
+    if must_exist:
+        raise StoreError(f"no store at {str(p)!r}; run `pinnbench run --store {p}` first")
+    parent = p.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise StoreError(f"cannot create store {str(p)!r}: {str(parent)!r} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot create store {str(p)!r}: directory {str(parent)!r} is not "
+                         "writable")
+
+
+def _check_format(p: Path) -> None:
+    if p.stat().st_size == 0:
+        return  # an empty file is an empty SQLite database: we may initialise it
+    with open(p, "rb") as fh:
+        if fh.read(16) != b"SQLite format 3\x00":
+            raise StoreError(f"{str(p)!r} is not a SQLite database (corrupt or another kind of "
+                             "file); give another --store path")
+    try:
+        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not tables:
+                return
+            if "meta" not in tables:
+                raise StoreError(f"{str(p)!r} is a SQLite database but not a pinnbench store; "
+                                 "give another --store path")
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("format") != FORMAT:
+                raise StoreError(f"{str(p)!r} is not a pinnbench store; give another --store path")
+            if meta.get("version") != VERSION:
+                raise StoreError(f"store {str(p)!r} has format version {meta.get('version')}, "
+                                 f"this pinnbench reads version {VERSION}")
+            con.execute("PRAGMA quick_check").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{str(p)!r} is not a valid SQLite store ({exc}); give another "
+                         "--store path") from None
+
+
+def _encode(name: str, value: Any) -> Any:
+    kind = COLUMNS[name][0]
+    if value is None:
+        return None
+    if kind == "json":
+        return json.dumps(value, sort_keys=True, default=str)
+    if kind == "float":
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if kind == "int":
+        return int(value)
+    return str(value)
+
+
+class Store:
+    """A writable store (created on first use)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        check_store(path)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        self.con.execute("PRAGMA journal_mode=WAL")
+        self.con.execute("PRAGMA synchronous=NORMAL")
+        self._create()
+
+    def _create(self) -> None:
+        cols = ", ".join(f"{_quote(k)} {_SQL_TYPES[t]}" for k, (t, _) in COLUMNS.items())
+        with self.transaction():
+            self.con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            self.con.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?), ('version', ?)",
+                             (FORMAT, VERSION))
+            self.con.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, "
+                             "command TEXT, started_at TEXT, finished_at TEXT, status TEXT, "
+                             "plan TEXT, provenance TEXT)")
+            self.con.execute(f"CREATE TABLE IF NOT EXISTS results ({cols}, "
+                             "PRIMARY KEY (run_id, cell_id))")
+
+    def transaction(self):
+        store = self
+
+        class _Tx:
+            def __enter__(self):
+                store.con.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, exc, tb):
+                store.con.execute("ROLLBACK" if exc_type else "COMMIT")
+                return False
+
+        return _Tx()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- runs -----------------------------------------------------------------------------------
+    def begin_run(self, run_id: str, command: str, started_at: str, plan: list[dict],
+                  provenance: dict) -> None:
+        with self.transaction():
+            self.con.execute("INSERT INTO runs VALUES (?, ?, ?, NULL, 'running', ?, ?)",
+                             (run_id, command, started_at, json.dumps(plan),
+                              json.dumps(provenance, default=str)))
+
+    def reopen_run(self, run_id: str) -> None:
+        with self.transaction():
+            self.con.execute("UPDATE runs SET status='running', finished_at=NULL WHERE run_id=?",
+                             (run_id,))
+
+    def finish_run(self, run_id: str, finished_at: str, status: str) -> None:
+        with self.transaction():
+            self.con.execute("UPDATE runs SET finished_at=?, status=? WHERE run_id=?",
+                             (finished_at, status, run_id))
+
+    def run_plan(self, run_id: str) -> list[dict]:
+        row = self.con.execute("SELECT plan FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else []
+
+    def done_cells(self, run_id: str) -> set[str]:
+        marks = ",".join("?" * len(DONE_STATUSES))
+        rows = self.con.execute(f"SELECT cell_id FROM results WHERE run_id=? AND status IN "
+                                f"({marks})", (run_id, *DONE_STATUSES))
+        return {r[0] for r in rows}
+
+    # -- results --------------------------------------------------------------------------------
+    def write_row(self, row: dict[str, Any]) -> None:
+        """Insert (or replace: a re-run of an errored cell) one result, in its own transaction."""
+        missing = [k for k in ("run_id", "cell_id", "status") if not row.get(k)]
+        if missing:
+            raise ValueError(f"result row lacks {missing}")
+        names = list(COLUMNS)
+        values = [_encode(k, row.get(k)) for k in names]
+        sql = (f"INSERT OR REPLACE INTO results ({', '.join(map(_quote, names))}) "
+               f"VALUES ({', '.join('?' * len(names))})")
+        with self.transaction():
+            self.con.execute(sql, values)
+
+
+def list_runs(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The runs of a store, oldest first: run_id, command, started_at, finished_at, status,
+    n_cells (rows stored)."""
+    check_store(path, must_exist=True)
+    con = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "runs" not in tables:
+            return []
+        rows = con.execute(
+            "SELECT r.run_id, r.command, r.started_at, r.finished_at, r.status, "
+            "(SELECT COUNT(*) FROM results s WHERE s.run_id = r.run_id) "
+            "FROM runs r ORDER BY r.started_at, r.rowid").fetchall()
+    finally:
+        con.close()
+    keys = ("run_id", "command", "started_at", "finished_at", "status", "n_cells")
+    return [dict(zip(keys, r)) for r in rows]
+
+
+def latest_run_id(path: str | os.PathLike) -> str | None:
+    runs = list_runs(path)
+    return runs[-1]["run_id"] if runs else None
+
+
+def load_results(path: str | os.PathLike = DEFAULT_PATH, run_id: str | None = None):
+    """All result rows of the store at ``path`` (or of one run) as a pandas DataFrame with
+    exactly the columns of :data:`pinnbench.schema.COLUMNS`, JSON columns decoded to Python
+    objects, ints as nullable ``Int64``, missing floats as NaN. Raises StoreError when ``path``
+    is not a store."""
+    import pandas as pd
+
+    check_store(path, must_exist=True)
+    names = list(COLUMNS)
+    con = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        rows: Iterable = []
+        if "results" in tables:
+            sql = f"SELECT {', '.join(map(_quote, names))} FROM results"
+            args: tuple = ()
+            if run_id is not None:
+                sql += " WHERE run_id = ?"
+                args = (run_id,)
+            rows = con.execute(sql + " ORDER BY rowid", args).fetchall()
+    finally:
+        con.close()
+    df = pd.DataFrame.from_records(list(rows), columns=names)
+    for name, (kind, _) in COLUMNS.items():
+        if kind == "json":
+            df[name] = [json.loads(v) if isinstance(v, str) else None for v in df[name]]
+        elif kind == "int":
+            df[name] = pd.array([None if v is None or pd.isna(v) else int(v) for v in df[name]],
+                                dtype="Int64")
+        elif kind == "float":
+            df[name] = pd.to_numeric(df[name], errors="coerce").astype("float64")
+        else:
+            df[name] = df[name].astype(object)
+    return df

@@ -1,0 +1,166 @@
+"""Plan a sweep (problems x solvers x dims x seeds -> cell specs), run it, prune after OOMs.
+
+Executor: a local pool of ``jobs`` cell processes (:class:`pinnbench.cell.CellProcess`), all
+started and polled from this one thread, which is also the only writer of the store (one
+transaction per finished cell). Cells run in increasing d, so that pruning works: once a
+(problem, solver, model, device, dtype) runs out of memory at some d, every cell of it at a larger
+d is recorded as ``skipped`` (reason: the d of the OOM) instead of being run, unless pruning is
+off. Beyond one machine (DESIGN.md, "Scale-out") a Dask executor would hand the same specs to
+workers and return rows here; it is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pinnbench.cell import CellProcess, base_row, now_iso, normalize_spec
+from pinnbench.solver import format_spec, parse_spec
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split at commas outside brackets: ``"sdze[rank=4,eps=1e-3],bp"`` -> two items."""
+    items, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"unbalanced ']' in {text!r}")
+        if ch == "," and depth == 0:
+            items.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    if depth != 0:
+        raise ValueError(f"unbalanced '[' in {text!r}")
+    items.append("".join(cur).strip())
+    if any(not i for i in items):
+        raise ValueError(f"empty item in list {text!r}")
+    return items
+
+
+def with_points(solver_spec: str, points: int | None) -> str:
+    """Set the common ``points`` parameter unless the spec sets it itself."""
+    if points is None:
+        return solver_spec
+    name, params = parse_spec(solver_spec)
+    params.setdefault("points", str(points))
+    return format_spec(name, params)
+
+
+@dataclass
+class SweepConfig:
+    problems: list[str]
+    solvers: list[str]
+    dims: list[int]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    steps: int | None = 100
+    time_budget_s: float | None = None
+    width: int = 128
+    depth: int = 3
+    points: int | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    warmup: int = 2
+    timeout_s: float | None = None
+    memory_limit_bytes: int | None = None
+    imports: list[str] = field(default_factory=list)
+    jobs: int = 1
+    threads: int | None = None
+    floors: bool = True
+
+
+def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]]:
+    """Normalised cell specs in run order (increasing d, then problem, solver, seed). Every
+    spec is validated here (ValueError), before anything runs or is written."""
+    threads = config.threads
+    if threads is None and config.jobs > 1 and config.device == "cpu":
+        threads = max(1, (os.cpu_count() or 1) // config.jobs)
+    cells = []
+    for dim in sorted(config.dims):
+        for problem in config.problems:
+            for solver in config.solvers:
+                for seed in config.seeds:
+                    cells.append(normalize_spec({
+                        "problem": problem, "dim": dim, "solver": with_points(solver, config.points),
+                        "seed": seed, "steps": config.steps, "time_budget_s": config.time_budget_s,
+                        "width": config.width, "depth": config.depth, "device": config.device,
+                        "dtype": config.dtype, "warmup": config.warmup,
+                        "timeout_s": config.timeout_s,
+                        "memory_limit_bytes": config.memory_limit_bytes,
+                        "imports": list(config.imports), "threads": threads,
+                        "floors": config.floors, "command": command,
+                    }))
+    return cells
+
+
+def prune_key(spec: dict[str, Any]) -> tuple:
+    return (spec["problem"], spec["solver"], spec["width"], spec["depth"], spec["device"],
+            spec["dtype"])
+
+
+def pruned_row(spec: dict[str, Any], oom_dim: int) -> dict[str, Any]:
+    row = base_row(spec)
+    row["status"] = "skipped"
+    row["message"] = (f"pruned: {spec['solver_name']} ran out of memory at d = {oom_dim} on "
+                      f"{spec['device']} (run with --no-prune to try anyway)")
+    row["started_at"] = row["finished_at"] = now_iso()
+    row["steps_done"] = 0
+    return row
+
+
+def execute_sweep(cells: list[dict[str, Any]], *, run_id: str,
+                  write: Callable[[dict[str, Any]], None], jobs: int = 1, prune: bool = True,
+                  on_start: Callable[[dict[str, Any]], None] | None = None,
+                  on_result: Callable[[dict[str, Any]], None] | None = None,
+                  poll_s: float = 0.05) -> list[dict[str, Any]]:
+    """Run ``cells`` with at most ``jobs`` at a time; ``write(row)`` is called once per finished
+    cell, in this thread, before ``on_result(row)``. On KeyboardInterrupt the cells in flight are
+    killed and the interrupt propagates (finished cells are already written)."""
+    pending = deque(cells)
+    running: list[CellProcess] = []
+    oom_at: dict[tuple, int] = {}
+    rows: list[dict[str, Any]] = []
+
+    def finish(row: dict[str, Any], spec: dict[str, Any]) -> None:
+        row["run_id"] = run_id
+        write(row)
+        rows.append(row)
+        if row["status"] == "oom":
+            key = prune_key(spec)
+            oom_at[key] = min(oom_at.get(key, spec["dim"]), spec["dim"])
+        if on_result:
+            on_result(row)
+
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                spec = pending.popleft()
+                key = prune_key(spec)
+                if prune and key in oom_at and spec["dim"] > oom_at[key]:
+                    finish(pruned_row({**spec, "run_id": run_id}, oom_at[key]), spec)
+                    continue
+                running.append(CellProcess({**spec, "run_id": run_id}))
+                if on_start:
+                    on_start(spec)
+            for proc in list(running):
+                row = proc.poll()
+                if row is not None:
+                    running.remove(proc)
+                    finish(row, proc.spec)
+            if running:
+                time.sleep(poll_s)
+    except BaseException:
+        for proc in running:
+            proc.kill()
+            try:
+                proc.cleanup()
+            except OSError:
+                pass
+        raise
+    return rows

@@ -1,0 +1,104 @@
+"""One measured cell: statuses (ok, oom, timeout, diverged, error, skipped), peak memory,
+the error curve, the floors. Isolated cells spawn a Python process (~2-7 s each): few of them."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from pinnbench.cell import cell_id, eval_steps, is_oom, normalize_spec, run_cell
+
+FAKES = str(Path(__file__).with_name("fake_solvers.py"))
+BASE = dict(problem="fake-affine-v1", dim=3, steps=20, width=16, depth=2, imports=[FAKES])
+
+
+def cell(solver, **kw):
+    return {**BASE, "solver": solver, **kw}
+
+
+# -- in-process (fast) ---------------------------------------------------------------------------
+def test_ok_cell_trains_and_records_curve_and_floors():
+    row = run_cell(cell("fake-ok[lr=0.1]"), isolated=False)
+    assert row["status"] == "ok", row["message"]
+    assert row["steps_done"] == 20
+    assert [c["step"] for c in row["curve"]] == [0, 1, 2, 4, 8, 16, 20]
+    assert row["curve"][-1]["final"] and sum(c["final"] for c in row["curve"]) == 1
+    assert sum(c["best"] for c in row["curve"]) == 1
+    assert row["final_rel_l2"] == row["curve"][-1]["rel_l2"]
+    assert row["final_rel_l2"] < 0.5 * row["curve"][0]["rel_l2"]  # training helped
+    assert row["best_rel_l2"] == min(c["rel_l2"] for c in row["curve"])
+    assert row["n_params"] == (3 * 16 + 16) + (16 * 16 + 16) + (16 + 1)
+    assert row["time_per_step_s"] > 0 and row["setup_time_s"] > 0
+    assert row["peak_cpu_bytes"] >= row["baseline_cpu_bytes"] > 0
+    # u* = A (2 + w.x): the affine floor is exactly 0 up to rounding; the constant one is not
+    assert row["floor_affine_rel_l2"] < 1e-5
+    assert 0.05 < row["floor_const_rel_l2"] < 0.2
+    assert row["provenance"]["torch"] and "git_sha" in row["provenance"]
+    # deterministic for a seed
+    again = run_cell(cell("fake-ok[lr=0.1]"), isolated=False)
+    assert again["final_rel_l2"] == row["final_rel_l2"]
+
+
+def test_nan_loss_is_diverged_and_crash_is_error_and_skip_is_skipped():
+    nan = run_cell(cell("fake-nan"), isolated=False)
+    assert nan["status"] == "diverged" and nan["steps_done"] == 3
+    assert "nan" in nan["message"]
+    crash = run_cell(cell("fake-crash"), isolated=False)
+    assert crash["status"] == "error" and "fake-crash: boom" in crash["message"]
+    skip = run_cell(cell("fake-skip", dim=5), isolated=False)
+    assert skip["status"] == "skipped" and "d <= 3" in skip["message"]
+    assert skip["steps_done"] == 0 and skip["n_params"] is None
+
+
+def test_time_budget_stops_training():
+    row = run_cell(cell("fake-sleep[seconds=0.05]", steps=None, time_budget_s=0.3), isolated=False)
+    assert row["status"] == "ok" and row["steps"] is None
+    assert 4 <= row["steps_done"] <= 8  # 0.3 s / 0.05 s per step (+1 for the check after)
+
+
+def test_spec_validation_and_cell_id():
+    a = normalize_spec(cell("fake-ok"))
+    b = normalize_spec(cell("fake-ok[lr=0.05,points=100]", timeout_s=3))
+    assert a["solver"] == b["solver"] == "fake-ok[lr=0.05,points=100,probes=16]"
+    assert cell_id(a) == cell_id(b)  # defaults written out; run options do not change the id
+    assert cell_id(a) != cell_id(normalize_spec(cell("fake-ok", seed=1)))
+    for bad, match in ((cell("fake-ok", dim=0), "dim"), (cell("fake-ok", steps=0), "steps"),
+                       (cell("fake-ok[lr=-1]"), "lr"), (cell("fake-ok", dtype="half"), "dtype"),
+                       (cell("fake-ok", device="tpu"), "device"), ({**cell("fake-ok"), "x": 1}, "x")):
+        with pytest.raises(ValueError, match=match):
+            normalize_spec(bad)
+
+
+def test_eval_steps_and_oom_classification():
+    assert sorted(eval_steps(20)) == [1, 2, 4, 8, 16, 20]
+    assert sorted(eval_steps(1)) == [1]
+    assert is_oom(MemoryError()) and is_oom(RuntimeError("CUDA out of memory. Tried ..."))
+    assert is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
+    assert not is_oom(RuntimeError("shape mismatch")) and not is_oom(ValueError("out of memory"))
+
+
+# -- isolated (spawned processes) ------------------------------------------------------------------
+def test_peak_memory_of_a_known_allocation_within_10_percent():
+    n = 200_000_000
+    row = run_cell(cell(f"fake-alloc[bytes={n}]", steps=3))
+    assert row["status"] == "ok", row["message"]
+    extra = row["peak_cpu_bytes"] - row["baseline_cpu_bytes"]
+    assert abs(extra - n) < 0.1 * n, (extra, n)
+    assert row["provenance"]["cpu_peak_resettable"] is True
+
+
+def test_allocation_past_rlimit_is_oom_and_sigkill_is_oom():
+    row = run_cell(cell("fake-oom", memory_limit_bytes=2**30))
+    assert row["status"] == "oom", row["message"]
+    assert "allocate" in row["message"]
+    killed = run_cell(cell("fake-killed"))
+    assert killed["status"] == "oom" and "SIGKILL" in killed["message"]
+
+
+def test_timeout_kills_the_cell():
+    row = run_cell(cell("fake-sleep[seconds=60]", timeout_s=8))
+    assert row["status"] == "timeout"
+    assert "timeout of 8 s" in row["message"]
+    assert 8 <= row["total_time_s"] < 20
+    if row["curve"]:  # the partial progress reached the parent: the step-0 error is known
+        assert row["curve"][0]["step"] == 0 and math.isfinite(row["curve"][0]["rel_l2"])

@@ -1,0 +1,163 @@
+"""The `pinnbench` command line: bad usage is exit 2 with one line and no store change; a sweep
+with failing cells exits 1 and goes on; list/show/export work."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pinnbench.cli import main
+from pinnbench.store import Store, load_results
+
+FAKES = str(Path(__file__).with_name("fake_solvers.py"))
+REPO = Path(__file__).resolve().parent.parent
+FAKE_RUN = ["run", "--problems", "fake-affine-v1", "--solvers", "fake-ok", "--dims", "3",
+            "--steps", "3", "--width", "8", "--depth", "1", "--import", FAKES, "--no-report"]
+
+BAD = [
+    (["--dims", "1e3.."], "give both ends"),
+    (["--dims", "0"], "integer >= 1"),
+    (["--dims", "abc"], "bad dimension 'abc'"),
+    (["--dims", "1e5..1e3"], "start 100000 > end 1000"),
+    (["--dims", "1e3..1e5:x1"], "integer K >= 2"),
+    (["--dims", "2"], "needs d >= 3"),  # fake-affine-v1 has min_dim 2; 2 is fine -> see below
+    (["--solvers", "fake-okk"], "did you mean 'fake-ok'"),
+    (["--solvers", "fake-ok[lr=-1]"], "parameter lr='-1': expected a number > 0"),
+    (["--solvers", "fake-ok[nope=1]"], "unknown parameter(s) nope"),
+    (["--solvers", "fake-ok[lr=0.1"], "unbalanced"),
+    (["--solvers", "fake-ok[lr]"], "expected key=value"),
+    (["--problems", "nope-v1"], "unknown problem 'nope-v1'"),
+    (["--steps", "-5"], "--steps must be an integer >= 1"),
+    (["--steps", "0"], "--steps must be an integer >= 1"),
+    (["--time-budget", "-1"], "--time-budget must be a number > 0"),
+    (["--timeout", "0"], "--timeout must be a number > 0"),
+    (["--seeds", "-1"], "--seeds"),
+    (["--width", "0"], "--width must be an integer >= 1"),
+    (["--jobs", "0"], "--jobs must be an integer >= 1"),
+    (["--device", "tpu"], "device 'tpu'"),
+    (["--dtype", "float16"], "unknown dtype 'float16'"),
+    (["--memory-limit", "lots"], "memory limit"),
+    (["--frobnicate"], "unrecognized arguments"),
+    (["--import", "no/such/plugin.py"], "does not exist"),
+]
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / "s.sqlite"
+    st = Store(path)
+    st.begin_run("r0", "pinnbench run", "2024-01-01T00:00:00+00:00", [], {})
+    st.close()
+    return path
+
+
+def _last_args(argv, extra):
+    """FAKE_RUN with the options in ``extra`` replacing the ones it already has."""
+    out, i = [], 0
+    keys = {a for a in extra if a.startswith("--")}
+    while i < len(argv):
+        if argv[i] in keys:
+            i += 2 if argv[i] not in ("--no-report",) else 1
+            continue
+        out.append(argv[i])
+        i += 1
+    return out + extra
+
+
+@pytest.mark.parametrize("extra,message", BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_invocations_exit_2_with_one_line_and_leave_the_store_alone(extra, message, store,
+                                                                          tmp_path, capsys):
+    if extra == ["--dims", "2"]:
+        extra, message = ["--problems", "fake-affine-v1", "--dims", "1"], "needs d >= 2"
+    before = store.read_bytes()
+    fresh = tmp_path / "fresh" / "new.sqlite"
+    for target in (store, fresh):
+        code = main(_last_args(FAKE_RUN, extra + ["--store", str(target)]))
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert message in err, err
+        assert "Traceback" not in err
+    assert store.read_bytes() == before
+    assert not fresh.exists() and not fresh.parent.exists()
+
+
+@pytest.mark.parametrize("spec,message", [("sdze[rank=-1]", "rank='-1'"),
+                                          ("sdze[nope=1]", "unknown parameter(s) nope"),
+                                          ("bp[estimator=nope]", "estimator='nope'")])
+def test_bad_real_solver_specs_exit_2(spec, message, store, capsys):
+    from pinnbench.solver import list_solvers
+
+    if spec.split("[")[0] not in list_solvers():
+        pytest.skip("the real solvers are not installed")
+    before = store.read_bytes()
+    assert main(["run", "--solvers", spec, "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert store.read_bytes() == before
+
+
+def test_bad_store_paths_exit_2(tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    not_dir = tmp_path / "file.txt"
+    not_dir.write_text("x")
+    cases = [(corrupt, "not a valid SQLite store"), (not_dir / "s.sqlite", "not a directory"),
+             (tmp_path, "is a directory")]
+    for path, message in cases:
+        before = corrupt.read_bytes()
+        assert main(FAKE_RUN + ["--store", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert corrupt.read_bytes() == before
+    fresh = tmp_path / "empty.sqlite"
+    assert main(FAKE_RUN + ["--store", str(fresh), "--resume"]) == 2
+    assert "no run to resume" in capsys.readouterr().err and not fresh.exists()
+
+
+@pytest.mark.parametrize("cmd", [[], ["run"], ["list"], ["show"], ["export"], ["report"]])
+def test_help_on_every_command(cmd, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(cmd + ["--help"])
+    assert exc.value.code == 0
+    assert "usage: pinnbench" in capsys.readouterr().out
+
+
+def test_sweep_goes_on_after_failures_and_exits_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "s.sqlite"
+    code = main(["run", "--problems", "fake-affine-v1", "--solvers",
+                 "fake-ok[lr=0.1],fake-nan,fake-crash", "--dims", "3", "--steps", "4",
+                 "--width", "8", "--depth", "1", "--import", FAKES, "--store", str(store),
+                 "--jobs", "2", "--json", "--no-report"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert code == 1
+    cells = [x for x in lines if x["event"] == "cell"]
+    assert sorted(c["status"] for c in cells) == ["diverged", "error", "ok"]
+    assert lines[-1]["event"] == "summary" and lines[-1]["counts"] == {"diverged": 1, "error": 1,
+                                                                       "ok": 1}
+    df = load_results(store)
+    assert len(df) == 3 and df["run_id"].nunique() == 1
+    assert set(df["solver_name"]) == {"fake-ok", "fake-nan", "fake-crash"}
+    assert all(c["provenance"]["command"].startswith("pinnbench run") for c in cells)
+
+    assert main(["show", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "fake-crash" in out and "diverged" in out
+    for fmt in ("csv", "parquet"):
+        assert main(["export", "--store", str(store), "--format", fmt,
+                     "--out", str(tmp_path / f"x.{fmt}")]) == 0
+    import pandas as pd
+
+    assert len(pd.read_csv(tmp_path / "x.csv")) == 3
+    assert list(pd.read_parquet(tmp_path / "x.parquet")["status"]) == list(df["status"])
+    assert main(["show", "--store", str(store), "--run", "nope"]) == 2
+
+
+def test_list_shows_solvers_with_parameters(capsys):
+    assert main(["list", "solvers", "--import", FAKES]) == 0
+    out = capsys.readouterr().out
+    assert "fake-ok" in out and "lr=0.05" in out and "points=100" in out
+    assert main(["list", "problems", "--import", FAKES]) == 0
+    assert "fake-affine-v1" in capsys.readouterr().out

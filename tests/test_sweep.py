@@ -1,0 +1,100 @@
+"""Planning, pruning after an OOM, and a sweep that survives SIGKILL and resumes."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pinnbench.store import Store, load_results
+from pinnbench.sweep import SweepConfig, execute_sweep, plan, split_top_level, with_points
+
+FAKES = str(Path(__file__).with_name("fake_solvers.py"))
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_split_top_level_keeps_bracketed_commas():
+    assert split_top_level("sdze[rank=4,eps=1e-3],bp[estimator=hte],zo") == \
+        ["sdze[rank=4,eps=1e-3]", "bp[estimator=hte]", "zo"]
+    for bad in ("a[b=1", "a]", "a,,b", ""):
+        with pytest.raises(ValueError):
+            split_top_level(bad)
+
+
+def test_with_points_sets_only_missing_points():
+    assert with_points("fake-ok[lr=0.1]", 7) == "fake-ok[lr=0.1,points=7]"
+    assert with_points("fake-ok[points=3]", 7) == "fake-ok[points=3]"
+    assert with_points("fake-ok", None) == "fake-ok"
+
+
+def test_plan_orders_by_dimension_and_validates():
+    import fake_solvers  # noqa: F401 - registers the fakes here
+
+    cells = plan(SweepConfig(problems=["fake-affine-v1"], solvers=["fake-ok", "fake-nan"],
+                             dims=[10, 3], seeds=[0, 1], steps=5, imports=[FAKES], jobs=2))
+    assert [c["dim"] for c in cells] == [3] * 4 + [10] * 4
+    assert len({c["solver"] for c in cells}) == 2 and {c["seed"] for c in cells} == {0, 1}
+    assert all(c["threads"] == max(1, (os.cpu_count() or 1) // 2) for c in cells)
+    with pytest.raises(ValueError, match="did you mean"):
+        plan(SweepConfig(problems=["fake-affine-v1"], solvers=["fake-okk"], dims=[3]))
+
+
+def test_oom_prunes_larger_dims(tmp_path):
+    cells = plan(SweepConfig(problems=["fake-affine-v1"], solvers=["fake-oom"], dims=[3, 10, 30],
+                             steps=2, width=8, depth=1, imports=[FAKES],
+                             memory_limit_bytes=2**30, floors=False))
+    st = Store(tmp_path / "s.sqlite")
+    st.begin_run("r", "c", "t", cells, {})
+    rows = execute_sweep(cells, run_id="r", write=st.write_row)
+    st.close()
+    assert [r["status"] for r in rows] == ["oom", "skipped", "skipped"]
+    assert all("ran out of memory at d = 3" in r["message"] for r in rows[1:])
+    df = load_results(tmp_path / "s.sqlite")
+    assert list(df["status"]) == ["oom", "skipped", "skipped"] and set(df["run_id"]) == {"r"}
+
+
+def _rows(store):
+    if not Path(store).exists():
+        return []
+    try:
+        con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+        try:
+            return con.execute("SELECT cell_id, dim, status, finished_at, total_time_s "
+                               "FROM results ORDER BY dim").fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return []
+
+
+def test_sigkill_mid_sweep_then_resume_loses_nothing_and_duplicates_nothing(tmp_path):
+    store = tmp_path / "s.sqlite"
+    args = [sys.executable, "-m", "pinnbench.cli", "run", "--problems", "fake-affine-v1",
+            "--solvers", "fake-sleep[seconds=0.2]", "--dims", "3,4,5,6", "--steps", "3",
+            "--width", "8", "--depth", "1", "--no-floors", "--import", FAKES,
+            "--store", str(store), "--quiet", "--no-report"]
+    proc = subprocess.Popen(args, cwd=REPO, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while len(_rows(store)) < 1:
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the planner and its cell, as a kill -9 of the group
+    proc.wait()
+    before = _rows(store)
+    assert 1 <= len(before) < 4
+    done = subprocess.run(args + ["--resume"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    after = _rows(store)
+    assert [r[1] for r in after] == [3, 4, 5, 6]  # every cell once
+    assert len({r[0] for r in after}) == 4
+    assert all(r[2] == "ok" for r in after)
+    assert after[:len(before)] == before  # finished cells were kept, not re-run
+    con = sqlite3.connect(store)
+    assert con.execute("SELECT COUNT(*), MAX(status) FROM runs").fetchone() == (1, "finished")
+    con.close()
