@@ -594,11 +594,16 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
+    """An empty, missing or unreadable store is bad usage (exit 2), not a blank page."""
+    from pinnbench.report import ReportError, write_report
+
     run_id = _select_run(args)
-    path, note = _write_report(args.store, args.out, run_id, args.all)
-    if path is None:
-        print(note, file=sys.stderr)
-        return 1
+    out_dir = Path(args.out) if args.out else (
+        Path("reports") / ("all" if args.all else (run_id or "latest")))
+    try:
+        path = write_report(args.store, out_dir, run_id=run_id, all_runs=args.all)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
     print(f"Report: {path}")
     return 0
 

@@ -59,6 +59,13 @@ def device_name(device: torch.device) -> str:
     return cpu_model()
 
 
+def _host_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def collect(device: torch.device | str = "cpu", command: str | None = None) -> dict[str, Any]:
     device = torch.device(device)
     out: dict[str, Any] = {
@@ -76,6 +83,7 @@ def collect(device: torch.device | str = "cpu", command: str | None = None) -> d
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "pid": os.getpid(),
+        "host_memory_bytes": _host_memory_bytes(),
         "command": command if command is not None else " ".join(sys.argv),
     }
     if device.type == "cuda":

@@ -1,0 +1,183 @@
+"""``pinnbench report``: a static page (index.html + PNG figures) from a results store.
+
+``write_report(source, out_dir, run_id=None, all_runs=False)`` reads the rows (a DataFrame in
+the schema of ``pinnbench.schema.COLUMNS`` or the path of a store), keeps one run (the latest by
+default, ``run_id`` to choose, ``all_runs`` for every run: then the newest row of each cell id),
+aggregates over seeds and writes ``out_dir/index.html`` and ``out_dir/figures/*.png``
+(DESIGN.md, "Report"). The page reads nothing outside its folder; every string from the store is
+HTML-escaped by the template (Jinja2 autoescape).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pinnbench.report.aggregate import ReportError, check_columns
+
+__all__ = ["ReportError", "write_report", "select_runs"]
+
+TEMPLATE = "report.html.j2"
+
+
+def _load(source: Any) -> pd.DataFrame:
+    if isinstance(source, pd.DataFrame):
+        df = source
+        where = "the given DataFrame"
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise ReportError(f"no results store at {str(path)!r}; run `pinnbench run ...` "
+                              "first, or pass the store with --store PATH")
+        if path.is_dir():
+            raise ReportError(f"{str(path)!r} is a folder, not a results store; pass the "
+                              "store file (e.g. results/pinnbench.sqlite) with --store PATH")
+        from pinnbench.store import load_results  # lazy: the store module is optional here
+
+        try:
+            df = load_results(path)
+        except ReportError:
+            raise
+        except Exception as exc:  # a corrupt or foreign file: say which and why
+            raise ReportError(f"cannot read the results store {str(path)!r}: {exc}") from exc
+        where = f"the store {str(path)!r}"
+    else:
+        raise ReportError(f"source must be a pandas DataFrame or the path of a results store, "
+                          f"not {type(source).__name__}")
+    if df is None or len(df) == 0:
+        raise ReportError(f"{where} holds no results; run `pinnbench run ...` first")
+    check_columns(df)
+    return df
+
+
+def select_runs(df: pd.DataFrame, run_id: str | None = None,
+                all_runs: bool = False) -> pd.DataFrame:
+    """Rows of the chosen run(s).
+
+    Default: the latest run (largest first ``started_at``; ties and missing times broken by
+    order of appearance). ``all_runs``: every run, keeping for each cell id the row that finished
+    last, so a resumed or repeated cell counts once in the seed aggregates.
+    """
+    if run_id is not None and all_runs:
+        raise ReportError("choose one run (--run ID) or all runs (--all), not both")
+    runs = _run_order(df)
+    if all_runs:
+        ordered = df.assign(_fin=df["finished_at"].astype(str), _pos=range(len(df)))
+        ordered = ordered.sort_values(["_fin", "_pos"], kind="stable")
+        return ordered.drop_duplicates("cell_id", keep="last").drop(columns=["_fin", "_pos"])
+    if run_id is None:
+        run_id = runs[-1]
+    elif str(run_id) not in runs:
+        raise ReportError(f"no run {str(run_id)!r} in the results; runs held: "
+                          + ", ".join(runs[-20:]) + (" (latest last)" if len(runs) > 1 else ""))
+    return df[df["run_id"].astype(str) == str(run_id)]
+
+
+def _run_order(df: pd.DataFrame) -> list[str]:
+    """Run ids, oldest first: by earliest ``started_at`` of their rows, then first appearance."""
+    key: dict[str, tuple[str, int]] = {}
+    for pos, (rid, started) in enumerate(zip(df["run_id"].astype(str), df["started_at"])):
+        t = started if isinstance(started, str) else ""
+        if rid not in key:
+            key[rid] = (t, pos)
+        elif t and (not key[rid][0] or t < key[rid][0]):
+            key[rid] = (t, key[rid][1])
+    return sorted(key, key=lambda r: key[r])
+
+
+def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
+                 all_runs: bool = False) -> Path:
+    """Write ``out_dir/index.html`` (and ``out_dir/figures/``) and return the page's path."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    import pinnbench
+    from pinnbench.report import aggregate, figures, provenance, tables
+
+    df = select_runs(_load(source), run_id=run_id, all_runs=all_runs)
+    df = aggregate.prepare(df)
+    fams = aggregate.families(df)
+    style = figures.SeriesStyle(dict(zip(df["series"], df["label"])))
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig_dir = out / "figures"
+    if fig_dir.is_dir():  # the folder is the report's own: drop figures of an earlier report
+        for old in fig_dir.glob("*.png"):
+            old.unlink()
+
+    sections: list[dict] = []
+
+    def add(section: str, fig, name: str, title: str, caption: str) -> None:
+        if fig is None:
+            return
+        file = figures.save(fig, out, name)
+        for s in sections:
+            if s["title"] == section:
+                s["figures"].append(figures.SavedFigure(file, title, caption))
+                return
+        sections.append({"title": section, "figures": [figures.SavedFigure(file, title,
+                                                                             caption)]})
+
+    seeds_note = ("Lines: median over seeds (in log space); bands: interquartile range. "
+                  "× in the grey band: cells that did not finish, with their status.")
+    add("Scaling with d", figures.metric_vs_d(fams, style, "error"), "error_vs_d",
+        "Final error against d",
+        "Relative L2 error on the fixed test set at the end of training. Grey lines: the "
+        "error of the best trivial fits A(x)·c and A(x)·(a + b·x); a PINN above them has "
+        "learned less than a constant. " + seeds_note)
+    add("Scaling with d", figures.metric_vs_d(fams, style, "time"), "time_vs_d",
+        "Time per step against d",
+        "Median time of the timed steps (after warm-up, device synchronised). " + seeds_note)
+    add("Scaling with d", figures.metric_vs_d(fams, style, "memory", rows=df), "memory_vs_d",
+        "Peak memory against d",
+        "torch.cuda.max_memory_allocated during training where a GPU was measured, else the "
+        "peak resident set of the cell process. Dash-dotted: total memory of the device, "
+        "from the run's provenance. " + seeds_note)
+    for i, problem in enumerate(sorted(df["problem"].unique())):
+        add("Convergence", figures.convergence(df, style, problem), f"convergence_{i}",
+            f"Convergence: {problem}",
+            "Relative L2 error on the test set against training step (top) and wall time "
+            "(bottom), one column per d; cells that timed out or diverged keep their logged "
+            "curve.")
+    seen_params: set[str] = set()
+    for param, what in figures.ABLATION_PARAMS.items():
+        if what in seen_params:
+            continue
+        fig = figures.ablation(df, param)
+        if fig is not None:
+            seen_params.add(what)
+        add("Ablations", fig, f"ablation_{param}", f"Ablation: {what}",
+            f"Final error and time per step against {what}, other parameters held fixed "
+            "(named in each panel's title); one line per d, median over seeds with "
+            "interquartile bars.")
+    add("Ablations", figures.variance_vs_eps(df, style), "variance_vs_eps",
+        "Variance of the zeroth-order difference quotient against ε",
+        "Empirical variance of [L(θ+εz) − L(θ−εz)]/(2ε) with common random numbers (solid) "
+        "and without (dashed); without CRNS it grows like 1/ε².")
+
+    prov_head, prov_rows = provenance.provenance_table(df)
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                      autoescape=True, undefined=StrictUndefined, trim_blocks=True,
+                      lstrip_blocks=True)
+    html = env.get_template(TEMPLATE).render(
+        title="pinnbench report",
+        runs=sorted(df["run_id"].astype(str).unique()),
+        all_runs=all_runs,
+        n_rows=len(df),
+        problems=sorted(df["problem"].unique()),
+        status_counts=tables.status_counts(df),
+        sections=sections,
+        summary_headings=tables.headings(),
+        summary=tables.summary_rows(fams),
+        failures=tables.failure_rows(df),
+        prov_headings=prov_head,
+        prov_rows=prov_rows,
+        version=pinnbench.__version__,
+        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    page = out / "index.html"
+    page.write_text(html, encoding="utf-8")
+    return page

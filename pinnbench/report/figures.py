@@ -1,0 +1,586 @@
+"""The report's figures: matplotlib (Agg) with seaborn's theme and palette.
+
+Conventions shared by every figure:
+- one colour and one marker per series (``SeriesStyle``), the same in every figure;
+- log axes wherever the plotted values span a decade or more;
+- one panel per problem (facets); legends outside the panels;
+- the centre of a seed aggregate is the log-space median, the band its interquartile range;
+- a cell that did not finish (oom, timeout, diverged, error, skipped) is never dropped: it is
+  drawn as an × in its series' colour at its d, in a grey band at the top of the panel, labelled
+  with its status and seed count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")  # noqa: E402  (before pyplot; the report never opens a window)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from pinnbench.report.aggregate import (CURVE_STATUSES, Family, LogStats,  # noqa: E402
+                                        curve_stats)
+from pinnbench.report.provenance import device_label, total_memory_bytes  # noqa: E402
+
+SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "p", "h", "<", ">", "*", "8")
+FAIL_MARKER = "x"
+FAIL_LABEL = {"oom": "OOM", "timeout": "timeout", "diverged": "diverged", "error": "error",
+              "skipped": "skipped"}
+PANEL_W, PANEL_H = 4.6, 3.5
+DPI = 110
+GIB = 2.0**30
+
+
+def theme() -> dict:
+    """rc parameters for every figure (applied with ``plt.rc_context``, never globally)."""
+    rc = dict(sns.axes_style("whitegrid"))
+    rc.update(sns.plotting_context("notebook", font_scale=0.8))
+    rc.update({"axes.titlesize": 10, "axes.titleweight": "bold", "legend.frameon": False,
+               "savefig.dpi": DPI, "figure.dpi": DPI})
+    return rc
+
+
+class SeriesStyle:
+    """Colour and marker of each series, fixed once for the whole report."""
+
+    def __init__(self, series_labels: dict[str, str]) -> None:
+        order = sorted(series_labels, key=lambda s: (series_labels[s], s))
+        n = len(order)
+        palette = sns.color_palette("colorblind", n) if n <= 10 else \
+            sns.color_palette("tab20", n) if n <= 20 else sns.color_palette("husl", n)
+        self.order = order
+        self.labels = series_labels
+        self.color = {s: palette[i] for i, s in enumerate(order)}
+        self.marker = {s: SERIES_MARKERS[i % len(SERIES_MARKERS)] for i, s in enumerate(order)}
+
+    def handle(self, series: str) -> Line2D:
+        return Line2D([], [], color=self.color[series], marker=self.marker[series], lw=1.6,
+                      label=self.labels[series])
+
+
+@dataclass
+class SavedFigure:
+    file: str  # relative to the report folder
+    title: str
+    caption: str
+
+
+def save(fig: plt.Figure, out_dir: Path, name: str) -> str:
+    path = out_dir / "figures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, facecolor="white")
+    plt.close(fig)
+    return f"figures/{name}.png"
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _spans_decade(values: Iterable[float]) -> bool:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    return v.size > 0 and bool(np.all(v > 0)) and v.max() / v.min() >= 10.0
+
+
+def _facets(n: int, ncols_max: int = 3, w: float = PANEL_W, h: float = PANEL_H):
+    ncols = max(1, min(ncols_max, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _set_x_dims(ax: plt.Axes, dims: list[int]) -> None:
+    dims = sorted(set(dims))
+    if not dims:
+        return
+    if _spans_decade(dims) or len(dims) == 1:
+        ax.set_xlim(dims[0] / 2.0, dims[-1] * 2.0)
+        ax.set_xscale("log")
+    else:
+        pad = 0.08 * (dims[-1] - dims[0])
+        ax.set_xlim(dims[0] - pad, dims[-1] + pad)
+    ax.set_xticks(dims)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_dim(v)))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def _fmt_dim(v: float) -> str:
+    if v <= 0:
+        return f"{v:g}"
+    e = math.log10(v)
+    if abs(e - round(e)) < 1e-9 and v >= 1000:
+        return f"$10^{{{int(round(e))}}}$"
+    return f"{v:g}"
+
+
+def _y_limits(ax: plt.Axes, values: list[float], n_fail_rows: int, log: bool) -> list[float]:
+    """Set the y range to the data plus, when cells failed, a grey band on top for the ×
+    markers; returns the axes-fraction heights of the marker rows."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x) and (x > 0 or not log)],
+                   dtype=float)
+    if log:
+        ax.set_yscale("log")
+    f = np.log10 if log else (lambda x: x)
+    g = (lambda t: 10.0**t) if log else (lambda t: t)
+    if v.size:
+        lo, hi = float(f(v.min())), float(f(v.max()))
+    else:
+        lo, hi = (-3.0, 0.0) if log else (0.0, 1.0)
+    span = hi - lo
+    if span <= 0:
+        span = 1.0 if log else max(abs(hi), 1.0)
+        lo, hi = lo - span / 2, hi + span / 2
+    lo, hi = lo - 0.08 * span, hi + 0.08 * span
+    rows: list[float] = []
+    if n_fail_rows:
+        step = min(0.075, 0.45 / n_fail_rows)  # many failing series: rows draw closer
+        band = 0.03 + step * n_fail_rows
+        hi = lo + (hi - lo) / (1.0 - band)
+        # in axes coordinates, so it moves no data limit
+        ax.add_patch(Rectangle((0, 1 - band), 1, band, transform=ax.transAxes,
+                               color="0.92", zorder=0, lw=0))
+        rows = [1 - 0.03 - step * (k + 0.5) for k in range(n_fail_rows)]
+    ax.set_ylim(g(lo), g(hi))
+    return rows
+
+
+def _mark_failures(ax: plt.Axes, style: SeriesStyle, fails: list[tuple[str, int, dict, int]],
+                   rows: list[float], color_of=None) -> None:
+    """Draw each failed (series, d) as an × at the top, one band row per series."""
+    row_of: dict[str, int] = {}
+    for key, dim, counts, n_seeds in fails:
+        k = row_of.setdefault(key, len(row_of))
+        y = rows[k]
+        color = color_of(key) if color_of else style.color[key]
+        trans = ax.get_xaxis_transform()
+        ax.plot([dim], [y], marker=FAIL_MARKER, ms=8, mew=2.2, color=color, transform=trans,
+                clip_on=False, zorder=5, ls="none")
+        text = ", ".join(f"{FAIL_LABEL.get(s, s)}" + (f" {n}/{n_seeds}" if n != n_seeds else "")
+                         for s, n in counts.items())
+        ax.annotate(text, (dim, y), xycoords=trans, xytext=(6, 0), textcoords="offset points",
+                    va="center", ha="left", fontsize=7, color=color, zorder=6)
+
+
+def _fail_handle() -> Line2D:
+    return Line2D([], [], marker=FAIL_MARKER, color="0.3", ls="none", ms=7, mew=2,
+                  label="cell did not finish\n(status, seeds; grey band)")
+
+
+def _legend(fig: plt.Figure, handles: list) -> None:
+    """Put the legend in a margin added to the right of the panels, then lay the panels out.
+
+    The figure is widened by the legend's measured width, so the legend never covers data and
+    no costly ``bbox_inches="tight"`` pass is needed when saving.
+    """
+    leg = fig.legend(handles=handles, loc="upper left", fontsize=8, borderaxespad=0.2)
+    width_in = leg.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi + 0.15
+    panels_in = fig.get_figwidth()
+    fig.set_figwidth(panels_in + width_in)
+    frac = panels_in / (panels_in + width_in)
+    fig.tight_layout(rect=(0, 0, frac, 1))
+    leg.set_bbox_to_anchor((frac, 0.98), transform=fig.transFigure)
+
+
+# ---------------------------------------------------------------------- metric against d
+
+METRICS = {
+    "error": ("rel_l2", "final relative $L^2$ error", 1.0),
+    "time": ("time_per_step", "time per step (s)", 1.0),
+    "memory": ("mem", "peak memory (GiB)", 1.0 / GIB),
+}
+
+
+def metric_vs_d(fams: list[Family], style: SeriesStyle, metric: str,
+                rows: pd.DataFrame | None = None) -> plt.Figure:
+    """One panel per problem, one line per series: ``metric`` (error, time, memory) against d.
+
+    error: the trivial fits A(x)·c and A(x)·(a + b·x) are drawn as grey floors.
+    memory: GPU ``max_memory_allocated`` where measured, else the CPU RSS peak; the total memory
+    of each device (from provenance) is drawn as a horizontal line.
+    """
+    attr, ylabel, scale = METRICS[metric]
+    problems = sorted({f.problem for f in fams})
+    mem_kinds = {f.mem_kind for f in fams if f.mem is not None}
+    if metric == "memory":
+        ylabel = {frozenset({"gpu"}): "peak GPU memory allocated (GiB)",
+                  frozenset({"cpu"}): "peak CPU resident set (GiB)"}.get(
+                      frozenset(mem_kinds), ylabel)
+    with plt.rc_context(theme()):
+        fig, axes = _facets(len(problems))
+        used_series: set[str] = set()
+        any_fail = False
+        drew_device_memory = False
+        for ax, problem in zip(axes, problems):
+            pf = [f for f in fams if f.problem == problem]
+            yvals: list[float] = []
+            fails: list[tuple[str, int, dict, int]] = []
+            for series in style.order:
+                sf = sorted((f for f in pf if f.series == series), key=lambda f: f.dim)
+                if not sf:
+                    continue
+                used_series.add(series)
+                pts = [(f.dim, getattr(f, attr)) for f in sf if getattr(f, attr) is not None]
+                if pts:
+                    x = [d for d, _ in pts]
+                    med = [s.median * scale for _, s in pts]
+                    lo = [s.q25 * scale for _, s in pts]
+                    hi = [s.q75 * scale for _, s in pts]
+                    ax.plot(x, med, color=style.color[series], marker=style.marker[series],
+                            lw=1.6, ms=6, zorder=3)
+                    ax.fill_between(x, lo, hi, color=style.color[series], alpha=0.18, lw=0,
+                                    zorder=2)
+                    yvals += med + lo + hi
+                    if metric == "memory" and len(mem_kinds) > 1:
+                        for f in sf:
+                            if getattr(f, attr) is not None:
+                                if f.mem_kind == "cpu":
+                                    ax.plot([f.dim], [f.mem.median * scale], marker=
+                                            style.marker[series], ms=3, color="white", zorder=4)
+                for f in sf:
+                    if f.failures:
+                        fails.append((series, f.dim, f.failures, f.n_seeds))
+            if metric == "error":
+                yvals += _draw_floors(ax, pf)
+            if metric == "memory" and rows is not None:
+                lines = _draw_device_memory(ax, rows[rows["problem"] == problem])
+                drew_device_memory |= bool(lines)
+                yvals += lines
+            n_rows = len({s for s, *_ in fails})
+            log = _spans_decade(yvals) or not yvals
+            ys = _y_limits(ax, yvals, n_rows, log=log)
+            _mark_failures(ax, style, fails, ys)
+            any_fail |= bool(fails)
+            _set_x_dims(ax, [f.dim for f in pf])
+            ax.set_title(problem)
+            ax.set_xlabel("dimension d")
+            ax.set_ylabel(ylabel)
+            if metric == "memory" and log:
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        handles = [style.handle(s) for s in style.order if s in used_series]
+        handles.append(Patch(color="0.5", alpha=0.25, label="interquartile range over seeds"))
+        if metric == "error":
+            handles += [Line2D([], [], color="0.35", ls="--", lw=1.3,
+                               label="trivial fit A(x)·c"),
+                        Line2D([], [], color="0.35", ls=":", lw=1.6,
+                               label="trivial fit A(x)·(a + b·x)")]
+        if metric == "memory":
+            if drew_device_memory:
+                handles.append(Line2D([], [], color="black", ls="-.", lw=1.2,
+                                      label="total device memory"))
+            if mem_kinds == {"gpu", "cpu"}:
+                handles.append(Line2D([], [], marker="o", color="0.3", mfc="white", ls="none",
+                                      label="hollow: CPU RSS\n(no GPU measured)"))
+        if any_fail:
+            handles.append(_fail_handle())
+        _legend(fig, handles)
+    return fig
+
+
+def _draw_floors(ax: plt.Axes, pf: list[Family]) -> list[float]:
+    by_dim: dict[int, tuple[list[float], list[float]]] = {}
+    for f in pf:
+        c, a = by_dim.setdefault(f.dim, ([], []))
+        if f.floor_const is not None:
+            c.append(f.floor_const)
+        if f.floor_affine is not None:
+            a.append(f.floor_affine)
+    dims = sorted(by_dim)
+    out: list[float] = []
+    for idx, ls, lw in ((0, "--", 1.3), (1, ":", 1.6)):
+        pts = [(d, float(np.median(by_dim[d][idx]))) for d in dims if by_dim[d][idx]]
+        if pts:
+            ax.plot([d for d, _ in pts], [v for _, v in pts], color="0.35", ls=ls, lw=lw,
+                    zorder=1)
+            out += [v for _, v in pts]
+    return out
+
+
+def _draw_device_memory(ax: plt.Axes, rows: pd.DataFrame) -> list[float]:
+    seen: dict[tuple[str, int], None] = {}
+    for prov, kind in zip(rows["provenance"], rows["mem_kind"]):
+        total = total_memory_bytes(prov, kind)
+        if total is not None:
+            seen.setdefault((device_label(prov, kind), total), None)
+    out = []
+    for label, total in seen:
+        y = total / GIB
+        ax.axhline(y, color="black", ls="-.", lw=1.2, zorder=1)
+        ax.annotate(f"{label}: {total / 2**30:.3g} GiB", (0.02, y),
+                    xycoords=ax.get_yaxis_transform(), xytext=(0, -3), textcoords="offset points",
+                    fontsize=7, va="top")
+        out.append(y)
+    return out
+
+
+# ------------------------------------------------------------------------- convergence
+
+#: at most this many d side by side; more wrap into further (step, time) row pairs
+CONVERGENCE_COLUMNS = 4
+
+
+def convergence(df: pd.DataFrame, style: SeriesStyle, problem: str) -> plt.Figure | None:
+    """Error against step (top row) and against wall time (bottom row), one column per d."""
+    rows = df[(df["problem"] == problem) & df["status"].isin(CURVE_STATUSES)]
+    dims = sorted(rows["dim"].unique())
+    stats: dict[tuple[str, int], object] = {}
+    for (series, dim), g in rows.groupby(["series", "dim"], sort=True):
+        cs = curve_stats(g)
+        if cs is not None:
+            stats[(series, int(dim))] = cs
+    dims = [d for d in dims if any(k[1] == d for k in stats)]
+    if not dims:
+        return None
+    with plt.rc_context(theme()):
+        ncols = min(CONVERGENCE_COLUMNS, len(dims))
+        blocks = math.ceil(len(dims) / ncols)  # each block: a row against step, one against time
+        fig, axes = plt.subplots(2 * blocks, ncols, figsize=(3.6 * ncols, 3.2 * 2 * blocks),
+                                 squeeze=False)
+        for k in range(len(dims), blocks * ncols):
+            axes[2 * (k // ncols), k % ncols].set_visible(False)
+            axes[2 * (k // ncols) + 1, k % ncols].set_visible(False)
+        used: set[str] = set()
+        for k, dim in enumerate(dims):
+            j = k % ncols
+            for i, xkey in enumerate(("step", "time_s")):
+                ax = axes[2 * (k // ncols) + i, j]
+                xs_all: list[float] = []
+                ys_all: list[float] = []
+                for series in style.order:
+                    cs = stats.get((series, dim))
+                    if cs is None:
+                        continue
+                    used.add(series)
+                    x = getattr(cs, xkey)
+                    keep = np.isfinite(x)
+                    if not keep.any():
+                        continue
+                    ax.plot(x[keep], cs.median[keep], color=style.color[series],
+                            marker=style.marker[series], ms=3.5, lw=1.4)
+                    ax.fill_between(x[keep], cs.q25[keep], cs.q75[keep],
+                                    color=style.color[series], alpha=0.18, lw=0)
+                    xs_all += list(x[keep])
+                    ys_all += list(cs.q25[keep]) + list(cs.q75[keep])
+                _log_or_symlog(ax, xs_all)
+                if _spans_decade(ys_all):
+                    ax.set_yscale("log")
+                ax.set_xlabel("training step" if xkey == "step" else "wall time (s)")
+                if j == 0:
+                    ax.set_ylabel("relative $L^2$ error")
+                if i == 0:
+                    ax.set_title(f"d = {dim:,}")
+        fig.suptitle(problem, fontweight="bold", fontsize=11)
+        handles = [style.handle(s) for s in style.order if s in used]
+        handles.append(Patch(color="0.5", alpha=0.25, label="interquartile range over seeds"))
+        _legend(fig, handles)
+    return fig
+
+
+def _log_or_symlog(ax: plt.Axes, xs: list[float]) -> None:
+    x = np.asarray([v for v in xs if np.isfinite(v)], dtype=float)
+    if x.size == 0:
+        return
+    pos = x[x > 0]
+    if pos.size and (x.min() <= 0) and pos.max() / pos.min() >= 10:
+        # zero (step 0, time 0) on a log axis: linear below the first power of ten, half a
+        # decade wide, so 0 and that power stand apart
+        ax.set_xscale("symlog", linthresh=10.0 ** math.floor(math.log10(pos.min())),
+                      linscale=0.5)
+    elif pos.size == x.size and _spans_decade(x):
+        ax.set_xscale("log")
+
+
+# ---------------------------------------------------------------------------- ablations
+
+#: solver parameters ablated when the store holds several values of them (DOMAIN.md §4)
+ABLATION_PARAMS = {"crns": "CRNS", "rank": "rank r", "r": "rank r"}
+
+
+def ablation_groups(df: pd.DataFrame, param: str) -> list[tuple[str, pd.DataFrame]]:
+    """Groups of rows (same problem, family, other parameters and settings) in which ``param``
+    takes at least two values; each with a title naming what it holds fixed."""
+    has = df[[param in p for p in df["solver_params"]]]
+    if has.empty:
+        return []
+    has = has.assign(
+        _ctx=[json.dumps({k: v for k, v in p.items() if k != param}, sort_keys=True, default=str)
+              + "|" + s[len(sv):] for p, s, sv in zip(has["solver_params"], has["series"],
+                                                       has["solver"])],
+        _val=[json.dumps(p[param], default=str) for p in has["solver_params"]])
+    out = []
+    for (problem, name), g in has.groupby(["problem", "solver_name"], sort=True):
+        contexts = [c for c, gc in g.groupby("_ctx", sort=True) if gc["_val"].nunique() >= 2]
+        ctx_params = [json.loads(c.split("|", 1)[0]) for c in contexts]
+        keys = sorted({k for p in ctx_params for k in p})
+        differing = [k for k in keys if len({json.dumps(p.get(k), default=str)
+                                             for p in ctx_params}) > 1]
+        for c, p in zip(contexts, ctx_params):
+            fixed = ",".join(f"{k}={p.get(k)}" for k in differing)
+            suffix = c.split("|", 1)[1].strip()
+            title = f"{problem} · {name}" + (f"[{fixed}]" if fixed else "") + \
+                (f" {suffix}" if suffix else "")
+            out.append((title, g[g["_ctx"] == c]))
+    return out
+
+
+def ablation(df: pd.DataFrame, param: str) -> plt.Figure | None:
+    """Final error and time per step against the values of ``param``, one line per d."""
+    groups = ablation_groups(df, param)
+    if not groups:
+        return None
+    dims = sorted({int(d) for _, g in groups for d in g["dim"]})
+    colors = dict(zip(dims, sns.color_palette("viridis", len(dims)) if len(dims) > 1
+                      else [sns.color_palette("viridis", 3)[0]]))
+    with plt.rc_context(theme()):
+        fig, axes = plt.subplots(len(groups), 2, figsize=(2 * PANEL_W, PANEL_H * len(groups)),
+                                 squeeze=False)
+        any_fail = False
+        for (title, g), row in zip(groups, axes):
+            values = sorted({json.loads(v) for v in g["_val"]}, key=_sort_key)
+            is_bool = all(isinstance(v, bool) for v in values)
+            xpos = {json.dumps(v): (i if is_bool else float(v)) for i, v in enumerate(values)}
+            for ax, col, ylabel in ((row[0], "final_rel_l2", "final relative $L^2$ error"),
+                                    (row[1], "time_per_step_s", "time per step (s)")):
+                yvals: list[float] = []
+                fails: list[tuple[str, float, dict, int]] = []
+                for dim, gd in g.groupby("dim", sort=True):
+                    pts = []
+                    for v in values:
+                        cell = gd[gd["_val"] == json.dumps(v)]
+                        if cell.empty:
+                            continue
+                        st = LogStats.of(cell.loc[cell["status"] == "ok", col])
+                        if st is not None:
+                            pts.append((xpos[json.dumps(v)], st))
+                        bad = cell[cell["status"] != "ok"]["status"].value_counts().to_dict()
+                        if bad:
+                            fails.append((int(dim), xpos[json.dumps(v)], bad, len(cell)))
+                    if pts:
+                        x = [p for p, _ in pts]
+                        ax.errorbar(x, [s.median for _, s in pts],
+                                    yerr=[[s.median - s.q25 for _, s in pts],
+                                          [s.q75 - s.median for _, s in pts]],
+                                    color=colors[int(dim)], marker="o", ms=5, lw=1.5, capsize=3)
+                        yvals += [s.q25 for _, s in pts] + [s.q75 for _, s in pts]
+                n_rows = len({k for k, *_ in fails})
+                ys = _y_limits(ax, yvals, n_rows, log=_spans_decade(yvals) or not yvals)
+                _mark_failures(ax, None, fails, ys, color_of=lambda d: colors[d])
+                any_fail |= bool(fails)
+                if is_bool:
+                    ax.set_xticks(range(len(values)))
+                    ax.set_xticklabels(["off" if not v else "on" for v in values])
+                    ax.set_xlim(-0.5, len(values) - 0.5)
+                else:
+                    if _spans_decade(values) or (min(values) > 0 and max(values) / min(values) >= 4):
+                        ax.set_xscale("log", base=2)
+                    ax.set_xticks([float(v) for v in values])
+                    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+                    lo, hi = min(values), max(values)
+                    if ax.get_xscale() == "log":
+                        ax.set_xlim(lo / 1.5, hi * 1.5)
+                    else:
+                        pad = 0.1 * (hi - lo) if hi > lo else 1.0
+                        ax.set_xlim(lo - pad, hi + pad)
+                ax.set_xlabel(ABLATION_PARAMS.get(param, param))
+                ax.set_ylabel(ylabel)
+                ax.set_title(title, fontsize=9)
+        handles = [Line2D([], [], color=colors[d], marker="o", label=f"d = {d:,}") for d in dims]
+        handles.append(Line2D([], [], color="0.3", marker="|", ms=8, ls="none",
+                              label="interquartile range over seeds"))
+        if any_fail:
+            handles.append(_fail_handle())
+        _legend(fig, handles)
+    return fig
+
+
+def _sort_key(v):
+    return (0, float(v)) if isinstance(v, (int, float)) else (1, str(v))
+
+
+# --------------------------------------------------------- variance of the ZO quotient vs eps
+
+#: key in the optional ``diagnostics`` JSON column: list of {eps, crns, variance, samples}
+VARIANCE_KEY = "zo_quotient_variance"
+
+
+def variance_points(df: pd.DataFrame) -> pd.DataFrame:
+    """Long table (problem, series, dim, seed, eps, crns, variance) from ``diagnostics``."""
+    cols = ["problem", "series", "label", "dim", "seed", "eps", "crns", "variance"]
+    if "diagnostics" not in df.columns:
+        return pd.DataFrame(columns=cols)
+    recs = []
+    for r in df.itertuples(index=False):
+        diag = r.diagnostics
+        if not isinstance(diag, dict):
+            continue
+        for p in diag.get(VARIANCE_KEY) or []:
+            try:
+                recs.append((r.problem, r.series, r.label, int(r.dim), int(r.seed),
+                             float(p["eps"]), bool(p.get("crns", True)), float(p["variance"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return pd.DataFrame(recs, columns=cols)
+
+
+def variance_vs_eps(df: pd.DataFrame, style: SeriesStyle) -> plt.Figure | None:
+    """Var of the two-point quotient [L(θ+εz) − L(θ−εz)]/(2ε) against ε, CRNS on and off.
+
+    Without CRNS the variance grows like Var_ω[L]/(2ε²) (DOMAIN.md §3); with CRNS it stays
+    O(1) as ε → 0. One panel per (problem, d); colour and marker by series, solid for CRNS on,
+    dashed for off.
+    """
+    pts = variance_points(df)
+    if pts.empty:
+        return None
+    panels = sorted({(p, int(d)) for p, d in zip(pts["problem"], pts["dim"])})
+    problems = sorted({p for p, _ in panels})
+    ncols = max(sum(1 for q, _ in panels if q == p) for p in problems)
+    with plt.rc_context(theme()):
+        fig, axes = plt.subplots(len(problems), ncols, squeeze=False,
+                                 figsize=(3.8 * ncols, 3.2 * len(problems)))
+        for i, problem in enumerate(problems):
+            dims = [d for p, d in panels if p == problem]
+            for ax in axes[i, len(dims):]:
+                ax.set_visible(False)
+            for ax, dim in zip(axes[i], dims):
+                pp = pts[(pts["problem"] == problem) & (pts["dim"] == dim)]
+                yvals: list[float] = []
+                for series in style.order:
+                    for crns in (True, False):
+                        g = pp[(pp["series"] == series) & (pp["crns"] == crns)]
+                        agg = [(e, LogStats.of(ge["variance"])) for e, ge in g.groupby("eps")]
+                        agg = [(e, st) for e, st in agg if st is not None]
+                        if not agg:
+                            continue
+                        x = [e for e, _ in agg]
+                        ax.plot(x, [st.median for _, st in agg], color=style.color[series],
+                                marker=style.marker[series], ls="-" if crns else "--", lw=1.5,
+                                ms=5)
+                        ax.fill_between(x, [st.q25 for _, st in agg], [st.q75 for _, st in agg],
+                                        color=style.color[series], alpha=0.15, lw=0)
+                        yvals += [st.q25 for _, st in agg] + [st.q75 for _, st in agg]
+                ax.set_xscale("log")
+                _y_limits(ax, yvals, 0, log=_spans_decade(yvals))
+                ax.set_xlabel("ε")
+                ax.set_ylabel("variance of the ZO quotient")
+                ax.set_title(f"{problem} · d = {dim:,}", fontsize=9)
+        used = set(pts["series"])
+        handles = [style.handle(s) for s in style.order if s in used]
+        handles += [Line2D([], [], color="0.3", ls="-", label="CRNS on"),
+                    Line2D([], [], color="0.3", ls="--", label="CRNS off"),
+                    Patch(color="0.5", alpha=0.25, label="interquartile range over seeds")]
+        _legend(fig, handles)
+    return fig

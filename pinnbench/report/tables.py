@@ -1,0 +1,117 @@
+"""The report's tables as plain data for the template (which escapes every string).
+
+Summary: one row per (problem, series, d) with the seed aggregates of ``aggregate.families``;
+within each (problem, d) the best value of each measured column (lowest error, time per step,
+peak memory) is flagged when at least two series have that value. Each numeric cell carries its
+full-precision value for machines (``data-value``) next to the rounded text for people.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from pinnbench.report.aggregate import Family, LogStats
+from pinnbench.report.provenance import format_bytes
+
+#: (column key, Family attribute, heading, formatter)
+MEASURED = (
+    ("rel_l2", "rel_l2", "final rel. L2", "sci"),
+    ("time", "time_per_step", "time / step", "seconds"),
+    ("mem", "mem", "peak memory", "bytes"),
+)
+
+MESSAGE_CHARS = 600
+
+
+@dataclass
+class Cell:
+    text: str
+    value: float | None = None
+    q25: float | None = None
+    q75: float | None = None
+    spread: str = ""
+    best: bool = False
+    note: str = ""
+
+
+def fmt_sci(v: float) -> str:
+    """Errors always in the same scientific form, so a column reads at a glance: 2.20e-03."""
+    return f"{v:.2e}"
+
+
+def fmt_seconds(s: float) -> str:
+    if s >= 1:
+        return f"{s:.3g} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} µs"
+
+
+FORMATS = {"sci": fmt_sci, "seconds": fmt_seconds, "bytes": format_bytes}
+
+
+def _cell(stats: LogStats | None, kind: str) -> Cell:
+    if stats is None:
+        return Cell("–")
+    f = FORMATS[kind]
+    spread = f"{f(stats.q25)} – {f(stats.q75)}" if stats.n > 1 else ""
+    return Cell(f(stats.median), stats.median, stats.q25, stats.q75, spread)
+
+
+def summary_rows(fams: list[Family]) -> list[dict]:
+    rows = []
+    for f in sorted(fams, key=lambda f: (f.problem, f.dim, f.label)):
+        cells = {key: _cell(getattr(f, attr), kind) for key, attr, _, kind in MEASURED}
+        if f.mem is not None:
+            cells["mem"].note = "GPU" if f.mem_kind == "gpu" else "CPU"
+        rows.append({
+            "problem": f.problem, "label": f.label, "solver": f.solver, "dim": f.dim,
+            "cells": cells,
+            "n_params": "–" if f.n_params is None or not math.isfinite(f.n_params)
+            else f"{int(round(f.n_params)):,}",
+            "n_params_value": f.n_params,
+            "status": f.status_text, "ok": f.status_text == "ok",
+            "n_seeds": f.n_seeds, "seeds": ",".join(str(s) for s in f.seeds),
+        })
+    _flag_best(rows)
+    return rows
+
+
+def _flag_best(rows: list[dict]) -> None:
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["problem"], r["dim"]), []).append(r)
+    for group in groups.values():
+        for key, *_ in MEASURED:
+            have = [r for r in group if r["cells"][key].value is not None]
+            if len(have) < 2:
+                continue
+            best = min(r["cells"][key].value for r in have)
+            for r in have:
+                r["cells"][key].best = r["cells"][key].value == best
+
+
+def headings() -> list[str]:
+    return [h for _, _, h, _ in MEASURED]
+
+
+def failure_rows(df: pd.DataFrame) -> list[dict]:
+    """Every cell that did not finish, with its message (truncated for the page)."""
+    bad = df[df["status"] != "ok"].sort_values(["problem", "dim", "label", "seed"])
+    out = []
+    for r in bad.itertuples(index=False):
+        msg = r.message or ""
+        if len(msg) > MESSAGE_CHARS:
+            msg = msg[:MESSAGE_CHARS] + f" … ({len(r.message) - MESSAGE_CHARS} more characters)"
+        out.append({"problem": r.problem, "label": r.label, "solver": r.solver, "dim": r.dim,
+                    "seed": r.seed, "status": r.status, "message": msg,
+                    "steps_done": "–" if pd.isna(r.steps_done) else int(r.steps_done)})
+    return out
+
+
+def status_counts(df: pd.DataFrame) -> list[tuple[str, int]]:
+    counts = df["status"].value_counts()
+    return [(str(s), int(n)) for s, n in counts.items()]
