@@ -98,6 +98,8 @@ class Problem:
     order: int = 2
     time_dependent: bool = False
     min_dim: int = 1
+    #: whether ``source_grad`` is available (gradient-enhanced PINN losses)
+    supports_gpinn: bool = False
     operator: Operator = Operator(())
     domain: str = ""
 
@@ -150,6 +152,11 @@ class Problem:
     def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
         """Jets of A and B along each direction: coefficients broadcastable to (n, V)."""
         raise NotImplementedError
+
+    def source_grad(self, x: Tensor, index: Tensor) -> Tensor:
+        """(n, D), (m,) -> (n, m): df/dx_j for the coordinates j in ``index`` (gPINN losses)."""
+        raise NotImplementedError(f"{self.id} has no closed-form source gradient (supports_gpinn "
+                                  "is False)")
 
     def pointwise(self, u: Tensor) -> Tensor | float:
         """The nonlinear part of L, applied to u (0 for a linear operator)."""
@@ -207,7 +214,7 @@ def sqnorm_jet(x: Tensor, dirs: Directions, order: int) -> Jet:
     """Jet of s(x) = ||x_spatial||^2 along each direction: [s, 2 x.v, ||v||^2] (exact, degree 2).
 
     ``x`` must already be restricted to the spatial coordinates that ``dirs`` spans."""
-    s = (x * x).sum(dim=1, keepdim=True)
+    s = torch.linalg.vector_norm(x, dim=1, keepdim=True).square()  # no (n, D) temporary
     return Jet([s, 2.0 * dirs.dot(x), dirs.sqnorm().unsqueeze(0)], order)
 
 

@@ -1,0 +1,103 @@
+"""Bounded-memory row reductions over the coordinates of a batch, and the jet of ||x||^2.
+
+At D = 10^7 one (16, D) float32 temporary is 640 MB, so closed-form exact solutions and sources
+never build a full-width temporary: they walk the columns in blocks of at most
+``BLOCK_ELEMENTS`` numbers (n_rows * block_columns <= 2^22, i.e. 16 MiB in float32), and each
+block's temporaries are freed before the next one. A formula that couples neighbouring
+coordinates (two-body, three-body terms) reads its block with a halo of ``window - 1`` columns.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from pinnbench.directions import CoordinateDirections, DenseDirections, Directions
+from pinnbench.jets import Jet
+
+#: at most this many numbers per block temporary (16 MiB in float32, 32 MiB in float64)
+BLOCK_ELEMENTS = 2**22
+
+
+def column_blocks(n_rows: int, n_cols: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) column ranges covering [0, n_cols), each of at most
+    ``BLOCK_ELEMENTS // n_rows`` columns (at least one)."""
+    width = max(1, BLOCK_ELEMENTS // max(1, n_rows))
+    for start in range(0, n_cols, width):
+        yield start, min(start + width, n_cols)
+
+
+def row_sum(x: Tensor, fn: Callable[[Tensor], Tensor], n_cols: int | None = None) -> Tensor:
+    """sum_j fn(x)_{:, j} over the first ``n_cols`` columns (all by default), block by block:
+    (n, D) -> (n,). ``fn`` must act elementwise."""
+    n_cols = x.shape[1] if n_cols is None else n_cols
+    out = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    for a, b in column_blocks(x.shape[0], n_cols):
+        out += fn(x[:, a:b]).sum(dim=1)
+    return out
+
+
+def sqnorm(x: Tensor, n_cols: int | None = None) -> Tensor:
+    """s = ||x||^2 over the first ``n_cols`` columns, (n,), without an (n, D) temporary."""
+    return row_sum(x, torch.square, n_cols)
+
+
+def spatial_sqnorm_jet(x: Tensor, dirs: Directions, order: int, time_last: bool = False,
+                       s: Tensor | None = None) -> Jet:
+    """Jet of s(x) = ||x_spatial||^2 along every direction (exact: s is quadratic):
+    ``[s, 2 x_s . v_s, ||v_s||^2]`` with shapes (n, 1), (n, V), (1, V).
+
+    ``dirs`` spans all D columns of ``x``; with ``time_last`` the last column is time, and its
+    part is removed from the full-width products: x_s . v_s = x . v - t v_t and
+    ||v_s||^2 = ||v||^2 - v_t^2 (so no spatial slice of the directions is ever built)."""
+    n_cols = x.shape[1] - int(time_last)
+    s = sqnorm(x, n_cols) if s is None else s
+    xv = dirs.dot(x)
+    vv = dirs.sqnorm()
+    if time_last:
+        vt = dirs.component(-1).to(x.dtype)
+        xv = xv - x[:, -1:] * vt.unsqueeze(0)
+        vv = vv - vt * vt
+    return Jet([s.unsqueeze(1), 2.0 * xv, vv.to(x.dtype).unsqueeze(0)], order)
+
+
+def time_jet(x: Tensor, dirs: Directions, order: int) -> Jet:
+    """Jet of t (the last column) along every direction: ``[t, v_t]``, (n, 1) and (1, V)."""
+    return Jet([x[:, -1:], dirs.component(-1).to(x.dtype).unsqueeze(0)], order)
+
+
+def spatial_power_sums(x: Tensor, fns: Sequence[Callable[[Tensor], Tensor]], dirs: Directions,
+                       n_cols: int) -> list[Tensor]:
+    """``[sum_{i < n_cols} fns[k-1](x)_i v_i^k for k = 1..K]``, each (n, V): with
+    fns[k-1] = f^(k), the k-th jet coefficients (times k!) of sum_i f(x_i) over the spatial
+    coordinates (``dirs.power_sum``, restricted to the first n_cols columns).
+
+    Coordinate directions gather the V columns they touch; dense directions walk the columns in
+    blocks (each distinct fn evaluated once per block, v^k built by repeated products); any other
+    Directions falls back to ``dirs.power_sum`` on full-width temporaries."""
+    if isinstance(dirs, CoordinateDirections):
+        index = dirs.index
+        spatial = (index < n_cols).to(x.dtype)
+        xi = x[:, index.clamp(max=n_cols - 1)]
+        return [fn(xi) * spatial for fn in fns]
+    if isinstance(dirs, DenseDirections):
+        out = [torch.zeros(x.shape[0], dirs.count, dtype=x.dtype, device=x.device) for _ in fns]
+        for a, b in column_blocks(x.shape[0] + dirs.count, n_cols):
+            xb, vb = x[:, a:b], dirs.v[:, a:b]
+            values: dict = {}
+            vk = vb
+            for k, fn in enumerate(fns):
+                if fn not in values:
+                    values[fn] = fn(xb)
+                out[k] += values[fn] @ vk.T
+                if k + 1 < len(fns):
+                    vk = vk * vb
+        return out
+    out = []
+    for k, fn in enumerate(fns, start=1):
+        y = fn(x)
+        y[:, n_cols:] = 0.0
+        out.append(dirs.power_sum(y, k))
+    return out

@@ -1,0 +1,119 @@
+"""Time-dependent problems with closed-form solutions: heat (PINNacle) and wave.
+
+Points are (n, d + 1), time last, t in [0, 1], x in the unit ball; the sampler draws x
+radius-uniformly (x = r g / ||g||, r ~ U[0, 1], as for the ball problems) and t ~ U[0, 1]
+independently. s = ||x||^2 is over the spatial coordinates. The residual is
+``sum coef * term + pointwise(u) - f`` (:meth:`pinnbench.problem.Problem.residual`).
+
+Heat (PINNacle, Hao et al. 2023, "high-dimensional heat" HNd; DOMAIN.md §5):
+    u_t = (1/d) Lap u - (1/d) s e^{s/2 + t},   u* = e^{s/2 + t}
+    (Lap u* = (d + s) u*, so u_t - (1/d) Lap u* = -(s/d) u*.)
+    Terms: dt (coef 1), laplacian (coef -1/d);  f = -(s/d) e^{s/2 + t}.
+    Hard constraint: A = t (1 - s), B = e^{s/2} + e^{1/2}(e^t - 1): B = u* at t = 0 and on
+    ||x|| = 1, but B != u* inside, so the network has something to learn.
+
+Wave (DOMAIN.md §5): u_tt = Lap u,  u* = cosh(t) sum_i sinh(x_i).
+    Terms: dtt (coef 1), laplacian (coef -1);  f = 0.
+    Hard constraint: A = t^2 (1 - s), B = (sum_i sinh x_i)(1 + (cosh t - 1) s): B = u* and
+    u_t = 0 at t = 0 (A and B_t vanish there), B = u* on ||x|| = 1, B != u* inside.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pinnbench.directions import Directions
+from pinnbench.jets import Jet
+from pinnbench.problem import LinearTerm, Operator, Problem, radius_uniform_ball
+from pinnbench.problem_registry import register_problem
+from pinnbench.problems._chunked import (row_sum, spatial_power_sums, spatial_sqnorm_jet, sqnorm,
+                                         time_jet)
+
+
+class TimeBallProblem(Problem):
+    """Space-time cylinder: unit ball x [0, 1], time last."""
+
+    time_dependent = True
+    domain = "unit ball ||x|| < 1, t in [0, 1]"
+
+    def __init__(self, dim: int, seed: int = 0, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu", id: str = "", **options: Any) -> None:
+        if options:
+            raise ValueError(f"{id or self.family}: unknown option(s) {sorted(options)}; "
+                             "this problem takes none")
+        super().__init__(dim, seed, dtype, device, id)
+
+    def sample_interior(self, n: int, generator: torch.Generator) -> Tensor:
+        x = radius_uniform_ball(n, self.dim, generator, dtype=self.dtype, device=self.device)
+        t = torch.rand(n, 1, generator=generator, dtype=self.dtype, device=self.device)
+        return torch.cat([x, t], dim=1)
+
+    def _s_t(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return sqnorm(x, self.dim), x[:, -1]
+
+
+class Heat(TimeBallProblem):
+    family = "heat"
+    # the laplacian coefficient is -1/d: the class attribute shows d = 1, each instance its own d
+    operator = Operator((LinearTerm("dt", 1.0), LinearTerm("laplacian", -1.0)))
+
+    def __init__(self, dim: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(dim, *args, **kwargs)
+        self.operator = Operator((LinearTerm("dt", 1.0), LinearTerm("laplacian", -1.0 / self.dim)))
+
+    def exact(self, x: Tensor) -> Tensor:
+        s, t = self._s_t(x)
+        return torch.exp(0.5 * s + t)
+
+    def source(self, x: Tensor) -> Tensor:
+        s, t = self._s_t(x)
+        return -(s / self.dim) * torch.exp(0.5 * s + t)
+
+    def ansatz(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = self._s_t(x)
+        return t * (1.0 - s), torch.exp(0.5 * s) + math.exp(0.5) * torch.expm1(t)
+
+    def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
+        s = spatial_sqnorm_jet(x, dirs, order, time_last=True)
+        t = time_jet(x, dirs, order)
+        return t * (1.0 - s), (s * 0.5).exp() + (t.exp() - 1.0) * math.exp(0.5)
+
+
+class Wave(TimeBallProblem):
+    family = "wave"
+    operator = Operator((LinearTerm("dtt", 1.0), LinearTerm("laplacian", -1.0)))
+
+    def _sum_sinh(self, x: Tensor) -> Tensor:
+        return row_sum(x, torch.sinh, self.dim)
+
+    def exact(self, x: Tensor) -> Tensor:
+        return torch.cosh(x[:, -1]) * self._sum_sinh(x)
+
+    def source(self, x: Tensor) -> Tensor:
+        return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+    def ansatz(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = self._s_t(x)
+        return t * t * (1.0 - s), self._sum_sinh(x) * (1.0 + (torch.cosh(t) - 1.0) * s)
+
+    def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
+        s = spatial_sqnorm_jet(x, dirs, order, time_last=True)
+        t = time_jet(x, dirs, order)
+        return t * t * (1.0 - s), self._sum_sinh_jet(x, dirs, order) * (1.0 + (t.cosh() - 1.0) * s)
+
+    def _sum_sinh_jet(self, x: Tensor, dirs: Directions, order: int) -> Jet:
+        """Jet of sum_{i<d} sinh(x_i): coefficient k is sum_{i<d} sinh^(k)(x_i) v_i^k / k!, with
+        sinh^(k) = sinh for even k, cosh for odd k (time excluded), in bounded memory."""
+        fns = [torch.cosh if k % 2 else torch.sinh for k in range(1, order + 1)]
+        sums = spatial_power_sums(x, fns, dirs, self.dim)
+        coeffs = [self._sum_sinh(x).unsqueeze(1)]
+        coeffs += [y / math.factorial(k) for k, y in enumerate(sums, start=1)]
+        return Jet(coeffs, order)
+
+
+register_problem("heat-v1", Heat)
+register_problem("wave-v1", Wave)
