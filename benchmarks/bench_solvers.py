@@ -1,0 +1,91 @@
+"""asv benchmarks of the solvers: time per step, peak memory of a cell, error after training.
+
+Each benchmark's ``version`` is pinned, so edits to the helpers below do not silently reset its
+history; bump it when what is measured changes. Which cells are measured: benchmarks/profiles.py.
+"""
+
+import torch
+
+import pinnbench
+from pinnbench.cell import run_cell
+
+from .profiles import DEVICE, DIMS, PROBLEM, SOLVERS, TRAIN_STEPS, WIDTH
+
+POINTS = 100
+PEAK_STEPS = 5
+
+
+def _build(solver, dim, seed=0):
+    problem = pinnbench.make_problem(PROBLEM, dim=dim, seed=seed, device=DEVICE)
+    gen = torch.Generator(device=problem.device).manual_seed(seed)
+    model = pinnbench.make_model(problem, width=WIDTH, depth=3, generator=gen)
+    return problem, model, pinnbench.make_solver(f"{solver}[points={POINTS}]", problem, model,
+                                                 generator=gen)
+
+
+def _sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+class TimeStep:
+    """One training step of each solver (set-up and one warm-up step outside the timing)."""
+
+    params = (SOLVERS, DIMS)
+    param_names = ["solver", "dim"]
+    version = "time-step-v1"
+    timeout = 600
+
+    def setup(self, solver, dim):
+        _, _, self.solver = _build(solver, dim)
+        self.solver.step()
+        _sync()
+
+    def time_step(self, solver, dim):
+        self.solver.step()
+        _sync()
+
+
+class PeakMemory:
+    """Peak memory of a short cell, measured in a fresh process by the CLI's own cell runner
+    (never in asv's long-lived process): GPU max allocated on CUDA, else CPU peak RSS above the
+    post-set-up baseline."""
+
+    params = (SOLVERS, DIMS)
+    param_names = ["solver", "dim"]
+    version = "peak-memory-v1"
+    unit = "bytes"
+    timeout = 900
+
+    def track_peak_memory(self, solver, dim):
+        row = run_cell({"problem": PROBLEM, "dim": dim, "solver": f"{solver}[points={POINTS}]",
+                        "steps": PEAK_STEPS, "width": WIDTH, "device": DEVICE, "floors": False,
+                        "timeout_s": 600})
+        if row["status"] != "ok":
+            raise RuntimeError(f"cell {solver} d={dim}: {row['status']}: {row['message']}")
+        if row["peak_gpu_allocated_bytes"] is not None:
+            return row["peak_gpu_allocated_bytes"]
+        return row["peak_cpu_bytes"] - row["baseline_cpu_bytes"]
+
+
+class RelativeError:
+    """Relative L2 error on the problem's test set after TRAIN_STEPS steps, trained once."""
+
+    params = (SOLVERS, DIMS)
+    param_names = ["solver", "dim"]
+    version = "rel-l2-v1"
+    unit = "relative L2"
+    timeout = 1800
+
+    def setup_cache(self):
+        errors = {}
+        for solver in SOLVERS:
+            for dim in DIMS:
+                problem, model, s = _build(solver, dim)
+                for _ in range(TRAIN_STEPS):
+                    s.step()
+                errors[(solver, dim)] = pinnbench.evaluate(model, problem)["rel_l2"]
+        return errors
+
+    def track_rel_l2(self, errors, solver, dim):
+        return errors[(solver, dim)]

@@ -1,0 +1,26 @@
+"""Which cells the asv suite measures: PINNBENCH_ASV_PROFILE=fast (default) or full.
+
+fast: CPU, d = 10^2 and 10^3, width 32: the whole suite runs in a few minutes (CI runs it).
+full: the GPU when one is present, d = 10^3 ... 10^7, width 128 (the published setting).
+"""
+
+import os
+
+import torch
+
+PROFILE = os.environ.get("PINNBENCH_ASV_PROFILE", "fast")
+if PROFILE not in ("fast", "full"):
+    raise ValueError(f"PINNBENCH_ASV_PROFILE must be fast or full, got {PROFILE!r}")
+
+PROBLEM = "poisson-2body-v1"
+SOLVERS = ["sdze", "bp", "zo"]
+if PROFILE == "fast":
+    DIMS = [100, 1000]
+    WIDTH = 32
+    DEVICE = "cpu"
+    TRAIN_STEPS = 100
+else:
+    DIMS = [10**3, 10**4, 10**5, 10**6, 10**7]
+    WIDTH = 128
+    DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    TRAIN_STEPS = 1000
