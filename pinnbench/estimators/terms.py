@@ -1,0 +1,300 @@
+"""``estimate`` and ``estimate_terms``: every linear term of a problem's operator, by any method.
+
+Terms and the estimators behind them (d spatial dimensions, V = ``probes``, v the probes):
+
+- laplacian Δu = tr ∇²u (spatial block):
+  ``exact``  Σ_{j<d} ∂²_j u, d reverse-mode passes;
+  ``sdgd``   (d/|J|) Σ_{j∈J} ∂²_j u, J ⊂ {0..d-1} uniform without replacement, |J| = min(V, d)
+             (Hu et al., "Tackling the curse of dimensionality with physics-informed neural
+             networks", Neural Networks 2024);
+  ``hte``, ``stde``, ``fd``  (1/V) Σ_k D_{v_k}^2 u with E[v vᵀ] = I (Hutchinson 1990; Hu et al.,
+             "Hutchinson trace estimation for high-dimensional and high-order PINNs", CMAME 2024;
+             Shi et al., "Stochastic Taylor derivative estimator", NeurIPS 2024); with
+             ``dist="coordinate"`` the SDGD estimator above through jets or stencils.
+- bilaplacian Δ²u = Σ_i Σ_j ∂²_i ∂²_j u:
+  ``exact``  nested: the exact Laplacian of the exact Laplacian (O(d²) passes, small d only);
+  ``sdgd``   (d/|I|)(d/|J|) Σ_{i∈I} Σ_{j∈J} ∂²_i ∂²_j u with independent index sets I, J;
+  ``hte``, ``stde``, ``fd``  (1/3)(1/V) Σ_k D_{v_k}^4 u with v ~ N(0, I): by Isserlis,
+             E[v_i v_j v_k v_l] = δ_ij δ_kl + δ_ik δ_jl + δ_il δ_jk, so E D_v^4 u = 3 Δ²u.
+             Rademacher probes are refused (E v_i⁴ = 1, not 3: the mean would be
+             Δ²u − (2/3) Σ_i ∂⁴_i u); coordinate probes too (Σ_j ∂⁴_j u is not Δ²u).
+- dt = ∂_t u and dtt = ∂²_t u: the single direction e_t, deterministic in every method (exact
+  for exact/sdgd/hte/stde; the central stencils of :mod:`.directional` for fd).
+
+Probes are shared by the n points and come only from ``generator``: the same generator state gives
+bit-identical estimates (what the SDZE solver's common random numbers rely on). Autodiff methods
+keep the graph when grad mode is on (so a backprop solver can differentiate the estimate in the
+parameters) and return detached tensors under ``torch.no_grad()``; stde and fd need no autograd.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from pinnbench.directions import Directions
+from pinnbench.estimators.directional import (autodiff_directional, default_fd_step,
+                                              fd_directional, jet_directional)
+from pinnbench.estimators.probes import coordinate_probes, dense_probes, time_direction
+from pinnbench.problem import TERMS
+
+METHODS: dict[str, str] = {
+    "exact": "full autodiff (small d only)",
+    "sdgd": "dimension sampling through autodiff",
+    "hte": "Hutchinson probes through autodiff Hessian-vector products",
+    "stde": "Hutchinson or coordinate probes through forward Taylor jets (no autograd graph)",
+    "fd": "Hutchinson or coordinate probes through central finite differences",
+}
+
+#: options each method accepts, with what is allowed
+OPTIONS: dict[str, dict[str, str]] = {
+    "exact": {},
+    "sdgd": {},
+    "hte": {"dist": "rademacher|gaussian"},
+    "stde": {"dist": "rademacher|gaussian|coordinate"},
+    "fd": {"dist": "rademacher|gaussian|coordinate",
+           "h": "a step > 0 (default eps^(1/(k+2)) for a k-th derivative)"},
+}
+
+#: largest spatial d for which ``exact`` runs: d passes for the Laplacian, O(d^2) for the bilaplacian
+EXACT_MAX_DIM: dict[str, int] = {"laplacian": 2048, "bilaplacian": 64}
+
+DEFAULT_DIST = {"laplacian": "rademacher", "bilaplacian": "gaussian"}
+SPATIAL_ORDER = {"laplacian": 2, "bilaplacian": 4}
+TIME_ORDER = {"dt": 1, "dtt": 2}
+
+
+@dataclass
+class _Group:
+    """Spatial terms sharing one set of probes (``kind``: a dist or "all" coordinates)."""
+
+    kind: str
+    terms: list[str] = field(default_factory=list)
+    order: int = 0
+    dirs: Directions | None = None
+    count: int = 0  # spatial rows of dirs; a time row, if any, comes after them
+
+
+def estimate(term: str, model, x: Tensor, method: str = "stde",
+             generator: torch.Generator | None = None, probes: int = 16,
+             params: Sequence[Tensor] | None = None, **opts: Any) -> Tensor:
+    """An estimate of one linear term (``laplacian``, ``bilaplacian``, ``dt``, ``dtt``) of the
+    model's u at the points ``x`` (n, D): an (n,) tensor. See the module docstring."""
+    if term not in TERMS:
+        raise ValueError(f"unknown term {term!r}; known: {', '.join(TERMS)}")
+    return _estimate((term,), model, x, method, generator, probes, params, opts)[1][term]
+
+
+def estimate_terms(model, x: Tensor, method: str = "stde",
+                   generator: torch.Generator | None = None, probes: int = 16,
+                   params: Sequence[Tensor] | None = None,
+                   **opts: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """(u (n,), {name: (n,)}) for every linear term of ``model.problem.operator``, from one pass
+    where the method allows (stde: one jet per probe distribution, u its coefficient 0; fd: one
+    u(x) shared by every stencil)."""
+    names = tuple(dict.fromkeys(model.problem.operator.names))
+    return _estimate(names, model, x, method, generator, probes, params, opts)
+
+
+# -- validation -----------------------------------------------------------------------------------
+def _check_call(method: str, generator, probes: int, params, opts: dict, model) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    unknown = sorted(set(opts) - set(OPTIONS[method]))
+    if unknown:
+        allowed = ", ".join(f"{k}={v}" for k, v in OPTIONS[method].items()) or "none"
+        raise ValueError(f"method {method!r} got unknown option(s) {', '.join(unknown)}; "
+                         f"allowed: {allowed}")
+    if "dist" in opts:
+        allowed = OPTIONS[method]["dist"].split("|")
+        if opts["dist"] not in allowed:
+            raise ValueError(f"method {method!r}: dist={opts['dist']!r}; allowed: "
+                             f"{', '.join(allowed)}")
+    if "h" in opts:
+        h = opts["h"]
+        if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0:
+            raise ValueError(f"method 'fd': h must be a finite number > 0, got {h!r}")
+    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
+        raise ValueError(f"probes must be a positive integer, got {probes!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got "
+                         f"{type(generator).__name__}")
+    if params is not None:
+        if len(params) != len(model.params) or any(
+                not isinstance(p, Tensor) or p.shape != q.shape
+                for p, q in zip(params, model.params)):
+            raise ValueError("params must be a list of tensors shaped like model.params "
+                             f"({[tuple(q.shape) for q in model.params]})")
+
+
+def _spatial_kind(method: str, term: str, opts: dict, d: int) -> str:
+    """The probe kind serving a spatial term, or "nested" for the autodiff bilaplacians."""
+    if method == "exact":
+        limit = EXACT_MAX_DIM[term]
+        if d > limit:
+            raise ValueError(f"method 'exact' computes the {term} with "
+                             f"{'d' if term == 'laplacian' else 'O(d^2)'} autodiff passes and is "
+                             f"limited to d <= {limit}, got d = {d}; use sdgd, hte, stde or fd")
+        return "all" if term == "laplacian" else "nested"
+    if method == "sdgd":
+        return "coordinate" if term == "laplacian" else "nested"
+    dist = opts.get("dist", DEFAULT_DIST[term])
+    if term == "bilaplacian" and dist != "gaussian":
+        why = ("is biased for the bilaplacian (E v^4 = 1, not 3)" if dist == "rademacher" else
+               "gives sum_j d^4u/dx_j^4, not the bilaplacian (the mixed terms are missing)")
+        raise ValueError(f"method {method!r}: dist={dist!r} {why}; the bilaplacian allows "
+                         "dist='gaussian' (or method 'sdgd' / 'exact')")
+    return dist
+
+
+# -- the estimators -------------------------------------------------------------------------------
+def _estimate(names: tuple[str, ...], model, x: Tensor, method: str, generator, probes: int,
+              params, opts: dict) -> tuple[Tensor, dict[str, Tensor]]:
+    _check_call(method, generator, probes, params, opts, model)
+    model._check_input(x)
+    problem = model.problem
+    d, big_d = problem.dim, problem.input_dim
+    time_terms = [t for t in names if t in TIME_ORDER]
+    if time_terms and not problem.time_dependent:
+        raise ValueError(f"term(s) {', '.join(time_terms)} need a time-dependent problem; "
+                         f"{problem.id} has no time coordinate")
+    groups: dict[str, _Group] = {}
+    nested: list[str] = []
+    for t in names:
+        if t in SPATIAL_ORDER:
+            kind = _spatial_kind(method, t, opts, d)
+            if kind == "nested":
+                nested.append(t)
+                continue
+            g = groups.setdefault(kind, _Group(kind))
+            g.terms.append(t)
+            g.order = max(g.order, SPATIAL_ORDER[t])
+    sampled = probes < d  # coordinate sampling draws indices only when |J| < d
+    needs_random = any(g.kind in ("rademacher", "gaussian") or (g.kind == "coordinate" and sampled)
+                       for g in groups.values()) or (method == "sdgd" and nested and sampled)
+    if needs_random and generator is None:
+        raise ValueError(f"method {method!r} draws random probes: pass "
+                         "generator=torch.Generator().manual_seed(...)")
+    time_order = max((TIME_ORDER[t] for t in time_terms), default=0)
+
+    # probes, drawn in the order of the terms (so the generator is consumed reproducibly)
+    spec = dict(dtype=model.dtype, device=x.device)
+    first = next(iter(groups.values()), None)
+    for g in groups.values():
+        with_time = method == "stde" and time_order > 0 and g is first  # one jet pass for both
+        if g.kind in ("rademacher", "gaussian"):
+            g.dirs = dense_probes(g.kind, probes, d, big_d, generator, time_row=with_time, **spec)
+            g.count = probes
+        else:
+            count = d if g.kind == "all" else probes
+            g.dirs = coordinate_probes(count, d, big_d, generator, time_row=with_time, **spec)
+            g.count = min(count, d)
+    time_dirs = None
+    if time_order and not (method == "stde" and first is not None):
+        time_dirs = time_direction(big_d, **spec)
+
+    runner = {"stde": _run_jets, "fd": _run_fd}.get(method, _run_autodiff)
+    return runner(method, names, model, x, params, groups, nested, time_dirs, time_order,
+                  generator, probes, opts)
+
+
+def _combine(group: _Group, derivs: dict[int, Tensor], d: int, out: dict[str, Tensor]) -> None:
+    """Turn the directional derivatives of a group's spatial rows into its term estimates."""
+    v = group.count
+    for t in group.terms:
+        dk = derivs[SPATIAL_ORDER[t]][:, :v]
+        if group.kind == "all":
+            out[t] = dk.sum(dim=1)
+        elif group.kind == "coordinate":
+            out[t] = dk.sum(dim=1) * (d / v)
+        elif t == "laplacian":
+            out[t] = dk.mean(dim=1)
+        else:  # bilaplacian, gaussian probes
+            out[t] = dk.mean(dim=1) / 3.0
+
+
+def _time_terms(names, derivs: dict[int, Tensor], col: int, out: dict[str, Tensor]) -> None:
+    for t in names:
+        if t in TIME_ORDER:
+            out[t] = derivs[TIME_ORDER[t]][:, col]
+
+
+def _ordered(names, out: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {t: out[t] for t in names}
+
+
+def _run_jets(method, names, model, x, params, groups, nested, time_dirs, time_order, generator, probes,
+              opts):
+    """stde: one Taylor-jet pass per probe group (the time row rides along the first)."""
+    out: dict[str, Tensor] = {}
+    u = None
+    for i, g in enumerate(groups.values()):
+        order = max(g.order, time_order if i == 0 else 0)
+        u, derivs = jet_directional(model, x, g.dirs, order, params)
+        derivs = dict(enumerate(derivs, start=1))
+        _combine(g, derivs, model.problem.dim, out)
+        if i == 0 and time_order:
+            _time_terms(names, derivs, g.count, out)
+    if time_dirs is not None:
+        u, derivs = jet_directional(model, x, time_dirs, time_order, params)
+        _time_terms(names, dict(enumerate(derivs, start=1)), 0, out)
+    if u is None:
+        u = model(x, params)
+    return u, _ordered(names, out)
+
+
+def _run_fd(method, names, model, x, params, groups, nested, time_dirs, time_order, generator, probes,
+            opts):
+    """fd: u(x) once, then the stencils of each group and of the time direction."""
+    def fn(y: Tensor) -> Tensor:
+        return model(y, params)
+
+    def steps(orders) -> dict[int, float]:
+        return {k: float(opts["h"]) if "h" in opts else default_fd_step(x.dtype, k) for k in orders}
+
+    out: dict[str, Tensor] = {}
+    u = fn(x)
+    for g in groups.values():
+        orders = {SPATIAL_ORDER[t] for t in g.terms}
+        _, derivs = fd_directional(fn, x, g.dirs, orders, steps(orders), u0=u)
+        _combine(g, derivs, model.problem.dim, out)
+    if time_dirs is not None:
+        orders = {TIME_ORDER[t] for t in names if t in TIME_ORDER}
+        _, derivs = fd_directional(fn, x, time_dirs, orders, steps(orders), u0=u)
+        _time_terms(names, derivs, 0, out)
+    return u, _ordered(names, out)
+
+
+def _run_autodiff(method, names, model, x, params, groups, nested, time_dirs, time_order, generator,
+                  probes, opts):
+    """exact, sdgd, hte: reverse-mode nesting from one u(x) with x requiring grad."""
+    keep = torch.is_grad_enabled()
+    d, big_d = model.problem.dim, model.problem.input_dim
+    spec = dict(dtype=model.dtype, device=x.device)
+    out: dict[str, Tensor] = {}
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        u = model(xg, params)
+        for g in groups.values():
+            derivs = autodiff_directional(u, xg, g.dirs, g.order, create_graph=keep)
+            _combine(g, dict(enumerate(derivs, start=1)), d, out)
+        for t in nested:  # the bilaplacian of exact / sdgd: a Laplacian of a Laplacian
+            if t == "bilaplacian":
+                count = d if method == "exact" else probes  # J then I, drawn independently
+                inner = coordinate_probes(count, d, big_d, generator, **spec)
+                lap = autodiff_directional(u, xg, inner, 2, create_graph=True)[1].sum(dim=1)
+                lap = lap * (d / inner.count)
+                outer = coordinate_probes(count, d, big_d, generator, **spec)
+                bil = autodiff_directional(lap, xg, outer, 2, create_graph=keep)[1].sum(dim=1)
+                out[t] = bil * (d / outer.count)
+        if time_dirs is not None:
+            derivs = autodiff_directional(u, xg, time_dirs, time_order, create_graph=keep)
+            _time_terms(names, dict(enumerate(derivs, start=1)), 0, out)
+    if not keep:
+        u = u.detach()
+        out = {k: v.detach() for k, v in out.items()}
+    return u, _ordered(names, out)
