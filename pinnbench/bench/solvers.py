@@ -1,0 +1,145 @@
+"""``python -m pinnbench.bench solvers``: time per step and peak memory of each solver against d.
+
+For each d and each solver spec, one fresh subprocess builds the problem, the model (MLP
+``--width`` x ``--depth`` tanh) and the solver, takes one warm-up step, resets the CPU high-water
+mark (:func:`pinnbench.memory.reset_peak_cpu`), takes ``--steps`` timed steps and reports the
+median time per step, the peak resident memory of the timed steps (absolute, and above what the
+process held before them) and the parameter bytes beside it. The worker's address space is capped
+(``--mem-limit-gb``, RLIMIT_AS) so that a solver that does not fit fails with an allocation
+error reported as ``oom`` instead of pushing the shared machine into its OOM killer.
+
+Headline (the d = 10^7 claim): ``--dims 1e7 --solvers "sdze;bp" --steps 2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+DEFAULT_SOLVERS = "bp;zo;sdze"
+
+
+def _worker(spec: dict) -> dict:
+    limit = int(spec["mem_limit_gb"] * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    import torch
+
+    import pinnbench
+    from pinnbench import memory
+
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    stage = "setup"
+    try:
+        problem = pinnbench.make_problem(spec["problem"], dim=spec["dim"], seed=0)
+        gen = torch.Generator().manual_seed(0)
+        model = pinnbench.make_model(problem, width=spec["width"], depth=spec["depth"],
+                                     generator=gen)
+        solver = pinnbench.make_solver(spec["solver"], problem, model, generator=gen)
+        skip, why = solver.skip(problem)
+        if skip:
+            return {"status": "skipped", "message": why}
+        stage = "warm-up step"
+        t0 = time.perf_counter()
+        solver.step()
+        warm = time.perf_counter() - t0
+        resettable = memory.reset_peak_cpu()
+        base = memory.current_cpu_bytes()
+        stage = "timed steps"
+        times, losses = [], []
+        for _ in range(spec["steps"]):
+            t0 = time.perf_counter()
+            losses.append(solver.step())
+            times.append(time.perf_counter() - t0)
+    except (MemoryError, RuntimeError) as e:
+        msg = str(e).splitlines()[0][:100]
+        oom = isinstance(e, MemoryError) or "alloc" in msg.lower() or "memory" in msg.lower()
+        return {"status": "oom" if oom else "error", "message": f"{stage}: {msg}"}
+    peak = memory.peak_cpu_bytes()
+    return {"status": "ok", "time_s": statistics.median(times), "warmup_s": warm,
+            "peak_bytes": peak, "extra_peak_bytes": peak - base if resettable else None,
+            "param_bytes": model.param_bytes, "n_params": model.n_params,
+            "batch_bytes": spec["points"] * problem.input_dim * 4, "loss": losses[-1],
+            "threads": torch.get_num_threads()}
+
+
+def _run_cell(spec: dict, timeout_s: float) -> dict:
+    cmd = [sys.executable, "-m", "pinnbench.bench.solvers", "--worker", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "message": f"> {timeout_s:.0f} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        status = "oom" if proc.returncode in (-9, 137) or "alloc" in tail.lower() else "error"
+        return {"status": status, "message": f"rc {proc.returncode}: {tail[:120]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _mb(b) -> str:
+    return "n/a" if b is None else f"{b / 2**20:10.1f}"
+
+
+def _with_points(spec: str, points: int) -> str:
+    if "points=" in spec:
+        return spec
+    return spec[:-1] + f",points={points}]" if spec.endswith("]") else spec + f"[points={points}]"
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pinnbench.bench solvers",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dims", default="1e3,1e4,1e5,1e6", help="comma-separated d (1e5 allowed)")
+    ap.add_argument("--solvers", default=DEFAULT_SOLVERS,
+                    help="';'-separated solver specs, e.g. \"bp;sdze[rank=4]\"")
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--points", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
+    ap.add_argument("--problem", default="poisson-2body-v1")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--mem-limit-gb", type=float, default=20.0,
+                    help="address-space cap of each measurement (RLIMIT_AS)")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return 0
+    try:
+        dims = [int(float(s)) for s in args.dims.split(",") if s.strip()]
+    except ValueError:
+        ap.error(f"--dims must be comma-separated numbers, got {args.dims!r}")
+    from pinnbench.solver import solver_from_spec
+
+    specs = [s.strip() for s in args.solvers.split(";") if s.strip()]
+    for s in specs:
+        solver_from_spec(s)  # fail early on a bad spec
+    print(f"# one solver step: {args.problem}, MLP {args.width}x{args.depth} tanh, "
+          f"{args.points} points; median of {args.steps} steps after 1 warm-up; fresh process "
+          f"per row, address space capped at {args.mem_limit_gb:g} GiB; CPU, shared: noisy")
+    print(f"{'d':>9} {'solver':<24} {'s/step':>9} {'peak MB':>10} {'step extra MB':>13} "
+          f"{'params MB':>10} {'batch MB':>9}  loss")
+    for dim in dims:
+        for s in specs:
+            spec = dict(solver=_with_points(s, args.points), dim=dim, width=args.width,
+                        depth=args.depth, points=args.points, steps=args.steps,
+                        problem=args.problem, threads=args.threads,
+                        mem_limit_gb=args.mem_limit_gb)
+            res = _run_cell(spec, args.timeout)
+            if res["status"] != "ok":
+                print(f"{dim:>9} {s:<24} {res['status']}: {res.get('message', '')}", flush=True)
+                continue
+            print(f"{dim:>9} {s:<24} {res['time_s']:9.3f} {_mb(res['peak_bytes'])} "
+                  f"{_mb(res['extra_peak_bytes']):>13} {_mb(res['param_bytes'])} "
+                  f"{_mb(res['batch_bytes']):>9}  {res['loss']:.4g}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

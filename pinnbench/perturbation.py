@@ -1,0 +1,396 @@
+"""Zeroth-order perturbation machinery: regenerable random directions z over the PINN's weights.
+
+Two-point SPSA (Spall 1992) estimates the gradient of L(theta) from two losses,
+
+    q = [L(theta + eps z) - L(theta - eps z)] / (2 eps),      g_hat = q z,
+
+and E[g_hat] = E[z z^T] grad L + O(eps^2). Nothing here ever stores a z of parameter size: every
+direction is a *seed*, and z is regenerated from it piece by piece when needed (MeZO's seed
+trick, Malladi et al., NeurIPS 2023).
+
+Per weight matrix W (m x n, W[out, in]) a direction is one of
+
+* **full Gaussian** (:class:`GaussianMatrix`): z ~ N(0, I_{mn}), regenerated in column chunks of
+  at most ``CHUNK_ELEMENTS`` numbers from one generator (the chunking is part of the definition:
+  the same seed and the same chunking give the same numbers);
+* **low rank** (:class:`SubspaceBasis` + an r x r matrix Xi): ``z = U Xi V^T / r`` with U (m x r),
+  V (n x r) and Xi all standard Gaussian (SubZero, Yu et al. 2024; LOZO, Chen et al. 2024).
+  U and V come from a basis seed (refreshed every T0 steps by the solver), Xi is fresh per
+  direction. Scaling: E[z_ij^2] = sum_ab E[U_ia^2] E[Xi_ab^2] E[V_jb^2] / r^2 = 1, and
+  E[zz^T] = E[VV^T] (x) E[UU^T] / r^2 = (r I_n) (x) (r I_m) / r^2 = I, so over the refreshes
+  g_hat is unbiased for the full gradient exactly as with a full Gaussian z (same per-entry
+  variance, same meaning of eps and of the step size), while for a fixed basis
+  E_Xi[g_hat_W] = U U^T G V V^T / r^2 (G = dL/dW): a sketch of the gradient in an r^2-dimensional
+  subspace, whose exploration variance is O(r^2) instead of O(mn). V is never orthonormalised
+  (that would need all of V at once); for n >> r, V^T V / n = I + O(1/sqrt(n)) anyway.
+* biases and the 1 x width output layer (too thin for a subspace): a full Gaussian vector.
+
+U is m x r (small) and is materialised; V (n x r, 320 MB at n = 10^7, r = 8) is only ever
+regenerated in row chunks, so a low-rank direction costs O(m r) memory.
+
+Evaluation at theta + c z never writes theta (:class:`ShiftedPINN`): every tensor except the first
+weight matrix is materialised out of place (they are width x width at most), and the first layer
+is evaluated matrix-free, ``(W0 + c z0) y = W0 y + c z0 y`` with ``z0 y = U (Xi (V^T y)) / r``.
+This is exact (theta is bit-identical afterwards, no fp32 round-trip drift as with MeZO's
+in-place +eps, -2eps, +eps) and cheap: W0 y and V^T y do not depend on the direction, so
+:class:`FirstLayerCache` computes them once per step for the points and probes that the
+common-random-numbers evaluations share, and each of the 2q evaluations then costs
+O(m r (n + V)) in the first layer instead of O(m D (n + V)).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from pinnbench.directions import CoordinateDirections, DenseDirections, Directions
+from pinnbench.jets import Jet
+from pinnbench.model import PINN
+
+#: largest number of random numbers generated at once when regenerating a big direction
+CHUNK_ELEMENTS = 2**22
+
+_MASK64 = (1 << 64) - 1
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (SplitMix64 mixing, Steele et al. 2014): different part
+    tuples give unrelated seeds, the same tuple the same seed."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) & _MASK64)) & _MASK64
+        h = (h + 0x9E3779B97F4A7C15) & _MASK64
+        z = h
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        h = z ^ (z >> 31)
+    return h & ((1 << 63) - 1)
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """One 62-bit seed drawn from ``generator`` (advances it)."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+
+
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def _chunk_cols(rows: int) -> int:
+    return max(1, CHUNK_ELEMENTS // max(1, rows))
+
+
+class GaussianMatrix:
+    """z ~ N(0, I) of shape (m, n) (or (m,) for a vector), regenerated from ``seed`` in column
+    chunks; never held whole unless :meth:`dense` is asked for."""
+
+    def __init__(self, shape: Sequence[int], seed: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.shape = tuple(shape)
+        self.seed = int(seed)
+        self.dtype = dtype
+        self.device = torch.device(device)
+
+    def chunks(self) -> Iterator[tuple[int, int, Tensor]]:
+        """(j0, j1, z[:, j0:j1]) for consecutive column blocks (vectors: element blocks)."""
+        g = generator(self.seed, self.device)
+        if len(self.shape) == 1:
+            (n,) = self.shape
+            step = CHUNK_ELEMENTS
+            for j0 in range(0, n, step):
+                j1 = min(n, j0 + step)
+                yield j0, j1, torch.randn(j1 - j0, generator=g, dtype=self.dtype,
+                                          device=self.device)
+            return
+        m, n = self.shape
+        step = _chunk_cols(m)
+        for j0 in range(0, n, step):
+            j1 = min(n, j0 + step)
+            yield j0, j1, torch.randn(m, j1 - j0, generator=g, dtype=self.dtype,
+                                      device=self.device)
+
+    def dense(self) -> Tensor:
+        if len(self.shape) == 1:
+            return torch.cat([c for _, _, c in self.chunks()])
+        return torch.cat([c for _, _, c in self.chunks()], dim=1)
+
+    def add_to_(self, w: Tensor, alpha: float) -> None:
+        """w += alpha * z, in place, chunk by chunk."""
+        for j0, j1, c in self.chunks():
+            if w.ndim == 1:
+                w[j0:j1].add_(c, alpha=alpha)
+            else:
+                w[:, j0:j1].add_(c, alpha=alpha)
+
+    def apply(self, y: Tensor) -> Tensor:
+        """y @ z^T for y (k, n) -> (k, m), chunk by chunk."""
+        out = None
+        for j0, j1, c in self.chunks():
+            part = y[:, j0:j1] @ c.T
+            out = part if out is None else out + part
+        return out
+
+    def columns(self, index: Tensor) -> Tensor:
+        """z[:, index]^T, (len(index), m)."""
+        out = torch.empty(index.shape[0], self.shape[0], dtype=self.dtype, device=self.device)
+        for j0, j1, c in self.chunks():
+            sel = (index >= j0) & (index < j1)
+            if bool(sel.any()):
+                out[sel] = c[:, index[sel] - j0].T
+        return out
+
+
+class SubspaceBasis:
+    """The bases (U, V) of the low-rank directions ``z = U Xi V^T / r`` of one (m, n) matrix.
+
+    U (m, r) ~ N(0, 1) is materialised; V (n, r) ~ N(0, 1) is regenerated in row chunks from its
+    own seed at every use and never stored."""
+
+    def __init__(self, m: int, n: int, rank: int, seed: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        if not 1 <= rank <= min(m, n):
+            raise ValueError(f"rank must be in [1, min(m, n) = {min(m, n)}], got {rank}")
+        self.m, self.n, self.rank = m, n, rank
+        self.seed = int(seed)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.u = torch.randn(m, rank, generator=generator(derive_seed(seed, 0), self.device),
+                             dtype=dtype, device=self.device)
+
+    def v_chunks(self) -> Iterator[tuple[int, int, Tensor]]:
+        """(j0, j1, V[j0:j1]) for consecutive row blocks of V."""
+        g = generator(derive_seed(self.seed, 1), self.device)
+        step = _chunk_cols(self.rank)
+        for j0 in range(0, self.n, step):
+            j1 = min(self.n, j0 + step)
+            yield j0, j1, torch.randn(j1 - j0, self.rank, generator=g, dtype=self.dtype,
+                                      device=self.device)
+
+    def v_dense(self) -> Tensor:
+        return torch.cat([c for _, _, c in self.v_chunks()])
+
+    def project(self, y: Tensor) -> Tensor:
+        """y @ V for y (k, n) -> (k, r)."""
+        out = None
+        for j0, j1, c in self.v_chunks():
+            part = y[:, j0:j1] @ c
+            out = part if out is None else out + part
+        return out
+
+    def v_rows(self, index: Tensor) -> Tensor:
+        """V[index], (len(index), r)."""
+        out = torch.empty(index.shape[0], self.rank, dtype=self.dtype, device=self.device)
+        for j0, j1, c in self.v_chunks():
+            sel = (index >= j0) & (index < j1)
+            if bool(sel.any()):
+                out[sel] = c[index[sel] - j0]
+        return out
+
+    def dense(self, xi: Tensor) -> Tensor:
+        """z = U Xi V^T / r, materialised (small matrices only)."""
+        return (self.u @ xi) @ self.v_dense().T / self.rank
+
+    def add_to_(self, w: Tensor, a: Tensor) -> None:
+        """w += a V^T for a (m, r), chunk by chunk (a = alpha U Xi / r for w += alpha z)."""
+        for j0, j1, c in self.v_chunks():
+            w[:, j0:j1].add_(a @ c.T)
+
+    def draw_xi(self, seed: int) -> Tensor:
+        return torch.randn(self.rank, self.rank, generator=generator(seed, self.device),
+                           dtype=self.dtype, device=self.device)
+
+
+class Direction:
+    """One random direction z over all parameters [W0, b0, ..., WL, bL], described by seeds.
+
+    ``bases[i]`` is the :class:`SubspaceBasis` of parameter i when it gets a low-rank direction
+    (None: full Gaussian). ``xis[i]`` is then its r x r coefficient matrix."""
+
+    def __init__(self, params: Sequence[Tensor], seed: int,
+                 bases: Sequence[SubspaceBasis | None]) -> None:
+        self.seed = int(seed)
+        self.bases = list(bases)
+        self.shapes = [tuple(p.shape) for p in params]
+        self.dtype = params[0].dtype
+        self.device = params[0].device
+        self.xis: list[Tensor | None] = []
+        for i, basis in enumerate(self.bases):
+            self.xis.append(None if basis is None else basis.draw_xi(derive_seed(seed, i)))
+
+    def gaussian(self, i: int) -> GaussianMatrix:
+        return GaussianMatrix(self.shapes[i], derive_seed(self.seed, i), self.dtype, self.device)
+
+    def dense(self, i: int) -> Tensor:
+        """z_i materialised (meant for the small tensors)."""
+        basis = self.bases[i]
+        return self.gaussian(i).dense() if basis is None else basis.dense(self.xis[i])
+
+    def add_to_(self, params: Sequence[Tensor], alpha: float) -> None:
+        """theta += alpha z in place, chunk by chunk (never a full-size z)."""
+        for i, p in enumerate(params):
+            basis = self.bases[i]
+            if basis is None:
+                self.gaussian(i).add_to_(p, alpha)
+            else:
+                basis.add_to_(p, (alpha / basis.rank) * (basis.u @ self.xis[i]))
+
+
+def make_bases(params: Sequence[Tensor], rank: int, seed: int) -> list[SubspaceBasis | None]:
+    """A basis for every weight matrix thicker than ``rank`` in both dimensions; None (full
+    Gaussian) for biases and thin matrices such as the 1 x width output layer."""
+    out: list[SubspaceBasis | None] = []
+    for i, p in enumerate(params):
+        if p.ndim == 2 and min(p.shape) > rank:
+            out.append(SubspaceBasis(p.shape[0], p.shape[1], rank, derive_seed(seed, i),
+                                     p.dtype, p.device))
+        else:
+            out.append(None)
+    return out
+
+
+class FirstLayerCache:
+    """Products of the first layer with inputs that do not depend on the direction: W0 y, and
+    y V for a low-rank basis, for the step's shared points x and probe directions.
+
+    Only the pinned points ``x`` (compared by identity and version) are cached, and the last
+    few probe sets (compared by value: the estimator builds a new Directions object at each call;
+    with common random numbers it holds the same numbers). Anything else (the shifted points of
+    finite-difference stencils) is computed afresh. W0's version is part of every key, so nothing
+    stale can be returned; the solver clears the cache at the end of every step, so no x-sized
+    tensor outlives a step."""
+
+    MAX_DIRECTION_SETS = 4
+
+    def __init__(self, w0: Tensor, basis: SubspaceBasis | None, x: Tensor | None = None) -> None:
+        self.w0 = w0
+        self.basis = basis
+        self.x = x
+        self._points: tuple | None = None
+        self._dirs: list[tuple[tuple, Directions, Tensor, Tensor | None]] = []
+
+    def clear(self) -> None:
+        self.x = None
+        self._points = None
+        self._dirs.clear()
+
+    def _products(self, y: Tensor) -> tuple[Tensor, Tensor | None]:
+        return y @ self.w0.T, (self.basis.project(y) if self.basis is not None else None)
+
+    def points(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(x W0^T (n, m), x V (n, r) or None)."""
+        if x is not self.x:
+            return self._products(x)
+        key = (x._version, self.w0._version)
+        if self._points is None or self._points[0] != key:
+            self._points = (key, *self._products(x))
+        return self._points[1], self._points[2]
+
+    def directions(self, dirs: Directions) -> tuple[Tensor, Tensor | None]:
+        """(W0 v_k stacked (V, m), V^T v_k stacked (V, r) or None)."""
+        key = (type(dirs), dirs.count, self.w0._version)
+        for k, ref, wv, vv in self._dirs:
+            if k == key and _same_directions(ref, dirs):
+                return wv, vv
+        wv = dirs.apply_weight(self.w0)
+        vv = None
+        if self.basis is not None:
+            if isinstance(dirs, CoordinateDirections):
+                vv = self.basis.v_rows(dirs.index)
+            else:
+                vv = self.basis.project(_dense(dirs))
+        self._dirs.append((key, dirs, wv, vv))
+        del self._dirs[:-self.MAX_DIRECTION_SETS]
+        return wv, vv
+
+
+def _dense(dirs: Directions) -> Tensor:
+    if isinstance(dirs, DenseDirections):
+        return dirs.v
+    raise TypeError(f"matrix-free first layer: unsupported directions {type(dirs).__name__}")
+
+
+def _same_directions(a: Directions, b: Directions) -> bool:
+    if a is b:
+        return True
+    if isinstance(a, CoordinateDirections) and isinstance(b, CoordinateDirections):
+        return a.dim == b.dim and torch.equal(a.index, b.index)
+    if isinstance(a, DenseDirections) and isinstance(b, DenseDirections):
+        return a.v.shape == b.v.shape and torch.equal(a.v, b.v)
+    return False
+
+
+class ShiftedPINN(PINN):
+    """The PINN at theta + c z, evaluated without writing theta.
+
+    Every parameter but W0 is materialised out of place (theta_i + c z_i, width^2 numbers at
+    most); the first layer is ``x W0^T + c x z0^T`` with x W0^T from the step's
+    :class:`FirstLayerCache` and x z0^T matrix-free (low rank: ``((x V) Xi^T) U^T / r``; full
+    Gaussian: regenerated column chunks). ``c = 0`` gives the unperturbed model (same code path,
+    so the + and - evaluations and the centre share their rounding)."""
+
+    def __init__(self, model: PINN, direction: Direction | None, c: float,
+                 cache: FirstLayerCache) -> None:
+        p = model.params
+        shifted = [p[0]]
+        for i in range(1, len(p)):
+            shifted.append(p[i] if direction is None or c == 0.0
+                           else p[i] + c * direction.dense(i))
+        super().__init__(model.problem, shifted, model.activation)
+        self.direction = None if c == 0.0 else direction
+        self.c = c
+        self.cache = cache
+
+    def _first(self, y: Tensor, wy: Tensor, vy: Tensor | None, dirs_index: Tensor | None = None
+               ) -> Tensor:
+        """y W0^T + c y z0^T given y W0^T (and y V for a low-rank z0)."""
+        d = self.direction
+        if d is None:
+            return wy
+        basis = d.bases[0]
+        if basis is not None:
+            return wy + (self.c / basis.rank) * ((vy @ d.xis[0].T) @ basis.u.T)
+        g = d.gaussian(0)
+        corr = g.columns(dirs_index) if dirs_index is not None else g.apply(y)
+        return wy + self.c * corr
+
+    def net(self, x: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
+        if params is not None:
+            raise ValueError("ShiftedPINN evaluates its own shifted parameters; params= is not "
+                             "supported")
+        wx, vx = self.cache.points(x)
+        h = self._first(x, wx, vx) + self.params[1]
+        return _rest(h, self.params)
+
+    def net_jet(self, x: Tensor, dirs: Directions, order: int,
+                params: Sequence[Tensor] | None = None) -> Jet:
+        if params is not None:
+            raise ValueError("ShiftedPINN evaluates its own shifted parameters; params= is not "
+                             "supported")
+        wx, vx = self.cache.points(x)
+        wv, vv = self.cache.directions(dirs)
+        index = dirs.index if isinstance(dirs, CoordinateDirections) else None
+        v_dense = None if index is not None else _dense(dirs)
+        z = Jet([(self._first(x, wx, vx) + self.params[1]).unsqueeze(1),
+                 self._first(v_dense, wv, vv, index).unsqueeze(0)], order)
+        p = self.params
+        last = len(p) // 2 - 1
+        for layer in range(1, len(p) // 2):
+            a = z.tanh()
+            w, b = p[2 * layer], p[2 * layer + 1]
+            z = a.map(lambda c, w=w: c @ w.T)
+            z.coeffs[0] = z.coeffs[0] + b
+            if layer == last:
+                z = z.map(lambda c: c.squeeze(-1))
+        return z
+
+
+def _rest(h: Tensor, p: Sequence[Tensor]) -> Tensor:
+    """Layers 1..L of the MLP after the first affine map (same arithmetic as PINN.net)."""
+    for layer in range(1, len(p) // 2):
+        h = torch.tanh(h)
+        w, b = p[2 * layer], p[2 * layer + 1]
+        h = torch.addmm(b, h, w.T)
+    return h.squeeze(-1)
+

@@ -1,0 +1,150 @@
+"""The solver conformance suite: ``check_solver(spec_or_class)``, like scikit-learn's
+``check_estimator`` (sklearn/utils/estimator_checks.py): one set of checks that every registered
+solver passes on tiny problems, so a new solver is tested the day it is added.
+
+Checks (each raises AssertionError naming the solver, the problem and what differed):
+
+- ``parameters``: unknown parameter names and bad values raise ValueError, and the message lists
+  what is allowed; the canonical spec round-trips through ``solver_from_spec``;
+- ``deterministic``: the same seed gives the same trajectory (bit-identical losses and params);
+- ``finite``: every loss is finite;
+- ``changes``: the parameters actually change;
+- ``evaluation``: ``pinnbench.metrics.evaluate`` does not alter the training state (a step after
+  an evaluation equals a step without it, bit for bit).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from pinnbench.solver import SOLVERS, Param, Solver, parse_spec, solver_from_spec
+
+#: (problem id, dim): a second-order, a time-dependent and a fourth-order problem, all tiny
+TINY_PROBLEMS: tuple[tuple[str, int], ...] = (
+    ("poisson-2body-v1", 6),
+    ("heat-v1", 4),
+    ("biharmonic-3body-v1", 5),
+)
+TINY_MODEL = {"width": 8, "depth": 2}
+#: small batches for speed, unless the spec sets them
+TINY_PARAMS = {"points": 8, "probes": 4}
+
+
+def _resolve(spec_or_class: str | type[Solver]) -> tuple[type[Solver], dict[str, Any]]:
+    if isinstance(spec_or_class, str):
+        name, params = parse_spec(spec_or_class)
+        return SOLVERS.get(name), params
+    if isinstance(spec_or_class, type) and issubclass(spec_or_class, Solver):
+        return spec_or_class, {}
+    raise TypeError(f"check_solver takes a spec string or a Solver subclass, got {spec_or_class!r}")
+
+
+def _bad_values(param: Param) -> list[Any]:
+    """Values that ``param`` must refuse."""
+    kind = param.kind
+    if kind is bool:
+        return ["maybe", 2]
+    if param.choices is not None:
+        return ["no-such-choice-xyz"]
+    if kind is int:
+        out = ["abc", 1.5, float("nan")]
+    elif kind is float:
+        out = ["abc", float("inf"), float("nan")]
+    else:
+        return []
+    if param.check is not None:
+        for v in (-1, 0, 10**9):
+            try:
+                ok = param.check(v)
+            except Exception:  # noqa: BLE001 - a check that cannot take v refuses it
+                ok = False
+            if not ok:
+                out.append(v)
+    return out
+
+
+def check_parameters(cls: type[Solver]) -> None:
+    allowed = cls.all_parameters()
+    try:
+        cls(no_such_parameter_xyz=1)
+    except ValueError as e:
+        missing = [k for k in allowed if k not in str(e)]
+        assert not missing, f"{cls.name}: unknown-parameter error does not list {missing}: {e}"
+    else:
+        raise AssertionError(f"{cls.name}: an unknown parameter name was accepted")
+    for name, param in allowed.items():
+        assert param.kind in (bool, int, float, str), f"{cls.name}.{name}: bad type {param.kind}"
+        for bad in _bad_values(param):
+            try:
+                cls(**{name: bad})
+            except ValueError as e:
+                assert param.describe() in str(e), (
+                    f"{cls.name}: error for {name}={bad!r} does not say what is allowed "
+                    f"({param.describe()!r}): {e}")
+            else:
+                raise AssertionError(f"{cls.name}: bad value {name}={bad!r} was accepted")
+    solver = cls()
+    again = solver_from_spec(solver.spec)
+    assert again.params == solver.params, f"{cls.name}: spec {solver.spec} does not round-trip"
+
+
+def _tiny_run(cls, params, problem_id: str, dim: int, seed: int, steps: int,
+              evaluate_at: int | None = None) -> tuple[list[float], list[torch.Tensor],
+                                                       list[torch.Tensor]]:
+    from pinnbench.metrics import evaluate
+    from pinnbench.model import make_model
+    from pinnbench.problem_registry import make_problem
+
+    problem = make_problem(problem_id, dim=dim, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = make_model(problem, generator=gen, **TINY_MODEL)
+    initial = [p.detach().clone() for p in model.params]
+    solver = cls(**params)
+    solver.setup(problem, model, gen)
+    losses = []
+    for i in range(steps):
+        if evaluate_at is not None and i == evaluate_at:
+            evaluate(model, problem)
+        losses.append(solver.step())
+    return losses, initial, [p.detach().clone() for p in model.params]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def check_solver(spec_or_class: str | type[Solver], problems=TINY_PROBLEMS, steps: int = 3,
+                 seed: int = 0) -> list[str]:
+    """Run every check on ``spec_or_class`` (``"sdze[rank=2]"`` or a Solver subclass); returns
+    the names of the checks that ran, raises AssertionError on the first failure."""
+    cls, spec_params = _resolve(spec_or_class)
+    check_parameters(cls)
+    done = ["parameters"]
+    params = {**{k: v for k, v in TINY_PARAMS.items() if k in cls.all_parameters()}, **spec_params}
+    solver = cls(**params)
+    from pinnbench.problem_registry import list_problems, make_problem
+
+    for problem_id, dim in problems:
+        if problem_id not in list_problems():
+            continue
+        skip, _ = solver.skip(make_problem(problem_id, dim=dim, seed=seed))
+        if skip:
+            continue
+        where = f"{solver.spec} on {problem_id} (dim {dim})"
+        losses, initial, final = _tiny_run(cls, params, problem_id, dim, seed, steps)
+        losses2, _, final2 = _tiny_run(cls, params, problem_id, dim, seed, steps)
+        assert losses == losses2 and _same(final, final2), (
+            f"{where}: two runs with the same seed differ (losses {losses} vs {losses2})")
+        assert all(math.isfinite(v) for v in losses), f"{where}: non-finite loss {losses}"
+        assert not _same(initial, final), f"{where}: the parameters did not change"
+        losses3, _, final3 = _tiny_run(cls, params, problem_id, dim, seed, steps,
+                                       evaluate_at=steps - 1)
+        assert losses3 == losses and _same(final3, final), (
+            f"{where}: evaluating the model changed the training trajectory "
+            f"(losses {losses3} vs {losses})")
+        done.append(f"trajectory:{problem_id}")
+    assert len(done) > 1, f"{solver.spec}: no tiny problem to check on (all skipped or missing)"
+    return done

@@ -1,0 +1,74 @@
+"""The solvers issue: conformance of every registered solver, parameters, bp specifics."""
+
+import pytest
+import torch
+
+import pinnbench
+from pinnbench.solver import solver_from_spec
+from pinnbench.solvers._common import step_size
+from pinnbench.testing import check_solver
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The dev machine's 2 cores are shared: intra-op threads only contend (10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("name", pinnbench.list_solvers())
+def test_conformance(name):
+    done = check_solver(name)
+    assert "parameters" in done and any(d.startswith("trajectory:") for d in done)
+
+
+@pytest.mark.parametrize("spec", ["sdze[subspace=false]", "sdze[crns=false]",
+                                  "sdze[estimator=fd]", "sdze[momentum=0,normalize=false]",
+                                  "bp[estimator=hte,loss=unbiased]", "bp[estimator=sdgd]",
+                                  "bp[estimator=exact]"])
+def test_conformance_variants(spec):
+    check_solver(spec, problems=(("poisson-2body-v1", 6),))
+
+
+def test_every_solver_has_lr_and_common_parameters():
+    for name in pinnbench.list_solvers():
+        params = solver_from_spec(name).params
+        assert {"lr", "points", "probes"} <= set(params), name
+        assert params["points"] == 100 and params["probes"] == 16
+
+
+def test_schedule_is_per_step():
+    assert step_size(1e-3, 10000, 0) == 1e-3
+    assert step_size(1e-3, 10000, 5000) == pytest.approx(5e-4)
+    assert step_size(1e-3, 10000, 10000) == 0.0 and step_size(1e-3, 10000, 20000) == 0.0
+    assert step_size(1e-3, 0, 10**9) == 1e-3
+
+
+def test_bp_exact_skipped_at_large_d_with_reason():
+    problem = pinnbench.make_problem("poisson-2body-v1", dim=5000, seed=0)
+    skip, why = solver_from_spec("bp[estimator=exact]").skip(problem)
+    assert skip and "5000" in why
+    assert solver_from_spec("bp").skip(problem) == (False, "")
+
+
+def test_bad_combinations_raise_listing_allowed():
+    with pytest.raises(ValueError, match="rademacher"):
+        solver_from_spec("bp[estimator=sdgd,dist=rademacher]")
+    with pytest.raises(ValueError, match="stde\\|fd"):
+        solver_from_spec("sdze[estimator=hte]")
+    with pytest.raises(ValueError, match="refresh"):
+        solver_from_spec("sdze[refreh=3]")
+
+
+def test_bp_unbiased_loss_differs_from_biased():
+    """loss=unbiased multiplies two independent estimates: E = (Lu - f)^2 exactly, below the
+    biased E = (Lu - f)^2 + Var; on one draw the two numbers differ."""
+    out = {}
+    for loss in ("biased", "unbiased"):
+        p = pinnbench.make_problem("poisson-2body-v1", dim=30, seed=0)
+        g = torch.Generator().manual_seed(0)
+        m = pinnbench.make_model(p, width=8, depth=2, generator=g)
+        out[loss] = pinnbench.make_solver(f"bp[loss={loss},probes=2]", p, m, generator=g).step()
+    assert out["biased"] != out["unbiased"]
