@@ -28,7 +28,8 @@ DEFAULT_RUN = {
     "solvers": "sdze,bp",
     "dims": "1e2..1e4",
     "seeds": "0",
-    "steps": 30,
+    "steps": 5000,
+    "time_budget": 20.0,
     "width": 128,
     "depth": 3,
     "device": "cpu",
@@ -39,9 +40,11 @@ DEFAULT_RUN = {
 RUN_EPILOG = f"""\
 With no arguments, `pinnbench run` runs a built-in CPU sweep that finishes in a few minutes on
 two cores: solvers sdze and bp (default parameters) on {DEFAULT_RUN['problems']} at
-d = 10^2, 10^3, 10^4, seed 0, {DEFAULT_RUN['steps']} steps, a {DEFAULT_RUN['width']}-wide
+d = 10^2, 10^3, 10^4, seed 0, the same training budget for every cell ({DEFAULT_RUN['time_budget']:g} s of
+summed step time, at most {DEFAULT_RUN['steps']} steps), a {DEFAULT_RUN['width']}-wide
 {DEFAULT_RUN['depth']}-hidden-layer tanh MLP, float32, a {DEFAULT_RUN['timeout']:g} s timeout per
-cell. Every option you give replaces the matching default.
+cell. Every option you give replaces the matching default; giving --steps or --time-budget
+replaces both training limits.
 
 Formats:
   --solvers  comma-separated specs; parameters in brackets: 'sdze[rank=4,eps=1e-3],bp[estimator=hte]'
@@ -51,6 +54,8 @@ Formats:
 
 Each cell runs in its own process; results go to the SQLite store one cell at a time, so an
 interrupted sweep loses only the cells in flight: `pinnbench run --resume` runs what is missing.
+On a Dask cluster: --executor dask --scheduler tcp://HOST:8786, or --local-workers N to try it
+here (pip install 'pinnbench[dask]'; docs/dask.md).
 Exit codes: 0 all cells gave a result (ok/oom/timeout/diverged/skipped), 1 some cell failed with an
 unexpected error, 2 bad usage.
 """
@@ -144,10 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dims", help="dimensions: 1e3..1e7, 1e3..1e5:x2, 100,5e4 (default 1e2..1e4)")
     g.add_argument("--seeds", help="seeds: 0,1,2 or 0..4 (default 0)")
     g.add_argument("--steps", type=_positive_int("--steps"),
-                   help=f"training steps per cell (default {DEFAULT_RUN['steps']}, or unlimited "
-                   "when only --time-budget is given)")
+                   help=f"training steps per cell (default {DEFAULT_RUN['steps']} with the default "
+                   "time budget; unlimited when only --time-budget is given)")
     g.add_argument("--time-budget", type=_positive_float("--time-budget"), metavar="SECONDS",
-                   help="stop training when the step times add up to this")
+                   help="stop training when the step times add up to this (default "
+                   f"{DEFAULT_RUN['time_budget']:g} when neither --steps nor --time-budget is given)")
     g.add_argument("--width", type=_positive_int("--width"), help="MLP width (default 128)")
     g.add_argument("--depth", type=_positive_int("--depth"), help="hidden layers (default 3)")
     g.add_argument("--points", type=_positive_int("--points"),
@@ -164,8 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"wall-clock limit per cell (default {DEFAULT_RUN['timeout']:g})")
     h.add_argument("--memory-limit", type=_bytes, metavar="SIZE",
                    help="address-space headroom per CPU cell (RLIMIT_AS), e.g. 4G")
-    h.add_argument("--jobs", type=_positive_int("--jobs"), default=1,
-                   help="cells run at the same time on this machine (default 1)")
+    h.add_argument("--jobs", type=_positive_int("--jobs"),
+                   help="cells run at the same time on this machine (default 1; local executor)")
+    h.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="where cells run: local processes (default) or a Dask cluster "
+                   "(needs pinnbench[dask]; see docs/dask.md)")
+    h.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --executor dask: the scheduler of a running cluster, "
+                   "e.g. tcp://10.0.0.5:8786")
+    h.add_argument("--local-workers", type=_positive_int("--local-workers"), metavar="N",
+                   help="with --executor dask: start a local cluster of N worker processes "
+                   "(one cell at a time each)")
+    h.add_argument("--no-worker-timeout", type=_positive_float("--no-worker-timeout"),
+                   metavar="SECONDS", default=600.0,
+                   help="with --executor dask: cells in flight become errors after the cluster "
+                   "has had no worker this long (default 600)")
     h.add_argument("--threads", type=_positive_int("--threads"),
                    help="torch threads per cell (default: torch's, or cores/jobs on CPU)")
     h.add_argument("--no-prune", action="store_true",
@@ -235,6 +254,7 @@ def _sweep_config(args) -> "Any":
     from pinnbench.sweep import SweepConfig, split_top_level, with_points
 
     only_budget = args.time_budget is not None and args.steps is None
+    no_limits = args.time_budget is None and args.steps is None
     problems_text = args.problems if args.problems is not None else DEFAULT_RUN["problems"]
     solvers_text = args.solvers if args.solvers is not None else DEFAULT_RUN["solvers"]
     try:
@@ -261,13 +281,67 @@ def _sweep_config(args) -> "Any":
     return SweepConfig(
         problems=problems, solvers=solvers, dims=dims, seeds=seeds,
         steps=None if only_budget else (args.steps or DEFAULT_RUN["steps"]),
-        time_budget_s=args.time_budget,
+        time_budget_s=DEFAULT_RUN["time_budget"] if no_limits else args.time_budget,
         width=args.width or DEFAULT_RUN["width"], depth=args.depth or DEFAULT_RUN["depth"],
         points=args.points, device=device, dtype=dtype,
         warmup=2 if args.warmup is None else args.warmup,
         timeout_s=args.timeout or DEFAULT_RUN["timeout"], memory_limit_bytes=args.memory_limit,
-        imports=list(args.imports or []), jobs=args.jobs, threads=args.threads,
+        imports=list(args.imports or []), jobs=_parallel_cells(args), threads=args.threads,
         floors=not args.no_floors)
+
+
+def _parallel_cells(args) -> int:
+    """Cells that run at the same time on one machine (used to split its CPU threads)."""
+    if args.executor == "dask":
+        return args.local_workers or 1
+    return args.jobs or 1
+
+
+def _check_executor_options(args) -> None:
+    """Usage errors of --executor and its options (before anything is started or written)."""
+    if args.executor != "dask":
+        for name, value in (("--scheduler", args.scheduler),
+                            ("--local-workers", args.local_workers)):
+            if value is not None:
+                raise UsageError(f"{name} needs --executor dask")
+        return
+    if args.jobs is not None:
+        raise UsageError("--jobs is for the local executor; with --executor dask use "
+                         "--local-workers N or size the cluster")
+    if (args.scheduler is None) == (args.local_workers is None):
+        raise UsageError("--executor dask needs either --scheduler ADDRESS (a running cluster, "
+                         "e.g. tcp://host:8786) or --local-workers N (a local cluster)")
+    from pinnbench.executors import DASK_MISSING, check_scheduler_address, dask_available
+
+    if not dask_available():
+        raise UsageError(DASK_MISSING)
+    if args.scheduler is not None:
+        try:
+            check_scheduler_address(args.scheduler)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def _make_executor(args, cells: list[dict]):
+    """The executor the options ask for (a started cluster or a connected client for dask)."""
+    from pinnbench.executors import DaskExecutor, ExecutorError, LocalExecutor
+
+    if args.executor == "local":
+        return LocalExecutor(args.jobs or 1)
+    gpu = any(str(c.get("device", "cpu")).startswith("cuda") for c in cells)
+    try:
+        ex = DaskExecutor.from_options(scheduler=args.scheduler, local_workers=args.local_workers,
+                                       gpu=gpu, no_worker_timeout_s=args.no_worker_timeout)
+    except ExecutorError as exc:
+        raise UsageError(str(exc)) from None
+    if gpu:
+        workers = ex.workers()
+        if workers and not any((w.get("resources") or {}).get("GPU") for w in workers.values()):
+            ex.close()
+            raise UsageError("the cells run on cuda but no worker of the Dask cluster advertises "
+                             "a GPU resource; start GPU workers with `--resources GPU=1` "
+                             "(see docs/dask.md)")
+    return ex
 
 
 _SWEEP_OPTIONS = ("problems", "solvers", "dims", "seeds", "steps", "time_budget", "width", "depth",
@@ -276,11 +350,10 @@ _SWEEP_OPTIONS = ("problems", "solvers", "dims", "seeds", "steps", "time_budget"
 
 def cmd_run(args, argv: Sequence[str]) -> int:
     from pinnbench import store as store_mod
-    from pinnbench.cell import now_iso
-    from pinnbench.provenance import collect
-    from pinnbench.sweep import execute_sweep, plan
+    from pinnbench.sweep import plan
 
     command = _command_line(argv)
+    _check_executor_options(args)
     _import_plugins(args.imports)
     try:
         store_mod.check_store(args.store)
@@ -311,6 +384,27 @@ def cmd_run(args, argv: Sequence[str]) -> int:
             cells = plan(config, command=command)
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
+    executor = _make_executor(args, cells)
+    try:
+        return _run_and_record(args, command, cells, resume_id, executor)
+    finally:
+        executor.close()
+
+
+def _describe_executor(args) -> str:
+    if args.executor == "dask":
+        where = args.scheduler or f"LocalCluster({args.local_workers} workers)"
+        return f"dask {where}"
+    return f"local ({args.jobs or 1} jobs)"
+
+
+def _run_and_record(args, command: str, cells: list[dict], resume_id: str | None,
+                    executor) -> int:
+    from pinnbench import store as store_mod
+    from pinnbench.cell import now_iso
+    from pinnbench.provenance import collect
+    from pinnbench.sweep import execute_sweep
+
     # -- validated: from here on we write ----------------------------------------------------------
     st = store_mod.Store(args.store)
     started = now_iso()
@@ -321,7 +415,9 @@ def cmd_run(args, argv: Sequence[str]) -> int:
     else:
         run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         done = set()
-        st.begin_run(run_id, command, started, cells, collect("cpu", command=command))
+        provenance = collect("cpu", command=command)
+        provenance["executor"] = _describe_executor(args)
+        st.begin_run(run_id, command, started, cells, provenance)
     from pinnbench.cell import cell_id
 
     todo = [c for c in cells if cell_id(c) not in done]
@@ -338,7 +434,7 @@ def cmd_run(args, argv: Sequence[str]) -> int:
         if threading.current_thread() is threading.main_thread() else None
     try:
         with ui:
-            rows = execute_sweep(todo, run_id=run_id, write=st.write_row, jobs=args.jobs,
+            rows = execute_sweep(todo, run_id=run_id, write=st.write_row, executor=executor,
                                  prune=not args.no_prune, on_start=ui.start, on_result=ui.result)
     except KeyboardInterrupt:
         status = "interrupted"

@@ -1,12 +1,13 @@
 """Plan a sweep (problems x solvers x dims x seeds -> cell specs), run it, prune after OOMs.
 
-Executor: a local pool of ``jobs`` cell processes (:class:`pinnbench.cell.CellProcess`), all
-started and polled from this one thread, which is also the only writer of the store (one
-transaction per finished cell). Cells run in increasing d, so that pruning works: once a
-(problem, solver, model, device, dtype) runs out of memory at some d, every cell of it at a larger
-d is recorded as ``skipped`` (reason: the d of the OOM) instead of being run, unless pruning is
-off. Beyond one machine (DESIGN.md, "Scale-out") a Dask executor would hand the same specs to
-workers and return rows here; it is not implemented yet.
+Where cells run is an :class:`pinnbench.executors.Executor`: by default a local pool of ``jobs``
+cell processes (:class:`pinnbench.executors.LocalExecutor`), or a Dask cluster
+(:class:`pinnbench.executors.DaskExecutor`, docs/dask.md); either way every cell runs in its own
+process. This thread plans, submits and is the only writer of the store (one transaction per
+finished cell, in the order cells finish). Cells are submitted in increasing d, so that pruning
+works: once a (problem, solver, model, device, dtype) runs out of memory at some d, every cell of
+it at a larger d not yet submitted is recorded as ``skipped`` (reason: the d of the OOM) instead of
+being run, unless pruning is off.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pinnbench.cell import CellProcess, base_row, now_iso, normalize_spec
+from pinnbench.cell import base_row, now_iso, normalize_spec
+from pinnbench.executors import Executor, LocalExecutor
 from pinnbench.solver import format_spec, parse_spec
 
 
@@ -118,12 +120,19 @@ def execute_sweep(cells: list[dict[str, Any]], *, run_id: str,
                   write: Callable[[dict[str, Any]], None], jobs: int = 1, prune: bool = True,
                   on_start: Callable[[dict[str, Any]], None] | None = None,
                   on_result: Callable[[dict[str, Any]], None] | None = None,
-                  poll_s: float = 0.05) -> list[dict[str, Any]]:
-    """Run ``cells`` with at most ``jobs`` at a time; ``write(row)`` is called once per finished
-    cell, in this thread, before ``on_result(row)``. On KeyboardInterrupt the cells in flight are
-    killed and the interrupt propagates (finished cells are already written)."""
+                  poll_s: float | None = None,
+                  executor: Executor | None = None) -> list[dict[str, Any]]:
+    """Run ``cells`` on ``executor`` (default: a :class:`LocalExecutor` of ``jobs`` processes,
+    closed at the end; an executor passed in is left open), with at most
+    ``executor.capacity(spec)`` cells in flight. ``write(row)`` is called once per finished
+    cell, in this thread, before ``on_result(row)``. On KeyboardInterrupt (or any exception) the
+    cells in flight are cancelled and the exception propagates (finished cells are already
+    written)."""
+    owned = executor is None
+    if executor is None:
+        executor = LocalExecutor(jobs)
+    poll_s = executor.poll_s if poll_s is None else poll_s
     pending = deque(cells)
-    running: list[CellProcess] = []
     oom_at: dict[tuple, int] = {}
     rows: list[dict[str, Any]] = []
 
@@ -138,29 +147,24 @@ def execute_sweep(cells: list[dict[str, Any]], *, run_id: str,
             on_result(row)
 
     try:
-        while pending or running:
-            while pending and len(running) < jobs:
+        while pending or executor.in_flight():
+            while pending and executor.in_flight() < executor.capacity(pending[0]):
                 spec = pending.popleft()
                 key = prune_key(spec)
                 if prune and key in oom_at and spec["dim"] > oom_at[key]:
                     finish(pruned_row({**spec, "run_id": run_id}, oom_at[key]), spec)
                     continue
-                running.append(CellProcess({**spec, "run_id": run_id}))
+                executor.submit({**spec, "run_id": run_id})
                 if on_start:
                     on_start(spec)
-            for proc in list(running):
-                row = proc.poll()
-                if row is not None:
-                    running.remove(proc)
-                    finish(row, proc.spec)
-            if running:
+            for spec, row in executor.poll():
+                finish(row, spec)
+            if executor.in_flight():
                 time.sleep(poll_s)
     except BaseException:
-        for proc in running:
-            proc.kill()
-            try:
-                proc.cleanup()
-            except OSError:
-                pass
+        executor.cancel()
         raise
+    finally:
+        if owned:
+            executor.close()
     return rows
