@@ -27,9 +27,10 @@ def lr_param(default: float) -> Param:
     return Param(default, "step size (before the schedule)", **positive("a number > 0"))
 
 
-DECAY_STEPS = Param(10000, "linear decay of the step size to 0 over this many steps "
-                    "(lr_t = lr * max(0, 1 - t / decay_steps)); 0 keeps it constant",
-                    **non_negative("an integer >= 0"))
+def decay_steps_param(default: int) -> Param:
+    return Param(default, "linear decay of the step size to 0 over this many steps "
+                 "(lr_t = lr * max(0, 1 - t / decay_steps)); 0 keeps it constant",
+                 **non_negative("an integer >= 0"))
 
 
 def step_size(lr: float, decay_steps: int, t: int) -> float:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from pinnbench.solver import Param, Solver, register_solver
-from pinnbench.solvers._common import (DECAY_STEPS, DISTS, ESTIMATORS_BP, EXACT_MAX_DIM,
+from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_BP, EXACT_MAX_DIM,
                                        estimator_options, lr_param, residual_loss, step_size)
 
 
@@ -27,7 +27,7 @@ class BP(Solver):
     name = "bp"
     parameters = {
         "lr": lr_param(1e-3),
-        "decay_steps": DECAY_STEPS,
+        "decay_steps": decay_steps_param(10000),
         "estimator": Param("stde", "spatial estimator of the operator's linear terms",
                            choices=ESTIMATORS_BP),
         "dist": Param("default", "probe distribution for stde (default: the estimator's)",

@@ -70,7 +70,7 @@ from torch import Tensor
 from pinnbench.perturbation import (Direction, FirstLayerCache, ShiftedPINN, derive_seed,
                                     draw_seed, generator, make_bases)
 from pinnbench.solver import Param, Solver, positive, register_solver
-from pinnbench.solvers._common import (DECAY_STEPS, DISTS, ESTIMATORS_FORWARD, estimator_options,
+from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_FORWARD, estimator_options,
                                        NORMALIZE, QuotientScale, lr_param,
                                        residual_loss, step_size)
 
@@ -80,8 +80,7 @@ class SDZE(Solver):
     name = "sdze"
     parameters = {
         "lr": lr_param(3e-3),
-        "decay_steps": Param(0, DECAY_STEPS.help, check=DECAY_STEPS.check,
-                             check_text=DECAY_STEPS.check_text),
+        "decay_steps": decay_steps_param(0),
         "eps": Param(1e-3, "perturbation size", **positive("a number > 0")),
         "q": Param(4, "random directions per step", **positive("an integer > 0")),
         "rank": Param(8, "rank r of the subspace perturbations", **positive("an integer > 0")),

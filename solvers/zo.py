@@ -22,7 +22,7 @@ import torch
 
 from pinnbench.perturbation import Direction, draw_seed
 from pinnbench.solver import Param, Solver, positive, register_solver
-from pinnbench.solvers._common import (DECAY_STEPS, DISTS, ESTIMATORS_FORWARD, estimator_options,
+from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_FORWARD, estimator_options,
                                        NORMALIZE, QuotientScale, lr_param,
                                        residual_loss, step_size)
 
@@ -32,8 +32,7 @@ class ZO(Solver):
     name = "zo"
     parameters = {
         "lr": lr_param(1e-3),
-        "decay_steps": Param(0, DECAY_STEPS.help, check=DECAY_STEPS.check,
-                             check_text=DECAY_STEPS.check_text),
+        "decay_steps": decay_steps_param(0),
         "eps": Param(1e-3, "perturbation size", **positive("a number > 0")),
         "q": Param(1, "random directions per step", **positive("an integer > 0")),
         "normalize": NORMALIZE,
