@@ -9,7 +9,7 @@ import torch
 import pinnbench
 from pinnbench.cell import run_cell
 
-from .profiles import DEVICE, DIMS, PROBLEM, SOLVERS, TRAIN_STEPS, WIDTH
+from .profiles import DEVICE, DIMS, PROBLEM, SOLVERS, THREADS, TRAIN_STEPS, WIDTH
 
 POINTS = 100
 PEAK_STEPS = 5
@@ -60,7 +60,7 @@ class PeakMemory:
     def track_peak_memory(self, solver, dim):
         row = run_cell({"problem": PROBLEM, "dim": dim, "solver": f"{solver}[points={POINTS}]",
                         "steps": PEAK_STEPS, "width": WIDTH, "device": DEVICE, "floors": False,
-                        "timeout_s": 600})
+                        "timeout_s": 600, "threads": THREADS})
         if row["status"] != "ok":
             raise RuntimeError(f"cell {solver} d={dim}: {row['status']}: {row['message']}")
         if row["peak_gpu_allocated_bytes"] is not None:

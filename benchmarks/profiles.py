@@ -1,7 +1,10 @@
 """Which cells the asv suite measures: PINNBENCH_ASV_PROFILE=fast (default) or full.
 
-fast: CPU, d = 10^2 and 10^3, width 32: the whole suite runs in a few minutes (CI runs it).
-full: the GPU when one is present, d = 10^3 ... 10^7, width 128 (the published setting).
+fast: CPU, d = 10^2 and 10^3, width 32, one torch thread: the whole suite runs in a few minutes
+(CI runs it). One thread because on a shared 2-core machine torch's intra-op threads wait on
+each other and a step's time varies by 10-100x with the load; one thread measures the code.
+full: the GPU when one is present, d = 10^3 ... 10^7, width 128 (the published setting), torch's
+default threads.
 """
 
 import os
@@ -19,8 +22,13 @@ if PROFILE == "fast":
     WIDTH = 32
     DEVICE = "cpu"
     TRAIN_STEPS = 100
+    THREADS = 1
 else:
     DIMS = [10**3, 10**4, 10**5, 10**6, 10**7]
     WIDTH = 128
     DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     TRAIN_STEPS = 1000
+    THREADS = None  # torch's default
+
+if THREADS is not None:
+    torch.set_num_threads(THREADS)
