@@ -422,11 +422,6 @@ class CellProcess:
         env = dict(os.environ)
         # the child imports what the parent could: its working directory and sys.path first
         env["PYTHONPATH"] = os.pathsep.join([os.getcwd()] + [p for p in sys.path if p])
-        # glibc raises its mmap threshold after a large block is freed (up to 32 MiB), so the
-        # temporaries of an evaluation would stay in the heap and training's own allocations
-        # would reuse them unseen by the RSS peak that is reset after each evaluation. A fixed
-        # threshold returns every block >= 128 KiB to the OS on free: RSS tracks live memory.
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "from pinnbench.cell import _child_main; _child_main()",
