@@ -611,14 +611,15 @@ def cmd_list(args) -> int:
             con.print(f"{pid:28s} order {cls.order}  terms {terms:20s} d >= {cls.min_dim}  "
                       f"{cls.domain}")
         return 0
-    from pinnbench.solver import SOLVERS, list_solvers
+    from pinnbench.solver import SOLVERS, format_value, list_solvers
 
     for name in list_solvers():
         cls = SOLVERS.get(name)
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         con.print(f"[bold]{name}[/]  {doc[0] if doc else ''}")
         for pname, p in sorted(cls.all_parameters().items()):
-            con.print(f"    {pname}={p.default!r:<12} {p.describe():24s} {p.help}")
+            setting = f"{pname}={format_value(p.default)}"
+            con.print(f"    {setting:<20} {p.describe():28s} {p.help}", highlight=False)
     return 0
 
 

@@ -136,11 +136,12 @@ class Solver:
 def format_spec(name: str, params: dict[str, Any]) -> str:
     if not params:
         return name
-    body = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(params.items()))
+    body = ",".join(f"{k}={format_value(v)}" for k, v in sorted(params.items()))
     return f"{name}[{body}]"
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """A parameter value as written in a spec: true/false, 0.001, stde (no quotes)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
