@@ -100,6 +100,8 @@ class Problem:
     order: int = 2
     time_dependent: bool = False
     min_dim: int = 1
+    #: keyword options the problem takes (e.g. ``radius``); any other is an error
+    option_names: tuple[str, ...] = ()
     #: whether ``source_grad`` is available (gradient-enhanced PINN losses)
     supports_gpinn: bool = False
     operator: Operator = Operator(())
@@ -107,6 +109,10 @@ class Problem:
 
     def __init__(self, dim: int, seed: int = 0, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu", id: str = "", **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.option_names))
+        if unknown:
+            allowed = ", ".join(self.option_names) if self.option_names else "none (this problem takes none)"
+            raise ValueError(f"{id or self.family}: unknown option(s) {unknown}; allowed: {allowed}")
         self.id = id or self.family
         self.dim = int(dim)
         self.seed = int(seed)

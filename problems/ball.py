@@ -76,12 +76,10 @@ class BallProblem(Problem):
     body: type[ManyBody] = ManyBody
     order = 2
     operator = Operator((LinearTerm("laplacian"),))
+    option_names = ("radius",)
 
     def __init__(self, dim: int, seed: int = 0, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu", id: str = "", **options: Any) -> None:
-        unknown = sorted(set(options) - {"radius"})
-        if unknown:
-            raise ValueError(f"{id or self.family}: unknown option(s) {unknown}; allowed: radius")
         super().__init__(dim, seed, dtype, device, id, **options)
         self.radius = resolve_radius(options.get("radius", 1.0), self.dim)
         scaled = options.get("radius") == SQRT_DIM

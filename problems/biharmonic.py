@@ -49,10 +49,7 @@ class BiharmonicThreeBody(Problem):
 
     def __init__(self, dim: int, seed: int = 0, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu", id: str = "", **options: Any) -> None:
-        if options:
-            raise ValueError(f"{id or self.family}: unknown option(s) {sorted(options)}; "
-                             "this problem takes none")
-        super().__init__(dim, seed, dtype, device, id)
+        super().__init__(dim, seed, dtype, device, id, **options)
         c = torch.randn(ThreeBody.n_coefficients(self.dim),
                         generator=self.cpu_generator("coefficients"), dtype=torch.float64)
         self.coefficients = c.to(device=self.device, dtype=self.dtype)

@@ -40,13 +40,6 @@ class TimeBallProblem(Problem):
     time_dependent = True
     domain = "unit ball ||x|| < 1, t in [0, 1]"
 
-    def __init__(self, dim: int, seed: int = 0, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu", id: str = "", **options: Any) -> None:
-        if options:
-            raise ValueError(f"{id or self.family}: unknown option(s) {sorted(options)}; "
-                             "this problem takes none")
-        super().__init__(dim, seed, dtype, device, id)
-
     def sample_interior(self, n: int, generator: torch.Generator) -> Tensor:
         x = radius_uniform_ball(n, self.dim, generator, dtype=self.dtype, device=self.device)
         t = torch.rand(n, 1, generator=generator, dtype=self.dtype, device=self.device)
