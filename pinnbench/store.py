@@ -22,7 +22,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
 
-from pinnbench.schema import COLUMNS, JSON_COLUMNS
+from pinnbench.schema import COLUMNS
 
 FORMAT = "pinnbench-store"
 VERSION = "1"

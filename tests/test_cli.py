@@ -2,7 +2,6 @@
 with failing cells exits 1 and goes on; list/show/export work."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -11,7 +11,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
 
 from pinnbench import list_problems
 from pinnbench.problem_registry import problem_class
