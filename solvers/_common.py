@@ -93,3 +93,16 @@ class QuotientScale:
             return [0.0 * c for c in quotients]
         s = v_hat**-0.5
         return [c * s for c in quotients]
+
+
+def zeroth_order_parameters(lr: float, q: int) -> dict[str, Param]:
+    """Parameters every zeroth-order solver (zo, sdze) has, with its own lr and q defaults."""
+    return {
+        "lr": lr_param(lr),
+        "decay_steps": decay_steps_param(0),
+        "eps": Param(1e-3, "perturbation size", **positive("a number > 0")),
+        "q": Param(q, "random directions per step", **positive("an integer > 0")),
+        "normalize": NORMALIZE,
+        "estimator": Param("stde", "forward-only spatial estimator", choices=ESTIMATORS_FORWARD),
+        "dist": Param("default", "probe distribution (default: the estimator's)", choices=DISTS),
+    }

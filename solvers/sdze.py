@@ -70,19 +70,15 @@ from torch import Tensor
 from pinnbench.perturbation import (Direction, FirstLayerCache, ShiftedPINN, derive_seed,
                                     draw_seed, generator, make_bases)
 from pinnbench.solver import Param, Solver, positive, register_solver
-from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_FORWARD, estimator_options,
-                                       NORMALIZE, QuotientScale, lr_param,
-                                       residual_loss, step_size)
+from pinnbench.solvers._common import (QuotientScale, estimator_options, residual_loss,
+                                       step_size, zeroth_order_parameters)
 
 
 @register_solver
 class SDZE(Solver):
     name = "sdze"
     parameters = {
-        "lr": lr_param(3e-3),
-        "decay_steps": decay_steps_param(0),
-        "eps": Param(1e-3, "perturbation size", **positive("a number > 0")),
-        "q": Param(4, "random directions per step", **positive("an integer > 0")),
+        **zeroth_order_parameters(lr=3e-3, q=4),
         "rank": Param(8, "rank r of the subspace perturbations", **positive("an integer > 0")),
         "refresh": Param(1, "steps between refreshes of the subspace bases U, V",
                          **positive("an integer > 0")),
@@ -90,9 +86,6 @@ class SDZE(Solver):
         "crns": Param(True, "share points and probes between the + and - evaluations"),
         "momentum": Param(0.9, "heavy-ball momentum beta (0: ZO-SGD)",
                           check=lambda v: 0 <= v < 1, check_text="a number in [0, 1)"),
-        "normalize": NORMALIZE,
-        "estimator": Param("stde", "forward-only spatial estimator", choices=ESTIMATORS_FORWARD),
-        "dist": Param("default", "probe distribution (default: the estimator's)", choices=DISTS),
     }
 
     def setup(self, problem, model, generator: torch.Generator) -> None:

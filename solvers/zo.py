@@ -21,24 +21,15 @@ from __future__ import annotations
 import torch
 
 from pinnbench.perturbation import Direction, draw_seed
-from pinnbench.solver import Param, Solver, positive, register_solver
-from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_FORWARD, estimator_options,
-                                       NORMALIZE, QuotientScale, lr_param,
-                                       residual_loss, step_size)
+from pinnbench.solver import Solver, register_solver
+from pinnbench.solvers._common import (QuotientScale, estimator_options, residual_loss,
+                                       step_size, zeroth_order_parameters)
 
 
 @register_solver
 class ZO(Solver):
     name = "zo"
-    parameters = {
-        "lr": lr_param(1e-3),
-        "decay_steps": decay_steps_param(0),
-        "eps": Param(1e-3, "perturbation size", **positive("a number > 0")),
-        "q": Param(1, "random directions per step", **positive("an integer > 0")),
-        "normalize": NORMALIZE,
-        "estimator": Param("stde", "forward-only spatial estimator", choices=ESTIMATORS_FORWARD),
-        "dist": Param("default", "probe distribution (default: the estimator's)", choices=DISTS),
-    }
+    parameters = zeroth_order_parameters(lr=1e-3, q=1)
 
     def setup(self, problem, model, generator: torch.Generator) -> None:
         self.problem, self.model, self.generator = problem, model, generator

@@ -14,13 +14,7 @@ from pinnbench.perturbation import (Direction, FirstLayerCache, GaussianMatrix, 
                                     SubspaceBasis, make_bases)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The dev machine's 2 cores are shared: intra-op threads only contend (10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

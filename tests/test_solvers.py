@@ -16,13 +16,7 @@ def shipped_solvers() -> list[str]:
             if SOLVERS.get(n).__module__.startswith("pinnbench.solvers.")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The dev machine's 2 cores are shared: intra-op threads only contend (10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", shipped_solvers())
