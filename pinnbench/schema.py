@@ -29,7 +29,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "status": ("str", "one of STATUSES"),
     "message": ("str", "why the status (error text, OOM message, skip reason), else ''"),
     "steps_done": ("int", "training steps actually run"),
-    "setup_time_s": ("float", "problem + model + solver set-up"),
+    "setup_time_s": ("float", "problem + model + solver set-up (CUDA context creation excluded: "
+                              "provenance cuda_init_time_s)"),
     "time_per_step_s": ("float", "median time of the timed steps (after warm-up, synchronised)"),
     "time_per_step_iqr_s": ("float", "interquartile range of the timed steps"),
     "total_time_s": ("float", "wall time of the whole cell"),
@@ -37,6 +38,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "baseline_cpu_bytes": ("int", "RSS of the cell process at the reset (after set-up)"),
     "peak_gpu_allocated_bytes": ("int", "torch.cuda.max_memory_allocated during training, or null"),
     "peak_gpu_reserved_bytes": ("int", "torch.cuda.max_memory_reserved during training, or null"),
+    "baseline_gpu_allocated_bytes": ("int", "torch.cuda.memory_allocated at the reset (after "
+                                            "set-up: parameters and solver state), or null"),
     "n_params": ("int", "number of model parameters"),
     "param_bytes": ("int", "bytes of the model parameters"),
     "final_rel_l2": ("float", "relative L2 error on the test set at the end"),

@@ -100,6 +100,10 @@ def _check_format(p: Path) -> None:
                          "--store path") from None
 
 
+def _table_columns(con: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in con.execute(f"PRAGMA table_info({_quote(table)})")}
+
+
 def _encode(name: str, value: Any) -> Any:
     kind = COLUMNS[name][0]
     if value is None:
@@ -137,6 +141,11 @@ class Store:
                              "plan TEXT, provenance TEXT)")
             self.con.execute(f"CREATE TABLE IF NOT EXISTS results ({cols}, "
                              "PRIMARY KEY (run_id, cell_id))")
+            # a store written by an older pinnbench lacks the newer columns: add them (empty)
+            have = _table_columns(self.con, "results")
+            for k, (t, _) in COLUMNS.items():
+                if k not in have:
+                    self.con.execute(f"ALTER TABLE results ADD COLUMN {_quote(k)} {_SQL_TYPES[t]}")
 
     def transaction(self):
         store = self
@@ -234,7 +243,10 @@ def load_results(path: str | os.PathLike = DEFAULT_PATH, run_id: str | None = No
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         rows: Iterable = []
         if "results" in tables:
-            sql = f"SELECT {', '.join(map(_quote, names))} FROM results"
+            have = _table_columns(con, "results")
+            # columns that an older store lacks read as NULL
+            select = [_quote(k) if k in have else f"NULL AS {_quote(k)}" for k in names]
+            sql = f"SELECT {', '.join(select)} FROM results"
             args: tuple = ()
             if run_id is not None:
                 sql += " WHERE run_id = ?"

@@ -75,3 +75,28 @@ def test_check_store_rejects_bad_files_without_writing(tmp_path):
     assert other.read_bytes() == before
     check_store(tmp_path / "new" / "deeper" / "s.sqlite")  # creatable: fine
     assert not (tmp_path / "new").exists()
+
+
+def test_a_store_from_an_older_schema_is_read_and_extended(tmp_path, monkeypatch):
+    """A store written before a column existed: load_results gives it as empty, and writing a
+    new row adds the column instead of failing (no stored result is lost)."""
+    import pinnbench.store as store_mod
+
+    path = tmp_path / "old.sqlite"
+    newest = "baseline_gpu_allocated_bytes"
+    assert newest in COLUMNS
+    old_columns = {k: v for k, v in COLUMNS.items() if k != newest}
+    monkeypatch.setattr(store_mod, "COLUMNS", old_columns)
+    st = Store(path)
+    st.begin_run("r1", "pinnbench run", "2024-01-01T00:00:00+00:00", [], {})
+    st.write_row({k: v for k, v in _row("r1", "old").items() if k != newest})
+    st.close()
+    monkeypatch.setattr(store_mod, "COLUMNS", COLUMNS)
+    df = load_results(path)
+    assert list(df.columns) == list(COLUMNS) and df[newest].isna().all()
+    st = Store(path)
+    st.write_row(_row("r1", "new", **{newest: 123}))
+    st.close()
+    df = load_results(path)
+    assert list(df["cell_id"]) == ["old", "new"]
+    assert df[newest].isna().tolist() == [True, False] and int(df[newest].iloc[1]) == 123
