@@ -277,6 +277,10 @@ def _sweep_config(args) -> "Any":
         raise UsageError(f"--warmup must be an integer >= 0, got {args.warmup}")
     if args.memory_limit is not None and device != "cpu":
         raise UsageError("--memory-limit (RLIMIT_AS) works for CPU cells only; drop it on cuda")
+    if device.startswith("cuda") and args.executor != "dask" and (args.jobs or 1) > 1:
+        raise UsageError(f"--jobs {args.jobs} would put {args.jobs} cells on one GPU at once (their "
+                         "memory and timings interfere); use --jobs 1 on cuda, or --executor dask "
+                         "with one GPU worker per device (docs/dask.md)")
     seeds = parse_seeds(args.seeds if args.seeds is not None else DEFAULT_RUN["seeds"])
     return SweepConfig(
         problems=problems, solvers=solvers, dims=dims, seeds=seeds,

@@ -160,3 +160,17 @@ def test_list_shows_solvers_with_parameters(capsys):
     assert "fake-ok" in out and "lr=0.05" in out and "points=100" in out
     assert main(["list", "problems", "--import", FAKES]) == 0
     assert "fake-affine-v1" in capsys.readouterr().out
+
+
+def test_jobs_above_one_on_cuda_is_a_usage_error(store, monkeypatch, capsys):
+    """--jobs N --device cuda would run N cells on one GPU at once: refused before any cell."""
+    import torch
+
+    import pinnbench.problem_registry as reg
+
+    monkeypatch.setattr(reg, "resolve_device", lambda d: torch.device("cuda"))
+    before = store.read_bytes()
+    code = main(_last_args(FAKE_RUN, ["--device", "cuda", "--jobs", "2", "--store", str(store)]))
+    err = capsys.readouterr().err
+    assert code == 2 and "--jobs 2 would put 2 cells on one GPU" in err, err
+    assert store.read_bytes() == before
