@@ -186,8 +186,8 @@ def base_row(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_oom(exc: BaseException) -> bool:
-    """True for an allocation failure: MemoryError, torch.cuda.OutOfMemoryError, or the CPU
-    allocator's RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
+    """True for an allocation failure: MemoryError, torch.cuda.OutOfMemoryError, or a
+    RuntimeError whose message has one of ``OOM_MESSAGES``."""
     if isinstance(exc, MemoryError):
         return True
     try:
@@ -198,9 +198,15 @@ def is_oom(exc: BaseException) -> bool:
     except (ImportError, AttributeError):
         pass
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(
-        s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory",
-                            "not enough memory"))
+    return isinstance(exc, RuntimeError) and any(s in text for s in OOM_MESSAGES)
+
+
+#: lower-case fragments of the RuntimeError messages that mean an allocation failed: the CPU
+#: allocator, CUDA's own "out of memory", cuBLAS/cuSOLVER workspaces that could not be allocated,
+#: and the caching allocator's NVML assert (raised when cudaMalloc fails under memory pressure)
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory",
+                "not enough memory", "cublas_status_alloc_failed", "cusolver_status_alloc_failed",
+                "nvml_success == r")
 
 
 def eval_steps(steps: int | None) -> set[int]:
@@ -296,6 +302,8 @@ def execute(spec: dict[str, Any], progress_path: str | None = None) -> dict[str,
             state["peak_gpu"] = (max(alloc, old_a or 0), max(reserved, old_r or 0))
 
     def reset_peaks() -> None:
+        # blocks cached by an evaluation are released first, so the reserved peak is the steps'
+        memory.release_gpu_cache(device)
         memory.reset_peak_cpu()
         memory.reset_peak_gpu(device)
 
@@ -311,7 +319,15 @@ def execute(spec: dict[str, Any], progress_path: str | None = None) -> dict[str,
             _write_json_atomic(progress_path, row)
 
     problem = model = solver = None
+    cuda_init_s = None
     try:
+        if device.type == "cuda":
+            # the CUDA context (hundreds of ms to seconds) is not part of the cell's set-up
+            t = time.perf_counter()
+            torch.cuda.init()
+            torch.empty(1, device=device)
+            sync()
+            cuda_init_s = time.perf_counter() - t
         t0 = time.perf_counter()
         problem = make_problem(spec["problem"], dim=spec["dim"], seed=spec["seed"],
                                dtype=spec["dtype"], device=device)
@@ -333,6 +349,7 @@ def execute(spec: dict[str, Any], progress_path: str | None = None) -> dict[str,
             record(0, None, 0.0, model, problem)
             reset_peaks()
             row["baseline_cpu_bytes"] = memory.current_cpu_bytes()
+            row["baseline_gpu_allocated_bytes"] = memory.current_gpu_bytes(device)
             state["peak_cpu"], state["peak_gpu"] = memory.peak_cpu_bytes(), (None, None)
 
             steps, budget = spec["steps"], spec["time_budget_s"]
@@ -374,14 +391,21 @@ def execute(spec: dict[str, Any], progress_path: str | None = None) -> dict[str,
             row["message"] = f"{type(exc).__name__}: {str(exc).strip()[:500]}{where}"
     try:
         read_peaks()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - e.g. a sticky CUDA error: keep the original message
         pass
     fill_measurements()
     del solver, model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    try:
+        memory.release_gpu_cache(device)
+    except Exception:  # noqa: BLE001 - after a sticky CUDA error every CUDA call raises
+        pass
 
-    provenance = collect(device, command=spec.get("command"))
+    try:
+        provenance = collect(device, command=spec.get("command"))
+    except Exception as exc:  # noqa: BLE001 - never replace the cell's own status
+        provenance = {"provenance_error": f"{type(exc).__name__}: {exc}"[:300]}
+    if cuda_init_s is not None:
+        provenance["cuda_init_time_s"] = cuda_init_s
     provenance["cpu_peak_resettable"] = memory.cpu_peak_resettable()
     provenance["threads"] = torch.get_num_threads()
     if spec.get("memory_limit_bytes"):
@@ -480,10 +504,11 @@ class CellProcess:
             elif rc == -signal.SIGKILL:
                 row["status"] = "oom"
                 row["message"] = ("the cell process was killed by SIGKILL (most likely the "
-                                  "operating system's out-of-memory killer)")
+                                  f"operating system's out-of-memory killer): {self.log_tail()}")
             elif rc is not None and rc < 0:
                 row["status"] = "error"
-                row["message"] = f"the cell process died from signal {signal.Signals(-rc).name}"
+                row["message"] = (f"the cell process died from signal {_signal_name(-rc)}: "
+                                  f"{self.log_tail()}")
             else:
                 row["status"] = "error"
                 row["message"] = f"the cell process exited with code {rc}: {self.log_tail()}"
@@ -501,6 +526,13 @@ class CellProcess:
         for p in self.dir.iterdir():
             p.unlink(missing_ok=True)
         self.dir.rmdir()
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _set_parent_death_signal() -> None:

@@ -85,6 +85,24 @@ def reset_peak_gpu(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def current_gpu_bytes(device: torch.device) -> int | None:
+    """Bytes held by live tensors on ``device`` now (``torch.cuda.memory_allocated``); None off
+    CUDA."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    return torch.cuda.memory_allocated(device)
+
+
+def release_gpu_cache(device: torch.device) -> None:
+    """Return the caching allocator's free blocks to the driver (``torch.cuda.empty_cache``), so
+    that a following reset of ``max_memory_reserved`` does not start from blocks an evaluation
+    left cached. No-op off CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
 def peak_gpu_bytes(device: torch.device) -> tuple[int | None, int | None]:
     """(max allocated, max reserved) since the last reset; (None, None) off CUDA."""
     if device.type != "cuda":

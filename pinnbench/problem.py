@@ -119,8 +119,8 @@ class Problem:
         self.dtype = dtype
         self.device = torch.device(device)
         self.options = dict(options)
-        self._test_points: list[Tensor] | None = None  # kept when they fit TEST_SET_ELEMENTS
-        self._test_exact: list[Tensor] | None = None  # always kept after the first pass
+        self._test_points: list[Tensor] | None = None  # host memory; see keeps_test_points
+        self._test_exact: list[Tensor] | None = None  # host memory, kept after the first pass
 
     # -- derived --------------------------------------------------------------------------------
     @property
@@ -190,14 +190,19 @@ class Problem:
 
     def test_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
         """The fixed test set (fixed by the seed), as (x, u*) chunks of at most
-        TEST_CHUNK_ELEMENTS numbers, so that evaluating at D = 10^7 holds one chunk at a time.
+        TEST_CHUNK_ELEMENTS numbers on the problem's device, so that evaluating at D = 10^7 holds
+        one chunk at a time.
 
-        u* is computed once and kept (n_test numbers); the points are kept too when they fit in
-        TEST_SET_ELEMENTS numbers, and otherwise drawn again from the same seed each time."""
+        The points are always drawn by a CPU generator (the same set on every device). What is
+        kept between evaluations lives in host memory, never on the GPU (a GPU cell's peaks must
+        not include its test set): u* (n_test numbers) always; the points when
+        :meth:`keeps_test_points` says so, else they are drawn again from the same seed each
+        time. On CUDA each chunk is copied to the device for the evaluation and freed after."""
         if self._test_points is not None and self._test_exact is not None:
-            yield from zip(self._test_points, self._test_exact)
+            for x, u_star in zip(self._test_points, self._test_exact):
+                yield self._to_device(x), self._to_device(u_star)
             return
-        keep_points = self.n_test * self.input_dim <= TEST_SET_ELEMENTS
+        keep_points = self.keeps_test_points()
         exact_known = self._test_exact is not None
         points: list[Tensor] = []
         exact: list[Tensor] = list(self._test_exact) if exact_known else []
@@ -206,17 +211,36 @@ class Problem:
         done = index = 0
         while done < self.n_test:
             m = min(rows, self.n_test - done)
-            x = self._sample_on_cpu(m, gen).to(self.device)
+            x_host = self._sample_on_cpu(m, gen)
+            if keep_points and self.device.type == "cuda":
+                x_host = _pinned(x_host)
+            x = self._to_device(x_host)
             if not exact_known:
-                exact.append(self.exact(x))
+                exact.append(self.exact(x).cpu())
             if keep_points:
-                points.append(x)
-            yield x, exact[index]
+                points.append(x_host)
+            yield x, self._to_device(exact[index])
+            del x
             done += m
             index += 1
         self._test_exact = exact
         if keep_points:
             self._test_points = points
+
+    def keeps_test_points(self) -> bool:
+        """Whether the test points are kept (in host memory) after the first evaluation.
+
+        CPU cells: when they fit TEST_SET_ELEMENTS numbers (kept points are part of the cell's
+        resident memory). GPU cells: whenever they fit in half the host memory available now, so
+        that D = 10^7 (10^9 numbers) is not drawn again by one CPU thread at every evaluation."""
+        n_numbers = self.n_test * self.input_dim
+        if self.device.type != "cuda":
+            return n_numbers <= TEST_SET_ELEMENTS
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        return n_numbers * itemsize <= _available_host_bytes() // 2
+
+    def _to_device(self, t: Tensor) -> Tensor:
+        return t if t.device == self.device else t.to(self.device, non_blocking=t.is_pinned())
 
     def _sample_on_cpu(self, n: int, gen: torch.Generator) -> Tensor:
         """Sample with a CPU generator whatever the problem's device (test set reproducibility)."""
@@ -228,6 +252,27 @@ class Problem:
             return self.sample_interior(n, gen)
         finally:
             self.device = saved
+
+
+def _pinned(t: Tensor) -> Tensor:
+    """A page-locked copy of a host tensor (fast, asynchronous copies to the GPU), or the
+    tensor itself where pinning is unavailable."""
+    try:
+        return t.pin_memory()
+    except RuntimeError:
+        return t
+
+
+def _available_host_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux); 0 where unknown (then nothing large is kept)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

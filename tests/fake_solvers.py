@@ -150,9 +150,12 @@ class FakeKilled(_Fake):
     """The process is SIGKILLed during a step (what the Linux OOM killer does)."""
 
     name = "fake-killed"
+    parameters = {"signal": Param(int(signal.SIGKILL), "signal number the process sends itself",
+                                  check=lambda v: v > 0, check_text="an integer > 0")}
 
     def step(self):
-        os.kill(os.getpid(), signal.SIGKILL)
+        print(f"fake-killed: last words before signal {self.params['signal']}", flush=True)
+        os.kill(os.getpid(), int(self.params["signal"]))
         return 1.0
 
 

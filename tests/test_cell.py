@@ -77,6 +77,43 @@ def test_eval_steps_and_oom_classification():
     assert not is_oom(RuntimeError("shape mismatch")) and not is_oom(ValueError("out of memory"))
 
 
+@pytest.mark.parametrize("message", [
+    "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+    "cusolver error: CUSOLVER_STATUS_ALLOC_FAILED, when calling `cusolverDnCreate(&handle)`",
+    "NVML_SUCCESS == r INTERNAL ASSERT FAILED at \"/pytorch/c10/cuda/CUDACachingAllocator.cpp\"",
+    "CUDA out of memory. Tried to allocate 20.00 GiB",
+])
+def test_cuda_allocation_failures_are_oom(message):
+    assert is_oom(RuntimeError(message))
+
+
+def test_a_sticky_cuda_error_in_clean_up_keeps_the_cells_own_message(monkeypatch):
+    """After a sticky CUDA error every CUDA call raises; the clean-up must not replace the
+    message of the failure that caused it."""
+    import fake_solvers
+
+    from pinnbench import memory
+
+    broken = []
+
+    def sticky(*args, real):
+        if broken:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(*args)
+
+    def crash(self):
+        broken.append(True)
+        raise RuntimeError("fake-crash: boom")
+
+    for name in ("release_gpu_cache", "peak_gpu_bytes", "reset_peak_gpu"):
+        real = getattr(memory, name)
+        monkeypatch.setattr(memory, name, lambda *a, real=real: sticky(*a, real=real))
+    monkeypatch.setattr(fake_solvers.FakeCrash, "step", crash)
+    row = run_cell(cell("fake-crash"), isolated=False)
+    assert broken and row["status"] == "error", row
+    assert "fake-crash: boom" in row["message"], row["message"]
+
+
 # -- isolated (spawned processes) ------------------------------------------------------------------
 def test_peak_memory_of_a_known_allocation_within_10_percent():
     n = 200_000_000
@@ -93,6 +130,15 @@ def test_allocation_past_rlimit_is_oom_and_sigkill_is_oom():
     assert "allocate" in row["message"]
     killed = run_cell(cell("fake-killed"))
     assert killed["status"] == "oom" and "SIGKILL" in killed["message"]
+    assert "last words before signal" in killed["message"]  # the log tail is kept
+
+
+def test_a_cell_killed_by_another_signal_is_an_error_with_its_log_tail():
+    import signal
+
+    row = run_cell(cell(f"fake-killed[signal={int(signal.SIGABRT)}]"))
+    assert row["status"] == "error" and "SIGABRT" in row["message"]
+    assert "last words before signal" in row["message"]
 
 
 def test_timeout_kills_the_cell():
