@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from pinnbench import verdict
 from pinnbench.cell import base_row, now_iso, normalize_spec
 from pinnbench.executors import Executor, LocalExecutor
 from pinnbench.solver import format_spec, parse_spec
@@ -138,6 +139,7 @@ def execute_sweep(cells: list[dict[str, Any]], *, run_id: str,
 
     def finish(row: dict[str, Any], spec: dict[str, Any]) -> None:
         row["run_id"] = run_id
+        verdict.apply(row)  # a cell that blew up is stored `diverged`, not `ok`
         write(row)
         rows.append(row)
         if row["status"] == "oom":

@@ -174,3 +174,19 @@ def test_jobs_above_one_on_cuda_is_a_usage_error(store, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--jobs 2 would put 2 cells on one GPU" in err, err
     assert store.read_bytes() == before
+
+
+def test_a_cell_that_blew_up_is_stored_diverged(tmp_path, capsys):
+    """bp[lr=100] at d = 100 ends with relative L2 ~ 1e2 (finite loss ~ 1e11): not `ok`."""
+    from pinnbench.solver import list_solvers
+
+    if "bp" not in list_solvers():
+        pytest.skip("the real solvers are not installed")
+    store = tmp_path / "s.sqlite"
+    code = main(["run", "--problems", "poisson-2body-v1", "--solvers", "bp[lr=100]", "--dims",
+                 "100", "--steps", "30", "--threads", "1", "--no-floors", "--store", str(store),
+                 "--no-report", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    (r,) = load_results(store).to_dict("records")
+    assert r["final_rel_l2"] > 10
+    assert r["status"] == "diverged" and "blew up" in r["message"], r["message"]

@@ -1,0 +1,89 @@
+"""The status rule (diverged), the trained flag, the standing against the floors and the verdict
+in words: pure functions of result rows."""
+
+import math
+
+import pytest
+
+from pinnbench import verdict
+
+
+def row(**kw):
+    base = {"problem": "p-v1", "dim": 100, "solver": "bp", "seed": 0, "status": "ok",
+            "message": "", "steps_done": 500, "final_loss": 1e-3, "final_rel_l2": 0.01,
+            "floor_const_rel_l2": 0.2, "floor_affine_rel_l2": 0.05,
+            "curve": [{"step": 0, "rel_l2": 1.0, "loss": None},
+                      {"step": 1, "rel_l2": 0.9, "loss": 10.0},
+                      {"step": 500, "rel_l2": kw.get("final_rel_l2", 0.01),
+                       "loss": kw.get("final_loss", 1e-3)}]}
+    return {**base, **kw}
+
+
+def test_blown_up_cells_of_the_issue_are_diverged():
+    # bp[lr=100] at d = 100: rel L2 233 after 30 steps; sdze[lr=1000,normalize=false]: 1.13e9
+    for rel, loss in ((233.0, 1.6e11), (1.13e9, 1.3e25)):
+        status, message = verdict.final_status(row(final_rel_l2=rel, final_loss=loss))
+        assert status == "diverged" and "blew up" in message, message
+
+
+def test_growth_rules_catch_blow_ups_below_ten():
+    grew = row(final_rel_l2=0.5, curve=[{"step": 0, "rel_l2": 1e-3, "loss": None},
+                                        {"step": 10, "rel_l2": 0.5, "loss": 1.0}])
+    assert verdict.final_status(grew)[0] == "diverged"
+    loss_up = row(final_rel_l2=0.9, final_loss=1e8,
+                  curve=[{"step": 0, "rel_l2": 1.0, "loss": None},
+                         {"step": 1, "rel_l2": 1.0, "loss": 10.0},
+                         {"step": 9, "rel_l2": 0.9, "loss": 1e8}])
+    assert "loss grew" in verdict.final_status(loss_up)[1]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_is_diverged(bad):
+    assert verdict.final_status(row(final_loss=bad))[0] == "diverged"
+    r = row()
+    r["curve"][-1]["rel_l2"] = bad
+    assert verdict.final_status(r)[0] == "diverged"
+
+
+def test_healthy_and_non_ok_rows_keep_their_status():
+    assert verdict.final_status(row()) == ("ok", "")
+    # at the trivial floor of 1 (no training progress) is not a blow-up
+    assert verdict.final_status(row(final_rel_l2=1.0))[0] == "ok"
+    assert verdict.final_status(row(status="oom", message="x", final_rel_l2=500)) == ("oom", "x")
+    # a row read back from the store: NaN for missing numbers, no curve
+    stored = row(final_loss=float("nan"), curve=[])
+    assert verdict.final_status(stored)[0] == "ok"
+    assert verdict.final_status({**stored, "final_rel_l2": 233.0})[0] == "diverged"
+
+
+def test_trained_needs_the_stated_number_of_steps():
+    assert verdict.trained(row(steps_done=verdict.MIN_TRAINED_STEPS))
+    assert not verdict.trained(row(steps_done=39))
+    assert not verdict.trained(row(steps_done=None))
+
+
+@pytest.mark.parametrize("err,words", [
+    (0.01, "below both trivial fits"),
+    (0.052, "at the affine fit"),
+    (0.1, "above the affine fit, below the constant fit"),
+    (0.9, "above the trivial fits"),
+])
+def test_standing_against_the_floors(err, words):
+    assert verdict.standing(err, 0.2, 0.05).startswith(words)
+    assert verdict.below_floor(err, 0.2, 0.05) == (words == "below both trivial fits")
+
+
+def test_verdict_names_the_solver_below_the_floor_and_the_failures():
+    rows = [row(solver="bp", dim=100), row(solver="bp", dim=1000, final_rel_l2=0.9),
+            row(solver="sdze", dim=100, final_rel_l2=0.3),
+            row(solver="sdze", dim=1000, steps_done=3),
+            row(solver="zo", dim=100, final_rel_l2=233.0),
+            row(solver="zo", dim=1000, status="oom", message="out of memory")]
+    lines = verdict.problem_verdicts(rows)["p-v1"]
+    text = "\n".join(lines)
+    assert "bp is below both trivial fits at d = 100 (relative L2 vs the lower trivial fit: " \
+        "d = 100: 1.00e-02 vs 5.00e-02)." in lines
+    assert "bp is above the trivial fits at d = 10^3" in text
+    assert "sdze is above the trivial fits at d = 100" in text
+    assert "sdze did not train enough to judge (< 100 steps) at d = 10^3 (3 steps)." in lines
+    assert "zo ended diverged at d = 100." in lines and "zo ended oom at d = 10^3." in lines
