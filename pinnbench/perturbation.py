@@ -252,43 +252,62 @@ def make_bases(params: Sequence[Tensor], rank: int, seed: int) -> list[SubspaceB
 
 class FirstLayerCache:
     """Products of the first layer with inputs that do not depend on the direction: W0 y, and
-    y V for a low-rank basis, for the step's shared points x and probe directions.
+    y V for a low-rank basis, for the pinned points x and the probe directions of a step.
 
-    Only the pinned points ``x`` (compared by identity and version) are cached, and the last
-    few probe sets (compared by value: the estimator builds a new Directions object at each call;
-    with common random numbers it holds the same numbers). Anything else (the shifted points of
-    finite-difference stencils) is computed afresh. W0's version is part of every key, so nothing
-    stale can be returned; the solver clears the cache at the end of every step, so no x-sized
-    tensor outlives a step."""
+    Only the pinned points ``x`` are cached, **by identity**: pinning (``cache.x = x`` or
+    :meth:`pin`) drops every product and ansatz jet of the previous points, and each entry keeps a
+    reference to the tensor it was computed from, so a new tensor can never be served an old
+    one's products (a key on ``x._version`` could: every freshly sampled tensor has version 0).
+    Probe sets are compared by value (the estimator builds a new Directions object at each call;
+    with common random numbers it holds the same numbers); the last few are kept. Anything else
+    (the shifted points of finite-difference stencils) is computed afresh. W0's version is part
+    of every key (W0 is the same tensor, updated in place), so nothing stale can be returned; the
+    solver clears the cache at the end of every step, so no x-sized tensor outlives a step."""
 
     MAX_DIRECTION_SETS = 4
 
     def __init__(self, w0: Tensor, basis: SubspaceBasis | None, x: Tensor | None = None) -> None:
         self.w0 = w0
         self.basis = basis
-        self.x = x
+        self._x: Tensor | None = None
         self._points: tuple | None = None
         self._dirs: list[tuple[tuple, Directions, Tensor, Tensor | None]] = []
-        self._ansatz: list[tuple[tuple, Directions, tuple[Jet, Jet]]] = []
+        self._ansatz: list[tuple[Tensor, tuple, Directions, tuple[Jet, Jet]]] = []
+        self.pin(x)
+
+    @property
+    def x(self) -> Tensor | None:
+        return self._x
+
+    @x.setter
+    def x(self, x: Tensor | None) -> None:
+        self.pin(x)
+
+    def pin(self, x: Tensor | None) -> None:
+        """Make ``x`` the points whose products are cached; everything computed for other points
+        is dropped (the probe-direction products do not depend on x and are kept)."""
+        if x is self._x:
+            return
+        self._x = x
+        self._points = None
+        self._ansatz.clear()
 
     def clear(self) -> None:
-        self.x = None
-        self._points = None
+        self.pin(None)
         self._dirs.clear()
-        self._ansatz.clear()
 
     def ansatz_jet(self, problem, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
         """The problem's (A, B) jets along ``dirs`` at the pinned points. They do not depend on
         theta, so with common random numbers the 2q evaluations of a step share one computation
         (x . v for every point and probe: O(n V D), as much as the first layer itself)."""
-        if x is not self.x:
+        if x is not self._x:
             return problem.ansatz_jet(x, dirs, order)
         key = (x._version, order, type(dirs), dirs.count)
-        for k, ref, jets in self._ansatz:
-            if k == key and _same_directions(ref, dirs):
+        for ref, k, d, jets in self._ansatz:
+            if ref is x and k == key and _same_directions(d, dirs):
                 return jets
         jets = problem.ansatz_jet(x, dirs, order)
-        self._ansatz.append((key, dirs, jets))
+        self._ansatz.append((x, key, dirs, jets))
         del self._ansatz[:-self.MAX_DIRECTION_SETS]
         return jets
 
@@ -297,12 +316,12 @@ class FirstLayerCache:
 
     def points(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """(x W0^T (n, m), x V (n, r) or None)."""
-        if x is not self.x:
+        if x is not self._x:
             return self._products(x)
         key = (x._version, self.w0._version)
-        if self._points is None or self._points[0] != key:
-            self._points = (key, *self._products(x))
-        return self._points[1], self._points[2]
+        if self._points is None or self._points[0] is not x or self._points[1] != key:
+            self._points = (x, key, *self._products(x))
+        return self._points[2], self._points[3]
 
     def directions(self, dirs: Directions) -> tuple[Tensor, Tensor | None]:
         """(W0 v_k stacked (V, m), V^T v_k stacked (V, r) or None)."""

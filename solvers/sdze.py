@@ -128,25 +128,34 @@ class SDZE(Solver):
                                          generator(seed, self.problem.device))
         return x, self.problem.source(x)
 
+    def directions(self, step_seed: int) -> list[Direction]:
+        self._refresh()
+        return [Direction(self.model.params, derive_seed(step_seed, 1, k), self._bases)
+                for k in range(self.params["q"])]
+
+    def evaluation_seeds(self, step_seed: int, k: int, plus: bool) -> tuple[int, int]:
+        if self.params["crns"]:
+            return derive_seed(step_seed, 2), derive_seed(step_seed, 3)
+        return derive_seed(step_seed, 4, k, plus), derive_seed(step_seed, 5, k, plus)
+
     @torch.no_grad()
     def _quotients(self, step_seed: int) -> tuple[list[Direction], list[float], list[float]]:
         self._refresh()
         params, eps = self.model.params, self.params["eps"]
-        dirs = [Direction(params, derive_seed(step_seed, 1, k), self._bases)
-                for k in range(self.params["q"])]
+        dirs = self.directions(step_seed)
         cache = FirstLayerCache(params[0], self._bases[0])
         quotients, losses = [], []
         try:
             if self.params["crns"]:
-                x, f = self._sample(derive_seed(step_seed, 2))
-                est_seed = derive_seed(step_seed, 3)
+                pts_seed, est_seed = self.evaluation_seeds(step_seed, 0, True)
+                x, f = self._sample(pts_seed)
                 cache.x = x
             for k, d in enumerate(dirs):
                 vals = []
                 for sign in (1.0, -1.0):
                     if not self.params["crns"]:
-                        x, f = self._sample(derive_seed(step_seed, 4, k, sign > 0))
-                        est_seed = derive_seed(step_seed, 5, k, sign > 0)
+                        pts_seed, est_seed = self.evaluation_seeds(step_seed, k, sign > 0)
+                        x, f = self._sample(pts_seed)
                         cache.x = x
                     vals.append(self._loss(ShiftedPINN(self.model, d, sign * eps, cache), x, f,
                                            est_seed))
