@@ -22,14 +22,20 @@ from typing import Any, Sequence
 
 from pinnbench.store import DEFAULT_PATH, StoreError
 
+
+def escape(text: Any) -> str:
+    """``text`` with rich console markup escaped (``sdze[rank=1000]`` stays as written)."""
+    from rich.markup import escape as _escape
+
+    return _escape(str(text))
+
 #: the built-in default sweep (``pinnbench run`` with no arguments); see RUN_EPILOG
 DEFAULT_RUN = {
     "problems": "poisson-2body-v1",
     "solvers": "sdze,bp",
     "dims": "1e2..1e4",
     "seeds": "0",
-    "steps": 5000,
-    "time_budget": 20.0,
+    "steps": 500,
     "width": 128,
     "depth": 3,
     "device": "cpu",
@@ -40,11 +46,15 @@ DEFAULT_RUN = {
 RUN_EPILOG = f"""\
 With no arguments, `pinnbench run` runs a built-in CPU sweep that finishes in a few minutes on
 two cores: solvers sdze and bp (default parameters) on {DEFAULT_RUN['problems']} at
-d = 10^2, 10^3, 10^4, seed 0, the same training budget for every cell ({DEFAULT_RUN['time_budget']:g} s of
-summed step time, at most {DEFAULT_RUN['steps']} steps), a {DEFAULT_RUN['width']}-wide
+d = 10^2, 10^3, 10^4, seed 0, {DEFAULT_RUN['steps']} training steps per cell, a {DEFAULT_RUN['width']}-wide
 {DEFAULT_RUN['depth']}-hidden-layer tanh MLP, float32, a {DEFAULT_RUN['timeout']:g} s timeout per
-cell. Every option you give replaces the matching default; giving --steps or --time-budget
-replaces both training limits.
+cell. Every option you give replaces the matching default.
+
+A budget in steps gives the same errors on every machine; --time-budget SECONDS (training stops
+when the step times add up to it) makes the number of steps, and so the errors, depend on the
+machine's speed and load: the run warns. CPU cells get physical cores / cells at once torch
+threads unless --threads says otherwise; the run records the threads and the load average, and
+warns when the machine is busier than its cores or a cell's step time varied by more than 2x.
 
 Formats:
   --solvers  comma-separated specs; parameters in brackets: 'sdze[rank=4,eps=1e-3],bp[estimator=hte]'
@@ -149,11 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dims", help="dimensions: 1e3..1e7, 1e3..1e5:x2, 100,5e4 (default 1e2..1e4)")
     g.add_argument("--seeds", help="seeds: 0,1,2 or 0..4 (default 0)")
     g.add_argument("--steps", type=_positive_int("--steps"),
-                   help=f"training steps per cell (default {DEFAULT_RUN['steps']} with the default "
-                   "time budget; unlimited when only --time-budget is given)")
+                   help=f"training steps per cell (default {DEFAULT_RUN['steps']}; unlimited when "
+                   "only --time-budget is given)")
     g.add_argument("--time-budget", type=_positive_float("--time-budget"), metavar="SECONDS",
-                   help="stop training when the step times add up to this (default "
-                   f"{DEFAULT_RUN['time_budget']:g} when neither --steps nor --time-budget is given)")
+                   help="also stop training when the step times add up to this (default: none; "
+                   "the errors then depend on the machine's speed and load)")
     g.add_argument("--width", type=_positive_int("--width"), help="MLP width (default 128)")
     g.add_argument("--depth", type=_positive_int("--depth"), help="hidden layers (default 3)")
     g.add_argument("--points", type=_positive_int("--points"),
@@ -186,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --executor dask: cells in flight become errors after the cluster "
                    "has had no worker this long (default 600)")
     h.add_argument("--threads", type=_positive_int("--threads"),
-                   help="torch threads per cell (default: torch's, or cores/jobs on CPU)")
+                   help="torch threads per cell (default on CPU: physical cores / cells at once)")
     h.add_argument("--no-prune", action="store_true",
                    help="run larger d even after a (problem, solver) ran out of memory")
     h.add_argument("--no-floors", action="store_true",
@@ -254,7 +264,6 @@ def _sweep_config(args) -> "Any":
     from pinnbench.sweep import SweepConfig, split_top_level, with_points
 
     only_budget = args.time_budget is not None and args.steps is None
-    no_limits = args.time_budget is None and args.steps is None
     problems_text = args.problems if args.problems is not None else DEFAULT_RUN["problems"]
     solvers_text = args.solvers if args.solvers is not None else DEFAULT_RUN["solvers"]
     try:
@@ -285,7 +294,7 @@ def _sweep_config(args) -> "Any":
     return SweepConfig(
         problems=problems, solvers=solvers, dims=dims, seeds=seeds,
         steps=None if only_budget else (args.steps or DEFAULT_RUN["steps"]),
-        time_budget_s=DEFAULT_RUN["time_budget"] if no_limits else args.time_budget,
+        time_budget_s=args.time_budget,
         width=args.width or DEFAULT_RUN["width"], depth=args.depth or DEFAULT_RUN["depth"],
         points=args.points, device=device, dtype=dtype,
         warmup=2 if args.warmup is None else args.warmup,
@@ -406,6 +415,7 @@ def _run_and_record(args, command: str, cells: list[dict], resume_id: str | None
                     executor) -> int:
     from pinnbench import store as store_mod
     from pinnbench.cell import now_iso
+    from pinnbench.machine_load import load_average, overload_warning, physical_cores
     from pinnbench.provenance import collect
     from pinnbench.sweep import execute_sweep
 
@@ -421,12 +431,15 @@ def _run_and_record(args, command: str, cells: list[dict], resume_id: str | None
         done = set()
         provenance = collect("cpu", command=command)
         provenance["executor"] = _describe_executor(args)
+        provenance["physical_cores"] = physical_cores()
+        provenance["load_avg_1m_at_start"] = load_average()
         st.begin_run(run_id, command, started, cells, provenance)
     from pinnbench.cell import cell_id
 
     todo = [c for c in cells if cell_id(c) not in done]
     mode = "json" if args.json else "quiet" if args.quiet else "rich"
     ui = _RunUI(mode, run_id, len(todo), len(cells) - len(todo), args.store)
+    warnings = [w for w in (_budget_warning(cells), overload_warning()) if w]
     t0 = time.monotonic()
     rows: list[dict] = []
     status = "finished"
@@ -438,6 +451,8 @@ def _run_and_record(args, command: str, cells: list[dict], resume_id: str | None
         if threading.current_thread() is threading.main_thread() else None
     try:
         with ui:
+            for w in warnings:
+                ui.warn(w)
             rows = execute_sweep(todo, run_id=run_id, write=st.write_row, executor=executor,
                                  prune=not args.no_prune, on_start=ui.start, on_result=ui.result)
     except KeyboardInterrupt:
@@ -459,6 +474,14 @@ def _run_and_record(args, command: str, cells: list[dict], resume_id: str | None
         report_path, report_note = _write_report(args.store, args.report_dir, run_id, False)
     ui.summary(rows, wall, report_path, report_note)
     return 1 if n_error else 0
+
+
+def _budget_warning(cells: list[dict]) -> str | None:
+    if not any(c.get("time_budget_s") for c in cells):
+        return None
+    return ("a time budget (--time-budget) stops each cell after a number of steps that depends "
+            "on the machine's speed and load, so the errors do too; give --steps alone for "
+            "results that reproduce")
 
 
 def _write_report(store: str, out: str | None, run_id: str | None,
@@ -536,24 +559,32 @@ def summary_table(rows: list[dict], title: str = ""):
 
 
 class _RunUI:
+    """What a run prints while it runs: a progress bar on a terminal, else one line per finished
+    cell (on stderr); ``--json``: one JSON object per cell; ``--quiet``: only errors."""
+
     def __init__(self, mode: str, run_id: str, total: int, already: int, store: str) -> None:
         self.mode, self.run_id, self.total, self.already, self.store = mode, run_id, total, already, store
         self.progress = None
+        self.console = None
         self.counts: dict[str, int] = {}
+        self.done = 0
 
     def __enter__(self):
         if self.mode == "rich":
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
-
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                     MofNCompleteColumn(), TimeElapsedColumn(),
-                                     TextColumn("{task.fields[last]}"),
-                                     console=_console(stderr=True), transient=False)
-            self.progress.start()
+            self.console = _console(stderr=True)
             note = f" ({self.already} done before)" if self.already else ""
-            self.progress.console.print(f"run {self.run_id}: {self.total} cells{note} -> {self.store}")
-            self.task = self.progress.add_task("starting", total=self.total, last="")
+            if self.console.is_terminal:
+                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                           TimeElapsedColumn)
+
+                self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                         MofNCompleteColumn(), TimeElapsedColumn(),
+                                         TextColumn("{task.fields[last]}"),
+                                         console=self.console, transient=False)
+                self.progress.start()
+                self.task = self.progress.add_task("starting", total=self.total, last="")
+            self.console.print(f"run {self.run_id}: {self.total} cells{note} -> {self.store}",
+                               markup=False)
         return self
 
     def __exit__(self, *exc):
@@ -565,18 +596,35 @@ class _RunUI:
     def _label(spec: dict) -> str:
         return f"{spec['problem']} d={spec['dim']} {_short_solver(spec)} seed={spec['seed']}"
 
+    def warn(self, message: str) -> None:
+        if self.mode == "json":
+            print(json.dumps({"event": "warning", "message": message}), flush=True)
+        elif self.console is not None:
+            self.console.print(f"warning: {message}", style="yellow", markup=False)
+
     def start(self, spec: dict) -> None:
         if self.progress is not None:
             self.progress.update(self.task, description=self._label(spec))
 
     def result(self, row: dict) -> None:
+        from pinnbench.machine_load import unsteady_timing_warning
+
         self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
+        self.done += 1
         if self.mode == "json":
             print(json.dumps({"event": "cell", **row}, default=str), flush=True)
         elif self.progress is not None:
             style = _STATUS_STYLE.get(row["status"], "")
             self.progress.update(self.task, advance=1,
-                                 last=f"last: {self._label(row)} [{style}]{row['status']}[/]")
+                                 last=f"last: {escape(self._label(row))} [{style}]{row['status']}[/]")
+        elif self.console is not None:  # not a terminal: a log line per finished cell
+            err = row.get("final_rel_l2")
+            err_text = "" if err is None or err != err else f", rel L2 {err:.3g}"
+            self.console.print(f"[{self.done}/{self.total}] {self._label(row)}: {row['status']} "
+                               f"({row.get('steps_done') or 0} steps{err_text})", markup=False)
+        unsteady = unsteady_timing_warning(row, self._label(row))
+        if unsteady:
+            self.warn(unsteady)
 
     def summary(self, rows: list[dict], wall_s: float, report: Path | None, note: str) -> None:
         counts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items())) or "no cells to run"

@@ -12,7 +12,6 @@ being run, unless pruning is off.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any, Callable
 from pinnbench import verdict
 from pinnbench.cell import base_row, now_iso, normalize_spec
 from pinnbench.executors import Executor, LocalExecutor
+from pinnbench.machine_load import default_threads, load_average
 from pinnbench.solver import format_spec, parse_spec
 
 
@@ -82,8 +82,8 @@ def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]
     """Normalised cell specs in run order (increasing d, then problem, solver, seed). Every
     spec is validated here (ValueError), before anything runs or is written."""
     threads = config.threads
-    if threads is None and config.jobs > 1 and config.device == "cpu":
-        threads = max(1, (os.cpu_count() or 1) // config.jobs)
+    if threads is None and config.device == "cpu":
+        threads = default_threads(config.jobs)
     cells = []
     for dim in sorted(config.dims):
         for problem in config.problems:
@@ -140,6 +140,8 @@ def execute_sweep(cells: list[dict[str, Any]], *, run_id: str,
     def finish(row: dict[str, Any], spec: dict[str, Any]) -> None:
         row["run_id"] = run_id
         verdict.apply(row)  # a cell that blew up is stored `diverged`, not `ok`
+        if isinstance(row.get("provenance"), dict):
+            row["provenance"]["load_avg_1m_at_end"] = load_average()
         write(row)
         rows.append(row)
         if row["status"] == "oom":

@@ -190,3 +190,37 @@ def test_a_cell_that_blew_up_is_stored_diverged(tmp_path, capsys):
     (r,) = load_results(store).to_dict("records")
     assert r["final_rel_l2"] > 10
     assert r["status"] == "diverged" and "blew up" in r["message"], r["message"]
+
+
+def test_default_run_is_defined_in_steps_with_threads_per_core(tmp_path):
+    """The default sweep's errors must not depend on the machine's speed: a step budget, no
+    time budget, and CPU threads = physical cores / cells at once (recorded in the plan)."""
+    from pinnbench.cli import _sweep_config, build_parser
+    from pinnbench.machine_load import default_threads
+    from pinnbench.sweep import plan
+
+    args = build_parser().parse_args(["run", "--store", str(tmp_path / "s.sqlite")])
+    config = _sweep_config(args)
+    assert config.steps == 500 and config.time_budget_s is None
+    cells = plan(config)
+    assert {c["threads"] for c in cells} == {default_threads(1)}
+    assert {c["time_budget_s"] for c in cells} == {None}
+    jobs = build_parser().parse_args(["run", "--jobs", "2", "--store", str(tmp_path / "s")])
+    assert {c["threads"] for c in plan(_sweep_config(jobs))} == {default_threads(2)}
+
+
+def test_time_budget_warns_and_progress_is_logged_without_a_terminal(tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    code = main(_last_args(FAKE_RUN, ["--time-budget", "5", "--store", str(store)]))
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning: a time budget (--time-budget)" in err, err
+    assert "[1/1] fake-affine-v1 d=3 fake-ok seed=0: ok (3 steps, rel L2 " in err, err
+    (r,) = load_results(store).to_dict("records")
+    assert r["provenance"]["threads"] >= 1 and "load_avg_1m_at_end" in r["provenance"]
+    from pinnbench.store import Store as _S
+
+    st = _S(store)
+    prov = json.loads(st.con.execute("SELECT provenance FROM runs").fetchone()[0])
+    st.close()
+    assert "load_avg_1m_at_start" in prov and prov["physical_cores"] >= 1

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pinnbench.machine_load import default_threads
 from pinnbench.store import Store, load_results
 from pinnbench.sweep import SweepConfig, execute_sweep, plan, split_top_level, with_points
 
@@ -38,7 +39,7 @@ def test_plan_orders_by_dimension_and_validates():
                              dims=[10, 3], seeds=[0, 1], steps=5, imports=[FAKES], jobs=2))
     assert [c["dim"] for c in cells] == [3] * 4 + [10] * 4
     assert len({c["solver"] for c in cells}) == 2 and {c["seed"] for c in cells} == {0, 1}
-    assert all(c["threads"] == max(1, (os.cpu_count() or 1) // 2) for c in cells)
+    assert all(c["threads"] == default_threads(2) for c in cells)
     with pytest.raises(ValueError, match="did you mean"):
         plan(SweepConfig(problems=["fake-affine-v1"], solvers=["fake-okk"], dims=[3]))
 

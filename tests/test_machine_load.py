@@ -1,0 +1,36 @@
+"""Load average, physical cores, default threads and the unsteady-timing check."""
+
+from pinnbench import machine_load as ml
+
+
+def test_default_threads_split_the_physical_cores():
+    cores = ml.physical_cores()
+    assert 1 <= cores <= (__import__("os").cpu_count() or 1)
+    assert ml.default_threads(1) == cores
+    assert ml.default_threads(cores) == 1 and ml.default_threads(10 * cores) == 1
+
+
+def test_overload_warning_only_above_the_cores():
+    assert ml.overload_warning(load=1.5, cores=2) is None
+    assert "load average 5 > 2 cores" in ml.overload_warning(load=5.0, cores=2)
+
+
+def curve(rates):
+    """A curve logged at 0, 1, 2, 4, 8, ... whose stretches took ``rates`` s per step."""
+    pts, t, step = [{"step": 0, "time_s": 0.0}, {"step": 1, "time_s": 1.0},
+                    {"step": 2, "time_s": 2.0}], 2.0, 2
+    for r in rates:
+        nxt = step * 2
+        t += r * (nxt - step)
+        pts.append({"step": nxt, "time_s": t})
+        step = nxt
+    return {"curve": pts}
+
+
+def test_step_time_spread_over_stretches_after_warmup():
+    # 2 -> 4 has only 2 steps: not a stretch; 4 -> 8, 8 -> 16, 16 -> 32 are
+    assert abs(ml.step_time_spread(curve([9.0, 0.1, 0.1, 0.1])) - 1.0) < 1e-9
+    assert abs(ml.step_time_spread(curve([0.1, 0.1, 0.1, 0.35])) - 3.5) < 1e-9
+    assert ml.step_time_spread(curve([0.1, 0.1])) is None  # one stretch
+    assert ml.unsteady_timing_warning(curve([0.1, 0.1, 0.15]), "c") is None
+    assert "varied 3.5x" in ml.unsteady_timing_warning(curve([0.1, 0.1, 0.1, 0.35]), "c")
