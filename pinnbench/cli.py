@@ -22,13 +22,6 @@ from typing import Any, Sequence
 
 from pinnbench.store import DEFAULT_PATH, StoreError
 
-
-def escape(text: Any) -> str:
-    """``text`` with rich console markup escaped (``sdze[rank=1000]`` stays as written)."""
-    from rich.markup import escape as _escape
-
-    return _escape(str(text))
-
 #: the built-in default sweep (``pinnbench run`` with no arguments); see RUN_EPILOG
 DEFAULT_RUN = {
     "problems": "poisson-2body-v1",
@@ -498,6 +491,16 @@ def _write_report(store: str, out: str | None, run_id: str | None,
 
 
 # -- feedback -------------------------------------------------------------------------------------
+# Every string that comes from the user, a plugin or the store is printed with rich's markup off
+# or escaped: a solver spec such as sdze[rank=1000] or an error text such as
+# "[enforce fail at alloc_cpu.cpp:127]" would otherwise be read as console markup and vanish.
+def escape(text: Any) -> str:
+    """``text`` with rich console markup escaped (``sdze[rank=1000]`` stays as written)."""
+    from rich.markup import escape as _escape
+
+    return _escape(str(text))
+
+
 def _fmt_bytes(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -536,7 +539,7 @@ _STATUS_STYLE = {"ok": "green", "oom": "yellow", "timeout": "yellow", "diverged"
 def summary_table(rows: list[dict], title: str = ""):
     from rich.table import Table
 
-    t = Table(title=title or None, show_lines=False)
+    t = Table(title=escape(title) if title else None, show_lines=False)
     for name, just in (("problem", "left"), ("d", "right"), ("solver", "left"), ("seed", "right"),
                        ("status", "left"), ("steps", "right"), ("s/step", "right"),
                        ("setup s", "right"), ("peak CPU MiB", "right"), ("peak GPU MiB", "right"),
@@ -546,15 +549,15 @@ def summary_table(rows: list[dict], title: str = ""):
     for r in sorted(rows, key=lambda r: (r["problem"], str(r["solver"]), r["dim"], r["seed"])):
         peak_cpu = r.get("peak_cpu_bytes")
         t.add_row(
-            r["problem"], _fmt_num(r["dim"], ".0e") if r["dim"] >= 10000 else str(r["dim"]),
-            _short_solver(r), str(r["seed"]),
+            escape(r["problem"]), _fmt_num(r["dim"], ".0e") if r["dim"] >= 10000 else str(r["dim"]),
+            escape(_short_solver(r)), str(r["seed"]),
             f"[{_STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
             _fmt_num(r.get("steps_done"), "d"), _fmt_num(r.get("time_per_step_s"), ".3g"),
             _fmt_num(r.get("setup_time_s"), ".2f"), _fmt_bytes(peak_cpu),
             _fmt_bytes(r.get("peak_gpu_allocated_bytes")),
             _fmt_num(r.get("final_rel_l2"), ".3g"), _fmt_num(r.get("best_rel_l2"), ".3g"),
             _fmt_num(r.get("floor_const_rel_l2"), ".3g"),
-            _fmt_num(r.get("floor_affine_rel_l2"), ".3g"), (r.get("message") or "")[:90])
+            _fmt_num(r.get("floor_affine_rel_l2"), ".3g"), escape((r.get("message") or "")[:90]))
     return t
 
 
@@ -643,11 +646,11 @@ class _RunUI:
         if rows:
             con.print(summary_table(rows, title=f"run {self.run_id}"))
         con.print(f"{counts} in {wall_s:.1f} s. Results: {self.store} (run {self.run_id}; "
-                  f"`pinnbench show --store {self.store}`)")
+                  f"`pinnbench show --store {self.store}`)", markup=False)
         if report:
-            con.print(f"Report: {report}")
+            con.print(f"Report: {report}", markup=False)
         elif note:
-            con.print(note)
+            con.print(note, markup=False)
 
 
 # -- list, show, export, report ---------------------------------------------------------------------
@@ -661,17 +664,18 @@ def cmd_list(args) -> int:
             cls = problem_class(pid)
             terms = "+".join(cls.operator.names) or "-"
             con.print(f"{pid:28s} order {cls.order}  terms {terms:20s} d >= {cls.min_dim}  "
-                      f"{cls.domain}")
+                      f"{cls.domain}", markup=False)
         return 0
     from pinnbench.solver import SOLVERS, format_value, list_solvers
 
     for name in list_solvers():
         cls = SOLVERS.get(name)
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        con.print(f"[bold]{name}[/]  {doc[0] if doc else ''}")
+        con.print(f"[bold]{escape(name)}[/]  {escape(doc[0]) if doc else ''}")
         for pname, p in sorted(cls.all_parameters().items()):
             setting = f"{pname}={format_value(p.default)}"
-            con.print(f"    {setting:<20} {p.describe():28s} {p.help}", highlight=False)
+            con.print(f"    {setting:<20} {p.describe():28s} {p.help}", highlight=False,
+                      markup=False)
     return 0
 
 
@@ -707,7 +711,8 @@ def cmd_show(args) -> int:
     for r in store_mod.list_runs(args.store):
         if run_id is None or r["run_id"] == run_id:
             con.print(f"run {r['run_id']}  {r['status']}  {r['started_at']} -> "
-                      f"{r['finished_at'] or '...'}  {r['n_cells']} cells  {r['command']}")
+                      f"{r['finished_at'] or '...'}  {r['n_cells']} cells  {r['command']}",
+                      markup=False)
     con.print(summary_table(rows))
     return 0
 

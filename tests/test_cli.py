@@ -224,3 +224,48 @@ def test_time_budget_warns_and_progress_is_logged_without_a_terminal(tmp_path, c
     prov = json.loads(st.con.execute("SELECT provenance FROM runs").fetchone()[0])
     st.close()
     assert "load_avg_1m_at_start" in prov and prov["physical_cores"] >= 1
+
+
+def _stored_rows(path, specs, run_id="r1", **fields):
+    """A store holding one finished row per (solver spec, fields) of the fake problem."""
+    import fake_solvers  # noqa: F401 - registers the fakes here
+
+    from pinnbench.cell import base_row, normalize_spec
+
+    st = Store(path)
+    st.begin_run(run_id, "pinnbench run", "2024-01-01T00:00:00+00:00", [], {})
+    for i, (spec, extra) in enumerate(specs):
+        cell = normalize_spec({"problem": "fake-affine-v1", "dim": 3 + i, "solver": spec,
+                               "imports": [FAKES]})
+        row = base_row({**cell, "run_id": run_id})
+        row.update({"status": "ok", "steps_done": 500, "final_rel_l2": 0.01,
+                    "started_at": "2024-01-01T00:00:00+00:00"}, **fields)
+        row.update(extra)
+        st.write_row(row)
+    st.finish_run(run_id, "2024-01-01T00:01:00+00:00", "finished")
+    st.close()
+
+
+def test_show_prints_square_brackets_as_written(tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    _stored_rows(store, [("fake-ok[lr=0.25]", {}), ("fake-ok[lr=0.5]", {}),
+                         ("fake-ok", {"status": "oom", "message":
+                                      "[enforce fail at alloc_cpu.cpp:127] x"})])
+    assert main(["show", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "fake-ok[lr=0.25]" in out and "fake-ok[lr=0.5]" in out, out
+    assert "[enforce fail at" in out, out
+
+
+def test_show_keeps_the_parameters_of_a_real_solver_spec(capsys):
+    from pinnbench.cell import base_row, normalize_spec
+    from pinnbench.cli import summary_table, _console
+    from pinnbench.solver import list_solvers
+
+    if "sdze" not in list_solvers():
+        pytest.skip("the real solvers are not installed")
+    row = base_row(normalize_spec({"problem": "poisson-2body-v1", "dim": 100,
+                                   "solver": "sdze[rank=1e3]"}))
+    row.update(status="ok", seed=0)
+    _console().print(summary_table([row]))
+    assert "sdze[rank=1000]" in capsys.readouterr().out
