@@ -49,8 +49,24 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "best_step": ("int", "step of best_rel_l2"),
     "final_loss": ("float", "last loss estimate returned by step()"),
     "curve": ("json", "list of {step, time_s, loss, rel_l2, rel_l1, max_abs} at log-spaced steps"),
-    "floor_const_rel_l2": ("float", "rel L2 of the best A(x)*c fit (least squares, training points)"),
-    "floor_affine_rel_l2": ("float", "rel L2 of the best A(x)*(a + b.x) fit"),
+    "floor_const_rel_l2": ("float", "rel L2 of the best A(x)*c fit: least squares on the test "
+                                    "set, the family's minimum of the reported metric"),
+    "floor_affine_rel_l2": ("float", "rel L2 of the best A(x)*(a + b.x) fit on the test set; null "
+                                     "where the test set has < 4(D+1) points (floor_method)"),
+    "final_rel_l2_lo": ("float", "95 % interval of final_rel_l2 over the draw of the test "
+                                 "points, lower end (delta method, pinnbench/intervals.py)"),
+    "final_rel_l2_hi": ("float", "95 % interval of final_rel_l2, upper end"),
+    "final_rel_l1_lo": ("float", "95 % interval of final_rel_l1, lower end"),
+    "final_rel_l1_hi": ("float", "95 % interval of final_rel_l1, upper end"),
+    "best_rel_l2_lo": ("float", "95 % interval of best_rel_l2 (the interval of that evaluation; "
+                                "the choice of the best step is not accounted for), lower end"),
+    "best_rel_l2_hi": ("float", "95 % interval of best_rel_l2, upper end"),
+    "floor_const_rel_l2_lo": ("float", "95 % interval of floor_const_rel_l2, lower end"),
+    "floor_const_rel_l2_hi": ("float", "95 % interval of floor_const_rel_l2, upper end"),
+    "floor_affine_rel_l2_lo": ("float", "95 % interval of floor_affine_rel_l2, lower end"),
+    "floor_affine_rel_l2_hi": ("float", "95 % interval of floor_affine_rel_l2, upper end"),
+    "floor_points": ("int", "test points the floors were fitted and scored on"),
+    "floor_method": ("str", "how the floors were computed, and why an affine floor is absent"),
     "provenance": ("json", "pinnbench version, git sha/dirty, torch/CUDA versions, device, CPU, "
                            "threads, host, command line"),
     "started_at": ("str", "ISO 8601 UTC"),
