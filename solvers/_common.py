@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pinnbench.solver import Param, non_negative, positive
+from pinnbench.perturbation import Direction, derive_seed, draw_seed, generator
+from pinnbench.solver import Param, Solver, non_negative, positive
 
 ESTIMATORS_BP = ("exact", "sdgd", "hte", "stde")
 ESTIMATORS_FORWARD = ("stde", "fd")
@@ -95,14 +96,210 @@ class QuotientScale:
         return [c * s for c in quotients]
 
 
-def zeroth_order_parameters(lr: float, q: int) -> dict[str, Param]:
-    """Parameters every zeroth-order solver (zo, sdze) has, with its own lr and q defaults."""
+LOSSES = ("biased", "unbiased")
+
+
+def loss_param() -> Param:
+    return Param("biased", "squared residual of one estimate, or the product of two "
+                 "independent estimates", choices=LOSSES)
+
+
+def zeroth_order_parameters(lr: float, q: int, momentum: float, crns: bool) -> dict[str, Param]:
+    """Parameters every zeroth-order solver (zo, sdze) has, each solver with its own defaults."""
     return {
         "lr": lr_param(lr),
         "decay_steps": decay_steps_param(0),
         "eps": Param(1e-3, "perturbation size", **positive("a number > 0")),
         "q": Param(q, "random directions per step", **positive("an integer > 0")),
         "normalize": NORMALIZE,
+        "momentum": Param(momentum, "heavy-ball momentum beta of every parameter (0: ZO-SGD, "
+                          "no momentum state anywhere)",
+                          check=lambda v: 0 <= v < 1, check_text="a number in [0, 1)"),
+        "crns": Param(crns, "common random numbers: the + and - evaluations share points and "
+                      "probes (false: independent ones, the naive combination)"),
         "estimator": Param("stde", "forward-only spatial estimator", choices=ESTIMATORS_FORWARD),
         "dist": Param("default", "probe distribution (default: the estimator's)", choices=DISTS),
+        "loss": loss_param(),
     }
+
+
+#: a weight matrix's momentum term of an old basis is dropped once beta^age falls below this
+#: (what is dropped is at most this fraction of that gradient estimate's total effect)
+MOMENTUM_DROP = 0.01
+
+
+class HeavyBall:
+    """Heavy-ball momentum, one rule for every parameter: m_t = beta m_{t-1} + g_hat_t,
+    theta_t = theta_{t-1} - lr_t m_t (Polyak 1964; beta = 0: no state, plain ZO-SGD).
+
+    Only the storage differs. A dense parameter keeps m as a tensor of its shape. A weight
+    matrix with low-rank directions keeps m in the ambient low-rank form
+    m = sum_e U_e A_e V_e^T: one r x r matrix A_e per basis e still in the momentum (the basis
+    itself is regenerable from its seed; U_e is m x r), so the momentum **survives a basis
+    refresh**: when the basis changes, a new term starts and the old ones decay by beta per step.
+    A term is dropped once beta^age < :data:`MOMENTUM_DROP` (44 steps at beta = 0.9): state
+    O(horizon x (m r + r^2)) per matrix, independent of the input dimension, and the update
+    regenerates V_e once per live term (the cost of momentum with a short refresh period).
+    We chose this over re-projecting m onto the new basis because two independent random
+    r-dimensional bases of R^n are nearly orthogonal: the projection would keep ~r/n of m, i.e.
+    reset it."""
+
+    def __init__(self, beta: float) -> None:
+        self.beta = beta
+        self.dense: dict[int, Tensor] = {}
+        self.lowrank: dict[int, list[list]] = {}  # i -> [[basis, A (r x r), beta^age], ...]
+
+    def dense_step(self, i: int, g: Tensor) -> Tensor:
+        m = self.dense.get(i)
+        m = g if m is None else m.mul_(self.beta).add_(g)
+        self.dense[i] = m
+        return m
+
+    def lowrank_step(self, i: int, basis, g: Tensor) -> list[list]:
+        """Add the r x r coordinates ``g`` (in ``basis``) to parameter i's momentum; returns the
+        live [basis, A, weight] terms, whose sum of U A V^T is the momentum."""
+        terms = self.lowrank.setdefault(i, [])
+        for term in terms:
+            term[1] = term[1] * self.beta
+            term[2] *= self.beta
+        terms[:] = [term for term in terms if term[2] >= MOMENTUM_DROP]
+        if terms and terms[-1][0] is basis:
+            terms[-1][1] = terms[-1][1] + g
+            terms[-1][2] = 1.0
+        else:
+            terms.append([basis, g.clone(), 1.0])
+        return terms
+
+    def state_tensors(self) -> list[Tensor]:
+        return list(self.dense.values()) + [t[1] for ts in self.lowrank.values() for t in ts]
+
+
+class ZerothOrderSolver(Solver):
+    """Two-point SPSA training of the PINN (DOMAIN.md §3), the one algorithm behind zo and sdze.
+
+    Step t draws a step seed s from the solver's generator; everything else is derived from it:
+
+    * directions z_1..z_q (:meth:`directions`, seeds (s, 1, k)): full Gaussian, or low rank where
+      the subclass gives a basis (:meth:`bases`);
+    * the spatial sample of evaluation (k, +/-) (:meth:`evaluation_seeds`): with ``crns`` one
+      (points, probes) seed pair (s, 2), (s, 3) for all 2q evaluations, else (s, 4, k, +/-),
+      (s, 5, k, +/-), independent for each;
+    * quotients c_k = [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps), optionally
+      normalised by a running scalar (``normalize``, :class:`QuotientScale`);
+    * g_hat = (1/q) sum_k c_k z_k and one heavy-ball step (:class:`HeavyBall`) for every
+      parameter alike.
+
+    Subclasses decide how L(theta + c z) is evaluated (:meth:`_pair`) and which parameters get
+    low-rank directions (:meth:`bases`); the rest is shared, so two specs that describe the same
+    algorithm (``zo[crns=false]`` and ``sdze[subspace=false,crns=false]`` with equal lr, q,
+    eps, momentum, normalize) take the same steps from the same seed, up to rounding."""
+
+    def setup(self, problem, model, generator: torch.Generator) -> None:
+        self.problem, self.model, self.generator = problem, model, generator
+        for p in model.params:
+            p.requires_grad_(False)
+        self.base_seed = draw_seed(generator)
+        self.t = 0
+        self._scale = QuotientScale() if self.params["normalize"] else None
+        self._momentum = HeavyBall(self.params["momentum"]) if self.params["momentum"] > 0 else None
+        self._opts = estimator_options(self.params["dist"])
+
+    # -- what subclasses choose -----------------------------------------------------------------
+    def bases(self) -> list:
+        """The low-rank basis of each parameter for the current step (None: full Gaussian)."""
+        return [None] * len(self.model.params)
+
+    def _pair(self, d: Direction, eps: float, samples: list[tuple]) -> tuple[float, float]:
+        """(L(theta + eps z), L(theta - eps z)) with the two evaluations' (x, f, estimator seed)."""
+        raise NotImplementedError
+
+    def _begin_step(self) -> None:
+        pass
+
+    def _end_step(self) -> None:
+        pass
+
+    # -- seeds ----------------------------------------------------------------------------------
+    def directions(self, step_seed: int) -> list[Direction]:
+        """The q directions of the step with seed ``step_seed``."""
+        bases = self.bases()
+        return [Direction(self.model.params, derive_seed(step_seed, 1, k), bases)
+                for k in range(self.params["q"])]
+
+    def evaluation_seeds(self, step_seed: int, k: int, plus: bool) -> tuple[int, int]:
+        """(points seed, estimator seed) of the evaluation at theta +- eps z_k."""
+        if self.params["crns"]:
+            return derive_seed(step_seed, 2), derive_seed(step_seed, 3)
+        return derive_seed(step_seed, 4, k, plus), derive_seed(step_seed, 5, k, plus)
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def _sample(self, seed: int) -> tuple[Tensor, Tensor]:
+        x = self.problem.sample_interior(self.params["points"],
+                                         generator(seed, self.problem.device))
+        return x, self.problem.source(x)
+
+    def _loss(self, model, x: Tensor, f: Tensor, est_seed: int) -> float:
+        g = generator(est_seed, self.problem.device)
+        return float(residual_loss(self.problem, model, x, f, self.params["estimator"], g,
+                                   self.params["probes"], self._opts,
+                                   unbiased=self.params["loss"] == "unbiased"))
+
+    @torch.no_grad()
+    def _quotients(self, step_seed: int) -> tuple[list[Direction], list[float], list[float]]:
+        dirs = self.directions(step_seed)
+        eps = self.params["eps"]
+        quotients, losses = [], []
+        drawn: dict[int, tuple[Tensor, Tensor]] = {}
+        self._begin_step()
+        try:
+            for k, d in enumerate(dirs):
+                samples = []
+                for plus in (True, False):
+                    points_seed, est_seed = self.evaluation_seeds(step_seed, k, plus)
+                    if points_seed not in drawn:
+                        if not self.params["crns"]:
+                            drawn.clear()  # one sample at a time: x is n x D
+                        drawn[points_seed] = self._sample(points_seed)
+                    samples.append((*drawn[points_seed], est_seed))
+                plus_loss, minus_loss = self._pair(d, eps, samples)
+                quotients.append((plus_loss - minus_loss) / (2.0 * eps))
+                losses.append(0.5 * (plus_loss + minus_loss))
+        finally:
+            self._end_step()
+        return dirs, quotients, losses
+
+    def difference_quotients(self, generator: torch.Generator) -> list[float]:
+        """The q difference quotients [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps) of one
+        step, drawn from ``generator`` (not the solver's), without updating anything: the
+        parameters, the step count and the solver's generator are left as they were."""
+        return self._quotients(draw_seed(generator))[1]
+
+    # -- the step -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self) -> float:
+        dirs, quotients, losses = self._quotients(draw_seed(self.generator))
+        if self._scale is not None:
+            quotients = self._scale(quotients)
+        self._update(dirs, quotients)
+        self.t += 1
+        return sum(losses) / len(losses)
+
+    def _update(self, dirs: list[Direction], quotients: list[float]) -> None:
+        """theta -= lr_t m_t with m_t = beta m_{t-1} + (1/q) sum_k c_k z_k, for every parameter
+        (:class:`HeavyBall`); a low-rank z = U Xi V^T / r enters through its coordinates
+        G = sum_k c_k Xi_k / (q r), so that U G V^T = (1/q) sum_k c_k z_k."""
+        lr = step_size(self.params["lr"], self.params["decay_steps"], self.t)
+        nq, mom = len(dirs), self._momentum
+        for i, p in enumerate(self.model.params):
+            basis = dirs[0].bases[i]
+            if basis is not None:
+                g = sum(c * d.xis[i] for d, c in zip(dirs, quotients)) / (nq * basis.rank)
+                terms = [[basis, g]] if mom is None else mom.lowrank_step(i, basis, g)
+                for b, a, *_ in terms:
+                    b.add_to_(p, (-lr) * (b.u @ a))
+            elif mom is None:
+                for d, c in zip(dirs, quotients):
+                    d.gaussian(i).add_to_(p, -lr * c / nq)
+            else:
+                g = sum(c * d.dense(i) for d, c in zip(dirs, quotients)) / nq
+                p.sub_(mom.dense_step(i, g), alpha=lr)

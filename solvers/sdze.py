@@ -25,14 +25,17 @@ One step t (all under ``torch.no_grad()``, no autograd graph, no gradient buffer
    W += c U Xi V^T (in column chunks) because it is exact (theta is bit-identical after the
    evaluations; in-place +eps, -2eps, +eps drifts by rounding in fp32) and cheaper: with CRNS the
    O(width D (n + V)) first-layer product is paid once per step instead of 2q times.
-4. **Update.** q_k = [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps), g_hat = (1/q) sum_k q_k z_k.
-   Heavy-ball momentum (``momentum``), kept in subspace coordinates for low-rank matrices:
-   g_hat_W = U G V^T with G = (1/q) sum_k q_k Xi_k / r (r x r), M <- beta M + G,
-   W <- W - lr_t U M V^T (applied in column chunks); M is reset when the basis is refreshed.
-   Biases and the output layer keep a dense momentum (width numbers each). Optimizer state:
-   O(r^2) per matrix plus O(width); never a buffer of parameter size. Exception, stated: with
-   ``subspace=false`` and ``momentum > 0`` the momentum of the full-Gaussian first layer is dense
-   (P numbers); that ablation is what the subspace saves.
+4. **Update.** c_k = [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps), g_hat = (1/q) sum_k c_k z_k,
+   and one heavy-ball step m <- beta m + g_hat, theta <- theta - lr_t m for **every** parameter
+   (:class:`pinnbench.solvers._common.HeavyBall`; ``momentum=0``: no momentum state anywhere).
+   For a low-rank matrix g_hat_W = U G V^T with G = sum_k c_k Xi_k / (q r) (r x r), and its
+   momentum is kept in that ambient low-rank form, sum_e U_e A_e V_e^T over the bases e still
+   alive: it survives a refresh (old terms decay by beta and are dropped below beta^age = 0.01),
+   and the update is applied in column chunks. Biases and the output layer keep a dense
+   momentum (width numbers each). Optimizer state: O(horizon x (m r + r^2)) per matrix plus
+   O(width); never a buffer of parameter size, except with ``subspace=false`` and momentum > 0,
+   where the momentum of the full-Gaussian first layer is dense (P numbers): the same rule, in
+   the storage that distribution needs; that memory is what the subspace saves.
 
 5. **Scale.** ``normalize=true`` divides the quotients by the root of a running mean of their
    squares (one scalar of state, :class:`pinnbench.solvers._common.QuotientScale`): the PINN loss
@@ -64,140 +67,49 @@ stays on the constant floor for the 1000 steps we ran.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
-from pinnbench.perturbation import (Direction, FirstLayerCache, ShiftedPINN, derive_seed,
-                                    draw_seed, generator, make_bases)
-from pinnbench.solver import Param, Solver, positive, register_solver
-from pinnbench.solvers._common import (QuotientScale, estimator_options, residual_loss,
-                                       step_size, zeroth_order_parameters)
+from pinnbench.perturbation import Direction, FirstLayerCache, ShiftedPINN, derive_seed, make_bases
+from pinnbench.solver import Param, positive, register_solver
+from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
 
 
 @register_solver
-class SDZE(Solver):
+class SDZE(ZerothOrderSolver):
     name = "sdze"
     parameters = {
-        **zeroth_order_parameters(lr=3e-3, q=4),
+        **zeroth_order_parameters(lr=3e-3, q=4, momentum=0.9, crns=True),
         "rank": Param(8, "rank r of the subspace perturbations", **positive("an integer > 0")),
-        "refresh": Param(1, "steps between refreshes of the subspace bases U, V",
-                         **positive("an integer > 0")),
-        "subspace": Param(True, "low-rank (true) or full Gaussian (false) perturbations"),
-        "crns": Param(True, "share points and probes between the + and - evaluations"),
-        "momentum": Param(0.9, "heavy-ball momentum beta (0: ZO-SGD)",
-                          check=lambda v: 0 <= v < 1, check_text="a number in [0, 1)"),
+        "refresh": Param(1, "steps T0 between refreshes of the subspace bases U, V (momentum "
+                         "is kept across refreshes)", **positive("an integer > 0")),
+        "subspace": Param(True, "low-rank (true) or full Gaussian (false) perturbations of the "
+                          "weight matrices; nothing else changes"),
     }
 
-    def setup(self, problem, model, generator: torch.Generator) -> None:
-        self.problem, self.model, self.generator = problem, model, generator
-        for p in model.params:
-            p.requires_grad_(False)
-        self.base_seed = draw_seed(generator)
-        self.t = 0
-        self._scale = QuotientScale() if self.params["normalize"] else None
+    def setup(self, problem, model, generator) -> None:
+        super().setup(problem, model, generator)
         self._epoch: int | None = None
-        self._bases: list = []
-        self._momentum: dict[int, Tensor] = {}
-        self._opts = estimator_options(self.params["dist"])
+        self._bases: list = [None] * len(model.params)
+        self._cache: FirstLayerCache | None = None
 
-    # -- directions -----------------------------------------------------------------------------
-    def _refresh(self) -> None:
-        """Bases of the current refresh period (momentum in subspace coordinates reset)."""
+    def bases(self) -> list:
+        """The bases of the current refresh period t // refresh (regenerated from its seed)."""
         epoch = self.t // self.params["refresh"]
-        if epoch == self._epoch:
-            return
-        params = self.model.params
-        if self.params["subspace"]:
-            self._bases = make_bases(params, self.params["rank"],
+        if self.params["subspace"] and epoch != self._epoch:
+            self._bases = make_bases(self.model.params, self.params["rank"],
                                      derive_seed(self.base_seed, epoch))
-        else:
-            self._bases = [None] * len(params)
-        for i, b in enumerate(self._bases):
-            if b is not None:
-                self._momentum.pop(i, None)
-        self._epoch = epoch
+            self._epoch = epoch
+        return self._bases
 
-    # -- the difference quotients ------------------------------------------------------------------
-    def _loss(self, model, x: Tensor, f: Tensor, est_seed: int) -> float:
-        g = generator(est_seed, self.problem.device)
-        return float(residual_loss(self.problem, model, x, f, self.params["estimator"], g,
-                                   self.params["probes"], self._opts))
+    def _begin_step(self) -> None:
+        self._cache = FirstLayerCache(self.model.params[0], self.bases()[0])
 
-    def _sample(self, seed: int) -> tuple[Tensor, Tensor]:
-        x = self.problem.sample_interior(self.params["points"],
-                                         generator(seed, self.problem.device))
-        return x, self.problem.source(x)
+    def _end_step(self) -> None:
+        self._cache.clear()
+        self._cache = None
 
-    def directions(self, step_seed: int) -> list[Direction]:
-        self._refresh()
-        return [Direction(self.model.params, derive_seed(step_seed, 1, k), self._bases)
-                for k in range(self.params["q"])]
-
-    def evaluation_seeds(self, step_seed: int, k: int, plus: bool) -> tuple[int, int]:
-        if self.params["crns"]:
-            return derive_seed(step_seed, 2), derive_seed(step_seed, 3)
-        return derive_seed(step_seed, 4, k, plus), derive_seed(step_seed, 5, k, plus)
-
-    @torch.no_grad()
-    def _quotients(self, step_seed: int) -> tuple[list[Direction], list[float], list[float]]:
-        self._refresh()
-        params, eps = self.model.params, self.params["eps"]
-        dirs = self.directions(step_seed)
-        cache = FirstLayerCache(params[0], self._bases[0])
-        quotients, losses = [], []
-        try:
-            if self.params["crns"]:
-                pts_seed, est_seed = self.evaluation_seeds(step_seed, 0, True)
-                x, f = self._sample(pts_seed)
-                cache.x = x
-            for k, d in enumerate(dirs):
-                vals = []
-                for sign in (1.0, -1.0):
-                    if not self.params["crns"]:
-                        pts_seed, est_seed = self.evaluation_seeds(step_seed, k, sign > 0)
-                        x, f = self._sample(pts_seed)
-                        cache.x = x
-                    vals.append(self._loss(ShiftedPINN(self.model, d, sign * eps, cache), x, f,
-                                           est_seed))
-                quotients.append((vals[0] - vals[1]) / (2.0 * eps))
-                losses.append(0.5 * (vals[0] + vals[1]))
-        finally:
-            cache.clear()
-        return dirs, quotients, losses
-
-    def difference_quotients(self, generator: torch.Generator) -> list[float]:
-        """The q difference quotients [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps) of one
-        step, drawn from ``generator`` (not the solver's), without updating anything: the
-        parameters, the step count and the solver's generator are left as they were."""
-        return self._quotients(draw_seed(generator))[1]
-
-    # -- the step -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def step(self) -> float:
-        dirs, quotients, losses = self._quotients(draw_seed(self.generator))
-        if self._scale is not None:
-            quotients = self._scale(quotients)
-        self._update(dirs, quotients)
-        self.t += 1
-        return sum(losses) / len(losses)
-
-    def _update(self, dirs: list[Direction], quotients: list[float]) -> None:
-        lr = step_size(self.params["lr"], self.params["decay_steps"], self.t)
-        beta, nq = self.params["momentum"], len(dirs)
-        for i, p in enumerate(self.model.params):
-            basis = self._bases[i]
-            if basis is not None:
-                g = sum(c * d.xis[i] for d, c in zip(dirs, quotients)) / (nq * basis.rank)
-                m = self._momentum.get(i)
-                m = g if m is None else beta * m + g
-                self._momentum[i] = m
-                basis.add_to_(p, (-lr) * (basis.u @ m))
-            elif beta == 0.0:
-                for d, c in zip(dirs, quotients):
-                    d.gaussian(i).add_to_(p, -lr * c / nq)
-            else:
-                g = sum(c * d.dense(i) for d, c in zip(dirs, quotients)) / nq
-                m = self._momentum.get(i)
-                m = g if m is None else m.mul_(beta).add_(g)
-                self._momentum[i] = m
-                p.sub_(m, alpha=lr)
+    def _pair(self, d: Direction, eps: float, samples: list[tuple]) -> tuple[float, float]:
+        out = []
+        for sign, (x, f, est_seed) in zip((1.0, -1.0), samples):
+            self._cache.pin(x)  # a no-op when x is already pinned (common random numbers)
+            out.append(self._loss(ShiftedPINN(self.model, d, sign * eps, self._cache), x, f,
+                                  est_seed))
+        return out[0], out[1]

@@ -18,52 +18,22 @@ baseline that sdze's common random numbers fix. Optimizer state: one seed per di
 
 from __future__ import annotations
 
-import torch
-
-from pinnbench.perturbation import Direction, draw_seed
-from pinnbench.solver import Solver, register_solver
-from pinnbench.solvers._common import (QuotientScale, estimator_options, residual_loss,
-                                       step_size, zeroth_order_parameters)
+from pinnbench.perturbation import Direction
+from pinnbench.solver import register_solver
+from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
 
 
 @register_solver
-class ZO(Solver):
+class ZO(ZerothOrderSolver):
     name = "zo"
-    parameters = zeroth_order_parameters(lr=1e-3, q=1)
+    parameters = zeroth_order_parameters(lr=1e-3, q=1, momentum=0.0, crns=False)
 
-    def setup(self, problem, model, generator: torch.Generator) -> None:
-        self.problem, self.model, self.generator = problem, model, generator
-        for p in model.params:
-            p.requires_grad_(False)
-        self.t = 0
-        self._scale = QuotientScale() if self.params["normalize"] else None
-        self._opts = estimator_options(self.params["dist"])
-
-    def _loss(self) -> float:
-        x = self.problem.sample_interior(self.params["points"], self.generator)
-        f = self.problem.source(x)
-        return float(residual_loss(self.problem, self.model, x, f, self.params["estimator"],
-                                   self.generator, self.params["probes"], self._opts))
-
-    @torch.no_grad()
-    def step(self) -> float:
-        params, eps, nq = self.model.params, self.params["eps"], self.params["q"]
-        bases = [None] * len(params)
-        dirs, quotients, losses = [], [], []
-        for _ in range(nq):
-            d = Direction(params, draw_seed(self.generator), bases)
-            d.add_to_(params, eps)
-            plus = self._loss()
-            d.add_to_(params, -2.0 * eps)
-            minus = self._loss()
-            d.add_to_(params, eps)
-            dirs.append(d)
-            quotients.append((plus - minus) / (2.0 * eps))
-            losses.append(0.5 * (plus + minus))
-        if self._scale is not None:
-            quotients = self._scale(quotients)
-        lr = step_size(self.params["lr"], self.params["decay_steps"], self.t)
-        for d, c in zip(dirs, quotients):
-            d.add_to_(params, -lr * c / nq)
-        self.t += 1
-        return sum(losses) / nq
+    def _pair(self, d: Direction, eps: float, samples: list[tuple]) -> tuple[float, float]:
+        params = self.model.params
+        (x1, f1, s1), (x2, f2, s2) = samples
+        d.add_to_(params, eps)
+        plus = self._loss(self.model, x1, f1, s1)
+        d.add_to_(params, -2.0 * eps)
+        minus = self._loss(self.model, x2, f2, s2)
+        d.add_to_(params, eps)
+        return plus, minus

@@ -78,6 +78,21 @@ def test_sdze_quotients_match_explicit_reference_stde(problem_id, crns, subspace
            rtol=1e-8)
 
 
+@pytest.mark.parametrize("problem_id", FAMILIES)
+@pytest.mark.parametrize("crns", ["true", "false"])
+@pytest.mark.parametrize("loss", ["biased", "unbiased"])
+def test_zo_quotients_match_explicit_reference(problem_id, crns, loss):
+    """zo perturbs theta in place (MeZO): in float64 the round trip is exact to ~1e-16."""
+    _check(f"zo[crns={crns},loss={loss},q=2,points=5,probes=3]", problem_id, rtol=1e-8)
+
+
+@pytest.mark.parametrize("problem_id", ["poisson-2body-v1", "heat-v1", "biharmonic-3body-v1"])
+@pytest.mark.parametrize("crns", ["true", "false"])
+def test_sdze_unbiased_loss_matches_reference(problem_id, crns):
+    _check(f"sdze[loss=unbiased,crns={crns},rank=2,q=2,points=5,probes=3]", problem_id,
+           rtol=1e-8)
+
+
 @pytest.mark.parametrize("problem_id", ["poisson-2body-v1", "heat-v1", "biharmonic-3body-v1"])
 @pytest.mark.parametrize("crns", ["true", "false"])
 @pytest.mark.parametrize("subspace", ["true", "false"])
@@ -88,6 +103,36 @@ def test_sdze_quotients_match_explicit_reference_fd(problem_id, crns, subspace):
     rtol = 1e-3 if problem_id.startswith("biharmonic") else 1e-5
     _check(f"sdze[estimator=fd,crns={crns},subspace={subspace},rank=2,q=2,points=5,probes=3]",
            problem_id, rtol=rtol)
+
+
+@pytest.mark.parametrize("problem_id", ["poisson-2body-v1", "biharmonic-3body-v1"])
+@pytest.mark.parametrize("crns", ["true", "false"])
+def test_zo_quotients_match_explicit_reference_fd(problem_id, crns):
+    rtol = 1e-3 if problem_id.startswith("biharmonic") else 1e-5
+    _check(f"zo[estimator=fd,crns={crns},q=2,points=5,probes=3]", problem_id, rtol=rtol)
+
+
+@pytest.mark.parametrize("spec", ["sdze[crns=true,rank=2,q=3,eps=1e-5,points=5,probes=3]",
+                                  "sdze[crns=true,subspace=false,q=3,eps=1e-5,points=5,probes=3]",
+                                  "zo[crns=true,q=3,eps=1e-5,points=5,probes=3]"])
+def test_crns_quotient_is_the_directional_derivative(spec):
+    """With common random numbers the quotient is z . grad_theta L_hat(theta; omega) + O(eps^2)
+    (DOMAIN.md §3), grad from autograd through the same STDE jets at the same points and probes:
+    the + and - evaluations sharing the points but not the probes would break this."""
+    s = _solver(spec, "poisson-2body-v1")
+    s.step()
+    step_seed = draw_seed(torch.Generator().manual_seed(5))
+    got = s.difference_quotients(torch.Generator().manual_seed(5))
+    points_seed, estimator_seed = s.evaluation_seeds(step_seed, 0, True)
+    problem, model = s.problem, s.model
+    x = problem.sample_interior(s.params["points"], generator(points_seed))
+    params = [p.detach().clone().requires_grad_(True) for p in model.params]
+    loss = residual_loss(problem, PINN(problem, params, model.activation), x, problem.source(x),
+                         "stde", generator(estimator_seed), s.params["probes"], {})
+    grads = torch.autograd.grad(loss, params)
+    for k, d in enumerate(s.directions(step_seed)):
+        want = sum(float((g * d.dense(i)).sum()) for i, g in enumerate(grads))
+        assert abs(got[k] - want) <= 1e-7 * abs(want), (k, got[k], want)
 
 
 @pytest.mark.parametrize("dist", ["coordinate", "gaussian"])
