@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import signal
 import sys
@@ -21,6 +22,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pinnbench.store import DEFAULT_PATH, StoreError
+
+#: where reports go by default (an ignored folder: generated pages never land in the repository)
+REPORTS_DIR = Path("results") / "reports"
 
 #: the built-in default sweep (``pinnbench run`` with no arguments); see RUN_EPILOG
 DEFAULT_RUN = {
@@ -203,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--report", dest="report", action="store_true", default=True,
                    help="write the report page afterwards (default)")
     o.add_argument("--no-report", dest="report", action="store_false", help="do not write it")
-    o.add_argument("--report-dir", help="where the report goes (default reports/<run id>)")
+    o.add_argument("--report-dir", help=f"where the report goes (default {REPORTS_DIR}/<run id>)")
     o.add_argument("--quiet", action="store_true", help="print nothing but errors")
     o.add_argument("--json", action="store_true",
                    help="print one JSON object per finished cell, then a summary object")
@@ -224,8 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "export":
             s.add_argument("--format", choices=("parquet", "csv"), default="csv")
             s.add_argument("--out", help="output file (default results/pinnbench.<format>)")
+            s.add_argument("--force", action="store_true",
+                           help="overwrite --out even when it is not an earlier export")
         if name == "report":
-            s.add_argument("--out", help="output folder (default reports/<run id>, or reports/all)")
+            s.add_argument("--out", help=f"output folder (default {REPORTS_DIR}/<run id>, or "
+                           f"{REPORTS_DIR}/all)")
+            s.add_argument("--force", action="store_true",
+                           help="write into --out even when it is a folder that holds no report")
     return p
 
 
@@ -483,11 +492,19 @@ def _write_report(store: str, out: str | None, run_id: str | None,
         from pinnbench.report import ReportError, write_report
     except ImportError as exc:
         return None, f"no report written: the report module is not available ({exc})"
-    out_dir = Path(out) if out else Path("reports") / ("all" if all_runs else (run_id or "latest"))
+    out_dir = Path(out) if out else REPORTS_DIR / ("all" if all_runs else (run_id or "latest"))
     try:
         return write_report(store, out_dir, run_id=run_id, all_runs=all_runs), ""
     except ReportError as exc:
         return None, f"no report written: {exc}"
+    except OSError as exc:
+        return None, f"no report written: {_os_error_text(exc, out_dir)}"
+
+
+def _os_error_text(exc: OSError, path: Path) -> str:
+    """One line for a failed write: what could not be written and why."""
+    where = exc.filename if getattr(exc, "filename", None) else path
+    return f"cannot write {str(where)!r}: {exc.strerror or exc}"
 
 
 # -- feedback -------------------------------------------------------------------------------------
@@ -683,7 +700,7 @@ def _select_run(args) -> str | None:
     from pinnbench import store as store_mod
 
     try:
-        store_mod.check_store(args.store, must_exist=True)
+        store_mod.check_store(args.store, must_exist=True, writable=False)
         runs = store_mod.list_runs(args.store)
     except StoreError as exc:
         raise UsageError(str(exc)) from None
@@ -727,37 +744,90 @@ def _isna(v: Any) -> bool:
 
 
 def cmd_export(args) -> int:
+    """Write the rows as CSV or parquet. The output must be a new file or an earlier export
+    (same columns) unless --force; a folder or an unwritable path is bad usage (exit 2)."""
     from pinnbench import store as store_mod
     from pinnbench.schema import JSON_COLUMNS
 
+    out = Path(args.out or f"results/pinnbench.{args.format}")
+    _check_export_path(out, args.format, args.force)
     run_id = _select_run(args) if (args.run or not args.all) else None
     df = store_mod.load_results(args.store, run_id=None if args.all else run_id)
     for name in JSON_COLUMNS:
         df[name] = [json.dumps(v, default=str) for v in df[name]]
-    out = Path(args.out or f"results/pinnbench.{args.format}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.format == "csv":
-        df.to_csv(out, index=False)
-    else:
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if args.format == "csv":
+            df.to_csv(tmp, index=False)
+        else:
+            try:
+                df.to_parquet(tmp, index=False)
+            except ImportError as exc:
+                raise UsageError(f"parquet needs pyarrow ({exc}); use --format csv") from None
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write {str(out)!r}: {exc.strerror or exc}") from None
+    finally:
         try:
-            df.to_parquet(out, index=False)
-        except ImportError as exc:
-            raise UsageError(f"parquet needs pyarrow ({exc}); use --format csv") from None
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     print(f"wrote {len(df)} rows to {out}")
     return 0
 
 
+def _check_export_path(out: Path, fmt: str, force: bool) -> None:
+    if out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a folder; give a file path such as "
+                         f"{out / ('pinnbench.' + fmt)}")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write --out {str(out)!r}: {str(parent)!r} is not a folder")
+    if out.exists() and not force and not _is_export(out):
+        raise UsageError(f"--out {str(out)!r} exists and is not a pinnbench export; give a new "
+                         "path, or --force to overwrite it")
+
+
+def _is_export(path: Path) -> bool:
+    """True for a file that ``pinnbench export`` wrote: CSV with the schema's header, or parquet
+    with the schema's columns."""
+    from pinnbench.schema import COLUMNS
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if head.startswith(b"PAR1"):
+        try:
+            import pyarrow.parquet as pq
+
+            return set(COLUMNS) <= set(pq.read_schema(path).names)
+        except Exception:  # noqa: BLE001 - not readable as parquet: not ours
+            return False
+    first = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    return first.split(",")[:2] == list(COLUMNS)[:2] and set(first.split(",")) >= set(COLUMNS)
+
+
 def cmd_report(args) -> int:
-    """An empty, missing or unreadable store is bad usage (exit 2), not a blank page."""
-    from pinnbench.report import ReportError, write_report
+    """An empty, missing or unreadable store, or an --out that is not a report folder, is bad
+    usage (exit 2), not a blank page or a traceback."""
+    from pinnbench.report import ReportError, check_out_dir, write_report
 
     run_id = _select_run(args)
     out_dir = Path(args.out) if args.out else (
-        Path("reports") / ("all" if args.all else (run_id or "latest")))
+        REPORTS_DIR / ("all" if args.all else (run_id or "latest")))
     try:
-        path = write_report(args.store, out_dir, run_id=run_id, all_runs=args.all)
+        check_out_dir(out_dir, force=args.force)
+        path = write_report(args.store, out_dir, run_id=run_id, all_runs=args.all,
+                            force=args.force)
     except ReportError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(_os_error_text(exc, out_dir)) from None
     print(f"Report: {path}")
     return 0
 

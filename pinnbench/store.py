@@ -41,14 +41,23 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def check_store(path: str | os.PathLike, must_exist: bool = False) -> None:
-    """Raise StoreError unless ``path`` is an existing pinnbench store that we may write, or a
-    path where one can be created. Writes nothing (opens an existing file read-only)."""
+def check_store(path: str | os.PathLike, must_exist: bool = False, writable: bool = True) -> None:
+    """Raise StoreError unless ``path`` is an existing pinnbench store that we may write (or
+    only read, ``writable=False``), or a path where one can be created. Writes nothing (opens an
+    existing file read-only)."""
     p = Path(path)
     if p.exists():
         if p.is_dir():
             raise StoreError(f"store {str(p)!r} is a directory; give a file path such as "
                              f"{DEFAULT_PATH}")
+        if not p.is_file():
+            raise StoreError(f"store {str(p)!r} is not a regular file (a device, pipe or "
+                             f"socket); give a file path such as {DEFAULT_PATH}")
+        if not writable:
+            if not os.access(p, os.R_OK):
+                raise StoreError(f"store {str(p)!r} is not readable by you")
+            _check_format(p)
+            return
         if not os.access(p, os.R_OK | os.W_OK):
             raise StoreError(f"store {str(p)!r} is not readable and writable by you")
         if not os.access(p.parent, os.W_OK | os.X_OK):
@@ -78,7 +87,7 @@ def _check_format(p: Path) -> None:
             raise StoreError(f"{str(p)!r} is not a SQLite database (corrupt or another kind of "
                              "file); give another --store path")
     try:
-        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        con = _connect_read_only(p)
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if not tables:
@@ -205,11 +214,24 @@ class Store:
             self.con.execute(sql, values)
 
 
+def _connect_read_only(path: str | os.PathLike) -> sqlite3.Connection:
+    """A read-only connection. A WAL store in a folder we cannot write (a read-only file system,
+    another user's results) cannot create its shared-memory file: it is then opened as
+    immutable, which reads the main database file as it is."""
+    con = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        con.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        return con
+    except sqlite3.OperationalError:
+        con.close()
+    return sqlite3.connect(f"file:{Path(path)}?mode=ro&immutable=1", uri=True)
+
+
 def list_runs(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The runs of a store, oldest first: run_id, command, started_at, finished_at, status,
     n_cells (rows stored)."""
-    check_store(path, must_exist=True)
-    con = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    check_store(path, must_exist=True, writable=False)
+    con = _connect_read_only(path)
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "runs" not in tables:
@@ -236,9 +258,9 @@ def load_results(path: str | os.PathLike = DEFAULT_PATH, run_id: str | None = No
     is not a store."""
     import pandas as pd
 
-    check_store(path, must_exist=True)
+    check_store(path, must_exist=True, writable=False)
     names = list(COLUMNS)
-    con = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    con = _connect_read_only(path)
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         rows: Iterable = []

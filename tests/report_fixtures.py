@@ -102,8 +102,9 @@ def mem(key: str, dim: int, seed: int) -> int:
 
 
 def base_row() -> dict:
-    """A finished cell with every schema column set (override what a test needs)."""
-    return {
+    """A finished cell with every schema column set (override what a test needs); columns a
+    newer schema adds start empty."""
+    row = {
         "run_id": "run-b", "cell_id": "", "problem": P1, "dim": 1000, "solver": spec("bp"),
         "solver_name": "bp", "solver_params": dict(SOLVERS["bp"][1]), "seed": 0,
         "steps": 1000, "time_budget_s": math.nan, "width": 128, "depth": 3, "device": "cuda",
@@ -117,6 +118,7 @@ def base_row() -> dict:
         "floor_affine_rel_l2": FLOOR_AFFINE, "provenance": dict(PROVENANCE),
         "started_at": "2026-03-02T10:00:00Z", "finished_at": "2026-03-02T10:05:00Z",
     }
+    return {**{k: None for k in COLUMNS}, **row}
 
 
 def n_params(dim: int, width: int = 128, depth: int = 3) -> int:

@@ -269,3 +269,106 @@ def test_show_keeps_the_parameters_of_a_real_solver_spec(capsys):
     row.update(status="ok", seed=0)
     _console().print(summary_table([row]))
     assert "sdze[rank=1000]" in capsys.readouterr().out
+
+
+def _one_run_store(tmp_path):
+    store = tmp_path / "s.sqlite"
+    _stored_rows(store, [("fake-ok", {})])
+    return store
+
+
+def test_bad_output_paths_exit_2_with_one_line_and_leave_files_alone(tmp_path, capsys):
+    store = _one_run_store(tmp_path)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "photo.png").write_bytes(b"png")
+    cases = [
+        (["report", "--out", str(notes)], "is a file; the report is a folder"),
+        (["report", "--out", str(folder)], "holds no pinnbench report"),
+        (["report", "--out", str(notes / "sub")], "is a file"),
+        (["export", "--out", str(folder)], "is a folder; give a file path"),
+        (["export", "--out", str(notes)], "exists and is not a pinnbench export"),
+        (["export", "--out", str(notes / "x.csv")], "is not a folder"),
+        (["show", "--store", "/dev/null"], "not a regular file"),
+        (["export", "--store", "/dev/null", "--out", str(tmp_path / "n.csv")], "not a regular"),
+        (["report", "--store", "/dev/null", "--out", str(tmp_path / "n")], "not a regular"),
+        (["run", "--store", "/dev/null"], "not a regular file"),
+    ]
+    for argv, message in cases:
+        if "--store" not in argv:
+            argv = argv + ["--store", str(store)]
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+        assert message in err and "Traceback" not in err, (argv, err)
+    assert notes.read_text() == "mine" and [p.name for p in folder.iterdir()] == ["photo.png"]
+    assert not (tmp_path / "n.csv").exists() and not (tmp_path / "n").exists()
+
+
+def test_export_and_report_rewrite_their_own_output_and_force_the_rest(tmp_path, capsys):
+    store = _one_run_store(tmp_path)
+    for fmt in ("csv", "parquet"):
+        out = tmp_path / f"e.{fmt}"
+        for _ in range(2):  # an earlier export is replaced without --force
+            assert main(["export", "--store", str(store), "--format", fmt, "--out", str(out)]) == 0
+    page = tmp_path / "page"
+    assert main(["report", "--store", str(store), "--out", str(page)]) == 0
+    assert main(["report", "--store", str(store), "--out", str(page)]) == 0
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert main(["export", "--store", str(store), "--out", str(notes), "--force"]) == 0
+    assert notes.read_text().startswith("run_id,cell_id,")
+
+
+def test_unwritable_outputs_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    """A read-only file system (EROFS) while writing: exit 2, one line, no traceback."""
+    import errno
+
+    import pandas as pd
+
+    store = _one_run_store(tmp_path)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "ro"))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", read_only)
+    assert main(["export", "--store", str(store), "--out", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "Read-only file system" in err and err.count("\n") == 1, err
+    assert list(tmp_path.glob("*.tmp")) == [] and list(tmp_path.glob(".*.tmp")) == []
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert main(["report", "--store", str(store), "--out", str(tmp_path / "page")]) == 2
+    err = capsys.readouterr().err
+    assert "Read-only file system" in err and err.count("\n") == 1, err
+
+
+def test_a_read_only_store_can_be_shown_reported_and_exported(tmp_path, capsys):
+    import os
+    import subprocess
+
+    src = tmp_path / "src"
+    src.mkdir()
+    store = _one_run_store(src)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:  # root ignores permissions: a read-only bind mount instead
+        if subprocess.run(["mount", "--bind", "-o", "ro", str(src), str(ro)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot make a read-only mount here")
+        path = ro / store.name
+    else:
+        store.chmod(0o444)
+        src.chmod(0o555)
+        path = store
+    try:
+        assert main(["show", "--store", str(path)]) == 0, capsys.readouterr().err
+        assert "fake-affine-v1" in capsys.readouterr().out
+        assert main(["export", "--store", str(path), "--out", str(tmp_path / "x.csv")]) == 0
+        assert main(["report", "--store", str(path), "--out", str(tmp_path / "page")]) == 0
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(ro)], check=True)
+        else:
+            src.chmod(0o755)

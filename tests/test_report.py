@@ -376,6 +376,7 @@ def tiny(tmp_path_factory):
     out = tmp / "out"
     (out / "figures").mkdir(parents=True)
     (out / "figures" / "old_figure.png").write_bytes(b"stale")
+    (out / "index.html").write_text('<meta name="generator" content="pinnbench 0.0">')  # ours
     page = write_report(store, out)
     return page, parse_page(page.read_text())
 

@@ -88,20 +88,56 @@ def _run_order(df: pd.DataFrame) -> list[str]:
     return sorted(key, key=lambda r: key[r])
 
 
+#: how a page written by ``write_report`` starts its <head> (see the template)
+GENERATOR_MARK = '<meta name="generator" content="pinnbench'
+
+
+def is_report_folder(out: Path) -> bool:
+    """True when ``out`` holds a page that ``write_report`` wrote (its index.html carries the
+    generator mark)."""
+    try:
+        with open(out / "index.html", encoding="utf-8", errors="replace") as fh:
+            return GENERATOR_MARK in fh.read(4096)
+    except OSError:
+        return False
+
+
+def check_out_dir(out_dir: str | Path, force: bool = False) -> Path:
+    """The folder a report may be written to, else ReportError (nothing is written): a folder
+    that does not exist yet, an empty one, or one holding an earlier pinnbench report; any
+    other folder only with ``force`` (its figures/*.png and index.html are then replaced)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {str(out)!r} is a file; the report is a folder (index.html and "
+                          "figures/): give a folder path")
+    if out.is_dir() and not force and any(out.iterdir()) and not is_report_folder(out):
+        raise ReportError(f"--out {str(out)!r} is a folder that holds no pinnbench report; "
+                          "give a new or empty folder, or --force to write the report into it "
+                          "(replacing its index.html and figures/*.png)")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ReportError(f"cannot create --out {str(out)!r}: {str(parent)!r} is a file")
+    return out
+
+
 def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
-                 all_runs: bool = False) -> Path:
-    """Write ``out_dir/index.html`` (and ``out_dir/figures/``) and return the page's path."""
+                 all_runs: bool = False, force: bool = False) -> Path:
+    """Write ``out_dir/index.html`` (and ``out_dir/figures/``) and return the page's path.
+    ``out_dir`` must be new, empty or an earlier report unless ``force`` (:func:`check_out_dir`);
+    a folder that cannot be written raises OSError."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     import pinnbench
     from pinnbench.report import aggregate, figures, provenance, tables
 
+    out = check_out_dir(out_dir, force=force)
     df = select_runs(_load(source), run_id=run_id, all_runs=all_runs)
     df = aggregate.prepare(df)
     fams = aggregate.families(df)
     style = figures.SeriesStyle(dict(zip(df["series"], df["label"])))
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig_dir = out / "figures"
     if fig_dir.is_dir():  # the folder is the report's own: drop figures of an earlier report
