@@ -21,6 +21,30 @@ Lap^2(A u) = A Lap^2 u + 4 grad A . grad Lap u + 2 Lap A Lap u + 4 Hess A : Hess
 
 with the three-body sums of :mod:`pinnbench.problems._many_body` (checked against autodiff at
 d = 5, 8 in tests/test_problems.py). Sampler: radius-uniform, r ~ U[1, 2], x = r g / ||g||.
+
+**biharmonic-3body-v1 is ill-posed** (``well_posed = False``), kept only to reproduce the
+published setup: the ansatz u = A N enforces u = 0 only, and Lap^2 u = f then has a family of
+zero-residual solutions u* + alpha w, with w a radial biharmonic function (a combination of
+1, r^2, r^(2-d), r^(4-d)) vanishing at r = 1 and r = 2; w / A is bounded, so u* + alpha w is in
+the ansatz, and a solver can reach zero loss at any error (docs/problems.md).
+
+**biharmonic-clamped-3body-v1** is the well-posed version: clamped conditions u = du/dn = 0 on
+both spheres, exact solution and hard constraint with the square of the same factor,
+
+    u* = A(x)^2 u2(x),   u = A(x)^2 N(x),
+
+so u and its gradient vanish on both spheres for every N; the only radial biharmonic function
+with w = w' = 0 at r = 1 and r = 2 is w = 0 (tests/test_problems.py). The source is the product
+rule above for a radial factor Q = q(s) (here q = A^2), with grad Q = 2 q1 x,
+Hess Q = 2 q1 I + 4 q2 x x^T, Lap Q = h(s) = 2 d q1 + 4 s q2, grad Lap Q = 2 h1 x,
+h1 = (2d + 4) q2 + 4 s q3, Lap^2 Q = 2 d h1 + 4 s h2, h2 = (2d + 8) q3 + 4 s q4 (qk, hk: the
+k-th derivatives in s):
+
+    f = q Lap^2 u2 + 8 q1 x.grad Lap u2 + (2 h + 8 q1) Lap u2 + 16 q2 x^T Hess u2 x
+        + 8 h1 x.grad u2 + (Lap^2 Q) u2
+
+(:func:`radial_product_bilaplacian`; with q = A it is the v1 source above). O(d) per point with
+the same blocked three-body sums, so memory stays bounded at d = 10^7.
 """
 
 from __future__ import annotations
@@ -40,12 +64,33 @@ from pinnbench.problems._many_body import ThreeBody
 R_INNER, R_OUTER = 1.0, 2.0
 
 
+def radial_product_bilaplacian(q: list, s: Tensor, dim: int, t: dict[str, Tensor]) -> Tensor:
+    """Lap^2 (Q g) for a radial factor Q = q(s), from ``q`` = [q, q1, q2, q3, q4] (q and its
+    derivatives in s = ||x||^2: tensors (n,) or numbers) and the sums ``t`` of g (the keys of
+    ``ThreeBody.sums(x, c, 4)``); the formula of the module docstring."""
+    q0, q1, q2, q3, q4 = q
+    h = 2 * dim * q1 + 4.0 * s * q2
+    h1 = (2 * dim + 4) * q2 + 4.0 * s * q3
+    h2 = (2 * dim + 8) * q3 + 4.0 * s * q4
+    bilap_q = 2 * dim * h1 + 4.0 * s * h2
+    return (q0 * t["bilap"] + 8.0 * q1 * t["x_grad_lap"] + (2.0 * h + 8.0 * q1) * t["lap"]
+            + 16.0 * q2 * t["x_hess_x"] + 8.0 * h1 * t["x_grad"] + bilap_q * t["u2"])
+
+
 class BiharmonicThreeBody(Problem):
+    """The published (HTE) setup: Lap^2 u = f, u = A N; ill-posed (module docstring)."""
+
     family = "biharmonic-3body"
     order = 4
     min_dim = 3
     operator = Operator((LinearTerm("bilaplacian"),))
     domain = "annulus 1 < ||x|| < 2"
+    annulus = (R_INNER, R_OUTER)
+    boundary_conditions = ("u = 0 on both spheres",)
+    well_posed = False
+    ill_posed_reason = ("the ansatz enforces u = 0 only: u* + alpha w, w radial biharmonic with "
+                        "w(1) = w(2) = 0, has zero residual for every alpha (use "
+                        "biharmonic-clamped-3body-v1)")
 
     def __init__(self, dim: int, seed: int = 0, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu", id: str = "", **options: Any) -> None:
@@ -83,4 +128,33 @@ class BiharmonicThreeBody(Problem):
                                    dtype=self.dtype, device=self.device)
 
 
+class ClampedBiharmonicThreeBody(BiharmonicThreeBody):
+    """Lap^2 u = f on 1 < ||x|| < 2 with u = du/dn = 0 on both spheres, u* = A^2 u2."""
+
+    family = "biharmonic-clamped-3body"
+    boundary_conditions = ("u = 0 on both spheres", "du/dn = 0 on both spheres")
+    well_posed = True
+    ill_posed_reason = ""
+
+    def ansatz(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        a = self._a(sqnorm(x))
+        return a * a, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+    def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
+        s = spatial_sqnorm_jet(x, dirs, order)
+        a = (1.0 - s) * (4.0 - s)
+        return a * a, Jet([torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)], order)
+
+    def exact(self, x: Tensor) -> Tensor:
+        a = self._a(sqnorm(x))
+        return a * a * ThreeBody.sums(x, self.coefficients, 0)["u2"]
+
+    def source(self, x: Tensor) -> Tensor:
+        s = sqnorm(x)
+        a, a1 = self._a(s), 2.0 * s - 5.0  # A = s^2 - 5 s + 4, A' = 2 s - 5, A'' = 2
+        q = [a * a, 2.0 * a * a1, 2.0 * a1 * a1 + 4.0 * a, 12.0 * a1, 24.0]
+        return radial_product_bilaplacian(q, s, self.dim, ThreeBody.sums(x, self.coefficients, 4))
+
+
 register_problem("biharmonic-3body-v1", BiharmonicThreeBody)
+register_problem("biharmonic-clamped-3body-v1", ClampedBiharmonicThreeBody)

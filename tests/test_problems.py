@@ -16,7 +16,9 @@ from pinnbench import list_problems, make_model, make_problem
 from pinnbench.directions import CoordinateDirections, DenseDirections, Directions
 from pinnbench.problems import _chunked
 from pinnbench.problems.ball import BallProblem, resolve_radius
-from pinnbench.problems.biharmonic import BiharmonicThreeBody
+from pinnbench.problems.biharmonic import (BiharmonicThreeBody, ClampedBiharmonicThreeBody,
+                                           radial_product_bilaplacian)
+from pinnbench.problems._many_body import ThreeBody
 import autodiff_ops as ad
 
 PROBLEMS = list_problems()
@@ -39,8 +41,8 @@ def _interior(p, n: int = 6, seed: int = 0) -> torch.Tensor:
 
 
 def _radii(p) -> tuple[float, float]:
-    if isinstance(p, BiharmonicThreeBody):
-        return 1.0, 2.0
+    if getattr(p, "annulus", None):
+        return p.annulus
     if isinstance(p, BallProblem):
         return 0.0, p.radius
     return 0.0, 1.0  # time-dependent problems: unit ball
@@ -56,7 +58,7 @@ def _close(actual, expected, rtol):
 def test_registry_lists_the_suite():
     expected = {f"{eq}-{body}{scaled}-v1" for eq in ("poisson", "allen-cahn", "sine-gordon")
                 for body in ("2body", "3body") for scaled in ("", "-scaled")}
-    expected |= {"biharmonic-3body-v1", "heat-v1", "wave-v1"}
+    expected |= {"biharmonic-3body-v1", "biharmonic-clamped-3body-v1", "heat-v1", "wave-v1"}
     assert expected <= set(PROBLEMS)
 
 
@@ -79,7 +81,8 @@ def test_source_matches_operator_by_autograd(pid, d):
 
 def test_residual_of_exact_is_zero():
     """residual(terms of u*, u*, x) = 0: the sign conventions of terms, coefs and f agree."""
-    for pid in ("allen-cahn-2body-v1", "heat-v1", "wave-v1", "biharmonic-3body-v1"):
+    for pid in ("allen-cahn-2body-v1", "heat-v1", "wave-v1", "biharmonic-3body-v1",
+                "biharmonic-clamped-3body-v1"):
         p = _make(pid, 5)
         x = _interior(p)
         terms = {t.name: ad.apply_term(t.name, p.exact, x, p.dim) for t in p.operator.terms}
@@ -116,7 +119,7 @@ def test_ansatz_jets_match_autodiff(pid, kind):
 
 
 @pytest.mark.parametrize("kind", ["dense", "coordinate"])
-@pytest.mark.parametrize("pid", ["poisson-2body-v1", "biharmonic-3body-v1", "heat-v1", "wave-v1",
+@pytest.mark.parametrize("pid", ["poisson-2body-v1", "biharmonic-clamped-3body-v1", "heat-v1", "wave-v1",
                                  "sine-gordon-3body-scaled-v1"])
 def test_model_jets_match_autodiff(pid, kind):
     """u = A N + B through pinnbench.model.PINN.jet, against autodiff of the model itself."""
@@ -158,6 +161,72 @@ def test_ansatz_matches_boundary_data(pid):
     x = _interior(p, 16)
     a, _ = p.ansatz(x)
     assert float(a.abs().min()) > 1e-3  # A vanishes only on the boundary
+
+
+def _normal_derivative(fn, xb):
+    """d fn / dn on points of a sphere centred at 0 (n = x / ||x||), by autograd."""
+    return (ad.gradient(fn, xb) * xb).sum(dim=1) / xb.norm(dim=1)
+
+
+@pytest.mark.parametrize("pid", [p for p in PROBLEMS
+                                 if any("du/dn" in bc for bc in
+                                        getattr(make_problem(p, dim=6), "boundary_conditions", ()))])
+def test_clamped_ansatz_has_zero_normal_derivative(pid):
+    """Where a problem states du/dn = 0, u = A N + B satisfies it for any N (to 1e-10), and so
+    does u*."""
+    p = _make(pid, 6)
+    model = make_model(p, width=8, depth=2, generator=torch.Generator().manual_seed(3))
+    for xb in _boundary_points(p, 16, torch.Generator().manual_seed(2)):
+        scale = 1.0 + float(ad.gradient(p.exact, _interior(p, 16)).abs().max())
+        assert float(_normal_derivative(model, xb).abs().max()) < 1e-10 * scale
+        assert float(_normal_derivative(p.exact, xb).abs().max()) < 1e-10 * scale
+
+
+def _radial_biharmonics(d: int):
+    """A basis of the radial solutions of Lap^2 w = 0 in R^d minus the origin (d odd): 1, r^2,
+    r^(2-d), r^(4-d), as functions of r, with their r-derivatives."""
+    powers = [0.0, 2.0, 2.0 - d, 4.0 - d]
+    return [(lambda r, k=k: r**k) for k in powers], [(lambda r, k=k: k * r ** (k - 1)) for k in powers]
+
+
+@pytest.mark.parametrize("pid", [p for p in PROBLEMS if make_problem(p, dim=5).order == 4])
+def test_fourth_order_well_posed_flag_against_the_radial_counterexample(pid):
+    """Issue 12's counterexample: w radial biharmonic, w(r_in) = w(r_out) = 0, is in the ansatz
+    (w / A bounded) unless A vanishes to second order on a sphere where w' does not. The flag
+    ``well_posed`` must say whether a non-zero such w exists (then u* + alpha w has zero
+    residual for every alpha)."""
+    d = 5
+    p = _make(pid, d)
+    values, slopes = _radial_biharmonics(d)
+    x = torch.randn(4, d, generator=torch.Generator().manual_seed(0), dtype=F64)
+    x = x / x.norm(dim=1, keepdim=True) * 1.5
+    for w in values:  # the basis is biharmonic (checked, not assumed)
+        assert float(ad.bilaplacian(lambda y: w(y.norm(dim=1)), x).abs().max()) < 1e-9
+    lo, hi = p.annulus
+    rows = [[w(torch.tensor(r, dtype=F64)) for w in values] for r in (lo, hi)]
+    for r in (lo, hi):  # A's order of vanishing on the sphere of radius r
+        xb = torch.randn(8, d, generator=torch.Generator().manual_seed(1), dtype=F64)
+        xb = xb / xb.norm(dim=1, keepdim=True) * r
+        a_n = _normal_derivative(lambda y: p.ansatz(y)[0], xb)
+        if float(a_n.abs().max()) < 1e-10:  # double zero: w / A bounded needs w'(r) = 0 too
+            rows.append([dw(torch.tensor(r, dtype=F64)) for dw in slopes])
+    m = torch.tensor([[float(v) for v in row] for row in rows], dtype=F64)
+    admissible_dimension = 4 - int(torch.linalg.matrix_rank(m, rtol=1e-10))
+    assert getattr(p, "well_posed", True) == (admissible_dimension == 0), admissible_dimension
+    if not p.well_posed:
+        assert p.ill_posed_reason
+
+
+def test_radial_product_rule_gives_the_published_source():
+    """With q = A (not A^2) the clamped problem's source formula is the v1 source."""
+    p = _make("biharmonic-3body-v1", 7)
+    x = _interior(p, 5)
+    s = x.square().sum(dim=1)
+    a = (1 - s) * (4 - s)
+    q = [a, 2 * s - 5, 2.0, 0.0, 0.0]
+    got = radial_product_bilaplacian(q, s, 7, ThreeBody.sums(x, p.coefficients, 4))
+    _close(got, p.source(x), 1e-12)
+    assert isinstance(_make("biharmonic-clamped-3body-v1", 7), ClampedBiharmonicThreeBody)
 
 
 @pytest.mark.parametrize("pid", ["heat-v1", "wave-v1"])
@@ -315,7 +384,8 @@ def _measure(pids, d, n, block, jets):
 def test_no_full_width_temporaries():
     """With 256 KiB blocks, exact + source + ansatz + ansatz_jet at n = 64, d = 10^5 stay well
     below the size of one (n, D) array (25.6 MB): nothing materialises a full-width temporary."""
-    pids = ["poisson-2body-v1", "allen-cahn-3body-v1", "biharmonic-3body-v1", "heat-v1", "wave-v1"]
+    pids = ["poisson-2body-v1", "allen-cahn-3body-v1", "biharmonic-3body-v1",
+            "biharmonic-clamped-3body-v1", "heat-v1", "wave-v1"]
     results = _measure(pids, 10**5, 64, 2**16, jets=True)
     assert [m["id"] for m in results] == pids
     for m in results:
@@ -327,7 +397,8 @@ def test_no_full_width_temporaries():
 def test_memory_at_ten_million_dimensions():
     """16 float32 points at d = 10^7 (610 MiB): exact + source need well under 2 GiB beyond the
     batch (measured ~180 MiB two-body, ~210 MiB three-body with the default 16 MiB blocks)."""
-    for m in _measure(["poisson-2body-v1", "poisson-3body-v1"], 10**7, 16, 0, jets=False):
+    for m in _measure(["poisson-2body-v1", "poisson-3body-v1", "biharmonic-clamped-3body-v1"],
+                      10**7, 16, 0, jets=False):
         assert m["finite"], m
         assert m["peak_over_baseline"] < 2**29, m
 
