@@ -9,7 +9,7 @@ import torch
 import pinnbench
 from pinnbench.cell import run_cell
 
-from .profiles import DEVICE, DIMS, PROBLEM, SOLVERS, THREADS, TRAIN_STEPS, WIDTH
+from .profiles import DEVICE, DIMS, ERROR_DIMS, PROBLEM, SOLVERS, THREADS, TRAIN_STEPS, WIDTH
 
 POINTS = 100
 PEAK_STEPS = 5
@@ -28,6 +28,16 @@ def _sync():
         torch.cuda.synchronize()
 
 
+def _release():
+    """Give the memory of the last cell back before the next is built (at d = 10^7 a solver holds
+    5-30 GB of GPU memory: two alive at once can run out)."""
+    import gc
+
+    gc.collect()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
 class TimeStep:
     """One training step of each solver (set-up and one warm-up step outside the timing)."""
 
@@ -44,6 +54,10 @@ class TimeStep:
     def time_step(self, solver, dim):
         self.solver.step()
         _sync()
+
+    def teardown(self, solver, dim):
+        del self.solver
+        _release()
 
 
 class PeakMemory:
@@ -71,7 +85,7 @@ class PeakMemory:
 class RelativeError:
     """Relative L2 error on the problem's test set after TRAIN_STEPS steps, trained once."""
 
-    params = (SOLVERS, DIMS)
+    params = (SOLVERS, ERROR_DIMS)
     param_names = ["solver", "dim"]
     version = "rel-l2-v1"
     unit = "relative L2"
@@ -80,11 +94,13 @@ class RelativeError:
     def setup_cache(self):
         errors = {}
         for solver in SOLVERS:
-            for dim in DIMS:
+            for dim in ERROR_DIMS:
                 problem, model, s = _build(solver, dim)
                 for _ in range(TRAIN_STEPS):
                     s.step()
                 errors[(solver, dim)] = pinnbench.evaluate(model, problem)["rel_l2"]
+                del problem, model, s
+                _release()
         return errors
 
     def track_rel_l2(self, errors, solver, dim):

@@ -1,0 +1,45 @@
+"""The asv suite's own hygiene (asv runs it, CI runs the fast profile once): every benchmark that
+builds a solver gives its memory back before the next one is built, so the full profile never
+holds two d = 10^7 solvers (5-30 GB each on a GPU) at once."""
+
+import gc
+import importlib
+import sys
+import weakref
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the profile sets it globally
+    monkeypatch.setenv("PINNBENCH_ASV_PROFILE", "fast")
+    monkeypatch.syspath_prepend(str(REPO))
+    for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+        monkeypatch.delitem(sys.modules, name)
+    return importlib.import_module("benchmarks.bench_solvers")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_time_step_teardown_frees_the_solver(bench):
+    b = bench.TimeStep()
+    b.setup("sdze", 100)
+    b.time_step("sdze", 100)
+    model = weakref.ref(b.solver.model)
+    b.teardown("sdze", 100)
+    gc.collect()
+    assert not hasattr(b, "solver") and model() is None
+
+
+def test_full_profile_trains_only_where_it_stays_within_minutes(monkeypatch):
+    monkeypatch.setenv("PINNBENCH_ASV_PROFILE", "full")
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.delitem(sys.modules, "benchmarks.profiles", raising=False)
+    profiles = importlib.import_module("benchmarks.profiles")
+    assert max(profiles.DIMS) == 10**7 and max(profiles.ERROR_DIMS) <= 10**5
+    assert profiles.TRAIN_STEPS * len(profiles.ERROR_DIMS) * len(profiles.SOLVERS) <= 3000
