@@ -15,9 +15,14 @@ How (torch 2.x, two Python modes):
   tag the result ``cuda``; ``.to(...)`` / ``.cuda()`` / ``.cpu()`` move the tag (with a copy when
   the tag changes, as a real transfer does); ``Tensor.device`` reports ``cuda:0`` and
   ``is_cuda`` / ``get_device()`` agree for a tagged tensor, so the code takes its CUDA branches;
-  ``pin_memory()`` / ``is_pinned()`` work as on a CUDA machine; every call that receives a
-  generator checks it against the device of the operation's output (the ``device=`` argument,
-  else the first tensor argument, else the CPU): a mismatch raises, as CUDA does.
+  ``pin_memory()`` / ``is_pinned()`` work as on a CUDA machine (property reads such as
+  ``x.device`` reach a function mode as ``__get__`` calls since torch 2.0, which is what makes
+  this possible with real CPU tensors: a tensor subclass reporting ``cuda`` cannot be used, as
+  autograd on a CPU-only build aborts on any CUDA-typed tensor); a gradient must be on its
+  tensor's device (``backward(gradient)``, ``autograd.grad``'s ``grad_outputs`` and results,
+  ``.grad``), as the autograd engine checks; every call that receives a generator checks it
+  against the device of the operation's output (the ``device=`` argument, else the first tensor
+  argument or ``out=``, else the CPU): a mismatch raises, as CUDA does.
 - a ``TorchDispatchMode`` (every ATen operation, the backward pass and composite internals
   included): the tensor arguments of each operation must share one tag, except 0-dim CPU tensors
   (Python scalars; CUDA accepts them), the source of a copy (``copy_``, ``_to_copy``) and the
@@ -85,7 +90,8 @@ DEVICE_NAME = "Simulated CUDA device (tests/cuda_sim.py, computed on the CPU)"
 RealGenerator = torch._C.Generator
 
 aten = torch.ops.aten
-#: the source may be on any device (a transfer); the output takes the destination's tag
+#: the source may be on any device (a transfer): the output takes the tag of the destination
+#: (copy_), else of the source (_to_copy: the function mode then gives it the requested device)
 _COPY_OPS = {aten.copy_, aten._copy_from, aten._copy_from_and_resize, aten.lift_fresh,
              aten.lift_fresh_copy, aten._to_copy, aten.copy}
 #: CUDA accepts indices on the CPU (argument 1, a list of optional tensors)

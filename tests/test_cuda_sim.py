@@ -284,6 +284,7 @@ def test_cell_runs_on_simulated_cuda(problem, dim, solver, status):
     assert sim.errors == [], sim.errors
     assert row["status"] == status, row["message"]
     assert row["device"] == "cuda"
+    assert "provenance_error" not in row["provenance"], row["provenance"]["provenance_error"]
     assert row["provenance"]["device_name"] == DEVICE_NAME
     assert "floor_error" not in row["provenance"], row["provenance"]["floor_error"]
     assert row["floor_const_rel_l2"] is not None and math.isfinite(row["floor_const_rel_l2"])
@@ -297,6 +298,34 @@ def test_cell_runs_on_simulated_cuda(problem, dim, solver, status):
     # the GPU peaks were read (simulated allocator): at least the parameters were live
     assert row["peak_gpu_allocated_bytes"] >= row["param_bytes"] > 0
     assert row["peak_gpu_reserved_bytes"] is not None
+    assert row["baseline_gpu_allocated_bytes"] is not None
+
+
+@pytest.mark.parametrize("problem, solver", [
+    ("poisson-3body-v1", f"{SDZE},subspace=true]"),
+    ("poisson-3body-v1", f"{SDZE},subspace=false,estimator=fd]"),
+    ("heat-v1", f"zo[{FAST}]"),
+    ("poisson-3body-v1", f"bp[{FAST},estimator=stde]"),
+    ("biharmonic-3body-v1", f"bp[{FAST},estimator=hte]"),
+])
+def test_chunked_paths_on_simulated_cuda(monkeypatch, problem, solver):
+    """The block-by-block code that only runs at large d (column blocks of the closed forms,
+    perturbation chunks, several test-set chunks, floor row blocks), forced at small d."""
+    import pinnbench.floors
+    import pinnbench.perturbation
+    import pinnbench.problem
+    import pinnbench.problems._chunked
+
+    for module, name, value in ((pinnbench.perturbation, "CHUNK_ELEMENTS", 16),
+                                (pinnbench.problems._chunked, "BLOCK_ELEMENTS", 48),
+                                (pinnbench.problem, "TEST_CHUNK_ELEMENTS", 2**15),
+                                (pinnbench.floors, "ROW_BLOCK_ELEMENTS", 2**13)):
+        assert hasattr(module, name), f"{module.__name__}.{name} is gone: update this test"
+        monkeypatch.setattr(module, name, value)
+    row, sim = _run_simulated(problem, DIM, solver, dtype="float64")
+    assert sim.errors == [], sim.errors
+    assert row["status"] == "ok", row["message"]
+    assert row["floor_affine_rel_l2"] is not None and "floor_error" not in row["provenance"]
 
 
 def test_evaluation_and_floors_on_simulated_cuda(monkeypatch):
@@ -340,6 +369,28 @@ def test_same_seed_twice_gives_identical_simulated_rows():
     b, _ = _run_simulated(BASE, DIM, f"{SDZE}]")
     assert [c["rel_l2"] for c in a["curve"]] == [c["rel_l2"] for c in b["curve"]]
     assert a["final_loss"] == b["final_loss"]
+
+
+def test_asv_benchmarks_on_simulated_cuda(monkeypatch):
+    """The asv suite's in-process benchmarks with its ``full`` profile's device (PeakMemory runs
+    isolated cells: the cell tests above cover its code)."""
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
+    bench = importlib.import_module("benchmarks.bench_solvers")
+    for name, value in (("DEVICE", "cuda"), ("DIMS", [DIM]), ("WIDTH", WIDTH), ("POINTS", 16),
+                        ("TRAIN_STEPS", 2)):
+        assert hasattr(bench, name), f"benchmarks/bench_solvers.py has no {name}: update this test"
+        monkeypatch.setattr(bench, name, value)
+    with simulated_cuda() as sim:
+        for solver in bench.SOLVERS:
+            timed = bench.TimeStep()
+            timed.setup(solver, DIM)
+            timed.time_step(solver, DIM)
+        errors = bench.RelativeError().setup_cache()
+    assert sim.errors == [] and sim.cuda_ops > 0
+    assert all(math.isfinite(v) for v in errors.values())
 
 
 # -- 3. planted device bugs are caught --------------------------------------------------------
