@@ -194,6 +194,10 @@ class ZerothOrderSolver(Solver):
     algorithm (``zo[crns=false]`` and ``sdze[subspace=false,crns=false]`` with equal lr, q,
     eps, momentum, normalize) take the same steps from the same seed, up to rounding."""
 
+    #: one-factor-at-a-time variants: (parameter, values); see :func:`ablation_specs`
+    ablations: tuple[tuple[str, tuple], ...] = (("crns", (True, False)), ("momentum", (0.0, 0.9)),
+                                                ("normalize", (False,)))
+
     def setup(self, problem, model, generator: torch.Generator) -> None:
         self.problem, self.model, self.generator = problem, model, generator
         for p in model.params:
@@ -303,3 +307,101 @@ class ZerothOrderSolver(Solver):
             else:
                 g = sum(c * d.dense(i) for d, c in zip(dirs, quotients)) / nq
                 p.sub_(mom.dense_step(i, g), alpha=lr)
+
+
+def ablation_specs(base: str) -> list[str]:
+    """The base spec and its one-factor-at-a-time variants (the solver class's ``ablations``):
+    each variant differs from ``base`` in exactly one parameter; variants equal to the base are
+    left out. ``ablation_specs("sdze[rank=8]")`` -> ["sdze[...]", "sdze[...crns=false...]", ...]
+    as canonical specs."""
+    from pinnbench.solver import SOLVERS, format_spec, parse_spec
+
+    name, given = parse_spec(base)
+    cls = SOLVERS.get(name)
+    solver = cls(**given)
+    out = [solver.spec]
+    for key, values in getattr(cls, "ablations", ()):
+        for v in values:
+            variant = cls(**{**given, key: v})
+            spec = format_spec(name, variant.params)
+            if spec not in out:
+                out.append(spec)
+    return out
+
+
+def gradient_estimate_variance(solver: ZerothOrderSolver, seed: int, window: int = 10,
+                               windows: int = 100) -> dict[str, float]:
+    """How far the solver's gradient estimates are from the gradient, at the current theta.
+
+    One spatial sample omega (the one the step seed ``seed`` gives) is held fixed, and
+    G = grad_theta L_hat(theta; omega) comes from autograd. The quotients are taken as z . G,
+    which is what the common-random-numbers quotient is up to O(eps^2) (tests/test_sdze_reference
+    checks it), so the figures describe the directions alone. The directions are drawn exactly
+    as the solver draws them at steps t0, t0 + 1, ... (its rank, refresh period and q), and:
+
+    - ``ratio_step`` = E ||g_hat - G||^2 / ||G||^2 for one step's g_hat = (1/q) sum_k (z_k.G) z_k;
+    - ``ratio_window`` = E ||g_bar - G||^2 / ||G||^2 for the mean g_bar of ``window`` consecutive
+      steps (what momentum with beta = 1 - 1/window integrates, at fixed theta); the held bases
+      change every ``refresh`` steps inside the window, and every window starts a new basis;
+    - ``ratio_held`` = E ||g_hat - S||^2 / ||S||^2 about the mean S = E_Xi[g_hat] for the held
+      basis (S = (U U^T / r) G (V V^T / r) for a low-rank matrix, G elsewhere): the exploration
+      variance inside the subspace, O(r^2) per matrix instead of O(m n);
+    - ``cos_held`` = mean cos(S, G): how well a held basis's mean points along the gradient;
+    - ``n_params`` = P.
+
+    A diagnostic for small models: it materialises z (P numbers) per direction. Leaves theta,
+    the step count and the solver's generator as they were."""
+    problem, model, p = solver.problem, solver.model, solver.params
+    from pinnbench.model import PINN
+
+    points_seed, est_seed = solver.evaluation_seeds(seed, 0, True) if p["crns"] else (
+        derive_seed(seed, 2), derive_seed(seed, 3))
+    x = problem.sample_interior(p["points"], generator(points_seed, problem.device))
+    theta = [w.detach().clone().requires_grad_(True) for w in model.params]
+    with torch.enable_grad():
+        loss = residual_loss(problem, PINN(problem, theta, model.activation), x,
+                             problem.source(x), p["estimator"], generator(est_seed, problem.device),
+                             p["probes"], solver._opts, unbiased=p["loss"] == "unbiased")
+        grads = [g.detach() for g in torch.autograd.grad(loss, theta)]
+    del theta
+    g_flat = torch.cat([g.reshape(-1) for g in grads])
+    g_sq = float(g_flat @ g_flat)
+    t_saved = solver.t
+    refresh = p.get("refresh", 1)
+    step_err = window_err = held_err = held_norm = cos_sum = 0.0
+    n_steps = 0
+    try:
+        for w in range(windows):
+            g_bar = torch.zeros_like(g_flat)
+            for j in range(window):
+                solver.t = w * window * refresh + j  # every window starts a new basis
+                dirs = solver.directions(derive_seed(seed, 7, w, j))
+                g_hat = torch.zeros_like(g_flat)
+                for d in dirs:
+                    z = torch.cat([d.dense(i).reshape(-1) for i in range(len(grads))])
+                    g_hat += float(z @ g_flat) * z
+                g_hat /= len(dirs)
+                sketch = torch.cat([_held_mean(b, g).reshape(-1)
+                                    for b, g in zip(dirs[0].bases, grads)])
+                step_err += float(((g_hat - g_flat) ** 2).sum())
+                held_err += float(((g_hat - sketch) ** 2).sum())
+                s_sq = float(sketch @ sketch)
+                held_norm += s_sq
+                cos_sum += float(sketch @ g_flat) / (s_sq * g_sq) ** 0.5
+                n_steps += 1
+                g_bar += g_hat
+            g_bar /= window
+            window_err += float(((g_bar - g_flat) ** 2).sum())
+    finally:
+        solver.t = t_saved
+    return {"ratio_step": step_err / n_steps / g_sq, "ratio_window": window_err / windows / g_sq,
+            "ratio_held": held_err / held_norm, "cos_held": cos_sum / n_steps,
+            "n_params": float(g_flat.numel())}
+
+
+def _held_mean(basis, g: Tensor) -> Tensor:
+    """E_Xi[(z . G) z] for z = U Xi V^T / r with the basis held: (U U^T / r) G (V V^T / r)."""
+    if basis is None:
+        return g
+    v = basis.v_dense()
+    return (basis.u @ (basis.u.T @ g @ v) @ v.T) / basis.rank**2

@@ -84,6 +84,11 @@ class SDZE(ZerothOrderSolver):
                           "weight matrices; nothing else changes"),
     }
 
+    #: one-factor-at-a-time variants for ``pinnbench ablate sdze`` (issue 11): each changes one
+    #: parameter of the base spec (docs/sdze.md says what each switch changes)
+    ablations = (("crns", (False,)), ("subspace", (False,)), ("momentum", (0.0,)),
+                 ("normalize", (False,)), ("rank", (1, 4, 8, 16, 32)), ("refresh", (1, 10, 100)))
+
     def setup(self, problem, model, generator) -> None:
         super().setup(problem, model, generator)
         self._epoch: int | None = None

@@ -104,3 +104,18 @@ def test_zo_is_sdze_without_subspace(crns, momentum, normalize):
         assert l1 == pytest.approx(l2, rel=1e-9)
     for a, b in zip(m1.params, m2.params):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("base", ["sdze", "sdze[rank=4,refresh=10]", "zo"])
+def test_ablation_specs_change_one_factor_each(base):
+    from pinnbench.solver import solver_from_spec
+    from pinnbench.solvers._common import ablation_specs
+
+    specs = ablation_specs(base)
+    ref = solver_from_spec(specs[0]).params
+    assert ref == solver_from_spec(base).params and len(set(specs)) == len(specs)
+    for spec in specs[1:]:
+        diff = {k for k, v in solver_from_spec(spec).params.items() if ref[k] != v}
+        assert len(diff) == 1, (spec, diff)
+    if base.startswith("sdze"):
+        assert len(specs) == 1 + 4 + 4 + 2  # crns, subspace, momentum, normalize; r; T0
