@@ -237,6 +237,21 @@ class Direction:
                 basis.add_to_(p, (alpha / basis.rank) * (basis.u @ self.xis[i]))
 
 
+def add_lowrank_sum_(w: Tensor, terms: Sequence[tuple[SubspaceBasis, Tensor]]) -> None:
+    """w += sum_e a_e V_e^T for (basis_e, a_e (m, r)) pairs of bases of w's shape and rank, in
+    one pass over w: the V_e are regenerated in lockstep row chunks (same chunking for every
+    basis of a shape and rank) and their contributions summed before w is touched."""
+    if len(terms) == 1:
+        basis, a = terms[0]
+        basis.add_to_(w, a)
+        return
+    a_all = torch.cat([a for _, a in terms], dim=1)  # (m, E r)
+    for chunks in zip(*[b.v_chunks() for b, _ in terms]):
+        j0, j1 = chunks[0][0], chunks[0][1]
+        v_all = torch.cat([c for _, _, c in chunks], dim=1)  # (j1 - j0, E r)
+        w[:, j0:j1].add_(a_all @ v_all.T)
+
+
 def make_bases(params: Sequence[Tensor], rank: int, seed: int) -> list[SubspaceBasis | None]:
     """A basis for every weight matrix thicker than ``rank`` in both dimensions; None (full
     Gaussian) for biases and thin matrices such as the 1 x width output layer."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pinnbench.perturbation import Direction, derive_seed, draw_seed, generator
+from pinnbench.perturbation import (Direction, add_lowrank_sum_, derive_seed, draw_seed,
+                                    generator)
 from pinnbench.solver import Param, Solver, non_negative, positive
 
 ESTIMATORS_BP = ("exact", "sdgd", "hte", "stde")
@@ -138,8 +139,9 @@ class HeavyBall:
     itself is regenerable from its seed; U_e is m x r), so the momentum **survives a basis
     refresh**: when the basis changes, a new term starts and the old ones decay by beta per step.
     A term is dropped once beta^age < :data:`MOMENTUM_DROP` (44 steps at beta = 0.9): state
-    O(horizon x (m r + r^2)) per matrix, independent of the input dimension, and the update
-    regenerates V_e once per live term (the cost of momentum with a short refresh period).
+    O(horizon x (m r + r^2)) per matrix, independent of the input dimension; the update
+    regenerates V_e once per live term (the cost of momentum with a short refresh period) and
+    passes over the matrix once (:func:`pinnbench.perturbation.add_lowrank_sum_`).
     We chose this over re-projecting m onto the new basis because two independent random
     r-dimensional bases of R^n are nearly orthogonal: the projection would keep ~r/n of m, i.e.
     reset it."""
@@ -299,8 +301,7 @@ class ZerothOrderSolver(Solver):
             if basis is not None:
                 g = sum(c * d.xis[i] for d, c in zip(dirs, quotients)) / (nq * basis.rank)
                 terms = [[basis, g]] if mom is None else mom.lowrank_step(i, basis, g)
-                for b, a, *_ in terms:
-                    b.add_to_(p, (-lr) * (b.u @ a))
+                add_lowrank_sum_(p, [(b, (-lr) * (b.u @ a)) for b, a, *_ in terms])
             elif mom is None:
                 for d, c in zip(dirs, quotients):
                     d.gaussian(i).add_to_(p, -lr * c / nq)

@@ -119,3 +119,18 @@ def test_ablation_specs_change_one_factor_each(base):
         assert len(diff) == 1, (spec, diff)
     if base.startswith("sdze"):
         assert len(specs) == 1 + 4 + 4 + 2  # crns, subspace, momentum, normalize; r; T0
+
+
+def test_lowrank_momentum_sum_in_one_chunked_pass(monkeypatch):
+    """The momentum terms of several bases are applied in one pass over W, V_e regenerated in
+    lockstep chunks: the same as adding each a_e V_e^T."""
+    import pinnbench.perturbation as pt
+
+    monkeypatch.setattr(pt, "CHUNK_ELEMENTS", 24)  # 24 // 3 = 8 rows of V per chunk
+    g = torch.Generator().manual_seed(0)
+    terms = [(pt.SubspaceBasis(6, 40, 3, seed=s, dtype=torch.float64, device="cpu"),
+              torch.randn(6, 3, generator=g, dtype=torch.float64)) for s in range(4)]
+    w = torch.randn(6, 40, generator=g, dtype=torch.float64)
+    want = w + sum(a @ b.v_dense().T for b, a in terms)
+    pt.add_lowrank_sum_(w, terms)
+    torch.testing.assert_close(w, want, rtol=1e-12, atol=1e-12)
