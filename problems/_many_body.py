@@ -17,6 +17,11 @@ Two-body (w = 2), p = x_i, q = x_{i+1}:
     phi_ppp = q sin p, phi_ppq = -cos p, phi_pqq = 0, phi_qqq = sin q;
     x . grad u2 = sum_i c_i cos(phi_i) (p a_i + q b_i),
     Lap u2      = sum_i c_i [-sin(phi_i)(a_i^2 + b_i^2) + cos(phi_i)(-q cos p - cos q)]  (DOMAIN.md §5).
+Fourth order (clamped biharmonic): each window depends on its own (p, q) only, so with g the
+window function and its partial derivatives from ``TwoBody.window_derivatives``,
+    x^T Hess u2 x = sum_i c_i (p^2 g_pp + 2 p q g_pq + q^2 g_qq),
+    x . grad Lap u2 = sum_i c_i (p (g_ppp + g_pqq) + q (g_ppq + g_qqq)),
+    Lap^2 u2 = sum_i c_i (g_pppp + 2 g_ppqq + g_qqqq).
 
 Three-body (w = 3), p, q, r = x_i, x_{i+1}, x_{i+2}, psi = pqr, e = exp(psi),
 S1 = p^2 + q^2 + r^2, S2 = (qr)^2 + (pr)^2 + (pq)^2. psi is homogeneous of degree 3, so the
@@ -41,7 +46,7 @@ from pinnbench.problems._chunked import column_blocks
 class ManyBody:
     """u2 = sum_i c_i g(x_i..x_{i+w-1}); ``sums(x, c, order)`` returns the row sums a source
     needs, each (n,), walking the windows in blocks (``order`` 0: u2 only; 2: + x.grad u2,
-    Lap u2; 4 (three-body only): + x^T Hess u2 x, x.grad Lap u2, Lap^2 u2)."""
+    Lap u2; 4: + x^T Hess u2 x, x.grad Lap u2, Lap^2 u2)."""
 
     window: int = 0
     name: str = ""
@@ -55,9 +60,17 @@ class ManyBody:
         keys = cls._keys(order)
         out = {k: torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) for k in keys}
         n_windows = c.shape[0]
-        for a, b in column_blocks(x.shape[0], n_windows):
+        # blocks narrow enough that the ~temporaries(order) block-sized temporaries of one
+        # block stay within about BLOCK_ELEMENTS numbers in all
+        for a, b in column_blocks(x.shape[0] * cls.temporaries(order), n_windows):
             cls._block(x[:, a:b + cls.window - 1], c[a:b], order, out)
         return out
+
+    @staticmethod
+    def temporaries(order: int) -> int:
+        """Rough count of block-sized temporaries a block of ``order`` holds at once, beyond a
+        few (the block width is divided by it)."""
+        return 1
 
     @staticmethod
     def _keys(order: int) -> tuple[str, ...]:
@@ -75,10 +88,15 @@ class TwoBody(ManyBody):
     name = "two-body"
 
     @staticmethod
+    def temporaries(order: int) -> int:
+        return 16 if order == 4 else 1  # window_derivatives(order=4) holds ~40 at once
+
+    @staticmethod
     def _keys(order: int) -> tuple[str, ...]:
-        if order not in (0, 2):
-            raise ValueError(f"two-body sums exist for order 0 or 2, got {order}")
-        return ("u2",) if order == 0 else ("u2", "x_grad", "lap")
+        if order not in (0, 2, 4):
+            raise ValueError(f"two-body sums exist for order 0, 2 or 4, got {order}")
+        return {0: ("u2",), 2: ("u2", "x_grad", "lap"),
+                4: ("u2", "x_grad", "lap", "x_hess_x", "x_grad_lap", "bilap")}[order]
 
     @staticmethod
     def _block(xb: Tensor, c: Tensor, order: int, out: dict[str, Tensor]) -> None:
@@ -94,34 +112,57 @@ class TwoBody(ManyBody):
             b = cp - sq
             out["x_grad"] += (cphi * (p * a + q * b)) @ c
             out["lap"] += (cphi * (-q * cp - cq) - sphi * (a * a + b * b)) @ c
+        elif order == 4:  # every operator acts on a window through its own (p, q) only
+            del sphi, cphi
+            g = TwoBody.window_derivatives(p, q, 1.0, order=4)
+            out["x_grad"] += (p * g["p"] + q * g["q"]) @ c
+            out["lap"] += (g["pp"] + g["qq"]) @ c
+            out["x_hess_x"] += (p * p * g["pp"] + 2.0 * p * q * g["pq"] + q * q * g["qq"]) @ c
+            out["x_grad_lap"] += (p * (g["ppp"] + g["pqq"]) + q * (g["ppq"] + g["qqq"])) @ c
+            out["bilap"] += (g["pppp"] + 2.0 * g["ppqq"] + g["qqqq"]) @ c
 
     @staticmethod
-    def window_derivatives(p: Tensor, q: Tensor, c: Tensor) -> dict[str, Tensor]:
-        """All partial derivatives of c sin(phi(p, q)) up to order 3 (keys 'p', 'pq', 'qqq'...),
-        by the chain rule: g_a = c cos(phi) phi_a, g_ab = c(-sin phi phi_a phi_b + cos phi phi_ab),
-        g_abc = c(-cos phi phi_a phi_b phi_c - sin phi (phi_ab phi_c + phi_ac phi_b + phi_bc phi_a)
-        + cos phi phi_abc)."""
+    def window_derivatives(p: Tensor, q: Tensor, c: Tensor | float,
+                           order: int = 3) -> dict[str, Tensor]:
+        """All partial derivatives of c sin(phi(p, q)) up to ``order`` (3 or 4; keys 'p', 'pq',
+        'qqq', 'ppqq'...), by the chain rule (S = sin phi, C = cos phi, sums over the distinct
+        splittings of the indices):
+        g_a = c C phi_a,  g_ab = c(-S phi_a phi_b + C phi_ab),
+        g_abc = c(-C phi_a phi_b phi_c - S (phi_ab phi_c + phi_ac phi_b + phi_bc phi_a) + C phi_abc),
+        g_abcd = c(S [phi_a phi_b phi_c phi_d - (phi_ab phi_cd + phi_ac phi_bd + phi_ad phi_bc)
+                      - (phi_abc phi_d + phi_abd phi_c + phi_acd phi_b + phi_bcd phi_a)]
+                   - C [phi_ab phi_c phi_d + (the 5 other pairs)] + C phi_abcd),
+        with phi_pppp = q cos p, phi_pppq = sin p, phi_ppqq = phi_pqqq = 0, phi_qqqq = cos q."""
         sp, cp, sq, cq = torch.sin(p), torch.cos(p), torch.sin(q), torch.cos(q)
         phi = p + cq + q * cp
         s, co = torch.sin(phi) * c, torch.cos(phi) * c
-        d1 = {"p": 1.0 - q * sp, "q": cp - sq}
-        d2 = {"pp": -q * cp, "pq": -sp, "qq": -cq}
-        d3 = {"ppp": q * sp, "ppq": -cp, "pqq": torch.zeros_like(p), "qqq": sq}
+        d = {"p": 1.0 - q * sp, "q": cp - sq, "pp": -q * cp, "pq": -sp, "qq": -cq,
+             "ppp": q * sp, "ppq": -cp, "pqq": 0.0, "qqq": sq,
+             "pppp": q * cp, "pppq": sp, "ppqq": 0.0, "pqqq": 0.0, "qqqq": cq}
 
-        def second(a: str, b: str) -> Tensor:
-            return d2["".join(sorted(a + b))]
+        def f(*idx: str):  # phi_{idx}
+            return d["".join(sorted("".join(idx)))]
 
         out: dict[str, Tensor] = {}
         for a in "pq":
-            out[a] = co * d1[a]
-        for ab in d2:
-            a, b = ab
-            out[ab] = -s * d1[a] * d1[b] + co * d2[ab]
-        for abc in d3:
-            a, b, cc = abc
-            out[abc] = (-co * d1[a] * d1[b] * d1[cc]
-                        - s * (second(a, b) * d1[cc] + second(a, cc) * d1[b] + second(b, cc) * d1[a])
-                        + co * d3[abc])
+            out[a] = co * d[a]
+        for a, b in ("pp", "pq", "qq"):
+            out[a + b] = -s * f(a) * f(b) + co * f(a, b)
+        for a, b, e in ("ppp", "ppq", "pqq", "qqq"):
+            out[a + b + e] = (-co * f(a) * f(b) * f(e)
+                              - s * (f(a, b) * f(e) + f(a, e) * f(b) + f(b, e) * f(a))
+                              + co * f(a, b, e))
+        if order >= 4:
+            for a, b, e, h in ("pppp", "pppq", "ppqq", "pqqq", "qqqq"):
+                pairs = ((a, b, e, h), (a, e, b, h), (a, h, b, e), (b, e, a, h), (b, h, a, e),
+                         (e, h, a, b))
+                out[a + b + e + h] = (
+                    s * (f(a) * f(b) * f(e) * f(h)
+                         - (f(a, b) * f(e, h) + f(a, e) * f(b, h) + f(a, h) * f(b, e))
+                         - (f(a, b, e) * f(h) + f(a, b, h) * f(e) + f(a, e, h) * f(b)
+                            + f(b, e, h) * f(a)))
+                    - co * sum(f(i, j) * f(k) * f(m) for i, j, k, m in pairs)
+                    + co * f(a, b, e, h))
         return out
 
 

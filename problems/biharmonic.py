@@ -59,7 +59,8 @@ from pinnbench.jets import Jet
 from pinnbench.problem import LinearTerm, Operator, Problem, radius_uniform_ball
 from pinnbench.problem_registry import register_problem
 from pinnbench.problems._chunked import spatial_sqnorm_jet, sqnorm
-from pinnbench.problems._many_body import ThreeBody
+from pinnbench.problems._many_body import ManyBody, ThreeBody, TwoBody
+from pinnbench.problems.ball import SQRT_DIM, resolve_radius
 
 R_INNER, R_OUTER = 1.0, 2.0
 
@@ -67,7 +68,7 @@ R_INNER, R_OUTER = 1.0, 2.0
 def radial_product_bilaplacian(q: list, s: Tensor, dim: int, t: dict[str, Tensor]) -> Tensor:
     """Lap^2 (Q g) for a radial factor Q = q(s), from ``q`` = [q, q1, q2, q3, q4] (q and its
     derivatives in s = ||x||^2: tensors (n,) or numbers) and the sums ``t`` of g (the keys of
-    ``ThreeBody.sums(x, c, 4)``); the formula of the module docstring."""
+    ``ManyBody.sums(x, c, 4)``); the formula of the module docstring."""
     q0, q1, q2, q3, q4 = q
     h = 2 * dim * q1 + 4.0 * s * q2
     h1 = (2 * dim + 4) * q2 + 4.0 * s * q3
@@ -128,33 +129,76 @@ class BiharmonicThreeBody(Problem):
                                    dtype=self.dtype, device=self.device)
 
 
-class ClampedBiharmonicThreeBody(BiharmonicThreeBody):
-    """Lap^2 u = f on 1 < ||x|| < 2 with u = du/dn = 0 on both spheres, u* = A^2 u2."""
+class ClampedBiharmonic(Problem):
+    """Lap^2 u = f on rho < ||x|| < 2 rho with u = du/dn = 0 on both spheres,
+    u* = A^2 u2, u = A^2 N, A = (1 - sigma)(4 - sigma), sigma = ||x||^2 / rho^2
+    (option ``radius`` = rho: 1 by default, ``"sqrt-dim"`` for sqrt(d))."""
 
-    family = "biharmonic-clamped-3body"
+    body: type[ManyBody] = ManyBody
+    order = 4
+    operator = Operator((LinearTerm("bilaplacian"),))
+    option_names = ("radius",)
     boundary_conditions = ("u = 0 on both spheres", "du/dn = 0 on both spheres")
     well_posed = True
     ill_posed_reason = ""
 
+    def __init__(self, dim: int, seed: int = 0, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu", id: str = "", **options: Any) -> None:
+        super().__init__(dim, seed, dtype, device, id, **options)
+        self.rho = resolve_radius(options.get("radius", R_INNER), self.dim)
+        self.annulus = (self.rho, 2.0 * self.rho)
+        scaled = options.get("radius") == SQRT_DIM
+        self.domain = (f"annulus {self.rho:g} < ||x|| < {2 * self.rho:g}"
+                       + (" (sqrt(d), 2 sqrt(d))" if scaled else ""))
+        c = torch.randn(self.body.n_coefficients(self.dim),
+                        generator=self.cpu_generator("coefficients"), dtype=torch.float64)
+        self.coefficients = c.to(device=self.device, dtype=self.dtype)
+
+    def _q(self, s: Tensor, order: int) -> list:
+        """q(s) = A(s / rho^2)^2 and its first ``order`` derivatives in s."""
+        sigma = s / self.rho**2
+        a, a1 = (1.0 - sigma) * (4.0 - sigma), 2.0 * sigma - 5.0  # A' = 2 sigma - 5, A'' = 2
+        q_sigma = [a * a, 2.0 * a * a1, 2.0 * a1 * a1 + 4.0 * a, 12.0 * a1, 24.0][: order + 1]
+        return [qk / self.rho ** (2 * k) for k, qk in enumerate(q_sigma)]
+
     def ansatz(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        a = self._a(sqnorm(x))
-        return a * a, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        return self._q(sqnorm(x), 0)[0], torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
 
     def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
-        s = spatial_sqnorm_jet(x, dirs, order)
-        a = (1.0 - s) * (4.0 - s)
+        sigma = spatial_sqnorm_jet(x, dirs, order) / self.rho**2
+        a = (1.0 - sigma) * (4.0 - sigma)
         return a * a, Jet([torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)], order)
 
     def exact(self, x: Tensor) -> Tensor:
-        a = self._a(sqnorm(x))
-        return a * a * ThreeBody.sums(x, self.coefficients, 0)["u2"]
+        return self._q(sqnorm(x), 0)[0] * self.body.sums(x, self.coefficients, 0)["u2"]
 
     def source(self, x: Tensor) -> Tensor:
         s = sqnorm(x)
-        a, a1 = self._a(s), 2.0 * s - 5.0  # A = s^2 - 5 s + 4, A' = 2 s - 5, A'' = 2
-        q = [a * a, 2.0 * a * a1, 2.0 * a1 * a1 + 4.0 * a, 12.0 * a1, 24.0]
-        return radial_product_bilaplacian(q, s, self.dim, ThreeBody.sums(x, self.coefficients, 4))
+        return radial_product_bilaplacian(self._q(s, 4), s, self.dim,
+                                          self.body.sums(x, self.coefficients, 4))
+
+    def sample_interior(self, n: int, generator: torch.Generator) -> Tensor:
+        return radius_uniform_ball(n, self.dim, generator, r_min=self.rho, r_max=2.0 * self.rho,
+                                   dtype=self.dtype, device=self.device)
+
+
+class ClampedBiharmonicThreeBody(ClampedBiharmonic):
+    """Clamped Lap^2 u = f, three-body u2."""
+
+    family = "biharmonic-clamped-3body"
+    body = ThreeBody
+    min_dim = 3
+
+
+class ClampedBiharmonicTwoBody(ClampedBiharmonic):
+    """Clamped Lap^2 u = f, two-body u2."""
+
+    family = "biharmonic-clamped-2body"
+    body = TwoBody
+    min_dim = 2
 
 
 register_problem("biharmonic-3body-v1", BiharmonicThreeBody)
 register_problem("biharmonic-clamped-3body-v1", ClampedBiharmonicThreeBody)
+register_problem("biharmonic-clamped-2body-v1", ClampedBiharmonicTwoBody)
+register_problem("biharmonic-clamped-2body-scaled-v1", ClampedBiharmonicTwoBody, radius=SQRT_DIM)
