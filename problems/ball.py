@@ -77,6 +77,9 @@ class BallProblem(Problem):
     order = 2
     operator = Operator((LinearTerm("laplacian"),))
     option_names = ("radius",)
+    boundary_conditions = ("u = 0 on the sphere",)
+    well_posed = True
+    ill_posed_reason = ""
 
     def __init__(self, dim: int, seed: int = 0, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu", id: str = "", **options: Any) -> None:

@@ -39,6 +39,9 @@ class TimeBallProblem(Problem):
 
     time_dependent = True
     domain = "unit ball ||x|| < 1, t in [0, 1]"
+    boundary_conditions = ("u = u* on the sphere", "u = u* at t = 0")
+    well_posed = True
+    ill_posed_reason = ""
 
     def sample_interior(self, n: int, generator: torch.Generator) -> Tensor:
         x = radius_uniform_ball(n, self.dim, generator, dtype=self.dtype, device=self.device)
@@ -78,6 +81,7 @@ class Heat(TimeBallProblem):
 
 class Wave(TimeBallProblem):
     family = "wave"
+    boundary_conditions = TimeBallProblem.boundary_conditions + ("u_t = 0 at t = 0",)
     operator = Operator((LinearTerm("dtt", 1.0), LinearTerm("laplacian", -1.0)))
 
     def _sum_sinh(self, x: Tensor) -> Tensor:

@@ -55,10 +55,18 @@ def _close(actual, expected, rtol):
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
 
 
+@pytest.mark.parametrize("pid", PROBLEMS)
+def test_every_problem_states_its_conditions_and_whether_it_is_well_posed(pid):
+    p = make_problem(pid, dim=6)
+    assert isinstance(p.well_posed, bool) and p.boundary_conditions
+    assert bool(p.ill_posed_reason) == (not p.well_posed)
+
+
 def test_registry_lists_the_suite():
     expected = {f"{eq}-{body}{scaled}-v1" for eq in ("poisson", "allen-cahn", "sine-gordon")
                 for body in ("2body", "3body") for scaled in ("", "-scaled")}
-    expected |= {"biharmonic-3body-v1", "biharmonic-clamped-3body-v1", "heat-v1", "wave-v1"}
+    expected |= {"biharmonic-3body-v1", "biharmonic-clamped-3body-v1", "biharmonic-clamped-2body-v1",
+                 "biharmonic-clamped-2body-scaled-v1", "heat-v1", "wave-v1"}
     assert expected <= set(PROBLEMS)
 
 
