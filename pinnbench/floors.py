@@ -164,3 +164,13 @@ def floors(problem) -> dict[str, Any]:
         out["floor_affine_rel_l2_hi"] = None
         out["floor_method"] = f"{method}; {why_not}"
     return out
+
+
+def floors_for(problem_id: str, dim: int, seed: int, dtype: str = "float32",
+               device: str = "cpu") -> dict[str, Any]:
+    """The floors of one (problem, dim, seed, dtype) key, which every cell of that key shares
+    whatever its solver, status (ok, timeout, oom, ...) or device: compute them once per key,
+    on the CPU by default (the device changes them by rounding only)."""
+    from pinnbench.problem_registry import make_problem
+
+    return floors(make_problem(problem_id, dim=dim, seed=seed, dtype=dtype, device=device))

@@ -124,3 +124,9 @@ def test_intervals_bracket_the_floors():
     for k in ("floor_const_rel_l2", "floor_affine_rel_l2"):
         assert f[k + "_lo"] < f[k] < f[k + "_hi"]
         assert math.isclose(f[k] ** 2, f[k + "_lo"] * f[k + "_hi"], rel_tol=1e-9)  # log-symmetric
+
+
+def test_floors_for_a_key_equal_the_floors_of_its_problem():
+    key = dict(problem_id="sine-gordon-2body-scaled-v1", dim=15, seed=4, dtype="float32")
+    assert floors_module.floors_for(**key) == floors(make_problem(
+        "sine-gordon-2body-scaled-v1", dim=15, seed=4))
