@@ -118,6 +118,12 @@ def _bytes(text: str) -> int:
     return int(v)
 
 
+#: a plan of more cells than this needs --yes (a typo such as --seeds 0..100000 is caught)
+MAX_CELLS_WITHOUT_YES = 500
+#: no seed list is longer than this, --yes or not
+MAX_SEEDS = 1_000_000
+
+
 def parse_seeds(text: str) -> list[int]:
     out: set[int] = set()
     for item in text.split(","):
@@ -131,6 +137,8 @@ def parse_seeds(text: str) -> list[int]:
         if lo < 0 or hi < lo:
             raise UsageError(f"bad --seeds {text!r}; seeds are integers >= 0 and a range "
                              "needs start <= end")
+        if hi - lo + 1 + len(out) > MAX_SEEDS:
+            raise UsageError(f"--seeds {text!r} asks for more than {MAX_SEEDS:,} seeds")
         out.update(range(lo, hi + 1))
     return sorted(out)
 
@@ -208,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the report page afterwards (default)")
     o.add_argument("--no-report", dest="report", action="store_false", help="do not write it")
     o.add_argument("--report-dir", help=f"where the report goes (default {REPORTS_DIR}/<run id>)")
+    o.add_argument("--yes", action="store_true",
+                   help=f"run a plan of more than {MAX_CELLS_WITHOUT_YES} cells (refused without)")
     o.add_argument("--quiet", action="store_true", help="print nothing but errors")
     o.add_argument("--json", action="store_true",
                    help="print one JSON object per finished cell, then a summary object")
@@ -293,6 +303,12 @@ def _sweep_config(args) -> "Any":
                          "memory and timings interfere); use --jobs 1 on cuda, or --executor dask "
                          "with one GPU worker per device (docs/dask.md)")
     seeds = parse_seeds(args.seeds if args.seeds is not None else DEFAULT_RUN["seeds"])
+    n_cells = len(problems) * len(solvers) * len(dims) * len(seeds)
+    if n_cells > MAX_CELLS_WITHOUT_YES and not getattr(args, "yes", False):
+        raise UsageError(f"the plan has {n_cells:,} cells ({len(problems)} problems x "
+                         f"{len(solvers)} solvers x {len(dims)} d x {len(seeds)} seeds), more "
+                         f"than {MAX_CELLS_WITHOUT_YES}; check --seeds and --dims, or add --yes "
+                         "to run them all")
     return SweepConfig(
         problems=problems, solvers=solvers, dims=dims, seeds=seeds,
         steps=None if only_budget else (args.steps or DEFAULT_RUN["steps"]),
@@ -387,23 +403,52 @@ def cmd_run(args, argv: Sequence[str]) -> int:
         if resume_id not in ids:
             raise UsageError(f"--resume: no run {resume_id!r} in {args.store!r}; runs: "
                              + ", ".join(ids[-5:]))
-    if resume_id and not gave_sweep_options:
+    old_plan: list[dict] = []
+    if resume_id:
         st = store_mod.Store(args.store)
         try:
-            cells = st.run_plan(resume_id)
+            old_plan = st.run_plan(resume_id)
         finally:
             st.close()
+    if resume_id and not gave_sweep_options:
+        cells = old_plan
     else:
         config = _sweep_config(args)
         try:
             cells = plan(config, command=command)
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
+        if resume_id:
+            change = plan_change(old_plan, cells)
+            if change:
+                raise UsageError(f"--resume {resume_id}: the options change the run's plan "
+                                 f"({change}); resume without sweep options to run its own "
+                                 "plan, or drop --resume to start a new run")
     executor = _make_executor(args, cells)
     try:
         return _run_and_record(args, command, cells, resume_id, executor)
     finally:
         executor.close()
+
+
+def plan_change(old: list[dict], new: list[dict]) -> str | None:
+    """How plan ``new`` differs from ``old`` (None when they hold the same cells with the same
+    settings; the command line that made them does not count)."""
+    from pinnbench.cell import cell_id
+
+    def key(c: dict) -> dict:
+        return {k: v for k, v in c.items() if k not in ("command", "run_id")}
+
+    old_by, new_by = {cell_id(c): key(c) for c in old}, {cell_id(c): key(c) for c in new}
+    added, dropped = set(new_by) - set(old_by), set(old_by) - set(new_by)
+    if added or dropped:
+        keys = sorted({k for a in added for b in dropped for k in set(new_by[a]) | set(old_by[b])
+                       if new_by[a].get(k) != old_by[b].get(k)}) if added and dropped else []
+        what = f"; differing: {', '.join(keys[:6])}" if keys else ""
+        return f"{len(added)} cells added, {len(dropped)} dropped{what}"
+    keys = sorted({k for i in new_by for k in set(new_by[i]) | set(old_by[i])
+                   if new_by[i].get(k) != old_by[i].get(k)})
+    return f"settings changed: {', '.join(keys)}" if keys else None
 
 
 def _describe_executor(args) -> str:
@@ -419,15 +464,21 @@ def _run_and_record(args, command: str, cells: list[dict], resume_id: str | None
     from pinnbench.cell import now_iso
     from pinnbench.machine_load import load_average, overload_warning, physical_cores
     from pinnbench.provenance import collect
+    from pinnbench.run_lease import planner_id
     from pinnbench.sweep import execute_sweep
 
     # -- validated: from here on we write ----------------------------------------------------------
     st = store_mod.Store(args.store)
     started = now_iso()
+    me = planner_id()
     if resume_id:
         run_id = resume_id
+        try:
+            st.claim_run(run_id, me, started)  # refused while another planner runs it
+        except store_mod.RunBusyError as exc:
+            st.close()
+            raise UsageError(str(exc)) from None
         done = st.done_cells(run_id)
-        st.reopen_run(run_id)
     else:
         run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         done = set()
@@ -435,7 +486,7 @@ def _run_and_record(args, command: str, cells: list[dict], resume_id: str | None
         provenance["executor"] = _describe_executor(args)
         provenance["physical_cores"] = physical_cores()
         provenance["load_avg_1m_at_start"] = load_average()
-        st.begin_run(run_id, command, started, cells, provenance)
+        st.begin_run(run_id, command, started, cells, provenance, planner=me)
     from pinnbench.cell import cell_id
 
     todo = [c for c in cells if cell_id(c) not in done]
@@ -456,7 +507,8 @@ def _run_and_record(args, command: str, cells: list[dict], resume_id: str | None
             for w in warnings:
                 ui.warn(w)
             rows = execute_sweep(todo, run_id=run_id, write=st.write_row, executor=executor,
-                                 prune=not args.no_prune, on_start=ui.start, on_result=ui.result)
+                                 prune=not args.no_prune, on_start=ui.start, on_result=ui.result,
+                                 heartbeat=lambda: st.heartbeat(run_id, now_iso()))
     except KeyboardInterrupt:
         status = "interrupted"
         st.finish_run(run_id, now_iso(), status)
@@ -720,6 +772,7 @@ def _select_run(args) -> str | None:
 
 def cmd_show(args) -> int:
     from pinnbench import store as store_mod
+    from pinnbench.run_lease import shown_status
 
     run_id = _select_run(args)
     df = store_mod.load_results(args.store, run_id=run_id)
@@ -727,7 +780,8 @@ def cmd_show(args) -> int:
     con = _console()
     for r in store_mod.list_runs(args.store):
         if run_id is None or r["run_id"] == run_id:
-            con.print(f"run {r['run_id']}  {r['status']}  {r['started_at']} -> "
+            status = shown_status(r["status"], r["planner"], r["heartbeat"])
+            con.print(f"run {r['run_id']}  {status}  {r['started_at']} -> "
                       f"{r['finished_at'] or '...'}  {r['n_cells']} cells  {r['command']}",
                       markup=False)
     con.print(summary_table(rows))

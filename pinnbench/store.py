@@ -3,8 +3,10 @@
 Tables:
 
 - ``meta(key, value)``: ``format = pinnbench-store``, ``version = 1`` (how a store is recognised);
-- ``runs(run_id, command, started_at, finished_at, status, plan, provenance)``: one row per
-  ``pinnbench run``; ``plan`` is the JSON list of the run's cell specs (``--resume`` reuses it);
+- ``runs(run_id, command, started_at, finished_at, status, plan, provenance, planner,
+  heartbeat)``: one row per ``pinnbench run``; ``plan`` is the JSON list of the run's cell specs
+  (``--resume`` reuses it); ``planner`` and ``heartbeat`` say which process runs it and when it
+  last said so (:mod:`pinnbench.run_lease`);
 - ``results``: the columns of :mod:`pinnbench.schema` (JSON columns as JSON text), primary key
   ``(run_id, cell_id)``.
 
@@ -30,11 +32,18 @@ DEFAULT_PATH = Path("results") / "pinnbench.sqlite"
 #: statuses that count as done for --resume (``error`` is re-run)
 DONE_STATUSES = ("ok", "oom", "timeout", "diverged", "skipped")
 
+#: columns of ``runs`` added after version 1 (an older store gets them, empty)
+_LEASE_COLUMNS = ("planner", "heartbeat")
+
 _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL", "json": "TEXT"}
 
 
 class StoreError(ValueError):
     """The path is not a usable pinnbench store (message says why and what to do)."""
+
+
+class RunBusyError(StoreError):
+    """The run is being run by another live planner (``Store.claim_run``)."""
 
 
 def _quote(name: str) -> str:
@@ -147,7 +156,11 @@ class Store:
                              (FORMAT, VERSION))
             self.con.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, "
                              "command TEXT, started_at TEXT, finished_at TEXT, status TEXT, "
-                             "plan TEXT, provenance TEXT)")
+                             "plan TEXT, provenance TEXT, planner TEXT, heartbeat TEXT)")
+            have_runs = _table_columns(self.con, "runs")
+            for k in _LEASE_COLUMNS:
+                if k not in have_runs:
+                    self.con.execute(f"ALTER TABLE runs ADD COLUMN {k} TEXT")
             self.con.execute(f"CREATE TABLE IF NOT EXISTS results ({cols}, "
                              "PRIMARY KEY (run_id, cell_id))")
             # a store written by an older pinnbench lacks the newer columns: add them (empty)
@@ -174,16 +187,36 @@ class Store:
 
     # -- runs -----------------------------------------------------------------------------------
     def begin_run(self, run_id: str, command: str, started_at: str, plan: list[dict],
-                  provenance: dict) -> None:
+                  provenance: dict, planner: str | None = None) -> None:
         with self.transaction():
-            self.con.execute("INSERT INTO runs VALUES (?, ?, ?, NULL, 'running', ?, ?)",
+            self.con.execute("INSERT INTO runs (run_id, command, started_at, finished_at, status, "
+                             "plan, provenance, planner, heartbeat) "
+                             "VALUES (?, ?, ?, NULL, 'running', ?, ?, ?, ?)",
                              (run_id, command, started_at, json.dumps(plan),
-                              json.dumps(provenance, default=str)))
+                              json.dumps(provenance, default=str), planner, started_at))
+
+    def claim_run(self, run_id: str, planner: str, now: str) -> None:
+        """Make ``planner`` the run's planner (status ``running``) in one write transaction;
+        RunBusyError when another planner of the run is alive (:mod:`pinnbench.run_lease`)."""
+        from pinnbench.run_lease import describe, planner_alive
+
+        with self.transaction():
+            row = self.con.execute("SELECT status, planner, heartbeat FROM runs WHERE run_id=?",
+                                   (run_id,)).fetchone()
+            if row and row[0] == "running" and row[1] != planner and planner_alive(row[1], row[2]):
+                raise RunBusyError(f"run {run_id} is being run by {describe(row[1])} (heartbeat "
+                                   f"{row[2]}); wait for it to finish, or stop it, then resume")
+            self.con.execute("UPDATE runs SET status='running', finished_at=NULL, planner=?, "
+                             "heartbeat=? WHERE run_id=?", (planner, now, run_id))
 
     def reopen_run(self, run_id: str) -> None:
         with self.transaction():
             self.con.execute("UPDATE runs SET status='running', finished_at=NULL WHERE run_id=?",
                              (run_id,))
+
+    def heartbeat(self, run_id: str, now: str) -> None:
+        with self.transaction():
+            self.con.execute("UPDATE runs SET heartbeat=? WHERE run_id=?", (now, run_id))
 
     def finish_run(self, run_id: str, finished_at: str, status: str) -> None:
         with self.transaction():
@@ -229,20 +262,23 @@ def _connect_read_only(path: str | os.PathLike) -> sqlite3.Connection:
 
 def list_runs(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The runs of a store, oldest first: run_id, command, started_at, finished_at, status,
-    n_cells (rows stored)."""
+    n_cells (rows stored), planner, heartbeat (None in a store older than those columns)."""
     check_store(path, must_exist=True, writable=False)
     con = _connect_read_only(path)
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "runs" not in tables:
             return []
+        have = _table_columns(con, "runs")
+        lease = ", ".join(f"r.{k}" if k in have else "NULL" for k in _LEASE_COLUMNS)
         rows = con.execute(
             "SELECT r.run_id, r.command, r.started_at, r.finished_at, r.status, "
-            "(SELECT COUNT(*) FROM results s WHERE s.run_id = r.run_id) "
+            f"(SELECT COUNT(*) FROM results s WHERE s.run_id = r.run_id), {lease} "
             "FROM runs r ORDER BY r.started_at, r.rowid").fetchall()
     finally:
         con.close()
-    keys = ("run_id", "command", "started_at", "finished_at", "status", "n_cells")
+    keys = ("run_id", "command", "started_at", "finished_at", "status", "n_cells", "planner",
+            "heartbeat")
     return [dict(zip(keys, r)) for r in rows]
 
 

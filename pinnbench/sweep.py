@@ -21,6 +21,7 @@ from pinnbench import verdict
 from pinnbench.cell import base_row, now_iso, normalize_spec
 from pinnbench.executors import Executor, LocalExecutor
 from pinnbench.machine_load import default_threads, load_average
+from pinnbench.run_lease import HEARTBEAT_S
 from pinnbench.solver import format_spec, parse_spec
 
 
@@ -122,13 +123,16 @@ def execute_sweep(cells: list[dict[str, Any]], *, run_id: str,
                   on_start: Callable[[dict[str, Any]], None] | None = None,
                   on_result: Callable[[dict[str, Any]], None] | None = None,
                   poll_s: float | None = None,
-                  executor: Executor | None = None) -> list[dict[str, Any]]:
+                  executor: Executor | None = None,
+                  heartbeat: Callable[[], None] | None = None,
+                  heartbeat_s: float = HEARTBEAT_S) -> list[dict[str, Any]]:
     """Run ``cells`` on ``executor`` (default: a :class:`LocalExecutor` of ``jobs`` processes,
     closed at the end; an executor passed in is left open), with at most
     ``executor.capacity(spec)`` cells in flight. ``write(row)`` is called once per finished
     cell, in this thread, before ``on_result(row)``. On KeyboardInterrupt (or any exception) the
     cells in flight are cancelled and the exception propagates (finished cells are already
-    written)."""
+    written). ``heartbeat()`` is called at least every ``heartbeat_s`` seconds while cells run
+    (the planner's sign of life, :mod:`pinnbench.run_lease`)."""
     owned = executor is None
     if executor is None:
         executor = LocalExecutor(jobs)
@@ -136,6 +140,7 @@ def execute_sweep(cells: list[dict[str, Any]], *, run_id: str,
     pending = deque(cells)
     oom_at: dict[tuple, int] = {}
     rows: list[dict[str, Any]] = []
+    last_beat = time.monotonic()
 
     def finish(row: dict[str, Any], spec: dict[str, Any]) -> None:
         row["run_id"] = run_id
@@ -163,6 +168,9 @@ def execute_sweep(cells: list[dict[str, Any]], *, run_id: str,
                     on_start(spec)
             for spec, row in executor.poll():
                 finish(row, spec)
+            if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_s:
+                heartbeat()
+                last_beat = time.monotonic()
             if executor.in_flight():
                 time.sleep(poll_s)
     except BaseException:

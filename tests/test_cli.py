@@ -39,6 +39,9 @@ BAD = [
     (["--memory-limit", "lots"], "memory limit"),
     (["--frobnicate"], "unrecognized arguments"),
     (["--import", "no/such/plugin.py"], "does not exist"),
+    (["--seeds", "0..100000"], "100,001 cells (1 problems x 1 solvers x 1 d x 100001 seeds), more "
+                               "than 500; check --seeds and --dims, or add --yes"),
+    (["--seeds", "0..10000000", "--yes"], "asks for more than 1,000,000 seeds"),
 ]
 
 
@@ -372,3 +375,61 @@ def test_a_read_only_store_can_be_shown_reported_and_exported(tmp_path, capsys):
             subprocess.run(["umount", str(ro)], check=True)
         else:
             src.chmod(0o755)
+
+
+def test_resume_refuses_options_that_change_the_plan(tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    assert main(_last_args(FAKE_RUN, ["--quiet", "--store", str(store)])) == 0
+    before = store.read_bytes()
+    for extra in (["--steps", "4"], ["--dims", "3,4"], ["--solvers", "fake-ok[lr=0.1]"],
+                  ["--timeout", "99"]):
+        code = main(_last_args(FAKE_RUN, extra + ["--quiet", "--resume", "--store", str(store)]))
+        err = capsys.readouterr().err
+        assert code == 2 and "the options change the run's plan" in err, (extra, err)
+        assert err.count("\n") == 1
+    assert store.read_bytes() == before
+    # the same options again, or none: the run's own plan, nothing left to do
+    assert main(_last_args(FAKE_RUN, ["--quiet", "--resume", "--store", str(store)])) == 0
+    assert main(["run", "--resume", "--quiet", "--no-report", "--store", str(store)]) == 0
+    assert len(load_results(store)) == 1
+
+
+def test_a_run_whose_planner_died_shows_interrupted(tmp_path, capsys):
+    import socket
+
+    store = tmp_path / "s.sqlite"
+    st = Store(store)
+    st.begin_run("dead", "pinnbench run", "2024-01-01T00:00:00+00:00", [], {},
+                 planner=f"{socket.gethostname()}:999999999:1")  # no such pid
+    st.close()
+    assert main(["show", "--store", str(store)]) == 0
+    assert "run dead  interrupted  " in capsys.readouterr().out
+
+
+def test_a_second_resume_of_a_live_run_is_refused(tmp_path, capsys):
+    """Two --resume of one run: the second may not run the same cells while the first lives."""
+    import subprocess
+
+    from pinnbench.run_lease import planner_id
+
+    store = tmp_path / "s.sqlite"
+    assert main(_last_args(FAKE_RUN, ["--quiet", "--store", str(store)])) == 0
+    other = subprocess.Popen(["sleep", "60"])  # a live process stands in for the first resume
+    try:
+        st = Store(store)
+        (run_id,) = [r[0] for r in st.con.execute("SELECT run_id FROM runs")]
+        st.claim_run(run_id, planner_id(other.pid), "2099-01-01T00:00:00+00:00")
+        st.close()
+        before = store.read_bytes()
+        code = main(["run", "--resume", "--quiet", "--no-report", "--store", str(store)])
+        err = capsys.readouterr().err
+        assert code == 2 and f"run {run_id} is being run by pid {other.pid} " in err, err
+        assert store.read_bytes() == before
+        assert main(["show", "--store", str(store)]) == 0
+        assert f"run {run_id}  running  " in capsys.readouterr().out
+    finally:
+        other.kill()
+        other.wait()
+    assert main(["show", "--store", str(store)]) == 0  # its planner is gone now
+    assert f"run {run_id}  interrupted  " in capsys.readouterr().out
+    assert main(["run", "--resume", "--quiet", "--no-report", "--store", str(store)]) == 0

@@ -99,3 +99,12 @@ def test_sigkill_mid_sweep_then_resume_loses_nothing_and_duplicates_nothing(tmp_
     con = sqlite3.connect(store)
     assert con.execute("SELECT COUNT(*), MAX(status) FROM runs").fetchone() == (1, "finished")
     con.close()
+
+
+def test_the_planner_beats_while_cells_run(tmp_path):
+    cells = plan(SweepConfig(problems=["fake-affine-v1"], solvers=["fake-sleep[seconds=0.3]"],
+                             dims=[3], steps=3, width=8, depth=1, imports=[FAKES], floors=False))
+    beats = []
+    rows = execute_sweep(cells, run_id="r", write=lambda row: None,
+                         heartbeat=lambda: beats.append(time.monotonic()), heartbeat_s=0.0)
+    assert [r["status"] for r in rows] == ["ok"] and len(beats) >= 2
