@@ -18,9 +18,9 @@ the interval stays positive and is wider above than below):
 and rel_l2's interval is [sqrt(R_lo), sqrt(R_hi)]. It is an *asymptotic* interval over the draw
 of the test points for a fixed model (what varies if the test set were drawn again from another
 seed); it says nothing of the spread over training seeds. Checked by simulation in
-tests/test_metrics_intervals.py: it covers the error of a fixed model over the sampling law (estimated on
-a much larger sample) in >= 90 of 100 independent test sets of 100 points, and agrees with a
-percentile bootstrap over test points. A sample maximum (max_abs) has no such interval.
+tests/test_metrics_intervals.py: it covers the error of a fixed model over the sampling law
+(estimated on a much larger sample) in >= 90 of 100 independent test sets of 100 points, and
+agrees with a percentile bootstrap over test points. A sample maximum (max_abs) has no such interval.
 
 The moments are accumulated chunk by chunk (Chan et al.'s pairwise update of means, centred sums
 of squares and the co-moment), so an evaluation holds one chunk of points at a time.
@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 #: the two-sided 95 % normal quantile

@@ -95,9 +95,10 @@ def test_no_affine_floor_without_an_overdetermined_fit():
 
 
 def test_affine_reported_rule():
-    assert floors_module.affine_reported(99, 400)[0] and not floors_module.affine_reported(100, 400)[0]
-    assert not floors_module.affine_reported(5000, 10**6)[0]  # Gram too large
-    assert "Gram" not in floors_module.affine_reported(5000, 10**6)[1] and "(D+1)^2" in floors_module.affine_reported(5000, 10**6)[1]
+    rule = floors_module.affine_reported
+    assert rule(99, 400)[0] and not rule(100, 400)[0]  # 4(D+1) points at least
+    too_large, why = rule(5000, 10**6)  # enough points, but the Gram would be 200 MiB
+    assert not too_large and "(D+1)^2" in why
 
 
 def test_floors_draw_nothing_but_the_cpu_test_set():

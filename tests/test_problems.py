@@ -16,8 +16,7 @@ from pinnbench import list_problems, make_model, make_problem
 from pinnbench.directions import CoordinateDirections, DenseDirections, Directions
 from pinnbench.problems import _chunked
 from pinnbench.problems.ball import BallProblem, resolve_radius
-from pinnbench.problems.biharmonic import (BiharmonicThreeBody, ClampedBiharmonicThreeBody,
-                                           radial_product_bilaplacian)
+from pinnbench.problems.biharmonic import ClampedBiharmonicThreeBody, radial_product_bilaplacian
 from pinnbench.problems._many_body import ThreeBody
 import autodiff_ops as ad
 
@@ -176,9 +175,8 @@ def _normal_derivative(fn, xb):
     return (ad.gradient(fn, xb) * xb).sum(dim=1) / xb.norm(dim=1)
 
 
-@pytest.mark.parametrize("pid", [p for p in PROBLEMS
-                                 if any("du/dn" in bc for bc in
-                                        getattr(make_problem(p, dim=6), "boundary_conditions", ()))])
+@pytest.mark.parametrize("pid", [p for p in PROBLEMS if any(
+    "du/dn" in bc for bc in make_problem(p, dim=6).boundary_conditions)])
 def test_clamped_ansatz_has_zero_normal_derivative(pid):
     """Where a problem states du/dn = 0, u = A N + B satisfies it for any N (to 1e-10), and so
     does u*."""
@@ -194,7 +192,8 @@ def _radial_biharmonics(d: int):
     """A basis of the radial solutions of Lap^2 w = 0 in R^d minus the origin (d odd): 1, r^2,
     r^(2-d), r^(4-d), as functions of r, with their r-derivatives."""
     powers = [0.0, 2.0, 2.0 - d, 4.0 - d]
-    return [(lambda r, k=k: r**k) for k in powers], [(lambda r, k=k: k * r ** (k - 1)) for k in powers]
+    values = [(lambda r, k=k: r**k) for k in powers]
+    return values, [(lambda r, k=k: k * r ** (k - 1)) for k in powers]
 
 
 @pytest.mark.parametrize("pid", [p for p in PROBLEMS if make_problem(p, dim=5).order == 4])
@@ -220,7 +219,7 @@ def test_fourth_order_well_posed_flag_against_the_radial_counterexample(pid):
             rows.append([dw(torch.tensor(r, dtype=F64)) for dw in slopes])
     m = torch.tensor([[float(v) for v in row] for row in rows], dtype=F64)
     admissible_dimension = 4 - int(torch.linalg.matrix_rank(m, rtol=1e-10))
-    assert getattr(p, "well_posed", True) == (admissible_dimension == 0), admissible_dimension
+    assert p.well_posed == (admissible_dimension == 0), admissible_dimension
     if not p.well_posed:
         assert p.ill_posed_reason
 
