@@ -6,7 +6,7 @@ lookup (``_chunked`` and ``_many_body`` are shared helpers, not problem families
 
 - ``ball``: Poisson, Allen-Cahn, Sine-Gordon with the two-body and three-body solutions on the
   unit ball (``*-v1``) or the ball of radius sqrt(d) (``*-scaled-v1``, option ``radius``);
-  two-body ids support gPINN (``source_grad``).
+  every one supports gPINN (``source_grad``).
 - ``biharmonic``: Lap^2 u = f on the annulus 1 < ||x|| < 2: ``biharmonic-3body-v1`` (the
   published setup, u = 0 only: ill-posed, ``well_posed = False``, kept to reproduce it) and the
   clamped, well-posed ``biharmonic-clamped-3body-v1``, ``biharmonic-clamped-2body-v1`` and

@@ -80,6 +80,35 @@ class ManyBody:
     def _block(xb: Tensor, c: Tensor, order: int, out: dict[str, Tensor]) -> None:
         raise NotImplementedError
 
+    @classmethod
+    def local_source_terms(cls, x: Tensor, c: Tensor,
+                           index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(d_j u2, d_j Lap u2, d_j (x . grad u2)) for the coordinates j in ``index``, each
+        (n, m): only the windows i = j - w + 1 .. j that contain x_j contribute, window i with
+        x_j at local position k = j - i:
+        d_j u2 = sum g_k,  d_j Lap u2 = sum_i sum_a g_aak,
+        d_j X = d_j u2 + sum_i sum_a x_a g_ak   (a over the window's coordinates)."""
+        n_windows = c.shape[0]
+        w = cls.window
+        out = [torch.zeros(x.shape[0], index.shape[0], dtype=x.dtype, device=x.device)
+               for _ in range(3)]
+        for k in range(w):
+            i = index - k
+            valid = ((i >= 0) & (i < n_windows)).to(x.dtype)
+            i = i.clamp(0, n_windows - 1)
+            local = [x[:, i + a] for a in range(w)]
+            g, lap, x_mixed = cls._local_derivatives(local, c[i], k)
+            out[0] += valid * g
+            out[1] += valid * lap
+            out[2] += valid * (g + x_mixed)
+        return out[0], out[1], out[2]
+
+    @staticmethod
+    def _local_derivatives(local: list[Tensor], c: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """For one window function c g(local) and the local coordinate k:
+        (g_k, sum_a g_aak, sum_a x_a g_ak)."""
+        raise NotImplementedError
+
 
 class TwoBody(ManyBody):
     """u2 = sum_{i=1}^{d-1} c_i sin(x_i + cos x_{i+1} + x_{i+1} cos x_i)."""
@@ -120,6 +149,15 @@ class TwoBody(ManyBody):
             out["x_hess_x"] += (p * p * g["pp"] + 2.0 * p * q * g["pq"] + q * q * g["qq"]) @ c
             out["x_grad_lap"] += (p * (g["ppp"] + g["pqq"]) + q * (g["ppq"] + g["qqq"])) @ c
             out["bilap"] += (g["pppp"] + 2.0 * g["ppqq"] + g["qqqq"]) @ c
+
+    @staticmethod
+    def _local_derivatives(local: list[Tensor], c: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        p, q = local
+        g = TwoBody.window_derivatives(p, q, c)
+        j = "pq"[k]
+        lap = g["".join(sorted("pp" + j))] + g["".join(sorted("qq" + j))]
+        x_mixed = p * g["".join(sorted("p" + j))] + q * g["".join(sorted("q" + j))]
+        return g[j], lap, x_mixed
 
     @staticmethod
     def window_derivatives(p: Tensor, q: Tensor, c: Tensor | float,
@@ -198,3 +236,19 @@ class ThreeBody(ManyBody):
             out["x_hess_x"] += (e * psi * (9.0 * psi + 6.0)) @ c
             out["x_grad_lap"] += (e_s2 * (3.0 * psi + 4.0)) @ c
             out["bilap"] += (e * (s2 * s2 + (8.0 * psi + 4.0) * s1)) @ c
+
+    @staticmethod
+    def _local_derivatives(local: list[Tensor], c: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """g = c e^psi, psi = p q r: psi_a is the product of the other two coordinates,
+        psi_ab (a != b) the third, psi_aa = 0, so g_ak = g (psi_a psi_k + psi_ak) and
+        g_aak = g (psi_a^2 psi_k + 2 psi_ak psi_a) (psi_aak = 0)."""
+        p, q, r = local
+        g = c * torch.exp(p * q * r)
+        psi1 = [q * r, p * r, p * q]
+
+        def psi2(a: int, b: int):
+            return 0.0 if a == b else local[3 - a - b]
+
+        lap = sum(psi1[a] * psi1[a] * psi1[k] + 2.0 * psi2(a, k) * psi1[a] for a in range(3))
+        x_mixed = sum(local[a] * (psi1[a] * psi1[k] + psi2(a, k)) for a in range(3))
+        return g * psi1[k], g * lap, g * x_mixed

@@ -37,7 +37,7 @@ float32): at d = 10^7 the median |u*| is 1.7e3 but the largest 1.4e10, and the A
 reaches 2.7e30 (float32 overflows at 3.4e38); the relative L2 error there is dominated by a few
 points. Prefer the two-body scaled ids for large-d comparisons.
 
-gPINN (two-body ids): ``source_grad(x, index)`` gives d f / d x_j in closed form, O(d + m).
+gPINN (every id here): ``source_grad(x, index)`` gives d f / d x_j in closed form, O(d + m).
 """
 
 from __future__ import annotations
@@ -127,23 +127,16 @@ class BallProblem(Problem):
         """d pointwise(u) / du (gPINN)."""
         return 0.0
 
-
-class TwoBodyBall(BallProblem):
-    body = TwoBody
-    min_dim = 2
-    supports_gpinn = True
-
+    # -- gPINN -----------------------------------------------------------------------------------
     def source_grad(self, x: Tensor, index: Tensor) -> Tensor:
         """d f / d x_j for the coordinates j in ``index`` ((m,) LongTensor), (n, m), closed form.
 
         With A = 1 - s/R^2, X = x . grad u2 and u* = A u2:
         d_j Lap u* = (-2 x_j/R^2) Lap u2 + A d_j Lap u2 - (4/R^2) d_j X - (2d/R^2) d_j u2,
         d_j u*     = (-2 x_j/R^2) u2 + A d_j u2,   d_j f = d_j Lap u* + P'(u*) d_j u*,
-        where only the windows i = j - 1 (x_j as q) and i = j (x_j as p) depend on x_j:
-        d_j u2 = g_q^{(j-1)} + g_p^{(j)},
-        d_j Lap u2 = (g_ppq + g_qqq)^{(j-1)} + (g_ppp + g_pqq)^{(j)},
-        d_j X = d_j u2 + (p g_pq + q g_qq)^{(j-1)} + (p g_pp + q g_pq)^{(j)}.
-        Cost O(d) for the global sums plus O(m) for the local terms."""
+        where d_j u2, d_j Lap u2 and d_j X = d_j u2 + sum_a x_a d_a d_j u2 involve only the
+        windows that contain x_j (``body.local_source_terms``). Cost O(d) for the global sums
+        plus O(m) for the local terms."""
         index = torch.as_tensor(index, device=x.device)
         if index.ndim != 1 or index.dtype not in (torch.int64, torch.int32):
             raise ValueError("index must be a 1-D integer tensor, got "
@@ -154,33 +147,24 @@ class TwoBodyBall(BallProblem):
         t = self.body.sums(x, self.coefficients, 2)
         a = self._a(sqnorm(x)).unsqueeze(1)
         u2, lap2 = t["u2"].unsqueeze(1), t["lap"].unsqueeze(1)
-        c = self.coefficients
-        xj = x[:, index]
-        # window j (x_j is p), valid for j <= d - 2
-        has_right = (index <= d - 2).to(x.dtype)
-        jr = index.clamp(max=d - 2)
-        g = TwoBody.window_derivatives(xj, x[:, jr + 1], c[jr])
-        du2 = has_right * g["p"]
-        dlap2 = has_right * (g["ppp"] + g["pqq"])
-        dx = has_right * (xj * g["pp"] + x[:, jr + 1] * g["pq"])
-        # window j - 1 (x_j is q), valid for j >= 1
-        has_left = (index >= 1).to(x.dtype)
-        jl = (index - 1).clamp(min=0)
-        g = TwoBody.window_derivatives(x[:, jl], xj, c[jl])
-        du2 = du2 + has_left * g["q"]
-        dlap2 = dlap2 + has_left * (g["ppq"] + g["qqq"])
-        dx = dx + has_left * (x[:, jl] * g["pq"] + xj * g["qq"])
-        dx = dx + du2
-        da = -2.0 * xj / r2
+        du2, dlap2, dx = self.body.local_source_terms(x, self.coefficients, index)
+        da = -2.0 * x[:, index] / r2
         dlap = da * lap2 + a * dlap2 - (4.0 / r2) * dx - (2.0 * d / r2) * du2
         du = da * u2 + a * du2
         dp = self.pointwise_derivative(a.squeeze(1) * t["u2"])
         return dlap + (dp.unsqueeze(1) if isinstance(dp, Tensor) else dp) * du
 
 
+class TwoBodyBall(BallProblem):
+    body = TwoBody
+    min_dim = 2
+    supports_gpinn = True
+
+
 class ThreeBodyBall(BallProblem):
     body = ThreeBody
     min_dim = 3
+    supports_gpinn = True
 
 
 # -- equations -----------------------------------------------------------------------------------

@@ -448,9 +448,9 @@ def test_two_body_at_radius_one_is_nearly_affine_at_d100():
 
 
 # -- gPINN -----------------------------------------------------------------------------------------
-def test_two_body_ball_problems_support_gpinn():
-    assert all(make_problem(p, dim=4).supports_gpinn for p in PROBLEMS
-               if "2body" in p and not p.startswith("biharmonic"))
+def test_ball_problems_support_gpinn():
+    ball = [p for p in PROBLEMS if isinstance(make_problem(p, dim=4), BallProblem)]
+    assert len(ball) == 12 and all(make_problem(p, dim=4).supports_gpinn for p in ball)
 
 
 @pytest.mark.parametrize("pid", [p for p in PROBLEMS if make_problem(p, dim=4).supports_gpinn])
