@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from pinnbench import verdict
 from pinnbench.store import DEFAULT_PATH, StoreError
 
 #: where reports go by default (an ignored folder: generated pages never land in the repository)
@@ -601,6 +602,25 @@ def _short_solver(row: dict) -> str:
         return str(row.get("solver"))
 
 
+def _row_verdict(row: dict) -> str:
+    """The error against the trivial fits, or why it is not judged (pinnbench/verdict.py)."""
+    if row["status"] != "ok":
+        return ""
+    if not verdict.trained(row):
+        return f"untrained (< {verdict.MIN_TRAINED_STEPS} steps)"
+    return verdict.standing(row.get("final_rel_l2"), row.get("floor_const_rel_l2"),
+                            row.get("floor_affine_rel_l2"), verdict.row_intervals([row])) or ""
+
+
+def print_verdict(con, rows: list[dict]) -> None:
+    """The verdict in words, per problem (pinnbench.verdict.problem_verdicts)."""
+    labelled = [{**r, "label": _short_solver(r)} for r in rows]
+    for problem, lines in verdict.problem_verdicts(labelled).items():
+        con.print(f"Verdict for {problem}:", markup=False, style="bold")
+        for line in lines:
+            con.print(f"  - {line}", markup=False)
+
+
 _STATUS_STYLE = {"ok": "green", "oom": "yellow", "timeout": "yellow", "diverged": "magenta",
                  "skipped": "dim", "error": "bold red"}
 
@@ -613,9 +633,12 @@ def summary_table(rows: list[dict], title: str = ""):
                        ("status", "left"), ("steps", "right"), ("s/step", "right"),
                        ("setup s", "right"), ("peak CPU MiB", "right"), ("peak GPU MiB", "right"),
                        ("rel L2", "right"), ("best", "right"), ("floor c", "right"),
-                       ("floor a+bx", "right"), ("message", "left")):
-        t.add_column(name, justify=just, overflow="fold", no_wrap=name != "message")
+                       ("floor a+bx", "right"), ("verdict", "left"), ("message", "left")):
+        t.add_column(name, justify=just, overflow="fold",
+                     no_wrap=name not in ("message", "verdict"))
     for r in sorted(rows, key=lambda r: (r["problem"], str(r["solver"]), r["dim"], r["seed"])):
+        r = {**r}
+        r["status"], r["message"] = verdict.final_status(r)
         peak_cpu = r.get("peak_cpu_bytes")
         t.add_row(
             escape(r["problem"]), _fmt_num(r["dim"], ".0e") if r["dim"] >= 10000 else str(r["dim"]),
@@ -626,7 +649,8 @@ def summary_table(rows: list[dict], title: str = ""):
             _fmt_bytes(r.get("peak_gpu_allocated_bytes")),
             _fmt_num(r.get("final_rel_l2"), ".3g"), _fmt_num(r.get("best_rel_l2"), ".3g"),
             _fmt_num(r.get("floor_const_rel_l2"), ".3g"),
-            _fmt_num(r.get("floor_affine_rel_l2"), ".3g"), escape((r.get("message") or "")[:90]))
+            _fmt_num(r.get("floor_affine_rel_l2"), ".3g"), escape(_row_verdict(r)),
+            escape((r.get("message") or "")[:90]))
     return t
 
 
@@ -701,8 +725,10 @@ class _RunUI:
     def summary(self, rows: list[dict], wall_s: float, report: Path | None, note: str) -> None:
         counts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items())) or "no cells to run"
         if self.mode == "json":
+            labelled = [{**r, "label": _short_solver(r)} for r in rows]
             print(json.dumps({"event": "summary", "run_id": self.run_id, "store": self.store,
                               "cells": len(rows), "counts": self.counts, "wall_s": wall_s,
+                              "verdict": verdict.problem_verdicts(labelled),
                               "report": str(report) if report else None, "report_note": note}),
                   flush=True)
             return
@@ -714,6 +740,7 @@ class _RunUI:
         con = _console()
         if rows:
             con.print(summary_table(rows, title=f"run {self.run_id}"))
+            print_verdict(con, rows)
         con.print(f"{counts} in {wall_s:.1f} s. Results: {self.store} (run {self.run_id}; "
                   f"`pinnbench show --store {self.store}`)", markup=False)
         if report:
@@ -785,6 +812,8 @@ def cmd_show(args) -> int:
                       f"{r['finished_at'] or '...'}  {r['n_cells']} cells  {r['command']}",
                       markup=False)
     con.print(summary_table(rows))
+    if rows:
+        print_verdict(con, rows)
     return 0
 
 

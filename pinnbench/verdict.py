@@ -18,9 +18,11 @@ apply the same rule, also to rows stored before the rule existed.
 fewer steps say how fast a step is, not what the method reaches.
 
 **Standing against the floors.** ``floor_const_rel_l2`` and ``floor_affine_rel_l2`` are the
-errors of the trivial fits A(x)·c and A(x)·(a + b·x) (:mod:`pinnbench.floors`). An error is
-*at* a floor when it is within ``FLOOR_TOLERANCE`` = 10 % of it (relative), *below* it when
-lower than that, *above* it otherwise. Only a trained, non-diverged cell clearly below the lower
+errors of the trivial fits A(x)·c and A(x)·(a + b·x) (:mod:`pinnbench.floors`). Where the row
+has 95 % intervals over the draw of the test points (``final_rel_l2_lo/hi``,
+``floor_*_rel_l2_lo/hi``), an error is *at* a floor when the two intervals overlap (within the
+noise of the test set), *below* or *above* it otherwise; without intervals it is *at* a floor
+within ``FLOOR_TOLERANCE`` = 10 % (relative). Only a trained, non-diverged cell clearly below the lower
 floor has learned more than the trivial fit; the report highlights nothing else as best.
 """
 
@@ -108,31 +110,59 @@ def trained(row: dict[str, Any]) -> bool:
     return steps is not None and steps >= MIN_TRAINED_STEPS
 
 
-def standing(rel_l2: float | None, floor_const: float | None,
-             floor_affine: float | None) -> str | None:
+Interval = tuple[float, float]
+
+
+def _interval(v: Any) -> Interval | None:
+    if not isinstance(v, (tuple, list)) or len(v) != 2:
+        return None
+    lo, hi = _present(v[0]), _present(v[1])
+    return (lo, hi) if lo is not None and hi is not None and lo <= hi else None
+
+
+def compare(err: float, floor: float, err_ci: Any = None, floor_ci: Any = None) -> str:
+    """'below', 'at' or 'above': by the 95 % intervals over the test points when both are
+    known (overlapping intervals: 'at', within the noise of the test set), else by
+    ``FLOOR_TOLERANCE``."""
+    a, b = _interval(err_ci), _interval(floor_ci)
+    if a and b:
+        return "below" if a[1] < b[0] else "above" if a[0] > b[1] else "at"
+    if err < floor * (1 - FLOOR_TOLERANCE):
+        return "below"
+    return "at" if err <= floor * (1 + FLOOR_TOLERANCE) else "above"
+
+
+def standing(rel_l2: float | None, floor_const: float | None, floor_affine: float | None,
+             intervals: dict[str, Any] | None = None) -> str | None:
     """Where an error sits against the trivial fits, in words (None without an error or floors):
-    'below both trivial fits', 'at the affine fit', 'above the trivial fits', ..."""
+    'below both trivial fits', 'within the noise of the test set of the affine fit',
+    'at the affine fit (within 10%)', 'above the trivial fits', ... ``intervals``: optional
+    95 % intervals ``{"rel_l2": (lo, hi), "constant": (lo, hi), "affine": (lo, hi)}``."""
     rel_l2 = _present(rel_l2)
+    ci = intervals or {}
     floors = {name: f for name, f in (("constant", _present(floor_const)),
                                       ("affine", _present(floor_affine))) if f is not None}
     if rel_l2 is None or not floors:
         return None
     name, low = min(floors.items(), key=lambda kv: kv[1])
-    if rel_l2 < low * (1 - FLOOR_TOLERANCE):
+    low_cmp = compare(rel_l2, low, ci.get("rel_l2"), ci.get(name))
+    if low_cmp == "below":
         return "below both trivial fits" if len(floors) == 2 else f"below the {name} fit"
-    if rel_l2 <= low * (1 + FLOOR_TOLERANCE):
+    if low_cmp == "at":
+        if _interval(ci.get("rel_l2")) and _interval(ci.get(name)):
+            return f"within the noise of the test set of the {name} fit"
         return f"at the {name} fit (within {FLOOR_TOLERANCE:.0%})"
     high_name, high = max(floors.items(), key=lambda kv: kv[1])
-    if len(floors) == 2 and rel_l2 < high * (1 - FLOOR_TOLERANCE):
+    if len(floors) == 2 and compare(rel_l2, high, ci.get("rel_l2"), ci.get(high_name)) == "below":
         return f"above the {name} fit, below the {high_name} fit"
     return "above the trivial fits" if len(floors) == 2 else f"above the {name} fit"
 
 
 def below_floor(rel_l2: float | None, floor_const: float | None,
-                floor_affine: float | None) -> bool:
+                floor_affine: float | None, intervals: dict[str, Any] | None = None) -> bool:
     """True when the error is clearly below the lower trivial fit (or there is no floor to
     compare with and the error is finite)."""
-    s = standing(rel_l2, floor_const, floor_affine)
+    s = standing(rel_l2, floor_const, floor_affine, intervals)
     if s is None:
         return _present(rel_l2) is not None and math.isfinite(float(rel_l2))
     return s.startswith("below")
@@ -192,7 +222,7 @@ def problem_verdicts(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
                 err = _median(errs)
                 fc = _median_or_none([r.get("floor_const_rel_l2") for r in cells])
                 fa = _median_or_none([r.get("floor_affine_rel_l2") for r in cells])
-                s = standing(err, fc, fa) or "with no floor to compare"
+                s = standing(err, fc, fa, row_intervals(good, cells)) or "with no floor to compare"
                 low = min((f for f in (fc, fa) if f is not None), default=None)
                 where[s].append((dim, err, low))
             for s, pts in sorted(where.items(), key=lambda kv: min(d for d, *_ in kv[1])):
@@ -209,6 +239,21 @@ def problem_verdicts(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
                              + (" (one or more seeds)" if len(dims) != len(set(dims)) else "")
                              + ".")
         out[problem] = lines or ["no cells."]
+    return out
+
+
+def row_intervals(ok_rows: list[dict[str, Any]],
+                  all_rows: list[dict[str, Any]] | None = None) -> dict[str, Interval]:
+    """The 95 % intervals of :func:`standing` from rows (medians over seeds of each end): the
+    error's from ``ok_rows``, the floors' from ``all_rows`` (default: the same rows)."""
+    out: dict[str, Interval] = {}
+    for key, col, rows in (("rel_l2", "final_rel_l2", ok_rows),
+                           ("constant", "floor_const_rel_l2", all_rows or ok_rows),
+                           ("affine", "floor_affine_rel_l2", all_rows or ok_rows)):
+        lo = _median_or_none([r.get(f"{col}_lo") for r in rows])
+        hi = _median_or_none([r.get(f"{col}_hi") for r in rows])
+        if lo is not None and hi is not None and lo <= hi:
+            out[key] = (lo, hi)
     return out
 
 

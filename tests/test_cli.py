@@ -433,3 +433,22 @@ def test_a_second_resume_of_a_live_run_is_refused(tmp_path, capsys):
     assert main(["show", "--store", str(store)]) == 0  # its planner is gone now
     assert f"run {run_id}  interrupted  " in capsys.readouterr().out
     assert main(["run", "--resume", "--quiet", "--no-report", "--store", str(store)]) == 0
+
+
+def test_run_and_show_end_with_the_verdict_in_words(tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    _stored_rows(store, [("fake-ok[lr=0.25]", {"floor_const_rel_l2": 0.2,
+                                               "floor_affine_rel_l2": 0.1}),
+                         ("fake-ok[lr=0.5]", {"final_rel_l2": 233.0}),
+                         ("fake-ok", {"steps_done": 12})])
+    assert main(["show", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "Verdict for fake-affine-v1:" in out
+    assert "fake-ok[lr=0.25] is below both trivial fits at d = 3" in out, out
+    assert "fake-ok[lr=0.5] ended diverged at d = 4." in out, out
+    assert "fake-ok did not train enough to judge (< 100 steps) at d = 5 (12 steps)." in out
+    code = main(_last_args(FAKE_RUN, ["--json", "--store", str(tmp_path / "t.sqlite")]))
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert code == 0 and summary["verdict"] == {
+        "fake-affine-v1": ["fake-ok did not train enough to judge (< 100 steps) at d = 3 "
+                           "(3 steps)."]}

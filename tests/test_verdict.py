@@ -87,3 +87,18 @@ def test_verdict_names_the_solver_below_the_floor_and_the_failures():
     assert "sdze is above the trivial fits at d = 100" in text
     assert "sdze did not train enough to judge (< 100 steps) at d = 10^3 (3 steps)." in lines
     assert "zo ended diverged at d = 100." in lines and "zo ended oom at d = 10^3." in lines
+
+
+def test_intervals_over_the_test_points_decide_at_the_floor():
+    # 0.056 is more than 10 % above 0.05, but the intervals overlap: within the noise
+    words = verdict.standing(0.056, 0.2, 0.05, {"rel_l2": (0.045, 0.07),
+                                                "affine": (0.04, 0.06)})
+    assert words == "within the noise of the test set of the affine fit"
+    # 0.049 is within 10 % of 0.05, but the intervals are apart: below
+    assert verdict.standing(0.049, 0.2, 0.05, {"rel_l2": (0.0489, 0.0491),
+                                               "affine": (0.0499, 0.0501)}) \
+        == "below both trivial fits"
+    r = row(final_rel_l2=0.056, final_rel_l2_lo=0.045, final_rel_l2_hi=0.07,
+            floor_affine_rel_l2_lo=0.04, floor_affine_rel_l2_hi=0.06)
+    assert "bp is within the noise of the test set of the affine fit at d = 100" in \
+        "\n".join(verdict.problem_verdicts([r])["p-v1"])

@@ -130,6 +130,7 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     import pinnbench
+    from pinnbench import verdict
     from pinnbench.report import aggregate, figures, provenance, tables
 
     out = check_out_dir(out_dir, force=force)
@@ -195,6 +196,7 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
         "and without (dashed); without CRNS it grows like 1/ε².")
 
     prov_head, prov_rows = provenance.provenance_table(df)
+    verdicts = verdict.problem_verdicts(df.to_dict("records"))
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=True, undefined=StrictUndefined, trim_blocks=True,
                       lstrip_blocks=True)
@@ -207,6 +209,11 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
         status_counts=tables.status_counts(df),
         sections=sections,
         summary_headings=tables.headings(),
+        verdicts=sorted(verdicts.items()),
+        floor_tolerance=f"{verdict.FLOOR_TOLERANCE:.0%}",
+        min_trained_steps=verdict.MIN_TRAINED_STEPS,
+        diverged_rel_l2=f"{verdict.DIVERGED_REL_L2:g}",
+        diverged_growth=f"{verdict.DIVERGED_GROWTH:g}",
         summary=tables.summary_rows(fams),
         failures=tables.failure_rows(df),
         prov_headings=prov_head,

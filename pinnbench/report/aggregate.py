@@ -9,7 +9,10 @@ v_1..v_n the centre is ``10 ** median(log10 v_i)`` and the band is
 ``10 ** quantile(log10 v_i, [0.25, 0.75])`` (numpy's linear interpolation). For an odd n the
 centre is the ordinary median; for an even n it is the geometric mean of the two middle values.
 Only seeds whose cell finished (status ``ok``) enter the measurements; every other status is
-counted and shown (DESIGN.md, "Report": OOM and timeouts marked where they happened).
+counted and shown (OOM and timeouts marked where they happened). Statuses are read through
+:func:`pinnbench.verdict.final_status`, so a cell stored ``ok`` whose error blew up (a store
+written before that rule) is reported ``diverged``; ``trained`` marks cells that ran at least
+:data:`pinnbench.verdict.MIN_TRAINED_STEPS` steps.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pinnbench import verdict
 from pinnbench.schema import COLUMNS, JSON_COLUMNS
 
 #: statuses that are marked on the figures instead of plotted as values
@@ -109,6 +113,11 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
             out[col] = [("" if _missing(v) else str(v)) for v in out[col]]
     out["dim"] = out["dim"].astype("int64")
     out["seed"] = out["seed"].fillna(-1).astype("int64")
+    judged = [verdict.final_status(r) for r in
+              out[["status", "message", "final_loss", "final_rel_l2", "curve"]].to_dict("records")]
+    out["status"] = [st for st, _ in judged]
+    out["message"] = [m for _, m in judged]
+    out["trained"] = (out["steps_done"] >= verdict.MIN_TRAINED_STEPS).to_numpy(dtype=bool)
 
     varying = [c for c in CONFIG_COLUMNS if out[c].nunique(dropna=False) > 1]
     out["series"] = [_series_key(row, varying) for row in out.itertuples(index=False)]
@@ -196,10 +205,43 @@ class Family:
     n_params: float | None
     floor_const: float | None
     floor_affine: float | None
+    #: every seed that finished ran at least verdict.MIN_TRAINED_STEPS steps
+    trained: bool = True
+    #: median steps run by the seeds that finished
+    steps_done: float | None = None
+    #: 95 % intervals over the test points (verdict.row_intervals): rel_l2, constant, affine
+    intervals: dict | None = None
 
     @property
     def n_seeds(self) -> int:
         return len(self.seeds)
+
+    @property
+    def standing(self) -> str | None:
+        """The error against the trivial fits, in words (:func:`pinnbench.verdict.standing`)."""
+        if self.rel_l2 is None:
+            return None
+        return verdict.standing(self.rel_l2.median, self.floor_const, self.floor_affine,
+                                self.intervals)
+
+    @property
+    def verdict(self) -> str:
+        """One phrase for the table: the standing, or why there is none to give."""
+        if self.rel_l2 is None:
+            return ""
+        if not self.trained:
+            steps = "" if self.steps_done is None else f"{self.steps_done:.0f} steps, "
+            return f"untrained ({steps}< {verdict.MIN_TRAINED_STEPS})"
+        return self.standing or ""
+
+    @property
+    def may_be_best(self) -> bool:
+        """A value of this family may be highlighted as the best of its column: no seed
+        diverged, the seeds that finished trained, and the error is below the trivial fits."""
+        return (self.rel_l2 is not None and self.trained
+                and "diverged" not in self.status_counts
+                and verdict.below_floor(self.rel_l2.median, self.floor_const, self.floor_affine,
+                                        self.intervals))
 
     @property
     def failures(self) -> dict[str, int]:
@@ -239,6 +281,9 @@ def families(df: pd.DataFrame) -> list[Family]:
             n_params=float(n_params.median()) if len(n_params) else None,
             floor_const=_finite_median(g["floor_const_rel_l2"]),
             floor_affine=_finite_median(g["floor_affine_rel_l2"]),
+            trained=bool(ok["trained"].all()) if len(ok) else False,
+            steps_done=_finite_median(ok["steps_done"]),
+            intervals=verdict.row_intervals(ok.to_dict("records"), g.to_dict("records")),
         ))
     return out
 

@@ -1,9 +1,11 @@
 """The report's tables as plain data for the template (which escapes every string).
 
-Summary: one row per (problem, series, d) with the seed aggregates of ``aggregate.families``;
-within each (problem, d) the best value of each measured column (lowest error, time per step,
-peak memory) is flagged when at least two series have that value. Each numeric cell carries its
-full-precision value for machines (``data-value``) next to the rounded text for people.
+Summary: one row per (problem, series, d) with the seed aggregates of ``aggregate.families``,
+the trivial fits beside the error and the verdict in words; within each (problem, d) the best
+value of each measured column (lowest error, time per step, peak memory) is flagged when at
+least two series have that value, and only among the families that may be best (no diverged
+seed, trained, error below the trivial fits: ``Family.may_be_best``). Each numeric cell carries
+its full-precision value for machines (``data-value``) next to the rounded text for people.
 """
 
 from __future__ import annotations
@@ -75,9 +77,18 @@ def summary_rows(fams: list[Family]) -> list[dict]:
             "n_params_value": f.n_params,
             "status": f.status_text, "ok": f.status_text == "ok",
             "n_seeds": f.n_seeds, "seeds": ",".join(str(s) for s in f.seeds),
+            "floors": _floors_text(f), "verdict": f.verdict,
+            "verdict_good": f.may_be_best, "may_be_best": f.may_be_best,
         })
     _flag_best(rows)
     return rows
+
+
+def _floors_text(f: Family) -> str:
+    parts = [f"{fmt_sci(v)} ({name})" for name, v in (("A·c", f.floor_const),
+                                                       ("A·(a+b·x)", f.floor_affine))
+             if v is not None and math.isfinite(v)]
+    return " · ".join(parts) if parts else "–"
 
 
 def _flag_best(rows: list[dict]) -> None:
@@ -87,10 +98,11 @@ def _flag_best(rows: list[dict]) -> None:
     for group in groups.values():
         for key, *_ in MEASURED:
             have = [r for r in group if r["cells"][key].value is not None]
-            if len(have) < 2:
+            eligible = [r for r in have if r["may_be_best"]]
+            if len(have) < 2 or not eligible:
                 continue
-            best = min(r["cells"][key].value for r in have)
-            for r in have:
+            best = min(r["cells"][key].value for r in eligible)
+            for r in eligible:
                 r["cells"][key].best = r["cells"][key].value == best
 
 
