@@ -158,8 +158,9 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
         sections.append({"title": section, "figures": [figures.SavedFigure(file, title,
                                                                              caption)]})
 
-    seeds_note = ("Lines: median over seeds (in log space); bands: interquartile range. "
-                  "× in the grey band: cells that did not finish, with their status.")
+    seeds_note = ("Lines: median over seeds (in log space); bands: interquartile range (with "
+                  "several seeds). × in the grey band: cells that did not finish or diverged, "
+                  "with their status.")
     add("Scaling with d", figures.metric_vs_d(fams, style, "error"), "error_vs_d",
         "Final error against d",
         "Relative L2 error on the fixed test set at the end of training. Grey lines: the "
@@ -168,11 +169,23 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
     add("Scaling with d", figures.metric_vs_d(fams, style, "time"), "time_vs_d",
         "Time per step against d",
         "Median time of the timed steps (after warm-up, device synchronised). " + seeds_note)
+    if figures.memory_above_baseline(fams):
+        base = [f.mem_baseline.median for f in fams if f.mem_baseline is not None]
+        mem_what = (
+            "Peak memory during training above the cell's baseline after set-up (the "
+            "interpreter and its libraries, the problem, the model's parameters and the "
+            "solver's state; grey dotted line, median over the series at each d; here "
+            f"{provenance.format_bytes(min(base))} to {provenance.format_bytes(max(base))}). "
+            "The total peak is the line plus the baseline (summary table). ")
+    else:
+        mem_what = ("Total peak memory, including the interpreter's baseline (some cells did "
+                    "not record their baseline). ")
     add("Scaling with d", figures.metric_vs_d(fams, style, "memory", rows=df), "memory_vs_d",
         "Peak memory against d",
-        "torch.cuda.max_memory_allocated during training where a GPU was measured, else the "
-        "peak resident set of the cell process. Dash-dotted: total memory of the device, "
-        "from the run's provenance. " + seeds_note)
+        mem_what + "torch.cuda.max_memory_allocated where a GPU was measured, else the "
+        "resident set of the cell process. Dash-dotted: total memory of the device, "
+        "from the run's provenance. Hollow markers: cells with fewer than "
+        f"{verdict.MIN_TRAINED_STEPS} steps (untrained). " + seeds_note)
     for i, problem in enumerate(sorted(df["problem"].unique())):
         add("Convergence", figures.convergence(df, style, problem), f"convergence_{i}",
             f"Convergence: {problem}",

@@ -127,6 +127,11 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     gpu = out["peak_gpu_allocated_bytes"]
     out["mem_kind"] = np.where(gpu.notna(), "gpu", "cpu")
     out["mem_bytes"] = gpu.where(gpu.notna(), out["peak_cpu_bytes"])
+    # the baseline the peak sits on: the cell's memory after set-up (interpreter and libraries,
+    # problem, model parameters, solver state); the peak above it is what training itself took
+    base = out["baseline_gpu_allocated_bytes"].where(gpu.notna(), out["baseline_cpu_bytes"])
+    out["mem_baseline_bytes"] = base
+    out["mem_above_bytes"] = (out["mem_bytes"] - base).where(base.notna())
     return out
 
 
@@ -211,6 +216,9 @@ class Family:
     steps_done: float | None = None
     #: 95 % intervals over the test points (verdict.row_intervals): rel_l2, constant, affine
     intervals: dict | None = None
+    #: peak memory above the baseline after set-up, and that baseline (seeds that finished)
+    mem_above: LogStats | None = None
+    mem_baseline: LogStats | None = None
 
     @property
     def n_seeds(self) -> int:
@@ -282,6 +290,8 @@ def families(df: pd.DataFrame) -> list[Family]:
             floor_const=_finite_median(g["floor_const_rel_l2"]),
             floor_affine=_finite_median(g["floor_affine_rel_l2"]),
             trained=bool(ok["trained"].all()) if len(ok) else False,
+            mem_above=LogStats.of(ok["mem_above_bytes"]),
+            mem_baseline=LogStats.of(ok["mem_baseline_bytes"]),
             steps_done=_finite_median(ok["steps_done"]),
             intervals=verdict.row_intervals(ok.to_dict("records"), g.to_dict("records")),
         ))

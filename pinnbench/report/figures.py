@@ -2,12 +2,17 @@
 
 Conventions shared by every figure:
 - one colour and one marker per series (``SeriesStyle``), the same in every figure;
-- log axes wherever the plotted values span a decade or more;
-- one panel per problem (facets); legends outside the panels;
+- error, time and memory always on log axes (so figures of different runs read alike), each
+  spanning at least ``MIN_LOG_DECADES`` decades, so that a change of 1e-5 never fills a panel;
+  d on a log axis; steps and wall time on a symlog axis (they start at 0); never offset tick
+  labels (``1e-6+9.9999e-1``);
+- one panel per problem (facets); legends outside the panels, with entries only for what is
+  drawn (no interquartile-range entry when every aggregate has one seed);
 - the centre of a seed aggregate is the log-space median, the band its interquartile range;
 - a cell that did not finish (oom, timeout, diverged, error, skipped) is never dropped: it is
   drawn as an × in its series' colour at its d, in a grey band at the top of the panel, labelled
-  with its status and seed count.
+  with its status and seed count; a cell that finished with fewer than
+  ``verdict.MIN_TRAINED_STEPS`` steps (untrained) is drawn hollow.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
+from pinnbench import verdict  # noqa: E402
 from pinnbench.report.aggregate import (CURVE_STATUSES, Family, LogStats,  # noqa: E402
                                         curve_stats)
 from pinnbench.report.provenance import device_label, total_memory_bytes  # noqa: E402
@@ -40,6 +46,8 @@ FAIL_LABEL = {"oom": "OOM", "timeout": "timeout", "diverged": "diverged", "error
 PANEL_W, PANEL_H = 4.6, 3.5
 DPI = 110
 GIB = 2.0**30
+#: the least span, in decades, of a log axis of error, time or memory
+MIN_LOG_DECADES = 1.0
 
 
 def theme() -> dict:
@@ -47,7 +55,7 @@ def theme() -> dict:
     rc = dict(sns.axes_style("whitegrid"))
     rc.update(sns.plotting_context("notebook", font_scale=0.8))
     rc.update({"axes.titlesize": 10, "axes.titleweight": "bold", "legend.frameon": False,
-               "savefig.dpi": DPI, "figure.dpi": DPI})
+               "savefig.dpi": DPI, "figure.dpi": DPI, "axes.formatter.useoffset": False})
     return rc
 
 
@@ -106,12 +114,9 @@ def _set_x_dims(ax: plt.Axes, dims: list[int]) -> None:
     dims = sorted(set(dims))
     if not dims:
         return
-    if _spans_decade(dims) or len(dims) == 1:
-        ax.set_xlim(dims[0] / 2.0, dims[-1] * 2.0)
-        ax.set_xscale("log")
-    else:
-        pad = 0.08 * (dims[-1] - dims[0])
-        ax.set_xlim(dims[0] - pad, dims[-1] + pad)
+    ax.set_xscale("log")
+    pad = 2.0 if _spans_decade(dims) or len(dims) == 1 else 1.25
+    ax.set_xlim(dims[0] / pad, dims[-1] * pad)
     ax.set_xticks(dims)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_dim(v)))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
@@ -140,9 +145,10 @@ def _y_limits(ax: plt.Axes, values: list[float], n_fail_rows: int, log: bool) ->
     else:
         lo, hi = (-3.0, 0.0) if log else (0.0, 1.0)
     span = hi - lo
-    if span <= 0:
-        span = 1.0 if log else max(abs(hi), 1.0)
-        lo, hi = lo - span / 2, hi + span / 2
+    least = MIN_LOG_DECADES if log else max(abs(hi), 1.0) * 1e-3
+    if span < least:  # a tiny change must not fill the panel
+        mid = (lo + hi) / 2
+        lo, hi, span = mid - least / 2, mid + least / 2, least
     lo, hi = lo - 0.08 * span, hi + 0.08 * span
     rows: list[float] = []
     if n_fail_rows:
@@ -199,8 +205,16 @@ def _legend(fig: plt.Figure, handles: list) -> None:
 METRICS = {
     "error": ("rel_l2", "final relative $L^2$ error", 1.0),
     "time": ("time_per_step", "time per step (s)", 1.0),
-    "memory": ("mem", "peak memory (GiB)", 1.0 / GIB),
+    "memory": ("mem", "peak memory", 1.0 / GIB),
 }
+
+
+def memory_above_baseline(fams: list[Family]) -> bool:
+    """True when every family with a memory value also has its baseline after set-up, so the
+    memory figure can show the peaks above the baseline (and the baseline apart)."""
+    with_mem = [f for f in fams if f.mem is not None]
+    return bool(with_mem) and all(f.mem_above is not None and f.mem_baseline is not None
+                                  for f in with_mem)
 
 
 def metric_vs_d(fams: list[Family], style: SeriesStyle, metric: str,
@@ -208,20 +222,25 @@ def metric_vs_d(fams: list[Family], style: SeriesStyle, metric: str,
     """One panel per problem, one line per series: ``metric`` (error, time, memory) against d.
 
     error: the trivial fits A(x)·c and A(x)·(a + b·x) are drawn as grey floors.
-    memory: GPU ``max_memory_allocated`` where measured, else the CPU RSS peak; the total memory
-    of each device (from provenance) is drawn as a horizontal line.
+    memory: GPU ``max_memory_allocated`` where measured, else the CPU RSS peak. Where every
+    cell recorded its baseline after set-up, the lines are the peaks *above* that baseline and
+    the baseline (median over the series at each d) is drawn as a grey dotted line; the total
+    memory of each device (from provenance) is drawn as a horizontal line.
     """
     attr, ylabel, scale = METRICS[metric]
     problems = sorted({f.problem for f in fams})
     mem_kinds = {f.mem_kind for f in fams if f.mem is not None}
+    above = metric == "memory" and memory_above_baseline(fams)
+    if above:
+        attr = "mem_above"
     if metric == "memory":
-        ylabel = {frozenset({"gpu"}): "peak GPU memory allocated (GiB)",
-                  frozenset({"cpu"}): "peak CPU resident set (GiB)"}.get(
-                      frozenset(mem_kinds), ylabel)
+        what = {frozenset({"gpu"}): "GPU memory allocated",
+                frozenset({"cpu"}): "CPU resident set"}.get(frozenset(mem_kinds), "memory")
+        ylabel = f"peak {what} above baseline" if above else f"peak {what}"
     with plt.rc_context(theme()):
         fig, axes = _facets(len(problems))
         used_series: set[str] = set()
-        any_fail = False
+        any_fail = any_spread = any_untrained = drew_baseline = False
         drew_device_memory = False
         for ax, problem in zip(axes, problems):
             pf = [f for f in fams if f.problem == problem]
@@ -232,61 +251,117 @@ def metric_vs_d(fams: list[Family], style: SeriesStyle, metric: str,
                 if not sf:
                     continue
                 used_series.add(series)
-                pts = [(f.dim, getattr(f, attr)) for f in sf if getattr(f, attr) is not None]
+                pts = [(f, getattr(f, attr)) for f in sf if getattr(f, attr) is not None]
                 if pts:
-                    x = [d for d, _ in pts]
-                    med = [s.median * scale for _, s in pts]
-                    lo = [s.q25 * scale for _, s in pts]
-                    hi = [s.q75 * scale for _, s in pts]
+                    x = [f.dim for f, _ in pts]
+                    med = [st.median * scale for _, st in pts]
+                    lo = [st.q25 * scale for _, st in pts]
+                    hi = [st.q75 * scale for _, st in pts]
                     ax.plot(x, med, color=style.color[series], marker=style.marker[series],
                             lw=1.6, ms=6, zorder=3)
-                    ax.fill_between(x, lo, hi, color=style.color[series], alpha=0.18, lw=0,
-                                    zorder=2)
+                    if any(st.n > 1 for _, st in pts):
+                        ax.fill_between(x, lo, hi, color=style.color[series], alpha=0.18, lw=0,
+                                        zorder=2)
+                        any_spread = True
                     yvals += med + lo + hi
-                    if metric == "memory" and len(mem_kinds) > 1:
-                        for f in sf:
-                            if getattr(f, attr) is not None:
-                                if f.mem_kind == "cpu":
-                                    ax.plot([f.dim], [f.mem.median * scale], marker=
-                                            style.marker[series], ms=3, color="white", zorder=4)
+                    for (f, _), y in zip(pts, med):
+                        hollow = not f.trained
+                        cpu_in_gpu = metric == "memory" and len(mem_kinds) > 1 \
+                            and f.mem_kind == "cpu"
+                        if hollow or cpu_in_gpu:
+                            ax.plot([f.dim], [y], marker=style.marker[series],
+                                    ms=6 if hollow else 3, mfc="white", mec=style.color[series],
+                                    color=style.color[series], zorder=4, ls="none")
+                            any_untrained |= hollow
                 for f in sf:
                     if f.failures:
                         fails.append((series, f.dim, f.failures, f.n_seeds))
             if metric == "error":
                 yvals += _draw_floors(ax, pf)
+            if above:
+                yvals += _draw_baseline(ax, pf)
+                drew_baseline = True
             if metric == "memory" and rows is not None:
                 lines = _draw_device_memory(ax, rows[rows["problem"] == problem])
                 drew_device_memory |= bool(lines)
                 yvals += lines
             n_rows = len({s for s, *_ in fails})
-            log = _spans_decade(yvals) or not yvals
-            ys = _y_limits(ax, yvals, n_rows, log=log)
+            ys = _y_limits(ax, yvals, n_rows, log=True)
             _mark_failures(ax, style, fails, ys)
             any_fail |= bool(fails)
             _set_x_dims(ax, [f.dim for f in pf])
             ax.set_title(problem)
             ax.set_xlabel("dimension d")
             ax.set_ylabel(ylabel)
-            if metric == "memory" and log:
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            if metric == "memory":
+                memory_ticks(ax)
         handles = [style.handle(s) for s in style.order if s in used_series]
-        handles.append(Patch(color="0.5", alpha=0.25, label="interquartile range over seeds"))
+        if any_spread:
+            handles.append(Patch(color="0.5", alpha=0.25, label="interquartile range over seeds"))
+        if any_untrained:
+            handles.append(Line2D([], [], marker="o", color="0.3", mfc="white", ls="none",
+                                  label=f"hollow: untrained\n(< {verdict.MIN_TRAINED_STEPS} "
+                                  "steps)"))
         if metric == "error":
             handles += [Line2D([], [], color="0.35", ls="--", lw=1.3,
                                label="trivial fit A(x)·c"),
                         Line2D([], [], color="0.35", ls=":", lw=1.6,
                                label="trivial fit A(x)·(a + b·x)")]
         if metric == "memory":
+            if drew_baseline:
+                handles.append(Line2D([], [], color="0.45", ls=(0, (1, 1.5)), lw=2.0,
+                                      label="baseline after set-up\n(not in the lines above)"))
             if drew_device_memory:
                 handles.append(Line2D([], [], color="black", ls="-.", lw=1.2,
                                       label="total device memory"))
             if mem_kinds == {"gpu", "cpu"}:
                 handles.append(Line2D([], [], marker="o", color="0.3", mfc="white", ls="none",
-                                      label="hollow: CPU RSS\n(no GPU measured)"))
+                                      ms=3, label="small hollow: CPU RSS\n(no GPU measured)"))
         if any_fail:
             handles.append(_fail_handle())
         _legend(fig, handles)
     return fig
+
+
+def _draw_baseline(ax: plt.Axes, pf: list[Family]) -> list[float]:
+    """The memory baseline after set-up, median over the series at each d (GiB)."""
+    by_dim: dict[int, list[float]] = {}
+    for f in pf:
+        if f.mem_baseline is not None:
+            by_dim.setdefault(f.dim, []).append(f.mem_baseline.median / GIB)
+    pts = sorted((d, float(np.median(v))) for d, v in by_dim.items())
+    if pts:
+        ax.plot([d for d, _ in pts], [v for _, v in pts], color="0.45", ls=(0, (1, 1.5)), lw=2.0,
+                zorder=1)
+    return [v for _, v in pts]
+
+
+def format_gib(v: float) -> str:
+    """A memory tick given in GiB: 256 MiB, 1.5 GiB, 12 GiB, 1 TiB."""
+    if v <= 0:
+        return "0"
+    if v < 1:
+        mib = v * 1024
+        return f"{mib:.3g} MiB" if mib >= 1 else f"{mib * 1024:.3g} KiB"
+    return f"{v:.3g} GiB" if v < 1024 else f"{v / 1024:.3g} TiB"
+
+
+def memory_ticks(ax: plt.Axes, most: int = 8) -> list[float]:
+    """Labelled ticks across the whole memory axis (GiB units, log scale): powers of two and
+    1.5 times them (256 MiB, 384 MiB, 512 MiB, ...), thinned to at most ``most``."""
+    lo, hi = ax.get_ylim()
+    ks = range(math.floor(math.log2(lo)) - 1, math.ceil(math.log2(hi)) + 2)
+    ticks = sorted(m * 2.0**k for k in ks for m in (1.0, 1.5) if lo <= m * 2.0**k <= hi)
+    if len(ticks) > most:
+        ticks = [t for t in ticks if math.log2(t).is_integer()]
+    step = 1
+    while len(ticks[::step]) > most:
+        step += 1
+    ticks = ticks[::step]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: format_gib(v)))
+    return ticks
 
 
 def _draw_floors(ax: plt.Axes, pf: list[Family]) -> list[float]:
@@ -352,6 +427,7 @@ def convergence(df: pd.DataFrame, style: SeriesStyle, problem: str) -> plt.Figur
             axes[2 * (k // ncols), k % ncols].set_visible(False)
             axes[2 * (k // ncols) + 1, k % ncols].set_visible(False)
         used: set[str] = set()
+        any_spread = False
         for k, dim in enumerate(dims):
             j = k % ncols
             for i, xkey in enumerate(("step", "time_s")):
@@ -369,13 +445,14 @@ def convergence(df: pd.DataFrame, style: SeriesStyle, problem: str) -> plt.Figur
                         continue
                     ax.plot(x[keep], cs.median[keep], color=style.color[series],
                             marker=style.marker[series], ms=3.5, lw=1.4)
-                    ax.fill_between(x[keep], cs.q25[keep], cs.q75[keep],
-                                    color=style.color[series], alpha=0.18, lw=0)
+                    if (cs.n[keep] > 1).any():
+                        ax.fill_between(x[keep], cs.q25[keep], cs.q75[keep],
+                                        color=style.color[series], alpha=0.18, lw=0)
+                        any_spread = True
                     xs_all += list(x[keep])
                     ys_all += list(cs.q25[keep]) + list(cs.q75[keep])
                 _log_or_symlog(ax, xs_all)
-                if _spans_decade(ys_all):
-                    ax.set_yscale("log")
+                _y_limits(ax, ys_all, 0, log=True)
                 ax.set_xlabel("training step" if xkey == "step" else "wall time (s)")
                 if j == 0:
                     ax.set_ylabel("relative $L^2$ error")
@@ -383,7 +460,8 @@ def convergence(df: pd.DataFrame, style: SeriesStyle, problem: str) -> plt.Figur
                     ax.set_title(f"d = {dim:,}")
         fig.suptitle(problem, fontweight="bold", fontsize=11)
         handles = [style.handle(s) for s in style.order if s in used]
-        handles.append(Patch(color="0.5", alpha=0.25, label="interquartile range over seeds"))
+        if any_spread:
+            handles.append(Patch(color="0.5", alpha=0.25, label="interquartile range over seeds"))
         _legend(fig, handles)
     return fig
 
@@ -393,12 +471,14 @@ def _log_or_symlog(ax: plt.Axes, xs: list[float]) -> None:
     if x.size == 0:
         return
     pos = x[x > 0]
-    if pos.size and (x.min() <= 0) and pos.max() / pos.min() >= 10:
+    if not pos.size:
+        return
+    if x.min() <= 0:
         # zero (step 0, time 0) on a log axis: linear below the first power of ten, half a
         # decade wide, so 0 and that power stand apart
         ax.set_xscale("symlog", linthresh=10.0 ** math.floor(math.log10(pos.min())),
                       linscale=0.5)
-    elif pos.size == x.size and _spans_decade(x):
+    else:
         ax.set_xscale("log")
 
 
@@ -446,7 +526,7 @@ def ablation(df: pd.DataFrame, param: str) -> plt.Figure | None:
     with plt.rc_context(theme()):
         fig, axes = plt.subplots(len(groups), 2, figsize=(2 * PANEL_W, PANEL_H * len(groups)),
                                  squeeze=False)
-        any_fail = False
+        any_fail = any_spread = False
         for (title, g), row in zip(groups, axes):
             values = sorted({json.loads(v) for v in g["_val"]}, key=_sort_key)
             is_bool = all(isinstance(v, bool) for v in values)
@@ -469,13 +549,15 @@ def ablation(df: pd.DataFrame, param: str) -> plt.Figure | None:
                             fails.append((int(dim), xpos[json.dumps(v)], bad, len(cell)))
                     if pts:
                         x = [p for p, _ in pts]
+                        spread = any(s.n > 1 for _, s in pts)
+                        any_spread |= spread
                         ax.errorbar(x, [s.median for _, s in pts],
                                     yerr=[[s.median - s.q25 for _, s in pts],
-                                          [s.q75 - s.median for _, s in pts]],
+                                          [s.q75 - s.median for _, s in pts]] if spread else None,
                                     color=colors[int(dim)], marker="o", ms=5, lw=1.5, capsize=3)
                         yvals += [s.q25 for _, s in pts] + [s.q75 for _, s in pts]
                 n_rows = len({k for k, *_ in fails})
-                ys = _y_limits(ax, yvals, n_rows, log=_spans_decade(yvals) or not yvals)
+                ys = _y_limits(ax, yvals, n_rows, log=True)
                 _mark_failures(ax, None, fails, ys, color_of=lambda d: colors[d])
                 any_fail |= bool(fails)
                 if is_bool:
@@ -498,8 +580,9 @@ def ablation(df: pd.DataFrame, param: str) -> plt.Figure | None:
                 ax.set_ylabel(ylabel)
                 ax.set_title(title, fontsize=9)
         handles = [Line2D([], [], color=colors[d], marker="o", label=f"d = {d:,}") for d in dims]
-        handles.append(Line2D([], [], color="0.3", marker="|", ms=8, ls="none",
-                              label="interquartile range over seeds"))
+        if any_spread:
+            handles.append(Line2D([], [], color="0.3", marker="|", ms=8, ls="none",
+                                  label="interquartile range over seeds"))
         if any_fail:
             handles.append(_fail_handle())
         _legend(fig, handles)
@@ -551,6 +634,7 @@ def variance_vs_eps(df: pd.DataFrame, style: SeriesStyle) -> plt.Figure | None:
     with plt.rc_context(theme()):
         fig, axes = plt.subplots(len(problems), ncols, squeeze=False,
                                  figsize=(3.8 * ncols, 3.2 * len(problems)))
+        any_spread = False
         for i, problem in enumerate(problems):
             dims = [d for p, d in panels if p == problem]
             for ax in axes[i, len(dims):]:
@@ -569,18 +653,22 @@ def variance_vs_eps(df: pd.DataFrame, style: SeriesStyle) -> plt.Figure | None:
                         ax.plot(x, [st.median for _, st in agg], color=style.color[series],
                                 marker=style.marker[series], ls="-" if crns else "--", lw=1.5,
                                 ms=5)
-                        ax.fill_between(x, [st.q25 for _, st in agg], [st.q75 for _, st in agg],
-                                        color=style.color[series], alpha=0.15, lw=0)
+                        if any(st.n > 1 for _, st in agg):
+                            ax.fill_between(x, [st.q25 for _, st in agg],
+                                            [st.q75 for _, st in agg],
+                                            color=style.color[series], alpha=0.15, lw=0)
+                            any_spread = True
                         yvals += [st.q25 for _, st in agg] + [st.q75 for _, st in agg]
                 ax.set_xscale("log")
-                _y_limits(ax, yvals, 0, log=_spans_decade(yvals))
+                _y_limits(ax, yvals, 0, log=True)
                 ax.set_xlabel("ε")
                 ax.set_ylabel("variance of the ZO quotient")
                 ax.set_title(f"{problem} · d = {dim:,}", fontsize=9)
         used = set(pts["series"])
         handles = [style.handle(s) for s in style.order if s in used]
         handles += [Line2D([], [], color="0.3", ls="-", label="CRNS on"),
-                    Line2D([], [], color="0.3", ls="--", label="CRNS off"),
-                    Patch(color="0.5", alpha=0.25, label="interquartile range over seeds")]
+                    Line2D([], [], color="0.3", ls="--", label="CRNS off")]
+        if any_spread:
+            handles.append(Patch(color="0.5", alpha=0.25, label="interquartile range over seeds"))
         _legend(fig, handles)
     return fig
