@@ -24,6 +24,9 @@ from typing import Any, Sequence
 from pinnbench import verdict
 from pinnbench.store import DEFAULT_PATH, StoreError
 
+#: with --executor dask: how long the cluster may have no worker before cells in flight fail
+NO_WORKER_TIMEOUT_S = 600.0
+
 #: where reports go by default (an ignored folder: generated pages never land in the repository)
 REPORTS_DIR = Path("results") / "reports"
 
@@ -103,6 +106,10 @@ def _positive_float(name: str):
     return parse
 
 
+#: the least --memory-limit: below it no cell can even import torch
+MIN_MEMORY_LIMIT = 64 * 2**20
+
+
 def _bytes(text: str) -> int:
     units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
     t = text.strip().lower().removesuffix("b").removesuffix("i")
@@ -116,6 +123,9 @@ def _bytes(text: str) -> int:
     if not math.isfinite(v) or v < 1:
         raise argparse.ArgumentTypeError(f"memory limit must be a size such as 2G, 512M or "
                                          f"1000000, got {text!r}")
+    if v < MIN_MEMORY_LIMIT:
+        raise argparse.ArgumentTypeError(f"memory limit {text!r} is below {MIN_MEMORY_LIMIT >> 20}M; "
+                                         "a cell needs more headroom than that (e.g. 2G)")
     return int(v)
 
 
@@ -150,8 +160,11 @@ def _command_line(argv: Sequence[str]) -> str:
 
 # -- the parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    import pinnbench
+
     p = _Parser(prog="pinnbench", description="Benchmark PINN solvers on high-dimensional PDEs: "
                 "isolated, measured cells stored in SQLite.")
+    p.add_argument("--version", action="version", version=f"pinnbench {pinnbench.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     r = sub.add_parser("run", help="run a sweep of cells (problems x solvers x dims x seeds)",
@@ -198,9 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --executor dask: start a local cluster of N worker processes "
                    "(one cell at a time each)")
     h.add_argument("--no-worker-timeout", type=_positive_float("--no-worker-timeout"),
-                   metavar="SECONDS", default=600.0,
+                   metavar="SECONDS",
                    help="with --executor dask: cells in flight become errors after the cluster "
-                   "has had no worker this long (default 600)")
+                   f"has had no worker this long (default {NO_WORKER_TIMEOUT_S:g})")
     h.add_argument("--threads", type=_positive_int("--threads"),
                    help="torch threads per cell (default on CPU: physical cores / cells at once)")
     h.add_argument("--no-prune", action="store_true",
@@ -333,7 +346,8 @@ def _check_executor_options(args) -> None:
     """Usage errors of --executor and its options (before anything is started or written)."""
     if args.executor != "dask":
         for name, value in (("--scheduler", args.scheduler),
-                            ("--local-workers", args.local_workers)):
+                            ("--local-workers", args.local_workers),
+                            ("--no-worker-timeout", args.no_worker_timeout)):
             if value is not None:
                 raise UsageError(f"{name} needs --executor dask")
         return
@@ -363,7 +377,9 @@ def _make_executor(args, cells: list[dict]):
     gpu = any(str(c.get("device", "cpu")).startswith("cuda") for c in cells)
     try:
         ex = DaskExecutor.from_options(scheduler=args.scheduler, local_workers=args.local_workers,
-                                       gpu=gpu, no_worker_timeout_s=args.no_worker_timeout)
+                                       gpu=gpu, no_worker_timeout_s=NO_WORKER_TIMEOUT_S
+                                       if args.no_worker_timeout is None
+                                       else args.no_worker_timeout)
     except ExecutorError as exc:
         raise UsageError(str(exc)) from None
     if gpu:

@@ -37,6 +37,8 @@ BAD = [
     (["--device", "tpu"], "device 'tpu'"),
     (["--dtype", "float16"], "unknown dtype 'float16'"),
     (["--memory-limit", "lots"], "memory limit"),
+    (["--memory-limit", "1K"], "memory limit '1K' is below 64M"),
+    (["--no-worker-timeout", "5"], "--no-worker-timeout needs --executor dask"),
     (["--frobnicate"], "unrecognized arguments"),
     (["--import", "no/such/plugin.py"], "does not exist"),
     (["--seeds", "0..100000"], "100,001 cells (1 problems x 1 solvers x 1 d x 100001 seeds), more "
@@ -452,3 +454,27 @@ def test_run_and_show_end_with_the_verdict_in_words(tmp_path, capsys):
     assert code == 0 and summary["verdict"] == {
         "fake-affine-v1": ["fake-ok did not train enough to judge (< 100 steps) at d = 3 "
                            "(3 steps)."]}
+
+
+def test_version(capsys):
+    import pinnbench
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pinnbench {pinnbench.__version__}"
+
+
+def test_reports_go_to_an_ignored_folder_by_default(tmp_path, monkeypatch, capsys):
+    """The quick start must not write into the repository's tracked folders."""
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "s.sqlite"
+    _stored_rows(store, [("fake-ok", {})])
+    assert main(["report", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Report: results/reports/r1/index.html"), out
+    ignored = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q",
+                              "results/reports/r1/index.html"])
+    assert ignored.returncode == 0

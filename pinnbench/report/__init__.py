@@ -4,7 +4,7 @@
 the schema of ``pinnbench.schema.COLUMNS`` or the path of a store), keeps one run (the latest by
 default, ``run_id`` to choose, ``all_runs`` for every run: then the newest row of each cell id),
 aggregates over seeds and writes ``out_dir/index.html`` and ``out_dir/figures/*.png``
-(DESIGN.md, "Report"). The page reads nothing outside its folder; every string from the store is
+(figures: :mod:`pinnbench.report.figures`; verdict: :mod:`pinnbench.verdict`). The page reads nothing outside its folder; every string from the store is
 HTML-escaped by the template (Jinja2 autoescape).
 """
 

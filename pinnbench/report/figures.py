@@ -484,7 +484,7 @@ def _log_or_symlog(ax: plt.Axes, xs: list[float]) -> None:
 
 # ---------------------------------------------------------------------------- ablations
 
-#: solver parameters ablated when the store holds several values of them (DOMAIN.md §4)
+#: solver parameters ablated when the store holds several values of them (docs/sdze-tuning.md)
 ABLATION_PARAMS = {"crns": "CRNS", "rank": "rank r", "r": "rank r"}
 
 
@@ -621,7 +621,7 @@ def variance_points(df: pd.DataFrame) -> pd.DataFrame:
 def variance_vs_eps(df: pd.DataFrame, style: SeriesStyle) -> plt.Figure | None:
     """Var of the two-point quotient [L(θ+εz) − L(θ−εz)]/(2ε) against ε, CRNS on and off.
 
-    Without CRNS the variance grows like Var_ω[L]/(2ε²) (DOMAIN.md §3); with CRNS it stays
+    Without CRNS the variance grows like Var_ω[L]/(2ε²) (solvers/zo.py); with CRNS it stays
     O(1) as ε → 0. One panel per (problem, d); colour and marker by series, solid for CRNS on,
     dashed for off.
     """
