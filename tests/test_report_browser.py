@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html as html_lib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,9 +23,17 @@ from report_fixtures import full_report
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
                  if p), None)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (Debian: apt-get update && "
-                             "apt-get install -y chromium)")
+INSTALL = "Debian: apt-get update && apt-get install -y chromium; .ci/run installs it"
+#: in CI (CI=true) a missing browser is a failure, not a skip: CI can install it
+IN_CI = os.environ.get("CI", "").lower() == "true"
+pytestmark = pytest.mark.skipif(CHROMIUM is None and not IN_CI,
+                                reason=f"chromium is not installed ({INSTALL})")
+
+
+@pytest.fixture(autouse=True)
+def _browser_installed():
+    if CHROMIUM is None:
+        pytest.fail(f"CI=true but chromium is not installed ({INSTALL})")
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 N_FIGURES = 8
