@@ -716,7 +716,7 @@ class _RunUI:
 
     def start(self, spec: dict) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, description=self._label(spec))
+            self.progress.update(self.task, description=escape(self._label(spec)))
 
     def result(self, row: dict) -> None:
         from pinnbench.machine_load import unsteady_timing_warning

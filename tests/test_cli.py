@@ -478,3 +478,20 @@ def test_reports_go_to_an_ignored_folder_by_default(tmp_path, monkeypatch, capsy
     ignored = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q",
                               "results/reports/r1/index.html"])
     assert ignored.returncode == 0
+
+
+def test_the_progress_bar_shows_solver_specs_as_written(tmp_path, capsys, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import pinnbench.cli as cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "_console", lambda stderr=False: Console(
+        file=buf if stderr else io.StringIO(), force_terminal=True, width=250,
+        color_system=None))
+    code = main(_last_args(FAKE_RUN, ["--solvers", "fake-ok[lr=0.25]",
+                                      "--store", str(tmp_path / "s.sqlite")]))
+    assert code == 0
+    assert "fake-ok[lr=0.25] seed=0 ok" in buf.getvalue(), buf.getvalue()[-2000:]
