@@ -235,9 +235,10 @@ def problem_verdicts(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
                 lines.append(f"{label} did not train enough to judge (< {MIN_TRAINED_STEPS} "
                              f"steps) at " + ", ".join(untrained) + ".")
             for status, dims in sorted(failed.items()):
+                seeds = [f"{dims.count(d)} of {len(by_dim[d])} seeds" for d in sorted(set(dims))]
+                several = any(len(by_dim[d]) > 1 for d in set(dims))
                 lines.append(f"{label} ended {status} at d = {_fmt_dims(set(dims))}"
-                             + (" (one or more seeds)" if len(dims) != len(set(dims)) else "")
-                             + ".")
+                             + (f" ({', '.join(seeds)})" if several else "") + ".")
         out[problem] = lines or ["no cells."]
     return out
 

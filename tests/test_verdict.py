@@ -102,3 +102,12 @@ def test_intervals_over_the_test_points_decide_at_the_floor():
             floor_affine_rel_l2_lo=0.04, floor_affine_rel_l2_hi=0.06)
     assert "bp is within the noise of the test set of the affine fit at d = 100" in \
         "\n".join(verdict.problem_verdicts([r])["p-v1"])
+
+
+def test_failures_say_how_many_seeds():
+    rows = [row(solver="bp", dim=10**5, seed=s, status="oom") for s in range(3)] + \
+        [row(solver="zo", dim=10**5, seed=0, status="timeout")] + \
+        [row(solver="zo", dim=10**5, seed=s) for s in (1, 2)]
+    lines = verdict.problem_verdicts(rows)["p-v1"]
+    assert "bp ended oom at d = 10^5 (3 of 3 seeds)." in lines
+    assert "zo ended timeout at d = 10^5 (1 of 3 seeds)." in lines
