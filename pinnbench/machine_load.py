@@ -70,7 +70,7 @@ def overload_warning(load: float | None = None, cores: int | None = None) -> str
     if load is None or load <= cores:
         return None
     return (f"the machine is busy (load average {load:g} > {cores} cores): times per step will "
-            "be slower and noisier than on an idle machine")
+            "be slower and noisier than on an idle machine (--threads 1 contends least)")
 
 
 def step_time_spread(row: dict[str, Any], warmup: int = 2) -> float | None:
