@@ -18,7 +18,7 @@ from typing import Any
 
 UNSTEADY_RATIO = 2.0
 #: a stretch of training between two logged steps counts when it holds at least this many steps
-MIN_STRETCH_STEPS = 4
+MIN_STRETCH_STEPS = 16
 
 
 @functools.lru_cache(maxsize=1)

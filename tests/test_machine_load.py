@@ -28,9 +28,11 @@ def curve(rates):
 
 
 def test_step_time_spread_over_stretches_after_warmup():
-    # 2 -> 4 has only 2 steps: not a stretch; 4 -> 8, 8 -> 16, 16 -> 32 are
-    assert abs(ml.step_time_spread(curve([9.0, 0.1, 0.1, 0.1])) - 1.0) < 1e-9
-    assert abs(ml.step_time_spread(curve([0.1, 0.1, 0.1, 0.35])) - 3.5) < 1e-9
-    assert ml.step_time_spread(curve([0.1, 0.1])) is None  # one stretch
-    assert ml.unsteady_timing_warning(curve([0.1, 0.1, 0.15]), "c") is None
-    assert "varied 3.5x" in ml.unsteady_timing_warning(curve([0.1, 0.1, 0.1, 0.35]), "c")
+    # stretches 2->4, 4->8, 8->16 are shorter than MIN_STRETCH_STEPS = 16 steps: not counted;
+    # 16->32, 32->64, 64->128 are
+    assert ml.MIN_STRETCH_STEPS == 16
+    assert abs(ml.step_time_spread(curve([9.0, 9.0, 9.0, 0.1, 0.1, 0.1])) - 1.0) < 1e-9
+    assert abs(ml.step_time_spread(curve([0.1, 0.1, 0.1, 0.1, 0.1, 0.35])) - 3.5) < 1e-9
+    assert ml.step_time_spread(curve([0.1, 0.1, 0.1, 0.1])) is None  # one stretch
+    assert ml.unsteady_timing_warning(curve([0.1, 0.1, 0.1, 0.1, 0.1, 0.15]), "c") is None
+    assert "varied 3.5x" in ml.unsteady_timing_warning(curve([0.1] * 5 + [0.35]), "c")
