@@ -23,15 +23,32 @@ _STATUS = "/proc/self/status"
 _CLEAR_REFS = "/proc/self/clear_refs"
 
 
-def _status_kib(field: str) -> int | None:
+def _proc_kib(path: str, field: str) -> int | None:
+    """A ``Field:   N kB`` line of a /proc file, in KiB; None where there is none."""
     try:
-        with open(_STATUS) as fh:
+        with open(path) as fh:
             for line in fh:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         return None
     return None
+
+
+def _status_kib(field: str) -> int | None:
+    return _proc_kib(_STATUS, field)
+
+
+def virtual_size_bytes() -> int:
+    """This process's mapped address space now (VmSize); 0 where unknown."""
+    kib = _status_kib("VmSize")
+    return kib * 1024 if kib is not None else 0
+
+
+def available_host_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux); 0 where unknown."""
+    kib = _proc_kib("/proc/meminfo", "MemAvailable")
+    return kib * 1024 if kib is not None else 0
 
 
 def current_cpu_bytes() -> int:

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
+from pinnbench import memory
 from pinnbench.directions import Directions
 from pinnbench.jets import Jet
 
@@ -104,6 +105,13 @@ class Problem:
     option_names: tuple[str, ...] = ()
     #: whether ``source_grad`` is available (gradient-enhanced PINN losses)
     supports_gpinn: bool = False
+    #: whether the operator, the boundary conditions the ansatz enforces and the domain determine
+    #: u (a zero-residual solution other than u* means a solver can reach zero loss at any error)
+    well_posed: bool = True
+    #: why not, when ``well_posed`` is False
+    ill_posed_reason: str = ""
+    #: the conditions the hard-constraint ansatz enforces, in words
+    boundary_conditions: tuple[str, ...] = ()
     operator: Operator = Operator(())
     domain: str = ""
 
@@ -237,7 +245,7 @@ class Problem:
         if self.device.type != "cuda":
             return n_numbers <= TEST_SET_ELEMENTS
         itemsize = torch.empty((), dtype=self.dtype).element_size()
-        return n_numbers * itemsize <= _available_host_bytes() // 2
+        return n_numbers * itemsize <= memory.available_host_bytes() // 2
 
     def _to_device(self, t: Tensor) -> Tensor:
         return t if t.device == self.device else t.to(self.device, non_blocking=t.is_pinned())
@@ -261,18 +269,6 @@ def _pinned(t: Tensor) -> Tensor:
         return t.pin_memory()
     except RuntimeError:
         return t
-
-
-def _available_host_bytes() -> int:
-    """MemAvailable from /proc/meminfo (Linux); 0 where unknown (then nothing large is kept)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -20,6 +20,7 @@ import pinnbench
 from pinnbench.cell import run_cell
 from pinnbench.metrics import evaluate
 from pinnbench.problem_registry import problem_class
+from pinnbench.solver import SOLVERS, solver_from_spec
 
 pytestmark = [
     pytest.mark.gpu,
@@ -43,7 +44,7 @@ def _solver_specs() -> list[str]:
     subspace and loss switches (probe distributions: covered by the CPU suite)."""
     specs = []
     for name in pinnbench.list_solvers():
-        cls = pinnbench.solver.SOLVERS.get(name)
+        cls = SOLVERS.get(name)
         params = cls.all_parameters()
         specs.append(f"{name}[{SMALL}]")
         for key in ("estimator", "crns", "subspace", "loss"):
@@ -61,7 +62,7 @@ def _solver_specs() -> list[str]:
 def test_every_solver_estimator_and_family_trains_on_cuda(spec, pid):
     dev = torch.device("cuda")
     problem = pinnbench.make_problem(pid, dim=DIM, seed=0, device=dev)
-    solver = pinnbench.solver.solver_from_spec(spec)
+    solver = solver_from_spec(spec)
     skip, reason = solver.skip(problem)
     if skip:
         pytest.skip(f"{spec} on {pid}: {reason}")

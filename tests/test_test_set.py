@@ -49,7 +49,7 @@ def test_gpu_cells_do_not_keep_a_test_set_larger_than_half_the_free_host_memory(
     p = make_problem("poisson-2body-v1", dim=50, seed=0)
     p.device = torch.device("cuda")
     nbytes = p.n_test * p.input_dim * 4
-    monkeypatch.setattr(problem_mod, "_available_host_bytes", lambda: 2 * nbytes)
+    monkeypatch.setattr(problem_mod.memory, "available_host_bytes", lambda: 2 * nbytes)
     assert p.keeps_test_points()
-    monkeypatch.setattr(problem_mod, "_available_host_bytes", lambda: 2 * nbytes - 2)
+    monkeypatch.setattr(problem_mod.memory, "available_host_bytes", lambda: 2 * nbytes - 2)
     assert not p.keeps_test_points()

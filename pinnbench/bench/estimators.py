@@ -12,9 +12,7 @@ median time and the peak resident memory above what the model and points already
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import time
 
@@ -33,7 +31,8 @@ def _route_jvp_of_jvp(model, x, dirs):
     return acc / dirs.count
 
 
-def _worker(spec: dict) -> dict:
+def _worker(spec: dict, report=None) -> dict:
+    """One measurement, in its own process (:func:`pinnbench.isolation.measure_isolated`)."""
     import torch
 
     import pinnbench
@@ -83,15 +82,9 @@ def _worker(spec: dict) -> dict:
 
 
 def _run_cell(spec: dict, timeout_s: float) -> dict:
-    cmd = [sys.executable, "-m", "pinnbench.bench.estimators", "--worker", json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"status": "timeout", "message": f"> {timeout_s:.0f} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return {"status": "error", "message": tail[:120]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from pinnbench.isolation import measure_isolated
+
+    return measure_isolated("pinnbench.bench.estimators:_worker", spec, timeout_s=timeout_s)
 
 
 def _mb(b) -> str:
@@ -114,11 +107,7 @@ def main(argv: list[str]) -> int:
                     help="torch CPU threads per measurement (0: torch's default); 1 is steadiest "
                          "on a shared machine")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.worker:
-        print(json.dumps(_worker(json.loads(args.worker))))
-        return 0
     try:
         dims = [int(float(s)) for s in args.dims.split(",") if s.strip()]
     except ValueError:

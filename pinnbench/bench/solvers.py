@@ -4,9 +4,10 @@ For each d and each solver spec, one fresh subprocess builds the problem, the mo
 ``--width`` x ``--depth`` tanh) and the solver, takes one warm-up step, resets the CPU high-water
 mark (:func:`pinnbench.memory.reset_peak_cpu`), takes ``--steps`` timed steps and reports the
 median time per step, the peak resident memory of the timed steps (absolute, and above what the
-process held before them) and the parameter bytes beside it. The worker's address space is capped
-(``--mem-limit-gb``, RLIMIT_AS) so that a solver that does not fit fails with an allocation
-error reported as ``oom`` instead of pushing the shared machine into its OOM killer.
+process held before them) and the parameter bytes beside it. The process is the cell runner's
+(:mod:`pinnbench.isolation`): its address space gets ``--mem-limit-gb`` of headroom (RLIMIT_AS)
+so that a solver that does not fit fails with an allocation error reported as ``oom`` instead
+of pushing the shared machine into its OOM killer.
 
 Headline (the d = 10^7 claim): ``--dims 1e7 --solvers "sdze;bp" --steps 2``.
 """
@@ -14,52 +15,41 @@ Headline (the d = 10^7 claim): ``--dims 1e7 --solvers "sdze;bp" --steps 2``.
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
 DEFAULT_SOLVERS = "bp;zo;sdze"
 
 
-def _worker(spec: dict) -> dict:
-    limit = int(spec["mem_limit_gb"] * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+def _worker(spec: dict, report=None) -> dict:
+    """One measurement, in its own process (:func:`pinnbench.isolation.measure_isolated`)."""
     import torch
 
     import pinnbench
     from pinnbench import memory
+    from pinnbench.solver import solver_from_spec
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
-    stage = "setup"
-    try:
-        problem = pinnbench.make_problem(spec["problem"], dim=spec["dim"], seed=0)
-        gen = torch.Generator().manual_seed(0)
-        model = pinnbench.make_model(problem, width=spec["width"], depth=spec["depth"],
-                                     generator=gen)
-        solver = pinnbench.make_solver(spec["solver"], problem, model, generator=gen)
-        skip, why = solver.skip(problem)
-        if skip:
-            return {"status": "skipped", "message": why}
-        stage = "warm-up step"
+    problem = pinnbench.make_problem(spec["problem"], dim=spec["dim"], seed=0)
+    gen = torch.Generator().manual_seed(0)
+    solver = solver_from_spec(spec["solver"])
+    skip, why = solver.skip(problem)
+    if skip:
+        return {"status": "skipped", "message": why}
+    model = pinnbench.make_model(problem, width=spec["width"], depth=spec["depth"], generator=gen)
+    solver.setup(problem, model, gen)
+    t0 = time.perf_counter()
+    solver.step()
+    warm = time.perf_counter() - t0
+    resettable = memory.reset_peak_cpu()
+    base = memory.current_cpu_bytes()
+    times, losses = [], []
+    for _ in range(spec["steps"]):
         t0 = time.perf_counter()
-        solver.step()
-        warm = time.perf_counter() - t0
-        resettable = memory.reset_peak_cpu()
-        base = memory.current_cpu_bytes()
-        stage = "timed steps"
-        times, losses = [], []
-        for _ in range(spec["steps"]):
-            t0 = time.perf_counter()
-            losses.append(solver.step())
-            times.append(time.perf_counter() - t0)
-    except (MemoryError, RuntimeError) as e:
-        msg = str(e).splitlines()[0][:100]
-        oom = isinstance(e, MemoryError) or "alloc" in msg.lower() or "memory" in msg.lower()
-        return {"status": "oom" if oom else "error", "message": f"{stage}: {msg}"}
+        losses.append(solver.step())
+        times.append(time.perf_counter() - t0)
     peak = memory.peak_cpu_bytes()
     return {"status": "ok", "time_s": statistics.median(times), "warmup_s": warm,
             "peak_bytes": peak, "extra_peak_bytes": peak - base if resettable else None,
@@ -69,16 +59,10 @@ def _worker(spec: dict) -> dict:
 
 
 def _run_cell(spec: dict, timeout_s: float) -> dict:
-    cmd = [sys.executable, "-m", "pinnbench.bench.solvers", "--worker", json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"status": "timeout", "message": f"> {timeout_s:.0f} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        status = "oom" if proc.returncode in (-9, 137) or "alloc" in tail.lower() else "error"
-        return {"status": status, "message": f"rc {proc.returncode}: {tail[:120]}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from pinnbench.isolation import measure_isolated
+
+    return measure_isolated("pinnbench.bench.solvers:_worker", spec, timeout_s=timeout_s,
+                            memory_limit_bytes=int(spec["mem_limit_gb"] * 2**30))
 
 
 def _mb(b) -> str:
@@ -104,13 +88,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--problem", default="poisson-2body-v1")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--mem-limit-gb", type=float, default=20.0,
-                    help="address-space cap of each measurement (RLIMIT_AS)")
+                    help="address-space headroom of each measurement above what importing "
+                         "torch maps (RLIMIT_AS)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.worker:
-        print(json.dumps(_worker(json.loads(args.worker))))
-        return 0
     try:
         dims = [int(float(s)) for s in args.dims.split(",") if s.strip()]
     except ValueError:
@@ -119,7 +100,10 @@ def main(argv: list[str]) -> int:
 
     specs = [s.strip() for s in args.solvers.split(";") if s.strip()]
     for s in specs:
-        solver_from_spec(s)  # fail early on a bad spec
+        try:
+            solver_from_spec(s)  # fail early on a bad spec
+        except ValueError as exc:
+            ap.error(str(exc))
     print(f"# one solver step: {args.problem}, MLP {args.width}x{args.depth} tanh, "
           f"{args.points} points; median of {args.steps} steps after 1 warm-up; fresh process "
           f"per row, address space capped at {args.mem_limit_gb:g} GiB; CPU, shared: noisy")

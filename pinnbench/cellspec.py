@@ -1,0 +1,109 @@
+"""A cell's spec: the plain dict (JSON round-trip) that says which cell to run and how.
+
+Keys and defaults: ``DEFAULTS``; the keys in ``IDENTITY_KEYS`` define the cell and hash to its
+``cell_id``; the others say how to run it:
+
+- ``timeout_s``: wall-clock limit of the whole cell process (isolated only) -> status ``timeout``.
+- ``memory_limit_bytes``: address-space headroom (RLIMIT_AS) granted to the cell process on top
+  of what it has mapped once torch and the plugins are imported; CPU cells only (CUDA maps huge
+  virtual ranges). Exceeding it makes allocations fail -> status ``oom``.
+- ``imports``: plugin modules (``package.module``) or files (``path/to/plugins.py``) to import in
+  the cell process before the registries are used (third-party or test problems and solvers).
+- ``threads``: ``torch.set_num_threads`` in the cell (None: torch's default).
+- ``floors``: compute the trivial reference fits (:mod:`pinnbench.floors`) after training.
+- ``warmup``: the first steps, excluded from the step timing (they are still training steps).
+
+:func:`normalize_spec` fills the defaults and validates every field once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from pinnbench.plugins import import_plugins
+
+#: the spec keys that define a cell and hash to its cell_id
+IDENTITY_KEYS = ("problem", "dim", "solver", "seed", "steps", "time_budget_s", "width", "depth",
+                 "device", "dtype", "warmup")
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "steps": 100,
+    "time_budget_s": None,
+    "width": 128,
+    "depth": 3,
+    "device": "cpu",
+    "dtype": "float32",
+    "warmup": 2,
+    "timeout_s": None,
+    "memory_limit_bytes": None,
+    "imports": [],
+    "threads": None,
+    "floors": True,
+    "command": None,
+    "run_id": "",
+}
+
+
+def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fill the defaults, validate every field and canonicalise the solver spec (every parameter
+    written out) and the device (``auto`` resolved). Raises ValueError with what is allowed."""
+    from pinnbench.problem_registry import problem_class, resolve_device, resolve_dtype
+    from pinnbench.solver import solver_from_spec
+
+    unknown = set(spec) - set(DEFAULTS) - set(IDENTITY_KEYS) - {"solver_name", "solver_params"}
+    if unknown:
+        raise ValueError(f"unknown cell spec key(s) {sorted(unknown)}; allowed: "
+                         f"{sorted(set(DEFAULTS) | set(IDENTITY_KEYS))}")
+    for key in ("problem", "dim", "solver"):
+        if key not in spec:
+            raise ValueError(f"cell spec needs {key!r}")
+    out = {**DEFAULTS, **spec}
+    out["imports"] = list(out["imports"] or [])
+    import_plugins(out["imports"])
+    cls = problem_class(out["problem"])
+    _check_int(out, "dim", minimum=cls.min_dim)
+    _check_int(out, "seed", minimum=0)
+    _check_int(out, "width", minimum=1)
+    _check_int(out, "depth", minimum=1)
+    _check_int(out, "warmup", minimum=0)
+    if out["steps"] is not None:
+        _check_int(out, "steps", minimum=1)
+    for key in ("time_budget_s", "timeout_s"):
+        if out[key] is not None:
+            v = out[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 \
+                    or not math.isfinite(v):
+                raise ValueError(f"{key} must be a number > 0 or None, got {v!r}")
+            out[key] = float(v)
+    if out["steps"] is None and out["time_budget_s"] is None:
+        raise ValueError("a cell needs steps, time_budget_s, or both")
+    if out["memory_limit_bytes"] is not None:
+        _check_int(out, "memory_limit_bytes", minimum=1)
+    if out["threads"] is not None:
+        _check_int(out, "threads", minimum=1)
+    out["dtype"] = str(resolve_dtype(out["dtype"])).replace("torch.", "")
+    out["device"] = str(resolve_device(out["device"]))
+    if out["memory_limit_bytes"] is not None and out["device"] != "cpu":
+        raise ValueError("memory_limit_bytes (RLIMIT_AS) works for CPU cells only")
+    solver = solver_from_spec(out["solver"])
+    out["solver"] = solver.spec
+    out["solver_name"] = solver.name
+    out["solver_params"] = dict(solver.params)
+    return out
+
+
+def _check_int(spec: dict, key: str, minimum: int) -> None:
+    v = spec[key]
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{key} must be an integer >= {minimum}, got {v!r}")
+
+
+def cell_id(spec: dict[str, Any]) -> str:
+    """Hash of the canonical identity of a (normalised) spec: same cell, same id."""
+    identity = {k: spec.get(k, DEFAULTS.get(k)) for k in IDENTITY_KEYS}
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,282 @@
+"""The measured cell, in the process that runs it: (normalised spec) -> result row.
+
+Measurement (DESIGN.md, "Cell"):
+
+1. the CUDA context is created first and timed apart (provenance ``cuda_init_time_s``); set-up
+   (problem, model, solver.setup) is timed on its own (``setup_time_s``); ``solver.skip`` is
+   asked before the model is built (status ``skipped`` with its reason);
+2. the error at step 0 is evaluated, then the peaks are reset (CPU VmHWM; CUDA peak stats after
+   the evaluation's cached blocks are released) and the baselines recorded (RSS, GPU allocated);
+3. each step is timed between device synchronisations; ``time_per_step_s`` is the median of the
+   steps after the warm-up (all steps when there are no more than ``warmup``), with the IQR;
+4. the error (:func:`pinnbench.metrics.evaluate`) is taken at steps 1, 2, 4, 8, ... and the last;
+   evaluation time is excluded from the step times and ``time_s`` of the curve, and evaluation
+   memory from the peaks (the peak is read before and reset after every evaluation);
+5. a non-finite loss stops training with status ``diverged``; ``time_budget_s`` stops training
+   once the summed step times reach it;
+6. floors and provenance are added after training, outside every measurement.
+
+A cell failure never raises: an allocation failure becomes ``oom``, any other exception
+``error`` (:mod:`pinnbench.isolation`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+from pinnbench import memory
+from pinnbench.isolation import describe, is_oom
+from pinnbench.rows import base_row, now_iso
+
+Report = Callable[[dict], None]
+
+
+def eval_steps(steps: int | None) -> set[int]:
+    """1, 2, 4, 8, ... up to ``steps``, and ``steps`` itself (unbounded powers when None)."""
+    out = {2**k for k in range(64) if steps is None or 2**k <= steps}
+    if steps is not None:
+        out.add(steps)
+    return out
+
+
+def derive_seed(seed: int, stream: str) -> int:
+    """The seed of one random stream of a cell ("model", "solver"), fixed by the cell's seed."""
+    digest = hashlib.sha256(f"{seed}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def median_iqr(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    if len(values) < 2:
+        return values[0], 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return statistics.median(values), q[2] - q[0]
+
+
+class CellMeasurement:
+    """The measured quantities of one cell while it runs, and the row they fill."""
+
+    def __init__(self, spec: dict[str, Any], report: Report | None = None) -> None:
+        self.spec = spec
+        self.report = report
+        self.device = torch.device(spec["device"])
+        self.row = base_row(spec)
+        self.row["started_at"] = now_iso()
+        self.row["status"] = "ok"
+        self.step_times: list[float] = []
+        self.peak_cpu = 0
+        self.peak_gpu: tuple[int | None, int | None] = (None, None)
+        self.t_cell = time.perf_counter()
+
+    # -- device ---------------------------------------------------------------------------------
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def init_device(self) -> float | None:
+        """Create the CUDA context (hundreds of ms to seconds), so it is not part of set-up."""
+        if self.device.type != "cuda":
+            return None
+        t = time.perf_counter()
+        torch.cuda.init()
+        torch.empty(1, device=self.device)
+        self.sync()
+        return time.perf_counter() - t
+
+    # -- memory ---------------------------------------------------------------------------------
+    def read_peaks(self) -> None:
+        self.peak_cpu = max(self.peak_cpu, memory.peak_cpu_bytes())
+        alloc, reserved = memory.peak_gpu_bytes(self.device)
+        if alloc is not None:
+            old_a, old_r = self.peak_gpu
+            self.peak_gpu = (max(alloc, old_a or 0), max(reserved, old_r or 0))
+
+    def reset_peaks(self) -> None:
+        # blocks cached by an evaluation are released first, so the reserved peak is the steps'
+        memory.release_gpu_cache(self.device)
+        memory.reset_peak_cpu()
+        memory.reset_peak_gpu(self.device)
+
+    def start_training(self) -> None:
+        """Peaks reset and baselines recorded: what follows is the training's alone."""
+        self.reset_peaks()
+        self.row["baseline_cpu_bytes"] = memory.current_cpu_bytes()
+        self.row["baseline_gpu_allocated_bytes"] = memory.current_gpu_bytes(self.device)
+        self.peak_cpu, self.peak_gpu = memory.peak_cpu_bytes(), (None, None)
+
+    # -- the curve ------------------------------------------------------------------------------
+    def record(self, step: int, loss: float | None, train_time: float, model, problem) -> None:
+        """Evaluate the error at ``step``, outside the step times and the peaks."""
+        from pinnbench.metrics import evaluate
+
+        self.sync()
+        self.read_peaks()
+        errors = evaluate(model, problem)
+        self.row["curve"].append({"step": step, "time_s": train_time, "loss": loss,
+                                  **{k: float(v) for k, v in errors.items()}})
+        self.reset_peaks()
+        if self.report is not None:
+            self.fill()
+            self.report(self.row)
+
+    def fill(self) -> None:
+        """Summaries of what was measured so far (step times, curve, peaks) into the row."""
+        row = self.row
+        warmup = self.spec["warmup"]
+        times = self.step_times
+        timed = times[warmup:] if len(times) > warmup else times
+        row["time_per_step_s"], row["time_per_step_iqr_s"] = median_iqr(timed)
+        row["steps_done"] = len(times)
+        curve = row["curve"]
+        if curve:
+            last = curve[-1]
+            row["final_rel_l2"], row["final_rel_l1"] = last["rel_l2"], last["rel_l1"]
+            row["final_max_abs"] = last["max_abs"]
+            finite = [c for c in curve if c["rel_l2"] is not None and math.isfinite(c["rel_l2"])]
+            best = min(finite, key=lambda c: c["rel_l2"]) if finite else None
+            if best is not None:
+                row["best_rel_l2"], row["best_step"] = best["rel_l2"], best["step"]
+            for end in ("lo", "hi"):  # the 95 % intervals of those evaluations
+                row[f"final_rel_l2_{end}"] = last.get(f"rel_l2_{end}")
+                row[f"final_rel_l1_{end}"] = last.get(f"rel_l1_{end}")
+                row[f"best_rel_l2_{end}"] = best.get(f"rel_l2_{end}") if best else None
+            for c in curve:
+                c["final"] = c is last
+                c["best"] = c is best
+        row["peak_cpu_bytes"] = self.peak_cpu or None
+        row["peak_gpu_allocated_bytes"], row["peak_gpu_reserved_bytes"] = self.peak_gpu
+        row["total_time_s"] = time.perf_counter() - self.t_cell
+
+
+def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any]:
+    """Run one normalised cell in this process and return its row (never raises for a cell
+    failure: errors become a status). ``report(row)`` receives the partial row after every
+    evaluation, so that a cell killed on timeout still has its curve."""
+    from pinnbench.model import make_model
+    from pinnbench.problem_registry import make_problem
+    from pinnbench.solver import solver_from_spec
+
+    m = CellMeasurement(spec, report)
+    row, device = m.row, m.device
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    problem = model = solver = None
+    cuda_init_s = None
+    try:
+        cuda_init_s = m.init_device()
+        t0 = time.perf_counter()
+        problem = make_problem(spec["problem"], dim=spec["dim"], seed=spec["seed"],
+                               dtype=spec["dtype"], device=device)
+        solver = solver_from_spec(spec["solver"])
+        skip, reason = solver.skip(problem)
+        if skip:
+            row["status"], row["message"] = "skipped", str(reason)
+        else:
+            model = make_model(problem, width=spec["width"], depth=spec["depth"],
+                               generator=_generator(device, spec["seed"], "model"))
+            row["n_params"], row["param_bytes"] = model.n_params, model.param_bytes
+            solver.setup(problem, model, _generator(device, spec["seed"], "solver"))
+            m.sync()
+            row["setup_time_s"] = time.perf_counter() - t0
+            m.record(0, None, 0.0, model, problem)
+            m.start_training()
+            _train(m, solver, model, problem)
+    except BaseException as exc:  # noqa: BLE001 - a cell failure is a result, not a crash
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        row["status"] = "oom" if is_oom(exc) else "error"
+        row["message"] = describe(exc) if row["status"] == "error" else \
+            f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+    try:
+        m.read_peaks()
+    except Exception:  # noqa: BLE001 - e.g. a sticky CUDA error: keep the original message
+        pass
+    m.fill()
+    del solver, model
+    try:
+        memory.release_gpu_cache(device)
+    except Exception:  # noqa: BLE001 - after a sticky CUDA error every CUDA call raises
+        pass
+    row["provenance"] = _provenance(spec, device, cuda_init_s)
+    if spec.get("floors", True) and problem is not None:
+        _add_floors(row, problem)
+    row["total_time_s"] = time.perf_counter() - m.t_cell
+    row["finished_at"] = now_iso()
+    return row
+
+
+def _generator(device: torch.device, seed: int, stream: str) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, stream))
+
+
+def _train(m: CellMeasurement, solver, model, problem) -> None:
+    """The timed loop: steps until ``steps`` or the time budget, evaluations at eval_steps."""
+    row = m.row
+    steps, budget = m.spec["steps"], m.spec["time_budget_s"]
+    when = eval_steps(steps)
+    train_time, loss, k = 0.0, None, 0
+    while steps is None or k < steps:
+        if budget is not None and train_time >= budget:
+            break
+        m.sync()
+        t = time.perf_counter()
+        loss = float(solver.step())
+        m.sync()
+        dt = time.perf_counter() - t
+        k += 1
+        m.step_times.append(dt)
+        train_time += dt
+        row["final_loss"] = loss
+        if not math.isfinite(loss):
+            row["status"] = "diverged"
+            row["message"] = f"loss became {loss} at step {k}"
+            break
+        if k in when:
+            m.record(k, loss, train_time, model, problem)
+    if not row["curve"] or row["curve"][-1]["step"] != k:
+        m.record(k, loss, train_time, model, problem)
+    m.fill()
+    if row["status"] == "ok" and row["final_rel_l2"] is not None \
+            and not math.isfinite(row["curve"][-1]["rel_l2"]):
+        row["status"], row["message"] = "diverged", "the model's error is not finite"
+
+
+def _provenance(spec: dict[str, Any], device: torch.device, cuda_init_s: float | None) -> dict:
+    from pinnbench.provenance import collect
+
+    try:
+        provenance = collect(device, command=spec.get("command"))
+    except Exception as exc:  # noqa: BLE001 - never replace the cell's own status
+        provenance = {"provenance_error": f"{type(exc).__name__}: {exc}"[:300]}
+    if cuda_init_s is not None:
+        provenance["cuda_init_time_s"] = cuda_init_s
+    provenance["cpu_peak_resettable"] = memory.cpu_peak_resettable()
+    provenance["threads"] = torch.get_num_threads()
+    if spec.get("memory_limit_bytes"):
+        provenance["memory_limit_bytes"] = spec["memory_limit_bytes"]
+    return provenance
+
+
+def _add_floors(row: dict[str, Any], problem) -> None:
+    """The trivial reference fits (:mod:`pinnbench.floors`): their keys that are columns go to
+    the row, the rest to the provenance; a failure is noted, never a failed cell."""
+    from pinnbench.floors import floors
+
+    provenance = row["provenance"]
+    try:
+        t = time.perf_counter()
+        fl = floors(problem)
+        for key in list(fl):
+            if key in row:
+                row[key] = fl.pop(key)
+        provenance.update(fl)
+        provenance["floor_time_s"] = time.perf_counter() - t
+    except Exception as exc:  # noqa: BLE001 - no floor is not a failed cell
+        provenance["floor_error"] = f"{type(exc).__name__}: {exc}"[:300]
