@@ -33,6 +33,20 @@ TINY_MODEL = {"width": 8, "depth": 2}
 TINY_PARAMS = {"points": 8, "probes": 4}
 
 
+def shipped_solvers() -> list[str]:
+    """The solvers pinnbench ships (solvers/), without the test-only or third-party plugins that
+    other code may have registered in this process."""
+    return [n for n in SOLVERS.names() if SOLVERS.get(n).__module__.startswith("pinnbench.solvers.")]
+
+
+def shipped_problems() -> list[str]:
+    """The problem ids pinnbench ships (problems/), likewise."""
+    from pinnbench.problem_registry import list_problems, problem_class
+
+    return [p for p in list_problems()
+            if problem_class(p).__module__.startswith("pinnbench.problems.")]
+
+
 def _resolve(spec_or_class: str | type[Solver]) -> tuple[type[Solver], dict[str, Any]]:
     if isinstance(spec_or_class, str):
         name, params = parse_spec(spec_or_class)

@@ -392,8 +392,12 @@ def test_every_method_serves_every_registered_problem(problem_id):
                 torch.testing.assert_close(v.detach(), exact[t].detach(), rtol=tol, atol=tol)
     for t in runs["stde"]:
         torch.testing.assert_close(runs["hte"][t].detach(), runs["stde"][t], rtol=1e-9, atol=1e-9)
+        # fd's truncation error scales with the term's size (the clamped biharmonics reach ~1e3):
+        # the tolerance is relative to the largest exact value, not to each estimate (an estimate
+        # from 3 probes can be near zero where the term is not)
         tol = 3e-4 if t == "bilaplacian" else 1e-5
-        torch.testing.assert_close(runs["fd"][t], runs["stde"][t], rtol=tol, atol=tol)
+        scale = max(1.0, float(exact[t].detach().abs().max()))
+        torch.testing.assert_close(runs["fd"][t], runs["stde"][t], rtol=tol, atol=tol * scale)
     full = estimate_terms(m, x, "sdgd", generator=None, probes=dim)[1]
     for t in full:
         torch.testing.assert_close(full[t].detach(), exact[t].detach(), rtol=1e-9, atol=1e-9)

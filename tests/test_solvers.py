@@ -6,14 +6,7 @@ import torch
 import pinnbench
 from pinnbench.solver import SOLVERS, solver_from_spec
 from pinnbench.solvers._common import step_size
-from pinnbench.testing import check_solver
-
-
-def shipped_solvers() -> list[str]:
-    """Every solver that pinnbench ships (solvers/): a new one is checked the day it is added.
-    Test-only plugins other test modules register (tests/fake_solvers.py) are left out."""
-    return [n for n in pinnbench.list_solvers()
-            if SOLVERS.get(n).__module__.startswith("pinnbench.solvers.")]
+from pinnbench.testing import check_solver, shipped_solvers
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
