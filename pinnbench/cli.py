@@ -53,9 +53,10 @@ cell. Every option you give replaces the matching default.
 
 A budget in steps gives the same errors on every machine; --time-budget SECONDS (training stops
 when the step times add up to it) makes the number of steps, and so the errors, depend on the
-machine's speed and load: the run warns. CPU cells get physical cores / cells at once torch
-threads unless --threads says otherwise; the run records the threads and the load average, and
-warns when the machine is busier than its cores or a cell's step time varied by more than 2x.
+machine's speed and load: the run warns. CPU cells get the physical cores that other work leaves
+free, divided by the cells at once, as torch threads unless --threads says otherwise; the run
+records the threads and the load average, and warns when the machine is busier than its cores or
+a cell's step time varied by more than 2x.
 
 Formats:
   --solvers  comma-separated specs; parameters in brackets: 'sdze[rank=4,eps=1e-3],bp[estimator=hte]'
@@ -215,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --executor dask: cells in flight become errors after the cluster "
                    f"has had no worker this long (default {NO_WORKER_TIMEOUT_S:g})")
     h.add_argument("--threads", type=_positive_int("--threads"),
-                   help="torch threads per cell (default on CPU: physical cores / cells at once)")
+                   help="torch threads per cell (default on CPU: free physical cores / cells "
+                   "at once)")
     h.add_argument("--no-prune", action="store_true",
                    help="run larger d even after a (problem, solver) ran out of memory")
     h.add_argument("--no-floors", action="store_true",

@@ -3,8 +3,10 @@
 Time per step is the one measurement that depends on the machine's load: on a shared 2-core
 machine steps ran 10-40x slower under load. The run therefore
 
-- gives each CPU cell ``physical cores // cells at once`` torch threads by default (threads beyond
-  the physical cores only contend), and records the count;
+- gives each CPU cell ``physical cores // cells at once`` torch threads by default, fewer when
+  other work already keeps cores busy when the run starts (threads beyond the free cores only
+  contend: on a 2-core machine at load 7, two threads made steps 5x slower than one), and
+  records the count;
 - records the load average when the run starts and when each cell finishes (provenance);
 - warns when the load average exceeds the cores, and when a cell's step time varied by more than
   ``UNSTEADY_RATIO`` = 2x between stretches of its training (a sign that something else ran).
@@ -13,6 +15,7 @@ machine steps ran 10-40x slower under load. The run therefore
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Any
 
@@ -50,9 +53,14 @@ def physical_cores() -> int:
     return max(1, min(len(cores), usable) if cores else usable)
 
 
-def default_threads(cells_at_once: int) -> int:
-    """Torch threads per CPU cell when the user gives none: physical cores // cells at once."""
-    return max(1, physical_cores() // max(1, cells_at_once))
+def default_threads(cells_at_once: int, load: float | None = None) -> int:
+    """Torch threads per CPU cell when the user gives none: the physical cores that other work
+    leaves free (cores - 1-minute load average, at least 1), divided by the cells at once."""
+    cells = max(1, cells_at_once)
+    cores = physical_cores()
+    load = load_average() if load is None else load
+    free = cores if load is None else min(cores, max(1, math.floor(cores - load + 0.5)))
+    return max(1, free // cells)
 
 
 def load_average() -> float | None:

@@ -197,12 +197,15 @@ def test_a_cell_that_blew_up_is_stored_diverged(tmp_path, capsys):
     assert r["status"] == "diverged" and "blew up" in r["message"], r["message"]
 
 
-def test_default_run_is_defined_in_steps_with_threads_per_core(tmp_path):
+def test_default_run_is_defined_in_steps_with_threads_per_core(tmp_path, monkeypatch):
     """The default sweep's errors must not depend on the machine's speed: a step budget, no
-    time budget, and CPU threads = physical cores / cells at once (recorded in the plan)."""
+    time budget, and CPU threads = free physical cores / cells at once (recorded in the plan)."""
+    from pinnbench import machine_load
     from pinnbench.cli import _sweep_config, build_parser
     from pinnbench.machine_load import default_threads
     from pinnbench.sweep import plan
+
+    monkeypatch.setattr(machine_load, "load_average", lambda: 0.0)
 
     args = build_parser().parse_args(["run", "--store", str(tmp_path / "s.sqlite")])
     config = _sweep_config(args)

@@ -3,11 +3,15 @@
 from pinnbench import machine_load as ml
 
 
-def test_default_threads_split_the_physical_cores():
-    cores = ml.physical_cores()
-    assert 1 <= cores <= (__import__("os").cpu_count() or 1)
-    assert ml.default_threads(1) == cores
-    assert ml.default_threads(cores) == 1 and ml.default_threads(10 * cores) == 1
+def test_default_threads_split_the_free_physical_cores(monkeypatch):
+    monkeypatch.setattr(ml, "physical_cores", lambda: 8)
+    assert ml.default_threads(1, load=0.0) == 8 and ml.default_threads(2, load=0.3) == 4
+    assert ml.default_threads(16, load=0.0) == 1
+    # other work keeps cores busy: fewer threads, never fewer than one
+    assert ml.default_threads(1, load=3.0) == 5 and ml.default_threads(2, load=3.0) == 2
+    assert ml.default_threads(1, load=7.6) == 1 and ml.default_threads(1, load=40.0) == 1
+    monkeypatch.setattr(ml, "load_average", lambda: None)  # no load average: all cores
+    assert ml.default_threads(1) == 8
 
 
 def test_overload_warning_only_above_the_cores():

@@ -32,8 +32,11 @@ def test_with_points_sets_only_missing_points():
     assert with_points("fake-ok", None) == "fake-ok"
 
 
-def test_plan_orders_by_dimension_and_validates():
+def test_plan_orders_by_dimension_and_validates(monkeypatch):
     import fake_solvers  # noqa: F401 - registers the fakes here
+    from pinnbench import machine_load
+
+    monkeypatch.setattr(machine_load, "load_average", lambda: 0.0)
 
     cells = plan(SweepConfig(problems=["fake-affine-v1"], solvers=["fake-ok", "fake-nan"],
                              dims=[10, 3], seeds=[0, 1], steps=5, imports=[FAKES], jobs=2))
