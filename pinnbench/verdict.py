@@ -153,8 +153,12 @@ def standing(rel_l2: float | None, floor_const: float | None, floor_affine: floa
             return f"within the noise of the test set of the {name} fit"
         return f"at the {name} fit (within {FLOOR_TOLERANCE:.0%})"
     high_name, high = max(floors.items(), key=lambda kv: kv[1])
-    if len(floors) == 2 and compare(rel_l2, high, ci.get("rel_l2"), ci.get(high_name)) == "below":
+    high_cmp = compare(rel_l2, high, ci.get("rel_l2"), ci.get(high_name)) \
+        if len(floors) == 2 else "above"
+    if high_cmp == "below":
         return f"above the {name} fit, below the {high_name} fit"
+    if high_cmp == "at":
+        return f"above the {name} fit, at the {high_name} fit"
     return "above the trivial fits" if len(floors) == 2 else f"above the {name} fit"
 
 

@@ -67,6 +67,7 @@ def test_trained_needs_the_stated_number_of_steps():
     (0.052, "at the affine fit"),
     (0.1, "above the affine fit, below the constant fit"),
     (0.9, "above the trivial fits"),
+    (0.205, "above the affine fit, at the constant fit"),
 ])
 def test_standing_against_the_floors(err, words):
     assert verdict.standing(err, 0.2, 0.05).startswith(words)
