@@ -3,7 +3,8 @@
 Measurement (DESIGN.md, "Cell"):
 
 1. the CUDA context is created first and timed apart (provenance ``cuda_init_time_s``); set-up
-   (problem, model, solver.setup) is timed on its own (``setup_time_s``); ``solver.skip`` is
+   (problem, model, solver.setup, and at large d compiling the closed forms for the solver's
+   batch, :mod:`pinnbench.fused`) is timed on its own (``setup_time_s``); ``solver.skip`` is
    asked before the model is built (status ``skipped`` with its reason);
 2. the error at step 0 is evaluated, then the peaks are reset (CPU VmHWM; CUDA peak stats after
    the evaluation's cached blocks are released) and the baselines recorded (RSS, GPU allocated);
@@ -30,7 +31,7 @@ from typing import Any, Callable
 
 import torch
 
-from pinnbench import memory
+from pinnbench import fused, memory
 from pinnbench.isolation import describe, is_oom
 from pinnbench.rows import base_row, now_iso
 
@@ -183,6 +184,8 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
                                generator=_generator(device, spec["seed"], "model"))
             row["n_params"], row["param_bytes"] = model.n_params, model.param_bytes
             solver.setup(problem, model, _generator(device, spec["seed"], "solver"))
+            # compiles the closed forms at large d for the solver's batch: part of set-up
+            problem.warm_up(int(solver.params.get("points", 2)))
             m.sync()
             row["setup_time_s"] = time.perf_counter() - t0
             m.record(0, None, 0.0, model, problem)
@@ -257,6 +260,7 @@ def _provenance(spec: dict[str, Any], device: torch.device, cuda_init_s: float |
         provenance = {"provenance_error": f"{type(exc).__name__}: {exc}"[:300]}
     if cuda_init_s is not None:
         provenance["cuda_init_time_s"] = cuda_init_s
+    provenance["closed_forms"] = fused.status()
     provenance["cpu_peak_resettable"] = memory.cpu_peak_resettable()
     provenance["threads"] = torch.get_num_threads()
     if spec.get("memory_limit_bytes"):

@@ -180,6 +180,15 @@ class Problem:
         return 0.0
 
     # -- provided -------------------------------------------------------------------------------
+    def warm_up(self, n_points: int = 2) -> None:
+        """Evaluate the closed forms once on ``n_points`` points (a solver's batch size), so that
+        compiling them (:mod:`pinnbench.fused`, at large d; one graph per shape pattern) happens
+        now, in set-up, not inside a timed step or a memory peak. Draws from its own generator:
+        no random stream of the cell moves."""
+        x = self._sample_on_cpu(n_points, torch.Generator().manual_seed(0)).to(self.device)
+        self.exact(x)
+        self.source(x)
+
     def residual(self, terms: dict[str, Tensor], u: Tensor, x: Tensor,
                  source: Tensor | None = None) -> Tensor:
         """``sum coef * terms[name] + pointwise(u) - f(x)``, (n,). ``terms`` holds an estimate of

@@ -29,8 +29,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "status": ("str", "one of STATUSES"),
     "message": ("str", "why the status (error text, OOM message, skip reason), else ''"),
     "steps_done": ("int", "training steps actually run"),
-    "setup_time_s": ("float", "problem + model + solver set-up (CUDA context creation excluded: "
-                              "provenance cuda_init_time_s)"),
+    "setup_time_s": ("float", "problem + model + solver set-up, with compiling the closed forms "
+                              "at d >= 65,536 (CUDA context creation excluded: provenance "
+                              "cuda_init_time_s)"),
     "time_per_step_s": ("float", "median time of the timed steps (after warm-up, synchronised)"),
     "time_per_step_iqr_s": ("float", "interquartile range of the timed steps"),
     "total_time_s": ("float", "wall time of the whole cell"),

@@ -40,7 +40,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pinnbench import fused
+from pinnbench.fused import Fused
 from pinnbench.problems._chunked import column_blocks
+
+#: the compiled block sums, one per body
+_FUSED: dict[type, Fused] = {}
 
 
 class ManyBody:
@@ -60,10 +65,15 @@ class ManyBody:
         keys = cls._keys(order)
         out = {k: torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) for k in keys}
         n_windows = c.shape[0]
+        # fused into one kernel at large d (pinnbench.fused), eager below
+        block = _FUSED.setdefault(cls, Fused(cls._block)) if x.shape[1] >= fused.MIN_COLUMNS \
+            else cls._block
         # blocks narrow enough that the ~temporaries(order) block-sized temporaries of one
-        # block stay within about BLOCK_ELEMENTS numbers in all
+        # block stay within about BLOCK_ELEMENTS numbers in all (eager; compiled, a block is one
+        # loop and its temporaries never exist)
         for a, b in column_blocks(x.shape[0] * cls.temporaries(order), n_windows):
-            cls._block(x[:, a:b + cls.window - 1], c[a:b], order, out)
+            for k, v in block(x[:, a:b + cls.window - 1], c[a:b], order).items():
+                out[k] += v
         return out
 
     @staticmethod
@@ -77,7 +87,9 @@ class ManyBody:
         raise NotImplementedError
 
     @staticmethod
-    def _block(xb: Tensor, c: Tensor, order: int, out: dict[str, Tensor]) -> None:
+    def _block(xb: Tensor, c: Tensor, order: int) -> dict[str, Tensor]:
+        """The row sums of ``sums`` over the windows of one column block ``xb`` (with its
+        halo), each (n,)."""
         raise NotImplementedError
 
     @classmethod
@@ -128,27 +140,28 @@ class TwoBody(ManyBody):
                 4: ("u2", "x_grad", "lap", "x_hess_x", "x_grad_lap", "bilap")}[order]
 
     @staticmethod
-    def _block(xb: Tensor, c: Tensor, order: int, out: dict[str, Tensor]) -> None:
+    def _block(xb: Tensor, c: Tensor, order: int) -> dict[str, Tensor]:
         sx, cx = torch.sin(xb), torch.cos(xb)
         p, q = xb[:, :-1], xb[:, 1:]
         sp, sq, cp, cq = sx[:, :-1], sx[:, 1:], cx[:, :-1], cx[:, 1:]
         phi = p + cq + q * cp
         sphi, cphi = torch.sin(phi), torch.cos(phi)
         del phi
-        out["u2"] += sphi @ c
+        out = {"u2": sphi @ c}
         if order == 2:
             a = 1.0 - q * sp
             b = cp - sq
-            out["x_grad"] += (cphi * (p * a + q * b)) @ c
-            out["lap"] += (cphi * (-q * cp - cq) - sphi * (a * a + b * b)) @ c
+            out["x_grad"] = (cphi * (p * a + q * b)) @ c
+            out["lap"] = (cphi * (-q * cp - cq) - sphi * (a * a + b * b)) @ c
         elif order == 4:  # every operator acts on a window through its own (p, q) only
             del sphi, cphi
             g = TwoBody.window_derivatives(p, q, 1.0, order=4)
-            out["x_grad"] += (p * g["p"] + q * g["q"]) @ c
-            out["lap"] += (g["pp"] + g["qq"]) @ c
-            out["x_hess_x"] += (p * p * g["pp"] + 2.0 * p * q * g["pq"] + q * q * g["qq"]) @ c
-            out["x_grad_lap"] += (p * (g["ppp"] + g["pqq"]) + q * (g["ppq"] + g["qqq"])) @ c
-            out["bilap"] += (g["pppp"] + 2.0 * g["ppqq"] + g["qqqq"]) @ c
+            out["x_grad"] = (p * g["p"] + q * g["q"]) @ c
+            out["lap"] = (g["pp"] + g["qq"]) @ c
+            out["x_hess_x"] = (p * p * g["pp"] + 2.0 * p * q * g["pq"] + q * q * g["qq"]) @ c
+            out["x_grad_lap"] = (p * (g["ppp"] + g["pqq"]) + q * (g["ppq"] + g["qqq"])) @ c
+            out["bilap"] = (g["pppp"] + 2.0 * g["ppqq"] + g["qqqq"]) @ c
+        return out
 
     @staticmethod
     def _local_derivatives(local: list[Tensor], c: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -218,24 +231,25 @@ class ThreeBody(ManyBody):
                 4: ("u2", "x_grad", "lap", "x_hess_x", "x_grad_lap", "bilap")}[order]
 
     @staticmethod
-    def _block(xb: Tensor, c: Tensor, order: int, out: dict[str, Tensor]) -> None:
+    def _block(xb: Tensor, c: Tensor, order: int) -> dict[str, Tensor]:
         p, q, r = xb[:, :-2], xb[:, 1:-1], xb[:, 2:]
         psi = p * q * r
         e = torch.exp(psi)
-        out["u2"] += e @ c
+        out = {"u2": e @ c}
         if order == 0:
-            return
+            return out
         x2 = xb * xb
         p2, q2, r2 = x2[:, :-2], x2[:, 1:-1], x2[:, 2:]
         s2 = q2 * r2 + p2 * r2 + p2 * q2
         e_s2 = e * s2
-        out["x_grad"] += 3.0 * ((e * psi) @ c)
-        out["lap"] += e_s2 @ c
+        out["x_grad"] = 3.0 * ((e * psi) @ c)
+        out["lap"] = e_s2 @ c
         if order == 4:
             s1 = p2 + q2 + r2
-            out["x_hess_x"] += (e * psi * (9.0 * psi + 6.0)) @ c
-            out["x_grad_lap"] += (e_s2 * (3.0 * psi + 4.0)) @ c
-            out["bilap"] += (e * (s2 * s2 + (8.0 * psi + 4.0) * s1)) @ c
+            out["x_hess_x"] = (e * psi * (9.0 * psi + 6.0)) @ c
+            out["x_grad_lap"] = (e_s2 * (3.0 * psi + 4.0)) @ c
+            out["bilap"] = (e * (s2 * s2 + (8.0 * psi + 4.0) * s1)) @ c
+        return out
 
     @staticmethod
     def _local_derivatives(local: list[Tensor], c: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
