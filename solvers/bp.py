@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 
 from pinnbench.solver import Param, Solver, register_solver
-from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_BP, EXACT_MAX_DIM,
-                                       estimator_options, lr_param, residual_loss, step_size)
+from pinnbench.estimators import exact_unsupported
+from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_BP, estimator_options,
+                                       lr_param, residual_loss, step_size)
 
 
 @register_solver
@@ -44,10 +45,8 @@ class BP(Solver):
                              f"{'|'.join(allowed)}")
 
     def skip(self, problem) -> tuple[bool, str]:
-        if self.params["estimator"] == "exact" and problem.input_dim > EXACT_MAX_DIM:
-            return True, (f"exact operator needs {problem.input_dim} Hessian-vector products per "
-                          f"point; skipped above D = {EXACT_MAX_DIM}")
-        return False, ""
+        why = exact_unsupported(problem) if self.params["estimator"] == "exact" else ""
+        return bool(why), why
 
     def setup(self, problem, model, generator: torch.Generator) -> None:
         self.problem, self.model, self.generator = problem, model, generator

@@ -68,3 +68,19 @@ def test_bp_unbiased_loss_differs_from_biased():
         m = pinnbench.make_model(p, width=8, depth=2, generator=g)
         out[loss] = pinnbench.make_solver(f"bp[loss={loss},probes=2]", p, m, generator=g).step()
     assert out["biased"] != out["unbiased"]
+
+
+def test_bp_exact_asks_the_estimators_limit_for_each_term():
+    """One limit, owned by the estimators: the exact bilaplacian stops at d = 64, so bp[exact]
+    on a fourth-order problem at d = 100 is skipped with the reason (it used to be run and
+    fail with an error, since bp's own limit was 1000 on D)."""
+    from pinnbench.estimators import EXACT_MAX_DIM
+
+    solver = solver_from_spec("bp[estimator=exact]")
+    quartic = pinnbench.make_problem("biharmonic-clamped-3body-v1", dim=100)
+    skip, why = solver.skip(quartic)
+    assert skip and "bilaplacian" in why and "d = 64" in why
+    assert solver.skip(pinnbench.make_problem("biharmonic-clamped-3body-v1", dim=64)) == (False, "")
+    lap = EXACT_MAX_DIM["laplacian"]
+    assert solver.skip(pinnbench.make_problem("heat-v1", dim=lap)) == (False, "")  # D = d + 1
+    assert solver.skip(pinnbench.make_problem("heat-v1", dim=lap + 1))[0]

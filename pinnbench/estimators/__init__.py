@@ -5,7 +5,7 @@ methods ``exact``, ``sdgd``, ``hte``, ``stde``, ``fd``. The maths and sources ar
 :mod:`.terms` (the estimators), :mod:`.directional` (jets, autodiff, stencils) and :mod:`.probes`.
 """
 
-from pinnbench.estimators.terms import (EXACT_MAX_DIM, METHODS, OPTIONS, estimate,
+from pinnbench.estimators.terms import (EXACT_MAX_DIM, METHODS, OPTIONS, estimate, exact_unsupported,
                                         estimate_terms)
 
-__all__ = ["EXACT_MAX_DIM", "METHODS", "OPTIONS", "estimate", "estimate_terms"]
+__all__ = ["EXACT_MAX_DIM", "METHODS", "OPTIONS", "estimate", "estimate_terms", "exact_unsupported"]

@@ -60,8 +60,23 @@ OPTIONS: dict[str, dict[str, str]] = {
            "h": "a step > 0 (default eps^(1/(k+2)) for a k-th derivative)"},
 }
 
-#: largest spatial d for which ``exact`` runs: d passes for the Laplacian, O(d^2) for the bilaplacian
-EXACT_MAX_DIM: dict[str, int] = {"laplacian": 2048, "bilaplacian": 64}
+#: largest spatial d for which ``exact`` runs (d autodiff passes per point for the Laplacian, O(d^2)
+#: for the bilaplacian): the one limit, asked by solvers through :func:`exact_unsupported`
+EXACT_MAX_DIM: dict[str, int] = {"laplacian": 1000, "bilaplacian": 64}
+
+
+
+def exact_unsupported(problem) -> str:
+    """Why ``method="exact"`` cannot serve ``problem`` (its spatial d is above ``EXACT_MAX_DIM``
+    for one of its terms), or "" when it can: the one limit, asked by solvers' ``skip``."""
+    for t in problem.operator.terms:
+        limit = EXACT_MAX_DIM.get(t.name)
+        if limit is not None and problem.dim > limit:
+            cost = "d" if t.name == "laplacian" else "O(d^2)"
+            return (f"the exact {t.name} takes {cost} autodiff passes per point; it runs up to "
+                    f"d = {limit}, not d = {problem.dim}")
+    return ""
+
 
 DEFAULT_DIST = {"laplacian": "rademacher", "bilaplacian": "gaussian"}
 SPATIAL_ORDER = {"laplacian": 2, "bilaplacian": 4}
