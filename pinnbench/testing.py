@@ -15,18 +15,20 @@ Checks (each raises AssertionError naming the solver, the problem and what diffe
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from pinnbench.solver import SOLVERS, Param, Solver, parse_spec, solver_from_spec
 
-#: (problem id, dim): a second-order, a time-dependent and a fourth-order problem, all tiny
+#: (problem id, dim): a second-order, a time-dependent and a (well-posed) fourth-order problem,
+#: all tiny
 TINY_PROBLEMS: tuple[tuple[str, int], ...] = (
     ("poisson-2body-v1", 6),
     ("heat-v1", 4),
-    ("biharmonic-3body-v1", 5),
+    ("biharmonic-clamped-3body-v1", 5),
 )
 TINY_MODEL = {"width": 8, "depth": 2}
 #: small batches for speed, unless the spec sets them
@@ -105,9 +107,13 @@ def check_parameters(cls: type[Solver]) -> None:
     assert again.params == solver.params, f"{cls.name}: spec {solver.spec} does not round-trip"
 
 
-def _tiny_run(cls, params, problem_id: str, dim: int, seed: int, steps: int,
-              evaluate_at: int | None = None) -> tuple[list[float], list[torch.Tensor],
-                                                       list[torch.Tensor]]:
+@functools.lru_cache(maxsize=64)
+def _tiny_run(cls, params: tuple, problem_id: str, dim: int, seed: int, steps: int,
+              evaluate_at: int | None = None, repeat: int = 0) -> tuple[list[float],
+                                                                   list[torch.Tensor],
+                                                                   list[torch.Tensor]]:
+    """Losses, initial and final parameters of ``steps`` steps on a tiny problem (cached, so the
+    checks of one solver share their runs; ``repeat`` makes an independent second run)."""
     from pinnbench.metrics import evaluate
     from pinnbench.model import make_model
     from pinnbench.problem_registry import make_problem
@@ -116,7 +122,7 @@ def _tiny_run(cls, params, problem_id: str, dim: int, seed: int, steps: int,
     gen = torch.Generator().manual_seed(seed)
     model = make_model(problem, generator=gen, **TINY_MODEL)
     initial = [p.detach().clone() for p in model.params]
-    solver = cls(**params)
+    solver = cls(**dict(params))
     solver.setup(problem, model, gen)
     losses = []
     for i in range(steps):
@@ -130,35 +136,63 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def check_solver(spec_or_class: str | type[Solver], problems=TINY_PROBLEMS, steps: int = 3,
-                 seed: int = 0) -> list[str]:
-    """Run every check on ``spec_or_class`` (``"sdze[rank=2]"`` or a Solver subclass); returns
-    the names of the checks that ran, raises AssertionError on the first failure."""
-    cls, spec_params = _resolve(spec_or_class)
-    check_parameters(cls)
-    done = ["parameters"]
-    params = {**{k: v for k, v in TINY_PARAMS.items() if k in cls.all_parameters()}, **spec_params}
-    solver = cls(**params)
+def solver_checks(spec_or_class: str | type[Solver], problems=TINY_PROBLEMS, steps: int = 3,
+                  seed: int = 0) -> list[tuple[str, Callable[[], None]]]:
+    """Every check of the suite as ``(name, run)``: ``parameters``, then ``deterministic``,
+    ``finite``, ``changes`` and ``evaluation`` on each tiny problem the solver does not skip
+    (names like ``finite:poisson-2body-v1``). ``run()`` raises AssertionError naming the solver,
+    the problem and what differed. For one test per check (like scikit-learn's
+    ``parametrize_with_checks``): ``pytest.mark.parametrize("name, run", solver_checks(...))``."""
     from pinnbench.problem_registry import list_problems, make_problem
 
+    cls, spec_params = _resolve(spec_or_class)
+    params = {**{k: v for k, v in TINY_PARAMS.items() if k in cls.all_parameters()}, **spec_params}
+    solver = cls(**params)
+    key = tuple(sorted(params.items()))
+    checks: list[tuple[str, Callable[[], None]]] = [("parameters", lambda: check_parameters(cls))]
     for problem_id, dim in problems:
         if problem_id not in list_problems():
             continue
-        skip, _ = solver.skip(make_problem(problem_id, dim=dim, seed=seed))
-        if skip:
+        if solver.skip(make_problem(problem_id, dim=dim, seed=seed))[0]:
             continue
         where = f"{solver.spec} on {problem_id} (dim {dim})"
-        losses, initial, final = _tiny_run(cls, params, problem_id, dim, seed, steps)
-        losses2, _, final2 = _tiny_run(cls, params, problem_id, dim, seed, steps)
-        assert losses == losses2 and _same(final, final2), (
-            f"{where}: two runs with the same seed differ (losses {losses} vs {losses2})")
-        assert all(math.isfinite(v) for v in losses), f"{where}: non-finite loss {losses}"
-        assert not _same(initial, final), f"{where}: the parameters did not change"
-        losses3, _, final3 = _tiny_run(cls, params, problem_id, dim, seed, steps,
-                                       evaluate_at=steps - 1)
-        assert losses3 == losses and _same(final3, final), (
-            f"{where}: evaluating the model changed the training trajectory "
-            f"(losses {losses3} vs {losses})")
-        done.append(f"trajectory:{problem_id}")
-    assert len(done) > 1, f"{solver.spec}: no tiny problem to check on (all skipped or missing)"
+
+        def run(evaluate_at=None, repeat=0, problem_id=problem_id, dim=dim):
+            return _tiny_run(cls, key, problem_id, dim, seed, steps, evaluate_at, repeat)
+
+        def deterministic(run=run, where=where):
+            (losses, _, final), (losses2, _, final2) = run(), run(repeat=1)
+            assert losses == losses2 and _same(final, final2), (
+                f"{where}: two runs with the same seed differ (losses {losses} vs {losses2})")
+
+        def finite(run=run, where=where):
+            losses = run()[0]
+            assert all(math.isfinite(v) for v in losses), f"{where}: non-finite loss {losses}"
+
+        def changes(run=run, where=where):
+            _, initial, final = run()
+            assert not _same(initial, final), f"{where}: the parameters did not change"
+
+        def evaluation(run=run, where=where):
+            losses, _, final = run()
+            losses3, _, final3 = run(evaluate_at=steps - 1)
+            assert losses3 == losses and _same(final3, final), (
+                f"{where}: evaluating the model changed the training trajectory "
+                f"(losses {losses3} vs {losses})")
+
+        for check in (deterministic, finite, changes, evaluation):
+            checks.append((f"{check.__name__}:{problem_id}", check))
+    assert len(checks) > 1, f"{solver.spec}: no tiny problem to check on (all skipped or missing)"
+    return checks
+
+
+def check_solver(spec_or_class: str | type[Solver], problems=TINY_PROBLEMS, steps: int = 3,
+                 seed: int = 0) -> list[str]:
+    """Run every check of :func:`solver_checks` on ``spec_or_class`` (``"sdze[rank=2]"`` or a
+    Solver subclass); returns the names of the checks that ran, raises AssertionError on the
+    first failure."""
+    done = []
+    for name, run in solver_checks(spec_or_class, problems, steps, seed):
+        run()
+        done.append(name)
     return done

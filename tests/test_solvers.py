@@ -6,16 +6,25 @@ import torch
 import pinnbench
 from pinnbench.solver import SOLVERS, solver_from_spec
 from pinnbench.solvers._common import step_size
-from pinnbench.testing import check_solver, shipped_solvers
+from pinnbench.testing import check_solver, shipped_solvers, solver_checks
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("name", shipped_solvers())
-def test_conformance(name):
-    done = check_solver(name)
-    assert "parameters" in done and any(d.startswith("trajectory:") for d in done)
+@pytest.mark.parametrize("name, check", [(n, c) for n in shipped_solvers()
+                                          for c in solver_checks(n)],
+                         ids=[f"{n}-{c}" for n in shipped_solvers() for c, _ in solver_checks(n)])
+def test_conformance(name, check):
+    check[1]()
+
+
+def test_each_solver_is_checked_for_each_property_on_each_tiny_problem():
+    for name in shipped_solvers():
+        names = [c for c, _ in solver_checks(name)]
+        assert names[0] == "parameters"
+        for prop in ("deterministic", "finite", "changes", "evaluation"):
+            assert any(c.startswith(prop + ":poisson-2body-v1") for c in names), (name, prop)
 
 
 @pytest.mark.parametrize("spec", ["sdze[subspace=false]", "sdze[crns=false]",
