@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pinnbench import verdict
 from pinnbench.cellspec import DEFAULTS, IDENTITY_KEYS, cell_id, normalize_spec
 from pinnbench.isolation import Ended, Isolated, is_oom
 from pinnbench.measurement import derive_seed as _derive_seed, eval_steps, execute
@@ -31,7 +32,7 @@ _STATUS_OF_ENDING = {"timeout": "timeout", "killed": "oom", "signal": "error", "
 
 def _execute_in_child(spec: dict[str, Any], report) -> dict[str, Any]:
     """The isolated cell's entry point (:func:`pinnbench.isolation._child_main` calls it)."""
-    return execute(spec, report=report)
+    return verdict.apply(execute(spec, report=report))  # a blown-up cell is `diverged`
 
 
 class CellProcess:
@@ -92,7 +93,7 @@ def run_cell(spec: dict[str, Any], isolated: bool = True) -> dict[str, Any]:
     memory cap). The spec is validated first (ValueError on a bad spec)."""
     spec = normalize_spec(spec)
     if not isolated:
-        return execute(spec)
+        return verdict.apply(execute(spec))
     proc = CellProcess(spec)
     try:
         return proc.wait()

@@ -112,3 +112,17 @@ def test_failures_say_how_many_seeds():
     lines = verdict.problem_verdicts(rows)["p-v1"]
     assert "bp ended oom at d = 10^5 (3 of 3 seeds)." in lines
     assert "zo ended timeout at d = 10^5 (1 of 3 seeds)." in lines
+
+
+@pytest.mark.parametrize("isolated", [False, True])
+def test_run_cell_applies_the_rule(isolated):
+    """bp[lr=100] at d = 100 blows up to relative L2 ~ 1e2 with a finite loss: diverged."""
+    from pinnbench.cell import run_cell
+    from pinnbench.solver import list_solvers
+
+    if "bp" not in list_solvers():
+        pytest.skip("the real solvers are not installed")
+    r = run_cell({"problem": "poisson-2body-v1", "dim": 100, "solver": "bp[lr=100]",
+                  "steps": 30, "threads": 1, "floors": False}, isolated=isolated)
+    assert r["final_rel_l2"] > verdict.DIVERGED_REL_L2
+    assert r["status"] == "diverged" and "blew up" in r["message"], r["message"]
