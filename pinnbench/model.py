@@ -54,10 +54,6 @@ class PINN:
     def input_dim(self) -> int:
         return self.params[0].shape[1]
 
-    def spec(self) -> dict:
-        return {"width": self.params[0].shape[0], "depth": self.n_layers - 1,
-                "activation": self.activation}
-
     # -- evaluation -----------------------------------------------------------------------------
     def net(self, x: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
         """The raw MLP N(x), (n, D) -> (n,)."""

@@ -16,7 +16,7 @@ Points are (n, D) tensors with D = dim, or D = dim + 1 for time-dependent proble
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -75,21 +75,6 @@ class Operator:
         return tuple(t.name for t in self.terms)
 
 
-@dataclass(frozen=True)
-class ProblemSpec:
-    """Plain, JSON-serialisable description of one problem instance."""
-
-    id: str
-    dim: int
-    seed: int
-    dtype: str
-    device: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class Problem:
     """Base class. Subclasses set the class attributes and implement the abstract methods.
 
@@ -135,11 +120,6 @@ class Problem:
     def input_dim(self) -> int:
         """D: the width of a point, dim (+1 for time)."""
         return self.dim + int(self.time_dependent)
-
-    @property
-    def spec(self) -> ProblemSpec:
-        return ProblemSpec(self.id, self.dim, self.seed, _dtype_name(self.dtype), str(self.device),
-                           dict(self.options))
 
     def __repr__(self) -> str:
         return f"<Problem {self.id} dim={self.dim} seed={self.seed} {_dtype_name(self.dtype)} {self.device}>"

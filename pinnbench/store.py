@@ -282,11 +282,6 @@ def list_runs(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [dict(zip(keys, r)) for r in rows]
 
 
-def latest_run_id(path: str | os.PathLike) -> str | None:
-    runs = list_runs(path)
-    return runs[-1]["run_id"] if runs else None
-
-
 def load_results(path: str | os.PathLike = DEFAULT_PATH, run_id: str | None = None):
     """All result rows of the store at ``path`` (or of one run) as a pandas DataFrame with
     exactly the columns of :data:`pinnbench.schema.COLUMNS`, JSON columns decoded to Python

@@ -45,7 +45,6 @@ def test_shapes_dtypes_and_counts():
         assert m.n_params == 5 * 8 + 8 + 2 * (8 * 8 + 8) + 8 + 1 == 201
         assert m.param_bytes == 201 * (4 if dtype == torch.float32 else 8)
         assert m.n_layers == 4 and m.input_dim == 5 and m.dtype == dtype
-        assert m.spec() == {"width": 8, "depth": 3, "activation": "tanh"}
         u = m(points(p))
         assert u.shape == (4,) and u.dtype == dtype and torch.isfinite(u).all()
 

@@ -424,7 +424,7 @@ def test_column_blocks_cover_once():
 # -- options ---------------------------------------------------------------------------------------
 def test_scaled_ids_use_radius_sqrt_dim():
     p = make_problem("poisson-2body-scaled-v1", dim=9, seed=0)
-    assert p.radius == 3.0 and p.spec.options == {"radius": "sqrt-dim"}
+    assert p.radius == 3.0 and p.options == {"radius": "sqrt-dim"}
     assert make_problem("poisson-2body-v1", dim=9).radius == 1.0
     assert make_problem("poisson-2body-v1", dim=9, radius=2.5).radius == 2.5
     for bad in (0, -1.0, float("nan"), True, "big"):

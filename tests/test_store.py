@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from pinnbench.schema import COLUMNS
-from pinnbench.store import Store, StoreError, check_store, latest_run_id, list_runs, load_results
+from pinnbench.store import Store, StoreError, check_store, list_runs, load_results
 
 
 def _row(run_id, cell_id, status="ok", **kw):
@@ -39,7 +39,6 @@ def test_round_trip_has_exactly_the_schema_columns(tmp_path):
     assert list(load_results(path, run_id="nope")["cell_id"]) == []
     runs = list_runs(path)
     assert runs[0]["run_id"] == "r1" and runs[0]["n_cells"] == 2 and runs[0]["status"] == "finished"
-    assert latest_run_id(path) == "r1"
 
 
 def test_done_cells_excludes_errors_and_rewrite_replaces(tmp_path):
