@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"has had no worker this long (default {NO_WORKER_TIMEOUT_S:g})")
     h.add_argument("--threads", type=_positive_int("--threads"),
                    help="torch threads per cell (default on CPU: free physical cores / cells "
-                   "at once)")
+                   "at once; torch's own on a remote --scheduler's workers)")
     h.add_argument("--no-prune", action="store_true",
                    help="run larger d even after a (problem, solver) ran out of memory")
     h.add_argument("--no-floors", action="store_true",
@@ -334,7 +334,7 @@ def _sweep_config(args) -> "Any":
         warmup=2 if args.warmup is None else args.warmup,
         timeout_s=args.timeout or DEFAULT_RUN["timeout"], memory_limit_bytes=args.memory_limit,
         imports=list(args.imports or []), jobs=_parallel_cells(args), threads=args.threads,
-        floors=not args.no_floors)
+        auto_threads=not (args.executor == "dask" and args.scheduler), floors=not args.no_floors)
 
 
 def _parallel_cells(args) -> int:

@@ -76,6 +76,9 @@ class SweepConfig:
     imports: list[str] = field(default_factory=list)
     jobs: int = 1
     threads: int | None = None
+    #: threads None: give CPU cells this machine's free cores / jobs (False where cells run on
+    #: other machines, e.g. a remote Dask cluster: torch's default there, recorded per cell)
+    auto_threads: bool = True
     floors: bool = True
 
 
@@ -83,7 +86,7 @@ def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]
     """Normalised cell specs in run order (increasing d, then problem, solver, seed). Every
     spec is validated here (ValueError), before anything runs or is written."""
     threads = config.threads
-    if threads is None and config.device == "cpu":
+    if threads is None and config.device == "cpu" and config.auto_threads:
         threads = default_threads(config.jobs)
     cells = []
     for dim in sorted(config.dims):

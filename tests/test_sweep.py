@@ -111,3 +111,9 @@ def test_the_planner_beats_while_cells_run(tmp_path):
     rows = execute_sweep(cells, run_id="r", write=lambda row: None,
                          heartbeat=lambda: beats.append(time.monotonic()), heartbeat_s=0.0)
     assert [r["status"] for r in rows] == ["ok"] and len(beats) >= 2
+
+
+def test_cells_on_other_machines_keep_their_own_thread_default():
+    cells = plan(SweepConfig(problems=["fake-affine-v1"], solvers=["fake-ok"], dims=[3],
+                             imports=[FAKES], auto_threads=False))
+    assert [c["threads"] for c in cells] == [None]
