@@ -408,3 +408,25 @@ def test_every_method_serves_every_registered_problem(problem_id):
         z = (s.mean(0) - exact[t].detach()).abs() / se.clamp_min(1e-12 * exact[t].abs().max())
         assert (z < 4.0).all() or torch.allclose(s.mean(0), exact[t].detach(), rtol=1e-9), \
             (t, z.tolist())
+
+
+@pytest.mark.parametrize("method", ["hte", "sdgd", "exact"])
+def test_batched_hessian_vector_products_equal_one_at_a_time(ball, method, monkeypatch):
+    """The second derivatives along V directions come from batched backward passes in groups;
+    a group of one direction (the old Python loop) gives the same estimate and the same weight
+    gradient through it."""
+    from pinnbench.estimators import directional
+
+    m, x, _ = ball
+
+    def run():
+        params = [p.clone().requires_grad_(True) for p in m.params]
+        lap = estimate("laplacian", m, x, method, generator=g(8), probes=5, params=params)
+        return lap.detach(), torch.autograd.grad((lap**2).mean(), params)
+
+    batched, grads = run()
+    monkeypatch.setattr(directional, "BATCHED_ELEMENTS", 1)
+    single, grads1 = run()
+    torch.testing.assert_close(batched, single, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, grads1):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
