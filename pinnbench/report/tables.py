@@ -22,7 +22,7 @@ from pinnbench.report.provenance import format_bytes
 MEASURED = (
     ("rel_l2", "rel_l2", "final rel. L2", "sci"),
     ("time", "time_per_step", "time / step", "seconds"),
-    ("mem", "mem", "peak memory", "bytes"),
+    ("mem", "mem", "peak memory (total)", "bytes"),
 )
 
 MESSAGE_CHARS = 600
