@@ -85,3 +85,12 @@ def test_the_page_has_a_verdict_in_words(page):
     assert "bp is above the trivial fits at d = 10^4" in html
     assert "did not train enough to judge (&lt; 100 steps) at d = 10^3 (39 steps)" in html
     assert "ended diverged at d = 10^3" in html
+
+
+def test_intervals_over_the_test_points_are_shown_beside_the_error_and_floors(tmp_path):
+    r = _row("bp", 1000, 0.01, final_rel_l2_lo=0.009, final_rel_l2_hi=0.011,
+             floor_affine_rel_l2_lo=0.55, floor_affine_rel_l2_hi=0.65)
+    html = write_report(pd.DataFrame([r]), tmp_path / "p").read_text(encoding="utf-8")
+    cells = summary_table(parse_page(html))[(P1, spec("bp"), 1000)]
+    assert cells["rel_l2"]["spread"] == "95 % over test points: 9.00e-03 – 1.10e-02"
+    assert "6.00e-01 [5.50e-01 – 6.50e-01] (A·(a+b·x))" in cells["floors"]["text"]

@@ -69,6 +69,10 @@ def summary_rows(fams: list[Family]) -> list[dict]:
         cells = {key: _cell(getattr(f, attr), kind) for key, attr, _, kind in MEASURED}
         if f.mem is not None:
             cells["mem"].note = "GPU" if f.mem_kind == "gpu" else "CPU"
+        ci = (f.intervals or {}).get("rel_l2")
+        if ci and cells["rel_l2"].value is not None:
+            noise = f"95 % over test points: {fmt_sci(ci[0])} – {fmt_sci(ci[1])}"
+            cells["rel_l2"].spread = "; ".join(x for x in (cells["rel_l2"].spread, noise) if x)
         rows.append({
             "problem": f.problem, "label": f.label, "solver": f.solver, "dim": f.dim,
             "cells": cells,
@@ -85,9 +89,15 @@ def summary_rows(fams: list[Family]) -> list[dict]:
 
 
 def _floors_text(f: Family) -> str:
-    parts = [f"{fmt_sci(v)} ({name})" for name, v in (("A·c", f.floor_const),
-                                                       ("A·(a+b·x)", f.floor_affine))
-             if v is not None and math.isfinite(v)]
+    ci = f.intervals or {}
+    parts = []
+    for name, key, v in (("A·c", "constant", f.floor_const),
+                         ("A·(a+b·x)", "affine", f.floor_affine)):
+        if v is None or not math.isfinite(v):
+            continue
+        band = ci.get(key)
+        noise = f" [{fmt_sci(band[0])} – {fmt_sci(band[1])}]" if band else ""
+        parts.append(f"{fmt_sci(v)}{noise} ({name})")
     return " · ".join(parts) if parts else "–"
 
 
