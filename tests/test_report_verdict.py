@@ -93,4 +93,4 @@ def test_intervals_over_the_test_points_are_shown_beside_the_error_and_floors(tm
     html = write_report(pd.DataFrame([r]), tmp_path / "p").read_text(encoding="utf-8")
     cells = summary_table(parse_page(html))[(P1, spec("bp"), 1000)]
     assert cells["rel_l2"]["spread"] == "95 % over test points: 9.00e-03 – 1.10e-02"
-    assert "6.00e-01 [5.50e-01 – 6.50e-01] (A·(a+b·x))" in cells["floors"]["text"]
+    assert "A·(a+b·x): 6.00e-01 [5.50e-01 – 6.50e-01]" in cells["floors"]["text"]

@@ -88,7 +88,7 @@ def summary_rows(fams: list[Family]) -> list[dict]:
     return rows
 
 
-def _floors_text(f: Family) -> str:
+def _floors_text(f: Family) -> list[str]:
     ci = f.intervals or {}
     parts = []
     for name, key, v in (("A·c", "constant", f.floor_const),
@@ -97,8 +97,8 @@ def _floors_text(f: Family) -> str:
             continue
         band = ci.get(key)
         noise = f" [{fmt_sci(band[0])} – {fmt_sci(band[1])}]" if band else ""
-        parts.append(f"{fmt_sci(v)}{noise} ({name})")
-    return " · ".join(parts) if parts else "–"
+        parts.append(f"{name}: {fmt_sci(v)}{noise}")
+    return parts or ["–"]
 
 
 def _flag_best(rows: list[dict]) -> None:
