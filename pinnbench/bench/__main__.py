@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ("estimators", "solvers")
+BENCHES = ("estimators", "roofline", "solvers")
 
 
 def main(argv: list[str]) -> int:

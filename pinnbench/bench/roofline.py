@@ -1,0 +1,377 @@
+"""``python -m pinnbench.bench roofline``: each solver's time per step against this machine's limit.
+
+For each d the bench measures, in one run, (1) the machine: the GEMM rate of the first-layer
+product at the step's shape, (n + V) x d times d x h, and at the hidden layers' shape, and the
+copy bandwidth of a large ``copy_``; (2) each solver's time per step in a fresh process (one
+warm-up step, the median of ``--steps``), and in the same process the time of producing the
+step's data alone (``problem.sample_interior`` of the n points, ``problem.source`` f(x), and the
+V dense probes); and prints measured / bound, where the bound is what the step must at least
+cost on this machine (DOMAIN.md §8):
+
+    bound_s = max(FLOPs / R, bytes / B)
+
+R: the highest GEMM rate measured at the step's shapes, B: the copy bandwidth, counted as bytes
+read + bytes written per second. Both are the machine's best: the fastest of ``--repeats`` runs
+(contention on a shared machine only ever slows a run down, and a true lower bound needs the
+fastest rate the machine reaches), and R is the larger of the first-layer and hidden-layer
+rates at that d. One torch thread throughout; all ratios are within one run. The table also
+gives the step and the data in units of G, the time of one first-layer GEMM at that d (the
+yardstick of issue 13's targets).
+
+What a step must do (d spatial dimensions, n points, V probes, h width, L hidden layers
+(``--depth``), K = 2 the jet order of the Laplacian, numbers in float32, 4 bytes):
+
+- F1 = 2 (n + V) d h: the first-layer products of one forward jet: W0 x for the n points and
+  W0 v for the V probes (the jet of z = W0 (x + t v) + b0 has exactly these two coefficients,
+  :meth:`pinnbench.model.PINN.net_jet`).
+- H = 2 (L - 1) n (1 + K V) h^2: the hidden (h x h) layers of one forward jet. After the first
+  tanh the jet has 1 + K coefficient rows per point: the value (n rows) and K coefficients per
+  probe (n V rows each). The output layer (1 x h) and all elementwise work are not counted.
+- D = 4 (n + V) d bytes: the batch x and the probes, each touched once (they must at least be
+  written once when drawn; a sampler fused into the GEMM would need nothing more).
+- W = 4 d h bytes: one pass over the first-layer weights W0 (or over a state array of its size).
+
+Per solver (each formula from the solver's own algorithm; see its module docstring):
+
+- ``bp`` (stde jets, backprop, Adam; Kingma & Ba 2015):
+  FLOPs = F1 + F1 + H + 2 H: forward; the weight gradient dL/dW0 = G^T [x; v], one more F1 (no
+  input gradient: x and v are data, so the first layer's backward is 1x its forward, not the
+  generic 2x of DOMAIN.md §8); each hidden layer's backward is an input and a weight gradient,
+  2 H. Bytes = D + 9 W: the forward reads W0, the backward writes its gradient g, Adam reads
+  W0, g, m, v and writes W0, m, v (DOMAIN.md §8: "Adam reads and writes 4 d h numbers").
+- ``sdze`` (CRNS, low-rank directions of rank r, q directions; DOMAIN.md §4, solvers/sdze.py):
+  FLOPs = F1 + 2 (n + V) d r + 2q [2 (n + V) r (r + h) + H] + 2 d h r: the shared first-layer
+  products once per step (``pinnbench.perturbation.FirstLayerCache``), with their projections
+  V^T x, V^T v onto the d x r basis; each of the 2q +- evaluations adds its low-rank term
+  U (Xi (V^T y)) and passes the hidden layers at its perturbed weights; the update
+  W0 += U G V^T is one rank-r product (momentum terms of older bases, which the implementation
+  adds, are not counted). Bytes = D + 3 W: the forward reads W0, the update reads and writes it.
+  With ``crns=false`` each evaluation draws its own points and probes: F1, the projections and
+  D are paid 2q times.
+- ``zo`` (two-point SPSA with in-place perturbations, MeZO; solvers/zo.py): every evaluation
+  sees its own W0 + eps z, so nothing is shared: FLOPs = 2q (F1 + H). Bytes = 2q D (``crns``
+  false, the default: each evaluation draws its own data; D once with ``crns=true``) + 10q W:
+  2q forward reads of W0, 3q in-place perturbations (+eps, -2 eps, +eps) and q update passes,
+  each reading and writing W0; dense momentum (``momentum > 0``) adds reading and writing m.
+  Generating the Gaussian z costs no FLOPs or bytes in the bound (a lower bound may ignore it).
+
+Not counted anywhere (so the bound stays a lower bound): random-number generation, the source's
+transcendentals, the problem's ansatz jet (x . v: 2 n V d FLOPs) and everything elementwise.
+The ``data`` column is measured, not bounded: it shows how much of the step is pinnbench's own
+data generation (issue 13: at large d it dominated the step).
+
+Usage: ``python -m pinnbench.bench roofline --dims 1e3..1e6`` (``--dims`` in the CLI's syntax,
+:func:`pinnbench.dims.parse_dims`; 1e7 takes minutes per solver on a CPU and needs ~10 GB for
+the GEMM measurement alone, so it is not in the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+DEFAULT_SOLVERS = "bp;sdze;zo"
+DEFAULT_DIMS = "1e3..1e6"
+BYTES_PER_NUMBER = 4  # float32
+JET_ORDER = 2  # the Laplacian's: D_v^2 u
+#: numbers in the tensor whose copy_ measures the bandwidth (256 MiB of float32, far past any
+#: cache, small enough for a shared machine)
+COPY_NUMBERS = 2**26
+
+
+# -- the bound ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepCost:
+    """What one solver step must at least do: ``flops`` and ``bytes`` moved (see the module
+    docstring for each formula)."""
+
+    flops: float
+    bytes: float
+
+    def bound_s(self, flops_per_s: float, bytes_per_s: float) -> tuple[float, str]:
+        """(max(flops / R, bytes / B), "flops" or "bytes": whichever limits)."""
+        t_flops, t_bytes = self.flops / flops_per_s, self.bytes / bytes_per_s
+        return (t_flops, "flops") if t_flops >= t_bytes else (t_bytes, "bytes")
+
+
+def first_layer_flops(n: int, probes: int, dim: int, width: int) -> float:
+    """F1 = 2 (n + V) d h: W0 x for n points and W0 v for V probes."""
+    return 2.0 * (n + probes) * dim * width
+
+
+def hidden_flops(n: int, probes: int, width: int, depth: int, order: int = JET_ORDER) -> float:
+    """H = 2 (L - 1) n (1 + K V) h^2: the (h x h) layers of one forward jet of order K."""
+    return 2.0 * (depth - 1) * n * (1 + order * probes) * width**2
+
+
+def data_bytes(n: int, probes: int, dim: int) -> float:
+    """D = 4 (n + V) d: the batch and the probes, each once."""
+    return float(BYTES_PER_NUMBER * (n + probes) * dim)
+
+
+def step_cost(spec: str, dim: int, width: int = 128, depth: int = 3) -> StepCost:
+    """The lower-bound FLOPs and bytes of one step of solver ``spec`` (e.g. ``"sdze[q=8]"``) at
+    dimension ``dim`` on a Laplacian problem; ValueError for a configuration with no model."""
+    from pinnbench.solver import solver_from_spec
+
+    solver = solver_from_spec(spec)
+    p, name = solver.params, solver.name
+    n, v, d, h = p["points"], p["probes"], dim, width
+    if p.get("dist", "default") not in ("default", "rademacher", "gaussian"):
+        raise ValueError(f"roofline models dense probes; {solver.spec} has dist={p['dist']}")
+    f1, hid, dd = first_layer_flops(n, v, d, h), hidden_flops(n, v, h, depth), data_bytes(n, v, d)
+    w = float(BYTES_PER_NUMBER * d * h)
+    if name == "bp":
+        if p["estimator"] != "stde" or p["loss"] != "biased":
+            raise ValueError(f"roofline models bp[estimator=stde,loss=biased]; got {solver.spec}")
+        return StepCost(flops=2 * f1 + 3 * hid, bytes=dd + 9 * w)
+    if p.get("estimator") != "stde" or p.get("loss") != "biased":
+        raise ValueError(f"roofline models the stde estimator and the biased loss; got "
+                         f"{solver.spec}")
+    q = p["q"]
+    draws = 1 if p["crns"] else 2 * q
+    if name == "sdze":
+        if not p["subspace"]:
+            raise ValueError(f"roofline models sdze[subspace=true]; got {solver.spec}")
+        r = p["rank"]
+        shared = draws * (f1 + 2.0 * (n + v) * d * r)
+        per_eval = 2.0 * (n + v) * r * (r + h) + hid
+        return StepCost(flops=shared + 2 * q * per_eval + 2.0 * d * h * r,
+                        bytes=draws * dd + 3 * w)
+    if name == "zo":
+        momentum = 2 * w if p["momentum"] > 0 else 0.0
+        return StepCost(flops=2 * q * (f1 + hid), bytes=draws * dd + 10 * q * w + momentum)
+    raise ValueError(f"roofline has no bound model for solver {name!r}; modelled: bp, sdze, zo")
+
+
+def data_draws_per_step(spec: str) -> int:
+    """How many (points, source, probes) samples one step draws: 2q for a zeroth-order solver
+    without common random numbers, else 1."""
+    from pinnbench.solver import solver_from_spec
+
+    p = solver_from_spec(spec).params
+    return 2 * p["q"] if "crns" in p and not p["crns"] else 1
+
+
+# -- the machine ----------------------------------------------------------------------------------
+def gemm_rate(rows: int, inner: int, cols: int, repeats: int = 5) -> tuple[float, float]:
+    """(FLOP/s, seconds) of the fastest of ``repeats`` ``torch.mm`` of a (rows x inner) by an
+    (inner x cols) float32 matrix (the second stored as (cols, inner) and transposed, as
+    ``x @ W0.T``), after a warm-up; in the calling process's torch threads."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(rows, inner, generator=g)
+    w = torch.randn(cols, inner, generator=g)
+    out = torch.empty(rows, cols)
+    torch.mm(a, w.T, out=out)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, w.T, out=out)
+        times.append(time.perf_counter() - t0)
+    t = min(times)
+    return 2.0 * rows * inner * cols / t, t
+
+
+def copy_rate(numbers: int = COPY_NUMBERS, repeats: int = 5) -> float:
+    """Bytes per second (read + written) of ``dst.copy_(src)`` for float32 tensors of ``numbers``
+    elements, the fastest of ``repeats`` after a warm-up copy that faults the pages in."""
+    import torch
+
+    src = torch.ones(numbers)
+    dst = torch.empty(numbers)
+    dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - t0)
+    return 2.0 * BYTES_PER_NUMBER * numbers / min(times)
+
+
+def _machine_worker(spec: dict, report=None) -> dict:
+    """The copy bandwidth and the GEMM rate at each of ``shapes``, in a fresh process."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    return {"status": "ok", "bytes_per_s": copy_rate(spec["copy_numbers"], spec["repeats"]),
+            "gemm": [gemm_rate(*shape, repeats=spec["repeats"]) for shape in spec["shapes"]]}
+
+
+# -- one solver ----------------------------------------------------------------------------------
+def _step_worker(spec: dict, report=None) -> dict:
+    """Time per step of one solver and time of one draw of the step's data, in a fresh process."""
+    import torch
+
+    import pinnbench
+    from pinnbench.estimators.probes import dense_probes
+    from pinnbench.solver import solver_from_spec
+
+    torch.set_num_threads(spec["threads"])
+    problem = pinnbench.make_problem(spec["problem"], dim=spec["dim"], seed=0)
+    gen = torch.Generator().manual_seed(0)
+    solver = solver_from_spec(spec["solver"])
+    skip, why = solver.skip(problem)
+    if skip:
+        return {"status": "skipped", "message": why}
+    model = pinnbench.make_model(problem, width=spec["width"], depth=spec["depth"], generator=gen)
+    solver.setup(problem, model, gen)
+    solver.step()  # warm-up
+    times = []
+    for _ in range(spec["steps"]):
+        t0 = time.perf_counter()
+        solver.step()
+        times.append(time.perf_counter() - t0)
+    p = solver.params
+    dist = "rademacher" if p.get("dist", "default") == "default" else p["dist"]
+    data_times = []
+    for seed in range(spec["steps"]):
+        data_gen = torch.Generator().manual_seed(1000 + seed)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            x = problem.sample_interior(p["points"], data_gen)
+            problem.source(x)
+            dense_probes(dist, p["probes"], problem.dim, problem.input_dim, data_gen,
+                         problem.dtype, x.device)
+        data_times.append(time.perf_counter() - t0)
+        del x
+    return {"status": "ok", "time_s": statistics.median(times),
+            "data_draw_s": statistics.median(data_times), "threads": torch.get_num_threads()}
+
+
+# -- the command ----------------------------------------------------------------------------------
+class UsageError(Exception):
+    """Bad arguments: one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def _with_shape(spec: str, points: int, probes: int) -> str:
+    """The spec with ``points`` and ``probes`` added where it does not give them."""
+    from pinnbench.solver import parse_spec, format_spec
+
+    name, given = parse_spec(spec)
+    given.setdefault("points", points)
+    given.setdefault("probes", probes)
+    return format_spec(name, given)
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x / 1e9:.1f} G"
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = _Parser(prog="python -m pinnbench.bench roofline", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dims", default=DEFAULT_DIMS, help="dimensions, e.g. 1e3..1e7 or 100,1e4 "
+                    f"(default {DEFAULT_DIMS})")
+    ap.add_argument("--solvers", default=DEFAULT_SOLVERS,
+                    help=f"';'-separated solver specs (default \"{DEFAULT_SOLVERS}\")")
+    ap.add_argument("--problem", default="poisson-2body-v1")
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--points", type=int, default=100, help="n, unless a spec gives points=")
+    ap.add_argument("--probes", type=int, default=16, help="V, unless a spec gives probes=")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
+    ap.add_argument("--repeats", type=int, default=5, help="timed GEMMs and copies (median)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--mem-limit-gb", type=float, default=16.0,
+                    help="address-space headroom of each measurement process (RLIMIT_AS)")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement")
+    args = ap.parse_args(argv)
+    for name in ("width", "depth", "points", "probes", "steps", "repeats", "threads"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if not args.mem_limit_gb > 0 or not args.timeout > 0:
+        raise UsageError("--mem-limit-gb and --timeout must be > 0")
+    from pinnbench.dims import parse_dims
+
+    try:
+        args.dims = parse_dims(args.dims)
+    except ValueError as exc:
+        raise UsageError(f"--dims: {exc}") from None
+    try:
+        args.specs = {s.strip(): _with_shape(s.strip(), args.points, args.probes)
+                      for s in args.solvers.split(";") if s.strip()}  # label -> full spec
+        if not args.specs:
+            raise ValueError("--solvers is empty")
+        for s in args.specs.values():
+            step_cost(s, args.dims[0], args.width, args.depth)  # a bound model exists
+        import pinnbench
+
+        problem = pinnbench.make_problem(args.problem, dim=args.dims[0], seed=0)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if problem.operator.names != ("laplacian",) or problem.time_dependent:
+        raise UsageError(f"roofline models Laplacian problems (jet order 2); {args.problem} has "
+                         f"{', '.join(problem.operator.names)}")
+    return args
+
+
+def _measure(target: str, spec: dict, args) -> dict:
+    from pinnbench.isolation import measure_isolated
+
+    return measure_isolated(f"pinnbench.bench.roofline:{target}", spec, timeout_s=args.timeout,
+                            memory_limit_bytes=int(args.mem_limit_gb * 2**30))
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = _parse_args(argv)
+    except UsageError as exc:
+        print(f"python -m pinnbench.bench roofline: {exc}", file=sys.stderr)
+        return 2
+    from pinnbench.solver import solver_from_spec
+
+    first = solver_from_spec(next(iter(args.specs.values()))).params
+    n, v = first["points"], first["probes"]  # the GEMM shapes are the first solver's
+    hidden_shape = (n * (1 + JET_ORDER * v), args.width, args.width)
+    print(f"# roofline: {args.problem}, MLP {args.width}x{args.depth} tanh; {args.threads} torch "
+          f"thread(s); median of {args.steps} steps after 1 warm-up, fresh process per row; "
+          "shared CPU: noisy")
+    print("# bound = max(FLOPs / R, bytes / B); R = the faster of the two GEMM rates, B = copy "
+          "bandwidth (read + write); G = one first-layer GEMM", flush=True)
+    header = (f"{'d':>9} {'solver':<8} {'s/step':>9} {'bound s':>9} {'meas/bound':>10} "
+              f"{'data s':>8} {'data/bound':>10} {'step/G':>7} {'data/G':>7} {'bound by':>8}")
+    for dim in args.dims:
+        first_shape = (n + v, dim, args.width)
+        machine = _measure("_machine_worker", dict(
+            threads=args.threads, repeats=args.repeats, copy_numbers=COPY_NUMBERS,
+            shapes=[first_shape, hidden_shape]), args)
+        if machine["status"] != "ok":
+            print(f"# d = {dim}: machine measurement {machine['status']}: "
+                  f"{machine.get('message', '')}", flush=True)
+            continue
+        bw = machine["bytes_per_s"]
+        (first_rate, g_s), (hidden_rate, _) = machine["gemm"]
+        rate = max(first_rate, hidden_rate)
+        print(f"# d = {dim}: GEMM {first_rate / 1e9:.1f} GFLOP/s at the first layer "
+              f"{' x '.join(map(str, first_shape))} (G = {g_s:.4g} s), {hidden_rate / 1e9:.1f} "
+              f"GFLOP/s at the hidden layers {' x '.join(map(str, hidden_shape))}; copy "
+              f"bandwidth {bw / 1e9:.1f} GB/s ({COPY_NUMBERS * BYTES_PER_NUMBER // 2**20} MiB)",
+              flush=True)
+        print(header)
+        for label, s in args.specs.items():
+            bound, by = step_cost(s, dim, args.width, args.depth).bound_s(rate, bw)
+            res = _measure("_step_worker", dict(solver=s, dim=dim, width=args.width,
+                                                depth=args.depth, problem=args.problem,
+                                                steps=args.steps, threads=args.threads), args)
+            if res["status"] != "ok":
+                print(f"{dim:>9} {label:<8} {res['status']}: {res.get('message', '')}  "
+                      f"(bound {bound:.3g} s)", flush=True)
+                continue
+            step, data = res["time_s"], res["data_draw_s"] * data_draws_per_step(s)
+            print(f"{dim:>9} {label:<8} {step:9.4g} {bound:9.4g} {step / bound:10.1f} "
+                  f"{data:8.4g} {data / bound:10.1f} {step / g_s:7.1f} {data / g_s:7.1f} "
+                  f"{by:>8}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
