@@ -281,5 +281,5 @@ def radius_uniform_ball(n: int, dim: int, generator: torch.Generator, *, r_min: 
     the sampler of the published STDE/SDGD/HTE numbers (DOMAIN.md §5)."""
     g = torch.randn(n, dim, generator=generator, dtype=dtype, device=device)
     r = r_min + (r_max - r_min) * torch.rand(n, 1, generator=generator, dtype=dtype, device=device)
-    return g * (r / g.norm(dim=1, keepdim=True))
+    return g.mul_(r / g.norm(dim=1, keepdim=True))  # in place: one (n, d) array, not two
 

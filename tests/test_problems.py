@@ -474,3 +474,23 @@ def test_source_grad_rejects_bad_indices():
         p.source_grad(x, torch.tensor([4]))
     with pytest.raises(ValueError, match="integer"):
         p.source_grad(x, torch.tensor([0.5]))
+
+
+SAMPLER_SCRIPT = """
+import torch
+from pinnbench.memory import current_cpu_bytes, peak_cpu_bytes, reset_peak_cpu
+from pinnbench.problem import radius_uniform_ball
+reset_peak_cpu(); base = current_cpu_bytes()
+x = radius_uniform_ball(16, 3 * 10**6, torch.Generator().manual_seed(0))
+print(peak_cpu_bytes() - base, x.numel() * x.element_size())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a resettable VmHWM")
+def test_the_ball_sampler_holds_one_batch_not_two():
+    """x = r g / ||g|| is scaled in place: drawing 16 x 3e6 points peaks at about one batch
+    (192 MB), not two (at d = 1e7 the second copy was another 4 GB)."""
+    out = subprocess.run([sys.executable, "-c", SAMPLER_SCRIPT], check=True, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, **MEASURE_ENV})
+    peak, batch = map(int, out.stdout.split())
+    assert batch <= peak < 1.4 * batch, (peak, batch)
