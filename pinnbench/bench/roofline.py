@@ -207,19 +207,12 @@ def _step_worker(spec: dict, report=None) -> dict:
     """Time per step of one solver and time of one draw of the step's data, in a fresh process."""
     import torch
 
-    import pinnbench
+    from pinnbench.bench.solvers import build
     from pinnbench.estimators.probes import dense_probes
-    from pinnbench.solver import solver_from_spec
 
-    torch.set_num_threads(spec["threads"])
-    problem = pinnbench.make_problem(spec["problem"], dim=spec["dim"], seed=0)
-    gen = torch.Generator().manual_seed(0)
-    solver = solver_from_spec(spec["solver"])
-    skip, why = solver.skip(problem)
-    if skip:
+    problem, model, solver, why = build(spec)
+    if why:
         return {"status": "skipped", "message": why}
-    model = pinnbench.make_model(problem, width=spec["width"], depth=spec["depth"], generator=gen)
-    solver.setup(problem, model, gen)
     solver.step()  # warm-up
     times = []
     for _ in range(spec["steps"]):

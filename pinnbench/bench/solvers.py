@@ -22,24 +22,36 @@ import time
 DEFAULT_SOLVERS = "bp;zo;sdze"
 
 
-def _worker(spec: dict, report=None) -> dict:
-    """One measurement, in its own process (:func:`pinnbench.isolation.measure_isolated`)."""
+def build(spec: dict) -> tuple:
+    """``(problem, model, solver, why_skipped)`` for one bench measurement (seed 0, the spec's
+    problem, d, MLP and torch threads); model and solver are None where the solver skips."""
     import torch
 
     import pinnbench
-    from pinnbench import memory
     from pinnbench.solver import solver_from_spec
 
-    if spec["threads"]:
+    if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     problem = pinnbench.make_problem(spec["problem"], dim=spec["dim"], seed=0)
     gen = torch.Generator().manual_seed(0)
     solver = solver_from_spec(spec["solver"])
     skip, why = solver.skip(problem)
     if skip:
-        return {"status": "skipped", "message": why}
+        return problem, None, None, why
     model = pinnbench.make_model(problem, width=spec["width"], depth=spec["depth"], generator=gen)
     solver.setup(problem, model, gen)
+    return problem, model, solver, ""
+
+
+def _worker(spec: dict, report=None) -> dict:
+    """One measurement, in its own process (:func:`pinnbench.isolation.measure_isolated`)."""
+    import torch
+
+    from pinnbench import memory
+
+    problem, model, solver, why = build(spec)
+    if why:
+        return {"status": "skipped", "message": why}
     t0 = time.perf_counter()
     solver.step()
     warm = time.perf_counter() - t0
