@@ -46,14 +46,13 @@ DEFAULT_RUN = {
 
 RUN_EPILOG = f"""\
 With no arguments, `pinnbench run` runs a built-in CPU sweep that finishes in a few minutes on
-two cores: solvers sdze and bp (default parameters) on {DEFAULT_RUN['problems']} at
-d = 10^2, 10^3, 10^4, seed 0, {DEFAULT_RUN['steps']} training steps per cell, a {DEFAULT_RUN['width']}-wide
-{DEFAULT_RUN['depth']}-hidden-layer tanh MLP, float32, a {DEFAULT_RUN['timeout']:g} s timeout per
-cell. Every option you give replaces the matching default.
+two cores: solvers sdze and bp (default parameters) on {DEFAULT_RUN['problems']} at d = 10^2,
+10^3, 10^4, seed 0, {DEFAULT_RUN['steps']} training steps per cell, a {DEFAULT_RUN['width']}-wide {DEFAULT_RUN['depth']}-hidden-layer tanh MLP, float32, a
+{DEFAULT_RUN['timeout']:g} s timeout per cell. Every option you give replaces the matching default.
 
-A budget in steps gives the same errors on every machine; --time-budget SECONDS (training stops
-when the step times add up to it) makes the number of steps, and so the errors, depend on the
-machine's speed and load: the run warns. CPU cells get the physical cores that other work leaves
+A budget in steps gives errors that do not depend on the machine's speed or load; --time-budget
+SECONDS (training stops when the step times add up to it) makes the number of steps, and so the
+errors, depend on the machine's speed and load: the run warns. CPU cells get the physical cores that other work leaves
 free, divided by the cells at once, as torch threads unless --threads says otherwise; the run
 records the threads and the load average, and warns when the machine is busier than its cores or
 a cell's step time varied by more than 2x.
