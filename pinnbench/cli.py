@@ -52,10 +52,10 @@ two cores: solvers sdze and bp (default parameters) on {DEFAULT_RUN['problems']}
 
 A budget in steps gives errors that do not depend on the machine's speed or load; --time-budget
 SECONDS (training stops when the step times add up to it) makes the number of steps, and so the
-errors, depend on the machine's speed and load: the run warns. CPU cells get the physical cores that other work leaves
-free, divided by the cells at once, as torch threads unless --threads says otherwise; the run
-records the threads and the load average, and warns when the machine is busier than its cores or
-a cell's step time varied by more than 2x.
+errors, depend on the machine's speed and load: the run warns. CPU cells get the physical
+cores that other work leaves free, divided by the cells at once, as torch threads unless
+--threads says otherwise; the run records the threads and the load average, and warns when the
+machine is busier than its cores or a cell's step time varied by more than 2x.
 
 Formats:
   --solvers  comma-separated specs; parameters in brackets: 'sdze[rank=4,eps=1e-3],bp[estimator=hte]'
