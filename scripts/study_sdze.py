@@ -151,6 +151,18 @@ def variance_table(args, specs: list[str], seed: int) -> None:
               flush=True)
 
 
+def quotient_variance(args, specs: list[str], seed: int, draws: int) -> None:
+    """Variance of the first difference quotient over ``draws`` steps' randomness at the
+    initial theta (what CRNS is meant to cut: Var_omega[L] / (2 eps^2) without it)."""
+    print("| spec | quotient variance | draws |")
+    print("|---|---|---|")
+    for spec in specs:
+        _, _, solver = _setup(spec, args, seed)
+        g = torch.Generator().manual_seed(12345 + seed)
+        qs = [solver.difference_quotients(g)[0] for _ in range(draws)]
+        print(f"| {spec} | {statistics.variance(qs):.3g} | {draws} |", flush=True)
+
+
 def _seeds(text: str) -> list[int]:
     if ".." in text:
         a, b = text.split("..")
@@ -194,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variance", action="store_true",
                     help="print gradient-estimate variance ratios for the specs instead of "
                          "training (solvers._common.gradient_estimate_variance)")
+    ap.add_argument("--quotient-variance", type=int, default=0, metavar="DRAWS",
+                    help="print the variance of the first quotient over DRAWS draws per spec "
+                         "instead of training")
     ap.add_argument("--window", type=int, default=10, help="--variance: steps per window")
     ap.add_argument("--windows", type=int, default=100, help="--variance: windows sampled")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
@@ -221,6 +236,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# floors: best constant {fl['floor_const_rel_l2']:.4g}, best affine "
               f"{fl['floor_affine_rel_l2']:.4g} ({fl.get('floor_method', '')})")
     if not specs:
+        return
+    if args.quotient_variance:
+        for seed in seeds:
+            quotient_variance(args, specs, seed, args.quotient_variance)
         return
     if args.variance:
         for seed in seeds:

@@ -105,12 +105,13 @@ def loss_param() -> Param:
                  "independent estimates", choices=LOSSES)
 
 
-def zeroth_order_parameters(lr: float, q: int, momentum: float, crns: bool) -> dict[str, Param]:
+def zeroth_order_parameters(lr: float, q: int, momentum: float, crns: bool,
+                            eps: float = 1e-3) -> dict[str, Param]:
     """Parameters every zeroth-order solver (zo, sdze) has, each solver with its own defaults."""
     return {
         "lr": lr_param(lr),
         "decay_steps": decay_steps_param(0),
-        "eps": Param(1e-3, "perturbation size", **positive("a number > 0")),
+        "eps": Param(eps, "perturbation size", **positive("a number > 0")),
         "q": Param(q, "random directions per step", **positive("an integer > 0")),
         "normalize": NORMALIZE,
         "momentum": Param(momentum, "heavy-ball momentum beta of every parameter (0: ZO-SGD, "

@@ -31,7 +31,8 @@ from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
 @register_solver
 class ZO(ZerothOrderSolver):
     name = "zo"
-    parameters = zeroth_order_parameters(lr=1e-3, q=1, momentum=0.0, crns=False)
+    # defaults: docs/sdze-tuning.md, "Issue 11" (the same grid and rule as sdze's)
+    parameters = zeroth_order_parameters(lr=3e-3, q=4, momentum=0.9, crns=False, eps=0.1)
 
     def _pair(self, d: Direction, eps: float, samples: list[tuple]) -> tuple[float, float]:
         params = self.model.params

@@ -242,10 +242,10 @@ def _reachable_tensors(root, exclude):
     return out
 
 
-@pytest.mark.parametrize("spec,param_sized", [("sdze", False), ("zo", False),
-                                              ("sdze[momentum=0]", False),
-                                              ("sdze[subspace=false]", True),  # stated exception
-                                              ("zo[momentum=0.9]", True),  # dense momentum
+@pytest.mark.parametrize("spec,param_sized", [("sdze", False), ("zo[momentum=0]", False),
+                                              ("sdze[momentum=0.9]", False),  # low-rank form
+                                              ("sdze[subspace=false,momentum=0.9]", True),  # dense
+                                              ("zo", True),  # tuned default: dense momentum
                                               ("bp", True)])  # Adam: the check can fail
 def test_no_parameter_sized_buffers(spec, param_sized):
     spec = spec[:-1] + ",points=8]" if "[" in spec else spec + "[points=8]"
