@@ -1,16 +1,31 @@
 #!/usr/bin/env python
-"""How sdze's defaults were chosen: train solver specs for a fixed number of STEPS and print
-the relative L2 error (pinnbench.evaluate, the problem's fixed test set) at checkpoints.
+"""How sdze's and zo's defaults were chosen: train solver specs for a fixed number of steps, or
+for a fixed process CPU time (``--cpu-seconds``: equal cost per run), and print the relative L2
+error (pinnbench.evaluate, the problem's fixed test set) at checkpoints, with the median and
+range over ``--seeds``. ``--variance`` and ``--quotient-variance`` print the estimator
+diagnostics instead of training.
 
-Steps, not seconds: the study ran on 2 CPU cores shared with other jobs, so wall-clock times are
-not comparable and are printed only as a rough cost indication (``s/step``, not a result).
+CPU time, not wall time: the studies ran on 2 CPU cores shared with other jobs (load 5-7); the
+process CPU time of a one-thread run does not see them.
 
 Seeding is the one of ``pinnbench.run_cell``: the problem from ``--seed``; the model's and the
 solver's generators from sha256("{seed}:model") and sha256("{seed}:solver")
 (:func:`pinnbench.cell._derive_seed`), so that a row here and a cell with the same spec start
 from the same network and draw the same random numbers.
 
-Examples (the command lines behind docs/sdze-tuning.md)::
+Examples (the command lines behind docs/sdze-tuning.md; issue 11 first)::
+
+    P="--problem poisson-2body-scaled-v1 --width 32"
+    python scripts/study_sdze.py $P --dim 100 --cpu-seconds 10 --seeds 0 --base small \
+        --study tune-zo --study tune-mezo --study tune-sdze
+    python scripts/study_sdze.py $P --dim 1000 --cpu-seconds 10 --seeds 0..2 \
+        --base lr=1e-2,q=4,momentum=0 --study refresh-rank-eq
+    python scripts/study_sdze.py $P --dim 1000 --variance --window 100 --windows 30 \
+        "sdze[subspace=false]" "sdze[rank=8,refresh=100]"
+    python scripts/study_sdze.py $P --dim 1000 --quotient-variance 100 \
+        "sdze[crns=true,q=1,eps=1e-3]" "sdze[crns=false,q=1,eps=1e-3]"
+
+Issue 4 (steps, one seed)::
 
     python scripts/study_sdze.py --study rank-refresh
     python scripts/study_sdze.py --study q --base rank=8,refresh=100
@@ -72,7 +87,8 @@ def preset(name: str, base: str) -> list[str]:
     if name.startswith("tune-"):  # issue 11: the same grid for zo, mezo and sdze
         family = TUNE_FAMILIES.get(name[5:])
         if family is None:
-            raise SystemExit(f"unknown tuning family {name[5:]!r}; known: {', '.join(TUNE_FAMILIES)}")
+            raise SystemExit(f"unknown tuning family {name[5:]!r}; known: "
+                             f"{', '.join(TUNE_FAMILIES)}")
         grid = TUNE_GRID_SMALL if base == "small" else TUNE_GRID
         return [_join(family, f"lr={lr},q={q},momentum={m},eps={e}")
                 for lr in grid["lr"] for q in grid["q"]
@@ -192,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("specs", nargs="*", help="solver specs, e.g. 'sdze[rank=4]' 'zo[lr=3e-3]'")
     ap.add_argument("--study", action="append", default=[],
                     help="preset spec list: rank-refresh, q, lr, crns (repeatable)")
-    ap.add_argument("--base", default="", help="parameters added to every sdze spec of a preset")
+    ap.add_argument("--base", default="", help="parameters added to every sdze spec of a preset; for the tune-* presets, "
+                         "'small' picks the reduced grid (eps 1e-3 only) that was run")
     ap.add_argument("--problem", default="poisson-2body-v1")
     ap.add_argument("--dim", type=int, default=100)
     ap.add_argument("--width", type=int, default=32)
