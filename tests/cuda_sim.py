@@ -53,9 +53,11 @@ What it cannot catch:
 - CUDA's exceptions to the rule that are not listed above (an op that CUDA accepts with a
   non-scalar CPU tensor is reported: extend ``_INDEX_OPS`` / ``_COPY_OPS`` then), and the
   reverse: a 0-dim CPU tensor where CUDA wants a CUDA one (e.g. as ``out=``) is accepted;
-- factories that torch's C++ code calls with a tensor's options but no tensor argument (some
-  backward formulas) give a CPU-tagged tensor: that can only raise a false alarm (check such an
-  error against the op), never hide a bug; none occurs in the harness today;
+- factories that torch's C++ code calls with a tensor's options but no tensor argument: inside
+  ``torch.autograd.grad`` they take the device of the outputs being differentiated (the batched
+  backward of ``is_grads_batched=True`` makes such zeros for sliced inputs, which a real GPU puts
+  on the GPU); elsewhere they are tagged CPU, which can only raise a false alarm (check such an
+  error against the op), never hide a bug;
 - ``torch.device("cuda")`` (no index) compares unequal to ``cuda:0`` exactly as with CUDA: that
   is kept, not hidden.
 Only one simulation can be active at a time, in the thread that entered it.
@@ -196,6 +198,8 @@ class CudaSim:
         self.peak = 0
         self.ops = 0
         self.cuda_ops = 0
+        #: the device of the graph whose backward the autograd engine is running (a stack)
+        self.engine_device: list[str] = []
         self._storages: dict[int, list[int]] = {}  # data_ptr -> [nbytes, live tensor objects]
 
     # -- errors ---------------------------------------------------------------------------------
@@ -320,7 +324,9 @@ class _DispatchMode(TorchDispatchMode):
                 raise sim.fail(f"{func}: expected all tensors to be on the same device, but found "
                                "at least two devices, cuda:0 and cpu! (CPU tensors: "
                                f"{_describe([t for t in checked if sim_device(t) == 'cpu'])})")
-            kind = kinds.pop() if kinds else "cpu"
+            # a factory with no tensor argument: CPU, unless the autograd engine called it (its
+            # C++ code takes the options of the graph's tensors, i.e. their device)
+            kind = kinds.pop() if kinds else (sim.engine_device[-1] if sim.engine_device else "cpu")
             for t in indices:
                 if sim_device(t) not in ("cpu", kind):
                     raise sim.fail(f"{func}: indices should be either on cpu or on the same "
@@ -372,9 +378,15 @@ class _FunctionMode(TorchFunctionMode):
                                   args[1] if len(args) > 1 else kwargs.get("grad_tensors"))
         elif func is torch.autograd.grad:
             inputs = args[1] if len(args) > 1 else kwargs["inputs"]
-            self._check_gradients("autograd.grad", args[0] if args else kwargs["outputs"],
+            outputs = args[0] if args else kwargs["outputs"]
+            self._check_gradients("autograd.grad", outputs,
                                   args[2] if len(args) > 2 else kwargs.get("grad_outputs"))
-            out = func(*args, **kwargs)
+            first = outputs if isinstance(outputs, torch.Tensor) else list(outputs)[0]
+            self.sim.engine_device.append(sim_device(first))
+            try:
+                out = func(*args, **kwargs)
+            finally:
+                self.sim.engine_device.pop()
             inputs = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
             self._check_gradients("autograd.grad (results)", inputs, list(out))
             return out

@@ -129,7 +129,8 @@ def _batched_second(first: Tensor, x: Tensor, dirs: Directions, create_graph: bo
 def _contract(hv: Tensor, dirs: Directions, a: int, b: int) -> Tensor:
     """(k, n, D) rows H v_j for j = a..b-1 -> (k, n): v_j . (H v_j)."""
     if isinstance(dirs, CoordinateDirections):
-        return hv[torch.arange(b - a, device=hv.device), :, dirs.index[a:b]]
+        index = dirs.index[a:b]  # both index tensors on one device (the directions')
+        return hv[torch.arange(b - a, device=index.device), :, index]
     if isinstance(dirs, DenseDirections):
         return torch.einsum("knd,kd->kn", hv, dirs.v[a:b].to(hv.dtype))
     raise TypeError(f"unsupported directions {type(dirs).__name__}")
