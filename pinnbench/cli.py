@@ -773,11 +773,17 @@ def cmd_list(args) -> int:
     if args.what == "problems":
         from pinnbench.problem_registry import list_problems, problem_class
 
-        for pid in list_problems():
+        ids = list_problems()
+        width = max(len(p) for p in ids) if ids else 0
+        for pid in ids:
             cls = problem_class(pid)
             terms = "+".join(cls.operator.names) or "-"
-            con.print(f"{pid:28s} order {cls.order}  terms {terms:20s} d >= {cls.min_dim}  "
-                      f"{cls.domain}", markup=False)
+            gpinn = "gPINN" if cls.supports_gpinn else ""
+            bcs = "; ".join(cls.boundary_conditions)
+            con.print(f"{pid:{width}s}  order {cls.order}  terms {terms:12s} d >= {cls.min_dim}  "
+                      f"{gpinn:5s}  {cls.domain}{'  (' + bcs + ')' if bcs else ''}", markup=False)
+            if not cls.well_posed:
+                con.print(f"{'':{width}s}  ILL-POSED: {cls.ill_posed_reason}", markup=False)
         return 0
     from pinnbench.solver import SOLVERS, format_value, list_solvers
 

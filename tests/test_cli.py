@@ -167,6 +167,22 @@ def test_list_shows_solvers_with_parameters(capsys):
     assert "fake-affine-v1" in capsys.readouterr().out
 
 
+def test_list_problems_says_which_are_ill_posed_and_which_have_gpinn(capsys):
+    from pinnbench.problem_registry import list_problems, problem_class
+
+    assert main(["list", "problems"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for pid in list_problems():
+        cls = problem_class(pid)
+        line = next(ln for ln in lines if ln.split()[:1] == [pid])
+        assert ("gPINN" in line) == cls.supports_gpinn, line
+        for bc in cls.boundary_conditions:
+            assert bc in line, (pid, bc)
+        after = lines[lines.index(line) + 1] if lines.index(line) + 1 < len(lines) else ""
+        assert after.lstrip().startswith("ILL-POSED") == (not cls.well_posed), pid
+    assert any("ILL-POSED" in ln for ln in lines)  # biharmonic-3body-v1
+
+
 def test_jobs_above_one_on_cuda_is_a_usage_error(store, monkeypatch, capsys):
     """--jobs N --device cuda would run N cells on one GPU at once: refused before any cell."""
     import torch
