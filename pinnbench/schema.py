@@ -7,7 +7,8 @@ JSON columns hold JSON text in the store and are decoded by ``load_results``.
 
 from __future__ import annotations
 
-#: cell statuses; every one but ``error`` is a result (exit code 0)
+#: cell statuses; every one but ``error`` is a result (exit code 0). ``diverged``: a non-finite
+#: loss or error, or one that blew up by the rule of :mod:`pinnbench.verdict`
 STATUSES = ("ok", "oom", "timeout", "diverged", "error", "skipped")
 
 #: name -> (type, meaning)
@@ -26,7 +27,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "depth": ("int", "hidden layers"),
     "device": ("str", "cpu, cuda, cuda:1"),
     "dtype": ("str", "float32 or float64"),
-    "status": ("str", "one of STATUSES"),
+    "status": ("str", "one of STATUSES (diverged: pinnbench.verdict's rule)"),
     "message": ("str", "why the status (error text, OOM message, skip reason), else ''"),
     "steps_done": ("int", "training steps actually run"),
     "setup_time_s": ("float", "problem + model + solver set-up, with compiling the closed forms "
