@@ -121,6 +121,58 @@ def pruned_row(spec: dict[str, Any], oom_dim: int) -> dict[str, Any]:
     return row
 
 
+#: statuses of cells that end without computing their floors, which the planner then fills
+FLOORLESS = ("timeout", "oom")
+#: wall-clock limit of the process that computes one key's floors for such cells
+FLOOR_TIMEOUT_S = 600.0
+
+
+class FloorCache:
+    """The floors of each (problem, d, seed, dtype) key, which every cell of the key shares
+    (:func:`pinnbench.floors.floors_for`): taken from the first cell that computed them, else
+    computed once in an isolated process (its timeout ``FLOOR_TIMEOUT_S``, the cell's memory
+    cap) for a cell that timed out or ran out of memory before it could."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple, dict[str, Any]] = {}
+
+    @staticmethod
+    def key(spec: dict[str, Any]) -> tuple:
+        return spec["problem"], spec["dim"], spec["seed"], spec["dtype"]
+
+    def complete(self, row: dict[str, Any], spec: dict[str, Any]) -> None:
+        key = self.key(spec)
+        if row.get("floor_const_rel_l2") is not None:
+            self.known.setdefault(key, {k: v for k, v in row.items() if k.startswith("floor_")})
+            return
+        if row.get("status") not in FLOORLESS or not spec.get("floors", True):
+            return
+        if key not in self.known:
+            from pinnbench.isolation import measure_isolated
+
+            out = measure_isolated("pinnbench.sweep:_floors_in_child", {
+                "problem": spec["problem"], "dim": spec["dim"], "seed": spec["seed"],
+                "dtype": spec["dtype"], "imports": spec.get("imports") or []},
+                timeout_s=FLOOR_TIMEOUT_S, memory_limit_bytes=spec.get("memory_limit_bytes"),
+                imports=spec.get("imports") or [])
+            self.known[key] = {k: v for k, v in out.items() if k.startswith("floor_")} \
+                if out.get("status") == "ok" else \
+                {"floor_error": f"{out.get('status')}: {out.get('message', '')}"[:300]}
+        found = self.known[key]
+        if "floor_error" in found:
+            row.setdefault("provenance", {})["floor_error"] = found["floor_error"]
+            return
+        row.update({k: v for k, v in found.items() if k in row})
+        row.setdefault("provenance", {})["floors_from"] = "the planner (the cell ended first)"
+
+
+def _floors_in_child(payload: dict[str, Any], report=None) -> dict[str, Any]:
+    from pinnbench.floors import floors_for
+
+    return {"status": "ok", **floors_for(payload["problem"], payload["dim"], payload["seed"],
+                                         payload["dtype"])}
+
+
 def execute_sweep(cells: list[dict[str, Any]], *, run_id: str,
                   write: Callable[[dict[str, Any]], None], jobs: int = 1, prune: bool = True,
                   on_start: Callable[[dict[str, Any]], None] | None = None,
@@ -145,8 +197,11 @@ def execute_sweep(cells: list[dict[str, Any]], *, run_id: str,
     rows: list[dict[str, Any]] = []
     last_beat = time.monotonic()
 
+    floors = FloorCache()
+
     def finish(row: dict[str, Any], spec: dict[str, Any]) -> None:
         row["run_id"] = run_id
+        floors.complete(row, spec)  # a timed-out or OOM cell gets its key's floors too
         verdict.apply(row)  # a cell that blew up is stored `diverged`, not `ok`
         if isinstance(row.get("provenance"), dict):
             row["provenance"]["load_avg_1m_at_end"] = load_average()

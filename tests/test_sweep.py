@@ -117,3 +117,33 @@ def test_cells_on_other_machines_keep_their_own_thread_default():
     cells = plan(SweepConfig(problems=["fake-affine-v1"], solvers=["fake-ok"], dims=[3],
                              imports=[FAKES], auto_threads=False))
     assert [c["threads"] for c in cells] == [None]
+
+
+def test_timed_out_and_oom_cells_get_their_keys_floors(tmp_path, monkeypatch):
+    """A cell that ends before computing its floors gets them from the planner: from a cell of
+    the same (problem, d, seed, dtype) that computed them, else computed once in a process."""
+    import pinnbench.isolation as isolation
+    from pinnbench.cell import import_plugins
+    from pinnbench.floors import floors_for
+
+    import_plugins([FAKES])
+    spawned = []
+    real = isolation.measure_isolated
+    monkeypatch.setattr(isolation, "measure_isolated",
+                        lambda *a, **k: spawned.append(a[0]) or real(*a, **k))
+    cells = plan(SweepConfig(problems=["fake-affine-v1"], dims=[3, 4], steps=2, width=8, depth=1,
+                             solvers=["fake-ok", "fake-sleep[seconds=60]"], imports=[FAKES],
+                             timeout_s=8))
+    rows = execute_sweep(cells, run_id="r", write=lambda row: None)
+    by = {(r["dim"], r["solver_name"]): r for r in rows}
+    assert {r["status"] for r in rows} == {"ok", "timeout"}
+    for dim in (3, 4):
+        ok, late = by[(dim, "fake-ok")], by[(dim, "fake-sleep")]
+        assert late["status"] == "timeout" and ok["floor_const_rel_l2"] is not None
+        assert late["floor_const_rel_l2"] == ok["floor_const_rel_l2"]
+    assert spawned == []  # every timed-out cell's key had an ok cell first
+    alone = plan(SweepConfig(problems=["fake-affine-v1"], dims=[5], steps=2, width=8, depth=1,
+                             solvers=["fake-sleep[seconds=60]"], imports=[FAKES], timeout_s=8))
+    (row,) = execute_sweep(alone, run_id="r2", write=lambda row: None)
+    assert row["status"] == "timeout" and spawned == ["pinnbench.sweep:_floors_in_child"]
+    assert row["floor_const_rel_l2"] == floors_for("fake-affine-v1", 5, 0)["floor_const_rel_l2"]
