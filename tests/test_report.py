@@ -423,3 +423,21 @@ def test_unfinished_cells_are_marked_on_the_figures_at_their_d():
         assert ax.get_yscale() == "log" and ax.get_xscale() == "log"
     finally:
         plt.close(fig)
+
+
+def test_published_numbers_are_shown_beside_the_floors_measured_here(tmp_path):
+    """STDE's d = 1e4 two-body Poisson error (4.7e-3) beside a measured constant floor of 4.1e-3
+    (two seeds, median) reads as above the constant fit; a d the literature has no number for
+    adds no row."""
+    rows = []
+    for seed, const in ((0, 4.0e-3), (1, 4.2e-3)):
+        row = make_row("bp", "poisson-2body-v1", 10_000, seed, "ok")
+        row.update(floor_const_rel_l2=const, floor_affine_rel_l2=math.nan)
+        rows.append(row)
+    other = make_row("bp", "poisson-2body-v1", 20_000, 0, "ok")
+    other.update(floor_const_rel_l2=1e-3)
+    df = pd.DataFrame(rows + [other])[list(COLUMNS)]
+    text = "".join(parse_page(write_report(df, tmp_path).read_text()).text)
+    assert "Published numbers beside the floors" in text
+    assert "STDE (Shi et al., NeurIPS 2024)" in text and "0.0047" in text and "0.0041" in text
+    assert "above the constant fit" in text and "20,000" not in text.split("Published")[1]

@@ -137,3 +137,30 @@ def failure_rows(df: pd.DataFrame) -> list[dict]:
 def status_counts(df: pd.DataFrame) -> list[tuple[str, int]]:
     counts = df["status"].value_counts()
     return [(str(s), int(n)) for s, n in counts.items()]
+
+
+def published_rows(df) -> list[dict]:
+    """The published errors for the (problem, d) pairs of ``df`` beside the floors measured
+    there (:func:`pinnbench.published.beside_floors`), formatted, with a reading in words."""
+    import math
+
+    from pinnbench.published import beside_floors
+
+    table = beside_floors(df)
+    out = []
+    for r in table.to_dict("records"):
+        const = r["floor_const_rel_l2"]
+        if const is None or (isinstance(const, float) and math.isnan(const)):
+            continue
+        affine = r["floor_affine_rel_l2"]
+        has_affine = affine is not None and not (isinstance(affine, float) and math.isnan(affine))
+        reading = ("above the constant fit: that error is within reach of A(x)·c"
+                   if r["published_rel_l2"] > const else "below the constant fit")
+        if has_affine and r["published_rel_l2"] <= const:
+            reading += ("; above the affine fit" if r["published_rel_l2"] > affine
+                        else "; below the affine fit too")
+        out.append({"source": r["source"], "problem": r["problem"], "dim": int(r["dim"]),
+                    "published": f"{r['published_rel_l2']:.2g}", "const": f"{const:.2g}",
+                    "affine": f"{affine:.2g}" if has_affine else "-", "seeds": int(r["seeds"]),
+                    "reading": reading})
+    return out
