@@ -1,5 +1,7 @@
 """The solvers issue: conformance of every registered solver, parameters, bp specifics."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -93,3 +95,19 @@ def test_bp_exact_asks_the_estimators_limit_for_each_term():
     lap = EXACT_MAX_DIM["laplacian"]
     assert solver.skip(pinnbench.make_problem("heat-v1", dim=lap)) == (False, "")  # D = d + 1
     assert solver.skip(pinnbench.make_problem("heat-v1", dim=lap + 1))[0]
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "sgd_solver.py"
+
+
+def test_the_one_file_example_solver_passes_the_conformance_suite():
+    """docs/examples/sgd_solver.py: a plugin of at most 40 lines that imports only Solver, Param,
+    register_solver and an estimator, and passes every check."""
+    from pinnbench.plugins import import_plugins
+
+    text = EXAMPLE.read_text()
+    assert len(text.splitlines()) <= 40
+    assert "from pinnbench" in text and "_common" not in text
+    import_plugins([str(EXAMPLE)])
+    done = check_solver("example-sgd")
+    assert "parameters" in done and any(d.startswith("changes:") for d in done)
