@@ -1,6 +1,6 @@
 """pinnbench: a benchmark harness for PINNs on high-dimensional, high-order PDEs.
 
-The public API (DESIGN.md) is imported lazily, so ``import pinnbench`` stays cheap and a cell's
+The public API (docs/design.md) is imported lazily, so ``import pinnbench`` stays cheap and a cell's
 subprocess only loads what it uses.
 """
 

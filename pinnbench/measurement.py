@@ -1,6 +1,6 @@
 """The measured cell, in the process that runs it: (normalised spec) -> result row.
 
-Measurement (DESIGN.md, "Cell"):
+Measurement (docs/design.md, "Cell"):
 
 1. the CUDA context is created first and timed apart (provenance ``cuda_init_time_s``); set-up
    (problem, model, solver.setup, and at large d compiling the closed forms for the solver's

@@ -36,7 +36,7 @@ TERMS: dict[str, str] = {
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 
-#: size of the fixed test set (DOMAIN.md §5: 20,000 points), reduced at large D so that its
+#: size of the fixed test set (docs/domain.md §5: 20,000 points), reduced at large D so that its
 #: points fit in TEST_SET_ELEMENTS numbers (128 MiB in float32) and an evaluation stays a small
 #: fraction of a cell: n_test = clamp(TEST_SET_ELEMENTS // D, TEST_SET_MIN, TEST_SET_MAX), i.e.
 #: 20,000 points up to D = 1677, 3355 at D = 10^4, 335 at 10^5, 100 from D = 335,545 on.
@@ -278,7 +278,7 @@ def sqnorm_jet(x: Tensor, dirs: Directions, order: int) -> Jet:
 def radius_uniform_ball(n: int, dim: int, generator: torch.Generator, *, r_min: float = 0.0,
                         r_max: float = 1.0, dtype=torch.float32, device="cpu") -> Tensor:
     """x = r g / ||g||, g ~ N(0, I), r ~ U[r_min, r_max]: radius-uniform (NOT volume-uniform),
-    the sampler of the published STDE/SDGD/HTE numbers (DOMAIN.md §5)."""
+    the sampler of the published STDE/SDGD/HTE numbers (docs/domain.md §5)."""
     g = torch.randn(n, dim, generator=generator, dtype=dtype, device=device)
     r = r_min + (r_max - r_min) * torch.rand(n, 1, generator=generator, dtype=dtype, device=device)
     return g.mul_(r / g.norm(dim=1, keepdim=True))  # in place: one (n, d) array, not two

@@ -4,7 +4,7 @@ same problem and d (docs/problems.md, "Published numbers beside the floors").
 STDE: Shi et al., "Stochastic Taylor Derivative Estimator: Efficient amortization for arbitrary
 differential operators", NeurIPS 2024, two-body Poisson table (A100 40 GB; width 128 x 3 tanh,
 10k Adam steps, 100 residual points, sparse STDE with |J| = 16; mean over 5 seeds; coefficients
-c_i unseeded in the reference code). Transcribed in DOMAIN.md §6.
+c_i unseeded in the reference code). Transcribed in docs/domain.md §6.
 """
 
 from __future__ import annotations

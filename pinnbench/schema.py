@@ -1,4 +1,4 @@
-"""The columns of a result row: what one measured cell records (DESIGN.md, "Cell").
+"""The columns of a result row: what one measured cell records (docs/design.md, "Cell").
 
 One row per (run, cell). This list is the contract between the cell runner, the store
 (``pinnbench.load_results`` returns a DataFrame with exactly these columns) and the report.

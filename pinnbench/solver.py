@@ -85,7 +85,7 @@ def non_negative(text: str = "a number >= 0") -> dict:
     return {"check": lambda v: v >= 0, "check_text": text}
 
 
-#: parameters every solver has (DESIGN.md; the solvers issue, item 0)
+#: parameters every solver has (docs/design.md; the solvers issue, item 0)
 COMMON_PARAMETERS: dict[str, Param] = {
     "points": Param(100, "collocation points per step", **positive("an integer > 0")),
     "probes": Param(16, "random directions (or sampled dimensions) per spatial estimate",

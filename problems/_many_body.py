@@ -16,7 +16,7 @@ Two-body (w = 2), p = x_i, q = x_{i+1}:
     phi_pp = -q cos p, phi_pq = -sin p, phi_qq = -cos q,
     phi_ppp = q sin p, phi_ppq = -cos p, phi_pqq = 0, phi_qqq = sin q;
     x . grad u2 = sum_i c_i cos(phi_i) (p a_i + q b_i),
-    Lap u2      = sum_i c_i [-sin(phi_i)(a_i^2 + b_i^2) + cos(phi_i)(-q cos p - cos q)]  (DOMAIN.md §5).
+    Lap u2      = sum_i c_i [-sin(phi_i)(a_i^2 + b_i^2) + cos(phi_i)(-q cos p - cos q)]  (docs/domain.md §5).
 Fourth order (clamped biharmonic): each window depends on its own (p, q) only, so with g the
 window function and its partial derivatives from ``TwoBody.window_derivatives``,
     x^T Hess u2 x = sum_i c_i (p^2 g_pp + 2 p q g_pq + q^2 g_qq),

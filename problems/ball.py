@@ -1,7 +1,7 @@
 """Poisson, Allen-Cahn and Sine-Gordon on a ball with the two-body and three-body solutions.
 
 The second-order suites of STDE (Shi et al., NeurIPS 2024), SDGD and HTE (Hu et al., 2023/2024),
-DOMAIN.md §5:
+docs/domain.md §5:
 
     Poisson      Lap u            = f
     Allen-Cahn   Lap u + u - u^3  = f

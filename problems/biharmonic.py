@@ -1,7 +1,7 @@
 """Biharmonic equation with the three-body solution on an annulus (HTE's fourth-order suite).
 
 Source: Hu et al., "Hutchinson trace estimation for high-dimensional and high-order
-physics-informed neural networks" (HTE, CMAME 2024), DOMAIN.md §5:
+physics-informed neural networks" (HTE, CMAME 2024), docs/domain.md §5:
 
     Lap^2 u = f  on the annulus 1 < ||x|| < 2,   u = 0 on both spheres,
     u* = A(x) u2(x),  A = (1 - s)(4 - s),  s = ||x||^2,  u2 = sum_{i<d-1} c_i exp(x_i x_{i+1} x_{i+2}),

@@ -5,14 +5,14 @@ radius-uniformly (x = r g / ||g||, r ~ U[0, 1], as for the ball problems) and t 
 independently. s = ||x||^2 is over the spatial coordinates. The residual is
 ``sum coef * term + pointwise(u) - f`` (:meth:`pinnbench.problem.Problem.residual`).
 
-Heat (PINNacle, Hao et al. 2023, "high-dimensional heat" HNd; DOMAIN.md §5):
+Heat (PINNacle, Hao et al. 2023, "high-dimensional heat" HNd; docs/domain.md §5):
     u_t = (1/d) Lap u - (1/d) s e^{s/2 + t},   u* = e^{s/2 + t}
     (Lap u* = (d + s) u*, so u_t - (1/d) Lap u* = -(s/d) u*.)
     Terms: dt (coef 1), laplacian (coef -1/d);  f = -(s/d) e^{s/2 + t}.
     Hard constraint: A = t (1 - s), B = e^{s/2} + e^{1/2}(e^t - 1): B = u* at t = 0 and on
     ||x|| = 1, but B != u* inside, so the network has something to learn.
 
-Wave (DOMAIN.md §5): u_tt = Lap u,  u* = cosh(t) sum_i sinh(x_i).
+Wave (docs/domain.md §5): u_tt = Lap u,  u* = cosh(t) sum_i sinh(x_i).
     Terms: dtt (coef 1), laplacian (coef -1);  f = 0.
     Hard constraint: A = t^2 (1 - s), B = (sum_i sinh x_i)(1 + (cosh t - 1) s): B = u* and
     u_t = 0 at t = 0 (A and B_t vanish there), B = u* on ||x|| = 1, B != u* inside.

@@ -6,7 +6,7 @@ copy bandwidth of a large ``copy_``; (2) each solver's time per step in a fresh 
 warm-up step, the median of ``--steps``), and in the same process the time of producing the
 step's data alone (``problem.sample_interior`` of the n points, ``problem.source`` f(x), and the
 V dense probes); and prints measured / bound, where the bound is what the step must at least
-cost on this machine (DOMAIN.md §8):
+cost on this machine (docs/domain.md §8):
 
     bound_s = max(FLOPs / R, bytes / B)
 
@@ -36,10 +36,10 @@ Per solver (each formula from the solver's own algorithm; see its module docstri
 - ``bp`` (stde jets, backprop, Adam; Kingma & Ba 2015):
   FLOPs = F1 + F1 + H + 2 H: forward; the weight gradient dL/dW0 = G^T [x; v], one more F1 (no
   input gradient: x and v are data, so the first layer's backward is 1x its forward, not the
-  generic 2x of DOMAIN.md §8); each hidden layer's backward is an input and a weight gradient,
+  generic 2x of docs/domain.md §8); each hidden layer's backward is an input and a weight gradient,
   2 H. Bytes = D + 9 W: the forward reads W0, the backward writes its gradient g, Adam reads
-  W0, g, m, v and writes W0, m, v (DOMAIN.md §8: "Adam reads and writes 4 d h numbers").
-- ``sdze`` (CRNS, low-rank directions of rank r, q directions; DOMAIN.md §4, solvers/sdze.py):
+  W0, g, m, v and writes W0, m, v (docs/domain.md §8: "Adam reads and writes 4 d h numbers").
+- ``sdze`` (CRNS, low-rank directions of rank r, q directions; docs/domain.md §4, solvers/sdze.py):
   FLOPs = F1 + 2 (n + V) d r + 2q [2 (n + V) r (r + h) + H] + 2 d h r: the shared first-layer
   products once per step (``pinnbench.perturbation.FirstLayerCache``), with their projections
   V^T x, V^T v onto the d x r basis; each of the 2q +- evaluations adds its low-rank term

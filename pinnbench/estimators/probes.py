@@ -11,7 +11,7 @@ Distributions (``dist``):
   Laplacian (Hutchinson 1990; Hu et al., "Hutchinson trace estimation for high-dimensional and
   high-order PINNs", 2024);
 - ``gaussian``: v ~ N(0, I); also unbiased for the bilaplacian through Isserlis' theorem,
-  E[∂⁴u(v,v,v,v)] = 3 Δ²u (DOMAIN.md §2);
+  E[∂⁴u(v,v,v,v)] = 3 Δ²u (docs/domain.md §2);
 - ``coordinate``: V distinct unit vectors e_j, j drawn uniformly without replacement (SDGD,
   Hu et al., "Tackling the curse of dimensionality with PINNs", 2024), scaled by d/V.
 
