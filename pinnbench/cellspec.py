@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from pinnbench.plugins import import_plugins
@@ -29,23 +30,61 @@ from pinnbench.plugins import import_plugins
 IDENTITY_KEYS = ("problem", "dim", "solver", "seed", "steps", "time_budget_s", "width", "depth",
                  "device", "dtype", "warmup")
 
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell, validated: its fields and their defaults are declared here once (``DEFAULTS``
+    is derived from them; the sweep's configuration and the CLI read them from here).
+
+    ``CellSpec.from_dict(d)`` fills the defaults and validates every field (ValueError naming
+    what is allowed); ``to_dict()`` is the plain, JSON round-tripping form that the sweep, the
+    executors, the store and the cell process pass along; ``cell_id`` hashes the identity."""
+
+    problem: str
+    dim: int
+    solver: str
+    seed: int = 0
+    steps: int | None = 100
+    time_budget_s: float | None = None
+    width: int = 128
+    depth: int = 3
+    device: str = "cpu"
+    dtype: str = "float32"
+    warmup: int = 2
+    timeout_s: float | None = None
+    memory_limit_bytes: int | None = None
+    imports: tuple[str, ...] = ()
+    threads: int | None = None
+    floors: bool = True
+    command: str | None = None
+    run_id: str = ""
+    #: filled by validation from ``solver``
+    solver_name: str = ""
+    solver_params: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> "CellSpec":
+        d = normalize_spec(spec)
+        d["imports"] = tuple(d["imports"])
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["imports"] = list(self.imports)
+        d["solver_params"] = dict(self.solver_params)
+        return d
+
+    @property
+    def cell_id(self) -> str:
+        return cell_id(self.to_dict())
+
+
+#: the defaults of every optional field of a cell spec (from :class:`CellSpec`)
 DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "steps": 100,
-    "time_budget_s": None,
-    "width": 128,
-    "depth": 3,
-    "device": "cpu",
-    "dtype": "float32",
-    "warmup": 2,
-    "timeout_s": None,
-    "memory_limit_bytes": None,
-    "imports": [],
-    "threads": None,
-    "floors": True,
-    "command": None,
-    "run_id": "",
-}
+    f.name: (f.default if f.default is not MISSING else f.default_factory())
+    for f in fields(CellSpec)
+    if (f.default is not MISSING or f.default_factory is not MISSING)
+    and f.name not in ("solver_name", "solver_params")}
+DEFAULTS["imports"] = []
 
 
 def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:

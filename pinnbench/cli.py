@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pinnbench import verdict
+from pinnbench.cellspec import DEFAULTS as CELL_DEFAULTS
 from pinnbench.store import DEFAULT_PATH, StoreError
 
 #: with --executor dask: how long the cluster may have no worker before cells in flight fail
@@ -31,23 +32,21 @@ NO_WORKER_TIMEOUT_S = 600.0
 REPORTS_DIR = Path("results") / "reports"
 
 #: the built-in default sweep (``pinnbench run`` with no arguments); see RUN_EPILOG
+#: the built-in run (`pinnbench run` with no options); what it does not name is a cell's own
+#: default (pinnbench.cellspec.CellSpec, declared once)
 DEFAULT_RUN = {
     "problems": "poisson-2body-v1",
     "solvers": "sdze,bp",
     "dims": "1e2..1e4",
     "seeds": "0",
-    "steps": 500,
-    "width": 128,
-    "depth": 3,
-    "device": "cpu",
-    "dtype": "float32",
+    "steps": 500,  # the run's training budget (a cell's own default is 100)
     "timeout": 600.0,
 }
 
 RUN_EPILOG = f"""\
 With no arguments, `pinnbench run` runs a built-in CPU sweep that finishes in a few minutes on
 two cores: solvers sdze and bp (default parameters) on {DEFAULT_RUN['problems']} at d = 10^2,
-10^3, 10^4, seed 0, {DEFAULT_RUN['steps']} training steps per cell, a {DEFAULT_RUN['width']}-wide {DEFAULT_RUN['depth']}-hidden-layer tanh MLP, float32, a
+10^3, 10^4, seed 0, {DEFAULT_RUN['steps']} training steps per cell, a {CELL_DEFAULTS['width']}-wide {CELL_DEFAULTS['depth']}-hidden-layer tanh MLP, {CELL_DEFAULTS['dtype']}, a
 {DEFAULT_RUN['timeout']:g} s timeout per cell. Every option you give replaces the matching default.
 
 A budget in steps gives errors that do not depend on the machine's speed or load; --time-budget
@@ -183,14 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--time-budget", type=_positive_float("--time-budget"), metavar="SECONDS",
                    help="also stop training when the step times add up to this (default: none; "
                    "the errors then depend on the machine's speed and load)")
-    g.add_argument("--width", type=_positive_int("--width"), help="MLP width (default 128)")
-    g.add_argument("--depth", type=_positive_int("--depth"), help="hidden layers (default 3)")
+    g.add_argument("--width", type=_positive_int("--width"), help=f"MLP width (default {CELL_DEFAULTS['width']})")
+    g.add_argument("--depth", type=_positive_int("--depth"), help=f"hidden layers (default {CELL_DEFAULTS['depth']})")
     g.add_argument("--points", type=_positive_int("--points"),
                    help="collocation points per step (the solvers' `points` parameter, unless a "
                    "spec sets it)")
-    g.add_argument("--device", help="auto, cpu, cuda or cuda:<index> (default cpu)")
-    g.add_argument("--dtype", help="float32 or float64 (default float32)")
-    g.add_argument("--warmup", type=int, help="steps excluded from timing (default 2)")
+    g.add_argument("--device", help=f"auto, cpu, cuda or cuda:<index> (default {CELL_DEFAULTS['device']})")
+    g.add_argument("--dtype", help=f"float32 or float64 (default {CELL_DEFAULTS['dtype']})")
+    g.add_argument("--warmup", type=int,
+                   help=f"steps excluded from timing (default {CELL_DEFAULTS['warmup']})")
     g.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
                    help="import a plugin module (a.b) or file (x.py) that registers problems or "
                    "solvers, here and in every cell (repeatable)")
@@ -305,8 +305,8 @@ def _sweep_config(args) -> "Any":
             lo = problem_class(pid).min_dim
             if dims[0] < lo:
                 raise ValueError(f"{pid} needs d >= {lo}, got --dims with d = {dims[0]}")
-        dtype = str(resolve_dtype(args.dtype or DEFAULT_RUN["dtype"])).replace("torch.", "")
-        device = str(resolve_device(args.device or DEFAULT_RUN["device"]))
+        dtype = str(resolve_dtype(args.dtype or CELL_DEFAULTS["dtype"])).replace("torch.", "")
+        device = str(resolve_device(args.device or CELL_DEFAULTS["device"]))
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     if args.warmup is not None and args.warmup < 0:
@@ -328,9 +328,9 @@ def _sweep_config(args) -> "Any":
         problems=problems, solvers=solvers, dims=dims, seeds=seeds,
         steps=None if only_budget else (args.steps or DEFAULT_RUN["steps"]),
         time_budget_s=args.time_budget,
-        width=args.width or DEFAULT_RUN["width"], depth=args.depth or DEFAULT_RUN["depth"],
+        width=args.width or CELL_DEFAULTS["width"], depth=args.depth or CELL_DEFAULTS["depth"],
         points=args.points, device=device, dtype=dtype,
-        warmup=2 if args.warmup is None else args.warmup,
+        warmup=CELL_DEFAULTS["warmup"] if args.warmup is None else args.warmup,
         timeout_s=args.timeout or DEFAULT_RUN["timeout"], memory_limit_bytes=args.memory_limit,
         imports=list(args.imports or []), jobs=_parallel_cells(args), threads=args.threads,
         auto_threads=not (args.executor == "dask" and args.scheduler), floors=not args.no_floors)

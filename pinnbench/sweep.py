@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pinnbench import verdict
-from pinnbench.cell import base_row, now_iso, normalize_spec
+from pinnbench.cellspec import DEFAULTS, normalize_spec
+from pinnbench.rows import base_row, now_iso
 from pinnbench.executors import Executor, LocalExecutor
 from pinnbench.machine_load import default_threads, load_average
 from pinnbench.run_lease import HEARTBEAT_S
@@ -62,24 +63,24 @@ class SweepConfig:
     problems: list[str]
     solvers: list[str]
     dims: list[int]
-    seeds: list[int] = field(default_factory=lambda: [0])
-    steps: int | None = 100
-    time_budget_s: float | None = None
-    width: int = 128
-    depth: int = 3
+    seeds: list[int] = field(default_factory=lambda: [DEFAULTS["seed"]])
+    steps: int | None = DEFAULTS["steps"]
+    time_budget_s: float | None = DEFAULTS["time_budget_s"]
+    width: int = DEFAULTS["width"]
+    depth: int = DEFAULTS["depth"]
     points: int | None = None
-    device: str = "cpu"
-    dtype: str = "float32"
-    warmup: int = 2
-    timeout_s: float | None = None
-    memory_limit_bytes: int | None = None
+    device: str = DEFAULTS["device"]
+    dtype: str = DEFAULTS["dtype"]
+    warmup: int = DEFAULTS["warmup"]
+    timeout_s: float | None = DEFAULTS["timeout_s"]
+    memory_limit_bytes: int | None = DEFAULTS["memory_limit_bytes"]
     imports: list[str] = field(default_factory=list)
     jobs: int = 1
     threads: int | None = None
     #: threads None: give CPU cells this machine's free cores / jobs (False where cells run on
     #: other machines, e.g. a remote Dask cluster: torch's default there, recorded per cell)
     auto_threads: bool = True
-    floors: bool = True
+    floors: bool = DEFAULTS["floors"]
 
 
 def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]]:

@@ -148,3 +148,22 @@ def test_timeout_kills_the_cell():
     assert 8 <= row["total_time_s"] < 20
     if row["curve"]:  # the partial progress reached the parent: the step-0 error is known
         assert row["curve"][0]["step"] == 0 and math.isfinite(row["curve"][0]["rel_l2"])
+
+
+def test_a_cells_defaults_are_declared_once():
+    """CellSpec declares the defaults; the sweep configuration and the CLI's run read them."""
+    import dataclasses
+
+    from pinnbench.cellspec import DEFAULTS, CellSpec
+    from pinnbench.sweep import SweepConfig
+
+    spec = CellSpec.from_dict({"problem": "poisson-2body-v1", "dim": 10, "solver": "bp"})
+    assert spec.cell_id == cell_id(normalize_spec({"problem": "poisson-2body-v1", "dim": 10,
+                                                   "solver": "bp"}))
+    assert CellSpec.from_dict(spec.to_dict()) == spec  # the plain form round-trips
+    config = {f.name: f.default for f in dataclasses.fields(SweepConfig)
+              if f.default is not dataclasses.MISSING}
+    for key in ("steps", "width", "depth", "device", "dtype", "warmup", "floors"):
+        assert config[key] == DEFAULTS[key] == getattr(CellSpec, key), key
+    with pytest.raises(ValueError, match="width must be an integer >= 1"):
+        CellSpec.from_dict({**spec.to_dict(), "width": 0})
