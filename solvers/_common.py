@@ -1,6 +1,7 @@
 """Pieces shared by the solvers: the PINN residual loss, the step-size schedule, parameters.
 
-Loss (DOMAIN.md §2): with the operator's linear terms estimated by a randomized estimator L_hat,
+Loss (docs/domain.md §2): with the operator's linear terms estimated by a randomized estimator
+L_hat,
 
     biased:    mean_x (L_hat u - f)^2          E = (L u - f)^2 + Var(L_hat u)
     unbiased:  mean_x (L_J u - f)(L_K u - f)   two independent estimates (J, K): E = (L u - f)^2
@@ -178,7 +179,7 @@ class HeavyBall:
 
 
 class ZerothOrderSolver(Solver):
-    """Two-point SPSA training of the PINN (DOMAIN.md §3), the one algorithm behind zo and sdze.
+    """Two-point SPSA training of the PINN (docs/domain.md §3): the one algorithm of zo and sdze.
 
     Step t draws a step seed s from the solver's generator; everything else is derived from it:
 

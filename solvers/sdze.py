@@ -1,4 +1,4 @@
-"""sdze: Stochastic Dimension-free Zeroth-order Estimator (DOMAIN.md §4), built from its parts.
+"""sdze: Stochastic Dimension-free Zeroth-order Estimator (docs/domain.md §4), from its parts.
 
 The paper publishes no code; this is an implementation from its description, every choice a
 parameter so that the benchmark can ablate it.
@@ -9,8 +9,9 @@ One step t (all under ``torch.no_grad()``, no autograd graph, no gradient buffer
    points x and the estimator's probes. With ``crns=true`` all 2q evaluations of the step use
    them (the estimator gets a generator reset to the same seed), so the O(1) spatial noise of
    L(theta; omega) cancels in the difference quotient, which becomes z^T grad L_hat(theta; omega)
-   + O(eps^2) (DOMAIN.md §3). ``crns=false`` draws fresh points and probes for every evaluation
-   (the ablation: the quotient then carries Var_omega[L] / (2 eps^2) of extra variance).
+   + O(eps^2) (docs/domain.md §3). ``crns=false`` draws fresh points and probes for every
+   evaluation (the ablation: the quotient then carries Var_omega[L] / (2 eps^2) of extra
+   variance).
 2. **Directions.** ``q`` directions z_1..z_q. With ``subspace=true`` each weight matrix thicker
    than ``rank`` gets ``z = U Xi V^T / r``: U, V standard Gaussian, regenerated from a seed that
    changes every ``refresh`` steps, never stored (V is regenerated in row chunks); Xi (r x r)
@@ -25,9 +26,10 @@ One step t (all under ``torch.no_grad()``, no autograd graph, no gradient buffer
    W += c U Xi V^T (in column chunks) because it is exact (theta is bit-identical after the
    evaluations; in-place +eps, -2eps, +eps drifts by rounding in fp32) and cheaper: with CRNS the
    O(width D (n + V)) first-layer product is paid once per step instead of 2q times.
-4. **Update.** c_k = [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps), g_hat = (1/q) sum_k c_k z_k,
-   and one heavy-ball step m <- beta m + g_hat, theta <- theta - lr_t m for **every** parameter
-   (:class:`pinnbench.solvers._common.HeavyBall`; ``momentum=0``: no momentum state anywhere).
+4. **Update.** c_k = [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps),
+   g_hat = (1/q) sum_k c_k z_k, and one heavy-ball step m <- beta m + g_hat,
+   theta <- theta - lr_t m for **every** parameter (:class:`pinnbench.solvers._common.HeavyBall`;
+   ``momentum=0``: no momentum state anywhere).
    For a low-rank matrix g_hat_W = U G V^T with G = sum_k c_k Xi_k / (q r) (r x r), and its
    momentum is kept in that ambient low-rank form, sum_e U_e A_e V_e^T over the bases e still
    alive: it survives a refresh (old terms decay by beta and are dropped below beta^age = 0.01),

@@ -12,11 +12,12 @@ whole (Malladi et al., "Fine-tuning language models with just forward passes", N
 with the spatial operator from a forward-only estimator (STDE jets, or finite differences) under
 ``torch.no_grad()``. By default (``crns=false``) the two evaluations use INDEPENDENT spatial
 randomness omega_1, omega_2 (different collocation points and probes): the naive combination of
-DOMAIN.md §3, whose quotient carries [L(theta; omega_1) - L(theta; omega_2)] / (2 eps) = O(1/eps)
-noise, the baseline that sdze's common random numbers fix. ``crns=true`` is MeZO's own setting
-(one batch for both evaluations): CRNS without sdze's subspace, so that a comparison separates
-what CRNS buys from what the subspace buys. Momentum (``momentum``, heavy ball) is dense: P
-numbers when on. The seeds, sampling, quotients and update are those of every zeroth-order solver
+docs/domain.md §3, whose quotient carries [L(theta; omega_1) - L(theta; omega_2)] / (2 eps) =
+O(1/eps) noise, the baseline that sdze's common random numbers fix. ``crns=true`` is MeZO's own
+setting (one batch for both evaluations): CRNS without sdze's subspace, so that a comparison
+separates what CRNS buys from what the subspace buys. Momentum (``momentum``, heavy ball) is
+dense: P numbers when on (the tuned default, docs/sdze-tuning.md; ``momentum=0`` keeps only
+seeds). The seeds, sampling, quotients and update are those of every zeroth-order solver
 (:class:`pinnbench.solvers._common.ZerothOrderSolver`, docs/sdze.md); ``zo[...]`` and
 ``sdze[subspace=false,...]`` with the same parameters take the same steps.
 """

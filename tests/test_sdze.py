@@ -201,7 +201,7 @@ def test_in_place_round_trip_is_close_not_claimed_exact(gen):
 
 
 def test_crns_reduces_quotient_variance_100x():
-    """DOMAIN.md §3: without common random numbers the quotient carries
+    """docs/domain.md §3: without common random numbers the quotient carries
     Var_omega[L] / (2 eps^2); with them that term cancels."""
     var = {}
     for crns in ("true", "false"):

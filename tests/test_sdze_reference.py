@@ -117,7 +117,7 @@ def test_zo_quotients_match_explicit_reference_fd(problem_id, crns):
                                   "zo[crns=true,q=3,eps=1e-5,points=5,probes=3]"])
 def test_crns_quotient_is_the_directional_derivative(spec):
     """With common random numbers the quotient is z . grad_theta L_hat(theta; omega) + O(eps^2)
-    (DOMAIN.md §3), grad from autograd through the same STDE jets at the same points and probes:
+    (docs/domain.md §3), grad from autograd through the same STDE jets, points and probes:
     the + and - evaluations sharing the points but not the probes would break this."""
     s = _solver(spec, "poisson-2body-v1")
     s.step()

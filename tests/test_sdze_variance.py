@@ -1,4 +1,4 @@
-"""The subspace's variance claim, measured (issue 11, item 3; DOMAIN.md §7).
+"""The subspace's variance claim, measured (issue 11, item 3; docs/domain.md §7).
 
 SubZero / LOZO: with a basis (U, V) held, z = U Xi V^T / r explores an r^2-dimensional space,
 so the two-point estimate g_hat = (z . G) z varies about its own mean S = E_Xi[g_hat] =
