@@ -4,7 +4,7 @@ Each step draws ``points`` collocation points, estimates the operator's linear t
 ``estimator`` (exact autodiff, SDGD dimension sampling, HTE Hutchinson probes, or STDE Taylor
 jets, which backprop then differentiates through), forms the residual loss
 mean((L_hat u - f)^2) (``loss=unbiased``: the product of two independent estimates,
-DOMAIN.md §2), and takes one Adam step (Kingma & Ba 2015) with the step size decayed linearly to 0
+docs/domain.md §2), and takes one Adam step (Kingma & Ba 2015) with the step size decayed linearly to 0
 over ``decay_steps`` steps, the protocol of the published STDE numbers (Shi et al., NeurIPS 2024:
 Adam, lr 1e-3, linear decay, 10k steps, 100 points, 16 probes).
 
