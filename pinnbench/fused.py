@@ -11,7 +11,11 @@ only for batches of at least ``MIN_COLUMNS`` coordinates (below that eager is fa
 a compile costs 30-60 s once per machine, then ~3 s per process to load from inductor's on-disk
 cache). It runs compiled when
 
-- ``PINNBENCH_COMPILE`` is not ``0`` (``PINNBENCH_COMPILE=0`` forces eager everywhere),
+- the batch is on the CPU, or ``PINNBENCH_COMPILE=1`` (``0`` forces eager everywhere; the
+  default, ``auto``, compiles on the CPU only: on an H200 at d = 10^7 the compiled source made
+  bp's step 1.5x slower than eager in the same session, 429 vs 290 ms, since the column blocks
+  sized for CPU memory make the GPU's step a long train of small launches, and a compiled call
+  adds its guards to each; reports/gpu-h200/README.md),
 - no torch function mode is active (e.g. the CUDA simulation of tests/cuda_sim.py),
 - and no compile has failed in this process (a missing C compiler, an unsupported backend):
   the first failure is warned about once and everything stays eager from then on.
@@ -33,25 +37,36 @@ import torch
 MIN_COLUMNS = 2**16
 #: graphs dynamo may compile per function (orders x dtypes); past it, eager (with a warning)
 RECOMPILE_LIMIT = 32
-#: set to 0 to run every closed form eagerly
+#: auto (default: compile on the CPU only), 1 (everywhere) or 0 (nowhere)
 ENV = "PINNBENCH_COMPILE"
 
 _failure: list[str] = []  # the first compile failure of this process, if any
 _used: list[bool] = []    # whether a compiled call has run in this process
 
 
-def compile_allowed() -> bool:
-    return os.environ.get(ENV, "1").lower() not in ("0", "false", "no", "off") and not _failure
+def _setting() -> str:
+    value = os.environ.get(ENV, "auto").lower()
+    if value in ("0", "false", "no", "off"):
+        return "off"
+    return "on" if value in ("1", "true", "yes", "on") else "auto"
+
+
+def compile_allowed(device: torch.device | None = None) -> bool:
+    """Whether a batch on ``device`` (None: any) may run compiled in this process."""
+    setting = _setting()
+    if _failure or setting == "off":
+        return False
+    return setting == "on" or device is None or device.type == "cpu"
 
 
 def status() -> str:
     """How this process ran its closed forms: for a cell's provenance."""
     if _failure:
         return f"eager (compile failed: {_failure[0]})"
-    if os.environ.get(ENV, "1").lower() in ("0", "false", "no", "off"):
+    if _setting() == "off":
         return f"eager ({ENV}=0)"
     return "compiled (torch.compile, inductor)" if _used else \
-        f"eager (no batch of {MIN_COLUMNS} coordinates or more)"
+        f"eager (no CPU batch of {MIN_COLUMNS} coordinates or more; {ENV}={_setting()})"
 
 
 class Fused:
@@ -62,7 +77,7 @@ class Fused:
         self._compiled: Callable | None = None
 
     def __call__(self, x: torch.Tensor, *args):
-        if not compile_allowed() or torch._C._is_torch_function_mode_enabled():
+        if not compile_allowed(x.device) or torch._C._is_torch_function_mode_enabled():
             return self.fn(x, *args)
         if self._compiled is None:
             # one graph per (order, dtype, ...) a function is called with: more than dynamo's

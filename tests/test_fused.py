@@ -142,3 +142,13 @@ def test_compiled_closed_forms_equal_eager_and_hold_no_temporaries():
         assert m["rel"] < 1e-5, (pid, m)
         assert m["peak"] <= 1.25 * min(m["input"], 4 * _chunked.BLOCK_ELEMENTS), (pid, m)
         assert m["peak"] <= m["eager_peak"], (pid, m)
+
+
+def test_by_default_only_cpu_batches_are_compiled(fresh, monkeypatch):
+    """auto: CPU only (measured slower on a GPU); 1 compiles GPU batches too; 0 nothing."""
+    cuda = torch.device("cuda")
+    assert fused.compile_allowed(torch.device("cpu")) and not fused.compile_allowed(cuda)
+    monkeypatch.setenv(fused.ENV, "1")
+    assert fused.compile_allowed(cuda)
+    monkeypatch.setenv(fused.ENV, "0")
+    assert not fused.compile_allowed(torch.device("cpu"))
