@@ -237,6 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--json", action="store_true",
                    help="print one JSON object per finished cell, then a summary object")
 
+    abl = sub.add_parser(
+        "ablate", help="run a solver spec and its one-factor-at-a-time variants as one sweep",
+        description="Expand SOLVER (a spec, e.g. 'sdze' or 'sdze[rank=4]') into itself and its "
+        "variants that each change exactly one parameter (the solver's declared ablations: for "
+        "sdze crns off, subspace off, momentum 0 / 0.9, normalize off, rank 1..32, refresh "
+        "1..100), then run them as `pinnbench run --solvers <those specs> OPTIONS`: same store, "
+        "isolation, resume and report.")
+    abl.add_argument("base", metavar="SOLVER", help="the base solver spec")
+    abl.add_argument("run_options", nargs=argparse.REMAINDER, metavar="OPTIONS",
+                     help="any `pinnbench run` option but --solvers (--problems, --dims, "
+                     "--seeds, --steps, --store, ...)")
+
     lst = sub.add_parser("list", help="list problems or solvers",
                          description="List registered problems, or solvers with their parameters.")
     lst.add_argument("what", choices=("problems", "solvers"))
@@ -766,6 +778,31 @@ class _RunUI:
             con.print(note, markup=False)
 
 
+# -- ablate ---------------------------------------------------------------------------------------
+def ablate_argv(base: str, run_options: list[str]) -> list[str]:
+    """The `pinnbench run` command line of an ablation: the base spec and its one-factor variants
+    (:func:`pinnbench.solvers._common.ablation_specs`) as --solvers, then the given options."""
+    from pinnbench.solver import SOLVERS, parse_spec
+    from pinnbench.solvers._common import ablation_specs
+
+    if any(o == "--solvers" or o.startswith("--solvers=") for o in run_options):
+        raise UsageError("ablate takes its solvers from SOLVER and its variants; drop --solvers")
+    if "--import" in run_options:  # a plugin solver's class must be registered to expand it
+        i = run_options.index("--import")
+        if i + 1 < len(run_options):
+            _import_plugins([run_options[i + 1]])
+    try:
+        name, _ = parse_spec(base)
+        cls = SOLVERS.get(name)
+        specs = ablation_specs(base)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    if len(specs) < 2:
+        raise UsageError(f"solver {name!r} declares no ablations (a class attribute `ablations` "
+                         f"of (parameter, values) pairs); {cls.__name__} has none")
+    return ["run", "--solvers", ",".join(specs), *run_options]
+
+
 # -- list, show, export, report ---------------------------------------------------------------------
 def cmd_list(args) -> int:
     _import_plugins(args.imports)
@@ -948,6 +985,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if args.command == "run":
             return cmd_run(args, argv)
+        if args.command == "ablate":
+            run_argv = ablate_argv(args.base, args.run_options)
+            return cmd_run(parser.parse_args(run_argv), run_argv)
         return {"list": cmd_list, "show": cmd_show, "export": cmd_export,
                 "report": cmd_report}[args.command](args)
     except UsageError as exc:

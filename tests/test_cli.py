@@ -514,3 +514,38 @@ def test_the_progress_bar_shows_solver_specs_as_written(tmp_path, capsys, monkey
                                       "--store", str(tmp_path / "s.sqlite")]))
     assert code == 0
     assert "fake-ok[lr=0.25] seed=0 ok" in buf.getvalue(), buf.getvalue()[-2000:]
+
+
+def test_ablate_runs_the_base_and_its_one_factor_variants(tmp_path, monkeypatch):
+    """`pinnbench ablate sdze[...] OPTIONS` is `pinnbench run --solvers <base and variants>
+    OPTIONS`: every variant differs from the base in exactly one parameter."""
+    import pinnbench.cli as cli
+    from pinnbench.solver import parse_spec
+
+    seen = {}
+    monkeypatch.setattr(cli, "cmd_run", lambda args, argv: seen.update(args=args, argv=argv) or 0)
+    store = str(tmp_path / "s.sqlite")
+    assert main(["ablate", "sdze[rank=4]", "--dims", "100", "--store", store]) == 0
+    assert seen["argv"][:2] == ["run", "--solvers"] and seen["args"].dims == "100"
+    from pinnbench.sweep import split_top_level
+
+    specs = split_top_level(seen["args"].solvers)
+    base = parse_spec(specs[0])[1]
+    assert base["rank"] == "4" and len(specs) == len(set(specs)) >= 8
+    for variant in specs[1:]:
+        params = parse_spec(variant)[1]
+        assert sum(params[k] != base[k] for k in base) == 1, variant
+    changed = {k for v in specs[1:] for k, x in parse_spec(v)[1].items() if x != base[k]}
+    assert {"crns", "subspace", "momentum", "normalize", "rank", "refresh"} <= changed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ablate", "bp"], "declares no ablations"),
+    (["ablate", "sdz"], "did you mean 'sdze'"),
+    (["ablate", "sdze", "--solvers", "bp"], "drop --solvers"),
+    (["ablate", "sdze[rank=0]"], "rank"),
+])
+def test_ablate_usage_errors_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
