@@ -17,17 +17,14 @@ from typing import Any
 
 from pinnbench import verdict
 from pinnbench.cellspec import DEFAULTS, IDENTITY_KEYS, cell_id, normalize_spec
-from pinnbench.isolation import Ended, Isolated, is_oom
-from pinnbench.measurement import derive_seed as _derive_seed, eval_steps, execute
+from pinnbench.isolation import STATUS_OF_ENDING, Ended, Isolated, is_oom
+from pinnbench.measurement import eval_steps, execute
 from pinnbench.plugins import import_plugins
 from pinnbench.rows import base_row, now_iso, unfinished_row
 
 __all__ = ["DEFAULTS", "IDENTITY_KEYS", "CellProcess", "base_row", "cell_id", "eval_steps",
-           "execute", "import_plugins", "is_oom", "normalize_spec", "now_iso", "run_cell",
-           "_derive_seed"]
+           "execute", "import_plugins", "is_oom", "normalize_spec", "now_iso", "run_cell"]
 
-#: how an isolated cell that returned no row ended -> its status
-_STATUS_OF_ENDING = {"timeout": "timeout", "killed": "oom", "signal": "error", "exit": "error"}
 
 
 def _execute_in_child(spec: dict[str, Any], report) -> dict[str, Any]:
@@ -71,15 +68,14 @@ class CellProcess:
             return unfinished_row(self.spec, ended.result.get("status", "error"),
                                   ended.result.get("message", ""), partial=ended.progress,
                                   started_at=self.started_at, total_time_s=ended.elapsed_s)
-        status = _STATUS_OF_ENDING[ended.how]
+        status = STATUS_OF_ENDING[ended.how]
         partial = ended.progress
         steps = (partial or {}).get("steps_done") or 0
         if ended.how == "timeout":
             message = (f"the cell exceeded its timeout of {self.spec['timeout_s']:g} s and was "
                        f"killed after {steps} steps")
         else:
-            message = f"the cell process: {ended.message}".replace("the cell process: the process",
-                                                                    "the cell process")
+            message = f"the cell process {ended.message}"
         return unfinished_row(self.spec, status, message, partial=partial,
                               started_at=self.started_at, total_time_s=ended.elapsed_s)
 

@@ -44,6 +44,10 @@ OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memor
 
 _RETURNED = 0  # exit code of a child that wrote its result
 
+#: how a run that returned nothing ended -> the status of its measurement (SIGKILL: most likely
+#: the kernel's out-of-memory killer)
+STATUS_OF_ENDING = {"timeout": "timeout", "killed": "oom", "signal": "error", "exit": "error"}
+
 
 def is_oom(exc: BaseException) -> bool:
     """True for an allocation failure: MemoryError, torch.cuda.OutOfMemoryError, or a
@@ -84,7 +88,9 @@ def _json_default(obj: Any) -> Any:
 @dataclass
 class Ended:
     """How an isolated run ended. ``result``: what the function returned (``returned`` only);
-    ``progress``: the last partial result it reported (any ending)."""
+    ``progress``: the last partial result it reported (any ending); ``message``: what happened
+    to the process, without a subject ("was killed by SIGKILL ...: <log tail>"), so each caller
+    names its own ("the cell process ...")."""
 
     how: str
     result: dict | None
@@ -163,15 +169,15 @@ class Isolated:
                 return Ended("returned", result, progress, "", elapsed)
         tail = self.log_tail()
         if self._timed_out:
-            return Ended("timeout", None, progress, f"killed after its timeout of "
+            return Ended("timeout", None, progress, f"was killed after its timeout of "
                          f"{self.timeout_s:g} s", elapsed)
         if rc == -signal.SIGKILL:
-            return Ended("killed", None, progress, "the process was killed by SIGKILL (most "
+            return Ended("killed", None, progress, "was killed by SIGKILL (most "
                          f"likely the operating system's out-of-memory killer): {tail}", elapsed)
         if rc is not None and rc < 0:
             return Ended("signal", None, progress,
-                         f"the process died from signal {_signal_name(-rc)}: {tail}", elapsed)
-        return Ended("exit", None, progress, f"the process exited with code {rc}: {tail}", elapsed)
+                         f"died from signal {_signal_name(-rc)}: {tail}", elapsed)
+        return Ended("exit", None, progress, f"exited with code {rc}: {tail}", elapsed)
 
     def cleanup(self) -> None:
         """Remove the run's folder (idempotent; after ``poll`` has returned or ``kill``)."""
@@ -200,8 +206,7 @@ def measure_isolated(target: str, payload: dict, **options: Any) -> dict:
     ended = run_isolated(target, payload, **options)
     if ended.how == "returned":
         return ended.result
-    status = {"timeout": "timeout", "killed": "oom"}.get(ended.how, "error")
-    return {"status": status, "message": ended.message}
+    return {"status": STATUS_OF_ENDING[ended.how], "message": f"the process {ended.message}"}
 
 
 def _read_json(path: Path) -> dict | None:

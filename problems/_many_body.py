@@ -66,11 +66,15 @@ class ManyBody:
         out = {k: torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) for k in keys}
         n_windows = c.shape[0]
         # fused into one kernel at large d (pinnbench.fused), eager below
-        block = _FUSED.setdefault(cls, Fused(cls._block)) if x.shape[1] >= fused.MIN_COLUMNS \
-            else cls._block
+        if x.shape[1] < fused.MIN_COLUMNS:
+            block = cls._block
+        else:
+            if cls not in _FUSED:
+                _FUSED[cls] = Fused(cls._block)
+            block = _FUSED[cls]
         # blocks narrow enough that the ~temporaries(order) block-sized temporaries of one
-        # block stay within about BLOCK_ELEMENTS numbers in all (eager; compiled, a block is one
-        # loop and its temporaries never exist)
+        # block stay within about BLOCK_ELEMENTS numbers in all (compiled, a block holds about
+        # one: tests/test_fused.py)
         for a, b in column_blocks(x.shape[0] * cls.temporaries(order), n_windows):
             for k, v in block(x[:, a:b + cls.window - 1], c[a:b], order).items():
                 out[k] += v
