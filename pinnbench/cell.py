@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pinnbench import verdict
 from pinnbench.cellspec import DEFAULTS, IDENTITY_KEYS, cell_id, normalize_spec
 from pinnbench.isolation import STATUS_OF_ENDING, Ended, Isolated, is_oom
 from pinnbench.measurement import eval_steps, execute
@@ -26,10 +25,9 @@ __all__ = ["DEFAULTS", "IDENTITY_KEYS", "CellProcess", "base_row", "cell_id", "e
            "execute", "import_plugins", "is_oom", "normalize_spec", "now_iso", "run_cell"]
 
 
-
 def _execute_in_child(spec: dict[str, Any], report) -> dict[str, Any]:
     """The isolated cell's entry point (:func:`pinnbench.isolation._child_main` calls it)."""
-    return verdict.apply(execute(spec, report=report))  # a blown-up cell is `diverged`
+    return execute(spec, report=report)
 
 
 class CellProcess:
@@ -89,7 +87,7 @@ def run_cell(spec: dict[str, Any], isolated: bool = True) -> dict[str, Any]:
     memory cap). The spec is validated first (ValueError on a bad spec)."""
     spec = normalize_spec(spec)
     if not isolated:
-        return verdict.apply(execute(spec))
+        return execute(spec)
     proc = CellProcess(spec)
     try:
         return proc.wait()

@@ -13,8 +13,9 @@ Measurement (docs/design.md, "Cell"):
 4. the error (:func:`pinnbench.metrics.evaluate`) is taken at steps 1, 2, 4, 8, ... and the last;
    evaluation time is excluded from the step times and ``time_s`` of the curve, and evaluation
    memory from the peaks (the peak is read before and reset after every evaluation);
-5. a non-finite loss stops training with status ``diverged``; ``time_budget_s`` stops training
-   once the summed step times reach it;
+5. a non-finite loss stops training with status ``diverged``, and so does, at the end, an error
+   or loss that blew up (:mod:`pinnbench.verdict`); ``time_budget_s`` stops training once the
+   summed step times reach it;
 6. floors and provenance are added after training, outside every measurement.
 
 A cell failure never raises: an allocation failure becomes ``oom``, any other exception
@@ -31,7 +32,7 @@ from typing import Any, Callable
 
 import torch
 
-from pinnbench import fused, memory
+from pinnbench import fused, memory, verdict
 from pinnbench.isolation import describe, is_oom
 from pinnbench.rows import base_row, now_iso
 
@@ -212,7 +213,7 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
         _add_floors(row, problem)
     row["total_time_s"] = time.perf_counter() - m.t_cell
     row["finished_at"] = now_iso()
-    return row
+    return verdict.apply(row)  # an `ok` cell whose error or loss blew up is `diverged`
 
 
 def _generator(device: torch.device, seed: int, stream: str) -> torch.Generator:

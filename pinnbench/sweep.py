@@ -17,7 +17,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pinnbench import verdict
 from pinnbench.cellspec import DEFAULTS, normalize_spec
 from pinnbench.rows import base_row, now_iso
 from pinnbench.executors import Executor, LocalExecutor
@@ -203,7 +202,6 @@ def execute_sweep(cells: list[dict[str, Any]], *, run_id: str,
     def finish(row: dict[str, Any], spec: dict[str, Any]) -> None:
         row["run_id"] = run_id
         floors.complete(row, spec)  # a timed-out or OOM cell gets its key's floors too
-        verdict.apply(row)  # a cell that blew up is stored `diverged`, not `ok`
         if isinstance(row.get("provenance"), dict):
             row["provenance"]["load_avg_1m_at_end"] = load_average()
         write(row)
