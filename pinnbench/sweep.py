@@ -152,7 +152,7 @@ class FloorCache:
 
             out = measure_isolated("pinnbench.sweep:_floors_in_child", {
                 "problem": spec["problem"], "dim": spec["dim"], "seed": spec["seed"],
-                "dtype": spec["dtype"], "imports": spec.get("imports") or []},
+                "dtype": spec["dtype"]},
                 timeout_s=FLOOR_TIMEOUT_S, memory_limit_bytes=spec.get("memory_limit_bytes"),
                 imports=spec.get("imports") or [])
             self.known[key] = {k: v for k, v in out.items() if k.startswith("floor_")} \
