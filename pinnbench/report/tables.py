@@ -150,10 +150,10 @@ def published_rows(df) -> list[dict]:
     out = []
     for r in table.to_dict("records"):
         const = r["floor_const_rel_l2"]
-        if const is None or (isinstance(const, float) and math.isnan(const)):
+        if math.isnan(const):  # beside_floors gives NaN where the report has no floor
             continue
         affine = r["floor_affine_rel_l2"]
-        has_affine = affine is not None and not (isinstance(affine, float) and math.isnan(affine))
+        has_affine = not math.isnan(affine)
         reading = ("above the constant fit: that error is within reach of A(x)·c"
                    if r["published_rel_l2"] > const else "below the constant fit")
         if has_affine and r["published_rel_l2"] <= const:
