@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pinnbench.perturbation import (Direction, add_lowrank_sum_, derive_seed, draw_seed,
-                                    generator)
+from pinnbench.solvers._perturbation import (Direction, add_lowrank_sum_, derive_seed, draw_seed,
+                                             generator)
 from pinnbench.solver import Param, Solver, non_negative, positive
 
 ESTIMATORS_BP = ("exact", "sdgd", "hte", "stde")
@@ -143,7 +143,7 @@ class HeavyBall:
     A term is dropped once beta^age < :data:`MOMENTUM_DROP` (44 steps at beta = 0.9): state
     O(horizon x (m r + r^2)) per matrix, independent of the input dimension; the update
     regenerates V_e once per live term (the cost of momentum with a short refresh period) and
-    passes over the matrix once (:func:`pinnbench.perturbation.add_lowrank_sum_`).
+    passes over the matrix once (:func:`pinnbench.solvers._perturbation.add_lowrank_sum_`).
     We chose this over re-projecting m onto the new basis because two independent random
     r-dimensional bases of R^n are nearly orthogonal: the projection would keep ~r/n of m, i.e.
     reset it."""

@@ -17,10 +17,10 @@ One step t (all under ``torch.no_grad()``, no autograd graph, no gradient buffer
    changes every ``refresh`` steps, never stored (V is regenerated in row chunks); Xi (r x r)
    fresh per direction. Biases and the 1 x width output layer get plain Gaussian perturbations.
    The 1/r scaling gives every entry of z unit variance, as a full Gaussian's
-   (:mod:`pinnbench.perturbation`), so eps and lr mean the same with and without the subspace.
+   (:mod:`pinnbench.solvers._perturbation`), so eps and lr mean the same with and without the subspace.
    ``subspace=false`` gives full Gaussian perturbations everywhere (the ablation).
 3. **Matrix-free evaluation.** L(theta +- eps z_k) is evaluated without writing theta
-   (:class:`pinnbench.perturbation.ShiftedPINN`): the first layer as W0 y + c U(Xi(V^T y)) / r
+   (:class:`pinnbench.solvers._perturbation.ShiftedPINN`): the first layer as W0 y + c U(Xi(V^T y)) / r
    with W0 y and V^T y computed once per step for the shared points and probes, the other
    (width x width) tensors materialised out of place. We chose this over MeZO's in-place
    W += c U Xi V^T (in column chunks) because it is exact (theta is bit-identical after the
@@ -61,7 +61,8 @@ it; the affine floor (44%) is far below: see docs/sdze-tuning.md before reading 
 
 from __future__ import annotations
 
-from pinnbench.perturbation import Direction, FirstLayerCache, ShiftedPINN, derive_seed, make_bases
+from pinnbench.solvers._perturbation import (Direction, FirstLayerCache, ShiftedPINN, derive_seed,
+                                            make_bases)
 from pinnbench.solver import Param, positive, register_solver
 from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
 

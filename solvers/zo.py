@@ -1,7 +1,7 @@
 """zo: naive zeroth-order PINN training, two-point SPSA with MeZO's in-place seed trick.
 
 Each step draws a seed; z ~ N(0, I_P) over all parameters is regenerated from it tensor by tensor
-and column chunk by column chunk (:class:`pinnbench.perturbation.GaussianMatrix`), never held
+and column chunk by column chunk (:class:`pinnbench.solvers._perturbation.GaussianMatrix`), never held
 whole (Malladi et al., "Fine-tuning language models with just forward passes", NeurIPS 2023):
 
     theta += eps z;  L+ = L(theta; omega_1)
@@ -24,7 +24,7 @@ seeds). The seeds, sampling, quotients and update are those of every zeroth-orde
 
 from __future__ import annotations
 
-from pinnbench.perturbation import Direction
+from pinnbench.solvers._perturbation import Direction
 from pinnbench.solver import register_solver
 from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-import pinnbench.perturbation as pt
+import pinnbench.solvers._perturbation as pt
 from pinnbench import evaluate, make_model, make_problem, make_solver
 from pinnbench.directions import CoordinateDirections, DenseDirections
-from pinnbench.perturbation import (Direction, FirstLayerCache, GaussianMatrix, ShiftedPINN,
+from pinnbench.solvers._perturbation import (Direction, FirstLayerCache, GaussianMatrix, ShiftedPINN,
                                     SubspaceBasis, make_bases)
 
 

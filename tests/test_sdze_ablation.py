@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pinnbench import make_model, make_problem, make_solver
-from pinnbench.perturbation import draw_seed
+from pinnbench.solvers._perturbation import draw_seed
 
 from test_sdze_reference import reference_quotients
 
@@ -124,7 +124,7 @@ def test_ablation_specs_change_one_factor_each(base):
 def test_lowrank_momentum_sum_in_one_chunked_pass(monkeypatch):
     """The momentum terms of several bases are applied in one pass over W, V_e regenerated in
     lockstep chunks: the same as adding each a_e V_e^T."""
-    import pinnbench.perturbation as pt
+    import pinnbench.solvers._perturbation as pt
 
     monkeypatch.setattr(pt, "CHUNK_ELEMENTS", 24)  # 24 // 3 = 8 rows of V per chunk
     g = torch.Generator().manual_seed(0)

@@ -16,7 +16,7 @@ import torch
 
 from pinnbench import list_problems, make_model, make_problem, make_solver
 from pinnbench.model import PINN
-from pinnbench.perturbation import draw_seed, generator
+from pinnbench.solvers._perturbation import draw_seed, generator
 from pinnbench.solvers._common import estimator_options, residual_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -148,7 +148,7 @@ def test_cache_pinning_new_points_drops_old_products():
     """Two freshly sampled tensors have the same ``_version`` (the sampler's in-place ops are
     the same): pinning the second must not serve the first one's products or ansatz jets."""
     from pinnbench.directions import CoordinateDirections
-    from pinnbench.perturbation import FirstLayerCache
+    from pinnbench.solvers._perturbation import FirstLayerCache
 
     problem = make_problem("poisson-2body-v1", dim=5, seed=0, dtype=torch.float64)
     model = make_model(problem, width=4, depth=1, generator=torch.Generator().manual_seed(0))

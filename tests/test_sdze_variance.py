@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pinnbench import make_model, make_problem, make_solver
-from pinnbench.perturbation import Direction, make_bases
+from pinnbench.solvers._perturbation import Direction, make_bases
 from pinnbench.solvers._common import _held_mean, gradient_estimate_variance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
