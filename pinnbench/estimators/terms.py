@@ -101,18 +101,66 @@ def estimate(term: str, model, x: Tensor, method: str = "stde",
     model's u at the points ``x`` (n, D): an (n,) tensor. See the module docstring."""
     if term not in TERMS:
         raise ValueError(f"unknown term {term!r}; known: {', '.join(TERMS)}")
-    return _estimate((term,), model, x, method, generator, probes, params, opts)[1][term]
+    _check_call(method, generator, probes, params, opts, model)
+    drawn = _draw((term,), model.problem, method, generator, probes, opts, model.dtype, x.device)
+    return _run(drawn, model, x, params)[1][term]
 
 
 def estimate_terms(model, x: Tensor, method: str = "stde",
                    generator: torch.Generator | None = None, probes: int = 16,
-                   params: Sequence[Tensor] | None = None,
+                   params: Sequence[Tensor] | None = None, drawn: "Probes | None" = None,
                    **opts: Any) -> tuple[Tensor, dict[str, Tensor]]:
     """(u (n,), {name: (n,)}) for every linear term of ``model.problem.operator``, from one pass
     where the method allows (stde: one jet per probe distribution, u its coefficient 0; fd: one
-    u(x) shared by every stencil)."""
-    names = tuple(dict.fromkeys(model.problem.operator.names))
-    return _estimate(names, model, x, method, generator, probes, params, opts)
+    u(x) shared by every stencil).
+
+    ``drawn``: probes drawn beforehand by :func:`draw_probes` (same method, probes and options;
+    ``generator`` is then not used). Estimating with probes drawn apart gives the same numbers
+    as drawing them here from a generator in the same state, and lets several estimates share
+    one set of probes by identity (the zeroth-order solvers' common random numbers)."""
+    _check_call(method, generator, probes, params, opts, model)
+    if drawn is None:
+        drawn = draw_probes(model.problem, method, generator, probes, dtype=model.dtype,
+                            device=x.device, **opts)
+    else:
+        drawn.check(model.problem, method, probes, opts)
+    return _run(drawn, model, x, params)
+
+
+@dataclass
+class Probes:
+    """The directions of one estimate of every term of a problem's operator, drawn apart from
+    running it (:func:`draw_probes`): the spatial probe groups, the index sets of the nested
+    autodiff bilaplacian, and the time direction. Read-only once drawn; estimating with the same
+    ``Probes`` twice uses the same directions."""
+
+    method: str
+    names: tuple[str, ...]
+    probes: int
+    opts: dict
+    dims: tuple[int, int]  # (d, D) of the problem they were drawn for
+    groups: dict[str, _Group]
+    nested: dict[str, tuple[Directions, Directions]]  # term -> (inner J, outer I)
+    time_dirs: Directions | None
+    time_order: int
+
+    def check(self, problem, method: str, probes: int, opts: dict) -> None:
+        mine = (self.method, self.probes, self.opts, self.dims,
+                tuple(dict.fromkeys(problem.operator.names)))
+        theirs = (method, probes, dict(opts), (problem.dim, problem.input_dim), self.names)
+        if mine != theirs:
+            raise ValueError(f"drawn probes (method, probes, options, (d, D), terms) = {mine} do "
+                             f"not match this estimate's {theirs}")
+
+
+def draw_probes(problem, method: str = "stde", generator: torch.Generator | None = None,
+                probes: int = 16, dtype: torch.dtype = torch.float32,
+                device: torch.device | str = "cpu", **opts: Any) -> Probes:
+    """The probes :func:`estimate_terms` would draw from ``generator`` for every term of
+    ``problem.operator`` (consuming the generator exactly as it would)."""
+    _check_call(method, generator, probes, None, opts, None)
+    names = tuple(dict.fromkeys(problem.operator.names))
+    return _draw(names, problem, method, generator, probes, opts, dtype, torch.device(device))
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -167,37 +215,36 @@ def _spatial_kind(method: str, term: str, opts: dict, d: int) -> str:
 
 
 # -- the estimators -------------------------------------------------------------------------------
-def _estimate(names: tuple[str, ...], model, x: Tensor, method: str, generator, probes: int,
-              params, opts: dict) -> tuple[Tensor, dict[str, Tensor]]:
-    _check_call(method, generator, probes, params, opts, model)
-    model._check_input(x)
-    problem = model.problem
+def _draw(names: tuple[str, ...], problem, method: str, generator, probes: int, opts: dict,
+          dtype: torch.dtype, device: torch.device) -> Probes:
+    """Validate the terms against the method and draw every direction, in the order of the
+    terms (so the generator is consumed reproducibly): spatial groups, then the index sets of
+    the nested bilaplacian (inner J, then outer I)."""
     d, big_d = problem.dim, problem.input_dim
     time_terms = [t for t in names if t in TIME_ORDER]
     if time_terms and not problem.time_dependent:
         raise ValueError(f"term(s) {', '.join(time_terms)} need a time-dependent problem; "
                          f"{problem.id} has no time coordinate")
     groups: dict[str, _Group] = {}
-    nested: list[str] = []
+    nested_terms: list[str] = []
     for t in names:
         if t in SPATIAL_ORDER:
             kind = _spatial_kind(method, t, opts, d)
             if kind == "nested":
-                nested.append(t)
+                nested_terms.append(t)
                 continue
             g = groups.setdefault(kind, _Group(kind))
             g.terms.append(t)
             g.order = max(g.order, SPATIAL_ORDER[t])
     sampled = probes < d  # coordinate sampling draws indices only when |J| < d
     needs_random = any(g.kind in ("rademacher", "gaussian") or (g.kind == "coordinate" and sampled)
-                       for g in groups.values()) or (method == "sdgd" and nested and sampled)
+                       for g in groups.values()) or (method == "sdgd" and nested_terms and sampled)
     if needs_random and generator is None:
         raise ValueError(f"method {method!r} draws random probes: pass "
                          "generator=torch.Generator().manual_seed(...)")
     time_order = max((TIME_ORDER[t] for t in time_terms), default=0)
 
-    # probes, drawn in the order of the terms (so the generator is consumed reproducibly)
-    spec = dict(dtype=model.dtype, device=x.device)
+    spec = dict(dtype=dtype, device=device)
     first = next(iter(groups.values()), None)
     for g in groups.values():
         with_time = method == "stde" and time_order > 0 and g is first  # one jet pass for both
@@ -208,13 +255,22 @@ def _estimate(names: tuple[str, ...], model, x: Tensor, method: str, generator, 
             count = d if g.kind == "all" else probes
             g.dirs = coordinate_probes(count, d, big_d, generator, time_row=with_time, **spec)
             g.count = min(count, d)
+    nested: dict[str, tuple[Directions, Directions]] = {}
+    for t in nested_terms:  # the bilaplacian of exact / sdgd: a Laplacian of a Laplacian
+        count = d if method == "exact" else probes  # J then I, drawn independently
+        inner = coordinate_probes(count, d, big_d, generator, **spec)
+        nested[t] = (inner, coordinate_probes(count, d, big_d, generator, **spec))
     time_dirs = None
     if time_order and not (method == "stde" and first is not None):
         time_dirs = time_direction(big_d, **spec)
+    return Probes(method, names, probes, dict(opts), (d, big_d), groups, nested, time_dirs,
+                  time_order)
 
-    runner = {"stde": _run_jets, "fd": _run_fd}.get(method, _run_autodiff)
-    return runner(method, names, model, x, params, groups, nested, time_dirs, time_order,
-                  generator, probes, opts)
+
+def _run(drawn: Probes, model, x: Tensor, params) -> tuple[Tensor, dict[str, Tensor]]:
+    model._check_input(x)
+    runner = {"stde": _run_jets, "fd": _run_fd}.get(drawn.method, _run_autodiff)
+    return runner(drawn, model, x, params)
 
 
 def _combine(group: _Group, derivs: dict[int, Tensor], d: int, out: dict[str, Tensor]) -> None:
@@ -242,12 +298,12 @@ def _ordered(names, out: dict[str, Tensor]) -> dict[str, Tensor]:
     return {t: out[t] for t in names}
 
 
-def _run_jets(method, names, model, x, params, groups, nested, time_dirs, time_order, generator, probes,
-              opts):
+def _run_jets(drawn: Probes, model, x, params):
     """stde: one Taylor-jet pass per probe group (the time row rides along the first)."""
+    names, time_order, time_dirs = drawn.names, drawn.time_order, drawn.time_dirs
     out: dict[str, Tensor] = {}
     u = None
-    for i, g in enumerate(groups.values()):
+    for i, g in enumerate(drawn.groups.values()):
         order = max(g.order, time_order if i == 0 else 0)
         u, derivs = jet_directional(model, x, g.dirs, order, params)
         derivs = dict(enumerate(derivs, start=1))
@@ -262,9 +318,9 @@ def _run_jets(method, names, model, x, params, groups, nested, time_dirs, time_o
     return u, _ordered(names, out)
 
 
-def _run_fd(method, names, model, x, params, groups, nested, time_dirs, time_order, generator, probes,
-            opts):
+def _run_fd(drawn: Probes, model, x, params):
     """fd: u(x) once, then the stencils of each group and of the time direction."""
+    names, opts, time_dirs = drawn.names, drawn.opts, drawn.time_dirs
     def fn(y: Tensor) -> Tensor:
         return model(y, params)
 
@@ -273,7 +329,7 @@ def _run_fd(method, names, model, x, params, groups, nested, time_dirs, time_ord
 
     out: dict[str, Tensor] = {}
     u = fn(x)
-    for g in groups.values():
+    for g in drawn.groups.values():
         orders = {SPATIAL_ORDER[t] for t in g.terms}
         _, derivs = fd_directional(fn, x, g.dirs, orders, steps(orders), u0=u)
         _combine(g, derivs, model.problem.dim, out)
@@ -284,28 +340,23 @@ def _run_fd(method, names, model, x, params, groups, nested, time_dirs, time_ord
     return u, _ordered(names, out)
 
 
-def _run_autodiff(method, names, model, x, params, groups, nested, time_dirs, time_order, generator,
-                  probes, opts):
+def _run_autodiff(drawn: Probes, model, x, params):
     """exact, sdgd, hte: reverse-mode nesting from one u(x) with x requiring grad."""
     keep = torch.is_grad_enabled()
-    d, big_d = model.problem.dim, model.problem.input_dim
-    spec = dict(dtype=model.dtype, device=x.device)
+    d = model.problem.dim
+    names, time_dirs, time_order = drawn.names, drawn.time_dirs, drawn.time_order
     out: dict[str, Tensor] = {}
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         u = model(xg, params)
-        for g in groups.values():
+        for g in drawn.groups.values():
             derivs = autodiff_directional(u, xg, g.dirs, g.order, create_graph=keep)
             _combine(g, dict(enumerate(derivs, start=1)), d, out)
-        for t in nested:  # the bilaplacian of exact / sdgd: a Laplacian of a Laplacian
-            if t == "bilaplacian":
-                count = d if method == "exact" else probes  # J then I, drawn independently
-                inner = coordinate_probes(count, d, big_d, generator, **spec)
-                lap = autodiff_directional(u, xg, inner, 2, create_graph=True)[1].sum(dim=1)
-                lap = lap * (d / inner.count)
-                outer = coordinate_probes(count, d, big_d, generator, **spec)
-                bil = autodiff_directional(lap, xg, outer, 2, create_graph=keep)[1].sum(dim=1)
-                out[t] = bil * (d / outer.count)
+        for t, (inner, outer) in drawn.nested.items():  # the bilaplacian: Δ_I (Δ_J u)
+            lap = autodiff_directional(u, xg, inner, 2, create_graph=True)[1].sum(dim=1)
+            lap = lap * (d / inner.count)
+            bil = autodiff_directional(lap, xg, outer, 2, create_graph=keep)[1].sum(dim=1)
+            out[t] = bil * (d / outer.count)
         if time_dirs is not None:
             derivs = autodiff_directional(u, xg, time_dirs, time_order, create_graph=keep)
             _time_terms(names, dict(enumerate(derivs, start=1)), 0, out)
