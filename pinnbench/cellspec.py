@@ -12,6 +12,11 @@ Keys and defaults: ``DEFAULTS``; the keys in ``IDENTITY_KEYS`` define the cell a
 - ``threads``: ``torch.set_num_threads`` in the cell (None: torch's default).
 - ``floors``: compute the trivial reference fits (:mod:`pinnbench.floors`) after training.
 - ``warmup``: the first steps, excluded from the step timing (they are still training steps).
+- ``diagnostics``: after training, record the estimator diagnostics of :mod:`pinnbench.diagnostics`
+  (column ``diagnostics``); outside the measurements, so not part of the cell's identity.
+- ``tf32``: allow TensorFloat-32 matmuls and convolutions (CUDA cells only; a CPU cell with it
+  is refused). It changes the numbers, so it is part of the identity, but only when true: the
+  ids of cells without it are those they always had.
 
 :func:`normalize_spec` fills the defaults and validates every field once.
 """
@@ -29,6 +34,9 @@ from pinnbench.plugins import import_plugins
 #: the spec keys that define a cell and hash to its cell_id
 IDENTITY_KEYS = ("problem", "dim", "solver", "seed", "steps", "time_budget_s", "width", "depth",
                  "device", "dtype", "warmup")
+#: boolean keys that define a cell only when true (added after cells were stored: a spec without
+#: them keeps the id it always had)
+OPTIONAL_IDENTITY_KEYS = ("tf32",)
 
 @dataclass(frozen=True)
 class CellSpec:
@@ -57,6 +65,8 @@ class CellSpec:
     floors: bool = True
     command: str | None = None
     run_id: str = ""
+    diagnostics: bool = False
+    tf32: bool = False
     #: filled by validation from ``solver``
     solver_name: str = ""
     solver_params: dict = field(default_factory=dict, hash=False, compare=False)
@@ -128,6 +138,11 @@ def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
     out["device"] = str(resolve_device(out["device"]))
     if out["memory_limit_bytes"] is not None and out["device"] != "cpu":
         raise ValueError("memory_limit_bytes (RLIMIT_AS) works for CPU cells only")
+    for key in ("diagnostics", "tf32"):
+        if not isinstance(out[key], bool):
+            raise ValueError(f"{key} must be true or false, got {out[key]!r}")
+    if out["tf32"] and not out["device"].startswith("cuda"):
+        raise ValueError(f"tf32 works for CUDA cells only, not device {out['device']!r}")
     solver = solver_from_spec(out["solver"])
     out["solver"] = solver.spec
     out["solver_name"] = solver.name
@@ -144,5 +159,8 @@ def _check_int(spec: dict, key: str, minimum: int) -> None:
 def cell_id(spec: dict[str, Any]) -> str:
     """Hash of the canonical identity of a (normalised) spec: same cell, same id."""
     identity = {k: spec.get(k, DEFAULTS.get(k)) for k in IDENTITY_KEYS}
+    for key in OPTIONAL_IDENTITY_KEYS:  # hashed only when true: older ids stay as they were
+        if spec.get(key):
+            identity[key] = True
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

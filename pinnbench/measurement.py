@@ -16,7 +16,8 @@ Measurement (docs/design.md, "Cell"):
 5. a non-finite loss stops training with status ``diverged``, and so does, at the end, an error
    or loss that blew up (:mod:`pinnbench.verdict`); ``time_budget_s`` stops training once the
    summed step times reach it;
-6. floors and provenance are added after training, outside every measurement.
+6. floors and provenance are added after training, outside every measurement, and so are the
+   optional estimator diagnostics (``diagnostics``, :mod:`pinnbench.diagnostics`) of an ok cell.
 
 A cell failure never raises: an allocation failure becomes ``oom``, any other exception
 ``error`` (:mod:`pinnbench.isolation`).
@@ -173,6 +174,8 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
     cuda_init_s = None
     try:
         cuda_init_s = m.init_device()
+        if spec.get("tf32") and device.type == "cuda":  # TF32 matmuls: part of the cell's identity
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         t0 = time.perf_counter()
         problem = make_problem(spec["problem"], dim=spec["dim"], seed=spec["seed"],
                                dtype=spec["dtype"], device=device)
@@ -203,6 +206,10 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
     except Exception:  # noqa: BLE001 - e.g. a sticky CUDA error: keep the original message
         pass
     m.fill()
+    if spec.get("diagnostics") and row["status"] == "ok":  # after the peaks and step times
+        from pinnbench.diagnostics import collect
+
+        row["diagnostics"] = collect(solver, problem, model, spec)  # never raises
     del solver, model
     try:
         memory.release_gpu_cache(device)
@@ -264,6 +271,7 @@ def _provenance(spec: dict[str, Any], device: torch.device, cuda_init_s: float |
     provenance["closed_forms"] = fused.status()
     provenance["cpu_peak_resettable"] = memory.cpu_peak_resettable()
     provenance["threads"] = torch.get_num_threads()
+    provenance["tf32"] = device.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)
     if spec.get("memory_limit_bytes"):
         provenance["memory_limit_bytes"] = spec["memory_limit_bytes"]
     return provenance

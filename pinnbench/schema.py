@@ -69,6 +69,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "floor_affine_rel_l2_hi": ("float", "95 % interval of floor_affine_rel_l2, upper end"),
     "floor_points": ("int", "test points the floors were fitted and scored on"),
     "floor_method": ("str", "how the floors were computed, and why an affine floor is absent"),
+    "diagnostics": ("json", "estimator diagnostics recorded after training when asked "
+                            "(--diagnostics; pinnbench/diagnostics.py), else null"),
     "provenance": ("json", "pinnbench version, git sha/dirty, torch/CUDA versions, device, CPU, "
                            "threads, host, command line"),
     "started_at": ("str", "ISO 8601 UTC"),

@@ -174,7 +174,7 @@ def known_results(diagnostics: bool = True, json_text: bool = False) -> pd.DataF
     """
     rows = [make_row(key, problem, dim, seed, status)
             for key, problem, dim, seeds, status in PLAN for seed in seeds]
-    cols = list(COLUMNS) + (["diagnostics"] if diagnostics else [])
+    cols = [c for c in COLUMNS if diagnostics or c != "diagnostics"]
     df = pd.DataFrame(rows)[cols]
     if json_text:
         for col in ("solver_params", "curve", "provenance"):

@@ -88,8 +88,12 @@ def decode_json(value: Any) -> Any:
     return value
 
 
+#: columns added after results were first exported: absent from older DataFrames, read as null
+OPTIONAL_COLUMNS = ("diagnostics",)
+
+
 def check_columns(df: pd.DataFrame) -> None:
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = [c for c in COLUMNS if c not in df.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise ReportError("results lack the column(s) " + ", ".join(missing) +
                           "; expected the columns of pinnbench.schema.COLUMNS "
@@ -100,10 +104,11 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """Decode JSON columns, coerce numbers, add ``series``, ``label``, ``mem_bytes``, ``mem_kind``."""
     check_columns(df)
     out = df.copy()
+    for col in OPTIONAL_COLUMNS:
+        if col not in out.columns:
+            out[col] = None
     for col in JSON_COLUMNS:
         out[col] = [decode_json(v) for v in out[col]]
-    if "diagnostics" in out.columns:
-        out["diagnostics"] = [decode_json(v) for v in out["diagnostics"]]
     out["solver_params"] = [p if isinstance(p, dict) else {} for p in out["solver_params"]]
     out["provenance"] = [p if isinstance(p, dict) else {} for p in out["provenance"]]
     for col, (kind, _) in COLUMNS.items():
