@@ -1,8 +1,9 @@
 """The Problem contract: a PDE on a domain with a closed-form solution, declared as data.
 
 A problem is ``L u = f`` with ``L u = sum_k coef_k * T_k[u] + pointwise(u)``: a sum of named
-*linear* terms ``T_k`` (laplacian, bilaplacian, dt, dtt) that estimators know how to estimate, plus
-a pointwise nonlinearity. The solution is sought in a hard-constraint ansatz
+terms ``T_k`` (laplacian, bilaplacian, dt, dtt, weighted_laplacian, drift: linear;
+grad_power_mean: a separable nonlinear function of the first derivatives) that estimators know
+how to estimate, plus a pointwise nonlinearity. The solution is sought in a hard-constraint ansatz
 
     u(x) = A(x) * N(x) + B(x)
 
@@ -26,12 +27,18 @@ from pinnbench import memory
 from pinnbench.directions import Directions
 from pinnbench.jets import Jet
 
-#: the linear terms an operator may use, and what each means for u(x) or u(x, t)
+#: the terms an operator may use (all linear but grad_power_mean), and what each means for u(x, t)
 TERMS: dict[str, str] = {
     "laplacian": "sum_i d^2u/dx_i^2 over the spatial coordinates",
     "bilaplacian": "Laplacian of the Laplacian (4th order) over the spatial coordinates",
     "dt": "du/dt (time is the last coordinate)",
     "dtt": "d^2u/dt^2",
+    # first/second-order terms of the terminal-value problems (problems/terminal.py)
+    "weighted_laplacian": "sum_i x_i^2 d^2u/dx_i^2 over the spatial coordinates (Black-Scholes)",
+    "drift": "x . grad_x u = sum_i x_i du/dx_i over the spatial coordinates",
+    # not linear in u: a separable function of the first derivatives, estimated like the others
+    "grad_power_mean": "(1/d) sum_i |du/dx_i|^c over the spatial coordinates, "
+                       "c = problem.gradient_exponent (nonlinear, first order; HJB-Lin)",
 }
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
@@ -60,7 +67,7 @@ class LinearTerm:
 
     def __post_init__(self) -> None:
         if self.name not in TERMS:
-            raise ValueError(f"unknown linear term {self.name!r}; known: {', '.join(TERMS)}")
+            raise ValueError(f"unknown term {self.name!r}; known: {', '.join(TERMS)}")
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,8 @@ class Problem:
     boundary_conditions: tuple[str, ...] = ()
     operator: Operator = Operator(())
     domain: str = ""
+    #: c of the term grad_power_mean, (1/d) sum_i |du/dx_i|^c (None: the operator has no such term)
+    gradient_exponent: float | None = None
 
     def __init__(self, dim: int, seed: int = 0, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu", id: str = "", **options: Any) -> None:

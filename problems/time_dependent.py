@@ -40,6 +40,8 @@ class TimeBallProblem(Problem):
     time_dependent = True
     domain = "unit ball ||x|| < 1, t in [0, 1]"
     boundary_conditions = ("u = u* on the sphere", "u = u* at t = 0")
+    #: the time slice where the ansatz imposes u = u* (0: initial condition; T: terminal)
+    condition_time = 0.0
     well_posed = True
     ill_posed_reason = ""
 

@@ -16,6 +16,8 @@ Fn = Callable[[Tensor], Tensor]
 
 
 def _grad(y: Tensor, x: Tensor) -> Tensor:
+    if not y.requires_grad:  # y does not depend on x (a derivative of a polynomial, to its end)
+        return torch.zeros_like(x)
     (g,) = torch.autograd.grad(y.sum(), x, create_graph=True, allow_unused=True)
     return torch.zeros_like(x) if g is None else g
 
@@ -67,14 +69,41 @@ def apply_term(name: str, fn: Fn, x: Tensor, n_spatial: int) -> Tensor:
         return dt(fn, x)
     if name == "dtt":
         return dtt(fn, x)
+    if name == "weighted_laplacian":
+        return weighted_laplacian(fn, x, n_spatial)
+    if name == "drift":
+        return (gradient(fn, x)[:, :n_spatial] * x[:, :n_spatial]).sum(dim=1)
+    if name == "grad_power_mean":
+        raise ValueError("grad_power_mean needs its exponent: use apply_operator or "
+                         "grad_power_mean(fn, x, n_spatial, c)")
     raise ValueError(f"no autodiff reference for term {name!r}")
+
+
+def weighted_laplacian(fn: Fn, x: Tensor, n_spatial: int) -> Tensor:
+    """sum_{j < n_spatial} x_j^2 d^2 fn / dx_j^2."""
+    xg = x.detach().clone().requires_grad_(True)
+    g = _grad(fn(xg), xg)
+    return sum(x[:, j] ** 2 * _grad(g[:, j], xg)[:, j] for j in range(n_spatial)).detach()
+
+
+def grad_power_mean(fn: Fn, x: Tensor, n_spatial: int, c: float) -> Tensor:
+    """(1/n_spatial) sum_{j < n_spatial} |d fn / dx_j|^c."""
+    return gradient(fn, x)[:, :n_spatial].abs().pow(c).mean(dim=1)
+
+
+def problem_term(problem, name: str, fn: Fn, x: Tensor) -> Tensor:
+    """One term of ``problem.operator`` by autograd (the exponent of grad_power_mean from the
+    problem)."""
+    if name == "grad_power_mean":
+        return grad_power_mean(fn, x, problem.dim, problem.gradient_exponent)
+    return apply_term(name, fn, x, problem.dim)
 
 
 def apply_operator(problem, fn: Fn, x: Tensor) -> Tensor:
     """sum coef * term[fn] + pointwise(fn): the problem's declared operator, by autograd."""
     out = problem.pointwise(fn(x)) + torch.zeros(x.shape[0], dtype=x.dtype)
     for term in problem.operator.terms:
-        out = out + term.coef * apply_term(term.name, fn, x, problem.dim)
+        out = out + term.coef * problem_term(problem, term.name, fn, x)
     return out
 
 

@@ -65,7 +65,8 @@ def test_registry_lists_the_suite():
     expected = {f"{eq}-{body}{scaled}-v1" for eq in ("poisson", "allen-cahn", "sine-gordon")
                 for body in ("2body", "3body") for scaled in ("", "-scaled")}
     expected |= {"biharmonic-3body-v1", "biharmonic-clamped-3body-v1", "biharmonic-clamped-2body-v1",
-                 "biharmonic-clamped-2body-scaled-v1", "heat-v1", "wave-v1"}
+                 "biharmonic-clamped-2body-scaled-v1", "heat-v1", "wave-v1", "hjb-lin-v1",
+                 "bsb-v1"}
     assert expected <= set(PROBLEMS)
 
 
@@ -78,9 +79,10 @@ def test_source_matches_operator_by_autograd(pid, d):
     expected = ad.apply_operator(p, p.exact, x)
     f = p.source(x)
     assert f.shape == (x.shape[0],)
-    # relative to the size of the source, or for wave (f = 0) to the size of its terms
-    scale = float(ad.laplacian(p.exact, x, d).abs().max()) if pid == "wave-v1" \
-        else float(expected.abs().max())
+    # relative to the size of the source, or where f = 0 (wave, bsb) to the size of its terms
+    scale = max(float(expected.abs().max()), *(
+        abs(t.coef) * float(ad.problem_term(p, t.name, p.exact, x).abs().max())
+        for t in p.operator.terms))
     assert scale > 1e-3  # a non-trivial comparison
     err = float((f - expected).abs().max()) / scale
     assert err < 1e-8, f"{pid} d={d}: relative error {err:.2e}"
@@ -89,10 +91,10 @@ def test_source_matches_operator_by_autograd(pid, d):
 def test_residual_of_exact_is_zero():
     """residual(terms of u*, u*, x) = 0: the sign conventions of terms, coefs and f agree."""
     for pid in ("allen-cahn-2body-v1", "heat-v1", "wave-v1", "biharmonic-3body-v1",
-                "biharmonic-clamped-3body-v1"):
+                "biharmonic-clamped-3body-v1", "hjb-lin-v1", "bsb-v1"):
         p = _make(pid, 5)
         x = _interior(p)
-        terms = {t.name: ad.apply_term(t.name, p.exact, x, p.dim) for t in p.operator.terms}
+        terms = {t.name: ad.problem_term(p, t.name, p.exact, x) for t in p.operator.terms}
         res = p.residual(terms, p.exact(x), x)
         assert float(res.abs().max()) < 1e-8 * max(1.0, float(p.source(x).abs().max()))
 
@@ -148,7 +150,8 @@ def _boundary_points(p, n: int, gen: torch.Generator) -> list[torch.Tensor]:
     if p.time_dependent:
         t = torch.rand(n, 1, generator=gen, dtype=F64)
         inside = _interior(p, n, seed=11)
-        initial = torch.cat([inside[:, :-1], torch.zeros(n, 1, dtype=F64)], dim=1)
+        initial = torch.cat([inside[:, :-1], torch.full((n, 1), p.condition_time, dtype=F64)],
+                            dim=1)  # the initial (heat, wave) or terminal (hjb-lin, bsb) slice
         return [torch.cat([unit, t], dim=1), initial]
     lo, hi = _radii(p)
     return [unit * r for r in (lo, hi) if r > 0]
@@ -236,7 +239,7 @@ def test_radial_product_rule_gives_the_published_source():
     assert isinstance(_make("biharmonic-clamped-3body-v1", 7), ClampedBiharmonicThreeBody)
 
 
-@pytest.mark.parametrize("pid", ["heat-v1", "wave-v1"])
+@pytest.mark.parametrize("pid", ["heat-v1", "wave-v1", "hjb-lin-v1", "bsb-v1"])
 def test_time_ansatz_is_not_the_solution_inside(pid):
     p = _make(pid, 5)
     x = _interior(p, 64)
@@ -396,7 +399,7 @@ def test_no_full_width_temporaries():
     below the size of one (n, D) array (25.6 MB): nothing materialises a full-width temporary."""
     pids = ["poisson-2body-v1", "allen-cahn-3body-v1", "biharmonic-3body-v1",
             "biharmonic-clamped-3body-v1", "biharmonic-clamped-2body-scaled-v1", "heat-v1",
-            "wave-v1"]
+            "wave-v1", "hjb-lin-v1", "bsb-v1"]
     results = _measure(pids, 10**5, 64, 2**16, jets=True)
     assert [m["id"] for m in results] == pids
     for m in results:

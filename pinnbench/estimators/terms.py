@@ -20,6 +20,15 @@ Terms and the estimators behind them (d spatial dimensions, V = ``probes``, v th
              Δ²u − (2/3) Σ_i ∂⁴_i u); coordinate probes too (Σ_j ∂⁴_j u is not Δ²u).
 - dt = ∂_t u and dtt = ∂²_t u: the single direction e_t, deterministic in every method (exact
   for exact/sdgd/hte/stde; the central stencils of :mod:`.directional` for fd).
+- weighted_laplacian Σ_i x_i² ∂²_i u and grad_power_mean (1/d) Σ_i |∂_i u|^c (the terminal-value
+  problems, problems/terminal.py; maths in :mod:`.first_order`): ``exact`` all d coordinates;
+  every other method samples coordinates J (|J| = min(V, d), the SDGD estimators
+  (d/|J|) Σ_{j∈J} x_j² ∂²_j u and (1/|J|) Σ_{j∈J} |∂_j u|^c, unbiased), with the derivatives by
+  autodiff (sdgd, hte), jets (stde) or stencils (fd), whatever ``dist`` says (dist chooses the
+  probes of the Laplacian and bilaplacian; these two terms have no dense-probe estimator here).
+  When the Laplacian also samples coordinates the terms share its index set.
+- drift x·∇u: one derivative along x itself, exact in every method (the reverse-mode gradient;
+  stde: forward-mode AD along the per-point tangent; fd: the central stencil along x).
 
 Probes are shared by the n points and come only from ``generator``: the same generator state gives
 bit-identical estimates (what the SDZE solver's common random numbers rely on). Autodiff methods
@@ -38,7 +47,9 @@ from torch import Tensor
 
 from pinnbench.directions import Directions
 from pinnbench.estimators.directional import (autodiff_directional, default_fd_step,
-                                              fd_directional, jet_directional)
+                                              fd_directional, grad_of, jet_directional)
+from pinnbench.estimators.first_order import (drift_fd, drift_forward, drift_from_gradient,
+                                              grad_power_mean, weighted_second)
 from pinnbench.estimators.probes import coordinate_probes, dense_probes, time_direction
 from pinnbench.problem import TERMS
 
@@ -62,7 +73,7 @@ OPTIONS: dict[str, dict[str, str]] = {
 
 #: largest spatial d for which ``exact`` runs (d autodiff passes per point for the Laplacian, O(d^2)
 #: for the bilaplacian): the one limit, asked by solvers through :func:`exact_unsupported`
-EXACT_MAX_DIM: dict[str, int] = {"laplacian": 1000, "bilaplacian": 64}
+EXACT_MAX_DIM: dict[str, int] = {"laplacian": 1000, "bilaplacian": 64, "weighted_laplacian": 1000}
 
 
 
@@ -72,14 +83,18 @@ def exact_unsupported(problem) -> str:
     for t in problem.operator.terms:
         limit = EXACT_MAX_DIM.get(t.name)
         if limit is not None and problem.dim > limit:
-            cost = "d" if t.name == "laplacian" else "O(d^2)"
+            cost = "O(d^2)" if t.name == "bilaplacian" else "d"
             return (f"the exact {t.name} takes {cost} autodiff passes per point; it runs up to "
                     f"d = {limit}, not d = {problem.dim}")
     return ""
 
 
 DEFAULT_DIST = {"laplacian": "rademacher", "bilaplacian": "gaussian"}
-SPATIAL_ORDER = {"laplacian": 2, "bilaplacian": 4}
+SPATIAL_ORDER = {"laplacian": 2, "bilaplacian": 4, "weighted_laplacian": 2, "grad_power_mean": 1}
+#: spatial terms estimated by coordinate sampling in every randomized method (:mod:`.first_order`)
+COORDINATE_TERMS = ("weighted_laplacian", "grad_power_mean")
+#: terms along the per-point direction x (exact in every method, no probes)
+POINT_TERMS = ("drift",)
 TIME_ORDER = {"dt": 1, "dtt": 2}
 
 
@@ -97,8 +112,9 @@ class _Group:
 def estimate(term: str, model, x: Tensor, method: str = "stde",
              generator: torch.Generator | None = None, probes: int = 16,
              params: Sequence[Tensor] | None = None, **opts: Any) -> Tensor:
-    """An estimate of one linear term (``laplacian``, ``bilaplacian``, ``dt``, ``dtt``) of the
-    model's u at the points ``x`` (n, D): an (n,) tensor. See the module docstring."""
+    """An estimate of one term of :data:`pinnbench.problem.TERMS` (``laplacian``, ``bilaplacian``,
+    ``dt``, ``dtt``, ``weighted_laplacian``, ``drift``, ``grad_power_mean``) of the model's u at
+    the points ``x`` (n, D): an (n,) tensor. See the module docstring."""
     if term not in TERMS:
         raise ValueError(f"unknown term {term!r}; known: {', '.join(TERMS)}")
     _check_call(method, generator, probes, params, opts, model)
@@ -197,12 +213,14 @@ def _check_call(method: str, generator, probes: int, params, opts: dict, model) 
 def _spatial_kind(method: str, term: str, opts: dict, d: int) -> str:
     """The probe kind serving a spatial term, or "nested" for the autodiff bilaplacians."""
     if method == "exact":
-        limit = EXACT_MAX_DIM[term]
-        if d > limit:
+        limit = EXACT_MAX_DIM.get(term)
+        if limit is not None and d > limit:
             raise ValueError(f"method 'exact' computes the {term} with "
-                             f"{'d' if term == 'laplacian' else 'O(d^2)'} autodiff passes and is "
+                             f"{'O(d^2)' if term == 'bilaplacian' else 'd'} autodiff passes and is "
                              f"limited to d <= {limit}, got d = {d}; use sdgd, hte, stde or fd")
-        return "all" if term == "laplacian" else "nested"
+        return "nested" if term == "bilaplacian" else "all"
+    if term in COORDINATE_TERMS:
+        return "coordinate"
     if method == "sdgd":
         return "coordinate" if term == "laplacian" else "nested"
     dist = opts.get("dist", DEFAULT_DIST[term])
@@ -273,12 +291,17 @@ def _run(drawn: Probes, model, x: Tensor, params) -> tuple[Tensor, dict[str, Ten
     return runner(drawn, model, x, params)
 
 
-def _combine(group: _Group, derivs: dict[int, Tensor], d: int, out: dict[str, Tensor]) -> None:
+def _combine(group: _Group, derivs: dict[int, Tensor], problem, x: Tensor,
+             out: dict[str, Tensor]) -> None:
     """Turn the directional derivatives of a group's spatial rows into its term estimates."""
-    v = group.count
+    v, d = group.count, problem.dim
     for t in group.terms:
         dk = derivs[SPATIAL_ORDER[t]][:, :v]
-        if group.kind == "all":
+        if t == "grad_power_mean":  # coordinate kinds only ("all" or sampled)
+            out[t] = grad_power_mean(dk, problem.gradient_exponent)
+        elif t == "weighted_laplacian":
+            out[t] = weighted_second(x, group.dirs.index[:v], dk, d)
+        elif group.kind == "all":
             out[t] = dk.sum(dim=1)
         elif group.kind == "coordinate":
             out[t] = dk.sum(dim=1) * (d / v)
@@ -307,12 +330,15 @@ def _run_jets(drawn: Probes, model, x, params):
         order = max(g.order, time_order if i == 0 else 0)
         u, derivs = jet_directional(model, x, g.dirs, order, params)
         derivs = dict(enumerate(derivs, start=1))
-        _combine(g, derivs, model.problem.dim, out)
+        _combine(g, derivs, model.problem, x, out)
         if i == 0 and time_order:
             _time_terms(names, derivs, g.count, out)
     if time_dirs is not None:
         u, derivs = jet_directional(model, x, time_dirs, time_order, params)
         _time_terms(names, dict(enumerate(derivs, start=1)), 0, out)
+    if "drift" in names:  # forward mode along x itself: a first-order jet, one direction per point
+        u_fw, out["drift"] = drift_forward(model, x, model.problem.dim, params)
+        u = u_fw if u is None else u
     if u is None:
         u = model(x, params)
     return u, _ordered(names, out)
@@ -332,11 +358,13 @@ def _run_fd(drawn: Probes, model, x, params):
     for g in drawn.groups.values():
         orders = {SPATIAL_ORDER[t] for t in g.terms}
         _, derivs = fd_directional(fn, x, g.dirs, orders, steps(orders), u0=u)
-        _combine(g, derivs, model.problem.dim, out)
+        _combine(g, derivs, model.problem, x, out)
     if time_dirs is not None:
         orders = {TIME_ORDER[t] for t in names if t in TIME_ORDER}
         _, derivs = fd_directional(fn, x, time_dirs, orders, steps(orders), u0=u)
         _time_terms(names, derivs, 0, out)
+    if "drift" in names:
+        out["drift"] = drift_fd(fn, x, model.problem.dim, steps({1})[1])
     return u, _ordered(names, out)
 
 
@@ -351,7 +379,7 @@ def _run_autodiff(drawn: Probes, model, x, params):
         u = model(xg, params)
         for g in drawn.groups.values():
             derivs = autodiff_directional(u, xg, g.dirs, g.order, create_graph=keep)
-            _combine(g, dict(enumerate(derivs, start=1)), d, out)
+            _combine(g, dict(enumerate(derivs, start=1)), model.problem, x, out)
         for t, (inner, outer) in drawn.nested.items():  # the bilaplacian: Δ_I (Δ_J u)
             lap = autodiff_directional(u, xg, inner, 2, create_graph=True)[1].sum(dim=1)
             lap = lap * (d / inner.count)
@@ -360,6 +388,8 @@ def _run_autodiff(drawn: Probes, model, x, params):
         if time_dirs is not None:
             derivs = autodiff_directional(u, xg, time_dirs, time_order, create_graph=keep)
             _time_terms(names, dict(enumerate(derivs, start=1)), 0, out)
+        if "drift" in names:
+            out["drift"] = drift_from_gradient(x, grad_of(u, xg, create_graph=keep), d)
     if not keep:
         u = u.detach()
         out = {k: v.detach() for k, v in out.items()}
