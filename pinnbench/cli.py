@@ -221,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run larger d even after a (problem, solver) ran out of memory")
     h.add_argument("--no-floors", action="store_true",
                    help="skip the trivial reference fits (floor_*_rel_l2)")
+    h.add_argument("--diagnostics", action="store_true", default=None,
+                   help="after training, record the zeroth-order estimator diagnostics (gradient "
+                   "variance ratios, quotient variance against eps with CRNS on and off; "
+                   "pinnbench/diagnostics.py) in the column `diagnostics`; outside the step "
+                   "times and peaks, same training")
+    h.add_argument("--tf32", action="store_true", default=None,
+                   help="allow TensorFloat-32 matmuls and convolutions in CUDA cells (changes the "
+                   "numbers, so the cells get other ids); a usage error on a CPU device")
     o = r.add_argument_group("where results go")
     o.add_argument("--store", default=str(DEFAULT_PATH), help=f"SQLite store (default {DEFAULT_PATH})")
     o.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
@@ -325,6 +333,9 @@ def _sweep_config(args) -> "Any":
         raise UsageError(f"--warmup must be an integer >= 0, got {args.warmup}")
     if args.memory_limit is not None and device != "cpu":
         raise UsageError("--memory-limit (RLIMIT_AS) works for CPU cells only; drop it on cuda")
+    if args.tf32 and not device.startswith("cuda"):
+        raise UsageError(f"--tf32 works for CUDA cells only, not --device {device}; drop it or "
+                         "use --device cuda")
     if device.startswith("cuda") and args.executor != "dask" and (args.jobs or 1) > 1:
         raise UsageError(f"--jobs {args.jobs} would put {args.jobs} cells on one GPU at once (their "
                          "memory and timings interfere); use --jobs 1 on cuda, or --executor dask "
@@ -406,7 +417,14 @@ def _make_executor(args, cells: list[dict]):
 
 
 _SWEEP_OPTIONS = ("problems", "solvers", "dims", "seeds", "steps", "time_budget", "width", "depth",
-                  "points", "device", "dtype", "warmup", "timeout", "memory_limit", "threads")
+                  "points", "device", "dtype", "warmup", "timeout", "memory_limit", "threads",
+                  "diagnostics", "tf32")
+
+
+def _with_cell_options(cells: list[dict], args) -> list[dict]:
+    """The plan's cells with the per-cell switches of the command line (CellSpec fields that
+    the sweep configuration does not carry): --diagnostics, --tf32."""
+    return [{**c, "diagnostics": bool(args.diagnostics), "tf32": bool(args.tf32)} for c in cells]
 
 
 def cmd_run(args, argv: Sequence[str]) -> int:
@@ -445,7 +463,7 @@ def cmd_run(args, argv: Sequence[str]) -> int:
     else:
         config = _sweep_config(args)
         try:
-            cells = plan(config, command=command)
+            cells = _with_cell_options(plan(config, command=command), args)
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
         if resume_id:
@@ -466,8 +484,8 @@ def plan_change(old: list[dict], new: list[dict]) -> str | None:
     settings; the command line that made them does not count)."""
     from pinnbench.cell import cell_id
 
-    def key(c: dict) -> dict:
-        return {k: v for k, v in c.items() if k not in ("command", "run_id")}
+    def key(c: dict) -> dict:  # a field a stored plan predates reads as its default
+        return {k: v for k, v in {**CELL_DEFAULTS, **c}.items() if k not in ("command", "run_id")}
 
     old_by, new_by = {cell_id(c): key(c) for c in old}, {cell_id(c): key(c) for c in new}
     added, dropped = set(new_by) - set(old_by), set(old_by) - set(new_by)
