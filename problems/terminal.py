@@ -62,8 +62,8 @@ class TerminalBallProblem(TimeBallProblem):
     """Unit ball x [0, T] with the condition at t = T (backward in time)."""
 
     condition_time = T_END
-    boundary_conditions = ("u = u* at t = T (terminal condition)",
-                           "u = u* on the sphere ||x|| = 1 (lateral Dirichlet)")
+    domain = "unit ball ||x|| < 1, t in [0, T], T = 1"
+    boundary_conditions = ("u = g at t = T (terminal)", "u = u* on the sphere (lateral)")
     well_posed = True
     ill_posed_reason = ""
 
