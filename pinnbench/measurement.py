@@ -10,6 +10,9 @@ Measurement (docs/design.md, "Cell"):
    the evaluation's cached blocks are released) and the baselines recorded (RSS, GPU allocated);
 3. each step is timed between device synchronisations; ``time_per_step_s`` is the median of the
    steps after the warm-up (all steps when there are no more than ``warmup``), with the IQR;
+   the part of each step spent drawing its data (``Solver.draw``: points, source, probes;
+   synchronised on CUDA) is timed apart: ``data_time_per_step_s`` and
+   ``solver_time_per_step_s`` (the step minus its data) are medians over the same steps;
 4. the error (:func:`pinnbench.metrics.evaluate`) is taken at steps 1, 2, 4, 8, ... and the last;
    evaluation time is excluded from the step times and ``time_s`` of the curve, and evaluation
    memory from the peaks (the peak is read before and reset after every evaluation);
@@ -74,6 +77,7 @@ class CellMeasurement:
         self.row["started_at"] = now_iso()
         self.row["status"] = "ok"
         self.step_times: list[float] = []
+        self.data_times: list[float] = []  # of each step, when the solver draws via Solver.draw
         self.peak_cpu = 0
         self.peak_gpu: tuple[int | None, int | None] = (None, None)
         self.t_cell = time.perf_counter()
@@ -136,6 +140,10 @@ class CellMeasurement:
         times = self.step_times
         timed = times[warmup:] if len(times) > warmup else times
         row["time_per_step_s"], row["time_per_step_iqr_s"] = median_iqr(timed)
+        if self.data_times and len(self.data_times) == len(times):
+            data = self.data_times[warmup:] if len(times) > warmup else self.data_times
+            row["data_time_per_step_s"] = median_iqr(data)[0]
+            row["solver_time_per_step_s"] = median_iqr([t - d for t, d in zip(timed, data)])[0]
         row["steps_done"] = len(times)
         curve = row["curve"]
         if curve:
@@ -236,6 +244,7 @@ def _train(m: CellMeasurement, solver, model, problem) -> None:
     while steps is None or k < steps:
         if budget is not None and train_time >= budget:
             break
+        data_before = getattr(solver, "data_time_s", None)
         m.sync()
         t = time.perf_counter()
         loss = float(solver.step())
@@ -243,6 +252,8 @@ def _train(m: CellMeasurement, solver, model, problem) -> None:
         dt = time.perf_counter() - t
         k += 1
         m.step_times.append(dt)
+        if data_before is not None:
+            m.data_times.append(solver.data_time_s - data_before)
         train_time += dt
         row["final_loss"] = loss
         if not math.isfinite(loss):

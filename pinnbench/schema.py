@@ -35,6 +35,12 @@ COLUMNS: dict[str, tuple[str, str]] = {
                               "cuda_init_time_s)"),
     "time_per_step_s": ("float", "median time of the timed steps (after warm-up, synchronised)"),
     "time_per_step_iqr_s": ("float", "interquartile range of the timed steps"),
+    "data_time_per_step_s": ("float", "median time per timed step spent drawing the step's "
+                                      "points, source values and probes (Solver.draw; "
+                                      "pinnbench/step_data.py), or null for a solver that "
+                                      "does not draw through it"),
+    "solver_time_per_step_s": ("float", "median of (step time - its data time) over the timed "
+                                        "steps: the solver's own work"),
     "total_time_s": ("float", "wall time of the whole cell"),
     "peak_cpu_bytes": ("int", "peak RSS of the cell process during training (reset after set-up)"),
     "baseline_cpu_bytes": ("int", "RSS of the cell process at the reset (after set-up)"),

@@ -1,11 +1,22 @@
 """The Solver contract and solver specs (``"sdze[rank=8,eps=1e-3]"``).
 
 A solver is a small class in the shape of benchopt's and scikit-learn's: a ``name``, declared
-``parameters`` (each with a default, a type and a check), ``setup(problem, model, generator)``,
-``step() -> loss estimate`` (the timed unit) and ``skip(problem) -> (skip?, reason)`` for
-combinations that make no sense. Solvers register themselves from the modules of
-``pinnbench.solvers`` (the solvers/ folder); third parties use the entry-point group
-``pinnbench.solvers``.
+``parameters`` (each with a default, a type and a check) and ``update() -> loss estimate``, one
+training step on the bound model; optionally ``prepare()`` (state such as an optimizer, after
+the base has bound the problem) and ``skip(problem) -> (skip?, reason)`` for combinations that
+make no sense. The base carries the chores (docs/design.md, "Solver"):
+
+- ``setup(problem, model, generator)`` binds them, sets ``requires_grad`` of the model's
+  parameters from the class attribute ``autograd``, zeroes the step counter ``t``, and calls
+  ``prepare()``;
+- ``step()`` (what the harness calls and times) runs ``update()`` and counts ``t``;
+- parameters read as attributes (``self.lr``), the step size of the schedule as ``lr_now``;
+- ``draw()`` gives the step's spatial sample (:class:`pinnbench.step_data.StepData`: points,
+  source, probes), timed apart in ``data_time_s``, and ``residual_loss(data)`` the PINN loss on
+  it with the solver's ``estimator``, ``dist`` and ``loss`` parameters (where it has them).
+
+Solvers register themselves from the modules of ``pinnbench.solvers`` (the solvers/ folder);
+third parties use the entry-point group ``pinnbench.solvers``.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from __future__ import annotations
 import math
 import pkgutil
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -93,14 +105,27 @@ COMMON_PARAMETERS: dict[str, Param] = {
 }
 
 
+def step_size(lr: float, decay_steps: int, t: int) -> float:
+    """lr_t = lr * max(0, 1 - t / decay_steps), a function of the step index t only (0: constant)."""
+    if decay_steps <= 0:
+        return lr
+    return lr * max(0.0, 1.0 - t / decay_steps)
+
+
 class Solver:
-    """Base class: subclasses set ``name``, ``parameters`` and implement setup/step."""
+    """Base class: subclasses set ``name`` and ``parameters`` and implement ``update()``."""
 
     name: str = ""
     parameters: dict[str, Param] = {}
+    #: whether the model's parameters require grad (backprop solvers) or not (zeroth order)
+    autograd: bool = True
 
     def __init__(self, **params: Any) -> None:
         allowed = self.all_parameters()
+        shadowed = sorted(k for k in allowed if hasattr(type(self), k))
+        if shadowed:
+            raise TypeError(f"solver {self.name!r}: parameter name(s) {', '.join(shadowed)} "
+                            "shadow attributes of the class; rename them")
         unknown = sorted(set(params) - set(allowed))
         if unknown:
             raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for solver "
@@ -109,6 +134,13 @@ class Solver:
         for k, v in params.items():
             self.params[k] = allowed[k].coerce(k, v)
         self.validate()
+
+    def __getattr__(self, name: str) -> Any:
+        """Parameters read as attributes: ``self.lr`` is ``self.params["lr"]``."""
+        params = self.__dict__.get("params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def all_parameters(cls) -> dict[str, Param]:
@@ -127,10 +159,83 @@ class Solver:
         return False, ""
 
     def setup(self, problem, model, generator: torch.Generator) -> None:
-        raise NotImplementedError
+        """Bind the problem, the model and the solver's generator; then :meth:`prepare`."""
+        self.problem, self.model, self.generator = problem, model, generator
+        for p in model.params:
+            p.requires_grad_(self.autograd)
+        self.t = 0
+        self.data_time_s = 0.0
+        self.prepare()
+
+    def prepare(self) -> None:
+        """State beyond the bound problem and model (an optimizer, seeds): override as needed."""
 
     def step(self) -> float:
+        """One training step (the timed unit): :meth:`update`, then the step counter moves on."""
+        loss = self.update()
+        self.t += 1
+        return loss
+
+    def update(self) -> float:
+        """One training step on ``self.model``; returns the loss estimate it saw."""
         raise NotImplementedError
+
+    # -- chores ---------------------------------------------------------------------------------
+    @property
+    def lr_now(self) -> float:
+        """The step size at step ``t``: ``lr`` decayed linearly over ``decay_steps`` (if any)."""
+        return step_size(self.params["lr"], self.params.get("decay_steps", 0), self.t)
+
+    @property
+    def estimator_options(self) -> dict:
+        dist = self.params.get("dist", "default")
+        return {} if dist == "default" else {"dist": dist}
+
+    def draw(self, generator: torch.Generator | None = None,
+             probe_generator: torch.Generator | None = None):
+        """The step's spatial sample (:class:`pinnbench.step_data.StepData`): ``points``
+        collocation points from ``generator`` (default: the solver's), their source values, and
+        the probes of the solver's ``estimator`` (two independent sets for ``loss=unbiased``)
+        from ``probe_generator`` (default: continuing ``generator``). The wall time it takes is
+        added to ``data_time_s`` (device-synchronised on CUDA), so the cell reports it apart."""
+        from pinnbench.step_data import draw_step_data
+
+        cuda = self.problem.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.problem.device)
+        t0 = time.perf_counter()
+        data = draw_step_data(self.problem, self.params["points"],
+                              self.generator if generator is None else generator,
+                              self.params.get("estimator", "stde"), self.params["probes"],
+                              self.estimator_options,
+                              sets=2 if self.params.get("loss") == "unbiased" else 1,
+                              probe_generator=probe_generator)
+        if cuda:
+            torch.cuda.synchronize(self.problem.device)
+        self.data_time_s += time.perf_counter() - t0
+        return data
+
+    def residual_loss(self, data, model=None) -> torch.Tensor:
+        """The PINN residual loss on ``data`` (docs/domain.md §2), a 0-d tensor, for ``model``
+        (default: the solver's; a zeroth-order solver passes a perturbed one):
+
+            biased:    mean_x (L_hat u - f)^2          E = (L u - f)^2 + Var(L_hat u)
+            unbiased:  mean_x (L_J u - f)(L_K u - f)   two independent probe sets: E = (L u - f)^2
+
+        The biased form is what the published STDE / SDGD / HTE experiments train with."""
+        from pinnbench.estimators import estimate_terms
+
+        model = self.model if model is None else model
+        method, opts = self.params.get("estimator", "stde"), self.estimator_options
+        residuals = []
+        u = None
+        for drawn in data.probes:
+            u_k, terms = estimate_terms(model, data.x, method, probes=self.params["probes"],
+                                        drawn=drawn, **opts)
+            u = u_k if u is None else u  # u(x) does not depend on the probes
+            residuals.append(self.problem.residual(terms, u, data.x, source=data.source))
+        r1, r2 = residuals[0], residuals[-1]
+        return (r1 * r2).mean()
 
 
 def format_spec(name: str, params: dict[str, Any]) -> str:

@@ -1,12 +1,7 @@
-"""Pieces shared by the solvers: the PINN residual loss, the step-size schedule, parameters.
+"""Pieces shared by the solvers: parameters, the zeroth-order algorithm and its diagnostics.
 
-Loss (docs/domain.md §2): with the operator's linear terms estimated by a randomized estimator
-L_hat,
-
-    biased:    mean_x (L_hat u - f)^2          E = (L u - f)^2 + Var(L_hat u)
-    unbiased:  mean_x (L_J u - f)(L_K u - f)   two independent estimates (J, K): E = (L u - f)^2
-
-The biased form is what the published STDE/SDGD/HTE experiments train with.
+The residual loss, the step-size schedule and the step's spatial sample are the base's
+(:class:`pinnbench.solver.Solver`); what is here is what several solvers share beyond it.
 """
 
 from __future__ import annotations
@@ -14,16 +9,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pinnbench.solver import Param, Solver, non_negative, positive
 from pinnbench.solvers._perturbation import (Direction, add_lowrank_sum_, derive_seed, draw_seed,
                                              generator)
-from pinnbench.solver import Param, Solver, non_negative, positive
 
 ESTIMATORS_BP = ("exact", "sdgd", "hte", "stde")
 ESTIMATORS_FORWARD = ("stde", "fd")
 DISTS = ("default", "rademacher", "gaussian", "coordinate")
-
-#: D above which the exact operator (D Hessian-vector products per point) is skipped
-EXACT_MAX_DIM = 1000
 
 
 def lr_param(default: float) -> Param:
@@ -34,37 +26,6 @@ def decay_steps_param(default: int) -> Param:
     return Param(default, "linear decay of the step size to 0 over this many steps "
                  "(lr_t = lr * max(0, 1 - t / decay_steps)); 0 keeps it constant",
                  **non_negative("an integer >= 0"))
-
-
-def step_size(lr: float, decay_steps: int, t: int) -> float:
-    """lr_t = lr * max(0, 1 - t / decay_steps), a function of the step index t only (0: constant)."""
-    if decay_steps <= 0:
-        return lr
-    return lr * max(0.0, 1.0 - t / decay_steps)
-
-
-def estimator_options(dist: str) -> dict:
-    return {} if dist == "default" else {"dist": dist}
-
-
-def terms(model, x: Tensor, method: str, generator: torch.Generator, probes: int,
-          opts: dict) -> tuple[Tensor, dict[str, Tensor]]:
-    from pinnbench.estimators import estimate_terms
-
-    return estimate_terms(model, x, method=method, generator=generator, probes=probes, **opts)
-
-
-def residual_loss(problem, model, x: Tensor, source: Tensor, method: str,
-                  generator: torch.Generator, probes: int, opts: dict,
-                  unbiased: bool = False) -> Tensor:
-    """The PINN residual loss at the points x (a 0-d tensor); ``source`` = f(x), precomputed."""
-    u, t1 = terms(model, x, method, generator, probes, opts)
-    r1 = problem.residual(t1, u, x, source=source)
-    if not unbiased:
-        return (r1 * r1).mean()
-    _, t2 = terms(model, x, method, generator, probes, opts)  # independent: the generator moved on
-    r2 = problem.residual(t2, u, x, source=source)
-    return (r1 * r2).mean()
 
 
 NORMALIZE = Param(True, "divide the difference quotients by the root of a running mean of "
@@ -202,23 +163,22 @@ class ZerothOrderSolver(Solver):
     ablations: tuple[tuple[str, tuple], ...] = (("crns", (True, False)), ("momentum", (0.0, 0.9)),
                                                 ("normalize", (False,)))
 
-    def setup(self, problem, model, generator: torch.Generator) -> None:
-        self.problem, self.model, self.generator = problem, model, generator
-        for p in model.params:
-            p.requires_grad_(False)
-        self.base_seed = draw_seed(generator)
-        self.t = 0
-        self._scale = QuotientScale() if self.params["normalize"] else None
-        self._momentum = HeavyBall(self.params["momentum"]) if self.params["momentum"] > 0 else None
-        self._opts = estimator_options(self.params["dist"])
+    autograd = False
+
+    def prepare(self) -> None:
+        self.base_seed = draw_seed(self.generator)
+        self._scale = QuotientScale() if self.normalize else None
+        self._momentum = HeavyBall(self.momentum) if self.momentum > 0 else None
 
     # -- what subclasses choose -----------------------------------------------------------------
     def bases(self) -> list:
         """The low-rank basis of each parameter for the current step (None: full Gaussian)."""
         return [None] * len(self.model.params)
 
-    def _pair(self, d: Direction, eps: float, samples: list[tuple]) -> tuple[float, float]:
-        """(L(theta + eps z), L(theta - eps z)) with the two evaluations' (x, f, estimator seed)."""
+    def _pair(self, d: Direction, eps: float, sample) -> tuple[float, float]:
+        """(L(theta + eps z), L(theta - eps z)); ``sample(plus)`` is the evaluation's
+        :class:`pinnbench.step_data.StepData` (drawn on first use; with common random numbers
+        the same object for both evaluations and every direction of the step)."""
         raise NotImplementedError
 
     def _begin_step(self) -> None:
@@ -232,47 +192,40 @@ class ZerothOrderSolver(Solver):
         """The q directions of the step with seed ``step_seed``."""
         bases = self.bases()
         return [Direction(self.model.params, derive_seed(step_seed, 1, k), bases)
-                for k in range(self.params["q"])]
+                for k in range(self.q)]
 
     def evaluation_seeds(self, step_seed: int, k: int, plus: bool) -> tuple[int, int]:
         """(points seed, estimator seed) of the evaluation at theta +- eps z_k."""
-        if self.params["crns"]:
+        if self.crns:
             return derive_seed(step_seed, 2), derive_seed(step_seed, 3)
         return derive_seed(step_seed, 4, k, plus), derive_seed(step_seed, 5, k, plus)
 
     # -- evaluation -----------------------------------------------------------------------------
-    def _sample(self, seed: int) -> tuple[Tensor, Tensor]:
-        x = self.problem.sample_interior(self.params["points"],
-                                         generator(seed, self.problem.device))
-        return x, self.problem.source(x)
-
-    def _loss(self, model, x: Tensor, f: Tensor, est_seed: int) -> float:
-        g = generator(est_seed, self.problem.device)
-        return float(residual_loss(self.problem, model, x, f, self.params["estimator"], g,
-                                   self.params["probes"], self._opts,
-                                   unbiased=self.params["loss"] == "unbiased"))
+    def _loss(self, model, data) -> float:
+        return float(self.residual_loss(data, model))
 
     @torch.no_grad()
     def _quotients(self, step_seed: int) -> tuple[list[Direction], list[float], list[float]]:
         dirs = self.directions(step_seed)
-        eps = self.params["eps"]
+        eps, device = self.eps, self.problem.device
         quotients, losses = [], []
-        drawn: dict[int, tuple[Tensor, Tensor]] = {}
+        held: dict[tuple[int, int], object] = {}  # one sample at a time: x is n x D
+
+        def sample(k: int, plus: bool):
+            seeds = self.evaluation_seeds(step_seed, k, plus)
+            if seeds not in held:
+                held.clear()
+                held[seeds] = self.draw(generator(seeds[0], device), generator(seeds[1], device))
+            return held[seeds]
+
         self._begin_step()
         try:
             for k, d in enumerate(dirs):
-                samples = []
-                for plus in (True, False):
-                    points_seed, est_seed = self.evaluation_seeds(step_seed, k, plus)
-                    if points_seed not in drawn:
-                        if not self.params["crns"]:
-                            drawn.clear()  # one sample at a time: x is n x D
-                        drawn[points_seed] = self._sample(points_seed)
-                    samples.append((*drawn[points_seed], est_seed))
-                plus_loss, minus_loss = self._pair(d, eps, samples)
+                plus_loss, minus_loss = self._pair(d, eps, lambda plus, k=k: sample(k, plus))
                 quotients.append((plus_loss - minus_loss) / (2.0 * eps))
                 losses.append(0.5 * (plus_loss + minus_loss))
         finally:
+            held.clear()
             self._end_step()
         return dirs, quotients, losses
 
@@ -284,19 +237,18 @@ class ZerothOrderSolver(Solver):
 
     # -- the step -------------------------------------------------------------------------------
     @torch.no_grad()
-    def step(self) -> float:
+    def update(self) -> float:
         dirs, quotients, losses = self._quotients(draw_seed(self.generator))
         if self._scale is not None:
             quotients = self._scale(quotients)
-        self._update(dirs, quotients)
-        self.t += 1
+        self._descend(dirs, quotients)
         return sum(losses) / len(losses)
 
-    def _update(self, dirs: list[Direction], quotients: list[float]) -> None:
+    def _descend(self, dirs: list[Direction], quotients: list[float]) -> None:
         """theta -= lr_t m_t with m_t = beta m_{t-1} + (1/q) sum_k c_k z_k, for every parameter
         (:class:`HeavyBall`); a low-rank z = U Xi V^T / r enters through its coordinates
         G = sum_k c_k Xi_k / (q r), so that U G V^T = (1/q) sum_k c_k z_k."""
-        lr = step_size(self.params["lr"], self.params["decay_steps"], self.t)
+        lr = self.lr_now
         nq, mom = len(dirs), self._momentum
         for i, p in enumerate(self.model.params):
             basis = dirs[0].bases[i]
@@ -354,17 +306,20 @@ def gradient_estimate_variance(solver: ZerothOrderSolver, seed: int, window: int
 
     A diagnostic for small models: it materialises z (P numbers) per direction. Leaves theta,
     the step count and the solver's generator as they were."""
-    problem, model, p = solver.problem, solver.model, solver.params
     from pinnbench.model import PINN
+    from pinnbench.step_data import draw_step_data
+
+    problem, model, p = solver.problem, solver.model, solver.params
 
     points_seed, est_seed = solver.evaluation_seeds(seed, 0, True) if p["crns"] else (
         derive_seed(seed, 2), derive_seed(seed, 3))
-    x = problem.sample_interior(p["points"], generator(points_seed, problem.device))
+    data = draw_step_data(problem, p["points"], generator(points_seed, problem.device),
+                          p["estimator"], p["probes"], solver.estimator_options,
+                          sets=2 if p["loss"] == "unbiased" else 1,
+                          probe_generator=generator(est_seed, problem.device))
     theta = [w.detach().clone().requires_grad_(True) for w in model.params]
     with torch.enable_grad():
-        loss = residual_loss(problem, PINN(problem, theta, model.activation), x,
-                             problem.source(x), p["estimator"], generator(est_seed, problem.device),
-                             p["probes"], solver._opts, unbiased=p["loss"] == "unbiased")
+        loss = solver.residual_loss(data, PINN(problem, theta, model.activation))
         grads = [g.detach() for g in torch.autograd.grad(loss, theta)]
     del theta
     g_flat = torch.cat([g.reshape(-1) for g in grads])

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import torch
 
-from pinnbench.solver import Param, Solver, register_solver
 from pinnbench.estimators import exact_unsupported
-from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_BP, estimator_options,
-                                       lr_param, residual_loss, step_size)
+from pinnbench.solver import Param, Solver, register_solver
+from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_BP, loss_param,
+                                       lr_param)
 
 
 @register_solver
@@ -33,41 +33,29 @@ class BP(Solver):
                            choices=ESTIMATORS_BP),
         "dist": Param("default", "probe distribution for stde (default: the estimator's)",
                       choices=DISTS),
-        "loss": Param("biased", "squared residual of one estimate, or the product of two "
-                      "independent estimates", choices=("biased", "unbiased")),
+        "loss": loss_param(),
     }
 
     def validate(self) -> None:
-        est, dist = self.params["estimator"], self.params["dist"]
-        allowed = {"stde": DISTS, "hte": ("default", "rademacher", "gaussian")}.get(est, ("default",))
-        if dist not in allowed:
-            raise ValueError(f"parameter dist={dist!r} with estimator={est!r}: expected one of "
-                             f"{'|'.join(allowed)}")
+        allowed = {"stde": DISTS, "hte": ("default", "rademacher", "gaussian")}.get(
+            self.estimator, ("default",))
+        if self.dist not in allowed:
+            raise ValueError(f"parameter dist={self.dist!r} with estimator={self.estimator!r}: "
+                             f"expected one of {'|'.join(allowed)}")
 
     def skip(self, problem) -> tuple[bool, str]:
-        why = exact_unsupported(problem) if self.params["estimator"] == "exact" else ""
+        why = exact_unsupported(problem) if self.estimator == "exact" else ""
         return bool(why), why
 
-    def setup(self, problem, model, generator: torch.Generator) -> None:
-        self.problem, self.model, self.generator = problem, model, generator
-        for p in model.params:
-            p.requires_grad_(True)
-        self.optimizer = torch.optim.Adam(model.params, lr=self.params["lr"])
-        self.t = 0
-        self._opts = estimator_options(self.params["dist"])
+    def prepare(self) -> None:
+        self.optimizer = torch.optim.Adam(self.model.params, lr=self.lr)
 
-    def step(self) -> float:
-        lr = step_size(self.params["lr"], self.params["decay_steps"], self.t)
+    def update(self) -> float:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        x = self.problem.sample_interior(self.params["points"], self.generator)
-        with torch.no_grad():
-            f = self.problem.source(x)
+            group["lr"] = self.lr_now
+        data = self.draw()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = residual_loss(self.problem, self.model, x, f, self.params["estimator"],
-                             self.generator, self.params["probes"], self._opts,
-                             unbiased=self.params["loss"] == "unbiased")
+        loss = self.residual_loss(data)
         loss.backward()
         self.optimizer.step()
-        self.t += 1
         return float(loss.detach())

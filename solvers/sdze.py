@@ -85,17 +85,17 @@ class SDZE(ZerothOrderSolver):
     ablations = (("crns", (False,)), ("subspace", (False,)), ("momentum", (0.0, 0.9)),
                  ("normalize", (False,)), ("rank", (1, 4, 8, 16, 32)), ("refresh", (1, 10, 100)))
 
-    def setup(self, problem, model, generator) -> None:
-        super().setup(problem, model, generator)
+    def prepare(self) -> None:
+        super().prepare()
         self._epoch: int | None = None
-        self._bases: list = [None] * len(model.params)
+        self._bases: list = [None] * len(self.model.params)
         self._cache: FirstLayerCache | None = None
 
     def bases(self) -> list:
         """The bases of the current refresh period t // refresh (regenerated from its seed)."""
-        epoch = self.t // self.params["refresh"]
-        if self.params["subspace"] and epoch != self._epoch:
-            self._bases = make_bases(self.model.params, self.params["rank"],
+        epoch = self.t // self.refresh
+        if self.subspace and epoch != self._epoch:
+            self._bases = make_bases(self.model.params, self.rank,
                                      derive_seed(self.base_seed, epoch))
             self._epoch = epoch
         return self._bases
@@ -107,10 +107,10 @@ class SDZE(ZerothOrderSolver):
         self._cache.clear()
         self._cache = None
 
-    def _pair(self, d: Direction, eps: float, samples: list[tuple]) -> tuple[float, float]:
+    def _pair(self, d: Direction, eps: float, sample) -> tuple[float, float]:
         out = []
-        for sign, (x, f, est_seed) in zip((1.0, -1.0), samples):
-            self._cache.pin(x)  # a no-op when x is already pinned (common random numbers)
-            out.append(self._loss(ShiftedPINN(self.model, d, sign * eps, self._cache), x, f,
-                                  est_seed))
+        for sign, plus in ((1.0, True), (-1.0, False)):
+            data = sample(plus)
+            self._cache.pin(data.x)  # a no-op when x is already pinned (common random numbers)
+            out.append(self._loss(ShiftedPINN(self.model, d, sign * eps, self._cache), data))
         return out[0], out[1]

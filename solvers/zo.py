@@ -35,12 +35,11 @@ class ZO(ZerothOrderSolver):
     # defaults: docs/sdze-tuning.md, "Issue 11" (the same grid and rule as sdze's)
     parameters = zeroth_order_parameters(lr=3e-3, q=4, momentum=0.9, crns=False, eps=0.1)
 
-    def _pair(self, d: Direction, eps: float, samples: list[tuple]) -> tuple[float, float]:
+    def _pair(self, d: Direction, eps: float, sample) -> tuple[float, float]:
         params = self.model.params
-        (x1, f1, s1), (x2, f2, s2) = samples
         d.add_to_(params, eps)
-        plus = self._loss(self.model, x1, f1, s1)
+        plus = self._loss(self.model, sample(True))
         d.add_to_(params, -2.0 * eps)
-        minus = self._loss(self.model, x2, f2, s2)
+        minus = self._loss(self.model, sample(False))
         d.add_to_(params, eps)
         return plus, minus

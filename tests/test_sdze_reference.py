@@ -17,7 +17,7 @@ import torch
 from pinnbench import list_problems, make_model, make_problem, make_solver
 from pinnbench.model import PINN
 from pinnbench.solvers._perturbation import draw_seed, generator
-from pinnbench.solvers._common import estimator_options, residual_loss
+from pinnbench.estimators import estimate_terms
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,11 +25,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 FAMILIES = sorted({p for p in list_problems() if "scaled" not in p})
 
 
+def residual_loss(problem, model, x, f, method, gen, probes, opts, unbiased=False):
+    """mean (L_hat u - f)^2, or mean (L_J u - f)(L_K u - f) with two estimates drawn one after
+    the other from ``gen``: written here from the estimators alone, apart from the solvers'."""
+    u, t1 = estimate_terms(model, x, method, generator=gen, probes=probes, **opts)
+    r1 = problem.residual(t1, u, x, source=f)
+    r2 = problem.residual(estimate_terms(model, x, method, generator=gen, probes=probes,
+                                         **opts)[1], u, x, source=f) if unbiased else r1
+    return (r1 * r2).mean()
+
+
 def reference_quotients(solver, step_seed: int) -> list[float]:
     """[L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps) with theta +- eps z_k materialised and
     the plain model evaluated at the points and probes of ``solver.evaluation_seeds``."""
     problem, model, p = solver.problem, solver.model, solver.params
-    eps, opts = p["eps"], estimator_options(p["dist"])
+    eps, opts = p["eps"], ({} if p["dist"] == "default" else {"dist": p["dist"]})
     out = []
     for k, d in enumerate(solver.directions(step_seed)):
         vals = []

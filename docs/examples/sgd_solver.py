@@ -1,11 +1,15 @@
 """example-sgd: plain stochastic gradient descent on the PINN residual loss, with the operator's
-linear terms estimated by STDE (Shi et al., NeurIPS 2024). A whole solver plugin in one file:
+linear terms estimated by STDE (Shi et al., NeurIPS 2024), the base's default estimator. A whole
+solver plugin in one file:
 ``pinnbench run --import docs/examples/sgd_solver.py --solvers example-sgd[lr=1e-7]``
-(the loss is ~1e7 at d = 100 on poisson-2body-v1: plain SGD needs a tiny step; lr=1e-6 diverges)."""
+(the loss is ~1e7 at d = 100 on poisson-2body-v1: plain SGD needs a tiny step; lr=1e-6 diverges).
+
+The base (pinnbench.solver.Solver) binds the problem, the model and the generator, makes the
+parameters trainable, counts the steps, draws the step's points and probes (``self.draw()``,
+timed apart) and forms the loss (``self.residual_loss``); a solver only says how it updates."""
 
 import torch
 
-from pinnbench.estimators import estimate_terms
 from pinnbench.solver import Param, Solver, register_solver
 
 
@@ -14,18 +18,10 @@ class SGD(Solver):
     name = "example-sgd"
     parameters = {"lr": Param(1e-7, "step size", check=lambda v: v > 0, check_text="a number > 0")}
 
-    def setup(self, problem, model, generator):
-        self.problem, self.model, self.generator = problem, model, generator
-        for p in model.params:
-            p.requires_grad_(True)
-
-    def step(self):
-        x = self.problem.sample_interior(self.params["points"], self.generator)
-        u, terms = estimate_terms(self.model, x, "stde", generator=self.generator,
-                                  probes=self.params["probes"])
-        loss = self.problem.residual(terms, u, x).pow(2).mean()  # mean (L u - f)^2
+    def update(self):
+        loss = self.residual_loss(self.draw())  # mean (L_hat u - f)^2 at fresh points
         grads = torch.autograd.grad(loss, self.model.params)
         with torch.no_grad():
             for p, g in zip(self.model.params, grads):
-                p.sub_(self.params["lr"] * g)
+                p.sub_(self.lr * g)
         return float(loss.detach())
