@@ -1,4 +1,5 @@
-"""asv benchmarks of the solvers: time per step, peak memory of a cell, error after training.
+"""asv benchmarks of the solvers: time per step (and its split into drawing the step's data and
+the solver's own work), peak memory of a cell, error after training.
 
 Each benchmark's ``version`` is pinned, so edits to the helpers below do not silently reset its
 history; bump it when what is measured changes. Which cells are measured: benchmarks/profiles.py.
@@ -80,6 +81,45 @@ class PeakMemory:
         if row["peak_gpu_allocated_bytes"] is not None:
             return row["peak_gpu_allocated_bytes"]
         return row["peak_cpu_bytes"] - row["baseline_cpu_bytes"]
+
+
+SPLIT_STEPS = 12
+
+
+def split_times() -> dict:
+    """(solver, dim) -> the cell's (data_time_per_step_s, solver_time_per_step_s): one short cell
+    each, in a fresh process (the CLI's cell runner; median over the steps after its warm-up)."""
+    out = {}
+    for solver in SOLVERS:
+        for dim in DIMS:
+            row = run_cell({"problem": PROBLEM, "dim": dim, "solver": f"{solver}[points={POINTS}]",
+                            "steps": SPLIT_STEPS, "width": WIDTH, "device": DEVICE,
+                            "floors": False, "timeout_s": 600, "threads": THREADS})
+            if row["status"] != "ok":
+                raise RuntimeError(f"cell {solver} d={dim}: {row['status']}: {row['message']}")
+            out[(solver, dim)] = (row["data_time_per_step_s"], row["solver_time_per_step_s"])
+    return out
+
+
+class StepTimeSplit:
+    """Where a step's time goes: drawing its points, source values and probes (pinnbench's
+    work, Solver.draw) against the solver's own work (issue 13): a regression in the samplers or
+    the closed-form sources shows in the first, one in a solver in the second."""
+
+    params = (SOLVERS, DIMS)
+    param_names = ["solver", "dim"]
+    version = "step-time-split-v1"
+    unit = "seconds"
+    timeout = 1800
+
+    def setup_cache(self):
+        return split_times()
+
+    def track_data_time_per_step(self, times, solver, dim):
+        return times[(solver, dim)][0]
+
+    def track_solver_time_per_step(self, times, solver, dim):
+        return times[(solver, dim)][1]
 
 
 class RelativeError:

@@ -3,6 +3,7 @@ report tests. Values follow closed formulas so the tests can state the expected 
 
     final_rel_l2(seed)    = ERR[solver] * (d / 1000) ** 0.1 * (1 + 0.1 * seed)
     time_per_step_s(seed) = TIME[solver] * (d / 1000) * (1 + 0.05 * seed)
+    data_time_per_step_s  = DATA_SHARE * time_per_step_s,  solver_time_per_step_s the rest
     peak_gpu_allocated    = MEM[solver] * (d / 1000) ** 0.5 * (1 + 0.01 * seed)   (bytes)
 
 Families (problem P1 unless stated; seeds 0, 1, 2 unless stated):
@@ -97,6 +98,18 @@ def time_per_step(key: str, dim: int, seed: int) -> float:
     return TIME[key] * (dim / 1000) * (1 + 0.05 * seed)
 
 
+#: the part of a step spent drawing its data, in the fixture rows
+DATA_SHARE = 0.3
+
+
+def data_time(key: str, dim: int, seed: int) -> float:
+    return DATA_SHARE * time_per_step(key, dim, seed)
+
+
+def solver_time(key: str, dim: int, seed: int) -> float:
+    return time_per_step(key, dim, seed) - data_time(key, dim, seed)
+
+
 def mem(key: str, dim: int, seed: int) -> int:
     return int(MEM[key] * (dim / 1000) ** 0.5 * (1 + 0.01 * seed))
 
@@ -137,6 +150,8 @@ def make_row(key: str, problem: str, dim: int, seed: int, status: str) -> dict:
         solver=spec(key), solver_name=name, solver_params=dict(params), seed=seed,
         status=status, steps_done=steps_done, n_params=n_params(dim),
         param_bytes=4 * n_params(dim), time_per_step_s=t, total_time_s=1000 * t + 0.5,
+        data_time_per_step_s=data_time(key, dim, seed),
+        solver_time_per_step_s=solver_time(key, dim, seed),
         peak_gpu_allocated_bytes=mem(key, dim, seed),
         peak_gpu_reserved_bytes=int(1.2 * mem(key, dim, seed)),
         final_rel_l2=e, final_rel_l1=0.8 * e, final_max_abs=3 * e, best_rel_l2=e,
@@ -145,6 +160,7 @@ def make_row(key: str, problem: str, dim: int, seed: int, status: str) -> dict:
     )
     if status == "oom":
         row.update(message=OOM_MESSAGE, time_per_step_s=math.nan, total_time_s=3.0,
+                   data_time_per_step_s=None, solver_time_per_step_s=None,
                    peak_gpu_allocated_bytes=None, peak_gpu_reserved_bytes=None,
                    final_rel_l2=math.nan, final_rel_l1=math.nan, final_max_abs=math.nan,
                    best_rel_l2=math.nan, final_loss=math.nan, curve=[])

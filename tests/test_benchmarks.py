@@ -43,3 +43,31 @@ def test_full_profile_trains_only_where_it_stays_within_minutes(monkeypatch):
     profiles = importlib.import_module("benchmarks.profiles")
     assert max(profiles.DIMS) == 10**7 and max(profiles.ERROR_DIMS) <= 10**5
     assert profiles.TRAIN_STEPS * len(profiles.ERROR_DIMS) * len(profiles.SOLVERS) <= 3000
+
+
+def test_step_time_split_tracks_the_cells_data_and_solver_times(bench, monkeypatch):
+    """The asv split benchmark reports exactly the cell's two columns, for every (solver, d)."""
+    calls = []
+
+    def fake_run_cell(spec):
+        calls.append(spec)
+        return {"status": "ok", "message": "", "data_time_per_step_s": 0.25 + spec["dim"],
+                "solver_time_per_step_s": 0.5 + spec["dim"]}
+
+    monkeypatch.setattr(bench, "run_cell", fake_run_cell)
+    b = bench.StepTimeSplit()
+    times = b.setup_cache()
+    assert len(calls) == len(bench.SOLVERS) * len(bench.DIMS)
+    for solver in bench.SOLVERS:
+        for dim in bench.DIMS:
+            assert b.track_data_time_per_step(times, solver, dim) == 0.25 + dim
+            assert b.track_solver_time_per_step(times, solver, dim) == 0.5 + dim
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_step_time_split_of_a_real_cell_is_positive(bench, monkeypatch):
+    monkeypatch.setattr(bench, "SOLVERS", ["sdze"])
+    monkeypatch.setattr(bench, "DIMS", [100])
+    monkeypatch.setattr(bench, "SPLIT_STEPS", 4)
+    data, solver = bench.split_times()[("sdze", 100)]
+    assert 0 < data < 1 and 0 < solver < 5

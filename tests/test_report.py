@@ -16,7 +16,8 @@ from pinnbench.report.figures import ablation_groups
 from pinnbench.schema import COLUMNS
 from report_fixtures import (DEVICE_MEMORY, OOM_MESSAGE, P1, P2, PLAN, SCRIPT, err,
                              expected_families, full_report, known_results, make_row, mem, n_params,
-                             parse_page, spec, summary_table, time_per_step)
+                             parse_page, solver_time, spec, summary_table, time_per_step,
+                             data_time)
 
 FIGURES = {"error_vs_d", "time_vs_d", "memory_vs_d", "convergence_0", "convergence_1",
            "ablation_crns", "ablation_rank", "variance_vs_eps"}
@@ -55,7 +56,8 @@ def test_table_holds_the_seed_medians(report):
     for (problem, solver, dim), fam in expected_families().items():
         cells = rows[(problem, solver, dim)]
         ok = fam["ok_seeds"]
-        for col, f in (("rel_l2", err), ("time", time_per_step), ("mem", mem)):
+        for col, f in (("rel_l2", err), ("time", time_per_step), ("data", data_time),
+                       ("solver", solver_time), ("mem", mem)):
             cell = cells[col]["attrs"]
             if not ok:
                 assert "data-value" not in cell, (problem, solver, dim, col)

@@ -89,7 +89,8 @@ def decode_json(value: Any) -> Any:
 
 
 #: columns added after results were first exported: absent from older DataFrames, read as null
-OPTIONAL_COLUMNS = ("diagnostics",)
+#: columns an older store or export may lack (filled with null)
+OPTIONAL_COLUMNS = ("diagnostics", "data_time_per_step_s", "solver_time_per_step_s")
 
 
 def check_columns(df: pd.DataFrame) -> None:
@@ -210,6 +211,9 @@ class Family:
     status_counts: dict[str, int]
     rel_l2: LogStats | None
     time_per_step: LogStats | None
+    #: the step's time split (Solver.draw): drawing points, source and probes / the rest
+    data_time: LogStats | None
+    solver_time: LogStats | None
     mem: LogStats | None
     mem_kind: str
     n_params: float | None
@@ -289,6 +293,8 @@ def families(df: pd.DataFrame) -> list[Family]:
             seeds=sorted(int(s) for s in g["seed"]), status_counts=counts,
             rel_l2=LogStats.of(ok["final_rel_l2"]),
             time_per_step=LogStats.of(ok["time_per_step_s"]),
+            data_time=LogStats.of(ok["data_time_per_step_s"]),
+            solver_time=LogStats.of(ok["solver_time_per_step_s"]),
             mem=LogStats.of(ok["mem_bytes"]),
             mem_kind="gpu" if "gpu" in kinds else "cpu",
             n_params=float(n_params.median()) if len(n_params) else None,

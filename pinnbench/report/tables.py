@@ -22,8 +22,14 @@ from pinnbench.report.provenance import format_bytes
 MEASURED = (
     ("rel_l2", "rel_l2", "final rel. L2", "sci"),
     ("time", "time_per_step", "time / step", "seconds"),
+    ("data", "data_time", "of which data", "seconds"),
+    ("solver", "solver_time", "of which solver", "seconds"),
     ("mem", "mem", "peak memory (total)", "bytes"),
 )
+
+#: the columns whose lowest value is flagged as the best of its (problem, d); the split of a
+#: step's time is shown, not ranked (a solver that draws less data is not better for it)
+RANKED = ("rel_l2", "time", "mem")
 
 MESSAGE_CHARS = 600
 
@@ -106,7 +112,7 @@ def _flag_best(rows: list[dict]) -> None:
     for r in rows:
         groups.setdefault((r["problem"], r["dim"]), []).append(r)
     for group in groups.values():
-        for key, *_ in MEASURED:
+        for key in RANKED:
             have = [r for r in group if r["cells"][key].value is not None]
             eligible = [r for r in have if r["may_be_best"]]
             if len(have) < 2 or not eligible:
@@ -118,6 +124,10 @@ def _flag_best(rows: list[dict]) -> None:
 
 def headings() -> list[str]:
     return [h for _, _, h, _ in MEASURED]
+
+
+def keys() -> list[str]:
+    return [k for k, *_ in MEASURED]
 
 
 def failure_rows(df: pd.DataFrame) -> list[dict]:
