@@ -10,7 +10,12 @@ Checks (each raises AssertionError naming the solver, the problem and what diffe
 - ``finite``: every loss is finite;
 - ``changes``: the parameters actually change;
 - ``evaluation``: ``pinnbench.metrics.evaluate`` does not alter the training state (a step after
-  an evaluation equals a step without it, bit for bit).
+  an evaluation equals a step without it, bit for bit);
+- ``descent`` (on :data:`DESCENT_PROBLEM` only, a problem every solver must fit a little): after
+  :data:`DESCENT_STEPS` steps the loss on a FIXED sample is lower than before. The sample is
+  :data:`DESCENT_POINTS` points drawn once, and the operator is the exact one (autodiff, no
+  probes), so before and after see the same points and the same (no) probes and the change is
+  the parameters' alone. It catches a solver that climbs (a flipped sign) or that only wanders.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ TINY_PROBLEMS: tuple[tuple[str, int], ...] = (
 TINY_MODEL = {"width": 8, "depth": 2}
 #: small batches for speed, unless the spec sets them
 TINY_PARAMS = {"points": 8, "probes": 4}
+#: the descent check: its problem (one of TINY_PROBLEMS), steps, and fixed sample's size
+DESCENT_PROBLEM = ("poisson-2body-v1", 6)
+DESCENT_STEPS = 10
+DESCENT_POINTS = 64
 
 
 def shipped_solvers() -> list[str]:
@@ -132,6 +141,19 @@ def _tiny_run(cls, params: tuple, problem_id: str, dim: int, seed: int, steps: i
     return losses, initial, [p.detach().clone() for p in model.params]
 
 
+def fixed_sample_loss(problem, params: list[torch.Tensor], x: torch.Tensor) -> float:
+    """mean_x (L u_theta - f)^2 at the points ``x`` with the exact operator (autodiff in x, no
+    probes): a deterministic function of the parameters for a fixed sample."""
+    from pinnbench.estimators import estimate_terms
+    from pinnbench.model import PINN
+
+    model = PINN(problem, [p.detach() for p in params])
+    with torch.enable_grad():
+        u, terms = estimate_terms(model, x, method="exact", generator=None, probes=1)
+        r = problem.residual(terms, u, x)
+    return float((r * r).mean().detach())
+
+
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b))
 
@@ -140,7 +162,7 @@ def solver_checks(spec_or_class: str | type[Solver], problems=TINY_PROBLEMS, ste
                   seed: int = 0) -> list[tuple[str, Callable[[], None]]]:
     """Every check of the suite as ``(name, run)``: ``parameters``, then ``deterministic``,
     ``finite``, ``changes`` and ``evaluation`` on each tiny problem the solver does not skip
-    (names like ``finite:poisson-2body-v1``). ``run()`` raises AssertionError naming the solver,
+    (names like ``finite:poisson-2body-v1``), and ``descent`` on :data:`DESCENT_PROBLEM`. ``run()`` raises AssertionError naming the solver,
     the problem and what differed. For one test per check (like scikit-learn's
     ``parametrize_with_checks``): ``pytest.mark.parametrize("name, run", solver_checks(...))``."""
     from pinnbench.problem_registry import list_problems, make_problem
@@ -180,8 +202,20 @@ def solver_checks(spec_or_class: str | type[Solver], problems=TINY_PROBLEMS, ste
                 f"{where}: evaluating the model changed the training trajectory "
                 f"(losses {losses3} vs {losses})")
 
+        def descent(problem_id=problem_id, dim=dim, where=where):
+            problem = make_problem(problem_id, dim=dim, seed=seed)
+            x = problem.sample_interior(DESCENT_POINTS, torch.Generator().manual_seed(seed))
+            _, initial, final = _tiny_run(cls, key, problem_id, dim, seed, DESCENT_STEPS)
+            before = fixed_sample_loss(problem, initial, x)
+            after = fixed_sample_loss(problem, final, x)
+            assert after < before, (
+                f"{where}: {DESCENT_STEPS} steps did not lower the loss on a fixed sample of "
+                f"{DESCENT_POINTS} points (exact operator): {before:.6g} -> {after:.6g}")
+
         for check in (deterministic, finite, changes, evaluation):
             checks.append((f"{check.__name__}:{problem_id}", check))
+        if (problem_id, dim) == DESCENT_PROBLEM:
+            checks.append((f"descent:{problem_id}", descent))
     assert len(checks) > 1, f"{solver.spec}: no tiny problem to check on (all skipped or missing)"
     return checks
 

@@ -29,8 +29,10 @@ def test_each_solver_is_checked_for_each_property_on_each_tiny_problem():
             assert any(c.startswith(prop + ":poisson-2body-v1") for c in names), (name, prop)
 
 
+# without normalize the step is lr * quotient: at the default lr 1e-2 the tiny problem's quotients
+# (~1e3) make it diverge, which the descent check rightly refuses; 1e-4 descends
 @pytest.mark.parametrize("spec", ["sdze[subspace=false]", "sdze[crns=false]",
-                                  "sdze[estimator=fd]", "sdze[momentum=0,normalize=false]",
+                                  "sdze[estimator=fd]", "sdze[momentum=0,normalize=false,lr=1e-4]",
                                   "bp[estimator=hte,loss=unbiased]", "bp[estimator=sdgd]",
                                   "bp[estimator=exact]"])
 def test_conformance_variants(spec):
