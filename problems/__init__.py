@@ -12,6 +12,8 @@ lookup (``_chunked`` and ``_many_body`` are shared helpers, not problem families
   clamped, well-posed ``biharmonic-clamped-3body-v1``, ``biharmonic-clamped-2body-v1`` and
   ``biharmonic-clamped-2body-scaled-v1`` (annulus sqrt(d) < ||x|| < 2 sqrt(d)).
 - ``time_dependent``: ``heat-v1`` (PINNacle) and ``wave-v1``, points (n, d + 1), time last.
+- ``terminal``: ``hjb-lin-v1`` and ``bsb-v1`` (Black-Scholes-Barenblatt), the SDGD/STDE
+  terminal-value problems, with terminal and lateral conditions imposed (well-posed).
 
 Every source term is a closed form checked against autograd in tests/test_problems.py.
 """

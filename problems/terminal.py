@@ -1,7 +1,9 @@
 """Terminal-value problems of the SDGD / STDE suites: HJB-Lin and Black-Scholes-Barenblatt.
 
 Both are backward parabolic equations on x in the unit ball B^d, t in [0, T], T = 1, with a
-terminal condition u(x, T) = g(x) and a closed-form solution (docs/domain.md §5). Points are
+terminal condition u(x, T) = g(x) and a closed-form solution (docs/domain.md §5: the equations,
+constants, terminal data and solutions are taken from there; the papers' text was not re-read
+here, and the domain is the one of the suite's other time-dependent problems). Points are
 (n, d + 1), time last; the sampler is the one of the other time-dependent problems (x
 radius-uniform in B^d, x = r g / ||g||, r ~ U[0, 1]; t ~ U[0, 1]). s = ||x||^2, tau = T - t.
 
