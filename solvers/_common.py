@@ -182,10 +182,10 @@ class ZerothOrderSolver(Solver):
         raise NotImplementedError
 
     def _begin_step(self) -> None:
-        pass
+        """Before a step's evaluations (and its update)."""
 
     def _end_step(self) -> None:
-        pass
+        """After the step's update (also when it failed): drop what the step held."""
 
     # -- seeds ----------------------------------------------------------------------------------
     def directions(self, step_seed: int) -> list[Direction]:
@@ -218,30 +218,34 @@ class ZerothOrderSolver(Solver):
                 held[seeds] = self.draw(generator(seeds[0], device), generator(seeds[1], device))
             return held[seeds]
 
-        self._begin_step()
-        try:
-            for k, d in enumerate(dirs):
-                plus_loss, minus_loss = self._pair(d, eps, lambda plus, k=k: sample(k, plus))
-                quotients.append((plus_loss - minus_loss) / (2.0 * eps))
-                losses.append(0.5 * (plus_loss + minus_loss))
-        finally:
-            held.clear()
-            self._end_step()
+        for k, d in enumerate(dirs):
+            plus_loss, minus_loss = self._pair(d, eps, lambda plus, k=k: sample(k, plus))
+            quotients.append((plus_loss - minus_loss) / (2.0 * eps))
+            losses.append(0.5 * (plus_loss + minus_loss))
+        held.clear()
         return dirs, quotients, losses
 
     def difference_quotients(self, generator: torch.Generator) -> list[float]:
         """The q difference quotients [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps) of one
         step, drawn from ``generator`` (not the solver's), without updating anything: the
         parameters, the step count and the solver's generator are left as they were."""
-        return self._quotients(draw_seed(generator))[1]
+        self._begin_step()
+        try:
+            return self._quotients(draw_seed(generator))[1]
+        finally:
+            self._end_step()
 
     # -- the step -------------------------------------------------------------------------------
     @torch.no_grad()
     def update(self) -> float:
-        dirs, quotients, losses = self._quotients(draw_seed(self.generator))
-        if self._scale is not None:
-            quotients = self._scale(quotients)
-        self._descend(dirs, quotients)
+        self._begin_step()
+        try:
+            dirs, quotients, losses = self._quotients(draw_seed(self.generator))
+            if self._scale is not None:
+                quotients = self._scale(quotients)
+            self._descend(dirs, quotients)
+        finally:
+            self._end_step()
         return sum(losses) / len(losses)
 
     def _descend(self, dirs: list[Direction], quotients: list[float]) -> None:

@@ -146,7 +146,9 @@ class SubspaceBasis:
     """The bases (U, V) of the low-rank directions ``z = U Xi V^T / r`` of one (m, n) matrix.
 
     U (m, r) ~ N(0, 1) is materialised; V (n, r) ~ N(0, 1) is regenerated in row chunks from its
-    own seed at every use and never stored."""
+    own seed at every use, except between :meth:`hold` and :meth:`release`, when it is kept
+    (n r numbers: 6 % of the matrix at r = 8, width 128), so that a step regenerates it once for
+    its products and its update. The chunks are the same either way."""
 
     def __init__(self, m: int, n: int, rank: int, seed: int, dtype: torch.dtype,
                  device: torch.device) -> None:
@@ -158,9 +160,21 @@ class SubspaceBasis:
         self.device = torch.device(device)
         self.u = torch.randn(m, rank, generator=generator(derive_seed(seed, 0), self.device),
                              dtype=dtype, device=self.device)
+        self._held: list[tuple[int, int, Tensor]] | None = None
+
+    def hold(self) -> None:
+        """Keep V (its chunks) until :meth:`release`."""
+        if self._held is None:
+            self._held = list(self._regenerate())
+
+    def release(self) -> None:
+        self._held = None
 
     def v_chunks(self) -> Iterator[tuple[int, int, Tensor]]:
         """(j0, j1, V[j0:j1]) for consecutive row blocks of V."""
+        return iter(self._held) if self._held is not None else self._regenerate()
+
+    def _regenerate(self) -> Iterator[tuple[int, int, Tensor]]:
         g = generator(derive_seed(self.seed, 1), self.device)
         step = _chunk_cols(self.rank)
         for j0 in range(0, self.n, step):
@@ -195,7 +209,7 @@ class SubspaceBasis:
     def add_to_(self, w: Tensor, a: Tensor) -> None:
         """w += a V^T for a (m, r), chunk by chunk (a = alpha U Xi / r for w += alpha z)."""
         for j0, j1, c in self.v_chunks():
-            w[:, j0:j1].add_(a @ c.T)
+            w[:, j0:j1].addmm_(a, c.T)
 
     def draw_xi(self, seed: int) -> Tensor:
         return torch.randn(self.rank, self.rank, generator=generator(seed, self.device),
@@ -249,7 +263,7 @@ def add_lowrank_sum_(w: Tensor, terms: Sequence[tuple[SubspaceBasis, Tensor]]) -
     for chunks in zip(*[b.v_chunks() for b, _ in terms]):
         j0, j1 = chunks[0][0], chunks[0][1]
         v_all = torch.cat([c for _, _, c in chunks], dim=1)  # (j1 - j0, E r)
-        w[:, j0:j1].add_(a_all @ v_all.T)
+        w[:, j0:j1].addmm_(a_all, v_all.T)
 
 
 def make_bases(params: Sequence[Tensor], rank: int, seed: int) -> list[SubspaceBasis | None]:

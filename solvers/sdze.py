@@ -90,6 +90,7 @@ class SDZE(ZerothOrderSolver):
         self._epoch: int | None = None
         self._bases: list = [None] * len(self.model.params)
         self._cache: FirstLayerCache | None = None
+        self._held: list = []
 
     def bases(self) -> list:
         """The bases of the current refresh period t // refresh (regenerated from its seed)."""
@@ -101,11 +102,18 @@ class SDZE(ZerothOrderSolver):
         return self._bases
 
     def _begin_step(self) -> None:
+        bases = [b for b in self.bases() if b is not None]
+        for b in bases:  # V regenerated once for the step's products and its update
+            b.hold()
+        self._held = bases
         self._cache = FirstLayerCache(self.model.params[0], self.bases()[0])
 
     def _end_step(self) -> None:
         self._cache.clear()
         self._cache = None
+        for b in self._held:
+            b.release()
+        self._held = []
 
     def _pair(self, d: Direction, eps: float, sample) -> tuple[float, float]:
         out = []

@@ -127,3 +127,28 @@ def test_a_solver_that_does_not_draw_through_the_base_reports_no_data_time():
     row = execute(spec)
     assert row["status"] == "ok"
     assert row["data_time_per_step_s"] is None and row["solver_time_per_step_s"] is None
+
+
+@pytest.mark.parametrize("spec", ["sdze[q=4,momentum=0]", "sdze[q=4,momentum=0,refresh=3]",
+                                  "sdze[q=2,crns=false,momentum=0]"])
+def test_sdze_regenerates_each_basis_once_per_step(monkeypatch, spec):
+    """V (n x r) is regenerated once per basis and step, for the products of the points, of
+    the probes and for the update, not once for each (issue 13 item 2); nothing is held after
+    the step."""
+    from pinnbench.solvers._perturbation import SubspaceBasis
+
+    s = _solver(spec, dim=40)
+    s.step()
+    counts: dict[int, int] = {}
+    real = SubspaceBasis._regenerate
+
+    def counting(self):
+        counts[id(self)] = counts.get(id(self), 0) + 1
+        return real(self)
+
+    monkeypatch.setattr(SubspaceBasis, "_regenerate", counting)
+    s.step()
+    bases = [b for b in s.bases() if b is not None]
+    assert len(bases) == 2 and len(counts) == 2  # W0 (10 x 40) and W1 (10 x 10); not the output
+    assert set(counts.values()) == {1}, counts
+    assert all(b._held is None for b in bases)
