@@ -130,3 +130,18 @@ def make_model(problem: Problem, width: int = 128, depth: int = 3, activation: s
         w.mul_(1.0 / math.sqrt(fan_in))
         params += [w, torch.zeros(fan_out, dtype=problem.dtype, device=problem.device)]
     return PINN(problem, params, activation)
+
+
+def torch_default_init_(model: PINN, generator: torch.Generator) -> None:
+    """Re-draw the model's parameters in place as PyTorch's ``nn.Linear`` does by default:
+    W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (``kaiming_uniform_(a=sqrt(5))`` gives that
+    bound for W; the bias uses the same), from ``generator`` only. The published STDE runs use
+    it (Shi et al., NeurIPS 2024, their code builds the MLP from ``nn.Linear``-style layers);
+    pinnbench's default stays LeCun normal with zero biases (:func:`make_model`)."""
+    with torch.no_grad():
+        for i in range(0, len(model.params), 2):
+            w, b = model.params[i], model.params[i + 1]
+            bound = 1.0 / math.sqrt(w.shape[1])
+            for p in (w, b):
+                p.copy_(torch.rand(p.shape, generator=generator, dtype=p.dtype,
+                                   device=p.device).mul_(2.0 * bound).sub_(bound))

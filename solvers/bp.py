@@ -10,7 +10,11 @@ Adam, lr 1e-3, linear decay, 10k steps, 100 points, 16 probes).
 
 Default estimator: ``stde``, the fastest baseline and the one whose published numbers the
 benchmark compares with (its forward jets carry no nested autograd graph, so the backward pass
-holds one graph of the jets only).
+holds one graph of the jets only), with dense Rademacher probes; ``dist=coordinate`` is the
+published sparse-STDE configuration (sampled coordinates, SDGD's estimator through jets).
+``init=torch`` re-draws the weights as PyTorch's ``nn.Linear`` does, as the published runs were
+initialised; the default keeps the model as the harness built it (LeCun normal), the same
+starting point for every solver, so that a comparison of solvers is not one of inits.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from pinnbench.estimators import exact_unsupported
+from pinnbench.model import torch_default_init_
 from pinnbench.solver import Param, Solver, register_solver
 from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_BP, loss_param,
                                        lr_param)
@@ -34,6 +39,10 @@ class BP(Solver):
         "dist": Param("default", "probe distribution for stde (default: the estimator's)",
                       choices=DISTS),
         "loss": loss_param(),
+        "init": Param("lecun", "initial weights: lecun (the model as built: N(0, 1/fan_in), "
+                      "biases 0, the same for every solver) or torch (re-drawn as nn.Linear "
+                      "does, U(+-1/sqrt(fan_in)) for W and b, as the published STDE runs)",
+                      choices=("lecun", "torch")),
     }
 
     def validate(self) -> None:
@@ -48,6 +57,8 @@ class BP(Solver):
         return bool(why), why
 
     def prepare(self) -> None:
+        if self.init == "torch":
+            torch_default_init_(self.model, self.generator)
         self.optimizer = torch.optim.Adam(self.model.params, lr=self.lr)
 
     def update(self) -> float:

@@ -152,3 +152,47 @@ def test_model_refuses_bad_points():
     with pytest.raises(ValueError, match="dtype torch.float32 but the model is torch.float64"):
         m(torch.zeros(3, 5))
     assert math.isfinite(m(torch.zeros(1, 5, dtype=torch.float64)).item())
+
+
+def test_torch_default_init_is_nn_linear_uniform_and_reproducible():
+    """W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)): bounds, mean 0, variance bound^2 / 3 (to
+    5 standard errors), every layer; the same generator state gives the same weights."""
+    import math
+
+    import torch
+
+    from pinnbench import make_model, make_problem
+    from pinnbench.model import torch_default_init_
+
+    problem = make_problem("poisson-2body-v1", dim=300, seed=0, dtype=torch.float64)
+    models = []
+    for _ in range(2):
+        m = make_model(problem, width=64, depth=2, generator=torch.Generator().manual_seed(0))
+        torch_default_init_(m, torch.Generator().manual_seed(5))
+        models.append(m)
+    for i in range(0, len(models[0].params), 2):
+        w, b = models[0].params[i], models[0].params[i + 1]
+        bound = 1.0 / math.sqrt(w.shape[1])
+        assert w.abs().max() <= bound and b.abs().max() <= bound
+        assert w.min() < -0.99 * bound and w.max() > 0.99 * bound  # >= 4,096 draws each
+        n = w.numel()
+        var = bound**2 / 3
+        assert abs(float(w.mean())) < 5 * math.sqrt(var / n)
+        assert abs(float(w.var()) - var) < 5 * var * math.sqrt(0.8 / n)  # Var(U^2) = 4/5 var^2
+        assert torch.any(b != 0)
+    assert all(torch.equal(a, b) for a, b in zip(models[0].params, models[1].params))
+
+
+def test_bp_init_torch_redraws_and_lecun_keeps_the_built_model():
+    import torch
+
+    from pinnbench import make_model, make_problem, make_solver
+
+    problem = make_problem("poisson-2body-v1", dim=20, seed=0, dtype=torch.float64)
+    built = make_model(problem, width=16, depth=2, generator=torch.Generator().manual_seed(0))
+    keep = [p.clone() for p in built.params]
+    make_solver("bp", problem, built, generator=torch.Generator().manual_seed(1))
+    assert all(torch.equal(a, b) for a, b in zip(keep, built.params))
+    make_solver("bp[init=torch]", problem, built, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(keep[0], built.params[0])
+    assert all(p.requires_grad for p in built.params)
