@@ -174,8 +174,9 @@ def test_torch_default_init_is_nn_linear_uniform_and_reproducible():
         w, b = models[0].params[i], models[0].params[i + 1]
         bound = 1.0 / math.sqrt(w.shape[1])
         assert w.abs().max() <= bound and b.abs().max() <= bound
-        assert w.min() < -0.99 * bound and w.max() > 0.99 * bound  # >= 4,096 draws each
         n = w.numel()
+        if n >= 4096:  # P(no draw within 1 % of an end) < 1e-17
+            assert w.min() < -0.99 * bound and w.max() > 0.99 * bound
         var = bound**2 / 3
         assert abs(float(w.mean())) < 5 * math.sqrt(var / n)
         assert abs(float(w.var()) - var) < 5 * var * math.sqrt(0.8 / n)  # Var(U^2) = 4/5 var^2
