@@ -156,6 +156,11 @@ class Solver:
 
     # -- the contract ---------------------------------------------------------------------------
     def skip(self, problem) -> tuple[bool, str]:
+        """(True, why) when this solver cannot run on ``problem`` (the base: a gPINN loss on a
+        problem without a closed-form source gradient)."""
+        if self.params.get("loss") == "gpinn" and not problem.supports_gpinn:
+            return True, (f"loss=gpinn needs the source's gradient in closed form, which "
+                          f"{problem.id} does not provide (supports_gpinn is False)")
         return False, ""
 
     def setup(self, problem, model, generator: torch.Generator) -> None:
@@ -209,7 +214,9 @@ class Solver:
                               self.params.get("estimator", "stde"), self.params["probes"],
                               self.estimator_options,
                               sets=2 if self.params.get("loss") == "unbiased" else 1,
-                              probe_generator=probe_generator)
+                              probe_generator=probe_generator,
+                              coordinates=self.params.get("gpinn_dims", 0)
+                              if self.params.get("loss") == "gpinn" else 0)
         if cuda:
             torch.cuda.synchronize(self.problem.device)
         self.data_time_s += time.perf_counter() - t0
@@ -221,6 +228,7 @@ class Solver:
 
             biased:    mean_x (L_hat u - f)^2          E = (L u - f)^2 + Var(L_hat u)
             unbiased:  mean_x (L_J u - f)(L_K u - f)   two independent probe sets: E = (L u - f)^2
+            gpinn:     the biased loss + w (d/k) sum_{j in J} mean_x (d_j r)^2  (pinnbench.gpinn)
 
         The biased form is what the published STDE / SDGD / HTE experiments train with."""
         from pinnbench.estimators import estimate_terms
@@ -235,7 +243,14 @@ class Solver:
             u = u_k if u is None else u  # u(x) does not depend on the probes
             residuals.append(self.problem.residual(terms, u, data.x, source=data.source))
         r1, r2 = residuals[0], residuals[-1]
-        return (r1 * r2).mean()
+        loss = (r1 * r2).mean()
+        if data.coordinates is not None:
+            from pinnbench.gpinn import gpinn_term
+
+            loss = loss + self.params["gpinn_weight"] * gpinn_term(
+                self.problem, model, data.x, data.probes[0], data.coordinates, method,
+                self.params["probes"], opts, autograd=torch.is_grad_enabled())
+        return loss
 
 
 def format_spec(name: str, params: dict[str, Any]) -> str:

@@ -19,28 +19,35 @@ import torch
 from torch import Tensor
 
 from pinnbench.estimators import Probes, draw_probes
+from pinnbench.estimators.probes import sample_indices
 
 
 @dataclass(frozen=True)
 class StepData:
-    """One spatial sample: points ``x`` (n, D), ``source`` f(x) (n,), and ``probes``: one set
-    per independent estimate the loss takes (one for the biased loss, two for the unbiased)."""
+    """One spatial sample: points ``x`` (n, D), ``source`` f(x) (n,), ``probes``: one set per
+    independent estimate the loss takes (one for the biased loss, two for the unbiased), and
+    ``coordinates``: the k spatial coordinates of the gPINN term (:mod:`pinnbench.gpinn`), or
+    None."""
 
     x: Tensor
     source: Tensor
     probes: tuple[Probes, ...]
+    coordinates: Tensor | None = None
 
 
 def draw_step_data(problem, points: int, generator: torch.Generator, method: str, probes: int,
                    opts: dict, sets: int = 1,
-                   probe_generator: torch.Generator | None = None) -> StepData:
+                   probe_generator: torch.Generator | None = None,
+                   coordinates: int = 0) -> StepData:
     """Points from ``generator``, then ``sets`` independent probe sets from ``probe_generator``
     (default: the same generator, continuing): the order in which a solver that sampled and then
-    estimated would consume it, so trajectories do not change."""
+    estimated would consume it, so trajectories do not change; then, when ``coordinates`` > 0,
+    that many distinct spatial coordinates (uniform, without replacement) for the gPINN term."""
     x = problem.sample_interior(points, generator)
     with torch.no_grad():
         f = problem.source(x)
     pg = generator if probe_generator is None else probe_generator
     drawn = tuple(draw_probes(problem, method, pg, probes, dtype=problem.dtype, device=x.device,
                               **opts) for _ in range(sets))
-    return StepData(x, f, drawn)
+    index = sample_indices(coordinates, problem.dim, pg) if coordinates > 0 else None
+    return StepData(x, f, drawn, index)

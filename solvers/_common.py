@@ -59,12 +59,20 @@ class QuotientScale:
         return [c * s for c in quotients]
 
 
-LOSSES = ("biased", "unbiased")
+LOSSES = ("biased", "unbiased", "gpinn")
 
 
-def loss_param() -> Param:
-    return Param("biased", "squared residual of one estimate, or the product of two "
-                 "independent estimates", choices=LOSSES)
+def loss_params() -> dict[str, Param]:
+    """``loss`` and the two gPINN parameters (used with ``loss=gpinn`` only; pinnbench.gpinn)."""
+    return {
+        "loss": Param("biased", "squared residual of one estimate (biased), the product of two "
+                      "independent estimates (unbiased), or biased + the gPINN term (gpinn)",
+                      choices=LOSSES),
+        "gpinn_weight": Param(1.0, "weight w of the gPINN term (ours: 1; the gPINN paper sets "
+                              "it per problem)", **non_negative("a number >= 0")),
+        "gpinn_dims": Param(1, "coordinates k sampled for the gPINN term per step",
+                            **positive("an integer > 0")),
+    }
 
 
 def zeroth_order_parameters(lr: float, q: int, momentum: float, crns: bool,
@@ -83,7 +91,7 @@ def zeroth_order_parameters(lr: float, q: int, momentum: float, crns: bool,
                       "probes (false: independent ones, the naive combination)"),
         "estimator": Param("stde", "forward-only spatial estimator", choices=ESTIMATORS_FORWARD),
         "dist": Param("default", "probe distribution (default: the estimator's)", choices=DISTS),
-        "loss": loss_param(),
+        **loss_params(),
     }
 
 

@@ -24,7 +24,7 @@ import torch
 from pinnbench.estimators import exact_unsupported
 from pinnbench.model import torch_default_init_
 from pinnbench.solver import Param, Solver, register_solver
-from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_BP, loss_param,
+from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_BP, loss_params,
                                        lr_param)
 
 
@@ -38,7 +38,7 @@ class BP(Solver):
                            choices=ESTIMATORS_BP),
         "dist": Param("default", "probe distribution for stde (default: the estimator's)",
                       choices=DISTS),
-        "loss": loss_param(),
+        **loss_params(),
         "init": Param("lecun", "initial weights: lecun (the model as built: N(0, 1/fan_in), "
                       "biases 0, the same for every solver) or torch (re-drawn as nn.Linear "
                       "does, U(+-1/sqrt(fan_in)) for W and b, as the published STDE runs)",
@@ -54,7 +54,7 @@ class BP(Solver):
 
     def skip(self, problem) -> tuple[bool, str]:
         why = exact_unsupported(problem) if self.estimator == "exact" else ""
-        return bool(why), why
+        return (True, why) if why else super().skip(problem)
 
     def prepare(self) -> None:
         if self.init == "torch":

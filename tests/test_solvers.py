@@ -34,7 +34,9 @@ def test_each_solver_is_checked_for_each_property_on_each_tiny_problem():
 @pytest.mark.parametrize("spec", ["sdze[subspace=false]", "sdze[crns=false]",
                                   "sdze[estimator=fd]", "sdze[momentum=0,normalize=false,lr=1e-4]",
                                   "bp[estimator=hte,loss=unbiased]", "bp[estimator=sdgd]",
-                                  "bp[estimator=exact]"])
+                                  "bp[estimator=exact]", "bp[loss=gpinn]",
+                                  "bp[loss=gpinn,estimator=hte]", "sdze[loss=gpinn,gpinn_dims=2]",
+                                  "zo[loss=gpinn]"])
 def test_conformance_variants(spec):
     check_solver(spec, problems=(("poisson-2body-v1", 6),))
 

@@ -375,7 +375,8 @@ def _run_autodiff(drawn: Probes, model, x, params):
     names, time_dirs, time_order = drawn.names, drawn.time_dirs, drawn.time_order
     out: dict[str, Tensor] = {}
     with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
+        # x itself when the caller differentiates in x (the gPINN term), else a fresh leaf
+        xg = x if x.requires_grad else x.detach().requires_grad_(True)
         u = model(xg, params)
         for g in drawn.groups.values():
             derivs = autodiff_directional(u, xg, g.dirs, g.order, create_graph=keep)
