@@ -19,9 +19,10 @@ direction per point (x itself).
   E[vᵀ∇²u v] = Σ x_i² ∂²_i u) is not offered: shared probes are what keep jets and the memory of
   the probes independent of n (pinnbench.directions), and x ⊙ ξ is one probe per point.
 - ``drift`` x·∇u = Σ_{i<d} x_i ∂_i u: one directional derivative along w = (x_spatial, 0), exact:
-  from the gradient (autodiff), by forward-mode AD along the per-point tangent w (stde:
-  :func:`drift_forward`, no reverse graph), or by the central stencil
-  (u(x + h w) − u(x − h w)) / (2h) (fd: :func:`drift_fd`, O(h²) truncation).
+  from the gradient: reverse mode (autodiff methods, and stde: :func:`drift_reverse`, a local
+  graph of one evaluation even under no_grad, since jets take directions shared by the points),
+  or the central stencil (u(x + h w) − u(x − h w)) / (2h) (fd: :func:`drift_fd`, O(h²)
+  truncation, no autograd).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-import torch.autograd.forward_ad as fwad
 from torch import Tensor
+
+from pinnbench.estimators.directional import grad_of
 
 
 def grad_power_mean(first: Tensor, exponent: float) -> Tensor:
@@ -58,17 +60,25 @@ def drift_from_gradient(x: Tensor, grad: Tensor, dim: int) -> Tensor:
     return (x[:, :dim] * grad[:, :dim]).sum(dim=1)
 
 
-def drift_forward(model, x: Tensor, dim: int,
+def drift_reverse(model, x: Tensor, dim: int,
                   params: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """(u, x·∇u), each (n,), from one forward-mode pass along the per-point tangent
-    w = (x_spatial, 0) (torch.autograd.forward_ad: a jet of order 1 whose direction differs by
-    point). Builds no reverse graph in x; differentiable in the parameters when grad mode is on."""
-    with fwad.dual_level():
-        u_dual = model(fwad.make_dual(x, spatial_tangent(x, dim)), params)
-        u, tangent = fwad.unpack_dual(u_dual)
-    if tangent is None:  # u does not depend on x
-        tangent = torch.zeros_like(u)
-    return u, tangent
+    """(u, x·∇u), each (n,), from one reverse-mode gradient in x (the jets' Directions are shared
+    by the points, and x is one direction per point). Under ``torch.no_grad()`` the graph of this
+    one evaluation is built locally and freed, and the results are detached; with grad mode on,
+    the drift stays differentiable in the parameters.
+
+    Forward-mode AD along the per-point tangent (torch.autograd.forward_ad) gives the same
+    numbers without a reverse graph, but the CUDA simulation that checks every device
+    (tests/cuda_sim.py) cannot follow forward-mode tangents, so the path every CI run checks is
+    this one."""
+    keep = torch.is_grad_enabled()
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        u = model(xg, params)
+        drift = drift_from_gradient(x, grad_of(u, xg, create_graph=keep), dim)
+    if not keep:
+        return u.detach(), drift.detach()
+    return u, drift
 
 
 def drift_fd(fn: Callable[[Tensor], Tensor], x: Tensor, dim: int, step: float) -> Tensor:

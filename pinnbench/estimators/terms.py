@@ -27,8 +27,9 @@ Terms and the estimators behind them (d spatial dimensions, V = ``probes``, v th
   autodiff (sdgd, hte), jets (stde) or stencils (fd), whatever ``dist`` says (dist chooses the
   probes of the Laplacian and bilaplacian; these two terms have no dense-probe estimator here).
   When the Laplacian also samples coordinates the terms share its index set.
-- drift x·∇u: one derivative along x itself, exact in every method (the reverse-mode gradient;
-  stde: forward-mode AD along the per-point tangent; fd: the central stencil along x).
+- drift x·∇u: one derivative along x itself, exact in every method (the reverse-mode gradient,
+  also in stde: jets take directions shared by the points, x is one per point; fd: the central
+  stencil along x, no autograd).
 
 Probes are shared by the n points and come only from ``generator``: the same generator state gives
 bit-identical estimates (what the SDZE solver's common random numbers rely on). Autodiff methods
@@ -48,7 +49,7 @@ from torch import Tensor
 from pinnbench.directions import Directions
 from pinnbench.estimators.directional import (autodiff_directional, default_fd_step,
                                               fd_directional, grad_of, jet_directional)
-from pinnbench.estimators.first_order import (drift_fd, drift_forward, drift_from_gradient,
+from pinnbench.estimators.first_order import (drift_fd, drift_from_gradient, drift_reverse,
                                               grad_power_mean, weighted_second)
 from pinnbench.estimators.probes import coordinate_probes, dense_probes, time_direction
 from pinnbench.problem import TERMS
@@ -336,9 +337,9 @@ def _run_jets(drawn: Probes, model, x, params):
     if time_dirs is not None:
         u, derivs = jet_directional(model, x, time_dirs, time_order, params)
         _time_terms(names, dict(enumerate(derivs, start=1)), 0, out)
-    if "drift" in names:  # forward mode along x itself: a first-order jet, one direction per point
-        u_fw, out["drift"] = drift_forward(model, x, model.problem.dim, params)
-        u = u_fw if u is None else u
+    if "drift" in names:  # along x itself, one direction per point: reverse mode, exact
+        u_rev, out["drift"] = drift_reverse(model, x, model.problem.dim, params)
+        u = u_rev if u is None else u
     if u is None:
         u = model(x, params)
     return u, _ordered(names, out)
