@@ -131,7 +131,7 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
 
     import pinnbench
     from pinnbench import verdict
-    from pinnbench.report import aggregate, figures, provenance, tables
+    from pinnbench.report import ablation, aggregate, figures, provenance, tables
 
     out = check_out_dir(out_dir, force=force)
     df = select_runs(_load(source), run_id=run_id, all_runs=all_runs)
@@ -207,6 +207,24 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
         "Variance of the zeroth-order difference quotient against ε",
         "Empirical variance of [L(θ+εz) − L(θ−εz)]/(2ε) with common random numbers (solid) "
         "and without (dashed); without CRNS it grows like 1/ε².")
+    abl = ablation.section(df)
+    if abl is not None:
+        add("Ablations", ablation.error_vs_time(df, style), "ablation_error_vs_time",
+            "Error against wall time, every zeroth-order variant",
+            "Relative L2 error on the test set against the summed step times, one thin line per "
+            "cell (colour: spec; all seeds), one panel per problem and d; grey: the constant "
+            "(dashed) and affine (dotted) fits, medians over seeds.")
+        add("Ablations", ablation.variance_vs_rank(df), "variance_vs_rank",
+            "Gradient-estimate variance against the rank",
+            "E‖ĝ − G‖²/‖G‖² of one step's estimate at the final θ (solid), the exploration "
+            "variance about the mean of a held basis (dashed), and the full Gaussian's "
+            "E‖ĝ − G‖²/‖G‖² (dotted, subspace=false); medians over seeds "
+            "(pinnbench/diagnostics.py).")
+        found = [s for s in sections if s["title"] == "Ablations"]
+        if not found:
+            sections.append({"title": "Ablations", "figures": []})
+            found = sections[-1:]
+        found[0]["ablation"] = abl
 
     prov_head, prov_rows = provenance.provenance_table(df)
     verdicts = verdict.problem_verdicts(df.to_dict("records"))
