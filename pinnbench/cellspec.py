@@ -114,7 +114,9 @@ def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
     out["imports"] = list(out["imports"] or [])
     import_plugins(out["imports"])
     cls = problem_class(out["problem"])
-    _check_int(out, "dim", minimum=cls.min_dim)
+    _check_int(out, "dim", minimum=1)
+    if out["dim"] < cls.min_dim:
+        raise ValueError(f"{out['problem']} needs d >= {cls.min_dim}, got d = {out['dim']}")
     _check_int(out, "seed", minimum=0)
     _check_int(out, "width", minimum=1)
     _check_int(out, "depth", minimum=1)
@@ -137,12 +139,14 @@ def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
     out["dtype"] = str(resolve_dtype(out["dtype"])).replace("torch.", "")
     out["device"] = str(resolve_device(out["device"]))
     if out["memory_limit_bytes"] is not None and out["device"] != "cpu":
-        raise ValueError("memory_limit_bytes (RLIMIT_AS) works for CPU cells only")
+        raise ValueError("memory_limit_bytes (--memory-limit, RLIMIT_AS) works for CPU cells "
+                         f"only, not device {out['device']!r}")
     for key in ("diagnostics", "tf32"):
         if not isinstance(out[key], bool):
             raise ValueError(f"{key} must be true or false, got {out[key]!r}")
     if out["tf32"] and not out["device"].startswith("cuda"):
-        raise ValueError(f"tf32 works for CUDA cells only, not device {out['device']!r}")
+        raise ValueError(f"tf32 (--tf32) works for CUDA cells only, not device "
+                         f"{out['device']!r}; drop it or use a CUDA device")
     solver = solver_from_spec(out["solver"])
     out["solver"] = solver.spec
     out["solver_name"] = solver.name

@@ -304,38 +304,26 @@ def _import_plugins(imports: list[str] | None) -> None:
 
 
 def _sweep_config(args) -> "Any":
-    """Validate every sweep option; raise UsageError before anything is written."""
+    """The command line mapped onto a :class:`pinnbench.sweep.SweepConfig`: lists parsed, the
+    options the executors need checked; each cell is validated once, by ``sweep.plan``
+    (:class:`pinnbench.cellspec.CellSpec`), whose ValueError ``cmd_run`` turns into a usage
+    error before anything is written."""
     from pinnbench.dims import parse_dims
-    from pinnbench.problem_registry import problem_class, resolve_device, resolve_dtype
-    from pinnbench.solver import solver_from_spec
-    from pinnbench.sweep import SweepConfig, split_top_level, with_points
+    from pinnbench.problem_registry import resolve_device
+    from pinnbench.sweep import SweepConfig, split_top_level
 
     only_budget = args.time_budget is not None and args.steps is None
     problems_text = args.problems if args.problems is not None else DEFAULT_RUN["problems"]
     solvers_text = args.solvers if args.solvers is not None else DEFAULT_RUN["solvers"]
     try:
         problems = split_top_level(problems_text)
-        for pid in problems:
-            problem_class(pid)
         solvers = split_top_level(solvers_text)
-        for s in solvers:
-            solver_from_spec(with_points(s, args.points))
         dims = parse_dims(args.dims if args.dims is not None else DEFAULT_RUN["dims"])
-        for pid in problems:
-            lo = problem_class(pid).min_dim
-            if dims[0] < lo:
-                raise ValueError(f"{pid} needs d >= {lo}, got --dims with d = {dims[0]}")
-        dtype = str(resolve_dtype(args.dtype or CELL_DEFAULTS["dtype"])).replace("torch.", "")
         device = str(resolve_device(args.device or CELL_DEFAULTS["device"]))
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     if args.warmup is not None and args.warmup < 0:
         raise UsageError(f"--warmup must be an integer >= 0, got {args.warmup}")
-    if args.memory_limit is not None and device != "cpu":
-        raise UsageError("--memory-limit (RLIMIT_AS) works for CPU cells only; drop it on cuda")
-    if args.tf32 and not device.startswith("cuda"):
-        raise UsageError(f"--tf32 works for CUDA cells only, not --device {device}; drop it or "
-                         "use --device cuda")
     if device.startswith("cuda") and args.executor != "dask" and (args.jobs or 1) > 1:
         raise UsageError(f"--jobs {args.jobs} would put {args.jobs} cells on one GPU at once (their "
                          "memory and timings interfere); use --jobs 1 on cuda, or --executor dask "
@@ -352,11 +340,12 @@ def _sweep_config(args) -> "Any":
         steps=None if only_budget else (args.steps or DEFAULT_RUN["steps"]),
         time_budget_s=args.time_budget,
         width=args.width or CELL_DEFAULTS["width"], depth=args.depth or CELL_DEFAULTS["depth"],
-        points=args.points, device=device, dtype=dtype,
+        points=args.points, device=device, dtype=args.dtype or CELL_DEFAULTS["dtype"],
         warmup=CELL_DEFAULTS["warmup"] if args.warmup is None else args.warmup,
         timeout_s=args.timeout or DEFAULT_RUN["timeout"], memory_limit_bytes=args.memory_limit,
         imports=list(args.imports or []), jobs=_parallel_cells(args), threads=args.threads,
-        auto_threads=not (args.executor == "dask" and args.scheduler), floors=not args.no_floors)
+        auto_threads=not (args.executor == "dask" and args.scheduler), floors=not args.no_floors,
+        diagnostics=bool(args.diagnostics), tf32=bool(args.tf32))
 
 
 def _parallel_cells(args) -> int:
@@ -421,12 +410,6 @@ _SWEEP_OPTIONS = ("problems", "solvers", "dims", "seeds", "steps", "time_budget"
                   "diagnostics", "tf32")
 
 
-def _with_cell_options(cells: list[dict], args) -> list[dict]:
-    """The plan's cells with the per-cell switches of the command line (CellSpec fields that
-    the sweep configuration does not carry): --diagnostics, --tf32."""
-    return [{**c, "diagnostics": bool(args.diagnostics), "tf32": bool(args.tf32)} for c in cells]
-
-
 def cmd_run(args, argv: Sequence[str]) -> int:
     from pinnbench import store as store_mod
     from pinnbench.sweep import plan
@@ -463,7 +446,7 @@ def cmd_run(args, argv: Sequence[str]) -> int:
     else:
         config = _sweep_config(args)
         try:
-            cells = _with_cell_options(plan(config, command=command), args)
+            cells = plan(config, command=command)
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
         if resume_id:

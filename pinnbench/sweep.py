@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pinnbench.cellspec import DEFAULTS, normalize_spec
+from pinnbench.cellspec import DEFAULTS, CellSpec
 from pinnbench.rows import base_row, now_iso
 from pinnbench.executors import Executor, LocalExecutor
 from pinnbench.machine_load import default_threads, load_average
@@ -80,11 +80,15 @@ class SweepConfig:
     #: other machines, e.g. a remote Dask cluster: torch's default there, recorded per cell)
     auto_threads: bool = True
     floors: bool = DEFAULTS["floors"]
+    diagnostics: bool = DEFAULTS["diagnostics"]
+    tf32: bool = DEFAULTS["tf32"]
 
 
 def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]]:
-    """Normalised cell specs in run order (increasing d, then problem, solver, seed). Every
-    spec is validated here (ValueError), before anything runs or is written."""
+    """The cells in run order (increasing d, then problem, solver, seed), each validated once,
+    here, as a :class:`pinnbench.cellspec.CellSpec` (ValueError naming what is allowed), before
+    anything runs or is written; returned in their plain form (``CellSpec.to_dict()``), which
+    the store, the executors and the cell processes pass along."""
     threads = config.threads
     if threads is None and config.device == "cpu" and config.auto_threads:
         threads = default_threads(config.jobs)
@@ -93,7 +97,7 @@ def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]
         for problem in config.problems:
             for solver in config.solvers:
                 for seed in config.seeds:
-                    cells.append(normalize_spec({
+                    cells.append(CellSpec.from_dict({
                         "problem": problem, "dim": dim, "solver": with_points(solver, config.points),
                         "seed": seed, "steps": config.steps, "time_budget_s": config.time_budget_s,
                         "width": config.width, "depth": config.depth, "device": config.device,
@@ -102,7 +106,8 @@ def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]
                         "memory_limit_bytes": config.memory_limit_bytes,
                         "imports": list(config.imports), "threads": threads,
                         "floors": config.floors, "command": command,
-                    }))
+                        "diagnostics": config.diagnostics, "tf32": config.tf32,
+                    }).to_dict())
     return cells
 
 

@@ -147,3 +147,39 @@ def test_timed_out_and_oom_cells_get_their_keys_floors(tmp_path, monkeypatch):
     (row,) = execute_sweep(alone, run_id="r2", write=lambda row: None)
     assert row["status"] == "timeout" and spawned == ["pinnbench.sweep:_floors_in_child"]
     assert row["floor_const_rel_l2"] == floors_for("fake-affine-v1", 5, 0)["floor_const_rel_l2"]
+
+
+def test_each_cell_is_validated_once_by_the_plan_and_the_cli_only_maps(monkeypatch):
+    """Issue 15 item 1: the command line is mapped onto a SweepConfig without looking up
+    problems or solvers; ``plan`` validates each cell once (CellSpec.from_dict); its cells
+    carry the per-cell switches (diagnostics, tf32) from the config."""
+    import pinnbench.cellspec as cellspec
+    import pinnbench.problem_registry as registry
+    import pinnbench.solver as solver_mod
+    from pinnbench import cli
+
+    def forbidden(*a, **k):
+        raise AssertionError("the CLI validated a cell itself")
+
+    args = cli.build_parser().parse_args(
+        ["run", "--problems", "poisson-2body-v1", "--solvers", "sdze,bp", "--dims", "10,20",
+         "--seeds", "0,1", "--diagnostics"])
+    with monkeypatch.context() as m:
+        m.setattr(registry, "problem_class", forbidden)
+        m.setattr(solver_mod, "solver_from_spec", forbidden)
+        config = cli._sweep_config(args)
+    calls = []
+    real = cellspec.normalize_spec
+    monkeypatch.setattr(cellspec, "normalize_spec", lambda s: calls.append(1) or real(s))
+    cells = plan(config)
+    assert len(cells) == len(calls) == 2 * 2 * 2
+    assert all(c["diagnostics"] is True and c["tf32"] is False for c in cells)
+
+
+def test_a_bad_cell_in_the_plan_is_a_usage_error_naming_it(tmp_path):
+    from pinnbench import cli
+
+    code = cli.main(["run", "--problems", "poisson-2body-v1", "--solvers", "sdze[rank=0]",
+                     "--dims", "10", "--store", str(tmp_path / "s.sqlite"), "--quiet"])
+    assert code == 2
+    assert not (tmp_path / "s.sqlite").exists() or load_results(str(tmp_path / "s.sqlite")).empty
