@@ -2,6 +2,7 @@
 and its table for a tiny d."""
 
 import math
+import time
 import re
 
 import pytest
@@ -67,11 +68,26 @@ def test_unmodelled_configurations_are_refused(spec):
         step_cost(spec, 100)
 
 
-def test_data_draws_per_step():
-    assert roofline.data_draws_per_step("bp") == 1
-    assert roofline.data_draws_per_step("sdze[crns=true]") == 1  # one sample for all 2q evaluations
-    assert roofline.data_draws_per_step("zo[q=1,crns=false]") == 2  # independent + and - samples
-    assert roofline.data_draws_per_step("zo[q=3,crns=false]") == 6
+@pytest.mark.parametrize("spec, draws", [("bp", 1), ("sdze[q=2,crns=true]", 1),
+                                          ("zo[q=3,crns=false]", 6)])
+def test_data_column_is_the_solvers_own_draw_time_within_its_steps(monkeypatch, spec, draws):
+    """The worker's ``data_s`` is the time the timed steps spent in Solver.draw (every draw of
+    the step: 2q without common random numbers): a draw made 20 ms slower shows up as
+    draws x 20 ms, and inside the step time."""
+    import pinnbench.step_data as step_data
+
+    real = step_data.draw_step_data
+
+    def slow(*args, **kwargs):
+        time.sleep(0.02)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step_data, "draw_step_data", slow)
+    res = roofline._step_worker(dict(solver=spec, dim=20, width=8, depth=2,
+                                     problem="poisson-2body-v1", steps=2, threads=1))
+    assert res["status"] == "ok"
+    assert 0.02 * draws <= res["data_s"] < 0.02 * draws + 0.5
+    assert res["time_s"] >= res["data_s"]
 
 
 def test_machine_measurements_are_positive_and_finite():

@@ -445,3 +445,21 @@ def test_planted_device_bug_in_swallowing_code_is_still_recorded(monkeypatch):
     assert row["status"] == "ok"
     assert "simulated CUDA" in row["provenance"].get("floor_error", "")
     assert sim.errors and "same device" in sim.errors[0]
+
+
+@pytest.mark.parametrize("spec", ["bp", "sdze[q=2]"])
+def test_roofline_workers_run_on_simulated_cuda(spec):
+    """`python -m pinnbench.bench roofline --device cuda` (what scripts/gpu-validate runs): the
+    GEMM, the copy and the solver's steps all on the device, no CPU tensor mixed in."""
+    from pinnbench.bench import roofline
+
+    with simulated_cuda() as sim:
+        machine = roofline._machine_worker(dict(threads=1, repeats=2, copy_numbers=1024,
+                                                shapes=[(4, 64, 8)], device="cuda"))
+        res = roofline._step_worker(dict(solver=spec, dim=12, width=8, depth=2,
+                                         problem="poisson-2body-v1", steps=2, threads=1,
+                                         device="cuda"))
+    assert sim.errors == [], sim.errors
+    assert machine["status"] == "ok" and machine["bytes_per_s"] > 0
+    assert res["status"] == "ok" and 0 <= res["data_s"] <= res["time_s"]
+    assert sim.cuda_ops > 0

@@ -82,3 +82,16 @@ def test_summary_table_shows_each_number_of_the_store(tmp_path):
     table = summary(str(tmp_path / "s.sqlite")).splitlines()
     assert table[-1] == ("| sdze | 1e+07 | ok | 20 | 0.125 | 3.5 | 1.500 | 4.000 | 5.000 | 1.000 "
                          "| 0.0123 | 0.25 |  |")
+
+
+def test_every_file_the_script_leaves_fits_the_device_tools_limit_of_eight():
+    """What lands in the output folder comes back from the GPU machine only up to 8 files: the
+    names the script writes (report/ is tarred and removed) must stay within that, the
+    roofline's table among them."""
+    import re
+
+    text = (REPO / "scripts" / "gpu-validate").read_text()
+    names = set(re.findall(r'"\$OUT_DIR/([\w.-]+)"', text)) - {"report"}
+    names |= {Path(s).name for s in re.findall(r'STORE="\$OUT_DIR/([\w.-]+)"', text)}
+    assert "roofline.txt" in names and "report.tar.gz" in names
+    assert len(names) <= 8, sorted(names)

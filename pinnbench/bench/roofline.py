@@ -147,50 +147,50 @@ def step_cost(spec: str, dim: int, width: int = 128, depth: int = 3) -> StepCost
     raise ValueError(f"roofline has no bound model for solver {name!r}; modelled: bp, sdze, zo")
 
 
-def data_draws_per_step(spec: str) -> int:
-    """How many (points, source, probes) samples one step draws: 2q for a zeroth-order solver
-    without common random numbers, else 1."""
-    from pinnbench.solver import solver_from_spec
-
-    p = solver_from_spec(spec).params
-    return 2 * p["q"] if "crns" in p and not p["crns"] else 1
-
-
 # -- the machine ----------------------------------------------------------------------------------
-def gemm_rate(rows: int, inner: int, cols: int, repeats: int = 5) -> tuple[float, float]:
+def _sync(device) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_time(fn, repeats: int, device) -> float:
+    """The fastest of ``repeats`` calls of ``fn`` after one warm-up call, synchronised."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def gemm_rate(rows: int, inner: int, cols: int, repeats: int = 5,
+              device: str = "cpu") -> tuple[float, float]:
     """(FLOP/s, seconds) of the fastest of ``repeats`` ``torch.mm`` of a (rows x inner) by an
     (inner x cols) float32 matrix (the second stored as (cols, inner) and transposed, as
     ``x @ W0.T``), after a warm-up; in the calling process's torch threads."""
     import torch
 
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(rows, inner, generator=g)
-    w = torch.randn(cols, inner, generator=g)
-    out = torch.empty(rows, cols)
-    torch.mm(a, w.T, out=out)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, w.T, out=out)
-        times.append(time.perf_counter() - t0)
-    t = min(times)
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(rows, inner, generator=g, device=device)
+    w = torch.randn(cols, inner, generator=g, device=device)
+    out = torch.empty(rows, cols, device=device)
+    t = _best_time(lambda: torch.mm(a, w.T, out=out), repeats, device)
     return 2.0 * rows * inner * cols / t, t
 
 
-def copy_rate(numbers: int = COPY_NUMBERS, repeats: int = 5) -> float:
+def copy_rate(numbers: int = COPY_NUMBERS, repeats: int = 5, device: str = "cpu") -> float:
     """Bytes per second (read + written) of ``dst.copy_(src)`` for float32 tensors of ``numbers``
     elements, the fastest of ``repeats`` after a warm-up copy that faults the pages in."""
     import torch
 
-    src = torch.ones(numbers)
-    dst = torch.empty(numbers)
-    dst.copy_(src)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - t0)
-    return 2.0 * BYTES_PER_NUMBER * numbers / min(times)
+    src = torch.ones(numbers, device=device)
+    dst = torch.empty(numbers, device=device)
+    return 2.0 * BYTES_PER_NUMBER * numbers / _best_time(lambda: dst.copy_(src), repeats, device)
 
 
 def _machine_worker(spec: dict, report=None) -> dict:
@@ -198,42 +198,38 @@ def _machine_worker(spec: dict, report=None) -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    return {"status": "ok", "bytes_per_s": copy_rate(spec["copy_numbers"], spec["repeats"]),
-            "gemm": [gemm_rate(*shape, repeats=spec["repeats"]) for shape in spec["shapes"]]}
+    device = spec.get("device", "cpu")
+    return {"status": "ok",
+            "bytes_per_s": copy_rate(spec["copy_numbers"], spec["repeats"], device),
+            "gemm": [gemm_rate(*shape, repeats=spec["repeats"], device=device)
+                     for shape in spec["shapes"]]}
 
 
 # -- one solver ----------------------------------------------------------------------------------
 def _step_worker(spec: dict, report=None) -> dict:
-    """Time per step of one solver and time of one draw of the step's data, in a fresh process."""
+    """Time per step of one solver and, within the same steps, the part spent drawing the step's
+    data (its points, source values and probes: ``Solver.draw``, all the draws a step makes), in
+    a fresh process; medians over the timed steps."""
     import torch
 
     from pinnbench.bench.solvers import build
-    from pinnbench.estimators.probes import dense_probes
 
     problem, model, solver, why = build(spec)
     if why:
         return {"status": "skipped", "message": why}
-    solver.step()  # warm-up
-    times = []
+    device = problem.device
+    solver.step()  # warm-up (compiles the closed forms at large d)
+    _sync(device)
+    times, data_times = [], []
     for _ in range(spec["steps"]):
+        d0 = solver.data_time_s
         t0 = time.perf_counter()
         solver.step()
+        _sync(device)
         times.append(time.perf_counter() - t0)
-    p = solver.params
-    dist = "rademacher" if p.get("dist", "default") == "default" else p["dist"]
-    data_times = []
-    for seed in range(spec["steps"]):
-        data_gen = torch.Generator().manual_seed(1000 + seed)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            x = problem.sample_interior(p["points"], data_gen)
-            problem.source(x)
-            dense_probes(dist, p["probes"], problem.dim, problem.input_dim, data_gen,
-                         problem.dtype, x.device)
-        data_times.append(time.perf_counter() - t0)
-        del x
+        data_times.append(solver.data_time_s - d0)
     return {"status": "ok", "time_s": statistics.median(times),
-            "data_draw_s": statistics.median(data_times), "threads": torch.get_num_threads()}
+            "data_s": statistics.median(data_times), "threads": torch.get_num_threads()}
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -274,6 +270,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
     ap.add_argument("--repeats", type=int, default=5, help="timed GEMMs and copies (median)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>: where the GEMMs, "
+                    "the copies and the steps run (default cpu; on CUDA every timing is "
+                    "synchronised and --mem-limit-gb does not apply)")
     ap.add_argument("--mem-limit-gb", type=float, default=16.0,
                     help="address-space headroom of each measurement process (RLIMIT_AS)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement")
@@ -283,6 +282,12 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
             raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
     if not args.mem_limit_gb > 0 or not args.timeout > 0:
         raise UsageError("--mem-limit-gb and --timeout must be > 0")
+    from pinnbench.problem_registry import resolve_device
+
+    try:
+        args.device = str(resolve_device(args.device))
+    except ValueError as exc:
+        raise UsageError(f"--device: {exc}") from None
     from pinnbench.dims import parse_dims
 
     try:
@@ -310,8 +315,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
 def _measure(target: str, spec: dict, args) -> dict:
     from pinnbench.isolation import measure_isolated
 
-    return measure_isolated(f"pinnbench.bench.roofline:{target}", spec, timeout_s=args.timeout,
-                            memory_limit_bytes=int(args.mem_limit_gb * 2**30))
+    limit = int(args.mem_limit_gb * 2**30) if args.device == "cpu" else None  # CUDA maps huge
+    return measure_isolated(f"pinnbench.bench.roofline:{target}", {**spec, "device": args.device},
+                            timeout_s=args.timeout, memory_limit_bytes=limit)
 
 
 def main(argv: list[str]) -> int:
@@ -325,9 +331,11 @@ def main(argv: list[str]) -> int:
     first = solver_from_spec(next(iter(args.specs.values()))).params
     n, v = first["points"], first["probes"]  # the GEMM shapes are the first solver's
     hidden_shape = (n * (1 + JET_ORDER * v), args.width, args.width)
-    print(f"# roofline: {args.problem}, MLP {args.width}x{args.depth} tanh; {args.threads} torch "
-          f"thread(s); median of {args.steps} steps after 1 warm-up, fresh process per row; "
-          "shared CPU: noisy")
+    where = (f"{args.threads} torch thread(s)" if args.device == "cpu" else args.device)
+    print(f"# roofline: {args.problem}, MLP {args.width}x{args.depth} tanh; {where}; median of "
+          f"{args.steps} steps after 1 warm-up, fresh process per row; data = the part of those "
+          "steps spent drawing points, source and probes (Solver.draw)"
+          + ("; shared CPU: noisy" if args.device == "cpu" else ""))
     print("# bound = max(FLOPs / R, bytes / B); R = the faster of the two GEMM rates, B = copy "
           "bandwidth (read + write); G = one first-layer GEMM", flush=True)
     header = (f"{'d':>9} {'solver':<8} {'s/step':>9} {'bound s':>9} {'meas/bound':>10} "
@@ -359,7 +367,7 @@ def main(argv: list[str]) -> int:
                 print(f"{dim:>9} {label:<8} {res['status']}: {res.get('message', '')}  "
                       f"(bound {bound:.3g} s)", flush=True)
                 continue
-            step, data = res["time_s"], res["data_draw_s"] * data_draws_per_step(s)
+            step, data = res["time_s"], res["data_s"]
             print(f"{dim:>9} {label:<8} {step:9.4g} {bound:9.4g} {step / bound:10.1f} "
                   f"{data:8.4g} {data / bound:10.1f} {step / g_s:7.1f} {data / g_s:7.1f} "
                   f"{by:>8}", flush=True)

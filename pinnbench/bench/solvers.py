@@ -32,8 +32,9 @@ def build(spec: dict) -> tuple:
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    problem = pinnbench.make_problem(spec["problem"], dim=spec["dim"], seed=0)
-    gen = torch.Generator().manual_seed(0)
+    problem = pinnbench.make_problem(spec["problem"], dim=spec["dim"], seed=0,
+                                     device=spec.get("device", "cpu"))
+    gen = torch.Generator(device=problem.device).manual_seed(0)
     solver = solver_from_spec(spec["solver"])
     skip, why = solver.skip(problem)
     if skip:
