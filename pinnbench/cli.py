@@ -35,7 +35,7 @@ REPORTS_DIR = Path("results") / "reports"
 #: the built-in run (`pinnbench run` with no options); what it does not name is a cell's own
 #: default (pinnbench.cellspec.CellSpec, declared once)
 DEFAULT_RUN = {
-    "problems": "poisson-2body-v1",
+    "problems": "poisson-2body-scaled-v1",  # radius sqrt(d): floors that are not trivial
     "solvers": "sdze,bp",
     "dims": "1e2..1e4",
     "seeds": "0",

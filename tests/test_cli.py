@@ -549,3 +549,15 @@ def test_ablate_usage_errors_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err
+
+
+def test_the_default_sweep_uses_a_problem_whose_trivial_fits_are_not_nearly_exact():
+    """Issue 12 item 5: at radius 1 the published two-body solution is within ~2 % of the best
+    constant fit A(x)·c at d = 100 (and 0.4 % at 10^4), so the default run must use a problem
+    where a solver has to learn something to beat the floors: the scaled variant (radius √d)."""
+    from pinnbench.cli import DEFAULT_RUN
+    from pinnbench.floors import floors_for
+
+    for problem in DEFAULT_RUN["problems"].split(","):
+        fl = floors_for(problem, 100, 0)
+        assert fl["floor_const_rel_l2"] > 0.1 and fl["floor_affine_rel_l2"] > 0.1, (problem, fl)
