@@ -145,8 +145,8 @@ def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(out[key], bool):
             raise ValueError(f"{key} must be true or false, got {out[key]!r}")
     if out["tf32"] and not out["device"].startswith("cuda"):
-        raise ValueError(f"tf32 (--tf32) works for CUDA cells only, not device "
-                         f"{out['device']!r}; drop it or use a CUDA device")
+        raise ValueError(f"tf32 works for CUDA cells only, not device {out['device']!r}; drop "
+                         "--tf32 or use a CUDA device")
     solver = solver_from_spec(out["solver"])
     out["solver"] = solver.spec
     out["solver_name"] = solver.name

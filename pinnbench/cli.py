@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from pinnbench import verdict
 from pinnbench.cellspec import DEFAULTS as CELL_DEFAULTS
+from pinnbench.console import RunUI, console as _console, escape, print_verdict, summary_table
 from pinnbench.store import DEFAULT_PATH, StoreError
 
 #: with --executor dask: how long the cluster may have no worker before cells in flight fail
@@ -284,16 +284,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- commands -------------------------------------------------------------------------------------
-def _console(stderr: bool = False):
-    import shutil
-
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else max(shutil.get_terminal_size((200, 24)).columns, 200)
-    return Console(file=stream, highlight=False, width=width)
-
-
 def _import_plugins(imports: list[str] | None) -> None:
     from pinnbench.cell import import_plugins
 
@@ -522,7 +512,7 @@ def _run_and_record(args, command: str, cells: list[dict], resume_id: str | None
 
     todo = [c for c in cells if cell_id(c) not in done]
     mode = "json" if args.json else "quiet" if args.quiet else "rich"
-    ui = _RunUI(mode, run_id, len(todo), len(cells) - len(todo), args.store)
+    ui = RunUI(mode, run_id, len(todo), len(cells) - len(todo), args.store)
     warnings = [w for w in (_budget_warning(cells), overload_warning()) if w]
     t0 = time.monotonic()
     rows: list[dict] = []
@@ -588,195 +578,6 @@ def _os_error_text(exc: OSError, path: Path) -> str:
     """One line for a failed write: what could not be written and why."""
     where = exc.filename if getattr(exc, "filename", None) else path
     return f"cannot write {str(where)!r}: {exc.strerror or exc}"
-
-
-# -- feedback -------------------------------------------------------------------------------------
-# Every string that comes from the user, a plugin or the store is printed with rich's markup off
-# or escaped: a solver spec such as sdze[rank=1000] or an error text such as
-# "[enforce fail at alloc_cpu.cpp:127]" would otherwise be read as console markup and vanish.
-def escape(text: Any) -> str:
-    """``text`` with rich console markup escaped (``sdze[rank=1000]`` stays as written)."""
-    from rich.markup import escape as _escape
-
-    return _escape(str(text))
-
-
-def _fmt_bytes(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v / 2**20:,.0f}"
-
-
-def _fmt_num(v: Any, fmt: str) -> str:
-    if v is None:
-        return "-"
-    try:
-        if isinstance(v, float) and math.isnan(v):
-            return "-"
-        return format(v, fmt)
-    except (TypeError, ValueError):
-        return str(v)
-
-
-def _short_solver(row: dict) -> str:
-    """The solver spec with only the parameters that differ from the defaults."""
-    from pinnbench.solver import SOLVERS, format_spec
-
-    try:
-        cls = SOLVERS.get(row["solver_name"])
-        defaults = {k: p.default for k, p in cls.all_parameters().items()}
-        params = row.get("solver_params") or {}
-        return format_spec(row["solver_name"],
-                           {k: v for k, v in params.items() if defaults.get(k) != v})
-    except Exception:  # noqa: BLE001 - a solver no longer installed: show the full spec
-        return str(row.get("solver"))
-
-
-def _row_verdict(row: dict) -> str:
-    """The error against the trivial fits, or why it is not judged (pinnbench/verdict.py)."""
-    if row["status"] != "ok":
-        return ""
-    if not verdict.trained(row):
-        return f"untrained (< {verdict.MIN_TRAINED_STEPS} steps)"
-    return verdict.standing(row.get("final_rel_l2"), row.get("floor_const_rel_l2"),
-                            row.get("floor_affine_rel_l2"), verdict.row_intervals([row])) or ""
-
-
-def print_verdict(con, rows: list[dict]) -> None:
-    """The verdict in words, per problem (pinnbench.verdict.problem_verdicts)."""
-    labelled = [{**r, "label": _short_solver(r)} for r in rows]
-    for problem, lines in verdict.problem_verdicts(labelled).items():
-        con.print(f"Verdict for {problem}:", markup=False, style="bold")
-        for line in lines:
-            con.print(f"  - {line}", markup=False)
-
-
-_STATUS_STYLE = {"ok": "green", "oom": "yellow", "timeout": "yellow", "diverged": "magenta",
-                 "skipped": "dim", "error": "bold red"}
-
-
-def summary_table(rows: list[dict], title: str = ""):
-    from rich.table import Table
-
-    t = Table(title=escape(title) if title else None, show_lines=False)
-    for name, just in (("problem", "left"), ("d", "right"), ("solver", "left"), ("seed", "right"),
-                       ("status", "left"), ("steps", "right"), ("s/step", "right"),
-                       ("setup s", "right"), ("peak CPU MiB", "right"), ("peak GPU MiB", "right"),
-                       ("rel L2", "right"), ("best", "right"), ("floor c", "right"),
-                       ("floor a+bx", "right"), ("verdict", "left"), ("message", "left")):
-        t.add_column(name, justify=just, overflow="fold",
-                     no_wrap=name not in ("message", "verdict"))
-    for r in sorted(rows, key=lambda r: (r["problem"], str(r["solver"]), r["dim"], r["seed"])):
-        r = {**r}
-        r["status"], r["message"] = verdict.final_status(r)
-        peak_cpu = r.get("peak_cpu_bytes")
-        t.add_row(
-            escape(r["problem"]), _fmt_num(r["dim"], ".0e") if r["dim"] >= 10000 else str(r["dim"]),
-            escape(_short_solver(r)), str(r["seed"]),
-            f"[{_STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
-            _fmt_num(r.get("steps_done"), "d"), _fmt_num(r.get("time_per_step_s"), ".3g"),
-            _fmt_num(r.get("setup_time_s"), ".2f"), _fmt_bytes(peak_cpu),
-            _fmt_bytes(r.get("peak_gpu_allocated_bytes")),
-            _fmt_num(r.get("final_rel_l2"), ".3g"), _fmt_num(r.get("best_rel_l2"), ".3g"),
-            _fmt_num(r.get("floor_const_rel_l2"), ".3g"),
-            _fmt_num(r.get("floor_affine_rel_l2"), ".3g"), escape(_row_verdict(r)),
-            escape((r.get("message") or "")[:90]))
-    return t
-
-
-class _RunUI:
-    """What a run prints while it runs: a progress bar on a terminal, else one line per finished
-    cell (on stderr); ``--json``: one JSON object per cell; ``--quiet``: only errors."""
-
-    def __init__(self, mode: str, run_id: str, total: int, already: int, store: str) -> None:
-        self.mode, self.run_id, self.total, self.already, self.store = mode, run_id, total, already, store
-        self.progress = None
-        self.console = None
-        self.counts: dict[str, int] = {}
-        self.done = 0
-
-    def __enter__(self):
-        if self.mode == "rich":
-            self.console = _console(stderr=True)
-            note = f" ({self.already} done before)" if self.already else ""
-            if self.console.is_terminal:
-                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                           TimeElapsedColumn)
-
-                self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                         MofNCompleteColumn(), TimeElapsedColumn(),
-                                         TextColumn("{task.fields[last]}"),
-                                         console=self.console, transient=False)
-                self.progress.start()
-                self.task = self.progress.add_task("starting", total=self.total, last="")
-            self.console.print(f"run {self.run_id}: {self.total} cells{note} -> {self.store}",
-                               markup=False)
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.stop()
-        return False
-
-    @staticmethod
-    def _label(spec: dict) -> str:
-        return f"{spec['problem']} d={spec['dim']} {_short_solver(spec)} seed={spec['seed']}"
-
-    def warn(self, message: str) -> None:
-        if self.mode == "json":
-            print(json.dumps({"event": "warning", "message": message}), flush=True)
-        elif self.console is not None:
-            self.console.print(f"warning: {message}", style="yellow", markup=False)
-
-    def start(self, spec: dict) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, description=escape(self._label(spec)))
-
-    def result(self, row: dict) -> None:
-        from pinnbench.machine_load import unsteady_timing_warning
-
-        self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
-        self.done += 1
-        if self.mode == "json":
-            print(json.dumps({"event": "cell", **row}, default=str), flush=True)
-        elif self.progress is not None:
-            style = _STATUS_STYLE.get(row["status"], "")
-            self.progress.update(self.task, advance=1,
-                                 last=f"last: {escape(self._label(row))} [{style}]{row['status']}[/]")
-        elif self.console is not None:  # not a terminal: a log line per finished cell
-            err = row.get("final_rel_l2")
-            err_text = "" if err is None or err != err else f", rel L2 {err:.3g}"
-            self.console.print(f"[{self.done}/{self.total}] {self._label(row)}: {row['status']} "
-                               f"({row.get('steps_done') or 0} steps{err_text})", markup=False)
-        unsteady = unsteady_timing_warning(row, self._label(row))
-        if unsteady:
-            self.warn(unsteady)
-
-    def summary(self, rows: list[dict], wall_s: float, report: Path | None, note: str) -> None:
-        counts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items())) or "no cells to run"
-        if self.mode == "json":
-            labelled = [{**r, "label": _short_solver(r)} for r in rows]
-            print(json.dumps({"event": "summary", "run_id": self.run_id, "store": self.store,
-                              "cells": len(rows), "counts": self.counts, "wall_s": wall_s,
-                              "verdict": verdict.problem_verdicts(labelled),
-                              "report": str(report) if report else None, "report_note": note}),
-                  flush=True)
-            return
-        if self.mode == "quiet":
-            for r in rows:
-                if r["status"] == "error":
-                    print(f"error: {self._label(r)}: {r['message']}", file=sys.stderr)
-            return
-        con = _console()
-        if rows:
-            con.print(summary_table(rows, title=f"run {self.run_id}"))
-            print_verdict(con, rows)
-        con.print(f"{counts} in {wall_s:.1f} s. Results: {self.store} (run {self.run_id}; "
-                  f"`pinnbench show --store {self.store}`)", markup=False)
-        if report:
-            con.print(f"Report: {report}", markup=False)
-        elif note:
-            con.print(note, markup=False)
 
 
 # -- ablate ---------------------------------------------------------------------------------------

@@ -504,10 +504,10 @@ def test_the_progress_bar_shows_solver_specs_as_written(tmp_path, capsys, monkey
 
     from rich.console import Console
 
-    import pinnbench.cli as cli
+    import pinnbench.console as console
 
     buf = io.StringIO()
-    monkeypatch.setattr(cli, "_console", lambda stderr=False: Console(
+    monkeypatch.setattr(console, "console", lambda stderr=False: Console(
         file=buf if stderr else io.StringIO(), force_terminal=True, width=250,
         color_system=None))
     code = main(_last_args(FAKE_RUN, ["--solvers", "fake-ok[lr=0.25]",
