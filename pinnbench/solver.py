@@ -202,21 +202,33 @@ class Solver:
         collocation points from ``generator`` (default: the solver's), their source values, and
         the probes of the solver's ``estimator`` (two independent sets for ``loss=unbiased``)
         from ``probe_generator`` (default: continuing ``generator``). The wall time it takes is
-        added to ``data_time_s`` (device-synchronised on CUDA), so the cell reports it apart."""
+        added to ``data_time_s`` (device-synchronised on CUDA), so the cell reports it apart.
+        With a true ``stream`` parameter the sample is a
+        :class:`pinnbench.streaming.StreamedStepData` (per-block seeds, no n x D tensor): only
+        its first pass (the points' norms) runs here, and the solver adds the data part of its
+        reduction pass to ``data_time_s`` itself."""
         from pinnbench.step_data import draw_step_data
+        from pinnbench.streaming import draw_streamed_step_data
 
         cuda = self.problem.device.type == "cuda"
         if cuda:
             torch.cuda.synchronize(self.problem.device)
         t0 = time.perf_counter()
-        data = draw_step_data(self.problem, self.params["points"],
-                              self.generator if generator is None else generator,
-                              self.params.get("estimator", "stde"), self.params["probes"],
-                              self.estimator_options,
-                              sets=2 if self.params.get("loss") == "unbiased" else 1,
-                              probe_generator=probe_generator,
-                              coordinates=self.params.get("gpinn_dims", 0)
-                              if self.params.get("loss") == "gpinn" else 0)
+        if self.params.get("stream", False):  # only the norms' pass now (docs/streaming.md)
+            data = draw_streamed_step_data(
+                self.problem, self.params["points"],
+                self.generator if generator is None else generator, self.params["probes"],
+                self.estimator_options, sets=2 if self.params.get("loss") == "unbiased" else 1,
+                probe_generator=probe_generator)
+        else:
+            data = draw_step_data(self.problem, self.params["points"],
+                                  self.generator if generator is None else generator,
+                                  self.params.get("estimator", "stde"), self.params["probes"],
+                                  self.estimator_options,
+                                  sets=2 if self.params.get("loss") == "unbiased" else 1,
+                                  probe_generator=probe_generator,
+                                  coordinates=self.params.get("gpinn_dims", 0)
+                                  if self.params.get("loss") == "gpinn" else 0)
         if cuda:
             torch.cuda.synchronize(self.problem.device)
         self.data_time_s += time.perf_counter() - t0
@@ -234,6 +246,10 @@ class Solver:
         from pinnbench.estimators import estimate_terms
 
         model = self.model if model is None else model
+        if getattr(data, "streamed", False):  # reductions over column blocks (docs/streaming.md)
+            from pinnbench.streaming import residual_loss
+
+            return residual_loss(self.problem, model, data)
         method, opts = self.params.get("estimator", "stde"), self.estimator_options
         residuals = []
         u = None

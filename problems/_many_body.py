@@ -65,13 +65,7 @@ class ManyBody:
         keys = cls._keys(order)
         out = {k: torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) for k in keys}
         n_windows = c.shape[0]
-        # fused into one kernel at large d (pinnbench.fused), eager below
-        if x.shape[1] < fused.MIN_COLUMNS:
-            block = cls._block
-        else:
-            if cls not in _FUSED:
-                _FUSED[cls] = Fused(cls._block)
-            block = _FUSED[cls]
+        block = cls.block_function(x.shape[1])
         # blocks narrow enough that the ~temporaries(order) block-sized temporaries of one
         # block stay within about BLOCK_ELEMENTS numbers in all (compiled, a block holds about
         # one: tests/test_fused.py)
@@ -79,6 +73,16 @@ class ManyBody:
             for k, v in block(x[:, a:b + cls.window - 1], c[a:b], order).items():
                 out[k] += v
         return out
+
+    @classmethod
+    def block_function(cls, n_cols: int):
+        """The block sums of :meth:`_block` for a batch of ``n_cols`` coordinates: fused into one
+        kernel at large d (:mod:`pinnbench.fused`), eager below."""
+        if n_cols < fused.MIN_COLUMNS:
+            return cls._block
+        if cls not in _FUSED:
+            _FUSED[cls] = Fused(cls._block)
+        return _FUSED[cls]
 
     @staticmethod
     def temporaries(order: int) -> int:
@@ -124,6 +128,60 @@ class ManyBody:
         """For one window function c g(local) and the local coordinate k:
         (g_k, sum_a g_aak, sum_a x_a g_ak)."""
         raise NotImplementedError
+
+
+class WindowSums:
+    """The row sums of :meth:`ManyBody.sums`, fed column block by column block from left to
+    right (streamed points, :mod:`pinnbench.streaming`), so the batch is never whole.
+
+    ``add(xb, a)`` takes the columns [a, a + width) of x. The windows that start in
+    [a, a + width - w + 1) lie inside the block and go through the same block function as
+    ``sums`` (compiled at large d); the w - 1 windows that straddle the previous block and this
+    one (starting at a - w + 1 .. a - 1) are summed from the w - 1 columns carried over from
+    the previous block and the first w - 1 of this one, eagerly (an (n, 2w - 2) slice). Every
+    window is summed exactly once (blocks of any width, also narrower than the halo), so the
+    totals equal ``sums`` of the concatenated blocks up to the order of the additions
+    (rounding)."""
+
+    def __init__(self, body: type[ManyBody], c: Tensor, order: int, n_rows: int, n_cols: int,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        self.body, self.c, self.order = body, c, order
+        self.block = body.block_function(n_cols)
+        self.out = {k: torch.zeros(n_rows, dtype=dtype, device=device)
+                    for k in body._keys(order)}
+        self.carry: Tensor | None = None
+        self.next_column = 0
+
+    def add(self, xb: Tensor, a: int) -> None:
+        halo = self.body.window - 1
+        width = xb.shape[1]
+        if a != self.next_column:
+            raise ValueError(f"blocks must come left to right without gaps: expected column "
+                             f"{self.next_column}, got {a}")
+        if halo:
+            # the windows ending in this block that start before it: from the m <= halo columns
+            # carried over and the first min(width, halo) of this block
+            pre = self.carry if self.carry is not None else xb[:, :0]
+            m = pre.shape[1]
+            straddling = m + min(width, halo) - halo
+            if straddling > 0:
+                joint = torch.cat([pre, xb[:, :halo]], dim=1)
+                self._add(self.body._block(joint, self.c[a - m:a - m + straddling], self.order))
+        inside = width - halo
+        if inside > 0:
+            self._add(self.block(xb, self.c[a:a + inside], self.order))
+        if halo:
+            tail = xb if width >= halo else torch.cat([pre, xb], dim=1)
+            self.carry = tail[:, tail.shape[1] - halo:].clone()
+        self.next_column = a + width
+
+    def _add(self, part: dict[str, Tensor]) -> None:
+        for k, v in part.items():
+            self.out[k] += v
+
+    def result(self) -> dict[str, Tensor]:
+        """The sums over every window (after the last block)."""
+        return self.out
 
 
 class TwoBody(ManyBody):

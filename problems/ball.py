@@ -54,7 +54,8 @@ from pinnbench.jets import Jet
 from pinnbench.problem import LinearTerm, Operator, Problem, radius_uniform_ball
 from pinnbench.problem_registry import register_problem
 from pinnbench.problems._chunked import spatial_sqnorm_jet, sqnorm
-from pinnbench.problems._many_body import ManyBody, ThreeBody, TwoBody
+from pinnbench.problems._many_body import ManyBody, ThreeBody, TwoBody, WindowSums
+from pinnbench.streaming import RadialBallStream
 
 #: the value of the ``radius`` option that means R = sqrt(dim)
 SQRT_DIM = "sqrt-dim"
@@ -108,9 +109,12 @@ class BallProblem(Problem):
 
     def laplacian_exact(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(Lap u*, u*), (n,) each."""
+        return self._laplacian_from(self.body.sums(x, self.coefficients, 2), sqnorm(x))
+
+    def _laplacian_from(self, t: dict[str, Tensor], s: Tensor) -> tuple[Tensor, Tensor]:
+        """(Lap u*, u*) from the body's order-2 sums ``t`` and s = ||x||^2."""
         r2 = self.radius**2
-        t = self.body.sums(x, self.coefficients, 2)
-        a = self._a(sqnorm(x))
+        a = self._a(s)
         lap = a * t["lap"] - (4.0 / r2) * t["x_grad"] - (2.0 * self.dim / r2) * t["u2"]
         return lap, a * t["u2"]
 
@@ -121,6 +125,29 @@ class BallProblem(Problem):
     def sample_interior(self, n: int, generator: torch.Generator) -> Tensor:
         return radius_uniform_ball(n, self.dim, generator, r_max=self.radius, dtype=self.dtype,
                                    device=self.device)
+
+    # -- streamed step data (pinnbench.streaming, docs/streaming.md) ----------------------------
+    #: the step's points can be streamed over column blocks (no n x d tensor)
+    supports_streaming = True
+
+    def stream_interior(self, n: int, seed: int, width: int) -> RadialBallStream:
+        """n points of :meth:`sample_interior`'s distribution as a stream of column blocks of
+        ``width`` columns, fixed by ``seed`` (block by block; not the same numbers)."""
+        return RadialBallStream(n, self.dim, width, seed, r_max=self.radius, dtype=self.dtype,
+                                device=self.device)
+
+    def stream_source(self, n: int) -> "StreamedSource":
+        """An accumulator of f over streamed blocks: ``add(xb, a)`` left to right, then
+        ``source(s)`` with s = ||x||^2."""
+        return StreamedSource(self, n)
+
+    def ansatz_jet_from(self, s: Tensor, xv: Tensor, vsq: Tensor,
+                        order: int) -> tuple[Jet, Jet]:
+        """:meth:`ansatz_jet` from the reductions s = ||x||^2 (n,), x . v (n, V) and ||v||^2
+        (V,): the same arithmetic as ``spatial_sqnorm_jet``."""
+        a = 1.0 - Jet([s.unsqueeze(1), 2.0 * xv, vsq.to(s.dtype).unsqueeze(0)], order) \
+            / self.radius**2
+        return a, Jet([torch.zeros(s.shape[0], 1, dtype=s.dtype, device=s.device)], order)
 
     # -- pointwise part --------------------------------------------------------------------------
     def pointwise_derivative(self, u: Tensor) -> Tensor | float:
@@ -153,6 +180,24 @@ class BallProblem(Problem):
         du = da * u2 + a * du2
         dp = self.pointwise_derivative(a.squeeze(1) * t["u2"])
         return dlap + (dp.unsqueeze(1) if isinstance(dp, Tensor) else dp) * du
+
+
+class StreamedSource:
+    """f = Lap u* + pointwise(u*) accumulated over streamed column blocks: the body's order-2
+    window sums (:class:`pinnbench.problems._many_body.WindowSums`, blocks with their halo),
+    combined with s = ||x||^2 at the end exactly as :meth:`BallProblem.source` combines them."""
+
+    def __init__(self, problem: BallProblem, n: int) -> None:
+        self.problem = problem
+        self.sums = WindowSums(problem.body, problem.coefficients, 2, n, problem.dim,
+                               problem.dtype, problem.device)
+
+    def add(self, xb: Tensor, a: int) -> None:
+        self.sums.add(xb, a)
+
+    def source(self, s: Tensor) -> Tensor:
+        lap, u = self.problem._laplacian_from(self.sums.result(), s)
+        return lap + self.problem.pointwise(u)
 
 
 class TwoBodyBall(BallProblem):

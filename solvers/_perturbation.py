@@ -48,34 +48,10 @@ from torch import Tensor
 from pinnbench.directions import CoordinateDirections, DenseDirections, Directions
 from pinnbench.jets import Jet
 from pinnbench.model import PINN
+from pinnbench.seeds import derive_seed, draw_seed, generator  # noqa: F401 (re-exported)
 
 #: largest number of random numbers generated at once when regenerating a big direction
 CHUNK_ELEMENTS = 2**22
-
-_MASK64 = (1 << 64) - 1
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (SplitMix64 mixing, Steele et al. 2014): different part
-    tuples give unrelated seeds, the same tuple the same seed."""
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (int(p) & _MASK64)) & _MASK64
-        h = (h + 0x9E3779B97F4A7C15) & _MASK64
-        z = h
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        h = z ^ (z >> 31)
-    return h & ((1 << 63) - 1)
-
-
-def draw_seed(generator: torch.Generator) -> int:
-    """One 62-bit seed drawn from ``generator`` (advances it)."""
-    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-
-
-def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(int(seed))
 
 
 def _chunk_cols(rows: int) -> int:
@@ -184,6 +160,24 @@ class SubspaceBasis:
 
     def v_dense(self) -> Tensor:
         return torch.cat([c for _, _, c in self.v_chunks()])
+
+    def v_cursor(self):
+        """``take(a, b)`` -> V[a:b] for ranges that move left to right (streamed step data,
+        :func:`pinnbench.streaming.reduce`): the row chunks are regenerated as the ranges reach
+        them (or read from the held ones) and at most two are alive, so V is never whole."""
+        chunks = self.v_chunks()
+        window: list[tuple[int, int, Tensor]] = []
+
+        def take(a: int, b: int) -> Tensor:
+            while window and window[0][1] <= a:
+                window.pop(0)
+            while not window or window[-1][1] < b:
+                window.append(next(chunks))
+            parts = [c[max(a, j0) - j0:min(b, j1) - j0] for j0, j1, c in window
+                     if j0 < b and j1 > a]
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+        return take
 
     def project(self, y: Tensor) -> Tensor:
         """y @ V for y (k, n) -> (k, r)."""
@@ -301,6 +295,9 @@ class FirstLayerCache:
     def __init__(self, w0: Tensor, basis: SubspaceBasis | None, x: Tensor | None = None) -> None:
         self.w0 = w0
         self.basis = basis
+        self._streamed: tuple | None = None
+        #: seconds spent drawing streamed blocks and summing their source (the step's data time)
+        self.stream_data_time_s = 0.0
         self._x: Tensor | None = None
         self._points: tuple | None = None
         self._dirs: list[tuple[int, Directions, Tensor, Tensor | None]] = []
@@ -327,6 +324,20 @@ class FirstLayerCache:
     def clear(self) -> None:
         self.pin(None)
         self._dirs.clear()
+        self._streamed = None
+
+    def reductions(self, data):
+        """The reductions of streamed step data (:func:`pinnbench.streaming.reduce`: source,
+        ansatz pieces, x W0^T, x V, W0 v, V^T v), one pass over its blocks per sample and W0
+        version, found by identity of ``data`` afterwards (common random numbers: once a step)."""
+        from pinnbench.streaming import reduce
+
+        key = self.w0._version
+        if self._streamed is None or self._streamed[0] is not data or self._streamed[1] != key:
+            red = reduce(data, self.w0, self.basis)
+            self.stream_data_time_s += red.data_time_s
+            self._streamed = (data, key, red)
+        return self._streamed[2]
 
     def ansatz_jet(self, problem, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
         """The problem's (A, B) jets along ``dirs`` at the pinned points. They do not depend on
@@ -409,6 +420,10 @@ class ShiftedPINN(PINN):
         basis = d.bases[0]
         if basis is not None:
             return wy + (self.c / basis.rank) * ((vy @ d.xis[0].T) @ basis.u.T)
+        if y is None and dirs_index is None:
+            raise ValueError("a full Gaussian first-layer direction needs the points themselves "
+                             "(y z0^T); streamed step data gives only the products with a "
+                             "low-rank basis: use sdze[subspace=true] with rank < width")
         g = d.gaussian(0)
         corr = g.columns(dirs_index) if dirs_index is not None else g.apply(y)
         return wy + self.c * corr
@@ -437,8 +452,23 @@ class ShiftedPINN(PINN):
         wv, vv = self.cache.directions(dirs)
         index = dirs.index if isinstance(dirs, CoordinateDirections) else None
         v_dense = None if index is not None else _dense(dirs)
-        z = Jet([(self._first(x, wx, vx) + self.params[1]).unsqueeze(1),
-                 self._first(v_dense, wv, vv, index).unsqueeze(0)], order)
+        return self._net_jet_from(self._first(x, wx, vx) + self.params[1],
+                                  self._first(v_dense, wv, vv, index), order)
+
+    def streamed_jet(self, red, k: int, order: int) -> Jet:
+        """The jet of u = A N along probe set k of streamed step data, from its reductions
+        ``red`` (:class:`pinnbench.streaming.Reductions`): the first layer's coefficients are
+        x W0^T + b0 and W0 v (plus the low-rank shift), A's jet is [s, 2 x.v, ||v||^2] mapped by
+        the problem (``ansatz_jet_from``); no point or probe is needed."""
+        a, b = self.problem.ansatz_jet_from(red.sqnorm, red.xv[k], red.vsq[k], order)
+        net = self._net_jet_from(self._first(None, red.wx, red.vx) + self.params[1],
+                                 self._first(None, red.wv[k], red.vv[k]), order)
+        return a * net + b
+
+    def _net_jet_from(self, first: Tensor, first_dirs: Tensor, order: int) -> Jet:
+        """The jet of N from its first layer's coefficients: ``first`` = x W^T + b (n, h) and
+        ``first_dirs`` = W v (V, h) at the shifted W."""
+        z = Jet([first.unsqueeze(1), first_dirs.unsqueeze(0)], order)
         p = self.params
         last = len(p) // 2 - 1
         for layer in range(1, len(p) // 2):

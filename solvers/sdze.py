@@ -78,6 +78,13 @@ class SDZE(ZerothOrderSolver):
                          "is kept across refreshes)", **positive("an integer > 0")),
         "subspace": Param(True, "low-rank (true) or full Gaussian (false) perturbations of the "
                           "weight matrices; nothing else changes"),
+        "stream": Param(False, "stream the step's points and probes over column blocks of d "
+                        "from per-block seeds and consume them as reductions: no n x d tensor, "
+                        "memory beyond the parameters independent of d (docs/streaming.md). "
+                        "Supported: the ball problems (poisson, allen-cahn, sine-gordon; 2- and "
+                        "3-body), estimator=stde with dist default|rademacher|gaussian, "
+                        "loss biased|unbiased, subspace=true with rank < width; other "
+                        "combinations are refused. Same distribution as false, other numbers"),
     }
 
     #: one-factor-at-a-time variants for ``pinnbench ablate sdze`` (issue 11): each changes one
@@ -85,8 +92,37 @@ class SDZE(ZerothOrderSolver):
     ablations = (("crns", (False,)), ("subspace", (False,)), ("momentum", (0.0, 0.9)),
                  ("normalize", (False,)), ("rank", (1, 4, 8, 16, 32)), ("refresh", (1, 10, 100)))
 
+    def validate(self) -> None:
+        if not self.stream:
+            return
+        why = []
+        if self.estimator != "stde":
+            why.append(f"estimator={self.estimator} (streamed: stde)")
+        if self.dist == "coordinate":
+            why.append("dist=coordinate (streamed: default, rademacher or gaussian)")
+        if self.loss == "gpinn":
+            why.append("loss=gpinn (streamed: biased or unbiased)")
+        if not self.subspace:
+            why.append("subspace=false (a full Gaussian first layer needs the points; "
+                       "streamed: subspace=true)")
+        if why:
+            raise ValueError("sdze[stream=true] does not support " + ", ".join(why)
+                             + "; see docs/streaming.md")
+
+    def skip(self, problem) -> tuple[bool, str]:
+        if self.stream and not getattr(problem, "supports_streaming", False):
+            return True, (f"stream=true streams the points of the ball problems only; "
+                          f"{problem.id} has no streamed sampler and source "
+                          "(docs/streaming.md)")
+        return super().skip(problem)
+
     def prepare(self) -> None:
         super().prepare()
+        if self.stream and (self.model.params[0].ndim != 2
+                            or min(self.model.params[0].shape) <= self.rank):
+            raise ValueError(f"sdze[stream=true] needs a low-rank first layer: rank "
+                             f"{self.rank} must be below the width and d "
+                             f"(W0 is {tuple(self.model.params[0].shape)})")
         self._epoch: int | None = None
         self._bases: list = [None] * len(self.model.params)
         self._cache: FirstLayerCache | None = None
@@ -103,12 +139,15 @@ class SDZE(ZerothOrderSolver):
 
     def _begin_step(self) -> None:
         bases = [b for b in self.bases() if b is not None]
+        if self.stream:  # W0's V is regenerated alongside the blocks and again for the update
+            bases = bases[1:]
         for b in bases:  # V regenerated once for the step's products and its update
             b.hold()
         self._held = bases
         self._cache = FirstLayerCache(self.model.params[0], self.bases()[0])
 
     def _end_step(self) -> None:
+        self.data_time_s += self._cache.stream_data_time_s  # streamed blocks and source
         self._cache.clear()
         self._cache = None
         for b in self._held:
@@ -119,6 +158,7 @@ class SDZE(ZerothOrderSolver):
         out = []
         for sign, plus in ((1.0, True), (-1.0, False)):
             data = sample(plus)
-            self._cache.pin(data.x)  # a no-op when x is already pinned (common random numbers)
+            if not self.stream:  # a no-op when x is already pinned (common random numbers)
+                self._cache.pin(data.x)
             out.append(self._loss(ShiftedPINN(self.model, d, sign * eps, self._cache), data))
         return out[0], out[1]

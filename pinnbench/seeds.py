@@ -1,0 +1,36 @@
+"""Seeds derived from seeds, and generators from seeds: the randomness of regenerable streams.
+
+Zeroth-order directions (:mod:`pinnbench.solvers._perturbation`) and streamed step data
+(:mod:`pinnbench.streaming`) are described by integers, never stored: each piece is drawn from a
+generator seeded by ``derive_seed(seed, part, ...)``, so any piece can be drawn again, in any
+order, on any device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_MASK64 = (1 << 64) - 1
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (SplitMix64 mixing, Steele et al. 2014): different part
+    tuples give unrelated seeds, the same tuple the same seed."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) & _MASK64)) & _MASK64
+        h = (h + 0x9E3779B97F4A7C15) & _MASK64
+        z = h
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        h = z ^ (z >> 31)
+    return h & ((1 << 63) - 1)
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """One 62-bit seed drawn from ``generator`` (advances it)."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+
+
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(seed))
