@@ -290,3 +290,22 @@ def test_peak_of_a_streamed_sdze_cell_minus_its_parameters_does_not_grow_with_d(
         assert over[d] < 2**30, (d, row)
     small, large = over[str(10**6)], over[str(2 * 10**6)]
     assert large - small < 64 * 2**20, rows
+
+
+def test_the_passes_data_work_counts_as_data_time(small_blocks, monkeypatch):
+    """Drawing the blocks and summing their source inside the reduction pass is the step's data
+    time (added to the draw's norms pass), the products the solver's."""
+    p, s, _ = _pair("poisson-2body", "q=2")
+    passes = []
+    real = streaming.reduce
+
+    def recording(*args, **kwargs):
+        red = real(*args, **kwargs)
+        passes.append(red.data_time_s)
+        return red
+
+    monkeypatch.setattr(streaming, "reduce", recording)
+    before = s.data_time_s
+    s.step()
+    assert len(passes) == 1 and passes[0] > 0.0  # common random numbers: one pass a step
+    assert s.data_time_s - before > passes[0]
