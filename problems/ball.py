@@ -55,10 +55,12 @@ from pinnbench.problem import LinearTerm, Operator, Problem, radius_uniform_ball
 from pinnbench.problem_registry import register_problem
 from pinnbench.problems._chunked import spatial_sqnorm_jet, sqnorm
 from pinnbench.problems._many_body import ManyBody, ThreeBody, TwoBody, WindowSums
-from pinnbench.streaming import RadialBallStream
+from pinnbench.streaming import RadialBallStream, block_width
 
 #: the value of the ``radius`` option that means R = sqrt(dim)
 SQRT_DIM = "sqrt-dim"
+#: the set-up warm-up batch holds at most this many numbers (:meth:`BallProblem.warm_up`)
+WARM_UP_ELEMENTS = 2**27
 
 
 def resolve_radius(radius: Any, dim: int) -> float:
@@ -125,6 +127,22 @@ class BallProblem(Problem):
     def sample_interior(self, n: int, generator: torch.Generator) -> Tensor:
         return radius_uniform_ball(n, self.dim, generator, r_max=self.radius, dtype=self.dtype,
                                    device=self.device)
+
+    def warm_up(self, n_points: int = 2) -> None:
+        """:meth:`Problem.warm_up` on at most ``WARM_UP_ELEMENTS`` numbers: the compiled closed
+        forms take the number of points as a dynamic size, so fewer rows compile the same graphs,
+        and 100 points of d = 3e7 would be a 12 GB batch in set-up (more than the streamed cell's
+        whole step)."""
+        super().warm_up(max(2, min(n_points, WARM_UP_ELEMENTS // self.input_dim)))
+
+    def warm_up_stream(self, n_points: int) -> None:
+        """Compile the streamed source's block function (:class:`StreamedSource`) on one block of
+        ``n_points`` rows, in set-up rather than inside the first step (and its memory peak).
+        Draws from its own generator: no random stream of the cell moves."""
+        width = min(self.dim, block_width(n_points))
+        g = torch.Generator(device=self.device).manual_seed(0)
+        xb = torch.randn(n_points, width, generator=g, dtype=self.dtype, device=self.device)
+        self.stream_source(n_points).add(xb.mul_(self.radius / math.sqrt(self.dim)), 0)
 
     # -- streamed step data (pinnbench.streaming, docs/streaming.md) ----------------------------
     #: the step's points can be streamed over column blocks (no n x d tensor)

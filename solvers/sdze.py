@@ -123,6 +123,8 @@ class SDZE(ZerothOrderSolver):
             raise ValueError(f"sdze[stream=true] needs a low-rank first layer: rank "
                              f"{self.rank} must be below the width and d "
                              f"(W0 is {tuple(self.model.params[0].shape)})")
+        if self.stream:  # compile the streamed source now, not in the first step
+            self.problem.warm_up_stream(self.points)
         self._epoch: int | None = None
         self._bases: list = [None] * len(self.model.params)
         self._cache: FirstLayerCache | None = None
