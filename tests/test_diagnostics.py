@@ -202,3 +202,28 @@ def test_tf32_on_cpu_is_a_usage_error(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1, err
     assert "--tf32" in err and "CUDA cells only" in err, err
     assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_store_without_the_column_gets_it_and_decodes_it(tmp_path, monkeypatch):
+    """A store written before ``diagnostics`` existed: old rows read as null, a new row's dict
+    is stored as JSON and read back as the same dict."""
+    import pinnbench.store as store_mod
+    from pinnbench.schema import COLUMNS
+    from pinnbench.store import Store
+
+    path = tmp_path / "old.sqlite"
+    row = execute(_spec("sdze[q=1]", diagnostics=True))
+    monkeypatch.setattr(store_mod, "COLUMNS", {k: v for k, v in COLUMNS.items()
+                                               if k != "diagnostics"})
+    st = Store(path)
+    st.begin_run("r1", "pinnbench run", "2024-01-01T00:00:00+00:00", [], {})
+    st.write_row({**{k: v for k, v in row.items() if k != "diagnostics"}, "run_id": "r1",
+                  "cell_id": "old"})
+    st.close()
+    monkeypatch.setattr(store_mod, "COLUMNS", COLUMNS)
+    st = Store(path)
+    st.write_row({**row, "run_id": "r1", "cell_id": "new"})
+    st.close()
+    df = load_results(path).set_index("cell_id")
+    assert df.loc["old", "diagnostics"] is None
+    assert df.loc["new", "diagnostics"] == json.loads(json.dumps(row["diagnostics"]))
