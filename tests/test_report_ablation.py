@@ -304,3 +304,13 @@ def test_a_run_without_zeroth_order_cells_has_no_ablation_tables(tmp_path):
     html = write_report(pd.DataFrame([row])[list(COLUMNS)], tmp_path).read_text()
     assert "claims-table" not in html and "variants-table" not in html
     assert re.search(r"<h2>Ablations</h2>", html) is None
+
+
+def test_a_run_with_one_sdze_spec_compares_it_with_bp():
+    """A d-sweep (one sdze spec, bp beside it): that spec is the base, so the backprop claim is
+    judged."""
+    rows = [r for r in _gpu_rows(state_bytes=1e3, bp_time=0.05, bp_mem=1e9)]
+    df = aggregate.prepare(pd.DataFrame(rows)[list(COLUMNS)])
+    assert ablation.base_spec(ablation.zeroth_order(df)) == spec("sdze default")
+    claims = {c.claim: c for c in ablation.claims(df)}
+    assert claims["Faster and leaner than the backprop baselines"].verdict == "reproduced"

@@ -61,11 +61,12 @@ def _diff(a: dict, b: dict) -> list[str]:
 
 
 def base_spec(df: pd.DataFrame) -> str | None:
-    """The sdze spec the others vary one parameter at a time (None without two sdze specs)."""
+    """The sdze spec the others vary one parameter at a time; the only one when there is one;
+    None without sdze (or when no two specs differ in exactly one parameter)."""
     specs = {s: p for s, p in zip(df["solver"], df["solver_params"])
              if isinstance(s, str) and s.startswith("sdze")}
     if len(specs) < 2:
-        return None
+        return next(iter(specs), None)
     count = {s: sum(len(_diff(p, q)) == 1 for t, q in specs.items() if t != s)
              for s, p in specs.items()}
     best = max(count.values())
