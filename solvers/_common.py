@@ -92,6 +92,13 @@ def zeroth_order_parameters(lr: float, q: int, momentum: float, crns: bool,
         "estimator": Param("stde", "forward-only spatial estimator", choices=ESTIMATORS_FORWARD),
         "dist": Param("default", "probe distribution (default: the estimator's)", choices=DISTS),
         **loss_params(),
+        "stream": Param(False, "stream the step's points and probes over column blocks of d "
+                        "from per-block seeds and consume them as reductions: no n x d tensor, "
+                        "memory beyond the parameters independent of d (docs/streaming.md). "
+                        "Supported: the ball problems (poisson, allen-cahn, sine-gordon; 2- and "
+                        "3-body), estimator=stde with dist default|rademacher|gaussian, "
+                        "loss biased|unbiased (sdze: subspace=true with rank < width); other "
+                        "combinations are refused. Same distribution as false, other numbers"),
     }
 
 
@@ -173,7 +180,33 @@ class ZerothOrderSolver(Solver):
 
     autograd = False
 
+    def validate(self) -> None:
+        why = self._stream_unsupported() if self.stream else []
+        if why:
+            raise ValueError(f"{self.name}[stream=true] does not support " + ", ".join(why)
+                             + "; see docs/streaming.md")
+
+    def _stream_unsupported(self) -> list[str]:
+        """What of this configuration the streamed path cannot do (each with what it can)."""
+        why = []
+        if self.estimator != "stde":
+            why.append(f"estimator={self.estimator} (streamed: stde)")
+        if self.dist == "coordinate":
+            why.append("dist=coordinate (streamed: default, rademacher or gaussian)")
+        if self.loss == "gpinn":
+            why.append("loss=gpinn (streamed: biased or unbiased)")
+        return why
+
+    def skip(self, problem) -> tuple[bool, str]:
+        if self.stream and not getattr(problem, "supports_streaming", False):
+            return True, (f"stream=true streams the points of the ball problems only; "
+                          f"{problem.id} has no streamed sampler and source "
+                          "(docs/streaming.md)")
+        return super().skip(problem)
+
     def prepare(self) -> None:
+        if self.stream:  # compile the streamed source now, not in the first step
+            self.problem.warm_up_stream(self.points)
         self.base_seed = draw_seed(self.generator)
         self._scale = QuotientScale() if self.normalize else None
         self._momentum = HeavyBall(self.momentum) if self.momentum > 0 else None

@@ -78,13 +78,6 @@ class SDZE(ZerothOrderSolver):
                          "is kept across refreshes)", **positive("an integer > 0")),
         "subspace": Param(True, "low-rank (true) or full Gaussian (false) perturbations of the "
                           "weight matrices; nothing else changes"),
-        "stream": Param(False, "stream the step's points and probes over column blocks of d "
-                        "from per-block seeds and consume them as reductions: no n x d tensor, "
-                        "memory beyond the parameters independent of d (docs/streaming.md). "
-                        "Supported: the ball problems (poisson, allen-cahn, sine-gordon; 2- and "
-                        "3-body), estimator=stde with dist default|rademacher|gaussian, "
-                        "loss biased|unbiased, subspace=true with rank < width; other "
-                        "combinations are refused. Same distribution as false, other numbers"),
     }
 
     #: one-factor-at-a-time variants for ``pinnbench ablate sdze`` (issue 11): each changes one
@@ -92,29 +85,12 @@ class SDZE(ZerothOrderSolver):
     ablations = (("crns", (False,)), ("subspace", (False,)), ("momentum", (0.0, 0.9)),
                  ("normalize", (False,)), ("rank", (1, 4, 8, 16, 32)), ("refresh", (1, 10, 100)))
 
-    def validate(self) -> None:
-        if not self.stream:
-            return
-        why = []
-        if self.estimator != "stde":
-            why.append(f"estimator={self.estimator} (streamed: stde)")
-        if self.dist == "coordinate":
-            why.append("dist=coordinate (streamed: default, rademacher or gaussian)")
-        if self.loss == "gpinn":
-            why.append("loss=gpinn (streamed: biased or unbiased)")
+    def _stream_unsupported(self) -> list[str]:
+        why = super()._stream_unsupported()
         if not self.subspace:
             why.append("subspace=false (a full Gaussian first layer needs the points; "
                        "streamed: subspace=true)")
-        if why:
-            raise ValueError("sdze[stream=true] does not support " + ", ".join(why)
-                             + "; see docs/streaming.md")
-
-    def skip(self, problem) -> tuple[bool, str]:
-        if self.stream and not getattr(problem, "supports_streaming", False):
-            return True, (f"stream=true streams the points of the ball problems only; "
-                          f"{problem.id} has no streamed sampler and source "
-                          "(docs/streaming.md)")
-        return super().skip(problem)
+        return why
 
     def prepare(self) -> None:
         super().prepare()
@@ -123,8 +99,6 @@ class SDZE(ZerothOrderSolver):
             raise ValueError(f"sdze[stream=true] needs a low-rank first layer: rank "
                              f"{self.rank} must be below the width and d "
                              f"(W0 is {tuple(self.model.params[0].shape)})")
-        if self.stream:  # compile the streamed source now, not in the first step
-            self.problem.warm_up_stream(self.points)
         self._epoch: int | None = None
         self._bases: list = [None] * len(self.model.params)
         self._cache: FirstLayerCache | None = None

@@ -24,7 +24,7 @@ seeds). The seeds, sampling, quotients and update are those of every zeroth-orde
 
 from __future__ import annotations
 
-from pinnbench.solvers._perturbation import Direction
+from pinnbench.solvers._perturbation import Direction, FirstLayerCache, ShiftedPINN
 from pinnbench.solver import register_solver
 from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
 
@@ -35,11 +35,26 @@ class ZO(ZerothOrderSolver):
     # defaults: docs/sdze-tuning.md, "Issue 11" (the same grid and rule as sdze's)
     parameters = zeroth_order_parameters(lr=3e-3, q=4, momentum=0.9, crns=False, eps=0.1)
 
+    def _begin_step(self) -> None:
+        # streamed data: the reductions are recomputed whenever W0 changes (its version is part
+        # of their key), i.e. one pass over the blocks per evaluation, 2q a step
+        self._cache = FirstLayerCache(self.model.params[0], None) if self.stream else None
+
+    def _end_step(self) -> None:
+        if self._cache is not None:
+            self.data_time_s += self._cache.stream_data_time_s  # streamed blocks and source
+            self._cache.clear()
+            self._cache = None
+
     def _pair(self, d: Direction, eps: float, sample) -> tuple[float, float]:
         params = self.model.params
+        # the model at the current (in-place perturbed) theta; streamed data is evaluated from
+        # its reductions through the cache
+        model = self.model if self._cache is None else ShiftedPINN(self.model, None, 0.0,
+                                                                   self._cache)
         d.add_to_(params, eps)
-        plus = self._loss(self.model, sample(True))
+        plus = self._loss(model, sample(True))
         d.add_to_(params, -2.0 * eps)
-        minus = self._loss(self.model, sample(False))
+        minus = self._loss(model, sample(False))
         d.add_to_(params, eps)
         return plus, minus
