@@ -212,8 +212,9 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
         add("Ablations", ablation.error_vs_time(df, style), "ablation_error_vs_time",
             "Error against wall time, every zeroth-order variant",
             "Relative L2 error on the test set against the summed step times, one thin line per "
-            "cell (colour: spec; all seeds), one panel per problem and d; grey: the constant "
-            "(dashed) and affine (dotted) fits, medians over seeds.")
+            "cell (colour: spec; all seeds; dashed and clipped: diverged cells), one panel per "
+            "problem and d; grey: the constant (dashed) and affine (dotted) fits, medians over "
+            "seeds.")
         add("Ablations", ablation.variance_vs_rank(df), "variance_vs_rank",
             "Gradient-estimate variance against the rank",
             "E‖ĝ − G‖²/‖G‖² of one step's estimate at the final θ (solid), the exploration "
