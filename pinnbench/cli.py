@@ -581,22 +581,38 @@ def _os_error_text(exc: OSError, path: Path) -> str:
 
 
 # -- ablate ---------------------------------------------------------------------------------------
+def _option_value(options: list[str], flag: str) -> str | None:
+    """The value of ``flag`` in ``options`` (``--flag V`` or ``--flag=V``; the last wins)."""
+    value = None
+    for i, o in enumerate(options):
+        if o == flag and i + 1 < len(options):
+            value = options[i + 1]
+        elif o.startswith(flag + "="):
+            value = o.split("=", 1)[1]
+    return value
+
+
 def ablate_argv(base: str, run_options: list[str]) -> list[str]:
     """The `pinnbench run` command line of an ablation: the base spec and its one-factor variants
     (:func:`pinnbench.solvers._common.ablation_specs`) as --solvers, then the given options."""
     from pinnbench.solver import SOLVERS, parse_spec
     from pinnbench.solvers._common import ablation_specs
+    from pinnbench.sweep import with_points
 
     if any(o == "--solvers" or o.startswith("--solvers=") for o in run_options):
         raise UsageError("ablate takes its solvers from SOLVER and its variants; drop --solvers")
-    if "--import" in run_options:  # a plugin solver's class must be registered to expand it
-        i = run_options.index("--import")
-        if i + 1 < len(run_options):
-            _import_plugins([run_options[i + 1]])
+    # a plugin solver's class must be registered to expand it (--import X or --import=X)
+    _import_plugins([v for i, o in enumerate(run_options) for v in
+                     ([run_options[i + 1]] if o == "--import" and i + 1 < len(run_options)
+                      else [o.split("=", 1)[1]] if o.startswith("--import=") else [])])
+    points = _option_value(run_options, "--points")
+    points = int(points) if points is not None and points.isdigit() and int(points) > 0 else None
     try:
         name, _ = parse_spec(base)
         cls = SOLVERS.get(name)
-        specs = ablation_specs(base)
+        # the variants are written out whole (points included), so --points goes into the base
+        # first: with_points later leaves a spec that names its points alone
+        specs = ablation_specs(with_points(base, points))
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     if len(specs) < 2:

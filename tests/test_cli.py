@@ -561,3 +561,17 @@ def test_the_default_sweep_uses_a_problem_whose_trivial_fits_are_not_nearly_exac
     for problem in DEFAULT_RUN["problems"].split(","):
         fl = floors_for(problem, 100, 0)
         assert fl["floor_const_rel_l2"] > 0.1 and fl["floor_affine_rel_l2"] > 0.1, (problem, fl)
+
+
+@pytest.mark.parametrize("options", [["--points", "20"], ["--points=20"]])
+def test_ablate_puts_points_into_every_variant(options):
+    """The variants are written out whole, so --points must reach them through the base (it was
+    silently ignored: every variant kept points=100)."""
+    from pinnbench.cli import ablate_argv
+    from pinnbench.solver import parse_spec
+    from pinnbench.sweep import split_top_level
+
+    argv = ablate_argv("sdze", options)
+    specs = split_top_level(argv[2])
+    assert len(specs) > 5 and all(parse_spec(s)[1]["points"] == "20" for s in specs)
+    assert argv[3:] == options

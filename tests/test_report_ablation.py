@@ -332,3 +332,26 @@ def test_the_crns_claim_fails_when_the_naive_variance_does_not_grow():
                     p["variance"] = 1e3 / p["eps"]  # slope -1: not the 1/eps^2 of the claim
     (crns,) = [c for c in ablation.claims(aggregate.prepare(df)) if "CRNS" in c.claim]
     assert crns.verdict == "not reproduced" and "-1.00 without CRNS" in crns.evidence
+
+
+def test_pinnbench_ablate_sdze_end_to_end(tmp_path):
+    """Issue 11: `pinnbench ablate sdze --dims 100 --steps 20 --seeds 0..1` runs the base and its
+    one-factor variants as an ordinary sweep (real cells, in their own processes), stores one
+    cell per variant and seed, and the report page has the ablation section and figures."""
+    from pinnbench.cli import main
+    from pinnbench.solvers._common import ablation_specs
+    from pinnbench.store import load_results
+
+    store, out = tmp_path / "s.sqlite", tmp_path / "report"
+    code = main(["ablate", "sdze", "--dims", "100", "--steps", "20", "--seeds", "0..1",
+                 "--width", "8", "--depth", "1", "--points", "20", "--jobs", "2", "--threads", "1",
+                 "--store", str(store), "--report-dir", str(out), "--quiet"])
+    assert code == 0
+    df = load_results(str(store))
+    variants = ablation_specs("sdze[points=20]")
+    assert len(df) == len(variants) * 2
+    assert sorted(df.groupby("solver").size().tolist()) == [2] * len(variants)
+    assert set(df["solver"]) == set(variants)
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "Ablation" in html
+    assert any(p.name.startswith("ablation") for p in (out / "figures").iterdir())
