@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from pinnbench.solver import Param, Solver, non_negative, positive
-from pinnbench.solvers._perturbation import (Direction, add_lowrank_sum_, derive_seed, draw_seed,
-                                             generator)
+from pinnbench.seeds import derive_seed, draw_seed, generator
+from pinnbench.solvers._perturbation import Perturbation, add_lowrank_sum_
 
 ESTIMATORS_BP = ("exact", "sdgd", "hte", "stde")
 ESTIMATORS_FORWARD = ("stde", "fd")
@@ -216,7 +216,7 @@ class ZerothOrderSolver(Solver):
         """The low-rank basis of each parameter for the current step (None: full Gaussian)."""
         return [None] * len(self.model.params)
 
-    def _pair(self, d: Direction, eps: float, sample) -> tuple[float, float]:
+    def _pair(self, d: Perturbation, eps: float, sample) -> tuple[float, float]:
         """(L(theta + eps z), L(theta - eps z)); ``sample(plus)`` is the evaluation's
         :class:`pinnbench.step_data.StepData` (drawn on first use; with common random numbers
         the same object for both evaluations and every direction of the step)."""
@@ -229,10 +229,10 @@ class ZerothOrderSolver(Solver):
         """After the step's update (also when it failed): drop what the step held."""
 
     # -- seeds ----------------------------------------------------------------------------------
-    def directions(self, step_seed: int) -> list[Direction]:
+    def directions(self, step_seed: int) -> list[Perturbation]:
         """The q directions of the step with seed ``step_seed``."""
         bases = self.bases()
-        return [Direction(self.model.params, derive_seed(step_seed, 1, k), bases)
+        return [Perturbation(self.model.params, derive_seed(step_seed, 1, k), bases)
                 for k in range(self.q)]
 
     def evaluation_seeds(self, step_seed: int, k: int, plus: bool) -> tuple[int, int]:
@@ -246,7 +246,7 @@ class ZerothOrderSolver(Solver):
         return float(self.residual_loss(data, model))
 
     @torch.no_grad()
-    def _quotients(self, step_seed: int) -> tuple[list[Direction], list[float], list[float]]:
+    def _quotients(self, step_seed: int) -> tuple[list[Perturbation], list[float], list[float]]:
         dirs = self.directions(step_seed)
         eps, device = self.eps, self.problem.device
         quotients, losses = [], []
@@ -289,7 +289,7 @@ class ZerothOrderSolver(Solver):
             self._end_step()
         return sum(losses) / len(losses)
 
-    def _descend(self, dirs: list[Direction], quotients: list[float]) -> None:
+    def _descend(self, dirs: list[Perturbation], quotients: list[float]) -> None:
         """theta -= lr_t m_t with m_t = beta m_{t-1} + (1/q) sum_k c_k z_k, for every parameter
         (:class:`HeavyBall`); a low-rank z = U Xi V^T / r enters through its coordinates
         G = sum_k c_k Xi_k / (q r), so that U G V^T = (1/q) sum_k c_k z_k."""

@@ -48,7 +48,7 @@ from torch import Tensor
 from pinnbench.directions import CoordinateDirections, DenseDirections, Directions
 from pinnbench.jets import Jet
 from pinnbench.model import PINN
-from pinnbench.seeds import derive_seed, draw_seed, generator  # noqa: F401 (re-exported)
+from pinnbench.seeds import derive_seed, generator
 
 #: largest number of random numbers generated at once when regenerating a big direction
 CHUNK_ELEMENTS = 2**22
@@ -210,8 +210,10 @@ class SubspaceBasis:
                            dtype=self.dtype, device=self.device)
 
 
-class Direction:
-    """One random direction z over all parameters [W0, b0, ..., WL, bL], described by seeds.
+class Perturbation:
+    """One random weight-space direction z over all parameters [W0, b0, ..., WL, bL], described
+    by seeds (not to be confused with :class:`pinnbench.directions.Directions`, the input-space
+    probes of the spatial estimators).
 
     ``bases[i]`` is the :class:`SubspaceBasis` of parameter i when it gets a low-rank direction
     (None: full Gaussian). ``xis[i]`` is then its r x r coefficient matrix."""
@@ -399,7 +401,7 @@ class ShiftedPINN(PINN):
     Gaussian: regenerated column chunks). ``c = 0`` gives the unperturbed model (same code path,
     so the + and - evaluations and the centre share their rounding)."""
 
-    def __init__(self, model: PINN, direction: Direction | None, c: float,
+    def __init__(self, model: PINN, direction: Perturbation | None, c: float,
                  cache: FirstLayerCache) -> None:
         p = model.params
         shifted = [p[0]]

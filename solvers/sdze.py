@@ -61,8 +61,8 @@ it; the affine floor (44%) is far below: see docs/sdze-tuning.md before reading 
 
 from __future__ import annotations
 
-from pinnbench.solvers._perturbation import (Direction, FirstLayerCache, ShiftedPINN, derive_seed,
-                                            make_bases)
+from pinnbench.seeds import derive_seed
+from pinnbench.solvers._perturbation import FirstLayerCache, Perturbation, ShiftedPINN, make_bases
 from pinnbench.solver import Param, positive, register_solver
 from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
 
@@ -130,7 +130,7 @@ class SDZE(ZerothOrderSolver):
             b.release()
         self._held = []
 
-    def _pair(self, d: Direction, eps: float, sample) -> tuple[float, float]:
+    def _pair(self, d: Perturbation, eps: float, sample) -> tuple[float, float]:
         out = []
         for sign, plus in ((1.0, True), (-1.0, False)):
             data = sample(plus)

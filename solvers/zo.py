@@ -24,7 +24,7 @@ seeds). The seeds, sampling, quotients and update are those of every zeroth-orde
 
 from __future__ import annotations
 
-from pinnbench.solvers._perturbation import Direction, FirstLayerCache, ShiftedPINN
+from pinnbench.solvers._perturbation import Perturbation, FirstLayerCache, ShiftedPINN
 from pinnbench.solver import register_solver
 from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
 
@@ -46,7 +46,7 @@ class ZO(ZerothOrderSolver):
             self._cache.clear()
             self._cache = None
 
-    def _pair(self, d: Direction, eps: float, sample) -> tuple[float, float]:
+    def _pair(self, d: Perturbation, eps: float, sample) -> tuple[float, float]:
         params = self.model.params
         # the model at the current (in-place perturbed) theta; streamed data is evaluated from
         # its reductions through the cache

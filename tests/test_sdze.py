@@ -10,7 +10,7 @@ import torch
 import pinnbench.solvers._perturbation as pt
 from pinnbench import evaluate, make_model, make_problem, make_solver
 from pinnbench.directions import CoordinateDirections, DenseDirections
-from pinnbench.solvers._perturbation import (Direction, FirstLayerCache, GaussianMatrix, ShiftedPINN,
+from pinnbench.solvers._perturbation import (Perturbation, FirstLayerCache, GaussianMatrix, ShiftedPINN,
                                     SubspaceBasis, make_bases)
 
 
@@ -62,7 +62,7 @@ def test_lowrank_direction_is_u_xi_vt_over_r():
               torch.zeros(1, 6, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)]
     bases = make_bases(params, rank=2, seed=5)
     assert bases[0] is not None and bases[1] is None and bases[2] is None  # 1 x 6 is too thin
-    d = Direction(params, seed=11, bases=bases)
+    d = Perturbation(params, seed=11, bases=bases)
     z = d.dense(0)
     b = bases[0]
     torch.testing.assert_close(z, b.u @ d.xis[0] @ b.v_dense().T / 2)
@@ -114,7 +114,7 @@ def test_spsa_unbiased_on_quadratic(fixed_basis):
     for k in range(n):
         if not fixed_basis:
             bases = make_bases(params, rank, seed=k)
-        samples.append(_spsa(params, Direction(params, seed=10**7 + k, bases=bases), 1e-3,
+        samples.append(_spsa(params, Perturbation(params, seed=10**7 + k, bases=bases), 1e-3,
                              scales, shifts))
     for i in range(2):
         stack = torch.stack([s[i] for s in samples])
@@ -137,7 +137,7 @@ def test_shifted_pinn_matches_materialised(subspace, small_chunks):
     g = torch.Generator().manual_seed(0)
     model = make_model(problem, width=12, depth=2, generator=g)
     bases = make_bases(model.params, 3, seed=4) if subspace else [None] * len(model.params)
-    d = Direction(model.params, seed=21, bases=bases)
+    d = Perturbation(model.params, seed=21, bases=bases)
     c = 0.3
     shifted_params = [p + c * d.dense(i) for i, p in enumerate(model.params)]
     x = problem.sample_interior(5, g)
@@ -193,7 +193,7 @@ def test_in_place_round_trip_is_close_not_claimed_exact(gen):
     """MeZO's +eps, -2eps, +eps restore (zo) drifts by at most a few ulps per entry."""
     params = [torch.randn(16, 50, generator=gen), torch.randn(16, generator=gen)]
     orig = [p.clone() for p in params]
-    d = Direction(params, seed=5, bases=[None, None])
+    d = Perturbation(params, seed=5, bases=[None, None])
     for a in (1e-3, -2e-3, 1e-3):
         d.add_to_(params, a)
     for p, o in zip(params, orig):

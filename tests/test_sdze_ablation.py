@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pinnbench import make_model, make_problem, make_solver
-from pinnbench.solvers._perturbation import draw_seed
+from pinnbench.seeds import draw_seed
 
 from test_sdze_reference import reference_quotients
 

@@ -16,7 +16,7 @@ import torch
 
 from pinnbench import list_problems, make_model, make_problem, make_solver
 from pinnbench.model import PINN
-from pinnbench.solvers._perturbation import draw_seed, generator
+from pinnbench.seeds import draw_seed, generator
 from pinnbench.estimators import estimate_terms
 
 pytestmark = pytest.mark.usefixtures("one_thread")

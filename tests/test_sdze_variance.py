@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pinnbench import make_model, make_problem, make_solver
-from pinnbench.solvers._perturbation import Direction, make_bases
+from pinnbench.solvers._perturbation import Perturbation, make_bases
 from pinnbench.solvers._common import _held_mean, gradient_estimate_variance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,7 +27,7 @@ def _ratios(grad: torch.Tensor, rank: int | None, fresh: bool, n: int = 300) -> 
     for k in range(n):
         if rank and fresh:
             bases = make_bases(params, rank, seed=1000 + k)
-        z = Direction(params, seed=10**6 + k, bases=bases).dense(0)
+        z = Perturbation(params, seed=10**6 + k, bases=bases).dense(0)
         g_hat = float((z * grad).sum()) * z
         err += float(((g_hat - mean) ** 2).sum())
     return err / n / float((mean**2).sum())
