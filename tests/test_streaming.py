@@ -132,15 +132,16 @@ def test_reductions_equal_the_products_of_the_materialised_sample(small_blocks, 
 
 
 # -- streamed vs materialised: losses, quotients, errors -----------------------------------------
-def _pair(family: str, spec: str, dim: int = 50):
+def _pair(family: str, spec: str, dim: int = 50, name: str = "sdze"):
+    """(problem, streamed solver, materialised solver drawing the streamed one's samples)."""
     p = make_problem(f"{family}-scaled-v1", dim=dim, seed=0, dtype=torch.float64)
 
     def solver(s):
         m = make_model(p, width=16, depth=2, generator=torch.Generator().manual_seed(0))
         return make_solver(s, p, m, generator=torch.Generator().manual_seed(1))
 
-    streamed = solver(f"sdze[stream=true,points=7,probes=5,{spec}]")
-    materialised = solver(f"sdze[points=7,probes=5,{spec}]")
+    streamed = solver(f"{name}[stream=true,points=7,probes=5,{spec}]")
+    materialised = solver(f"{name}[points=7,probes=5,{spec}]")
 
     def draw(generator=None, probe_generator=None):  # the same sample, concatenated
         return streamed.draw(generator, probe_generator).materialise(streamed.estimator_options)

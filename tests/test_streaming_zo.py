@@ -7,34 +7,17 @@ import pytest
 import torch
 
 import pinnbench.streaming as streaming
-from pinnbench import make_model, make_problem, make_solver
+from pinnbench import make_problem
 from pinnbench.metrics import evaluate
 
-from test_streaming import FAMILIES, _rel
+from test_streaming import FAMILIES, _rel, small_blocks  # noqa: F401 (a fixture)
+from test_streaming import _pair as streamed_pair
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
-    monkeypatch.setattr(streaming, "STREAM_BLOCK_ELEMENTS", 70)  # 10 columns for 7 points
-
-
-def _pair(family: str, spec: str, dim: int = 50):
-    p = make_problem(f"{family}-scaled-v1", dim=dim, seed=0, dtype=torch.float64)
-
-    def solver(s):
-        m = make_model(p, width=16, depth=2, generator=torch.Generator().manual_seed(0))
-        return make_solver(s, p, m, generator=torch.Generator().manual_seed(1))
-
-    streamed = solver(f"zo[stream=true,points=7,probes=5,{spec}]")
-    materialised = solver(f"zo[points=7,probes=5,{spec}]")
-
-    def draw(generator=None, probe_generator=None):  # the same sample, concatenated
-        return streamed.draw(generator, probe_generator).materialise(streamed.estimator_options)
-
-    materialised.draw = draw
-    return p, streamed, materialised
+def _pair(family: str, spec: str):
+    return streamed_pair(family, spec, name="zo")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
