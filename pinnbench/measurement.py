@@ -39,6 +39,7 @@ import torch
 from pinnbench import fused, memory, verdict
 from pinnbench.isolation import describe, is_oom
 from pinnbench.rows import base_row, now_iso
+from pinnbench.timing import clock
 
 Report = Callable[[dict], None]
 
@@ -84,8 +85,7 @@ class CellMeasurement:
 
     # -- device ---------------------------------------------------------------------------------
     def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        clock(self.device)
 
     def init_device(self) -> float | None:
         """Create the CUDA context (hundreds of ms to seconds), so it is not part of set-up."""
@@ -245,11 +245,9 @@ def _train(m: CellMeasurement, solver, model, problem) -> None:
         if budget is not None and train_time >= budget:
             break
         data_before = getattr(solver, "data_time_s", None)
-        m.sync()
-        t = time.perf_counter()
+        t = clock(m.device)
         loss = float(solver.step())
-        m.sync()
-        dt = time.perf_counter() - t
+        dt = clock(m.device) - t
         k += 1
         m.step_times.append(dt)
         if data_before is not None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import pkgutil
 import re
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -209,29 +208,22 @@ class Solver:
         reduction pass to ``data_time_s`` itself."""
         from pinnbench.step_data import draw_step_data
         from pinnbench.streaming import draw_streamed_step_data
+        from pinnbench.timing import clock
 
-        cuda = self.problem.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize(self.problem.device)
-        t0 = time.perf_counter()
-        if self.params.get("stream", False):  # only the norms' pass now (docs/streaming.md)
-            data = draw_streamed_step_data(
-                self.problem, self.params["points"],
-                self.generator if generator is None else generator, self.params["probes"],
-                self.estimator_options, sets=2 if self.params.get("loss") == "unbiased" else 1,
-                probe_generator=probe_generator)
+        p, device = self.params, self.problem.device
+        generator = self.generator if generator is None else generator
+        sets = 2 if p.get("loss") == "unbiased" else 1
+        t0 = clock(device)
+        if p.get("stream", False):  # only the norms' pass now (docs/streaming.md)
+            data = draw_streamed_step_data(self.problem, p["points"], generator, p["probes"],
+                                           self.estimator_options, sets=sets,
+                                           probe_generator=probe_generator)
         else:
-            data = draw_step_data(self.problem, self.params["points"],
-                                  self.generator if generator is None else generator,
-                                  self.params.get("estimator", "stde"), self.params["probes"],
-                                  self.estimator_options,
-                                  sets=2 if self.params.get("loss") == "unbiased" else 1,
-                                  probe_generator=probe_generator,
-                                  coordinates=self.params.get("gpinn_dims", 0)
-                                  if self.params.get("loss") == "gpinn" else 0)
-        if cuda:
-            torch.cuda.synchronize(self.problem.device)
-        self.data_time_s += time.perf_counter() - t0
+            data = draw_step_data(self.problem, p["points"], generator,
+                                  p.get("estimator", "stde"), p["probes"], self.estimator_options,
+                                  sets=sets, probe_generator=probe_generator,
+                                  coordinates=p["gpinn_dims"] if p.get("loss") == "gpinn" else 0)
+        self.data_time_s += clock(device) - t0
         return data
 
     def residual_loss(self, data, model=None) -> torch.Tensor:

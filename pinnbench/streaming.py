@@ -26,7 +26,6 @@ tests/test_streaming.py checks the streamed losses, quotients and errors.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor
 
 from pinnbench.seeds import derive_seed, draw_seed, generator
+from pinnbench.timing import clock
 
 #: numbers in one block of points (n x width): a block's width is STREAM_BLOCK_ELEMENTS // n
 #: columns (at least MIN_BLOCK_COLUMNS). Part of the stream's definition: another width gives
@@ -197,12 +197,6 @@ class Reductions:
     data_time_s: float = 0.0
 
 
-def _clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def reduce(data: StreamedStepData, w0: Tensor, basis=None) -> Reductions:
     """One pass over the blocks of ``data``: the source, the ansatz reductions and the
     first-layer products with ``w0`` (h, D) and, when ``basis`` is given (an object with
@@ -225,10 +219,10 @@ def reduce(data: StreamedStepData, w0: Tensor, basis=None) -> Reductions:
     vv = [zeros(p.rows, basis.rank) if basis is not None else None for p in data.probes]
     take = basis.v_cursor() if basis is not None else None
     data_s = 0.0
-    t0 = _clock(device)
+    t0 = clock(device)
     for a, b, xb, vbs in data.blocks():
         source.add(xb, a)
-        t1 = _clock(device)
+        t1 = clock(device)
         data_s += t1 - t0
         s += torch.linalg.vector_norm(xb, dim=1).square_()  # no block-sized temporary
         w_block = w0[:, a:b].T
@@ -244,9 +238,9 @@ def reduce(data: StreamedStepData, w0: Tensor, basis=None) -> Reductions:
             if v_block is not None:
                 vv[j].addmm_(vb, v_block)
         del xb, vbs
-        t0 = _clock(device)
+        t0 = clock(device)
     f = source.source(s)
-    data_s += _clock(device) - t0
+    data_s += clock(device) - t0
     return Reductions(f, s, xv, vsq, wx, vx, wv, vv, data_s)
 
 

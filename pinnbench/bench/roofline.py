@@ -70,7 +70,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 
 DEFAULT_SOLVERS = "bp;sdze;zo"
@@ -148,23 +147,16 @@ def step_cost(spec: str, dim: int, width: int = 128, depth: int = 3) -> StepCost
 
 
 # -- the machine ----------------------------------------------------------------------------------
-def _sync(device) -> None:
-    import torch
-
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _best_time(fn, repeats: int, device) -> float:
     """The fastest of ``repeats`` calls of ``fn`` after one warm-up call, synchronised."""
+    from pinnbench.timing import clock
+
     fn()
-    _sync(device)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock(device)
         fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(clock(device) - t0)
     return min(times)
 
 
@@ -217,16 +209,16 @@ def _step_worker(spec: dict, report=None) -> dict:
     problem, model, solver, why = build(spec)
     if why:
         return {"status": "skipped", "message": why}
+    from pinnbench.timing import clock
+
     device = problem.device
     solver.step()  # warm-up (compiles the closed forms at large d)
-    _sync(device)
     times, data_times = [], []
     for _ in range(spec["steps"]):
         d0 = solver.data_time_s
-        t0 = time.perf_counter()
+        t0 = clock(device)
         solver.step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(clock(device) - t0)
         data_times.append(solver.data_time_s - d0)
     return {"status": "ok", "time_s": statistics.median(times),
             "data_s": statistics.median(data_times), "threads": torch.get_num_threads()}
