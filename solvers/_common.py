@@ -11,7 +11,7 @@ from torch import Tensor
 
 from pinnbench.solver import Param, Solver, non_negative, positive
 from pinnbench.seeds import derive_seed, draw_seed, generator
-from pinnbench.solvers._perturbation import Perturbation, add_lowrank_sum_
+from pinnbench.solvers._perturbation import FirstLayerCache, Perturbation, add_lowrank_sum_
 
 ESTIMATORS_BP = ("exact", "sdgd", "hte", "stde")
 ESTIMATORS_FORWARD = ("stde", "fd")
@@ -210,6 +210,7 @@ class ZerothOrderSolver(Solver):
         self.base_seed = draw_seed(self.generator)
         self._scale = QuotientScale() if self.normalize else None
         self._momentum = HeavyBall(self.momentum) if self.momentum > 0 else None
+        self._cache: FirstLayerCache | None = None
 
     # -- what subclasses choose -----------------------------------------------------------------
     def bases(self) -> list:
@@ -222,11 +223,24 @@ class ZerothOrderSolver(Solver):
         the same object for both evaluations and every direction of the step)."""
         raise NotImplementedError
 
+    #: whether the step evaluates through a :class:`FirstLayerCache` even without streamed data
+    #: (sdze's matrix-free first layer); with ``stream`` every zeroth-order solver does, since
+    #: streamed data is read only through the cache's reductions
+    evaluates_through_cache = False
+
     def _begin_step(self) -> None:
-        """Before a step's evaluations (and its update)."""
+        """Before a step's evaluations (and its update): the step's first-layer cache, keyed on
+        W0's version, so zo's in-place perturbations recompute its products (for streamed data
+        one pass over the blocks per evaluation, 2q a step) and sdze's shared ones are reused."""
+        self._cache = (FirstLayerCache(self.model.params[0], self.bases()[0])
+                       if self.evaluates_through_cache or self.stream else None)
 
     def _end_step(self) -> None:
         """After the step's update (also when it failed): drop what the step held."""
+        if self._cache is not None:
+            self.data_time_s += self._cache.stream_data_time_s  # streamed blocks and source
+            self._cache.clear()
+            self._cache = None
 
     # -- seeds ----------------------------------------------------------------------------------
     def directions(self, step_seed: int) -> list[Perturbation]:

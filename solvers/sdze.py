@@ -62,7 +62,7 @@ it; the affine floor (44%) is far below: see docs/sdze-tuning.md before reading 
 from __future__ import annotations
 
 from pinnbench.seeds import derive_seed
-from pinnbench.solvers._perturbation import FirstLayerCache, Perturbation, ShiftedPINN, make_bases
+from pinnbench.solvers._perturbation import Perturbation, ShiftedPINN, make_bases
 from pinnbench.solver import Param, positive, register_solver
 from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
 
@@ -70,6 +70,7 @@ from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
 @register_solver
 class SDZE(ZerothOrderSolver):
     name = "sdze"
+    evaluates_through_cache = True  # the matrix-free first layer (ShiftedPINN)
     parameters = {
         # defaults: docs/sdze-tuning.md, "Issue 11" (the same grid and rule as zo's)
         **zeroth_order_parameters(lr=1e-2, q=4, momentum=0.0, crns=True),
@@ -101,7 +102,6 @@ class SDZE(ZerothOrderSolver):
                              f"(W0 is {tuple(self.model.params[0].shape)})")
         self._epoch: int | None = None
         self._bases: list = [None] * len(self.model.params)
-        self._cache: FirstLayerCache | None = None
         self._held: list = []
 
     def bases(self) -> list:
@@ -120,12 +120,10 @@ class SDZE(ZerothOrderSolver):
         for b in bases:  # V regenerated once for the step's products and its update
             b.hold()
         self._held = bases
-        self._cache = FirstLayerCache(self.model.params[0], self.bases()[0])
+        super()._begin_step()
 
     def _end_step(self) -> None:
-        self.data_time_s += self._cache.stream_data_time_s  # streamed blocks and source
-        self._cache.clear()
-        self._cache = None
+        super()._end_step()
         for b in self._held:
             b.release()
         self._held = []

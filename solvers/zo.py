@@ -24,7 +24,7 @@ seeds). The seeds, sampling, quotients and update are those of every zeroth-orde
 
 from __future__ import annotations
 
-from pinnbench.solvers._perturbation import Perturbation, FirstLayerCache, ShiftedPINN
+from pinnbench.solvers._perturbation import Perturbation, ShiftedPINN
 from pinnbench.solver import register_solver
 from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
 
@@ -34,17 +34,6 @@ class ZO(ZerothOrderSolver):
     name = "zo"
     # defaults: docs/sdze-tuning.md, "Issue 11" (the same grid and rule as sdze's)
     parameters = zeroth_order_parameters(lr=3e-3, q=4, momentum=0.9, crns=False, eps=0.1)
-
-    def _begin_step(self) -> None:
-        # streamed data: the reductions are recomputed whenever W0 changes (its version is part
-        # of their key), i.e. one pass over the blocks per evaluation, 2q a step
-        self._cache = FirstLayerCache(self.model.params[0], None) if self.stream else None
-
-    def _end_step(self) -> None:
-        if self._cache is not None:
-            self.data_time_s += self._cache.stream_data_time_s  # streamed blocks and source
-            self._cache.clear()
-            self._cache = None
 
     def _pair(self, d: Perturbation, eps: float, sample) -> tuple[float, float]:
         params = self.model.params
