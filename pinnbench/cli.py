@@ -581,15 +581,15 @@ def _os_error_text(exc: OSError, path: Path) -> str:
 
 
 # -- ablate ---------------------------------------------------------------------------------------
-def _option_value(options: list[str], flag: str) -> str | None:
-    """The value of ``flag`` in ``options`` (``--flag V`` or ``--flag=V``; the last wins)."""
-    value = None
+def _option_values(options: list[str], flag: str) -> list[str]:
+    """Every value of ``flag`` in ``options``, in order (``--flag V`` or ``--flag=V``)."""
+    values = []
     for i, o in enumerate(options):
         if o == flag and i + 1 < len(options):
-            value = options[i + 1]
+            values.append(options[i + 1])
         elif o.startswith(flag + "="):
-            value = o.split("=", 1)[1]
-    return value
+            values.append(o.split("=", 1)[1])
+    return values
 
 
 def ablate_argv(base: str, run_options: list[str]) -> list[str]:
@@ -601,11 +601,8 @@ def ablate_argv(base: str, run_options: list[str]) -> list[str]:
 
     if any(o == "--solvers" or o.startswith("--solvers=") for o in run_options):
         raise UsageError("ablate takes its solvers from SOLVER and its variants; drop --solvers")
-    # a plugin solver's class must be registered to expand it (--import X or --import=X)
-    _import_plugins([v for i, o in enumerate(run_options) for v in
-                     ([run_options[i + 1]] if o == "--import" and i + 1 < len(run_options)
-                      else [o.split("=", 1)[1]] if o.startswith("--import=") else [])])
-    points = _option_value(run_options, "--points")
+    _import_plugins(_option_values(run_options, "--import"))  # a plugin solver must be registered
+    points = (_option_values(run_options, "--points") or [None])[-1]  # the last one wins
     points = int(points) if points is not None and points.isdigit() and int(points) > 0 else None
     try:
         name, _ = parse_spec(base)
