@@ -136,9 +136,10 @@ def estimate_terms(model, x: Tensor, method: str = "stde",
     as drawing them here from a generator in the same state, and lets several estimates share
     one set of probes by identity (the zeroth-order solvers' common random numbers)."""
     _check_call(method, generator, probes, params, opts, model)
-    if drawn is None:
-        drawn = draw_probes(model.problem, method, generator, probes, dtype=model.dtype,
-                            device=x.device, **opts)
+    if drawn is None:  # the call is checked already: draw without draw_probes' second check
+        names = tuple(dict.fromkeys(model.problem.operator.names))
+        drawn = _draw(names, model.problem, method, generator, probes, opts, model.dtype,
+                      x.device)
     else:
         drawn.check(model.problem, method, probes, opts)
     return _run(drawn, model, x, params)
