@@ -34,17 +34,22 @@ from pinnbench.estimators.directional import default_fd_step
 
 
 def residual_gradient(problem, model, x: Tensor, drawn, index: Tensor, method: str,
-                      probes: int, opts: dict, autograd: bool) -> Tensor:
+                      probes: int, opts: dict, autograd: bool,
+                      residual: Tensor | None = None) -> Tensor:
     """(n, k): d_j r at the points ``x`` for the spatial coordinates j in ``index``, with the
-    operator's terms estimated from the drawn probes (see the module docstring)."""
+    operator's terms estimated from the drawn probes (see the module docstring). ``residual``:
+    r already computed from ``x`` (which requires grad) with these probes, e.g. by the loss
+    itself, so that reverse mode differentiates it instead of estimating it again (the source
+    in it is a constant of x: its derivative comes from ``source_grad``)."""
     index = index.to(x.device)
-    df = problem.source_grad(x, index)
+    df = problem.source_grad(x.detach(), index)
     zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     if autograd:
-        xg = x.detach().requires_grad_(True)
-        u, terms = estimate_terms(model, xg, method, probes=probes, drawn=drawn, **opts)
-        r = problem.residual(terms, u, xg, source=zero)
-        (g,) = torch.autograd.grad(r.sum(), xg, create_graph=True)
+        if residual is None:
+            x = x.detach().requires_grad_(True)
+            u, terms = estimate_terms(model, x, method, probes=probes, drawn=drawn, **opts)
+            residual = problem.residual(terms, u, x, source=zero)
+        (g,) = torch.autograd.grad(residual.sum(), x, create_graph=True)
         return g[:, index] - df
     h = default_fd_step(x.dtype, 1)
     n, k = x.shape[0], index.numel()
@@ -59,7 +64,9 @@ def residual_gradient(problem, model, x: Tensor, drawn, index: Tensor, method: s
 
 
 def gpinn_term(problem, model, x: Tensor, drawn, index: Tensor, method: str, probes: int,
-               opts: dict, autograd: bool) -> Tensor:
-    """(d / k) sum_{j in J} mean_x (d_j r)^2, a 0-d tensor."""
-    g = residual_gradient(problem, model, x, drawn, index, method, probes, opts, autograd)
+               opts: dict, autograd: bool, residual: Tensor | None = None) -> Tensor:
+    """(d / k) sum_{j in J} mean_x (d_j r)^2, a 0-d tensor (``residual``: see
+    :func:`residual_gradient`)."""
+    g = residual_gradient(problem, model, x, drawn, index, method, probes, opts, autograd,
+                          residual)
     return (g * g).sum(dim=1).mean() * (problem.dim / index.numel())

@@ -243,21 +243,25 @@ class Solver:
 
             return residual_loss(self.problem, model, data)
         method, opts = self.params.get("estimator", "stde"), self.estimator_options
+        # a gPINN term by reverse mode differentiates the loss's own residual in x
+        reverse = data.coordinates is not None and torch.is_grad_enabled()
+        x = data.x.detach().requires_grad_(True) if reverse else data.x
         residuals = []
         u = None
         for drawn in data.probes:
-            u_k, terms = estimate_terms(model, data.x, method, probes=self.params["probes"],
+            u_k, terms = estimate_terms(model, x, method, probes=self.params["probes"],
                                         drawn=drawn, **opts)
             u = u_k if u is None else u  # u(x) does not depend on the probes
-            residuals.append(self.problem.residual(terms, u, data.x, source=data.source))
+            residuals.append(self.problem.residual(terms, u, x, source=data.source))
         r1, r2 = residuals[0], residuals[-1]
         loss = (r1 * r2).mean()
         if data.coordinates is not None:
             from pinnbench.gpinn import gpinn_term
 
             loss = loss + self.params["gpinn_weight"] * gpinn_term(
-                self.problem, model, data.x, data.probes[0], data.coordinates, method,
-                self.params["probes"], opts, autograd=torch.is_grad_enabled())
+                self.problem, model, x, data.probes[0], data.coordinates, method,
+                self.params["probes"], opts, autograd=reverse,
+                residual=r1 if reverse else None)
         return loss
 
 
