@@ -28,7 +28,6 @@ A cell failure never raises: an allocation failure becomes ``oom``, any other ex
 
 from __future__ import annotations
 
-import hashlib
 import math
 import statistics
 import time
@@ -39,6 +38,7 @@ import torch
 from pinnbench import fused, memory, verdict
 from pinnbench.isolation import describe, is_oom
 from pinnbench.rows import base_row, now_iso
+from pinnbench.seeds import cell_generator
 from pinnbench.timing import clock
 
 Report = Callable[[dict], None]
@@ -50,12 +50,6 @@ def eval_steps(steps: int | None) -> set[int]:
     if steps is not None:
         out.add(steps)
     return out
-
-
-def derive_seed(seed: int, stream: str) -> int:
-    """The seed of one random stream of a cell ("model", "solver"), fixed by the cell's seed."""
-    digest = hashlib.sha256(f"{seed}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def median_iqr(values: list[float]) -> tuple[float | None, float | None]:
@@ -193,9 +187,9 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
             row["status"], row["message"] = "skipped", str(reason)
         else:
             model = make_model(problem, width=spec["width"], depth=spec["depth"],
-                               generator=_generator(device, spec["seed"], "model"))
+                               generator=cell_generator(spec["seed"], "model", device))
             row["n_params"], row["param_bytes"] = model.n_params, model.param_bytes
-            solver.setup(problem, model, _generator(device, spec["seed"], "solver"))
+            solver.setup(problem, model, cell_generator(spec["seed"], "solver", device))
             # compiles the closed forms at large d for the solver's batch: part of set-up
             problem.warm_up(int(solver.params.get("points", 2)))
             m.sync()
@@ -215,9 +209,9 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
         pass
     m.fill()
     if spec.get("diagnostics") and row["status"] == "ok":  # after the peaks and step times
-        from pinnbench.diagnostics import collect
+        from pinnbench.diagnostics import collect_diagnostics
 
-        row["diagnostics"] = collect(solver, problem, model, spec)  # never raises
+        row["diagnostics"] = collect_diagnostics(solver, problem, model, spec)  # never raises
     del solver, model
     try:
         memory.release_gpu_cache(device)
@@ -229,10 +223,6 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
     row["total_time_s"] = time.perf_counter() - m.t_cell
     row["finished_at"] = now_iso()
     return verdict.apply(row)  # an `ok` cell whose error or loss blew up is `diverged`
-
-
-def _generator(device: torch.device, seed: int, stream: str) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(derive_seed(seed, stream))
 
 
 def _train(m: CellMeasurement, solver, model, problem) -> None:

@@ -184,6 +184,14 @@ class Solver:
         """One training step on ``self.model``; returns the loss estimate it saw."""
         raise NotImplementedError
 
+    # -- what the harness asks a solver (optional hooks) -----------------------------------------
+    def diagnostics(self, problem, model, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """Measurements of the trained solver for the cell's ``diagnostics`` column
+        (``pinnbench run --diagnostics``; :mod:`pinnbench.diagnostics`), taken after training,
+        outside the step times and the peaks; a JSON-able dict. None (the base): the solver
+        declares none, and the column says so."""
+        return None
+
     # -- chores ---------------------------------------------------------------------------------
     @property
     def lr_now(self) -> float:

@@ -10,7 +10,7 @@ process CPU time of a one-thread run does not see them.
 
 Seeding is the one of ``pinnbench.run_cell``: the problem from ``--seed``; the model's and the
 solver's generators from sha256("{seed}:model") and sha256("{seed}:solver")
-(:func:`pinnbench.measurement.derive_seed`), so that a row here and a cell with the same spec start
+(:func:`pinnbench.seeds.cell_stream_seed`), so that a row here and a cell with the same spec start
 from the same network and draw the same random numbers.
 
 Examples (the command lines behind docs/sdze-tuning.md; issue 11 first)::
@@ -50,7 +50,7 @@ import torch
 
 from pinnbench import evaluate, make_model, make_problem, make_solver
 from pinnbench.floors import floors
-from pinnbench.measurement import derive_seed
+from pinnbench.seeds import cell_generator
 
 RANKS = (1, 4, 8, 16)
 REFRESHES = (1, 10, 100, 1000)
@@ -109,8 +109,8 @@ def _join(spec: str, extra: str) -> str:
 
 def _setup(spec: str, args, seed: int):
     problem = make_problem(args.problem, dim=args.dim, seed=seed)
-    g_model = torch.Generator().manual_seed(derive_seed(seed, "model"))
-    g_solver = torch.Generator().manual_seed(derive_seed(seed, "solver"))
+    g_model = cell_generator(seed, "model")
+    g_solver = cell_generator(seed, "solver")
     model = make_model(problem, width=args.width, depth=args.depth, generator=g_model)
     return problem, model, make_solver(spec, problem, model, generator=g_solver)
 

@@ -180,6 +180,12 @@ class ZerothOrderSolver(Solver):
 
     autograd = False
 
+    def diagnostics(self, problem, model, spec):
+        """The gradient-estimate and quotient variances (:mod:`pinnbench.solvers._zo_diagnostics`)."""
+        from pinnbench.solvers._zo_diagnostics import zeroth_order_diagnostics
+
+        return zeroth_order_diagnostics(self, problem, model, spec)
+
     def validate(self) -> None:
         why = self._stream_unsupported() if self.stream else []
         if why:

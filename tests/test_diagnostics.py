@@ -13,6 +13,7 @@ import torch
 
 from cuda_sim import simulated_cuda
 from pinnbench import diagnostics
+from pinnbench.solvers import _zo_diagnostics as zo_diagnostics
 from pinnbench.cellspec import IDENTITY_KEYS, CellSpec, cell_id
 from pinnbench.cli import main
 from pinnbench.measurement import execute
@@ -103,10 +104,10 @@ def test_diagnostics_leave_training_alone_and_measure_the_estimator(solver):
         expect = (diag["n_params"] + 1) / 2
         assert 0.7 * expect < gv["final"]["ratio_step"] < 1.3 * expect
         assert gv["final"]["cos_held"] == pytest.approx(1.0)
-    q = {(e["eps"], e["crns"]): e for e in d[diagnostics.QUOTIENT_KEY]}
-    assert set(q) == {(e, c) for e in diagnostics.EPS_GRID for c in (True, False)}
-    assert all(e["samples"] == diagnostics.QUOTIENT_SAMPLES for e in q.values())
-    small = min(diagnostics.EPS_GRID)
+    q = {(e["eps"], e["crns"]): e for e in d[zo_diagnostics.QUOTIENT_KEY]}
+    assert set(q) == {(e, c) for e in zo_diagnostics.EPS_GRID for c in (True, False)}
+    assert all(e["samples"] == zo_diagnostics.QUOTIENT_SAMPLES for e in q.values())
+    small = min(zo_diagnostics.EPS_GRID)
     # without CRNS the quotient carries Var_omega[L] / (2 eps^2): far above CRNS at small eps
     assert q[(small, False)]["variance"] > 100 * q[(small, True)]["variance"]
     assert d["zo_quotient_theta"] == "final"
@@ -126,12 +127,12 @@ def test_initial_model_is_the_model_the_cell_started_from():
 
 def test_bp_diagnostics_say_not_applicable():
     d = execute(_spec("bp", diagnostics=True))["diagnostics"]
-    assert "autograd" in d["not_applicable"]
-    assert diagnostics.QUOTIENT_KEY not in d and "gradient_variance" not in d
+    assert d["not_applicable"] == "bp declares no diagnostics (Solver.diagnostics)"
+    assert zo_diagnostics.QUOTIENT_KEY not in d and "gradient_variance" not in d
 
 
 def test_a_large_model_is_skipped_with_the_reason(monkeypatch):
-    monkeypatch.setattr(diagnostics, "MAX_PARAMS", 10)
+    monkeypatch.setattr(zo_diagnostics, "MAX_PARAMS", 10)
     row = execute(_spec("sdze", diagnostics=True))
     gv = row["diagnostics"]["gradient_variance"]
     assert "initial" not in gv and f"> {10:,}" in gv["skipped"]
@@ -139,10 +140,10 @@ def test_a_large_model_is_skipped_with_the_reason(monkeypatch):
 
 
 def test_the_quotient_draws_stop_at_the_time_cap(monkeypatch):
-    monkeypatch.setattr(diagnostics, "QUOTIENT_TIME_S", 0.0)
+    monkeypatch.setattr(zo_diagnostics, "QUOTIENT_TIME_S", 0.0)
     d = execute(_spec("sdze", diagnostics=True))["diagnostics"]
     # one round of draws is always taken: one sample each, too few for a variance: said so
-    assert d[diagnostics.QUOTIENT_KEY] == []
+    assert d[zo_diagnostics.QUOTIENT_KEY] == []
     assert "fewer than 2 finite draws" in d["zo_quotient_skipped"]
 
 
@@ -156,7 +157,7 @@ def test_a_failing_diagnostic_is_recorded_and_the_cell_stays_ok(monkeypatch):
     row = execute(_spec("sdze", diagnostics=True))
     assert row["status"] == "ok"
     assert row["diagnostics"]["gradient_variance"] == {"error": "RuntimeError: planted"}
-    assert row["diagnostics"][diagnostics.QUOTIENT_KEY]  # the other diagnostic still ran
+    assert row["diagnostics"][zo_diagnostics.QUOTIENT_KEY]  # the other diagnostic still ran
 
 
 def test_diagnostics_are_outside_the_peaks(monkeypatch):
@@ -171,7 +172,7 @@ def test_diagnostics_are_outside_the_peaks(monkeypatch):
         x = torch.ones(big // 4)
         return {"sum": float(x.sum())}
 
-    monkeypatch.setattr(diagnostics, "collect", hog)
+    monkeypatch.setattr(diagnostics, "collect_diagnostics", hog)
     row = execute(_spec("sdze", diagnostics=True))
     assert row["diagnostics"] == {"sum": big // 4}
     assert row["peak_cpu_bytes"] < row["baseline_cpu_bytes"] + big // 2
@@ -185,7 +186,7 @@ def test_run_and_ablate_diagnostics_reach_the_store(tmp_path, capsys):
     assert main(["run", "--solvers", "sdze[q=1],bp", "--diagnostics", *common]) == 0, \
         capsys.readouterr().err
     rows = {r["solver_name"]: r for r in load_results(store).to_dict("records")}
-    assert rows["sdze"]["diagnostics"][diagnostics.QUOTIENT_KEY]
+    assert rows["sdze"]["diagnostics"][zo_diagnostics.QUOTIENT_KEY]
     assert "not_applicable" in rows["bp"]["diagnostics"]
     assert main(["run", "--solvers", "sdze[q=1]", *common]) == 0
     df = load_results(store)
