@@ -192,6 +192,15 @@ class Solver:
         declares none, and the column says so."""
         return None
 
+    def step_cost(self, dim: int, width: int, depth: int):
+        """The lower bound of one step at dimension ``dim`` on a Laplacian problem with the
+        stde estimator, as a :class:`pinnbench.bench.roofline.StepCost` (FLOPs, bytes), for
+        ``python -m pinnbench.bench roofline``; None (the base): no model declared. The bounds'
+        building blocks (first-layer and hidden FLOPs, data and weight bytes) are in
+        :mod:`pinnbench.bench.roofline`. May raise ValueError for a configuration it does not
+        model."""
+        return None
+
     # -- chores ---------------------------------------------------------------------------------
     @property
     def lr_now(self) -> float:

@@ -61,6 +61,17 @@ class BP(Solver):
             torch_default_init_(self.model, self.generator)
         self.optimizer = torch.optim.Adam(self.model.params, lr=self.lr)
 
+    def step_cost(self, dim: int, width: int, depth: int):
+        """Forward F1 + the weight gradient F1, forward H + backward 2H; the data D and W0 read
+        by the forward, the backward (twice) and Adam (param, grad, two moments read, three
+        written): D + 9W (docs/roofline.md)."""
+        from pinnbench.bench import roofline as rf
+
+        n, v = self.points, self.probes
+        f1 = rf.first_layer_flops(n, v, dim, width)
+        return rf.StepCost(flops=2 * f1 + 3 * rf.hidden_flops(n, v, width, depth),
+                           bytes=rf.data_bytes(n, v, dim) + 9 * rf.weight_bytes(dim, width))
+
     def update(self) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_now

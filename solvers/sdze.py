@@ -113,6 +113,22 @@ class SDZE(ZerothOrderSolver):
             self._epoch = epoch
         return self._bases
 
+    def step_cost(self, dim: int, width: int, depth: int):
+        """Per draw of the data (one with CRNS, 2q without) the shared products W0 y and V^T y,
+        F1 + 2(n + V) d r; per evaluation the low-rank correction 2(n + V) r (r + h) and the
+        hidden layers H; the update 2 d h r. Bytes: D per draw and W0 read twice and written
+        once (3W). Models the subspace only (full Gaussian directions are zo's model)."""
+        from pinnbench.bench import roofline as rf
+
+        if not self.subspace:
+            raise ValueError(f"roofline models sdze[subspace=true]; got {self.spec}")
+        n, v, q, r, d, h = self.points, self.probes, self.q, self.rank, dim, width
+        draws = 1 if self.crns else 2 * q
+        shared = draws * (rf.first_layer_flops(n, v, d, h) + 2.0 * (n + v) * d * r)
+        per_eval = 2.0 * (n + v) * r * (r + h) + rf.hidden_flops(n, v, h, depth)
+        return rf.StepCost(flops=shared + 2 * q * per_eval + 2.0 * d * h * r,
+                           bytes=draws * rf.data_bytes(n, v, d) + 3 * rf.weight_bytes(d, h))
+
     def _begin_step(self) -> None:
         bases = [b for b in self.bases() if b is not None]
         if self.stream:  # W0's V is regenerated alongside the blocks and again for the update

@@ -35,6 +35,20 @@ class ZO(ZerothOrderSolver):
     # defaults: docs/sdze-tuning.md, "Issue 11" (the same grid and rule as sdze's)
     parameters = zeroth_order_parameters(lr=3e-3, q=4, momentum=0.9, crns=False, eps=0.1)
 
+    def step_cost(self, dim: int, width: int, depth: int):
+        """2q evaluations of F1 + H; D per draw (one with CRNS, 2q without); W0 perturbed in
+        place and restored (+eps, -2eps, +eps: 3 reads and writes), regenerated for the update
+        and updated: 10 W per direction; a dense momentum reads and writes m: + 2W."""
+        from pinnbench.bench import roofline as rf
+
+        n, v, q = self.points, self.probes, self.q
+        w = rf.weight_bytes(dim, width)
+        draws = 1 if self.crns else 2 * q
+        momentum = 2 * w if self.momentum > 0 else 0.0
+        return rf.StepCost(flops=2 * q * (rf.first_layer_flops(n, v, dim, width)
+                                          + rf.hidden_flops(n, v, width, depth)),
+                           bytes=draws * rf.data_bytes(n, v, dim) + 10 * q * w + momentum)
+
     def _pair(self, d: Perturbation, eps: float, sample) -> tuple[float, float]:
         params = self.model.params
         # the model at the current (in-place perturbed) theta; streamed data is evaluated from

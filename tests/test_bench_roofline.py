@@ -56,6 +56,19 @@ def test_step_cost_at_the_issue_shape():
     assert step_cost("bp[estimator=stde]", 10**5).bytes == 4 * 116 * 10**5 + 9 * 4 * 10**5 * 128
 
 
+def test_the_roofline_asks_the_solver_for_its_cost_model(monkeypatch):
+    """The roofline names no solver: a third-party solver gets a bound by declaring
+    Solver.step_cost, and one that declares none is refused with that reason."""
+    import fake_solvers
+
+    with pytest.raises(ValueError, match="fake-ok.*declares no Solver.step_cost"):
+        step_cost("fake-ok", 100)
+    monkeypatch.setattr(fake_solvers.FakeOk, "step_cost",
+                        lambda self, dim, width, depth: StepCost(flops=dim * width * depth,
+                                                                 bytes=7.0), raising=False)
+    assert step_cost("fake-ok", 100, width=4, depth=2) == StepCost(flops=800, bytes=7.0)
+
+
 def test_bound_is_the_slower_of_compute_and_memory():
     assert StepCost(flops=100, bytes=50).bound_s(10.0, 10.0) == (10.0, "flops")
     assert StepCost(flops=100, bytes=500).bound_s(10.0, 10.0) == (50.0, "bytes")

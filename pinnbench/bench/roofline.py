@@ -113,37 +113,27 @@ def data_bytes(n: int, probes: int, dim: int) -> float:
 
 def step_cost(spec: str, dim: int, width: int = 128, depth: int = 3) -> StepCost:
     """The lower-bound FLOPs and bytes of one step of solver ``spec`` (e.g. ``"sdze[q=8]"``) at
-    dimension ``dim`` on a Laplacian problem; ValueError for a configuration with no model."""
+    dimension ``dim`` on a Laplacian problem, as the solver declares it
+    (:meth:`pinnbench.solver.Solver.step_cost`); ValueError for a configuration with no model."""
     from pinnbench.solver import solver_from_spec
 
     solver = solver_from_spec(spec)
-    p, name = solver.params, solver.name
-    n, v, d, h = p["points"], p["probes"], dim, width
+    p = solver.params
     if p.get("dist", "default") not in ("default", "rademacher", "gaussian"):
         raise ValueError(f"roofline models dense probes; {solver.spec} has dist={p['dist']}")
-    f1, hid, dd = first_layer_flops(n, v, d, h), hidden_flops(n, v, h, depth), data_bytes(n, v, d)
-    w = float(BYTES_PER_NUMBER * d * h)
-    if name == "bp":
-        if p["estimator"] != "stde" or p["loss"] != "biased":
-            raise ValueError(f"roofline models bp[estimator=stde,loss=biased]; got {solver.spec}")
-        return StepCost(flops=2 * f1 + 3 * hid, bytes=dd + 9 * w)
-    if p.get("estimator") != "stde" or p.get("loss") != "biased":
+    if p.get("estimator", "stde") != "stde" or p.get("loss", "biased") != "biased":
         raise ValueError(f"roofline models the stde estimator and the biased loss; got "
                          f"{solver.spec}")
-    q = p["q"]
-    draws = 1 if p["crns"] else 2 * q
-    if name == "sdze":
-        if not p["subspace"]:
-            raise ValueError(f"roofline models sdze[subspace=true]; got {solver.spec}")
-        r = p["rank"]
-        shared = draws * (f1 + 2.0 * (n + v) * d * r)
-        per_eval = 2.0 * (n + v) * r * (r + h) + hid
-        return StepCost(flops=shared + 2 * q * per_eval + 2.0 * d * h * r,
-                        bytes=draws * dd + 3 * w)
-    if name == "zo":
-        momentum = 2 * w if p["momentum"] > 0 else 0.0
-        return StepCost(flops=2 * q * (f1 + hid), bytes=draws * dd + 10 * q * w + momentum)
-    raise ValueError(f"roofline has no bound model for solver {name!r}; modelled: bp, sdze, zo")
+    cost = solver.step_cost(dim, width, depth)
+    if cost is None:
+        raise ValueError(f"roofline has no bound model for solver {solver.name!r}: it declares "
+                         "no Solver.step_cost")
+    return cost
+
+
+def weight_bytes(dim: int, width: int) -> float:
+    """W = 4 d h: the bytes of the first layer's weights, W0."""
+    return float(BYTES_PER_NUMBER * dim * width)
 
 
 # -- the machine ----------------------------------------------------------------------------------
