@@ -29,7 +29,7 @@ floor has learned more than the trivial fit; the report highlights nothing else 
 test set), hence its own floors: every cell is judged against the floors and intervals of its
 own row (:func:`judge_seed`), and the seeds of a (problem, solver, d) are summarised as
 "k of n seeds below the constant fit, j of n below the affine fit" (:func:`count_seeds`), never
-as a median error against a median floor (DOMAIN §9, "One instance per floor"; issue 21).
+as a median error against a median floor (docs/protocol.md §2; issue 21).
 """
 
 from __future__ import annotations
