@@ -24,12 +24,19 @@ has 95 % intervals over the draw of the test points (``final_rel_l2_lo/hi``,
 noise of the test set), *below* or *above* it otherwise; without intervals it is *at* a floor
 within ``FLOOR_TOLERANCE`` = 10 % (relative). Only a trained, non-diverged cell clearly below the lower
 floor has learned more than the trivial fit; the report highlights nothing else as best.
+
+**Each seed against its own floors.** A seed draws its own problem instance (coefficients,
+test set), hence its own floors: every cell is judged against the floors and intervals of its
+own row (:func:`judge_seed`), and the seeds of a (problem, solver, d) are summarised as
+"k of n seeds below the constant fit, j of n below the affine fit" (:func:`count_seeds`), never
+as a median error against a median floor (docs/protocol.md §2; issue 21).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 DIVERGED_REL_L2 = 10.0
@@ -172,6 +179,117 @@ def below_floor(rel_l2: float | None, floor_const: float | None,
     return s.startswith("below")
 
 
+# -- each seed against its own floors ----------------------------------------------------------
+def intervals_of(row: dict[str, Any]) -> dict[str, Interval]:
+    """The 95 % intervals of :func:`standing` from one row's own columns: the error's
+    (``final_rel_l2_lo/hi``) and its floors' (``floor_*_rel_l2_lo/hi``)."""
+    out: dict[str, Interval] = {}
+    for key, col in (("rel_l2", "final_rel_l2"), ("constant", "floor_const_rel_l2"),
+                     ("affine", "floor_affine_rel_l2")):
+        ci = _interval((row.get(f"{col}_lo"), row.get(f"{col}_hi")))
+        if ci is not None:
+            out[key] = ci
+    return out
+
+
+def row_intervals(ok_rows: list[dict[str, Any]],
+                  all_rows: list[dict[str, Any]] | None = None) -> dict[str, Interval]:
+    """The intervals of one cell (:func:`intervals_of`). Rows of several seeds are refused: each
+    seed draws its own problem instance, so a median of their floors belongs to none of them
+    (judge each row, :func:`count_seeds`)."""
+    rows = list(ok_rows) + [r for r in (all_rows or []) if not any(r is o for o in ok_rows)]
+    if len(rows) != 1:
+        raise ValueError("intervals of several seeds mix problem instances; judge each seed "
+                         "against its own floors (pinnbench.verdict.count_seeds)")
+    return intervals_of(rows[0])
+
+
+def judged(row: dict[str, Any]) -> bool:
+    """A row whose final error is judged: status ok (after :func:`final_status`), trained,
+    with a finite final error."""
+    err = _present(row.get("final_rel_l2"))
+    return (final_status(row)[0] == "ok" and trained(row) and err is not None
+            and math.isfinite(err))
+
+
+@dataclass(frozen=True)
+class SeedVerdict:
+    """One judged cell against its own seed's floors."""
+
+    seed: Any
+    rel_l2: float
+    floor_const: float | None
+    floor_affine: float | None
+    #: 'below', 'at' or 'above' the constant / affine fit (:func:`compare`), None without it
+    constant: str | None
+    affine: str | None
+    #: the standing in words (:func:`standing`)
+    standing: str | None
+
+
+def judge_seed(row: dict[str, Any]) -> SeedVerdict:
+    """The final error of ``row`` against the floors of the same row (same seed, same problem
+    instance, same test set), with the intervals of that row."""
+    err = float(row["final_rel_l2"])
+    ci = intervals_of(row)
+    fc, fa = _present(row.get("floor_const_rel_l2")), _present(row.get("floor_affine_rel_l2"))
+    return SeedVerdict(
+        seed=row.get("seed"), rel_l2=err, floor_const=fc, floor_affine=fa,
+        constant=None if fc is None else compare(err, fc, ci.get("rel_l2"), ci.get("constant")),
+        affine=None if fa is None else compare(err, fa, ci.get("rel_l2"), ci.get("affine")),
+        standing=standing(err, fc, fa, ci))
+
+
+@dataclass(frozen=True)
+class SeedCounts:
+    """How the seeds of one (problem, solver, d) stand, each against its own floors."""
+
+    #: seeds that ran (every status but skipped)
+    n: int
+    verdicts: tuple[SeedVerdict, ...]
+
+    @property
+    def below_const(self) -> int:
+        return sum(v.constant == "below" for v in self.verdicts)
+
+    @property
+    def below_affine(self) -> int:
+        return sum(v.affine == "below" for v in self.verdicts)
+
+    @property
+    def has_affine(self) -> bool:
+        return any(v.floor_affine is not None for v in self.verdicts)
+
+    @property
+    def uniform(self) -> str | None:
+        """The standing every seed shares, when all ``n`` were judged and agree; else None."""
+        words = {v.standing for v in self.verdicts}
+        if len(self.verdicts) == self.n and len(words) == 1:
+            return next(iter(words))
+        return None
+
+    @property
+    def all_below(self) -> bool:
+        """Every seed that ran was judged and is clearly below its own lower fit."""
+        return (self.n > 0 and len(self.verdicts) == self.n
+                and all((v.standing or "").startswith("below") for v in self.verdicts))
+
+    @property
+    def text(self) -> str:
+        """'k of n seeds below the constant fit, j of n below the affine fit'."""
+        out = f"{self.below_const} of {self.n} seeds below the constant fit"
+        if self.has_affine:
+            out += f", {self.below_affine} of {self.n} below the affine fit"
+        return out
+
+
+def count_seeds(rows: Iterable[dict[str, Any]]) -> SeedCounts:
+    """Judge every seed of one family against its own floors (module docstring); seeds that did
+    not finish, did not train or have no finite error count in n and are never below."""
+    rows = [r for r in rows if (r.get("status") or "") != "skipped"]
+    return SeedCounts(len(rows), tuple(judge_seed(r) for r in rows if judged(r)))
+
+
 # -- the verdict of a run, in words -----------------------------------------------------------------
 def _fmt_dims(dims: Iterable[int]) -> str:
     def one(d: int) -> str:
@@ -180,21 +298,17 @@ def _fmt_dims(dims: Iterable[int]) -> str:
     return ", ".join(one(d) for d in sorted(dims))
 
 
-def _median(values: list[float]) -> float:
-    """The median in log space, as the report aggregates seeds (an even count: the geometric
-    mean of the two middle values)."""
-    v = sorted(values)
-    n = len(v)
-    if n % 2:
-        return v[n // 2]
-    a, b = v[n // 2 - 1], v[n // 2]
-    return math.sqrt(a * b) if a > 0 and b > 0 else (a + b) / 2
+def _seed_detail(v: SeedVerdict) -> str:
+    fits = " / ".join(f"{f:.2e}" for f in (v.floor_const, v.floor_affine) if f is not None)
+    return f"seed {v.seed}: {v.rel_l2:.2e} vs {fits}" if fits else f"seed {v.seed}: {v.rel_l2:.2e}"
 
 
 def problem_verdicts(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
     """Per problem, sentences that say what the run found: for each solver (``label`` of a row,
-    else its ``solver``) at which d it is below, at or above the trivial fits (median over
-    seeds of trained, ok cells), and which cells are untrained, diverged or failed."""
+    else its ``solver``) and d, how many seeds are below their own constant and affine fits
+    (each seed against the floors of its own problem instance, :func:`count_seeds`; the
+    standing in words when every seed shares it), and which cells are untrained, diverged or
+    failed."""
     by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_problem[str(r.get("problem"))].append(r)
@@ -205,11 +319,9 @@ def problem_verdicts(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
         for r in prs:
             groups[str(r.get("label") or r.get("solver"))][int(r["dim"])].append(r)
         for label, by_dim in sorted(groups.items()):
-            where: dict[str, list[tuple[int, float, float | None]]] = defaultdict(list)
             untrained: list[str] = []
             failed: dict[str, list[int]] = defaultdict(list)
             for dim, cells in sorted(by_dim.items()):
-                good = []
                 for r in cells:
                     status, _ = final_status(r)
                     if status != "ok":
@@ -217,24 +329,17 @@ def problem_verdicts(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
                     elif not trained(r):
                         steps = _present(r.get("steps_done"))
                         untrained.append(f"d = {_fmt_dims([dim])} ({int(steps or 0)} steps)")
-                    else:
-                        good.append(r)
-                errs = [float(r["final_rel_l2"]) for r in good
-                        if _present(r.get("final_rel_l2")) is not None]
-                if not errs:
+                counts = count_seeds(cells)
+                if not counts.verdicts:
                     continue
-                err = _median(errs)
-                fc = _median_or_none([r.get("floor_const_rel_l2") for r in cells])
-                fa = _median_or_none([r.get("floor_affine_rel_l2") for r in cells])
-                s = standing(err, fc, fa, row_intervals(good, cells)) or "with no floor to compare"
-                low = min((f for f in (fc, fa) if f is not None), default=None)
-                where[s].append((dim, err, low))
-            for s, pts in sorted(where.items(), key=lambda kv: min(d for d, *_ in kv[1])):
-                detail = "; ".join(f"d = {_fmt_dims([d])}: {e:.2e}" +
-                                   (f" vs {lo:.2e}" if lo is not None else "")
-                                   for d, e, lo in pts)
-                lines.append(f"{label} is {s} at d = {_fmt_dims(d for d, *_ in pts)} "
-                             f"(relative L2 vs the lower trivial fit: {detail}).")
+                head = f"{label} is {counts.uniform} at d = {_fmt_dims([dim])}" \
+                    if counts.uniform else f"{label} at d = {_fmt_dims([dim])}"
+                has_fits = any(v.floor_const is not None or v.floor_affine is not None
+                               for v in counts.verdicts)
+                what = counts.text if has_fits else "with no floor to compare"
+                detail = "; ".join(_seed_detail(v) for v in counts.verdicts)
+                lines.append(f"{head}: {what} (each seed against its own fits; relative L2 vs "
+                             f"constant / affine fit: {detail}).")
             if untrained:
                 lines.append(f"{label} did not train enough to judge (< {MIN_TRAINED_STEPS} "
                              f"steps) at " + ", ".join(untrained) + ".")
@@ -245,23 +350,3 @@ def problem_verdicts(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
                              + (f" ({', '.join(seeds)})" if several else "") + ".")
         out[problem] = lines or ["no cells."]
     return out
-
-
-def row_intervals(ok_rows: list[dict[str, Any]],
-                  all_rows: list[dict[str, Any]] | None = None) -> dict[str, Interval]:
-    """The 95 % intervals of :func:`standing` from rows (medians over seeds of each end): the
-    error's from ``ok_rows``, the floors' from ``all_rows`` (default: the same rows)."""
-    out: dict[str, Interval] = {}
-    for key, col, rows in (("rel_l2", "final_rel_l2", ok_rows),
-                           ("constant", "floor_const_rel_l2", all_rows or ok_rows),
-                           ("affine", "floor_affine_rel_l2", all_rows or ok_rows)):
-        lo = _median_or_none([r.get(f"{col}_lo") for r in rows])
-        hi = _median_or_none([r.get(f"{col}_hi") for r in rows])
-        if lo is not None and hi is not None and lo <= hi:
-            out[key] = (lo, hi)
-    return out
-
-
-def _median_or_none(values: list[Any]) -> float | None:
-    v = [x for x in (_present(v) for v in values) if x is not None and math.isfinite(x)]
-    return _median(v) if v else None

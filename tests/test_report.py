@@ -20,7 +20,8 @@ from report_fixtures import (DEVICE_MEMORY, OOM_MESSAGE, P1, P2, PLAN, SCRIPT, e
                              data_time)
 
 FIGURES = {"error_vs_d", "time_vs_d", "memory_vs_d", "convergence_0", "convergence_1",
-           "ablation_crns", "ablation_rank", "variance_vs_eps", "ablation_error_vs_time"}
+           "ablation_crns", "ablation_rank", "variance_vs_eps", "ablation_error_vs_time",
+           "performance_profile"}
 
 
 def log_median(values: list[float]) -> float:

@@ -72,10 +72,11 @@ def test_each_error_has_its_floors_and_a_verdict_beside_it(page):
     _, rows = page
     bp = rows[(P1, spec("bp"), 1000)]
     assert "9.00e-01" in bp["floors"]["text"] and "6.00e-01" in bp["floors"]["text"]
-    assert bp["verdict"]["text"] == "below both trivial fits"
+    assert bp["verdict"]["text"] == "below both trivial fits (1 of 1 seeds)"
     assert rows[(P1, spec("sdze8"), 1000)]["verdict"]["text"].startswith("untrained (39 steps")
     assert rows[(P1, spec("sdze16"), 1000)]["verdict"]["text"].startswith("at the affine fit")
-    assert rows[(P1, spec("bp"), 10000)]["verdict"]["text"] == "above the trivial fits"
+    assert rows[(P1, spec("bp"), 10000)]["verdict"]["text"] == \
+        "above the trivial fits (1 of 1 seeds)"
 
 
 def test_the_page_has_a_verdict_in_words(page):
@@ -94,3 +95,22 @@ def test_intervals_over_the_test_points_are_shown_beside_the_error_and_floors(tm
     cells = summary_table(parse_page(html))[(P1, spec("bp"), 1000)]
     assert cells["rel_l2"]["spread"] == "95 % over test points: 9.00e-03 – 1.10e-02"
     assert "A·(a+b·x): 6.00e-01 [5.50e-01 – 6.50e-01]" in cells["floors"]["text"]
+
+
+def test_medians_below_but_seeds_above_their_own_fits_read_1_of_3(tmp_path):
+    """Issue 21: errors 0.28 / 0.25 / 0.31, own constant fits 0.441 / 0.199 / 0.299 (no affine
+    fit). Median error 0.28 < median fit 0.299, but only seed 0 is below its own fit."""
+    rows = []
+    for seed, (e, fc) in enumerate(((0.28, 0.441), (0.25, 0.199), (0.31, 0.299))):
+        r = _row("bp", 1000, e, seed=seed, floor_const_rel_l2=fc, floor_affine_rel_l2=None)
+        r.update(cell_id=f"bp|1000|{seed}", solver_params={"points": 100, "probes": 16})
+        rows.append(r)
+    other = _row("sdze8", 1000, 0.5, floor_const_rel_l2=0.441, floor_affine_rel_l2=None)
+    other["solver_params"] = {"crns": True, "eps": 0.001, "points": 100, "probes": 16, "rank": 8}
+    html = write_report(pd.DataFrame(rows + [other]), tmp_path / "p").read_text(encoding="utf-8")
+    cells = summary_table(parse_page(html))[(P1, spec("bp"), 1000)]
+    assert cells["verdict"]["text"] == "1 of 3 seeds below the constant fit"
+    assert "best" not in _classes(cells["rel_l2"])  # not every seed below: never green
+    assert "A·c: 2.99e-01 (seeds 1.99e-01 – 4.41e-01)" in cells["floors"]["text"]
+    assert "bp at d = 10^3: 1 of 3 seeds below the constant fit" in html
+    assert "bp is below" not in html

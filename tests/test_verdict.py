@@ -82,10 +82,12 @@ def test_verdict_names_the_solver_below_the_floor_and_the_failures():
             row(solver="zo", dim=1000, status="oom", message="out of memory")]
     lines = verdict.problem_verdicts(rows)["p-v1"]
     text = "\n".join(lines)
-    assert "bp is below both trivial fits at d = 100 (relative L2 vs the lower trivial fit: " \
-        "d = 100: 1.00e-02 vs 5.00e-02)." in lines
-    assert "bp is above the trivial fits at d = 10^3" in text
-    assert "sdze is above the trivial fits at d = 100" in text
+    assert "bp is below both trivial fits at d = 100: 1 of 1 seeds below the constant fit, " \
+        "1 of 1 below the affine fit (each seed against its own fits; relative L2 vs constant " \
+        "/ affine fit: seed 0: 1.00e-02 vs 2.00e-01 / 5.00e-02)." in lines
+    assert "bp is above the trivial fits at d = 10^3: 0 of 1 seeds" in text
+    assert "sdze is above the trivial fits at d = 100: 0 of 1 seeds below the constant fit, " \
+        "0 of 1 below the affine fit" in text
     assert "sdze did not train enough to judge (< 100 steps) at d = 10^3 (3 steps)." in lines
     assert "zo ended diverged at d = 100." in lines and "zo ended oom at d = 10^3." in lines
 
@@ -126,3 +128,42 @@ def test_run_cell_applies_the_rule(isolated):
                   "steps": 30, "threads": 1, "floors": False}, isolated=isolated)
     assert r["final_rel_l2"] > verdict.DIVERGED_REL_L2
     assert r["status"] == "diverged" and "blew up" in r["message"], r["message"]
+
+
+def _seed(seed, err, fc, fa=None, **kw):
+    return row(seed=seed, dim=1000, final_rel_l2=err, floor_const_rel_l2=fc,
+               floor_affine_rel_l2=fa, **kw)
+
+
+def test_each_seed_is_judged_against_its_own_floors():
+    """Issue 21: errors 0.28 / 0.25 / 0.31 against the seeds' own constant fits 0.441 / 0.199 /
+    0.299. The median error 0.28 is below the median fit 0.299, yet only seed 0 is below its
+    own fit (0.25 > 0.199; 0.31 is within 10 % of 0.299): 1 of 3 seeds."""
+    rows = [_seed(0, 0.28, 0.441), _seed(1, 0.25, 0.199), _seed(2, 0.31, 0.299)]
+    counts = verdict.count_seeds(rows)
+    assert (counts.n, counts.below_const, counts.uniform) == (3, 1, None)
+    assert counts.text == "1 of 3 seeds below the constant fit"
+    (line,) = verdict.problem_verdicts(rows)["p-v1"]
+    assert line.startswith("bp at d = 10^3: 1 of 3 seeds below the constant fit ("), line
+    assert "seed 1: 2.50e-01 vs 1.99e-01" in line and " is below" not in line
+
+
+def test_a_seed_that_did_not_finish_counts_in_n_and_is_never_below():
+    rows = [_seed(0, 0.1, 0.5, 0.3), _seed(1, 0.1, 0.5, 0.3, status="oom"),
+            _seed(2, 0.1, 0.5, 0.3, steps_done=10), _seed(3, 0.1, 0.5, 0.3, status="skipped")]
+    counts = verdict.count_seeds(rows)
+    assert (counts.n, counts.below_const, counts.below_affine) == (3, 1, 1)
+    assert counts.text == "1 of 3 seeds below the constant fit, 1 of 3 below the affine fit"
+    assert counts.uniform is None and not counts.all_below
+
+
+def test_the_intervals_of_each_seed_are_its_own():
+    # seed 0's error interval overlaps its own fit's: at the fit, though 0.49 < 0.5
+    rows = [_seed(0, 0.49, 0.5, final_rel_l2_lo=0.47, final_rel_l2_hi=0.51,
+                  floor_const_rel_l2_lo=0.48, floor_const_rel_l2_hi=0.52),
+            _seed(1, 0.3, 0.5, final_rel_l2_lo=0.29, final_rel_l2_hi=0.31,
+                  floor_const_rel_l2_lo=0.48, floor_const_rel_l2_hi=0.52)]
+    verdicts = verdict.count_seeds(rows).verdicts
+    assert [v.constant for v in verdicts] == ["at", "below"]
+    with pytest.raises(ValueError, match="own floors"):
+        verdict.row_intervals(rows)

@@ -131,7 +131,7 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
 
     import pinnbench
     from pinnbench import verdict
-    from pinnbench.report import ablation, aggregate, figures, provenance, tables
+    from pinnbench.report import ablation, aggregate, figures, protocol, provenance, tables
 
     out = check_out_dir(out_dir, force=force)
     df = select_runs(_load(source), run_id=run_id, all_runs=all_runs)
@@ -227,6 +227,15 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
             found = sections[-1:]
         found[0]["ablation"] = abl
 
+    compare = protocol.section(df)
+    profile = protocol.performance_profile(protocol.time_to_target(df))
+    compare["figure"] = None if profile is None else figures.SavedFigure(
+        figures.save(protocol.profile_figure(profile, style), out, "performance_profile"),
+        "Performance profile: time to the constant fit",
+        "Fraction of the workloads (problem, d) that every solver ran on which a solver's median "
+        "time to its own constant fit is within τ times the best solver's (Dolan & Moré 2002; "
+        "AlgoPerf); a missed target never counts. At τ = 1: the fraction on which it is the "
+        "fastest to target.")
     prov_head, prov_rows = provenance.provenance_table(df)
     verdicts = verdict.problem_verdicts(df.to_dict("records"))
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -242,6 +251,7 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
         sections=sections,
         summary_headings=tables.headings(), summary_keys=tables.keys(),
         verdicts=sorted(verdicts.items()),
+        compare=compare,
         floor_tolerance=f"{verdict.FLOOR_TOLERANCE:.0%}",
         min_trained_steps=verdict.MIN_TRAINED_STEPS,
         diverged_rel_l2=f"{verdict.DIVERGED_REL_L2:g}",

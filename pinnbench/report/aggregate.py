@@ -217,14 +217,25 @@ class Family:
     mem: LogStats | None
     mem_kind: str
     n_params: float | None
+    #: medians over seeds of the trivial fits: drawn on the figures, never compared with an
+    #: error (each seed is judged against its own fits: ``seeds``)
     floor_const: float | None
     floor_affine: float | None
     #: every seed that finished ran at least verdict.MIN_TRAINED_STEPS steps
     trained: bool = True
     #: median steps run by the seeds that finished
     steps_done: float | None = None
-    #: 95 % intervals over the test points (verdict.row_intervals): rel_l2, constant, affine
-    intervals: dict | None = None
+    #: the envelope [min lo, max hi] of the 95 % intervals over the test points of the seeds
+    #: that finished (a seed's interval is over its own test set)
+    rel_l2_ci: tuple[float, float] | None = None
+    #: the single seed's floor intervals (None with several seeds: each has its own)
+    floor_const_ci: tuple[float, float] | None = None
+    floor_affine_ci: tuple[float, float] | None = None
+    #: every seed against its own floors (pinnbench.verdict.count_seeds)
+    seed_counts: verdict.SeedCounts | None = None
+    #: the seeds' trivial fits, [min, max] over seeds (a seed's fits are its own instance's)
+    floor_const_range: tuple[float, float] | None = None
+    floor_affine_range: tuple[float, float] | None = None
     #: peak memory above the baseline after set-up, and that baseline (seeds that finished)
     mem_above: LogStats | None = None
     mem_baseline: LogStats | None = None
@@ -235,11 +246,13 @@ class Family:
 
     @property
     def standing(self) -> str | None:
-        """The error against the trivial fits, in words (:func:`pinnbench.verdict.standing`)."""
-        if self.rel_l2 is None:
+        """Where the seeds stand, each against its own trivial fits, in words: the standing all
+        seeds share (:func:`pinnbench.verdict.standing`), else "k of n seeds below the constant
+        fit, j of n below the affine fit"."""
+        c = self.seed_counts
+        if self.rel_l2 is None or c is None or not c.verdicts:
             return None
-        return verdict.standing(self.rel_l2.median, self.floor_const, self.floor_affine,
-                                self.intervals)
+        return f"{c.uniform} ({c.n} of {c.n} seeds)" if c.uniform else c.text
 
     @property
     def verdict(self) -> str:
@@ -254,11 +267,11 @@ class Family:
     @property
     def may_be_best(self) -> bool:
         """A value of this family may be highlighted as the best of its column: no seed
-        diverged, the seeds that finished trained, and the error is below the trivial fits."""
+        diverged, the seeds that finished trained, and every seed that ran is below its own
+        lower trivial fit."""
         return (self.rel_l2 is not None and self.trained
                 and "diverged" not in self.status_counts
-                and verdict.below_floor(self.rel_l2.median, self.floor_const, self.floor_affine,
-                                        self.intervals))
+                and self.seed_counts is not None and self.seed_counts.all_below)
 
     @property
     def failures(self) -> dict[str, int]:
@@ -304,9 +317,28 @@ def families(df: pd.DataFrame) -> list[Family]:
             mem_above=LogStats.of(ok["mem_above_bytes"]),
             mem_baseline=LogStats.of(ok["mem_baseline_bytes"]),
             steps_done=_finite_median(ok["steps_done"]),
-            intervals=verdict.row_intervals(ok.to_dict("records"), g.to_dict("records")),
+            rel_l2_ci=_envelope(ok, "final_rel_l2"),
+            floor_const_ci=_envelope(g, "floor_const_rel_l2") if len(g) == 1 else None,
+            floor_affine_ci=_envelope(g, "floor_affine_rel_l2") if len(g) == 1 else None,
+            seed_counts=verdict.count_seeds(g.to_dict("records")),
+            floor_const_range=_finite_range(g["floor_const_rel_l2"]),
+            floor_affine_range=_finite_range(g["floor_affine_rel_l2"]),
         ))
     return out
+
+
+def _envelope(rows: pd.DataFrame, col: str) -> tuple[float, float] | None:
+    """[min lo, max hi] of the rows' 95 % intervals of ``col`` (rows with both ends)."""
+    lo = pd.to_numeric(rows[f"{col}_lo"], errors="coerce")
+    hi = pd.to_numeric(rows[f"{col}_hi"], errors="coerce")
+    both = np.isfinite(lo) & np.isfinite(hi)
+    return (float(lo[both].min()), float(hi[both].max())) if both.any() else None
+
+
+def _finite_range(values: pd.Series) -> tuple[float, float] | None:
+    v = pd.to_numeric(values, errors="coerce")
+    v = v[np.isfinite(v)]
+    return (float(v.min()), float(v.max())) if len(v) else None
 
 
 def _finite_median(values: pd.Series) -> float | None:

@@ -75,7 +75,7 @@ def summary_rows(fams: list[Family]) -> list[dict]:
         cells = {key: _cell(getattr(f, attr), kind) for key, attr, _, kind in MEASURED}
         if f.mem is not None:
             cells["mem"].note = "GPU" if f.mem_kind == "gpu" else "CPU"
-        ci = (f.intervals or {}).get("rel_l2")
+        ci = f.rel_l2_ci
         if ci and cells["rel_l2"].value is not None:
             noise = f"95 % over test points: {fmt_sci(ci[0])} – {fmt_sci(ci[1])}"
             cells["rel_l2"].spread = "; ".join(x for x in (cells["rel_l2"].spread, noise) if x)
@@ -95,15 +95,21 @@ def summary_rows(fams: list[Family]) -> list[dict]:
 
 
 def _floors_text(f: Family) -> list[str]:
-    ci = f.intervals or {}
+    """Each trivial fit: one seed's value with its 95 % interval over the test points; several
+    seeds' median with their range (each seed is judged against its own: the verdict)."""
     parts = []
-    for name, key, v in (("A·c", "constant", f.floor_const),
-                         ("A·(a+b·x)", "affine", f.floor_affine)):
+    for name, v, band, span in (("A·c", f.floor_const, f.floor_const_ci, f.floor_const_range),
+                                ("A·(a+b·x)", f.floor_affine, f.floor_affine_ci,
+                                 f.floor_affine_range)):
         if v is None or not math.isfinite(v):
             continue
-        band = ci.get(key)
-        noise = f" [{fmt_sci(band[0])} – {fmt_sci(band[1])}]" if band else ""
-        parts.append(f"{name}: {fmt_sci(v)}{noise}")
+        if band:
+            extra = f" [{fmt_sci(band[0])} – {fmt_sci(band[1])}]"
+        elif span and span[0] != span[1]:
+            extra = f" (seeds {fmt_sci(span[0])} – {fmt_sci(span[1])})"
+        else:
+            extra = ""
+        parts.append(f"{name}: {fmt_sci(v)}{extra}")
     return parts or ["–"]
 
 
