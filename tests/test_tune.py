@@ -264,3 +264,19 @@ def test_missing_optuna_names_the_extra(tmp_path, monkeypatch, capsys):
     assert main(TUNE) == 2
     assert "pip install 'pinnbench[tune]'" in capsys.readouterr().err
     assert _untouched(tmp_path)
+
+
+def test_an_interrupted_tune_runs_only_the_missing_seeds(tmp_path):
+    plan, url, studies = _plan(tmp_path, protocol=Protocol(steps=3, seeds=(0, 1), trials=2,
+                                                           width=8, depth=1))
+    cells = trial_cells(plan, studies)
+    record = TrialRecorder(plan, studies, cells, "run-1")
+    first = cells[0]  # trial 0, seed 0 finished; the tune was then interrupted
+    record({"cell_id": CellSpec.from_dict(first.spec).cell_id, "status": "diverged",
+            "final_val_rel_l2": None, "message": "loss became nan at step 2"})
+    # a new process resumes the same plan
+    again = trial_cells(plan, open_studies(url, plan))
+    assert [c.uses for c in again] == [c.uses for c in cells[1:]]
+    (s,) = summarize(url)
+    assert s.n_trials == 2 and s.n_complete == 0
+    assert s.trials[0]["seeds"]["0"]["status"] == "diverged"
