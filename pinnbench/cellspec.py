@@ -14,6 +14,12 @@ Keys and defaults: ``DEFAULTS``; the keys in ``IDENTITY_KEYS`` define the cell a
 - ``warmup``: the first steps, excluded from the step timing (they are still training steps).
 - ``diagnostics``: after training, record the estimator diagnostics of :mod:`pinnbench.diagnostics`
   (column ``diagnostics``); outside the measurements, so not part of the cell's identity.
+- ``validation``: after training, record the error on the validation set (columns
+  ``final_val_rel_l2``, its interval; :meth:`pinnbench.problem.Problem.validation_chunks`), what
+  ``pinnbench tune`` selects on; outside the measurements, so not part of the cell's identity.
+- ``tuned_study`` / ``tuning_trial``: marks, copied to the provenance, of a cell that runs a
+  study's chosen configuration (``pinnbench run --tuned``: the study's name) or one trial of a
+  study (``pinnbench tune``: ``"<study name>#<trial number>"``); they change nothing it does.
 - ``tf32``: allow TensorFloat-32 matmuls and convolutions (CUDA cells only; a CPU cell with it
   is refused). It changes the numbers, so it is part of the identity, but only when true: the
   ids of cells without it are those they always had.
@@ -67,6 +73,9 @@ class CellSpec:
     run_id: str = ""
     diagnostics: bool = False
     tf32: bool = False
+    validation: bool = False
+    tuned_study: str | None = None
+    tuning_trial: str | None = None
     #: filled by validation from ``solver``
     solver_name: str = ""
     solver_params: dict = field(default_factory=dict, hash=False, compare=False)
@@ -141,7 +150,10 @@ def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if out["memory_limit_bytes"] is not None and out["device"] != "cpu":
         raise ValueError("memory_limit_bytes (--memory-limit, RLIMIT_AS) works for CPU cells "
                          f"only, not device {out['device']!r}")
-    for key in ("diagnostics", "tf32"):
+    for key in ("tuned_study", "tuning_trial"):
+        if out[key] is not None and not isinstance(out[key], str):
+            raise ValueError(f"{key} must be a string or None, got {out[key]!r}")
+    for key in ("diagnostics", "tf32", "validation"):
         if not isinstance(out[key], bool):
             raise ValueError(f"{key} must be true or false, got {out[key]!r}")
     if out["tf32"] and not out["device"].startswith("cuda"):

@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
                    help="import a plugin module (a.b) or file (x.py) that registers problems or "
                    "solvers, here and in every cell (repeatable)")
+    g.add_argument("--tuned", metavar="STUDY_STORE_OR_NAME",
+                   help="run each (solver, problem, d) at the configuration its `pinnbench tune` "
+                   "study chose (a study store, or a study's name; docs/tuning.md)")
     h = r.add_argument_group("how to run it")
     h.add_argument("--timeout", type=_positive_float("--timeout"), metavar="SECONDS",
                    help=f"wall-clock limit per cell (default {DEFAULT_RUN['timeout']:g})")
@@ -257,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="any `pinnbench run` option but --solvers (--problems, --dims, "
                      "--seeds, --steps, --store, ...)")
 
+    from pinnbench.tuning_cli import add_tune_parser
+
+    add_tune_parser(sub)
+
     lst = sub.add_parser("list", help="list problems or solvers",
                          description="List registered problems, or solvers with their parameters.")
     lst.add_argument("what", choices=("problems", "solvers"))
@@ -270,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--store", default=str(DEFAULT_PATH), help=f"SQLite store (default {DEFAULT_PATH})")
         s.add_argument("--run", metavar="RUN_ID", help="one run (default: the latest)")
         s.add_argument("--all", action="store_true", help="every run in the store")
+        if name == "show":
+            s.add_argument("--studies", action="store_true",
+                           help="list the tuning studies instead (pinnbench tune)")
+            s.add_argument("--study-store", metavar="PATH",
+                           help="with --studies: the Optuna store (default: beside --store)")
         if name == "export":
             s.add_argument("--format", choices=("parquet", "csv"), default="csv")
             s.add_argument("--out", help="output file (default results/pinnbench.<format>)")
@@ -433,6 +445,10 @@ def cmd_run(args, argv: Sequence[str]) -> int:
             st.close()
     if resume_id and not gave_sweep_options:
         cells = old_plan
+    elif args.tuned:
+        from pinnbench.tuning_cli import tuned_cells
+
+        cells = tuned_cells(args, command)
     else:
         config = _sweep_config(args)
         try:
@@ -800,6 +816,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if args.command == "run":
             return cmd_run(args, argv)
+        if args.command == "tune":
+            from pinnbench.tuning_cli import cmd_tune
+
+            return cmd_tune(args, argv)
+        if args.command == "show" and args.studies:
+            from pinnbench.tuning_cli import cmd_show_studies
+
+            return cmd_show_studies(args)
         if args.command == "ablate":
             run_argv = ablate_argv(args.base, args.run_options)
             return cmd_run(parser.parse_args(run_argv), run_argv)

@@ -20,7 +20,12 @@ Measurement (docs/design.md, "Cell"):
    or loss that blew up (:mod:`pinnbench.verdict`); ``time_budget_s`` stops training once the
    summed step times reach it;
 6. floors and provenance are added after training, outside every measurement, and so are the
-   optional estimator diagnostics (``diagnostics``, :mod:`pinnbench.diagnostics`) of an ok cell.
+   optional estimator diagnostics (``diagnostics``, :mod:`pinnbench.diagnostics`) of an ok cell
+   and the optional error on the validation set (``validation``: ``final_val_rel_l2``, what
+   ``pinnbench tune`` selects on; docs/tuning.md);
+7. every curve point carries, beside ``time_s`` (the summed wall time of the steps so far),
+   ``cpu_time_s``: the CPU time of the cell process (``time.process_time``, every thread) spent
+   in those steps, which other work on a shared machine does not inflate (docs/domain.md §9).
 
 A cell failure never raises: an allocation failure becomes ``oom``, any other exception
 ``error`` (:mod:`pinnbench.isolation`).
@@ -113,15 +118,17 @@ class CellMeasurement:
         self.peak_cpu, self.peak_gpu = memory.peak_cpu_bytes(), (None, None)
 
     # -- the curve ------------------------------------------------------------------------------
-    def record(self, step: int, loss: float | None, train_time: float, model, problem) -> None:
-        """Evaluate the error at ``step``, outside the step times and the peaks."""
+    def record(self, step: int, loss: float | None, train_time: float, model, problem,
+               cpu_time: float = 0.0) -> None:
+        """Evaluate the error at ``step``, outside the step times and the peaks; ``train_time``
+        and ``cpu_time`` are the wall and process CPU time of the steps so far."""
         from pinnbench.metrics import evaluate
 
         self.sync()
         self.read_peaks()
         errors = evaluate(model, problem)
-        self.row["curve"].append({"step": step, "time_s": train_time, "loss": loss,
-                                  **{k: float(v) for k, v in errors.items()}})
+        self.row["curve"].append({"step": step, "time_s": train_time, "cpu_time_s": cpu_time,
+                                  "loss": loss, **{k: float(v) for k, v in errors.items()}})
         self.reset_peaks()
         if self.report is not None:
             self.fill()
@@ -208,6 +215,9 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
     except Exception:  # noqa: BLE001 - e.g. a sticky CUDA error: keep the original message
         pass
     m.fill()
+    validation_error = None
+    if spec.get("validation") and model is not None and row["status"] not in ("error", "oom"):
+        validation_error = _add_validation(row, model, problem)  # after the peaks, step times
     if spec.get("diagnostics") and row["status"] == "ok":  # after the peaks and step times
         from pinnbench.diagnostics import collect_diagnostics
 
@@ -218,6 +228,8 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
     except Exception:  # noqa: BLE001 - after a sticky CUDA error every CUDA call raises
         pass
     row["provenance"] = _provenance(spec, device, cuda_init_s)
+    if validation_error:
+        row["provenance"]["validation_error"] = validation_error
     if spec.get("floors", True) and problem is not None:
         _add_floors(row, problem)
     row["total_time_s"] = time.perf_counter() - m.t_cell
@@ -230,14 +242,16 @@ def _train(m: CellMeasurement, solver, model, problem) -> None:
     row = m.row
     steps, budget = m.spec["steps"], m.spec["time_budget_s"]
     when = eval_steps(steps)
-    train_time, loss, k = 0.0, None, 0
+    train_time, cpu_time, loss, k = 0.0, 0.0, None, 0
     while steps is None or k < steps:
         if budget is not None and train_time >= budget:
             break
         data_before = getattr(solver, "data_time_s", None)
+        c = time.process_time()
         t = clock(m.device)
         loss = float(solver.step())
         dt = clock(m.device) - t
+        cpu_time += time.process_time() - c
         k += 1
         m.step_times.append(dt)
         if data_before is not None:
@@ -249,13 +263,29 @@ def _train(m: CellMeasurement, solver, model, problem) -> None:
             row["message"] = f"loss became {loss} at step {k}"
             break
         if k in when:
-            m.record(k, loss, train_time, model, problem)
+            m.record(k, loss, train_time, model, problem, cpu_time)
     if not row["curve"] or row["curve"][-1]["step"] != k:
-        m.record(k, loss, train_time, model, problem)
+        m.record(k, loss, train_time, model, problem, cpu_time)
     m.fill()
     if row["status"] == "ok" and row["final_rel_l2"] is not None \
             and not math.isfinite(row["curve"][-1]["rel_l2"]):
         row["status"], row["message"] = "diverged", "the model's error is not finite"
+
+
+def _add_validation(row: dict[str, Any], model, problem) -> str | None:
+    """The final model's error on the validation set into the row; returns why it failed (a
+    failure is noted in the provenance, never a failed cell). A non-finite error is stored as
+    null, which the tuning objective reads as +inf."""
+    from pinnbench.metrics import evaluate
+
+    try:
+        errors = evaluate(model, problem, split="validation")
+    except Exception as exc:  # noqa: BLE001 - the cell's own status stands
+        return f"{type(exc).__name__}: {exc}"[:300]
+    for key in ("rel_l2", "rel_l2_lo", "rel_l2_hi"):
+        v = float(errors[key])
+        row[f"final_val_{key}"] = v if math.isfinite(v) else None
+    return None
 
 
 def _provenance(spec: dict[str, Any], device: torch.device, cuda_init_s: float | None) -> dict:
@@ -273,6 +303,9 @@ def _provenance(spec: dict[str, Any], device: torch.device, cuda_init_s: float |
     provenance["tf32"] = device.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)
     if spec.get("memory_limit_bytes"):
         provenance["memory_limit_bytes"] = spec["memory_limit_bytes"]
+    for key in ("tuned_study", "tuning_trial"):  # pinnbench tune / run --tuned (docs/tuning.md)
+        if spec.get(key):
+            provenance[key] = spec[key]
     return provenance
 
 

@@ -5,6 +5,10 @@ accumulated chunk by chunk (:meth:`Problem.test_chunks`) so that D = 10^7 fits i
 rel_l2 and rel_l1 come with a 95 % interval over the draw of the test points
 (``rel_l2_lo``, ``rel_l2_hi``, ``rel_l1_lo``, ``rel_l1_hi``; delta method,
 :mod:`pinnbench.intervals`); max_abs has none.
+
+``split="validation"`` evaluates on the validation set instead
+(:meth:`Problem.validation_chunks`, its own random stream): what ``pinnbench tune`` selects on,
+so that the test set only ever reports (docs/tuning.md).
 """
 
 from __future__ import annotations
@@ -14,12 +18,19 @@ import torch
 from pinnbench.intervals import error_moments, rel_l1_interval, rel_l2_interval
 
 
+#: the point sets a model is evaluated on
+SPLITS = ("test", "validation")
+
+
 @torch.no_grad()
-def evaluate(model, problem) -> dict[str, float]:
+def evaluate(model, problem, split: str = "test") -> dict[str, float]:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    chunks = problem.test_chunks() if split == "test" else problem.validation_chunks()
     sq_err = sq_ref = abs_err = abs_ref = 0.0
     max_abs = 0.0
     l2 = l1 = None
-    for x, u_star in problem.test_chunks():
+    for x, u_star in chunks:
         err = model(x) - u_star
         sq_err += float((err * err).sum())
         sq_ref += float((u_star * u_star).sum())

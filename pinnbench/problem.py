@@ -53,6 +53,12 @@ TEST_SET_ELEMENTS = 2**25
 #: the test set is drawn in chunks of this many numbers (part of its definition: the chunking
 #: fixes the order in which the generator is consumed)
 TEST_CHUNK_ELEMENTS = 2**27
+#: the random streams (:meth:`Problem.cpu_generator`) of the test set and of the validation set
+#: that tuning selects on (docs/tuning.md). A stream's seed is seed * 1,000,003 + h(stream); the
+#: two h differ by a non-multiple of 1,000,003, so no cell seed's validation generator is any
+#: seed's test-set generator (tests/test_tune_validation.py checks it)
+TEST_STREAM = "test-set"
+VALIDATION_STREAM = "validation-set"
 
 
 def test_set_size(input_dim: int) -> int:
@@ -194,6 +200,31 @@ class Problem:
     def n_test(self) -> int:
         return test_set_size(self.input_dim)
 
+    @property
+    def n_validation(self) -> int:
+        """The validation set's size: the test set's rule (test_set_size)."""
+        return test_set_size(self.input_dim)
+
+    def validation_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The validation set, as (x, u*) chunks like :meth:`test_chunks`: drawn from the
+        problem's own stream ``VALIDATION_STREAM``, which the test set never uses, by a CPU
+        generator (the same points on every device), the same sampler and chunking. Nothing is
+        kept: a cell evaluates it once, after training (tuning selects on it)."""
+        for x_host in self._point_chunks(self.cpu_generator(VALIDATION_STREAM),
+                                         self.n_validation):
+            x = self._to_device(x_host)
+            yield x, self.exact(x)
+            del x
+
+    def _point_chunks(self, gen: torch.Generator, n: int) -> Iterator[Tensor]:
+        """n points drawn from ``gen`` on the CPU, in chunks of at most TEST_CHUNK_ELEMENTS."""
+        rows = max(1, TEST_CHUNK_ELEMENTS // self.input_dim)
+        done = 0
+        while done < n:
+            m = min(rows, n - done)
+            yield self._sample_on_cpu(m, gen)
+            done += m
+
     def test_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
         """The fixed test set (fixed by the seed), as (x, u*) chunks of at most
         TEST_CHUNK_ELEMENTS numbers on the problem's device, so that evaluating at D = 10^7 holds
@@ -212,12 +243,8 @@ class Problem:
         exact_known = self._test_exact is not None
         points: list[Tensor] = []
         exact: list[Tensor] = list(self._test_exact) if exact_known else []
-        gen = self.cpu_generator("test-set")
-        rows = max(1, TEST_CHUNK_ELEMENTS // self.input_dim)
-        done = index = 0
-        while done < self.n_test:
-            m = min(rows, self.n_test - done)
-            x_host = self._sample_on_cpu(m, gen)
+        index = 0
+        for x_host in self._point_chunks(self.cpu_generator(TEST_STREAM), self.n_test):
             if keep_points and self.device.type == "cuda":
                 x_host = _pinned(x_host)
             x = self._to_device(x_host)
@@ -227,7 +254,6 @@ class Problem:
                 points.append(x_host)
             yield x, self._to_device(exact[index])
             del x
-            done += m
             index += 1
         self._test_exact = exact
         if keep_points:

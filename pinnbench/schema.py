@@ -56,7 +56,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "best_rel_l2": ("float", "best relative L2 along the curve"),
     "best_step": ("int", "step of best_rel_l2"),
     "final_loss": ("float", "last loss estimate returned by step()"),
-    "curve": ("json", "list of {step, time_s, loss, rel_l2, rel_l1, max_abs} at log-spaced steps"),
+    "curve": ("json", "list of {step, time_s, cpu_time_s, loss, rel_l2, rel_l1, max_abs} at "
+                      "log-spaced steps (time_s: summed wall time of the steps; cpu_time_s: "
+                      "the cell process's CPU time in them, time.process_time)"),
     "floor_const_rel_l2": ("float", "rel L2 of the best A(x)*c fit: least squares on the test "
                                     "set, the family's minimum of the reported metric"),
     "floor_affine_rel_l2": ("float", "rel L2 of the best A(x)*(a + b.x) fit on the test set; null "
@@ -75,6 +77,11 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "floor_affine_rel_l2_hi": ("float", "95 % interval of floor_affine_rel_l2, upper end"),
     "floor_points": ("int", "test points the floors were fitted and scored on"),
     "floor_method": ("str", "how the floors were computed, and why an affine floor is absent"),
+    "final_val_rel_l2": ("float", "relative L2 error on the validation set (its own random "
+                                  "stream, never the test set's) at the end, when the cell was "
+                                  "asked for it (--validation; pinnbench tune), else null"),
+    "final_val_rel_l2_lo": ("float", "95 % interval of final_val_rel_l2, lower end"),
+    "final_val_rel_l2_hi": ("float", "95 % interval of final_val_rel_l2, upper end"),
     "diagnostics": ("json", "estimator diagnostics recorded after training when asked "
                             "(--diagnostics; pinnbench/diagnostics.py), else null"),
     "provenance": ("json", "pinnbench version, git sha/dirty, torch/CUDA versions, device, CPU, "

@@ -34,13 +34,22 @@ from pinnbench.registry import Registry
 
 @dataclass(frozen=True)
 class Param:
-    """One solver parameter: default, type (bool, int, float or str), allowed values / check."""
+    """One solver parameter: default, type (bool, int, float or str), allowed values / check,
+    and where ``pinnbench tune`` searches it (``search``: a declaration of
+    :mod:`pinnbench.tuning_space`, e.g. ``LogUniform(1e-4, 1e-1)``; None: never searched)."""
 
     default: Any
     help: str = ""
     choices: tuple | None = None
     check: Callable[[Any], bool] | None = None
     check_text: str = ""
+    search: Any = None
+
+    def __post_init__(self) -> None:
+        if self.search is not None:
+            from pinnbench.tuning_space import check_declaration
+
+            check_declaration("search", self.search, self.coerce)
 
     @property
     def kind(self) -> type:
@@ -144,6 +153,13 @@ class Solver:
     @classmethod
     def all_parameters(cls) -> dict[str, Param]:
         return {**COMMON_PARAMETERS, **cls.parameters}
+
+    @classmethod
+    def search_space(cls, fixed=()) -> dict[str, Any]:
+        """What ``pinnbench tune`` searches: {parameter: declaration} of every parameter with a
+        ``search`` declaration, minus those in ``fixed`` (the ones a spec sets)."""
+        return {k: p.search for k, p in sorted(cls.all_parameters().items())
+                if p.search is not None and k not in set(fixed)}
 
     def validate(self) -> None:
         """Cross-parameter checks (raise ValueError); individual values are checked already."""

@@ -65,6 +65,7 @@ from pinnbench.seeds import derive_seed
 from pinnbench.solvers._perturbation import Perturbation, ShiftedPINN, make_bases
 from pinnbench.solver import Param, positive, register_solver
 from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
+from pinnbench.tuning_space import IntLogUniform
 
 
 @register_solver
@@ -74,7 +75,10 @@ class SDZE(ZerothOrderSolver):
     parameters = {
         # defaults: docs/sdze-tuning.md, "Issue 11" (the same grid and rule as zo's)
         **zeroth_order_parameters(lr=1e-2, q=4, momentum=0.0, crns=True),
-        "rank": Param(8, "rank r of the subspace perturbations", **positive("an integer > 0")),
+        # rank searched over the ablation's ranks 1..32 (ours: rank 8 came from issue 4's
+        # grid at width 128; refresh is not searched: T0 > 1 never helped, docs/sdze-tuning.md)
+        "rank": Param(8, "rank r of the subspace perturbations", **positive("an integer > 0"),
+                      search=IntLogUniform(1, 32)),
         "refresh": Param(1, "steps T0 between refreshes of the subspace bases U, V (momentum "
                          "is kept across refreshes)", **positive("an integer > 0")),
         "subspace": Param(True, "low-rank (true) or full Gaussian (false) perturbations of the "
