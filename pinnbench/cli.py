@@ -445,7 +445,7 @@ def cmd_run(args, argv: Sequence[str]) -> int:
             st.close()
     if resume_id and not gave_sweep_options:
         cells = old_plan
-    elif args.tuned:
+    elif getattr(args, "tuned", None):
         from pinnbench.tuning_cli import tuned_cells
 
         cells = tuned_cells(args, command)

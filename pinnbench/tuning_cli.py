@@ -6,6 +6,7 @@ exit 2, nothing written).
 
 from __future__ import annotations
 
+import argparse
 import math
 import signal
 import sys
@@ -43,7 +44,6 @@ def _usage(message: str):
 def add_tune_parser(sub) -> None:
     """The ``tune`` subcommand's options (the lists read as `pinnbench run` reads them)."""
     from pinnbench.cli import DEFAULT_RUN, _positive_float, _positive_int
-    import argparse
 
     t = sub.add_parser("tune", help="tune solvers under one protocol (Optuna studies)",
                        description="Tune every solver spec on every (problem, d) with the same "

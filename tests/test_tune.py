@@ -198,6 +198,11 @@ def test_tune_then_run_tuned(tmp_path, monkeypatch, capsys):
     assert main(["show", "--studies"]) == 0
     out = capsys.readouterr().out
     assert study.name in out and f"best: trial {best['number']}" in out
+    from pinnbench.tuning_page import page
+
+    text = page(tmp_path / "results/pinnbench.optuna.sqlite", tmp_path / "results/pinnbench.sqlite")
+    assert "One protocol for every study: **yes**" in text
+    assert f"(#{best['number']}) |" in text and "| finished | 4 |" in text
 
     assert main(["run", "--tuned", "results/pinnbench.optuna.sqlite", "--seeds", "5",
                  "--steps", "2", "--threads", "1", "--no-report", "--quiet"]) == 0
