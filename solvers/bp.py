@@ -59,7 +59,10 @@ class BP(Solver):
     def prepare(self) -> None:
         if self.init == "torch":
             torch_default_init_(self.model, self.generator)
-        self.optimizer = torch.optim.Adam(self.model.params, lr=self.lr)
+        # fused: one kernel per parameter group and device for the whole update (m, v and
+        # theta in one pass over each tensor), the step count kept on the device, so no
+        # host read of it per parameter (docs/roofline.md, "Ops per step")
+        self.optimizer = torch.optim.Adam(self.model.params, lr=self.lr, fused=True)
 
     def update(self) -> float:
         for group in self.optimizer.param_groups:
