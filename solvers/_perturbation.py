@@ -92,13 +92,15 @@ class GaussianMatrix:
             return torch.cat([c for _, _, c in self.chunks()])
         return torch.cat([c for _, _, c in self.chunks()], dim=1)
 
-    def add_to_(self, w: Tensor, alpha: float) -> None:
-        """w += alpha * z, in place, chunk by chunk."""
+    def add_to_(self, w: Tensor, alpha: float | Tensor) -> None:
+        """w += alpha * z, in place, chunk by chunk; ``alpha`` a number or a 0-d tensor on w's
+        device (``addcmul_`` by it rounds as ``add_(alpha=)`` does, bit for bit)."""
         for j0, j1, c in self.chunks():
-            if w.ndim == 1:
-                w[j0:j1].add_(c, alpha=alpha)
+            part = w[j0:j1] if w.ndim == 1 else w[:, j0:j1]
+            if isinstance(alpha, Tensor):
+                part.addcmul_(c, alpha)
             else:
-                w[:, j0:j1].add_(c, alpha=alpha)
+                part.add_(c, alpha=alpha)
 
     def apply(self, y: Tensor) -> Tensor:
         """y @ z^T for y (k, n) -> (k, m), chunk by chunk."""
