@@ -247,13 +247,14 @@ def count(fn, w0: torch.Tensor, dim: int) -> StepCounts:
 
 
 def count_step(solver: str, dim: int, problem: str = "poisson-2body-v1", width: int = 128,
-               depth: int = 3, warmup: int = 1) -> StepCounts | str:
+               depth: int = 3, warmup: int = 1, device: str = "cpu") -> StepCounts | str:
     """The counts of one step of ``solver`` at ``dim`` after ``warmup`` steps (seed 0), or the
-    reason the solver skips the problem."""
+    reason the solver skips the problem. On ``device="cuda"`` the same counts (the mode sees
+    every op whatever its device; scripts/gpu-validate counts there, beside the step times)."""
     from pinnbench.bench.solvers import build
 
     _, model, s, why = build(dict(problem=problem, dim=dim, width=width, depth=depth,
-                                  solver=solver))
+                                  solver=solver, device=device))
     if why:
         return why
     for _ in range(warmup):
