@@ -326,7 +326,7 @@ class ZerothOrderSolver(Solver):
                 add_lowrank_sum_(p, [(b, (-lr) * (b.u @ a)) for b, a, *_ in terms])
             elif mom is None:
                 for d, c in zip(dirs, quotients):
-                    d.gaussian(i).add_to_(p, -lr * c / nq)
+                    d.add_shift_to_(i, p, -lr * c / nq)
             else:
                 g = sum(c * d.dense(i) for d, c in zip(dirs, quotients)) / nq
                 p.sub_(mom.dense_step(i, g), alpha=lr)
