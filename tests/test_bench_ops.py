@@ -54,7 +54,6 @@ def test_host_syncs_and_where_they_are(w0):
                           "aten::index (boolean mask)": 1, ".tolist()": 1}
     assert c.host_syncs == 5
     assert c.mid_step_syncs == 4
-    assert all(site.startswith("?") or "test_bench_ops" not in site for site in c.sync_sites)
 
 
 def test_a_compiled_region_counts_as_one_op_with_its_inputs_and_outputs(w0, monkeypatch):
@@ -105,8 +104,9 @@ def test_a_default_step_makes_no_other_host_sync(solver):
     assert c.mid_step_syncs == ALLOWED_MID_STEP[solver], c.sync_sites
     if ALLOWED_MID_STEP[solver]:
         assert c.sync_sites[0].startswith("pinnbench/seeds.py"), c.sync_sites
-    # the only read at the end is the loss the step returns
+    # the only read at the end is the loss the step returns, in the solver's own code
     assert c.host_syncs - c.mid_step_syncs == 1
+    assert c.sync_sites[-1].startswith("solvers/"), c.sync_sites
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -47,7 +47,7 @@ traffic (that is what compiling buys). Where the region would run eagerly (small
 
 The counts are deterministic for a spec, d and seed (no timing is involved), so asv tracks them
 exactly (benchmarks/bench_ops.py) and tests/test_bench_ops.py asserts properties of them (no
-host sync and no ``aten::equal`` in a step). One torch thread; in this process (no isolation:
+``aten::equal`` and no host sync in a step beyond the ones it names). One torch thread; in this process (no isolation:
 nothing is timed, and the memory of a step at d <= 1e5 is small).
 """
 
