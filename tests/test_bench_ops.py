@@ -132,3 +132,14 @@ def test_the_table_and_json(tmp_path, capsys):
     assert rec["dim"] == 50 and rec["solver"] == "bp[points=5,probes=3]"
     assert int(row[2]) == rec["ops"] and int(row[3]) == rec["matrix_products"]
     assert rec["ops"] > rec["matrix_products"] > 0
+
+
+def test_views_the_schema_does_not_mark_move_no_data(w0):
+    """A batched product folds into mm and unfolds its result with ``_unsafe_view`` (a view the
+    schema does not mark): only the mm moves data."""
+    a, b = torch.ones(2, N, H), torch.ones(H, D)
+    c = count(lambda: a @ b, w0, D)
+    assert c.matrix_products == 1
+    # mm: b (H x D = 1 W0) in, the (2 N) x D result (1.5 W0) out; a is below d elements
+    assert c.d_traffic_w0 == pytest.approx(2.5)
+    assert c.allocations == 1

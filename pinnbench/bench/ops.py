@@ -28,7 +28,9 @@ warm-up step, then counts one step under a :class:`torch.utils._python_dispatch.
 ``allocs``
     op results whose storage is new (not one of the op's inputs' storages).
 ``W0 sweeps``
-    passes over W0's storage: for every op that is not a view, the bytes of the largest of its
+    passes over W0's storage: for every op that moves data (not a view: neither an op the schema
+    marks as one nor one whose results all share its inputs' storages without writing them,
+    such as ``_unsafe_view``), the bytes of the largest of its
     operands and results that share W0's storage, divided by W0's bytes (an in-place update of
     W0 in four column chunks is one sweep; a product with W0 is one; a view of W0 is none).
 ``d-traffic``
@@ -188,11 +190,24 @@ class OpCounter(TorchDispatchMode):
         elif name in ("index", "index_put", "index_put_") and any(
                 t.dtype == torch.bool for t in _tensors(args[1])):
             self._sync(f"aten::{name} (boolean mask)")
-        if not func.is_view:
-            outs = _tensors(out)
+        outs = _tensors(out)
+        if not _is_view(func, ins, outs):
             self._traffic(ins, outs)
             self._allocations(ins, outs)
         return out
+
+
+def _is_view(func, ins: list[torch.Tensor], outs: list[torch.Tensor]) -> bool:
+    """Whether ``func`` moved no data: a view by its schema, or results that all live in its
+    inputs' storages while it writes none of its arguments (``_unsafe_view``, ``_reshape_alias``:
+    views the schema does not mark)."""
+    if func.is_view:
+        return True
+    if not outs or any(a.alias_info is not None and a.alias_info.is_write
+                       for a in func._schema.arguments):
+        return False
+    storages = {t.untyped_storage().data_ptr() for t in ins}
+    return all(t.untyped_storage().data_ptr() in storages for t in outs)
 
 
 @contextlib.contextmanager
