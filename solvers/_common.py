@@ -49,21 +49,26 @@ class QuotientScale:
     two-body source is ~2e3, so the initial loss is ~1e7 and its quotients ~1e6), and a plain
     ZO-SGD step size that is stable at the start is useless later; normalising by a running
     scale of the quotients makes ``lr`` the size of a step per unit of z, like Adam's lr (a
-    scalar version of ZO-AdaMM, Chen et al., NeurIPS 2019), without any P-sized buffer."""
+    scalar version of ZO-AdaMM, Chen et al., NeurIPS 2019), without any P-sized buffer.
+
+    The quotients are 0-d float64 tensors on the device (the solver reads nothing back during a
+    step), and so is v after the first call; every operation is the float64 one Python's floats
+    would do (the power by a tensor exponent, as C's ``pow``), so the numbers are those of the
+    same computation on Python floats, bit for bit."""
 
     def __init__(self, beta2: float = NORM_DECAY) -> None:
         self.beta2 = beta2
         self.v = 0.0
         self.t = 0
 
-    def __call__(self, quotients: list[float]) -> list[float]:
+    def __call__(self, quotients: list[Tensor]) -> list[Tensor]:
         mean_sq = sum(c * c for c in quotients) / len(quotients)
         self.v = self.beta2 * self.v + (1.0 - self.beta2) * mean_sq
         self.t += 1
         v_hat = self.v / (1.0 - self.beta2**self.t)
-        if not v_hat > 0.0:
-            return [0.0 * c for c in quotients]
-        s = v_hat**-0.5
+        # v_hat^(-1/2) where v_hat > 0, else 0 (then every quotient becomes 0 * c), no branch
+        s = torch.where(v_hat > 0.0, torch.pow(v_hat, torch.full_like(v_hat, -0.5)),
+                        torch.zeros_like(v_hat))
         return [c * s for c in quotients]
 
 
@@ -184,7 +189,9 @@ class ZerothOrderSolver(Solver):
       (points, probes) seed pair (s, 2), (s, 3) for all 2q evaluations, else (s, 4, k, +/-),
       (s, 5, k, +/-), independent for each;
     * quotients c_k = [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps), optionally
-      normalised by a running scalar (``normalize``, :class:`QuotientScale`);
+      normalised by a running scalar (``normalize``, :class:`QuotientScale`), kept on the
+      device as 0-d float64 tensors (the float64 arithmetic of Python floats, bit for bit), so
+      that a step reads one number back, its loss, at its end (docs/roofline.md);
     * g_hat = (1/q) sum_k c_k z_k and one heavy-ball step (:class:`HeavyBall`) for every
       parameter alike.
 
@@ -281,11 +288,13 @@ class ZerothOrderSolver(Solver):
         return derive_seed(step_seed, 4, k, plus), derive_seed(step_seed, 5, k, plus)
 
     # -- evaluation -----------------------------------------------------------------------------
-    def _loss(self, model, data) -> float:
-        return float(self.residual_loss(data, model))
+    def _loss(self, model, data) -> Tensor:
+        """L(theta'; omega) as a 0-d float64 tensor on the device: the float32 loss converted
+        exactly (the value ``float()`` would read), without reading it."""
+        return self.residual_loss(data, model).detach().to(torch.float64)
 
     @torch.no_grad()
-    def _quotients(self, step_seed: int) -> tuple[list[Perturbation], list[float], list[float]]:
+    def _quotients(self, step_seed: int) -> tuple[list[Perturbation], list[Tensor], list[Tensor]]:
         dirs = self.directions(step_seed)
         eps, device = self.eps, self.problem.device
         quotients, losses = [], []
@@ -311,7 +320,7 @@ class ZerothOrderSolver(Solver):
         parameters, the step count and the solver's generator are left as they were."""
         self._begin_step()
         try:
-            return self._quotients(draw_seed(generator))[1]
+            return [float(c) for c in self._quotients(draw_seed(generator))[1]]
         finally:
             self._end_step()
 
@@ -326,9 +335,9 @@ class ZerothOrderSolver(Solver):
             self._descend(dirs, quotients)
         finally:
             self._end_step()
-        return sum(losses) / len(losses)
+        return float(sum(losses) / len(losses))  # the step's one read back, at its end
 
-    def _descend(self, dirs: list[Perturbation], quotients: list[float]) -> None:
+    def _descend(self, dirs: list[Perturbation], quotients: list[Tensor]) -> None:
         """theta -= lr_t m_t with m_t = beta m_{t-1} + (1/q) sum_k c_k z_k, for every parameter
         (:class:`HeavyBall`); a low-rank z = U Xi V^T / r enters through its coordinates
         G = sum_k c_k Xi_k / (q r), so that U G V^T = (1/q) sum_k c_k z_k."""
@@ -342,7 +351,7 @@ class ZerothOrderSolver(Solver):
                 add_lowrank_sum_(p, [(b, (-lr) * (b.u @ a)) for b, a, *_ in terms])
             elif mom is None:
                 for d, c in zip(dirs, quotients):
-                    d.gaussian(i).add_to_(p, -lr * c / nq)
+                    d.add_shift_to_(i, p, -lr * c / nq)
             else:
                 g = sum(c * d.dense(i) for d, c in zip(dirs, quotients)) / nq
                 p.sub_(mom.dense_step(i, g), alpha=lr)

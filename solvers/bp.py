@@ -63,7 +63,10 @@ class BP(Solver):
     def prepare(self) -> None:
         if self.init == "torch":
             torch_default_init_(self.model, self.generator)
-        self.optimizer = torch.optim.Adam(self.model.params, lr=self.lr)
+        # fused: one kernel per parameter group and device for the whole update (m, v and
+        # theta in one pass over each tensor), the step count kept on the device, so no
+        # host read of it per parameter (docs/roofline.md, "Ops per step")
+        self.optimizer = torch.optim.Adam(self.model.params, lr=self.lr, fused=True)
 
     def step_cost(self, dim: int, width: int, depth: int):
         """Forward F1 + the weight gradient F1, forward H + backward 2H; the data D and W0 read

@@ -4,6 +4,7 @@ current directory, so the install was skipped and the run died on pinnbench.prob
 failure where no GPU is visible, and its summary table."""
 
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -95,3 +96,81 @@ def test_every_file_the_script_leaves_fits_the_device_tools_limit_of_eight():
     names |= {Path(s).name for s in re.findall(r'STORE="\$OUT_DIR/([\w.-]+)"', text)}
     assert "roofline.txt" in names and "report.tar.gz" in names
     assert len(names) <= 8, sorted(names)
+
+
+def _gpu_summary():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import gpu_summary
+    finally:
+        sys.path.pop(0)
+    return gpu_summary
+
+
+def _store_with(tmp_path, rows):
+    from pinnbench.schema import COLUMNS
+    from pinnbench.store import Store
+
+    st = Store(tmp_path / "s.sqlite")
+    st.begin_run("r", "x", "2024-01-01T00:00:00+00:00", [], {})
+    for i, extra in enumerate(rows):
+        row = {k: None for k in COLUMNS}
+        row.update(run_id="r", cell_id=f"c{i}", problem="poisson-2body-v1", status="ok",
+                   message="")
+        row.update(extra)
+        st.write_row(row)
+    st.close()
+    return str(tmp_path / "s.sqlite")
+
+
+def test_floor_is_one_read_of_w0_at_the_copy_bandwidth():
+    gs = _gpu_summary()
+    # d = 1e7, width 128: W0 = 4 * 128 * 1e7 = 5.12 GB; at 4.8 TB/s one read takes 1.0667 ms
+    assert gs.w0_bytes(10**7, 128) == 5_120_000_000
+    assert gs.floor_s(10**7, 128, 4.8e12) == pytest.approx(5.12e9 / 4.8e12)
+
+
+def test_floors_table_puts_each_step_beside_its_floor_and_counts(tmp_path):
+    gs = _gpu_summary()
+    from pinnbench.store import load_results
+
+    store = _store_with(tmp_path, [
+        dict(dim=10**7, solver="sdze[...]", solver_name="sdze", width=128, time_per_step_s=0.2),
+        dict(dim=10**3, solver="bp[...]", solver_name="bp", width=128, time_per_step_s=0.005),
+        dict(dim=10**4, solver="bp[...]", solver_name="bp", width=128, time_per_step_s=None,
+             status="oom")])
+    counts = {("sdze[...]", 10**7): dict(ops=1500, matrix_products=115, host_syncs=2,
+                                         mid_step_syncs=1, w0_sweeps=3.0, d_traffic_w0=17.25)}
+    table = gs.floors_table(load_results(store), 2e12, counts).splitlines()
+    assert table[0] == "- copy bandwidth (read + write): 2000.0 GB/s"
+    rows = table[4:]
+    assert len(rows) == 2  # the oom cell has no step to compare
+    # bp at 1e3: W0 = 512 kB, floor 2.56e-7 s, 0.005 / 2.56e-7 = 19531.25; no counts taken
+    assert rows[0] == "| bp | 1e+03 | 0.005 | 0.000512 | 2.56e-07 | 19531.2 | - | - | - | - | - |"
+    # sdze at 1e7: 5.12 GB, floor 2.56 ms, 0.2 / 0.00256 = 78.125
+    assert rows[1] == ("| sdze | 1e+07 | 0.2 | 5.12 | 0.00256 | 78.1 | 1500 | 115 | 2 (1) | "
+                       "3.00 | 17.2 |")
+
+
+def test_floors_measure_and_count_on_the_given_device(tmp_path):
+    """The stage's whole path on the CPU: the copy bandwidth measured, one step counted per
+    cell (the same counter as python -m pinnbench.bench ops)."""
+    gs = _gpu_summary()
+    from pinnbench.bench.ops import count_step
+
+    spec = "bp[points=5,probes=3]"
+    store = _store_with(tmp_path, [dict(dim=50, solver=spec, solver_name="bp", width=16,
+                                        time_per_step_s=0.01)])
+    row = gs.floors(store, "cpu").splitlines()[-1].split(" | ")
+    c = count_step(spec, 50, width=16)
+    assert row[6:9] == [str(c.ops), str(c.matrix_products),
+                        f"{c.host_syncs} ({c.mid_step_syncs})"]
+    assert float(row[4]) > 0 and float(row[5]) > 0
+
+
+def test_the_floors_stage_appends_to_a_file_the_script_already_brings_back():
+    text = (REPO / "scripts" / "gpu-validate").read_text()
+    stage = text[text.index('stage "7. floors'):text.index('if [[ -d "$OUT_DIR/report" ]]')]
+    assert "gpu_summary.py --floors" in stage and "clocks.sm" in stage
+    assert "--query-compute-apps" in stage
+    assert set(re.findall(r'"\$OUT_DIR/([\w.-]+)"', stage)) == {"roofline.txt"}

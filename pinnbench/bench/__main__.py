@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ("estimators", "roofline", "solvers")
+BENCHES = ("estimators", "ops", "roofline", "solvers")
 
 
 def main(argv: list[str]) -> int:

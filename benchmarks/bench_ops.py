@@ -1,0 +1,63 @@
+"""asv: what one training step dispatches, counted exactly (``python -m pinnbench.bench ops``,
+:mod:`pinnbench.bench.ops`): ATen ops, matrix products, host syncs (all, and those in the middle
+of the step), allocations, passes over W0 and d-sized traffic (both x 100, in units of W0's
+bytes, so that they are integers).
+
+The counts are deterministic for a commit, so asv flags any growth exactly (no noise to wait
+out): a change that adds a launch, a sync or a pass over W0 to a step shows here the commit it
+lands. The fast profile counts at its small d (width 32; a few seconds in all); the counts that
+scale with d (the closed forms compiled from d = 65,536) are in docs/roofline.md.
+"""
+
+from pinnbench.bench.ops import count_step
+
+from .profiles import DIMS, PROBLEM, SOLVERS, WIDTH
+
+POINTS = 100
+
+
+def _counts(solver: str, dim: int) -> dict:
+    c = count_step(f"{solver}[points={POINTS}]", dim, PROBLEM, width=WIDTH)
+    if isinstance(c, str):
+        raise RuntimeError(f"{solver} skips {PROBLEM} at d = {dim}: {c}")
+    return {"ops": c.ops, "matrix_products": c.matrix_products, "host_syncs": c.host_syncs,
+            "mid_step_syncs": c.mid_step_syncs, "allocations": c.allocations,
+            "w0_sweeps_x100": round(100 * c.w0_sweeps),
+            "d_traffic_w0_x100": round(100 * c.d_traffic_w0)}
+
+
+class StepOps:
+    """The counts of one step after one warm-up step, each solver at each d of the profile."""
+
+    params = (SOLVERS, DIMS)
+    param_names = ["solver", "dim"]
+    version = "step-ops-v1"
+    unit = "count"
+    timeout = 600
+
+    def setup_cache(self):
+        return {f"{s}@{d}": _counts(s, d) for s in SOLVERS for d in DIMS}
+
+    def _get(self, cache, solver, dim, key):
+        return cache[f"{solver}@{dim}"][key]
+
+    def track_aten_ops(self, cache, solver, dim):
+        return self._get(cache, solver, dim, "ops")
+
+    def track_matrix_products(self, cache, solver, dim):
+        return self._get(cache, solver, dim, "matrix_products")
+
+    def track_host_syncs(self, cache, solver, dim):
+        return self._get(cache, solver, dim, "host_syncs")
+
+    def track_mid_step_syncs(self, cache, solver, dim):
+        return self._get(cache, solver, dim, "mid_step_syncs")
+
+    def track_allocations(self, cache, solver, dim):
+        return self._get(cache, solver, dim, "allocations")
+
+    def track_w0_sweeps_x100(self, cache, solver, dim):
+        return self._get(cache, solver, dim, "w0_sweeps_x100")
+
+    def track_d_traffic_w0_x100(self, cache, solver, dim):
+        return self._get(cache, solver, dim, "d_traffic_w0_x100")

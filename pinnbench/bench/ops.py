@@ -1,0 +1,342 @@
+"""``python -m pinnbench.bench ops``: what one training step dispatches, counted exactly on the CPU.
+
+What makes a GPU step slow beyond its arithmetic (docs/domain.md §8, docs/roofline.md) is the
+same on every device and can be counted without one: each ATen op is (at least) one kernel
+launch, each host sync stalls the launch queue until the device has caught up, each pass over
+the first layer's weights W0 (h x d numbers) costs W0's bytes / bandwidth, and every tensor with
+d or more elements that is written and read again is traffic of the same order. For each solver
+spec at dimension d this builds the problem, the model and the solver (seed 0), takes one
+warm-up step, then counts one step under a :class:`torch.utils._python_dispatch.TorchDispatchMode`
+(:class:`OpCounter`):
+
+``ops``
+    ATen ops dispatched (views and metadata ops included: each is a call into the dispatcher),
+    plus one per compiled region (see below).
+``mm``
+    matrix products: the ops in :data:`MATRIX_PRODUCTS` (``linear`` and ``matmul`` reach the
+    dispatcher as ``mm``/``addmm``/``bmm``).
+``syncs``
+    host syncs: a scalar read back (``_local_scalar_dense``: ``.item()``, ``float(t)``,
+    ``bool(t)``), ops whose output shape depends on the data (:data:`SYNC_OPS`: ``nonzero``,
+    ``masked_select``, ``unique``, ``equal``, ..., and indexing with a boolean mask), and the
+    Python-side reads ``.tolist()``, ``.numpy()``, ``.cpu()`` (on the CPU these never reach the
+    dispatcher, so they are counted by wrapping the three methods while counting; on a GPU each
+    is a copy to the host that waits for the device). ``mid``: those of them after which the
+    step dispatched more ops; each stalls the launch queue in the middle of the step, while a
+    read of the step's returned loss at its very end (``Solver.step() -> float``) waits only for
+    work the step has already launched, as the timing's own synchronisation does.
+``allocs``
+    op results whose storage is new (not one of the op's inputs' storages).
+``W0 sweeps``
+    passes over W0's storage: for every op that moves data (not a view: neither an op the schema
+    marks as one nor one whose results all share its inputs' storages without writing them,
+    such as ``_unsafe_view``), the bytes of the largest of its
+    operands and results that share W0's storage, divided by W0's bytes (an in-place update of
+    W0 in four column chunks is one sweep; a product with W0 is one; a view of W0 is none).
+``d-traffic``
+    bytes of every operand and result (views excluded) with at least d elements, summed and
+    divided by W0's bytes: a read of the n x d batch is n/h of a sweep; an in-place op on such
+    a tensor counts it read and written.
+
+**Compiled regions.** The closed forms of :mod:`pinnbench.fused` run compiled
+(``torch.compile``) on CPU batches of at least :data:`pinnbench.fused.MIN_COLUMNS` coordinates.
+A compiled region's inner ops do not reach a dispatch mode, so while counting,
+:class:`pinnbench.fused.Fused` is wrapped: the compiled call runs outside the mode, and counts as
+one op (``compiled`` column: how many such calls a step makes) whose traffic is its inputs and
+outputs, what a fused kernel must read and write at least; its internal temporaries are not
+traffic (that is what compiling buys). Where the region would run eagerly (small d,
+``PINNBENCH_COMPILE=0``), its ops are counted one by one.
+
+The counts are deterministic for a spec, d and seed (no timing is involved), so asv tracks them
+exactly (benchmarks/bench_ops.py) and tests/test_bench_ops.py asserts properties of them (no
+``aten::equal`` and no host sync in a step beyond the ones it names). One torch thread; in this process (no isolation:
+nothing is timed, and the memory of a step at d <= 1e5 is small).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import traceback
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._pytree import tree_flatten
+
+#: ATen ops that are matrix products (each one GEMM-like kernel)
+MATRIX_PRODUCTS = frozenset({"mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul", "linear",
+                             "mv", "addmv", "dot", "vdot", "addr", "_addmm_activation",
+                             "einsum", "tensordot"})
+#: ATen ops that read data back to the host or whose output shape depends on the data
+SYNC_OPS = frozenset({"_local_scalar_dense", "equal", "nonzero", "masked_select", "unique",
+                      "_unique", "_unique2", "unique_dim", "unique_consecutive", "argwhere",
+                      "is_nonzero", "allclose", "_assert_async"})
+#: Tensor methods that read values into Python (or copy to the host) without a dispatched op on
+#: the CPU
+PYTHON_READS = ("tolist", "numpy", "cpu")
+
+DEFAULT_SPECS = "sdze;zo;bp"
+DEFAULT_DIMS = "1e3,1e4"
+#: the source files whose lines are reported as the sites of host syncs
+_SITE_DIRS = ("/pinnbench/", "/solvers/", "/problems/")
+
+
+@dataclass
+class StepCounts:
+    """The counts of one step (see the module docstring for each)."""
+
+    ops: int = 0
+    matrix_products: int = 0
+    host_syncs: int = 0
+    #: host syncs after which the step dispatched more ops: each stalls the device's queue in
+    #: the middle of a step (a read of the step's result at its very end does not)
+    mid_step_syncs: int = 0
+    allocations: int = 0
+    w0_sweeps: float = 0.0
+    d_traffic_w0: float = 0.0
+    compiled_regions: int = 0
+    #: op name -> count, for the ops that synchronise (``aten::equal``, ``.item()``, ...)
+    sync_ops: dict = field(default_factory=dict)
+    #: "file:line op" of each host sync, in order (where to look)
+    sync_sites: list = field(default_factory=list)
+
+
+def _name(func) -> str:
+    return func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
+
+
+def _tensors(tree) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+
+
+def _site() -> str:
+    """file:line of the innermost frame in pinnbench's code outside this module."""
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        f = frame.filename.replace("\\", "/")
+        if any(s in f for s in _SITE_DIRS) and not f.endswith("/bench/ops.py"):
+            return f"{f.rsplit('/', 2)[-2]}/{f.rsplit('/', 1)[-1]}:{frame.lineno}"
+    return "?"
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the ops of everything run inside it (see the module docstring).
+
+    ``w0`` is the tensor whose passes are counted; ``dim`` the size from which an operand is
+    d-sized traffic. Use :func:`count` rather than entering it directly: that also wraps the
+    compiled regions and the Python-side reads."""
+
+    def __init__(self, w0: torch.Tensor, dim: int) -> None:
+        super().__init__()
+        self.w0_storage = w0.untyped_storage().data_ptr()
+        self.w0_bytes = w0.numel() * w0.element_size()
+        self.dim = int(dim)
+        self.counts = StepCounts()
+        self._sync_at: list[int] = []  # ops dispatched before each host sync
+
+    # -- what is recorded -----------------------------------------------------------------------
+    def _sync(self, what: str) -> None:
+        c = self.counts
+        c.host_syncs += 1
+        c.sync_ops[what] = c.sync_ops.get(what, 0) + 1
+        c.sync_sites.append(f"{_site()} {what}")
+        self._sync_at.append(c.ops)
+
+    def finish(self) -> StepCounts:
+        """The counts, with the syncs that more ops followed marked as mid-step."""
+        self.counts.mid_step_syncs = sum(1 for k in self._sync_at if k < self.counts.ops)
+        return self.counts
+
+    def _traffic(self, inputs: list[torch.Tensor], outputs: list[torch.Tensor]) -> None:
+        c = self.counts
+        w0_pass = 0
+        for t in inputs + outputs:
+            nbytes = t.numel() * t.element_size()
+            if t.numel() >= self.dim:
+                c.d_traffic_w0 += nbytes / self.w0_bytes
+            if t.device.type != "meta" and t.untyped_storage().data_ptr() == self.w0_storage:
+                w0_pass = max(w0_pass, nbytes)
+        c.w0_sweeps += w0_pass / self.w0_bytes
+
+    def record_region(self, inputs, outputs) -> None:
+        """A compiled region: one op; its inputs and outputs are its traffic."""
+        self.counts.ops += 1
+        self.counts.compiled_regions += 1
+        ins, outs = _tensors(inputs), _tensors(outputs)
+        self._traffic(ins, outs)
+        self._allocations(ins, outs)
+
+    def _allocations(self, ins, outs) -> None:
+        seen = {t.untyped_storage().data_ptr() for t in ins}
+        for t in outs:
+            ptr = t.untyped_storage().data_ptr()
+            if ptr not in seen and t.untyped_storage().nbytes() > 0:
+                self.counts.allocations += 1
+                seen.add(ptr)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = _name(func)
+        c = self.counts
+        c.ops += 1
+        if name in MATRIX_PRODUCTS:
+            c.matrix_products += 1
+        ins = _tensors((args, kwargs))
+        if name in SYNC_OPS:
+            self._sync(f"aten::{name}")
+        elif name in ("index", "index_put", "index_put_") and any(
+                t.dtype == torch.bool for t in _tensors(args[1])):
+            self._sync(f"aten::{name} (boolean mask)")
+        outs = _tensors(out)
+        if not _is_view(func, ins, outs):
+            self._traffic(ins, outs)
+            self._allocations(ins, outs)
+        return out
+
+
+def _is_view(func, ins: list[torch.Tensor], outs: list[torch.Tensor]) -> bool:
+    """Whether ``func`` moved no data: a view by its schema, or results that all live in its
+    inputs' storages while it writes none of its arguments (``_unsafe_view``, ``_reshape_alias``:
+    views the schema does not mark)."""
+    if func.is_view:
+        return True
+    if not outs or any(a.alias_info is not None and a.alias_info.is_write
+                       for a in func._schema.arguments):
+        return False
+    storages = {t.untyped_storage().data_ptr() for t in ins}
+    return all(t.untyped_storage().data_ptr() in storages for t in outs)
+
+
+@contextlib.contextmanager
+def _python_reads(counter: OpCounter):
+    """Count ``.tolist()``, ``.numpy()`` and ``.cpu()`` while inside."""
+    saved = {name: getattr(torch.Tensor, name) for name in PYTHON_READS}
+
+    def wrap(name, method):
+        def read(self, *args, **kwargs):
+            counter._sync(f".{name}()")
+            return method(self, *args, **kwargs)
+        return read
+
+    try:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, wrap(name, method))
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+@contextlib.contextmanager
+def _compiled_regions(counter: OpCounter):
+    """Run :class:`pinnbench.fused.Fused` calls that would compile outside the mode, recorded as
+    one region each (inputs and outputs); eager ones run inside it, op by op."""
+    from pinnbench import fused
+
+    original = fused.Fused.__call__
+
+    def call(self, x, *args):
+        if not fused.compile_allowed(x.device):
+            return original(self, x, *args)
+        with _disable_current_modes():
+            out = original(self, x, *args)
+        counter.record_region((x, *args), out)
+        return out
+
+    fused.Fused.__call__ = call
+    try:
+        yield
+    finally:
+        fused.Fused.__call__ = original
+
+
+def count(fn, w0: torch.Tensor, dim: int) -> StepCounts:
+    """The counts of ``fn()`` (see the module docstring)."""
+    counter = OpCounter(w0, dim)
+    with _compiled_regions(counter), _python_reads(counter), counter:
+        fn()
+    return counter.finish()
+
+
+def count_step(solver: str, dim: int, problem: str = "poisson-2body-v1", width: int = 128,
+               depth: int = 3, warmup: int = 1, device: str = "cpu") -> StepCounts | str:
+    """The counts of one step of ``solver`` at ``dim`` after ``warmup`` steps (seed 0), or the
+    reason the solver skips the problem. On ``device="cuda"`` the same counts (the mode sees
+    every op whatever its device; scripts/gpu-validate counts there, beside the step times)."""
+    from pinnbench.bench.solvers import build
+
+    _, model, s, why = build(dict(problem=problem, dim=dim, width=width, depth=depth,
+                                  solver=solver, device=device))
+    if why:
+        return why
+    for _ in range(warmup):
+        s.step()
+    return count(s.step, model.params[0], dim)
+
+
+# -- the command ----------------------------------------------------------------------------------
+def _row(dim: int, spec: str, c: StepCounts | str) -> str:
+    if isinstance(c, str):
+        return f"{dim:>9} {spec:<22} skipped: {c}"
+    return (f"{dim:>9} {spec:<22} {c.ops:>6} {c.matrix_products:>5} {c.host_syncs:>6} "
+            f"{c.mid_step_syncs:>4} "
+            f"{c.allocations:>7} {c.w0_sweeps:>10.2f} {c.d_traffic_w0:>10.2f} "
+            f"{c.compiled_regions:>8}")
+
+
+HEADER = (f"{'d':>9} {'solver':<22} {'ops':>6} {'mm':>5} {'syncs':>6} {'mid':>4} {'allocs':>7} "
+          f"{'W0 sweeps':>10} {'d-traffic':>10} {'compiled':>8}")
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pinnbench.bench ops",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dims", default=DEFAULT_DIMS, help=f"dimensions (default {DEFAULT_DIMS})")
+    ap.add_argument("--solvers", default=DEFAULT_SPECS,
+                    help=f"';'-separated solver specs (default \"{DEFAULT_SPECS}\")")
+    ap.add_argument("--problem", default="poisson-2body-v1")
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--json", metavar="FILE", help="also write every count (and the sites of "
+                    "the host syncs) to FILE")
+    ap.add_argument("--sites", action="store_true", help="print where each host sync happens")
+    args = ap.parse_args(argv)
+    from pinnbench.dims import parse_dims
+    from pinnbench.solver import solver_from_spec
+
+    try:
+        dims = parse_dims(args.dims)
+        specs = [s.strip() for s in args.solvers.split(";") if s.strip()]
+        for s in specs:
+            solver_from_spec(s)
+    except ValueError as exc:
+        ap.error(str(exc))
+    torch.set_num_threads(1)
+    from pinnbench import fused
+
+    print(f"# ops of one step after 1 warm-up: {args.problem}, MLP {args.width}x{args.depth} "
+          f"tanh, seed 0, CPU; W0 sweeps and d-traffic in units of W0's bytes; closed forms "
+          f"compiled at d >= {fused.MIN_COLUMNS} unless {fused.ENV}=0 (setting now: "
+          f"{fused._setting()}), a compiled call counted as one op with its inputs and outputs")
+    print(HEADER, flush=True)
+    rows = []
+    for dim in dims:
+        for s in specs:
+            c = count_step(s, dim, args.problem, args.width, args.depth)
+            print(_row(dim, s, c), flush=True)
+            if args.sites and not isinstance(c, str):
+                for site in c.sync_sites:
+                    print(f"#   sync at {site}")
+            rows.append({"dim": dim, "solver": s,
+                         **({"skipped": c} if isinstance(c, str) else asdict(c))})
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

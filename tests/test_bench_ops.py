@@ -1,0 +1,145 @@
+"""The ops counter (pinnbench.bench.ops): its counts on hand-made programs whose every op is known,
+and what a step of each default solver may dispatch: no ``aten::equal``, no host sync in the
+middle of a step beyond the ones named here (a new ``.item()``, ``float()`` or ``bool()`` of a
+tensor inside a step fails these tests)."""
+
+import pytest
+import torch
+
+from pinnbench import fused
+from pinnbench.bench import ops
+from pinnbench.bench.ops import count, count_step
+
+H, D, N = 4, 1000, 3
+
+
+@pytest.fixture
+def w0():
+    return torch.ones(H, D)
+
+
+def test_products_sweeps_and_traffic_of_a_known_program(w0):
+    x = torch.ones(N, D)
+
+    def program():
+        x @ w0.T              # 1 product, reads W0 (a sweep) and x (N/H of W0's bytes)
+        w0.t()                # a view: no sweep, no traffic
+        w0.add_(1.0)          # in place: one sweep; W0 read and written: 2 W0 of traffic
+        w0[:, : D // 2].mul_(2.0)  # half of W0, in place: half a sweep, 2 x 0.5 W0 traffic
+        torch.addmm(torch.zeros(N, H), x, w0.T)  # a second product and sweep
+
+    c = count(program, w0, D)
+    assert c.matrix_products == 2
+    assert c.w0_sweeps == pytest.approx(3.5)
+    # mm: x (0.75) + W0 (1); add_: W0 in and out (2); mul_: half W0 in and out (1);
+    # addmm: x + W0 (1.75); the (N, H) results are below d elements
+    assert c.d_traffic_w0 == pytest.approx(0.75 + 1 + 2 + 1 + 1.75)
+    assert c.host_syncs == 0
+    # results in new storages: mm's and addmm's (zeros' input is one too)
+    assert c.allocations == 3
+
+
+def test_host_syncs_and_where_they_are(w0):
+    x = torch.randn(N, D, generator=torch.Generator().manual_seed(0))
+
+    def program():
+        float(x.sum())            # _local_scalar_dense, then more ops: mid-step
+        torch.equal(x, x)         # aten::equal
+        x[x > 0]                  # a boolean mask: nonzero inside, data-dependent shape
+        x[0, :3].tolist()         # a Python-side read (no dispatched op on the CPU)
+        x.sum().item()            # the last op of the program: not mid-step
+
+    c = count(program, w0, D)
+    assert c.sync_ops == {"aten::_local_scalar_dense": 2, "aten::equal": 1,
+                          "aten::index (boolean mask)": 1, ".tolist()": 1}
+    assert c.host_syncs == 5
+    assert c.mid_step_syncs == 4
+
+
+def test_a_compiled_region_counts_as_one_op_with_its_inputs_and_outputs(w0, monkeypatch):
+    """A region that would run compiled is not opened by the mode: one op, and its inputs and
+    outputs are its traffic (here the compiled callable is the eager function itself, so that
+    the test needs no compiler)."""
+    x = torch.ones(N, D)
+
+    def source(t):
+        return (t * t).sum(dim=1) + t.mean(dim=1)  # 4 ops if opened
+
+    region = fused.Fused(source)
+    region._compiled = source
+    monkeypatch.setattr(fused, "compile_allowed", lambda device=None: True)
+    c = count(lambda: region(x), w0, D)
+    assert c.compiled_regions == 1 and c.ops == 1
+    assert c.d_traffic_w0 == pytest.approx(N / H)  # x read; the (N,) result is small
+    monkeypatch.setattr(fused, "compile_allowed", lambda device=None: False)
+    eager = count(lambda: region(x), w0, D)
+    assert eager.compiled_regions == 0 and eager.ops >= 4
+
+
+def test_counts_are_deterministic():
+    a = count_step("sdze[points=5,probes=3]", 50, width=16)
+    b = count_step("sdze[points=5,probes=3]", 50, width=16)
+    assert a == b
+
+
+# the host syncs a step of each default solver makes today, by op; anything else that reads a
+# tensor back (an `.item()`, a `float()`, a `bool()`, an `aten::equal` cache lookup) fails:
+#   - the loss the step returns (Solver.step() -> float): read at its very end, not mid-step;
+#   - zo and sdze: the step seed, drawn from the solver's generator at the step's start
+#     (pinnbench.seeds.draw_seed; tests/test_sdze_ablation.py replays that draw)
+ALLOWED_SYNCS = {
+    "bp": {"aten::_local_scalar_dense": 1},
+    "sdze": {"aten::_local_scalar_dense": 2},
+    "zo": {"aten::_local_scalar_dense": 2},
+}
+ALLOWED_MID_STEP = {"bp": 0, "sdze": 1, "zo": 1}
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("solver", sorted(ALLOWED_SYNCS))
+def test_a_default_step_makes_no_other_host_sync(solver):
+    c = count_step(f"{solver}[points=10,probes=4]", 200, width=32)
+    assert "aten::equal" not in c.sync_ops
+    assert c.sync_ops == ALLOWED_SYNCS[solver], c.sync_sites
+    assert c.mid_step_syncs == ALLOWED_MID_STEP[solver], c.sync_sites
+    if ALLOWED_MID_STEP[solver]:
+        assert c.sync_sites[0].startswith("pinnbench/seeds.py"), c.sync_sites
+    # the only read at the end is the loss the step returns, in the solver's own code
+    assert c.host_syncs - c.mid_step_syncs == 1
+    assert c.sync_sites[-1].startswith("solvers/"), c.sync_sites
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("solver", sorted(ALLOWED_SYNCS))
+def test_a_step_sweeps_w0_at_most_three_times(solver):
+    """sdze and bp: W0 read by the products with the points and probes, written by the update
+    (zo perturbs it in place, 2q + 1 passes, its design: docs/roofline.md)."""
+    c = count_step(f"{solver}[points=10,probes=4]", 200, width=32)
+    limit = 3 if solver != "zo" else 2 * 4 * 3 + 4 + 1
+    assert c.w0_sweeps <= limit
+
+
+def test_the_table_and_json(tmp_path, capsys):
+    out = tmp_path / "ops.json"
+    assert ops.main(["--dims", "50", "--solvers", "bp[points=5,probes=3]", "--width", "16",
+                     "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:5] == ["d", "solver", "ops", "mm", "syncs"]
+    row = lines[2].split()
+    import json
+
+    rec = json.loads(out.read_text())[0]
+    assert rec["dim"] == 50 and rec["solver"] == "bp[points=5,probes=3]"
+    assert int(row[2]) == rec["ops"] and int(row[3]) == rec["matrix_products"]
+    assert rec["ops"] > rec["matrix_products"] > 0
+
+
+def test_views_the_schema_does_not_mark_move_no_data(w0):
+    """A batched product folds into mm and unfolds its result with ``_unsafe_view`` (a view the
+    schema does not mark): only the mm moves data."""
+    a, b = torch.ones(2, N, H), torch.ones(H, D)
+    c = count(lambda: a @ b, w0, D)
+    assert c.matrix_products == 1
+    # mm: b (H x D = 1 W0) in, the (2 N) x D result (1.5 W0) out; a is below d elements
+    assert c.d_traffic_w0 == pytest.approx(2.5)
+    assert c.allocations == 1
