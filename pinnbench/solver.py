@@ -169,6 +169,14 @@ class Solver:
                           f"{problem.id} does not provide (supports_gpinn is False)")
         return False, ""
 
+    def state_bytes(self, n_params: int, input_dim: int, bytes_per_number: int) -> int:
+        """Bytes this solver holds during a step beyond the model's ``n_params`` parameters and
+        the step's batch, for inputs of ``input_dim`` coordinates (the plan's memory estimate
+        asks it before any cell runs: pinnbench/plan.py). The base: the gradient (one number
+        per parameter) when the solver trains by autograd, nothing otherwise; a solver with an
+        optimizer or buffers overrides it."""
+        return n_params * bytes_per_number if self.autograd else 0
+
     def setup(self, problem, model, generator: torch.Generator) -> None:
         """Bind the problem, the model and the solver's generator; then :meth:`prepare`."""
         self.problem, self.model, self.generator = problem, model, generator
