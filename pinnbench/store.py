@@ -142,10 +142,9 @@ def _encode(name: str, value: Any) -> Any:
 
 
 class Store:
-    """A writable store (created on first use; its folders too when ``mkdir``). It is in WAL
-    mode while open and goes back to a rollback journal when closed (when no other connection
-    holds it), so that a store at rest is one file, which readers open read-only without
-    creating ``-wal``/``-shm`` files beside it (:func:`_connect_read_only`)."""
+    """A writable store (created on first use; its folders too when ``mkdir``), in WAL mode.
+    SQLite removes the ``-wal`` and ``-shm`` files when the last connection closes, so a store
+    at rest is one file, which readers open without creating them (:func:`_connect_read_only`)."""
 
     def __init__(self, path: str | os.PathLike, mkdir: bool = False) -> None:
         check_store(path, mkdir=mkdir)
@@ -192,10 +191,6 @@ class Store:
         return _Tx()
 
     def close(self) -> None:
-        try:  # the last connection: back to one file at rest (refused while others read it)
-            self.con.execute("PRAGMA journal_mode=DELETE")
-        except sqlite3.OperationalError:
-            pass
         self.con.close()
 
     # -- runs -----------------------------------------------------------------------------------
@@ -263,12 +258,16 @@ class Store:
 def _connect_read_only(path: str | os.PathLike) -> sqlite3.Connection:
     """A read-only connection that leaves nothing beside the store.
 
-    A store at rest is in rollback-journal mode (:meth:`Store.close`): ``mode=ro`` creates no
-    file. A store still in WAL mode (a run in progress, a run killed, a store written before
-    that rule) needs a ``-shm`` file to be read normally, and a read-only connection creates it
-    and the ``-wal`` and cannot remove them: when no ``-wal`` file exists the main file holds
-    every committed row, so it is opened as immutable (nothing to create); when one exists
-    (a writer is at work or died) it is read normally, through the writer's files. A WAL store
+    A WAL store needs a ``-shm`` file to be read normally, and a read-only connection creates
+    it and the ``-wal`` and cannot remove them (``show`` left both beside a store). When no
+    ``-wal`` file exists (the store at rest: its writer closed, every committed row is in the
+    main file) it is opened as immutable, which creates nothing; when one exists (a writer is
+    at work, or died) it is read normally, through the writer's files, so rows committed to the
+    WAL and not yet checkpointed are seen. (A writer that opens the store and checkpoints while
+    an immutable read is under way could be read half-written: a write transaction goes to the
+    WAL, and a checkpoint comes only at 1000 pages of it or when that writer closes; the
+    reads here last well under a second.) A rollback-journal store opens with ``mode=ro`` and
+    creates nothing either. A WAL store
     in a folder we cannot write (a read-only file system, another user's results) cannot create
     its shared-memory file either: it is then opened as immutable, which reads the main
     database file as it is."""

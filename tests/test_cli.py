@@ -161,16 +161,15 @@ def test_a_store_in_a_missing_folder_needs_mkdir(tmp_path, capsys):
 
 def test_reading_a_store_leaves_nothing_beside_it(tmp_path, capsys):
     """show, export and report open the store read-only and create no -wal/-shm files, for a
-    store written by this pinnbench and for one left in WAL mode (an older pinnbench, or a
-    killed run)."""
+    store in WAL mode (as pinnbench leaves it) and one in rollback-journal mode."""
     import sqlite3
 
     store = _one_run_store(tmp_path)
     legacy = tmp_path / "legacy.sqlite"
     legacy.write_bytes(store.read_bytes())
     con = sqlite3.connect(legacy)
-    assert con.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
-    con.close()  # WAL mode stays in the file's header; the -wal file goes
+    assert con.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
+    con.close()
     for path in (store, legacy):
         before = path.read_bytes()
         assert main(["show", "--store", str(path)]) == 0

@@ -80,10 +80,9 @@ def test_check_store_rejects_bad_files_without_writing(tmp_path):
 
 
 def test_a_store_at_rest_is_one_file_and_readers_leave_none(tmp_path):
-    """Closed, a store is back in rollback-journal mode (one file); reading it, or one left in
-    WAL mode, creates no -wal/-shm; and a reader still sees rows a live writer has committed to
-    its WAL and not yet checkpointed (the immutable shortcut is never taken while a -wal
-    exists)."""
+    """Closed, a store is one file; reading it (in WAL or rollback-journal mode) creates no
+    -wal/-shm; and a reader still sees rows a live writer has committed to its WAL and not yet
+    checkpointed (the immutable shortcut is never taken while a -wal exists)."""
     path = tmp_path / "s.sqlite"
     st = Store(path)
     st.begin_run("r1", "pinnbench run", "2024-01-01T00:00:00+00:00", [], {})
@@ -93,13 +92,13 @@ def test_a_store_at_rest_is_one_file_and_readers_leave_none(tmp_path):
     st.write_row(_row("r1", "c2"))
     assert list(load_results(path)["cell_id"]) == ["c1", "c2"]
     st.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"]
-    con = sqlite3.connect(path)
-    assert con.execute("PRAGMA journal_mode").fetchone() == ("delete",)
-    assert con.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)  # as older stores are
-    con.close()
-    assert list_runs(path)[0]["n_cells"] == 2 and len(load_results(path)) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"]
+    for mode in ("wal", "delete"):
+        con = sqlite3.connect(path)
+        assert con.execute(f"PRAGMA journal_mode={mode}").fetchone() == (mode,)
+        con.close()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"]
+        assert list_runs(path)[0]["n_cells"] == 2 and len(load_results(path)) == 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"], mode
 
 
 def test_a_store_from_an_older_schema_is_read_and_extended(tmp_path, monkeypatch):
