@@ -635,3 +635,28 @@ def test_ablate_puts_points_into_every_variant(options):
     specs = split_top_level(argv[2])
     assert len(specs) > 5 and all(parse_spec(s)[1]["points"] == "20" for s in specs)
     assert argv[3:] == options
+
+
+def test_the_terminal_table_writes_d_one_way_and_errors_at_3_significant_digits(tmp_path, capsys):
+    """d as 100, 1,000, 10,000 (not 100, 1000, 1e+04); an error of 1 as 1.00 beside 0.966."""
+    store = tmp_path / "s.sqlite"
+    _stored_rows(store, [("fake-ok", {"dim": 100, "final_rel_l2": 1.0, "best_rel_l2": 0.966}),
+                         ("fake-ok", {"dim": 1000, "final_rel_l2": 0.5}),
+                         ("fake-ok", {"dim": 10000, "time_per_step_s": 2.0})])
+    assert main(["show", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert " 1,000 " in out and " 10,000 " in out and "e+04" not in out, out
+    assert " 1.00 " in out and " 0.966 " in out and " 0.500 " in out and " 2.00 " in out, out
+
+
+def test_list_problems_shows_every_domain_and_the_scaled_radius(capsys):
+    from pinnbench.problem_registry import list_problems
+
+    assert main(["list", "problems"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
+             if line and not line.startswith(" ")}
+    assert "ball ||x|| < 10 (sqrt(d)) at d = 100" in lines["poisson-2body-scaled-v1"]
+    assert "ball ||x|| < 1 " in lines["poisson-2body-v1"] + " "
+    assert "annulus 10 < ||x|| < 20" in lines["biharmonic-clamped-2body-scaled-v1"]
+    for pid in list_problems():
+        assert "ball" in lines[pid] or "annulus" in lines[pid], lines[pid]
