@@ -231,10 +231,6 @@ class Store:
             self.con.execute("UPDATE runs SET finished_at=?, status=? WHERE run_id=?",
                              (finished_at, status, run_id))
 
-    def run_plan(self, run_id: str) -> list[dict]:
-        row = self.con.execute("SELECT plan FROM runs WHERE run_id=?", (run_id,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else []
-
     def done_cells(self, run_id: str) -> set[str]:
         marks = ",".join("?" * len(DONE_STATUSES))
         rows = self.con.execute(f"SELECT cell_id FROM results WHERE run_id=? AND status IN "
