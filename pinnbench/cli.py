@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 from pinnbench.cellspec import DEFAULTS as CELL_DEFAULTS
 from pinnbench.console import RunUI, console as _console, escape, print_verdict, summary_table
+from pinnbench.numerals import is_integer_numeral, is_numeral, parse_number
+from pinnbench.presets import PRESETS
 from pinnbench.store import DEFAULT_PATH, StoreError
 
 #: with --executor dask: how long the cluster may have no worker before cells in flight fail
@@ -81,50 +83,59 @@ class _Parser(argparse.ArgumentParser):
 
 
 # -- parsing helpers ------------------------------------------------------------------------------
-def _positive_int(name: str):
+#: bounds of the numeric options, checked at parse time (a number past them is a typo, would not
+#: fit SQLite's 64-bit integers, or would overflow a timer); every number in ASCII digits
+MAX_STEPS = 10**9
+MAX_SECONDS = 10**7  # 116 days
+MAX_WIDTH = 2**20
+MAX_DEPTH = 1000
+MAX_POINTS = 10**9
+MAX_PROCESSES = 1024  # --jobs, --local-workers
+MAX_THREADS = 4096
+#: the largest seed: what every generator in the chain takes (numpy's take 32 bits)
+MAX_SEED = 2**32 - 1
+
+
+def _int_option(name: str, minimum: int = 1, maximum: int = MAX_STEPS):
     def parse(text: str) -> int:
         try:
-            v = float(text)
-        except ValueError:
-            v = float("nan")
-        if not math.isfinite(v) or not v.is_integer() or v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {text!r}")
-        return int(v)
+            return parse_number(text, name, integer=True, minimum=minimum, maximum=maximum)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return parse
 
 
-def _positive_float(name: str):
+def _seconds_option(name: str):
     def parse(text: str) -> float:
         try:
-            v = float(text)
-        except ValueError:
-            v = float("nan")
-        if not math.isfinite(v) or v <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a number > 0 (seconds), got {text!r}")
-        return v
+            return parse_number(text, name, above=0, maximum=MAX_SECONDS)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} (seconds)") from None
     return parse
 
 
 #: the least --memory-limit: below it no cell can even import torch
 MIN_MEMORY_LIMIT = 64 * 2**20
+#: the largest --memory-limit (1 PiB): more is a typo, and RLIMIT_AS takes 64-bit sizes
+MAX_MEMORY_LIMIT = 2**50
 
 
 def _bytes(text: str) -> int:
-    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
     t = text.strip().lower().removesuffix("b").removesuffix("i")
     mult = 1
     if t and t[-1] in units:
         mult, t = units[t[-1]], t[:-1]
-    try:
-        v = float(t) * mult
-    except ValueError:
-        v = float("nan")
+    v = float(t) * mult if is_numeral(t) else float("nan")
     if not math.isfinite(v) or v < 1:
         raise argparse.ArgumentTypeError(f"memory limit must be a size such as 2G, 512M or "
-                                         f"1000000, got {text!r}")
+                                         f"1000000 in ASCII digits, got {text!r}")
     if v < MIN_MEMORY_LIMIT:
         raise argparse.ArgumentTypeError(f"memory limit {text!r} is below {MIN_MEMORY_LIMIT >> 20}M; "
                                          "a cell needs more headroom than that (e.g. 2G)")
+    if v > MAX_MEMORY_LIMIT:
+        raise argparse.ArgumentTypeError(f"memory limit {text!r} is above 1P (1024T); give the "
+                                         "headroom a cell may take, e.g. 20G")
     return int(v)
 
 
@@ -139,14 +150,14 @@ def parse_seeds(text: str) -> list[int]:
     for item in text.split(","):
         item = item.strip()
         a, sep, b = item.partition("..")
-        try:
-            lo, hi = int(a), int(b) if sep else int(a)
-        except ValueError:
-            raise UsageError(f"bad --seeds {text!r}; expected non-negative integers like 0,1,2 "
-                             "or a range 0..4") from None
-        if lo < 0 or hi < lo:
-            raise UsageError(f"bad --seeds {text!r}; seeds are integers >= 0 and a range "
-                             "needs start <= end")
+        a, b = a.strip(), b.strip()
+        if not is_integer_numeral(a) or (sep and not is_integer_numeral(b)):
+            raise UsageError(f"bad --seeds {text!r}; expected non-negative integers in ASCII "
+                             "digits like 0,1,2 or a range 0..4")
+        lo, hi = int(a), int(b) if sep else int(a)
+        if lo < 0 or hi < lo or hi > MAX_SEED:
+            raise UsageError(f"bad --seeds {text!r}; seeds are integers from 0 to {MAX_SEED} "
+                             "and a range needs start <= end")
         if hi - lo + 1 + len(out) > MAX_SEEDS:
             raise UsageError(f"--seeds {text!r} asks for more than {MAX_SEEDS:,} seeds")
         out.update(range(lo, hi + 1))
@@ -176,20 +187,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--solvers", help=f"comma-separated solver specs (default {DEFAULT_RUN['solvers']})")
     g.add_argument("--dims", help="dimensions: 1e3..1e7, 1e3..1e5:x2, 100,5e4 (default 1e2..1e4)")
     g.add_argument("--seeds", help="seeds: 0,1,2 or 0..4 (default 0)")
-    g.add_argument("--steps", type=_positive_int("--steps"),
+    g.add_argument("--steps", type=_int_option("--steps"),
                    help=f"training steps per cell (default {DEFAULT_RUN['steps']}; unlimited when "
                    "only --time-budget is given)")
-    g.add_argument("--time-budget", type=_positive_float("--time-budget"), metavar="SECONDS",
+    g.add_argument("--time-budget", type=_seconds_option("--time-budget"), metavar="SECONDS",
                    help="also stop training when the step times add up to this (default: none; "
                    "the errors then depend on the machine's speed and load)")
-    g.add_argument("--width", type=_positive_int("--width"), help=f"MLP width (default {CELL_DEFAULTS['width']})")
-    g.add_argument("--depth", type=_positive_int("--depth"), help=f"hidden layers (default {CELL_DEFAULTS['depth']})")
-    g.add_argument("--points", type=_positive_int("--points"),
+    g.add_argument("--width", type=_int_option("--width", maximum=MAX_WIDTH), help=f"MLP width (default {CELL_DEFAULTS['width']})")
+    g.add_argument("--depth", type=_int_option("--depth", maximum=MAX_DEPTH), help=f"hidden layers (default {CELL_DEFAULTS['depth']})")
+    g.add_argument("--points", type=_int_option("--points", maximum=MAX_POINTS),
                    help="collocation points per step (the solvers' `points` parameter, unless a "
                    "spec sets it)")
     g.add_argument("--device", help=f"auto, cpu, cuda or cuda:<index> (default {CELL_DEFAULTS['device']})")
     g.add_argument("--dtype", help=f"float32 or float64 (default {CELL_DEFAULTS['dtype']})")
-    g.add_argument("--warmup", type=int,
+    g.add_argument("--warmup", type=_int_option("--warmup", minimum=0),
                    help=f"steps excluded from timing (default {CELL_DEFAULTS['warmup']})")
     g.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
                    help="import a plugin module (a.b) or file (x.py) that registers problems or "
@@ -197,12 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tuned", metavar="STUDY_STORE_OR_NAME",
                    help="run each (solver, problem, d) at the configuration its `pinnbench tune` "
                    "study chose (a study store, or a study's name; docs/tuning.md)")
+    g.add_argument("--preset", choices=sorted(PRESETS),
+                   help="a named set of the options above and below; options you give win. "
+                   + "; ".join(f"{k}: {' '.join(v)}" for k, v in sorted(PRESETS.items())))
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the plan (each cell's estimated time and peak memory, and what "
+                   "happens to the cells that cannot fit or finish) and stop; nothing is run "
+                   "or written")
     h = r.add_argument_group("how to run it")
-    h.add_argument("--timeout", type=_positive_float("--timeout"), metavar="SECONDS",
+    h.add_argument("--timeout", type=_seconds_option("--timeout"), metavar="SECONDS",
                    help=f"wall-clock limit per cell (default {DEFAULT_RUN['timeout']:g})")
     h.add_argument("--memory-limit", type=_bytes, metavar="SIZE",
                    help="address-space headroom per CPU cell (RLIMIT_AS), e.g. 4G")
-    h.add_argument("--jobs", type=_positive_int("--jobs"),
+    h.add_argument("--jobs", type=_int_option("--jobs", maximum=MAX_PROCESSES),
                    help="cells run at the same time on this machine (default 1; local executor)")
     h.add_argument("--executor", choices=("local", "dask"), default="local",
                    help="where cells run: local processes (default) or a Dask cluster "
@@ -210,14 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--scheduler", metavar="ADDRESS",
                    help="with --executor dask: the scheduler of a running cluster, "
                    "e.g. tcp://10.0.0.5:8786")
-    h.add_argument("--local-workers", type=_positive_int("--local-workers"), metavar="N",
+    h.add_argument("--local-workers", type=_int_option("--local-workers", maximum=MAX_PROCESSES), metavar="N",
                    help="with --executor dask: start a local cluster of N worker processes "
                    "(one cell at a time each)")
-    h.add_argument("--no-worker-timeout", type=_positive_float("--no-worker-timeout"),
+    h.add_argument("--no-worker-timeout", type=_seconds_option("--no-worker-timeout"),
                    metavar="SECONDS",
                    help="with --executor dask: cells in flight become errors after the cluster "
                    f"has had no worker this long (default {NO_WORKER_TIMEOUT_S:g})")
-    h.add_argument("--threads", type=_positive_int("--threads"),
+    h.add_argument("--threads", type=_int_option("--threads", maximum=MAX_THREADS),
                    help="torch threads per cell (default on CPU: free physical cores / cells "
                    "at once; torch's own on a remote --scheduler's workers)")
     h.add_argument("--no-prune", action="store_true",
@@ -234,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "numbers, so the cells get other ids); a usage error on a CPU device")
     o = r.add_argument_group("where results go")
     o.add_argument("--store", default=str(DEFAULT_PATH), help=f"SQLite store (default {DEFAULT_PATH})")
+    o.add_argument("--mkdir", action="store_true",
+                   help="create the store's folders when they do not exist (made without it "
+                   f"only for the default store, {DEFAULT_PATH})")
     o.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
                    help="continue a run (default: the latest in the store): run only its cells "
                    "without an ok/oom/timeout/diverged/skipped row; without sweep options, "
@@ -324,8 +345,6 @@ def _sweep_config(args) -> "Any":
         device = str(resolve_device(args.device or CELL_DEFAULTS["device"]))
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
-    if args.warmup is not None and args.warmup < 0:
-        raise UsageError(f"--warmup must be an integer >= 0, got {args.warmup}")
     if device.startswith("cuda") and args.executor != "dask" and (args.jobs or 1) > 1:
         raise UsageError(f"--jobs {args.jobs} would put {args.jobs} cells on one GPU at once (their "
                          "memory and timings interfere); use --jobs 1 on cuda, or --executor dask "
@@ -417,10 +436,11 @@ def cmd_run(args, argv: Sequence[str]) -> int:
     from pinnbench.sweep import plan
 
     command = _command_line(argv)
+    _apply_preset(args)
     _check_executor_options(args)
     _import_plugins(args.imports)
     try:
-        store_mod.check_store(args.store)
+        store_mod.check_store(args.store, mkdir=_may_mkdir(args))
     except StoreError as exc:
         raise UsageError(str(exc)) from None
 
@@ -438,11 +458,7 @@ def cmd_run(args, argv: Sequence[str]) -> int:
                              + ", ".join(ids[-5:]))
     old_plan: list[dict] = []
     if resume_id:
-        st = store_mod.Store(args.store)
-        try:
-            old_plan = st.run_plan(resume_id)
-        finally:
-            st.close()
+        old_plan = store_mod.run_plan(args.store, resume_id)
     if resume_id and not gave_sweep_options:
         cells = old_plan
     elif getattr(args, "tuned", None):
@@ -461,11 +477,62 @@ def cmd_run(args, argv: Sequence[str]) -> int:
                 raise UsageError(f"--resume {resume_id}: the options change the run's plan "
                                  f"({change}); resume without sweep options to run its own "
                                  "plan, or drop --resume to start a new run")
+    planned = _plan(args, cells, resume_id)
+    if args.dry_run:
+        return 0
     executor = _make_executor(args, cells)
     try:
-        return _run_and_record(args, command, cells, resume_id, executor)
+        return _run_and_record(args, command, cells, resume_id, executor, planned)
     finally:
         executor.close()
+
+
+def _apply_preset(args) -> None:
+    """--preset NAME: its options fill those the command line does not give."""
+    if not getattr(args, "preset", None):
+        return
+    from pinnbench.presets import PRESETS
+
+    preset = build_parser().parse_args(["run", *PRESETS[args.preset]])
+    for key in _SWEEP_OPTIONS:
+        if getattr(args, key) is None and getattr(preset, key) is not None:
+            setattr(args, key, getattr(preset, key))
+
+
+def _may_mkdir(args) -> bool:
+    """Folders are made for the store only when asked (--mkdir), or for the default store."""
+    return bool(args.mkdir) or Path(args.store) == DEFAULT_PATH
+
+
+def _plan(args, cells: list[dict], resume_id: str | None):
+    """The plan of the cells still to run (:mod:`pinnbench.plan`), printed before any starts;
+    history comes from the store (read-only), the rest from a calibration."""
+    import socket
+
+    from pinnbench import memory, plan as plan_mod, store as store_mod
+    from pinnbench.provenance import cpu_model
+
+    stored: list[dict] = []
+    if Path(args.store).exists():
+        df = store_mod.load_results(args.store)
+        stored = [{k: (None if _isna(v) else v) for k, v in r.items()}
+                  for r in df.to_dict("records")]
+    done = {r["cell_id"] for r in stored if r["run_id"] == resume_id
+            and r["status"] in store_mod.DONE_STATUSES} if resume_id else set()
+    from pinnbench.cell import cell_id
+
+    todo = [c for c in cells if cell_id(c) not in done]
+    planned = plan_mod.make_plan(todo, free_bytes=memory.available_host_bytes() or None,
+                                 baseline_bytes=memory.current_cpu_bytes(), stored_rows=stored,
+                                 machine=(socket.gethostname(), cpu_model()))
+    if args.json:
+        print(json.dumps({"event": "plan", **plan_mod.as_json(planned)}), flush=True)
+    elif not args.quiet:
+        for line in plan_mod.render(planned, jobs=_parallel_cells(args)):
+            print(line, flush=True)
+        if args.dry_run:
+            print(f"dry run: nothing run, {args.store} untouched", flush=True)
+    return planned
 
 
 def plan_change(old: list[dict], new: list[dict]) -> str | None:
@@ -496,16 +563,17 @@ def _describe_executor(args) -> str:
 
 
 def _run_and_record(args, command: str, cells: list[dict], resume_id: str | None,
-                    executor) -> int:
+                    executor, planned=None) -> int:
     from pinnbench import store as store_mod
     from pinnbench.cell import now_iso
     from pinnbench.machine_load import load_average, overload_warning, physical_cores
     from pinnbench.provenance import collect
     from pinnbench.run_lease import planner_id
+    from pinnbench.plan import skipped_row as plan_skipped_row
     from pinnbench.sweep import execute_sweep
 
     # -- validated: from here on we write ----------------------------------------------------------
-    st = store_mod.Store(args.store)
+    st = store_mod.Store(args.store, mkdir=_may_mkdir(args))
     started = now_iso()
     me = planner_id()
     if resume_id:
@@ -527,8 +595,10 @@ def _run_and_record(args, command: str, cells: list[dict], resume_id: str | None
     from pinnbench.cell import cell_id
 
     todo = [c for c in cells if cell_id(c) not in done]
+    skips = {cell_id(p.spec): p.reason for p in planned.skipped} if planned else {}
+    estimates = {cell_id(p.spec): p.estimate.time_s for p in planned.cells} if planned else {}
     mode = "json" if args.json else "quiet" if args.quiet else "rich"
-    ui = RunUI(mode, run_id, len(todo), len(cells) - len(todo), args.store)
+    ui = RunUI(mode, run_id, len(todo), len(cells) - len(todo), args.store, estimates)
     warnings = [w for w in (_budget_warning(cells), overload_warning()) if w]
     t0 = time.monotonic()
     rows: list[dict] = []
@@ -543,7 +613,14 @@ def _run_and_record(args, command: str, cells: list[dict], resume_id: str | None
         with ui:
             for w in warnings:
                 ui.warn(w)
-            rows = execute_sweep(todo, run_id=run_id, write=st.write_row, executor=executor,
+            for spec in todo:  # what the plan skips is stored as such, with its reason
+                if cell_id(spec) in skips:
+                    row = plan_skipped_row({**spec, "run_id": run_id}, skips[cell_id(spec)])
+                    st.write_row(row)
+                    rows.append(row)
+                    ui.result(row)
+            todo = [c for c in todo if cell_id(c) not in skips]
+            rows += execute_sweep(todo, run_id=run_id, write=st.write_row, executor=executor,
                                  prune=not args.no_prune, on_start=ui.start, on_result=ui.result,
                                  heartbeat=lambda: st.heartbeat(run_id, now_iso()))
     except KeyboardInterrupt:
@@ -639,6 +716,7 @@ def cmd_list(args) -> int:
     _import_plugins(args.imports)
     con = _console()
     if args.what == "problems":
+        from pinnbench.console import problem_domain
         from pinnbench.problem_registry import list_problems, problem_class
 
         ids = list_problems()
@@ -649,7 +727,8 @@ def cmd_list(args) -> int:
             gpinn = "gPINN" if cls.supports_gpinn else ""
             bcs = "; ".join(cls.boundary_conditions)
             con.print(f"{pid:{width}s}  order {cls.order}  terms {terms:12s} d >= {cls.min_dim}  "
-                      f"{gpinn:5s}  {cls.domain}{'  (' + bcs + ')' if bcs else ''}", markup=False)
+                      f"{gpinn:5s}  {problem_domain(pid)}{'  (' + bcs + ')' if bcs else ''}",
+                      markup=False)
             if not cls.well_posed:
                 con.print(f"{'':{width}s}  ILL-POSED: {cls.ill_posed_reason}", markup=False)
         return 0

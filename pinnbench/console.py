@@ -55,6 +55,41 @@ def _fmt_num(v: Any, fmt: str) -> str:
         return str(v)
 
 
+def fmt_dim(d: Any) -> str:
+    """A dimension, one style for every d: exact digits with thousands separators (100, 1,000,
+    64,000, 10,000,000)."""
+    return "-" if d is None else f"{int(d):,}"
+
+
+def fmt_sig(v: Any, digits: int = 3) -> str:
+    """A number at ``digits`` significant digits, trailing zeros kept (1.00 beside 0.966, 1.20e-05),
+    "-" for a missing value."""
+    if v is None:
+        return "-"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if math.isnan(f):
+        return "-"
+    if math.isinf(f):
+        return "inf" if f > 0 else "-inf"
+    text = format(f, f"#.{digits}g")
+    mantissa, e, exponent = text.partition("e")
+    return mantissa.rstrip(".") + (e + exponent if e else "")
+
+
+def problem_domain(problem_id: str) -> str:
+    """The problem's domain as its instances state it; where it depends on d (the radius sqrt(d)
+    of the ``*-scaled-v1`` ids), as at d = 100, said so."""
+    from pinnbench.problem_registry import make_problem, problem_class
+
+    low = max(problem_class(problem_id).min_dim, 1)
+    at_low = make_problem(problem_id, dim=low).domain
+    at_100 = make_problem(problem_id, dim=100).domain
+    return at_100 if at_low == at_100 else f"{at_100} at d = 100"
+
+
 def _short_solver(row: dict) -> str:
     """The solver spec with only the parameters that differ from the defaults."""
     from pinnbench.solver import SOLVERS, format_spec
@@ -108,29 +143,69 @@ def summary_table(rows: list[dict], title: str = ""):
         r["status"], r["message"] = verdict.final_status(r)
         peak_cpu = r.get("peak_cpu_bytes")
         t.add_row(
-            escape(r["problem"]), _fmt_num(r["dim"], ".0e") if r["dim"] >= 10000 else str(r["dim"]),
+            escape(r["problem"]), fmt_dim(r["dim"]),
             escape(_short_solver(r)), str(r["seed"]),
             f"[{_STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
-            _fmt_num(r.get("steps_done"), "d"), _fmt_num(r.get("time_per_step_s"), ".3g"),
-            _fmt_num(r.get("setup_time_s"), ".2f"), _fmt_bytes(peak_cpu),
+            _fmt_num(r.get("steps_done"), "d"), fmt_sig(r.get("time_per_step_s")),
+            fmt_sig(r.get("setup_time_s")), _fmt_bytes(peak_cpu),
             _fmt_bytes(r.get("peak_gpu_allocated_bytes")),
-            _fmt_num(r.get("final_rel_l2"), ".3g"), _fmt_num(r.get("best_rel_l2"), ".3g"),
-            _fmt_num(r.get("floor_const_rel_l2"), ".3g"),
-            _fmt_num(r.get("floor_affine_rel_l2"), ".3g"), escape(_row_verdict(r)),
+            fmt_sig(r.get("final_rel_l2")), fmt_sig(r.get("best_rel_l2")),
+            fmt_sig(r.get("floor_const_rel_l2")),
+            fmt_sig(r.get("floor_affine_rel_l2")), escape(_row_verdict(r)),
             escape((r.get("message") or "")[:90]))
     return t
+
+
+class Eta:
+    """The time left in a run: the plan's estimates of the cells not yet finished, scaled by how
+    the finished cells' times compared with their estimates (so an estimate that was 3x too
+    high is corrected as the run goes). Cells without an estimate count as the mean of the
+    others."""
+
+    def __init__(self, estimates: dict[str, float | None]) -> None:
+        known = [v for v in estimates.values() if v is not None]
+        fill = sum(known) / len(known) if known else None
+        self.left = {k: (v if v is not None else fill) for k, v in estimates.items()}
+        self.estimated_done = 0.0
+        self.actual_done = 0.0
+
+    def finished(self, cell: str | None, actual_s: float) -> None:
+        est = self.left.pop(cell, None)
+        if est is not None and est > 0 and actual_s > 0:
+            self.estimated_done += est
+            self.actual_done += actual_s
+
+    def remaining_s(self) -> float | None:
+        if not self.left or any(v is None for v in self.left.values()):
+            return None
+        ratio = self.actual_done / self.estimated_done if self.estimated_done > 0 else 1.0
+        return ratio * sum(self.left.values())
+
+    def text(self) -> str:
+        left = self.remaining_s()
+        return "" if left is None else f"ETA {_fmt_duration(left)}"
+
+
+def _fmt_duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
 
 
 class RunUI:
     """What a run prints while it runs: a progress bar on a terminal, else one line per finished
     cell (on stderr); ``--json``: one JSON object per cell; ``--quiet``: only errors."""
 
-    def __init__(self, mode: str, run_id: str, total: int, already: int, store: str) -> None:
+    def __init__(self, mode: str, run_id: str, total: int, already: int, store: str,
+                 estimates: dict[str, float | None] | None = None) -> None:
         self.mode, self.run_id, self.total, self.already, self.store = mode, run_id, total, already, store
         self.progress = None
         self.console = None
         self.counts: dict[str, int] = {}
         self.done = 0
+        self.eta = Eta(estimates or {})
 
     def __enter__(self):
         if self.mode == "rich":
@@ -142,10 +217,12 @@ class RunUI:
 
                 self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                          MofNCompleteColumn(), TimeElapsedColumn(),
+                                         TextColumn("{task.fields[eta]}"),
                                          TextColumn("{task.fields[last]}"),
                                          console=self.console, transient=False)
                 self.progress.start()
-                self.task = self.progress.add_task("starting", total=self.total, last="")
+                self.task = self.progress.add_task("starting", total=self.total, last="",
+                                                   eta=self.eta.text())
             self.console.print(f"run {self.run_id}: {self.total} cells{note} -> {self.store}",
                                markup=False)
         return self
@@ -157,7 +234,7 @@ class RunUI:
 
     @staticmethod
     def _label(spec: dict) -> str:
-        return f"{spec['problem']} d={spec['dim']} {_short_solver(spec)} seed={spec['seed']}"
+        return f"{spec['problem']} d={fmt_dim(spec['dim'])} {_short_solver(spec)} seed={spec['seed']}"
 
     def warn(self, message: str) -> None:
         if self.mode == "json":
@@ -174,17 +251,20 @@ class RunUI:
 
         self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
         self.done += 1
+        self.eta.finished(row.get("cell_id"), row.get("total_time_s") or 0.0)
         if self.mode == "json":
             print(json.dumps({"event": "cell", **row}, default=str), flush=True)
         elif self.progress is not None:
             style = _STATUS_STYLE.get(row["status"], "")
-            self.progress.update(self.task, advance=1,
+            self.progress.update(self.task, advance=1, eta=self.eta.text(),
                                  last=f"last: {escape(self._label(row))} [{style}]{row['status']}[/]")
         elif self.console is not None:  # not a terminal: a log line per finished cell
             err = row.get("final_rel_l2")
-            err_text = "" if err is None or err != err else f", rel L2 {err:.3g}"
+            err_text = "" if err is None or err != err else f", rel L2 {fmt_sig(err)}"
+            eta = self.eta.text()
             self.console.print(f"[{self.done}/{self.total}] {self._label(row)}: {row['status']} "
-                               f"({row.get('steps_done') or 0} steps{err_text})", markup=False)
+                               f"({row.get('steps_done') or 0} steps{err_text})"
+                               f"{'; ' + eta if eta else ''}", markup=False)
         unsteady = unsteady_timing_warning(row, self._label(row))
         if unsteady:
             self.warn(unsteady)

@@ -7,7 +7,9 @@ Grammar (items separated by commas; numbers may be written ``1000``, ``1e3`` or 
     100,5e4         a list
     100,1e3..1e5    lists may mix single values and ranges
 
-Every value must be a positive integer; ranges need start <= end and an integer factor >= 2.
+Every value must be an integer from 1 to ``MAX_DIM`` written in ASCII digits (``１e3`` with a
+full-width digit is refused, not read as 1000); ranges need start <= end and an integer factor
+>= 2.
 The result is sorted with duplicates removed. Errors are ``ValueError`` with a message that says
 what is allowed (the CLI shows it as a one-line usage error).
 """
@@ -16,21 +18,24 @@ from __future__ import annotations
 
 import math
 
+from pinnbench.numerals import is_numeral
+
+#: the largest dimension a plan may name: far beyond any machine (a width-1 first layer at
+#: d = 1e12 is 4 TB), well inside SQLite's 64-bit integers
+MAX_DIM = 10**12
 ALLOWED = ("a positive integer (100, 1e3, 5e4), a list 100,5e4, decades 1e3..1e7, "
            "or a geometric range 1e3..1e5:x2")
-
 
 
 def parse_dim(text: str) -> int:
     """One dimension: ``"1000"``, ``"1e3"``, ``"5e4"`` -> int; must be an integer >= 1."""
     t = text.strip()
-    try:
-        value = float(t)
-    except ValueError:
-        raise ValueError(f"bad dimension {t!r}; expected {ALLOWED}") from None
-    if not math.isfinite(value) or not value.is_integer() or value < 1:
-        raise ValueError(f"bad dimension {t!r}: a dimension must be an integer >= 1; "
-                         f"expected {ALLOWED}")
+    if not is_numeral(t):
+        raise ValueError(f"bad dimension {t!r}; expected {ALLOWED}, in ASCII digits")
+    value = float(t)
+    if not math.isfinite(value) or not value.is_integer() or value < 1 or value > MAX_DIM:
+        raise ValueError(f"bad dimension {t!r}: a dimension must be an integer >= 1 and <= "
+                         f"{MAX_DIM:.0e}; expected {ALLOWED}")
     return int(value)
 
 
@@ -48,12 +53,8 @@ def _parse_range(item: str) -> list[int]:
         f = factor_text.strip()
         if not f.startswith("x"):
             raise ValueError(f"bad range step {factor_text!r} in {item!r}; write :x2 for a factor 2")
-        try:
-            factor_value = float(f[1:])
-        except ValueError:
-            raise ValueError(f"bad range factor {f!r} in {item!r}; expected :xK with an "
-                             "integer K >= 2") from None
-        if not factor_value.is_integer() or factor_value < 2:
+        factor_value = float(f[1:]) if is_numeral(f[1:]) else math.nan
+        if not factor_value.is_integer() or not 2 <= factor_value <= MAX_DIM:
             raise ValueError(f"bad range factor {f!r} in {item!r}; expected :xK with an "
                              "integer K >= 2")
         factor = int(factor_value)

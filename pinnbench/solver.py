@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import torch
 
+from pinnbench.numerals import MAX_INT64, is_integer_numeral, is_numeral
 from pinnbench.registry import Registry
 
 
@@ -74,22 +75,28 @@ class Param:
                 else:
                     raise ValueError
             elif kind is int:
-                if isinstance(value, bool):
-                    raise ValueError
+                if isinstance(value, bool) or (isinstance(value, str) and not is_numeral(value)):
+                    raise ValueError  # ASCII digits only: "８" is not read as 8
                 f = float(value)
                 if not f.is_integer():
                     raise ValueError
-                out = int(f)
+                exact = isinstance(value, int) or is_integer_numeral(value)
+                out = int(value) if exact else int(f)  # "12345678901234567" stays exact
+                if abs(out) > MAX_INT64:  # what torch and SQLite can hold
+                    raise ValueError("at most 2^63 - 1 in size")
             elif kind is float:
-                if isinstance(value, bool):
+                if isinstance(value, bool) or (isinstance(value, str) and not is_numeral(value)):
                     raise ValueError
                 out = float(value)
                 if not math.isfinite(out):
                     raise ValueError
             else:
                 out = str(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"parameter {name}={value!r}: expected {self.describe()}") from None
+        except (TypeError, ValueError) as exc:
+            note = (", in ASCII digits" if isinstance(value, str) and not is_numeral(value)
+                    else f", {exc}" if str(exc) else "") if kind in (int, float) else ""
+            raise ValueError(f"parameter {name}={value!r}: expected {self.describe()}{note}") \
+                from None
         if self.choices is not None and out not in self.choices:
             raise ValueError(f"parameter {name}={value!r}: expected {self.describe()}")
         if self.check is not None and not self.check(out):
@@ -177,6 +184,14 @@ class Solver:
             return True, (f"loss=gpinn needs the source's gradient in closed form, which "
                           f"{problem.id} does not provide (supports_gpinn is False)")
         return False, ""
+
+    def state_bytes(self, n_params: int, input_dim: int, bytes_per_number: int) -> int:
+        """Bytes this solver holds during a step beyond the model's ``n_params`` parameters and
+        the step's batch, for inputs of ``input_dim`` coordinates (the plan's memory estimate
+        asks it before any cell runs: pinnbench/plan.py). The base: the gradient (one number
+        per parameter) when the solver trains by autograd, nothing otherwise; a solver with an
+        optimizer or buffers overrides it."""
+        return n_params * bytes_per_number if self.autograd else 0
 
     def setup(self, problem, model, generator: torch.Generator) -> None:
         """Bind the problem, the model and the solver's generator; then :meth:`prepare`."""
@@ -314,7 +329,8 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
-_SPEC = re.compile(r"^\s*([A-Za-z][\w-]*)\s*(?:\[(.*)\])?\s*$")
+#: ASCII only: a name or key with another script's letters or digits is refused, not looked up
+_SPEC = re.compile(r"^\s*([A-Za-z][\w-]*)\s*(?:\[(.*)\])?\s*$", re.ASCII)
 
 
 def parse_spec(text: str) -> tuple[str, dict[str, str]]:

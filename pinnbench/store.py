@@ -50,10 +50,12 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def check_store(path: str | os.PathLike, must_exist: bool = False, writable: bool = True) -> None:
+def check_store(path: str | os.PathLike, must_exist: bool = False, writable: bool = True,
+                mkdir: bool = False) -> None:
     """Raise StoreError unless ``path`` is an existing pinnbench store that we may write (or
-    only read, ``writable=False``), or a path where one can be created. Writes nothing (opens an
-    existing file read-only)."""
+    only read, ``writable=False``), or a path where one can be created: in an existing folder,
+    or (``mkdir``) under folders that may be created. Writes nothing (opens an existing file
+    read-only)."""
     p = Path(path)
     if p.exists():
         if p.is_dir():
@@ -76,6 +78,9 @@ def check_store(path: str | os.PathLike, must_exist: bool = False, writable: boo
         return
     if must_exist:
         raise StoreError(f"no store at {str(p)!r}; run `pinnbench run --store {p}` first")
+    if not mkdir and not p.parent.exists():
+        raise StoreError(f"cannot create store {str(p)!r}: the folder {str(p.parent)!r} does not "
+                         "exist; create it, or add --mkdir to create it")
     parent = p.parent
     while not parent.exists():
         if parent == parent.parent:
@@ -137,12 +142,15 @@ def _encode(name: str, value: Any) -> Any:
 
 
 class Store:
-    """A writable store (created on first use)."""
+    """A writable store (created on first use; its folders too when ``mkdir``), in WAL mode.
+    SQLite removes the ``-wal`` and ``-shm`` files when the last connection closes, so a store
+    at rest is one file, which readers open without creating them (:func:`_connect_read_only`)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        check_store(path)
+    def __init__(self, path: str | os.PathLike, mkdir: bool = False) -> None:
+        check_store(path, mkdir=mkdir)
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if mkdir:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
         self.con.execute("PRAGMA journal_mode=WAL")
         self.con.execute("PRAGMA synchronous=NORMAL")
@@ -223,10 +231,6 @@ class Store:
             self.con.execute("UPDATE runs SET finished_at=?, status=? WHERE run_id=?",
                              (finished_at, status, run_id))
 
-    def run_plan(self, run_id: str) -> list[dict]:
-        row = self.con.execute("SELECT plan FROM runs WHERE run_id=?", (run_id,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else []
-
     def done_cells(self, run_id: str) -> set[str]:
         marks = ",".join("?" * len(DONE_STATUSES))
         rows = self.con.execute(f"SELECT cell_id FROM results WHERE run_id=? AND status IN "
@@ -248,16 +252,52 @@ class Store:
 
 
 def _connect_read_only(path: str | os.PathLike) -> sqlite3.Connection:
-    """A read-only connection. A WAL store in a folder we cannot write (a read-only file system,
-    another user's results) cannot create its shared-memory file: it is then opened as
-    immutable, which reads the main database file as it is."""
-    con = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    """A read-only connection that leaves nothing beside the store.
+
+    A WAL store needs a ``-shm`` file to be read normally, and a read-only connection creates
+    it and the ``-wal`` and cannot remove them (``show`` left both beside a store). When no
+    ``-wal`` file exists (the store at rest: its writer closed, every committed row is in the
+    main file) it is opened as immutable, which creates nothing; when one exists (a writer is
+    at work, or died) it is read normally, through the writer's files, so rows committed to the
+    WAL and not yet checkpointed are seen. (A writer that opens the store and checkpoints while
+    an immutable read is under way could be read half-written: a write transaction goes to the
+    WAL, and a checkpoint comes only at 1000 pages of it or when that writer closes; the
+    reads here last well under a second.) A rollback-journal store opens with ``mode=ro`` and
+    creates nothing either. A WAL store
+    in a folder we cannot write (a read-only file system, another user's results) cannot create
+    its shared-memory file either: it is then opened as immutable, which reads the main
+    database file as it is."""
+    p = Path(path)
+    if _in_wal_mode(p) and not Path(f"{p}-wal").exists():
+        return sqlite3.connect(f"file:{p}?mode=ro&immutable=1", uri=True)
+    con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
     try:
         con.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
         return con
     except sqlite3.OperationalError:
         con.close()
     return sqlite3.connect(f"file:{Path(path)}?mode=ro&immutable=1", uri=True)
+
+
+def _in_wal_mode(path: Path) -> bool:
+    """Whether the database file's header says WAL (bytes 18 and 19 are 2; sqlite.org/fileformat)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        return False
+    return len(head) == 20 and head[18] == 2 and head[19] == 2
+
+
+def run_plan(path: str | os.PathLike, run_id: str) -> list[dict]:
+    """The cell specs a run planned (read-only; ``--resume`` reads them before it writes)."""
+    check_store(path, must_exist=True, writable=False)
+    con = _connect_read_only(path)
+    try:
+        row = con.execute("SELECT plan FROM runs WHERE run_id=?", (run_id,)).fetchone()
+    finally:
+        con.close()
+    return json.loads(row[0]) if row and row[0] else []
 
 
 def list_runs(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -236,6 +236,16 @@ class ZerothOrderSolver(Solver):
                           "(docs/streaming.md)")
         return super().skip(problem)
 
+    def state_bytes(self, n_params: int, input_dim: int, bytes_per_number: int) -> int:
+        """No gradient. Dense momentum (``momentum > 0`` with full Gaussian directions): one
+        number per parameter. Low-rank directions (sdze's ``subspace``): the first layer's basis
+        V (input_dim x rank) held for the step unless streamed; low-rank momentum and the other
+        bases are O(width x rank) and not counted."""
+        subspace = self.params.get("subspace", False)
+        dense = n_params if self.momentum > 0 and not subspace else 0
+        held = input_dim * self.params.get("rank", 0) if subspace and not self.stream else 0
+        return (dense + held) * bytes_per_number
+
     def prepare(self) -> None:
         if self.stream:  # compile the streamed source now, not in the first step
             self.problem.warm_up_stream(self.points)

@@ -60,6 +60,10 @@ class BP(Solver):
         why = exact_unsupported(problem) if self.estimator == "exact" else ""
         return (True, why) if why else super().skip(problem)
 
+    def state_bytes(self, n_params: int, input_dim: int, bytes_per_number: int) -> int:
+        """The gradient and Adam's two moments: three numbers per parameter."""
+        return 3 * n_params * bytes_per_number
+
     def prepare(self) -> None:
         if self.init == "torch":
             torch_default_init_(self.model, self.generator)

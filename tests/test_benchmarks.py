@@ -28,10 +28,10 @@ def bench(monkeypatch):
 @pytest.mark.usefixtures("one_thread")
 def test_time_step_teardown_frees_the_solver(bench):
     b = bench.TimeStep()
-    b.setup("sdze", 100)
-    b.time_step("sdze", 100)
+    b.setup(bench.PROBLEM, "sdze", 100)
+    b.time_step(bench.PROBLEM, "sdze", 100)
     model = weakref.ref(b.solver.model)
-    b.teardown("sdze", 100)
+    b.teardown(bench.PROBLEM, "sdze", 100)
     gc.collect()
     assert not hasattr(b, "solver") and model() is None
 
@@ -60,11 +60,19 @@ def test_step_time_split_tracks_the_cells_data_and_solver_times(bench, monkeypat
     assert len(calls) == len(bench.SOLVERS) * len(bench.DIMS)
     for solver in bench.SOLVERS:
         for dim in bench.DIMS:
-            assert b.track_data_time_per_step(times, solver, dim) == 0.25 + dim
-            assert b.track_solver_time_per_step(times, solver, dim) == 0.5 + dim
+            assert b.track_data_time_per_step(times, bench.PROBLEM, solver, dim) == 0.25 + dim
+            assert b.track_solver_time_per_step(times, bench.PROBLEM, solver, dim) == 0.5 + dim
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_every_benchmark_names_its_problem_and_errors_have_3_significant_digits(bench):
+    for cls in (bench.TimeStep, bench.PeakMemory, bench.StepTimeSplit, bench.RelativeError):
+        assert cls.param_names[0] == "problem" and cls.params[0] == [bench.PROBLEM]
+    errors = {("sdze", 100): 0.96612345, ("bp", 100): 1.0}
+    assert bench.RelativeError().track_rel_l2(errors, bench.PROBLEM, "sdze", 100) == 0.966
+    assert bench.sig3(0.000123456) == 0.000123 and bench.sig3(12345.0) == 12300.0
+
+
 def test_step_time_split_of_a_real_cell_is_positive(bench, monkeypatch):
     monkeypatch.setattr(bench, "SOLVERS", ["sdze"])
     monkeypatch.setattr(bench, "DIMS", [100])

@@ -44,6 +44,32 @@ BAD = [
     (["--seeds", "0..100000"], "100,001 cells (1 problems x 1 solvers x 1 d x 100001 seeds), more "
                                "than 500; check --seeds and --dims, or add --yes"),
     (["--seeds", "0..10000000", "--yes"], "asks for more than 1,000,000 seeds"),
+    # issue 24: numbers past their bounds (SQLite integers are < 2^63) and non-ASCII digits
+    (["--dims", "1e99"], "bad dimension '1e99': a dimension must be an integer >= 1 and <= 1e+12"),
+    (["--dims", "1e3..1e99"], "<= 1e+12"),
+    (["--dims", "\uff13"], "in ASCII digits"),  # full-width 3
+    (["--dims", "1e3..1e5:x\uff12"], "integer K >= 2"),
+    (["--steps", "99999999999999999999"], "--steps must be an integer >= 1 and <= 1e+09"),
+    (["--steps", "\uff13"], "--steps must be an integer >= 1 and <= 1e+09, in ASCII digits"),
+    (["--steps", "1_000"], "in ASCII digits"),
+    (["--seeds", "99999999999999999999"], "seeds are integers from 0 to 4294967295"),
+    (["--seeds", "\uff11"], "in ASCII digits"),
+    (["--seeds", "\u0663"], "in ASCII digits"),  # Arabic-Indic 3
+    (["--timeout", "1e300"], "--timeout must be a number > 0 and <= 1e+07"),
+    (["--time-budget", "1e300"], "--time-budget must be a number > 0 and <= 1e+07"),
+    (["--timeout", "\uff15"], "in ASCII digits"),
+    (["--width", "1e30"], "--width must be an integer >= 1 and <= 1.04858e+06"),
+    (["--depth", "1e30"], "--depth must be an integer >= 1 and <= 1000"),
+    (["--points", "1e30"], "--points must be an integer >= 1 and <= 1e+09"),
+    (["--threads", "1e30"], "--threads must be an integer >= 1 and <= 4096"),
+    (["--jobs", "1e30"], "--jobs must be an integer >= 1 and <= 1024"),
+    (["--warmup", "\uff13"], "--warmup must be an integer >= 0"),
+    (["--warmup", "1e30"], "--warmup must be an integer >= 0 and <= 1e+09"),
+    (["--warmup", "-1"], "--warmup must be an integer >= 0"),
+    (["--memory-limit", "\uff18G"], "in ASCII digits"),
+    (["--memory-limit", "1e30"], "is above 1P"),
+    (["--solvers", "fake-ok[lr=\uff10.1]"], "parameter lr='\uff10.1': expected a number > 0, "
+                                              "in ASCII digits"),
 ]
 
 
@@ -76,8 +102,8 @@ def test_bad_invocations_exit_2_with_one_line_and_leave_the_store_alone(extra, m
         extra, message = ["--problems", "fake-affine-v1", "--dims", "1"], "needs d >= 2"
     before = store.read_bytes()
     fresh = tmp_path / "fresh" / "new.sqlite"
-    for target in (store, fresh):
-        code = main(_last_args(FAKE_RUN, extra + ["--store", str(target)]))
+    for target in (store, fresh):  # --mkdir: even when asked, bad input makes no folder
+        code = main(_last_args(FAKE_RUN, extra + ["--mkdir", "--store", str(target)]))
         err = capsys.readouterr().err
         assert code == 2, err
         assert err.startswith("error: ") and err.count("\n") == 1, err
@@ -88,6 +114,8 @@ def test_bad_invocations_exit_2_with_one_line_and_leave_the_store_alone(extra, m
 
 
 @pytest.mark.parametrize("spec,message", [("sdze[rank=-1]", "rank='-1'"),
+                                          ("sdze[rank=\uff18]", "in ASCII digits"),
+                                          ("sdze[rank=1e30]", "at most 2^63 - 1"),
                                           ("sdze[nope=1]", "unknown parameter(s) nope"),
                                           ("bp[estimator=nope]", "estimator='nope'")])
 def test_bad_real_solver_specs_exit_2(spec, message, store, capsys):
@@ -118,6 +146,38 @@ def test_bad_store_paths_exit_2(tmp_path, capsys):
     fresh = tmp_path / "empty.sqlite"
     assert main(FAKE_RUN + ["--store", str(fresh), "--resume"]) == 2
     assert "no run to resume" in capsys.readouterr().err and not fresh.exists()
+
+
+def test_a_store_in_a_missing_folder_needs_mkdir(tmp_path, capsys):
+    """No folder is made for a store unless asked: one line that says how, nothing created."""
+    path = tmp_path / "no" / "such" / "dir" / "s.sqlite"
+    assert main(FAKE_RUN + ["--quiet", "--store", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--mkdir" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "no").exists()
+    assert main(FAKE_RUN + ["--quiet", "--mkdir", "--store", str(path)]) == 0
+    assert list(load_results(path)["status"]) == ["ok"]
+
+
+def test_reading_a_store_leaves_nothing_beside_it(tmp_path, capsys):
+    """show, export and report open the store read-only and create no -wal/-shm files, for a
+    store in WAL mode (as pinnbench leaves it) and one in rollback-journal mode."""
+    import sqlite3
+
+    store = _one_run_store(tmp_path)
+    legacy = tmp_path / "legacy.sqlite"
+    legacy.write_bytes(store.read_bytes())
+    con = sqlite3.connect(legacy)
+    assert con.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
+    con.close()
+    for path in (store, legacy):
+        before = path.read_bytes()
+        assert main(["show", "--store", str(path)]) == 0
+        assert main(["export", "--store", str(path), "--out", str(tmp_path / f"{path.stem}.csv")]) == 0
+        assert main(["report", "--store", str(path), "--out", str(tmp_path / f"{path.stem}-page")]) == 0
+        capsys.readouterr()
+        assert sorted(p.name for p in tmp_path.glob(path.name + "*")) == [path.name]
+        assert path.read_bytes() == before
 
 
 @pytest.mark.parametrize("cmd", [[], ["run"], ["list"], ["show"], ["export"], ["report"]])
@@ -575,3 +635,28 @@ def test_ablate_puts_points_into_every_variant(options):
     specs = split_top_level(argv[2])
     assert len(specs) > 5 and all(parse_spec(s)[1]["points"] == "20" for s in specs)
     assert argv[3:] == options
+
+
+def test_the_terminal_table_writes_d_one_way_and_errors_at_3_significant_digits(tmp_path, capsys):
+    """d as 100, 1,000, 10,000 (not 100, 1000, 1e+04); an error of 1 as 1.00 beside 0.966."""
+    store = tmp_path / "s.sqlite"
+    _stored_rows(store, [("fake-ok", {"dim": 100, "final_rel_l2": 1.0, "best_rel_l2": 0.966}),
+                         ("fake-ok", {"dim": 1000, "final_rel_l2": 0.5}),
+                         ("fake-ok", {"dim": 10000, "time_per_step_s": 2.0})])
+    assert main(["show", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert " 1,000 " in out and " 10,000 " in out and "e+04" not in out, out
+    assert " 1.00 " in out and " 0.966 " in out and " 0.500 " in out and " 2.00 " in out, out
+
+
+def test_list_problems_shows_every_domain_and_the_scaled_radius(capsys):
+    from pinnbench.problem_registry import list_problems
+
+    assert main(["list", "problems"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
+             if line and not line.startswith(" ")}
+    assert "ball ||x|| < 10 (sqrt(d)) at d = 100" in lines["poisson-2body-scaled-v1"]
+    assert "ball ||x|| < 1 " in lines["poisson-2body-v1"] + " "
+    assert "annulus 10 < ||x|| < 20" in lines["biharmonic-clamped-2body-scaled-v1"]
+    for pid in list_problems():
+        assert "ball" in lines[pid] or "annulus" in lines[pid], lines[pid]

@@ -2,6 +2,7 @@
 
 import math
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -72,8 +73,32 @@ def test_check_store_rejects_bad_files_without_writing(tmp_path):
     with pytest.raises(StoreError, match="no store"):
         check_store(tmp_path / "missing.sqlite", must_exist=True)
     assert other.read_bytes() == before
-    check_store(tmp_path / "new" / "deeper" / "s.sqlite")  # creatable: fine
+    with pytest.raises(StoreError, match="does not exist; create it, or add --mkdir"):
+        check_store(tmp_path / "new" / "deeper" / "s.sqlite")  # no folders unless asked
+    check_store(tmp_path / "new" / "deeper" / "s.sqlite", mkdir=True)  # creatable: fine
     assert not (tmp_path / "new").exists()
+
+
+def test_a_store_at_rest_is_one_file_and_readers_leave_none(tmp_path):
+    """Closed, a store is one file; reading it (in WAL or rollback-journal mode) creates no
+    -wal/-shm; and a reader still sees rows a live writer has committed to its WAL and not yet
+    checkpointed (the immutable shortcut is never taken while a -wal exists)."""
+    path = tmp_path / "s.sqlite"
+    st = Store(path)
+    st.begin_run("r1", "pinnbench run", "2024-01-01T00:00:00+00:00", [], {})
+    st.write_row(_row("r1", "c1"))
+    assert Path(f"{path}-wal").exists()  # while open: WAL
+    assert list(load_results(path)["cell_id"]) == ["c1"]  # committed, in the WAL only
+    st.write_row(_row("r1", "c2"))
+    assert list(load_results(path)["cell_id"]) == ["c1", "c2"]
+    st.close()
+    for mode in ("wal", "delete"):
+        con = sqlite3.connect(path)
+        assert con.execute(f"PRAGMA journal_mode={mode}").fetchone() == (mode,)
+        con.close()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"]
+        assert list_runs(path)[0]["n_cells"] == 2 and len(load_results(path)) == 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"], mode
 
 
 def test_a_store_from_an_older_schema_is_read_and_extended(tmp_path, monkeypatch):
