@@ -41,9 +41,14 @@ def _usage(message: str):
     return UsageError(message)
 
 
+#: the most trials one study may ask for (a bound at parse time, as every numeric option has)
+MAX_TRIALS = 10_000
+
+
 def add_tune_parser(sub) -> None:
     """The ``tune`` subcommand's options (the lists read as `pinnbench run` reads them)."""
-    from pinnbench.cli import DEFAULT_RUN, _positive_float, _positive_int
+    from pinnbench.cli import (DEFAULT_RUN, MAX_DEPTH, MAX_PROCESSES, MAX_THREADS, MAX_WIDTH,
+                               _int_option, _seconds_option)
 
     t = sub.add_parser("tune", help="tune solvers under one protocol (Optuna studies)",
                        description="Tune every solver spec on every (problem, d) with the same "
@@ -53,24 +58,26 @@ def add_tune_parser(sub) -> None:
     t.add_argument("--problems", help=f"comma-separated problem ids (default {DEFAULT_RUN['problems']})")
     t.add_argument("--dims", help=f"dimensions as for run (default {DEFAULT_RUN['dims']})")
     t.add_argument("--seeds", help="seeds of every trial, at least 2 (default 0..1)")
-    t.add_argument("--steps", type=_positive_int("--steps"),
+    t.add_argument("--steps", type=_int_option("--steps"),
                    help=f"budget of a trial in steps (default {DEFAULT_RUN['steps']}, the run's)")
-    t.add_argument("--trials", type=_positive_int("--trials"),
+    t.add_argument("--trials", type=_int_option("--trials", maximum=MAX_TRIALS),
                    help=f"trials per study (default {DEFAULT_TRIALS})")
     t.add_argument("--sampler", choices=SAMPLERS, default="qmc",
                    help="seeded scrambled Sobol points (qmc, default) or seeded random search")
-    t.add_argument("--width", type=_positive_int("--width"), help="MLP width (default 128)")
-    t.add_argument("--depth", type=_positive_int("--depth"), help="hidden layers (default 3)")
+    t.add_argument("--width", type=_int_option("--width", maximum=MAX_WIDTH), help="MLP width (default 128)")
+    t.add_argument("--depth", type=_int_option("--depth", maximum=MAX_DEPTH), help="hidden layers (default 3)")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:<index> (default cpu)")
     t.add_argument("--dtype", help="float32 or float64 (default float32)")
-    t.add_argument("--timeout", type=_positive_float("--timeout"), metavar="SECONDS",
+    t.add_argument("--timeout", type=_seconds_option("--timeout"), metavar="SECONDS",
                    help=f"wall-clock limit per cell (default {DEFAULT_RUN['timeout']:g})")
-    t.add_argument("--jobs", type=_positive_int("--jobs"), help="cells at once (default 1)")
-    t.add_argument("--threads", type=_positive_int("--threads"),
+    t.add_argument("--jobs", type=_int_option("--jobs", maximum=MAX_PROCESSES), help="cells at once (default 1)")
+    t.add_argument("--threads", type=_int_option("--threads", maximum=MAX_THREADS),
                    help="torch threads per cell (default: free physical cores / jobs)")
     t.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
                    help="import a plugin module or file (repeatable)")
     t.add_argument("--store", default=str(DEFAULT_PATH), help=f"results store (default {DEFAULT_PATH})")
+    t.add_argument("--mkdir", action="store_true",
+                   help="create the store's folders if they do not exist (as for run)")
     t.add_argument("--study-store", metavar="PATH",
                    help="Optuna SQLite file of the studies (default: beside --store, "
                    f"{default_study_store(DEFAULT_PATH)})")
@@ -137,7 +144,7 @@ def _lists(args) -> tuple[list[str], list[str], list[int], list[int]]:
 
 def cmd_tune(args, argv: Sequence[str]) -> int:
     from pinnbench import store as store_mod
-    from pinnbench.cli import DEFAULT_RUN, _command_line, _import_plugins
+    from pinnbench.cli import DEFAULT_RUN, _command_line, _import_plugins, _may_mkdir
     from pinnbench.console import RunUI
     from pinnbench.machine_load import default_threads, load_average
     from pinnbench.problem_registry import resolve_device, resolve_dtype
@@ -172,7 +179,7 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
     options = {"timeout_s": args.timeout or DEFAULT_RUN["timeout"], "threads": threads,
                "imports": list(args.imports or []), "command": command}
     try:
-        store_mod.check_store(args.store)
+        store_mod.check_store(args.store, mkdir=_may_mkdir(args))
     except store_mod.StoreError as exc:
         raise _usage(str(exc)) from None
     study_path = Path(args.study_store) if args.study_store else default_study_store(args.store)
@@ -193,7 +200,7 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
     rows: list[dict] = []
     t0 = time.monotonic()
     if cells:
-        st = store_mod.Store(args.store)
+        st = store_mod.Store(args.store, mkdir=_may_mkdir(args))
         provenance = collect("cpu", command=command)
         provenance["executor"] = f"local ({args.jobs or 1} jobs)"
         provenance["load_avg_1m_at_start"] = load_average()
