@@ -131,7 +131,8 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
 
     import pinnbench
     from pinnbench import verdict
-    from pinnbench.report import ablation, aggregate, figures, protocol, provenance, tables
+    from pinnbench.report import (ablation, aggregate, figures, headline, protocol, provenance,
+                                  tables)
 
     out = check_out_dir(out_dir, force=force)
     df = select_runs(_load(source), run_id=run_id, all_runs=all_runs)
@@ -252,6 +253,7 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
         summary_headings=tables.headings(), summary_keys=tables.keys(),
         verdicts=sorted(verdicts.items()),
         compare=compare,
+        headline=headline.section(fams, df),
         floor_tolerance=f"{verdict.FLOOR_TOLERANCE:.0%}",
         min_trained_steps=verdict.MIN_TRAINED_STEPS,
         diverged_rel_l2=f"{verdict.DIVERGED_REL_L2:g}",
