@@ -85,3 +85,35 @@ def test_the_page_opens_with_the_head_to_head_block(tmp_path):
     assert html.index('id="headline"') < html.index('id="verdict"')
     page = parse_page(html)
     assert "headline-1" in page.tables and "headline-2" in page.tables
+
+
+def test_provenance_floats_are_rounded():
+    from pinnbench.report.provenance import format_value
+
+    assert format_value("floor_time_s", 0.12345678901234567) == "0.1235"
+    assert format_value("closed_forms", {"t": 1.0000000000000002, "n": [3.14159265358979]}) \
+        == '{"n": [3.142], "t": 1.0}'
+    assert format_value("threads", 4) == "4"
+
+
+def test_specs_are_shown_by_their_non_default_parameters():
+    from pinnbench.report.aggregate import nondefault_spec
+    from pinnbench.solver import SOLVERS
+
+    declared = SOLVERS.get("sdze").all_parameters()
+    full = "sdze[" + ",".join(f"{k}={_text(p.default)}" for k, p in sorted(declared.items())) + "]"
+    assert nondefault_spec(full) == "sdze"
+    changed = full.replace("rank=8", "rank=4")
+    assert "rank=8" in full and nondefault_spec(changed) == "sdze[rank=4]"
+    assert nondefault_spec("nosuchsolver[x=1]") == "nosuchsolver[x=1]"
+
+
+def _text(v):
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
+def test_a_plain_run_has_claims_but_no_ablation_section(tmp_path):
+    html = write_report(rows(), tmp_path / "r").read_text(encoding="utf-8")
+    assert "<h2>SDZE&#39;s claims</h2>" in html or "<h2>SDZE's claims</h2>" in html
+    assert "<h2>Ablations</h2>" not in html and "variants-table" not in html
+    assert "claims-table" in html

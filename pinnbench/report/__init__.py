@@ -209,7 +209,13 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
         "Empirical variance of [L(θ+εz) − L(θ−εz)]/(2ε) with common random numbers (solid) "
         "and without (dashed); without CRNS it grows like 1/ε².")
     abl = ablation.section(df)
-    if abl is not None:
+    # a run of one zeroth-order spec (a plain d-sweep) has claims to check but nothing ablated:
+    # no variant table, no ablation figures, a section named for the claims
+    ablated = abl is not None and len({v["solver"] for v in abl["variants"]}) > 1
+    if abl is not None and not ablated:
+        abl["variants"] = []
+        sections.append({"title": "SDZE's claims", "figures": [], "ablation": abl})
+    if ablated:
         add("Ablations", ablation.error_vs_time(df, style), "ablation_error_vs_time",
             "Error against wall time, every zeroth-order variant",
             "Relative L2 error on the test set against the summed step times, one thin line per "
