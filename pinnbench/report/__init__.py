@@ -185,7 +185,8 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
         "Peak memory against d",
         mem_what + "torch.cuda.max_memory_allocated where a GPU was measured, else the "
         "resident set of the cell process. Dash-dotted: total memory of the device, "
-        "from the run's provenance. Hollow markers: cells with fewer than "
+        "from the run's provenance, drawn only within 4× of the measured values (the axis is "
+        "scaled to the data; so is the baseline line, off the axis when far below). Hollow markers: cells with fewer than "
         f"{verdict.MIN_TRAINED_STEPS} steps (untrained). " + seeds_note)
     for i, problem in enumerate(sorted(df["problem"].unique())):
         add("Convergence", figures.convergence(df, style, problem), f"convergence_{i}",
