@@ -165,8 +165,9 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
     add("Scaling with d", figures.metric_vs_d(fams, style, "error"), "error_vs_d",
         "Final error against d",
         "Relative L2 error on the fixed test set at the end of training. Grey lines: the "
-        "error of the best trivial fits A(x)·c and A(x)·(a + b·x); a PINN above them has "
-        "learned less than a constant. " + seeds_note)
+        "error of the best trivial fits A(x)·c and A(x)·(a + b·x), medians over seeds for "
+        "orientation (each seed has its own; the verdicts judge every seed against its own); "
+        "a PINN above them has learned less than a constant. " + seeds_note)
     add("Scaling with d", figures.metric_vs_d(fams, style, "time"), "time_vs_d",
         "Time per step against d",
         "Median time of the timed steps (after warm-up, device synchronised). " + seeds_note)
