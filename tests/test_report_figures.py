@@ -135,6 +135,7 @@ def test_the_memory_axis_is_scaled_to_the_data(close_all):
     assert lo <= 10 / 1024 <= hi
     assert hi < 2000 / 1024  # neither the baseline nor the device line stretches the axis
     assert not any("total device memory" in t for t in _legend_texts(fig))
+    assert not any("baseline after set-up" in t for t in _legend_texts(fig))  # off the axis
     # within reach (32 MiB, 3.2x the peak), the device line is drawn and on the axis
     df["provenance"] = [{**p, "host_memory_bytes": 32 * 2**20} for p in df["provenance"]]
     fig = figures.metric_vs_d(aggregate.families(df), style, "memory", rows=df)

@@ -280,8 +280,9 @@ def metric_vs_d(fams: list[Family], style: SeriesStyle, metric: str,
                 yvals += _draw_floors(ax, pf)
             data = list(yvals)  # the memory axis is scaled to the measured values
             if above:
-                yvals += _within_reach(_draw_baseline(ax, pf), data)
-                drew_baseline = True
+                shown = _within_reach(_draw_baseline(ax, pf), data)
+                yvals += shown
+                drew_baseline |= bool(shown)  # off the axis: no legend entry (caption says)
             if metric == "memory" and rows is not None:
                 lines = _draw_device_memory(ax, rows[rows["problem"] == problem], data)
                 drew_device_memory |= bool(lines)
