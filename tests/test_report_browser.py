@@ -36,7 +36,7 @@ def _browser_installed():
         pytest.fail(f"CI=true but chromium is not installed ({INSTALL})")
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-N_FIGURES = 9
+N_FIGURES = 10
 
 PROBE = """<script>
 (function () {

@@ -121,3 +121,24 @@ def test_full_report_figures_have_no_offset_text(tmp_path, close_all):
         for ax in _visible_axes(fig):
             assert ax.xaxis.get_offset_text().get_text() == ""
             assert ax.yaxis.get_offset_text().get_text() == ""
+
+
+def test_the_memory_axis_is_scaled_to_the_data(close_all):
+    """Issue 24: a 23.5 GiB device line and a far baseline squashed peaks of tens of MiB. Lines
+    more than 4x beyond the data are left off the axis; the peaks' range sets it."""
+    df, style = _rows(dims=(10**6,), peak=2010 * 2**20, baseline=2000 * 2**20)  # 10 MiB above
+    df["provenance"] = [{**p, "host_memory_bytes": int(23.5 * 2**30)} for p in df["provenance"]]
+    fig = figures.metric_vs_d(aggregate.families(df), style, "memory", rows=df)
+    fig.canvas.draw()
+    (ax,) = _visible_axes(fig)
+    lo, hi = ax.get_ylim()
+    assert lo <= 10 / 1024 <= hi
+    assert hi < 2000 / 1024  # neither the baseline nor the device line stretches the axis
+    assert not any("total device memory" in t for t in _legend_texts(fig))
+    assert not any("baseline after set-up" in t for t in _legend_texts(fig))  # off the axis
+    # within reach (32 MiB, 3.2x the peak), the device line is drawn and on the axis
+    df["provenance"] = [{**p, "host_memory_bytes": 32 * 2**20} for p in df["provenance"]]
+    fig = figures.metric_vs_d(aggregate.families(df), style, "memory", rows=df)
+    (ax,) = _visible_axes(fig)
+    assert ax.get_ylim()[1] >= 32 / 1024
+    assert any("total device memory" in t for t in _legend_texts(fig))

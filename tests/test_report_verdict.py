@@ -113,4 +113,4 @@ def test_medians_below_but_seeds_above_their_own_fits_read_1_of_3(tmp_path):
     assert "best" not in _classes(cells["rel_l2"])  # not every seed below: never green
     assert "A·c: 2.99e-01 (seeds 1.99e-01 – 4.41e-01)" in cells["floors"]["text"]
     assert "bp at d = 10^3: 1 of 3 seeds below the constant fit" in html
-    assert "bp is below" not in html
+    assert "bp is below the constant fit at d" not in html

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from pinnbench import verdict
-from pinnbench.report.aggregate import LogStats
+from pinnbench.report.aggregate import LogStats, nondefault_spec
 
 #: the zeroth-order families the section covers
 FAMILIES = ("sdze", "zo")
@@ -583,6 +583,7 @@ def variant_rows(vs: list[Variant]) -> list[dict[str, Any]]:
         ok = v.err is not None
         rows.append({
             "problem": v.problem, "dim": v.dim, "factor": v.factor, "solver": v.solver,
+            "spec": nondefault_spec(v.solver),
             "err": _sci(v.err.median) if ok else "–",
             "err_value": repr(v.err.median) if ok else "",
             "range": f"[{_sci(v.err_min)}, {_sci(v.err_max)}]" if ok else "",
@@ -618,6 +619,7 @@ def section(df: pd.DataFrame) -> dict[str, Any] | None:
                       if final_ratios(d) is not None})
     return {"claims": claims(df), "variants": variant_rows(vs),
             "base": base_spec(zeroth_order(df)) or "–",
+            "base_short": nondefault_spec(base_spec(zeroth_order(df)) or "–"),
             "window": ", ".join(map(str, windows)) or "W", "resamples": BOOTSTRAP_RESAMPLES,
             "bootstrap_seed": BOOTSTRAP_SEED}
 

@@ -189,6 +189,22 @@ def short_labels(df: pd.DataFrame) -> dict[str, str]:
     return labels
 
 
+def nondefault_spec(spec: str) -> str:
+    """A solver spec shown by its non-default parameters only (``sdze[rank=4]``; ``sdze`` when
+    every parameter is at its default), read against the registered solver's declared
+    defaults; the spec unchanged when its solver is not installed here or it does not parse."""
+    from pinnbench.solver import SOLVERS, parse_spec
+
+    try:
+        name, params = parse_spec(spec)
+        declared = SOLVERS.get(name).all_parameters()
+        changed = [(k, v) for k, v in sorted(params.items())
+                   if k not in declared or declared[k].coerce(k, v) != declared[k].default]
+    except Exception:  # noqa: BLE001 - a foreign or old spec is shown as it was stored
+        return spec
+    return f"{name}[{','.join(f'{k}={v}' for k, v in changed)}]" if changed else name
+
+
 def _fmt_param(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

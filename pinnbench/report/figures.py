@@ -278,11 +278,13 @@ def metric_vs_d(fams: list[Family], style: SeriesStyle, metric: str,
                         fails.append((series, f.dim, f.failures, f.n_seeds))
             if metric == "error":
                 yvals += _draw_floors(ax, pf)
+            data = list(yvals)  # the memory axis is scaled to the measured values
             if above:
-                yvals += _draw_baseline(ax, pf)
-                drew_baseline = True
+                shown = _within_reach(_draw_baseline(ax, pf), data)
+                yvals += shown
+                drew_baseline |= bool(shown)  # off the axis: no legend entry (caption says)
             if metric == "memory" and rows is not None:
-                lines = _draw_device_memory(ax, rows[rows["problem"] == problem])
+                lines = _draw_device_memory(ax, rows[rows["problem"] == problem], data)
                 drew_device_memory |= bool(lines)
                 yvals += lines
             n_rows = len({s for s, *_ in fails})
@@ -383,7 +385,23 @@ def _draw_floors(ax: plt.Axes, pf: list[Family]) -> list[float]:
     return out
 
 
-def _draw_device_memory(ax: plt.Axes, rows: pd.DataFrame) -> list[float]:
+#: a reference line (baseline, device memory) sets the memory axis only within this factor of
+#: the measured values; farther away it would squash the differences the figure is for
+REFERENCE_REACH = 4.0
+
+
+def _within_reach(values: list[float], data: list[float]) -> list[float]:
+    """The values within REFERENCE_REACH of the data's range (all of them without data)."""
+    d = [x for x in data if x is not None and np.isfinite(x) and x > 0]
+    if not d:
+        return values
+    lo, hi = min(d) / REFERENCE_REACH, max(d) * REFERENCE_REACH
+    return [v for v in values if lo <= v <= hi]
+
+
+def _draw_device_memory(ax: plt.Axes, rows: pd.DataFrame,
+                        data: list[float] | None = None) -> list[float]:
+    """The total memory of each measured device, drawn only within reach of the data."""
     seen: dict[tuple[str, int], None] = {}
     for prov, kind in zip(rows["provenance"], rows["mem_kind"]):
         total = total_memory_bytes(prov, kind)
@@ -392,6 +410,8 @@ def _draw_device_memory(ax: plt.Axes, rows: pd.DataFrame) -> list[float]:
     out = []
     for label, total in seen:
         y = total / GIB
+        if data is not None and not _within_reach([y], data):
+            continue
         ax.axhline(y, color="black", ls="-.", lw=1.2, zorder=1)
         ax.annotate(f"{label}: {total / 2**30:.3g} GiB", (0.02, y),
                     xycoords=ax.get_yaxis_transform(), xytext=(0, -3), textcoords="offset points",

@@ -86,8 +86,24 @@ def format_value(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, default=str)
-    return str(value)
+        return json.dumps(_rounded(value), sort_keys=True, default=str, ensure_ascii=False)
+    return str(_rounded(value))
+
+
+#: significant digits of the floats the provenance table shows (timings such as
+#: ``cuda_init_time_s`` are stored to the last bit; four digits say what they mean)
+DIGITS = 4
+
+
+def _rounded(value: Any) -> Any:
+    """Floats (also inside dicts and lists) to :data:`DIGITS` significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.{DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def format_bytes(b: float) -> str:

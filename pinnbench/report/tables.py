@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pinnbench.report.aggregate import Family, LogStats
+from pinnbench.report.aggregate import Family, LogStats, nondefault_spec
 from pinnbench.report.provenance import format_bytes
 
 #: (column key, Family attribute, heading, formatter)
@@ -81,7 +81,7 @@ def summary_rows(fams: list[Family]) -> list[dict]:
             cells["rel_l2"].spread = "; ".join(x for x in (cells["rel_l2"].spread, noise) if x)
         rows.append({
             "problem": f.problem, "label": f.label, "solver": f.solver, "dim": f.dim,
-            "cells": cells,
+            "spec": nondefault_spec(f.solver), "cells": cells,
             "n_params": "–" if f.n_params is None or not math.isfinite(f.n_params)
             else f"{int(round(f.n_params)):,}",
             "n_params_value": f.n_params,
@@ -145,6 +145,7 @@ def failure_rows(df: pd.DataFrame) -> list[dict]:
         if len(msg) > MESSAGE_CHARS:
             msg = msg[:MESSAGE_CHARS] + f" … ({len(r.message) - MESSAGE_CHARS} more characters)"
         out.append({"problem": r.problem, "label": r.label, "solver": r.solver, "dim": r.dim,
+                    "spec": nondefault_spec(r.solver),
                     "seed": r.seed, "status": r.status, "message": msg,
                     "steps_done": "–" if pd.isna(r.steps_done) else int(r.steps_done)})
     return out
