@@ -378,10 +378,10 @@ def _run_fd(drawn: Probes, model, x, params):
 
 
 def _run_autodiff(drawn: Probes, model, x, params):
-    """exact, sdgd, hte: reverse-mode nesting from one u(x) with x requiring grad; sdgd and hte
-    take their probe groups' and the time direction's derivatives through the first layer's
-    pre-activations (:mod:`.preactivation`: no (V, n, D) intermediate), exact in x itself (the
-    reference); the nested bilaplacian and the drift in x."""
+    """exact, sdgd, hte: reverse-mode nesting from one u(x). sdgd and hte take their probe
+    groups' and the time direction's derivatives through the first layer's pre-activations
+    (:mod:`.preactivation`: no (V, n, D) intermediate), exact in x itself (the reference); the
+    nested bilaplacian and the drift are taken in x (which then requires grad)."""
     keep = torch.is_grad_enabled()
     d = model.problem.dim
     names, time_dirs, time_order = drawn.names, drawn.time_dirs, drawn.time_order
