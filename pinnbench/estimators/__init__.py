@@ -3,7 +3,8 @@
 ``estimate(term, model, x, method=..., generator=..., probes=...)`` and ``estimate_terms(...)``
 (optionally with probes drawn apart by ``draw_probes``);
 methods ``exact``, ``sdgd``, ``hte``, ``stde``, ``fd``. The maths and sources are in
-:mod:`.terms` (the estimators), :mod:`.directional` (jets, autodiff, stencils) and :mod:`.probes`.
+:mod:`.terms` (the estimators), :mod:`.directional` (jets, autodiff, stencils),
+:mod:`.preactivation` (hte and sdgd through the first layer) and :mod:`.probes`.
 """
 
 from pinnbench.estimators.terms import (EXACT_MAX_DIM, METHODS, OPTIONS, Probes, draw_probes,

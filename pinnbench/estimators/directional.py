@@ -49,7 +49,7 @@ def default_fd_step(dtype: torch.dtype, order: int) -> float:
     return float(torch.finfo(dtype).eps) ** (1.0 / (order + 2))
 
 
-def _as_matrix(c, n: int, v: int, like: Tensor) -> Tensor:
+def as_matrix(c, n: int, v: int, like: Tensor) -> Tensor:
     """A jet coefficient (a tensor broadcastable to (n, V), or the float 0.0) as an (n, V) tensor."""
     if not isinstance(c, Tensor):
         return torch.full((n, v), float(c), dtype=like.dtype, device=like.device)
@@ -63,7 +63,7 @@ def jet_directional(model, x: Tensor, dirs: Directions, order: int,
     n, v = x.shape[0], dirs.count
     c0 = jet[0]
     u = c0[:, 0] if c0.ndim == 2 else c0.expand(n)
-    return u, [_as_matrix(jet.derivative(k), n, v, x) for k in range(1, order + 1)]
+    return u, [as_matrix(jet.derivative(k), n, v, x) for k in range(1, order + 1)]
 
 
 def grad_of(f: Tensor, x: Tensor, create_graph: bool) -> Tensor:

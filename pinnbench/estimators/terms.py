@@ -31,6 +31,11 @@ Terms and the estimators behind them (d spatial dimensions, V = ``probes``, v th
   also in stde: jets take directions shared by the points, x is one per point; fd: the central
   stencil along x, no autograd).
 
+How the derivatives are taken: exact by nested reverse mode in x (the reference); sdgd and hte
+by reverse mode through the first layer's pre-activations z = W₀x + b₀ along p = W₀v
+(:mod:`.preactivation`: the same numbers without a (V, n, D) intermediate), their nested
+bilaplacian and the drift in x; stde by jets (:mod:`.directional`); fd by stencils.
+
 Probes are shared by the n points and come only from ``generator``: the same generator state gives
 bit-identical estimates (what the SDZE solver's common random numbers rely on). Autodiff methods
 keep the graph when grad mode is on (so a backprop solver can differentiate the estimate in the
@@ -51,13 +56,15 @@ from pinnbench.estimators.directional import (autodiff_directional, default_fd_s
                                               fd_directional, grad_of, jet_directional)
 from pinnbench.estimators.first_order import (drift_fd, drift_from_gradient, drift_reverse,
                                               grad_power_mean, weighted_second)
+from pinnbench.estimators.preactivation import ThroughPreactivations
 from pinnbench.estimators.probes import coordinate_probes, dense_probes, time_direction
 from pinnbench.problem import TERMS
 
 METHODS: dict[str, str] = {
     "exact": "full autodiff (small d only)",
-    "sdgd": "dimension sampling through autodiff",
-    "hte": "Hutchinson probes through autodiff Hessian-vector products",
+    "sdgd": "dimension sampling through autodiff (in the first layer's pre-activations)",
+    "hte": "Hutchinson probes through autodiff Hessian-vector products (in the first layer's "
+           "pre-activations)",
     "stde": "Hutchinson or coordinate probes through forward Taylor jets (no autograd graph)",
     "fd": "Hutchinson or coordinate probes through central finite differences",
 }
@@ -371,17 +378,28 @@ def _run_fd(drawn: Probes, model, x, params):
 
 
 def _run_autodiff(drawn: Probes, model, x, params):
-    """exact, sdgd, hte: reverse-mode nesting from one u(x) with x requiring grad."""
+    """exact, sdgd, hte: reverse-mode nesting from one u(x). sdgd and hte take their probe
+    groups' and the time direction's derivatives through the first layer's pre-activations
+    (:mod:`.preactivation`: no (V, n, D) intermediate), exact in x itself (the reference); the
+    nested bilaplacian and the drift are taken in x (which then requires grad)."""
     keep = torch.is_grad_enabled()
     d = model.problem.dim
     names, time_dirs, time_order = drawn.names, drawn.time_dirs, drawn.time_order
     out: dict[str, Tensor] = {}
+    in_x = drawn.method == "exact" or bool(drawn.nested) or "drift" in names
     with torch.enable_grad():
-        # x itself when the caller differentiates in x (the gPINN term), else a fresh leaf
-        xg = x if x.requires_grad else x.detach().requires_grad_(True)
-        u = model(xg, params)
+        # x itself when the caller differentiates in x (the gPINN term) or nothing is taken in
+        # x (the derivatives through the pre-activations), else a fresh leaf
+        xg = x if x.requires_grad or not in_x else x.detach().requires_grad_(True)
+        if drawn.method == "exact":
+            u = model(xg, params)
+            def along(dirs, order, create_graph):
+                return autodiff_directional(u, xg, dirs, order, create_graph=create_graph)
+        else:
+            through = ThroughPreactivations(model, xg, params)
+            u, along = through.u, through.directional
         for g in drawn.groups.values():
-            derivs = autodiff_directional(u, xg, g.dirs, g.order, create_graph=keep)
+            derivs = along(g.dirs, g.order, create_graph=keep)
             _combine(g, dict(enumerate(derivs, start=1)), model.problem, x, out)
         for t, (inner, outer) in drawn.nested.items():  # the bilaplacian: Δ_I (Δ_J u)
             lap = autodiff_directional(u, xg, inner, 2, create_graph=True)[1].sum(dim=1)
@@ -389,7 +407,7 @@ def _run_autodiff(drawn: Probes, model, x, params):
             bil = autodiff_directional(lap, xg, outer, 2, create_graph=keep)[1].sum(dim=1)
             out[t] = bil * (d / outer.count)
         if time_dirs is not None:
-            derivs = autodiff_directional(u, xg, time_dirs, time_order, create_graph=keep)
+            derivs = along(time_dirs, time_order, create_graph=keep)
             _time_terms(names, dict(enumerate(derivs, start=1)), 0, out)
         if "drift" in names:
             out["drift"] = drift_from_gradient(x, grad_of(u, xg, create_graph=keep), d)
