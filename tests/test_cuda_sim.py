@@ -387,8 +387,8 @@ def test_asv_benchmarks_on_simulated_cuda(monkeypatch):
     with simulated_cuda() as sim:
         for solver in bench.SOLVERS:
             timed = bench.TimeStep()
-            timed.setup(solver, DIM)
-            timed.time_step(solver, DIM)
+            timed.setup(bench.PROBLEM, solver, DIM)
+            timed.time_step(bench.PROBLEM, solver, DIM)
         errors = bench.RelativeError().setup_cache()
     assert sim.errors == [] and sim.cuda_ops > 0
     assert all(math.isfinite(v) for v in errors.values())

@@ -44,8 +44,14 @@ class ThroughPreactivations:
 
     ``u`` is computed with the operations of ``model.forward`` (the same number)."""
 
+    @staticmethod
+    def supports(model) -> bool:
+        """Whether ``model`` is the tanh MLP of :mod:`pinnbench.model` (any other callable u(x)
+        is differentiated in x)."""
+        return getattr(model, "activation", None) == "tanh"
+
     def __init__(self, model, x: Tensor, params: Sequence[Tensor] | None = None) -> None:
-        if getattr(model, "activation", None) != "tanh":
+        if not self.supports(model):
             raise ValueError(f"derivatives through the pre-activations need the tanh MLP of "
                              f"pinnbench.model, got activation {getattr(model, 'activation', None)!r}")
         p = list(model.params if params is None else params)

@@ -380,18 +380,20 @@ def _run_fd(drawn: Probes, model, x, params):
 def _run_autodiff(drawn: Probes, model, x, params):
     """exact, sdgd, hte: reverse-mode nesting from one u(x). sdgd and hte take their probe
     groups' and the time direction's derivatives through the first layer's pre-activations
-    (:mod:`.preactivation`: no (V, n, D) intermediate), exact in x itself (the reference); the
-    nested bilaplacian and the drift are taken in x (which then requires grad)."""
+    (:mod:`.preactivation`: no (V, n, D) intermediate) when the model is pinnbench's tanh MLP;
+    exact (the reference), and sdgd and hte on any other callable u(x), take them in x itself;
+    the nested bilaplacian and the drift are taken in x (which then requires grad)."""
     keep = torch.is_grad_enabled()
     d = model.problem.dim
     names, time_dirs, time_order = drawn.names, drawn.time_dirs, drawn.time_order
     out: dict[str, Tensor] = {}
-    in_x = drawn.method == "exact" or bool(drawn.nested) or "drift" in names
+    through_z = drawn.method != "exact" and ThroughPreactivations.supports(model)
+    in_x = not through_z or bool(drawn.nested) or "drift" in names
     with torch.enable_grad():
         # x itself when the caller differentiates in x (the gPINN term) or nothing is taken in
         # x (the derivatives through the pre-activations), else a fresh leaf
         xg = x if x.requires_grad or not in_x else x.detach().requires_grad_(True)
-        if drawn.method == "exact":
+        if not through_z:
             u = model(xg, params)
             def along(dirs, order, create_graph):
                 return autodiff_directional(u, xg, dirs, order, create_graph=create_graph)
