@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import signal
@@ -23,7 +22,8 @@ from typing import Any, Sequence
 
 from pinnbench.cellspec import DEFAULTS as CELL_DEFAULTS
 from pinnbench.console import RunUI, console as _console, escape, print_verdict, summary_table
-from pinnbench.numerals import is_integer_numeral, is_numeral, parse_number
+from pinnbench.option_types import (MAX_DEPTH, MAX_POINTS, MAX_PROCESSES, MAX_THREADS,
+                                     MAX_WIDTH, int_option, memory_size, seconds_option)
 from pinnbench.presets import PRESETS
 from pinnbench.store import DEFAULT_PATH, StoreError
 
@@ -82,86 +82,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-# -- parsing helpers ------------------------------------------------------------------------------
-#: bounds of the numeric options, checked at parse time (a number past them is a typo, would not
-#: fit SQLite's 64-bit integers, or would overflow a timer); every number in ASCII digits
-MAX_STEPS = 10**9
-MAX_SECONDS = 10**7  # 116 days
-MAX_WIDTH = 2**20
-MAX_DEPTH = 1000
-MAX_POINTS = 10**9
-MAX_PROCESSES = 1024  # --jobs, --local-workers
-MAX_THREADS = 4096
-#: the largest seed: what every generator in the chain takes (numpy's take 32 bits)
-MAX_SEED = 2**32 - 1
-
-
-def _int_option(name: str, minimum: int = 1, maximum: int = MAX_STEPS):
-    def parse(text: str) -> int:
-        try:
-            return parse_number(text, name, integer=True, minimum=minimum, maximum=maximum)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return parse
-
-
-def _seconds_option(name: str):
-    def parse(text: str) -> float:
-        try:
-            return parse_number(text, name, above=0, maximum=MAX_SECONDS)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{exc} (seconds)") from None
-    return parse
-
-
-#: the least --memory-limit: below it no cell can even import torch
-MIN_MEMORY_LIMIT = 64 * 2**20
-#: the largest --memory-limit (1 PiB): more is a typo, and RLIMIT_AS takes 64-bit sizes
-MAX_MEMORY_LIMIT = 2**50
-
-
-def _bytes(text: str) -> int:
-    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
-    t = text.strip().lower().removesuffix("b").removesuffix("i")
-    mult = 1
-    if t and t[-1] in units:
-        mult, t = units[t[-1]], t[:-1]
-    v = float(t) * mult if is_numeral(t) else float("nan")
-    if not math.isfinite(v) or v < 1:
-        raise argparse.ArgumentTypeError(f"memory limit must be a size such as 2G, 512M or "
-                                         f"1000000 in ASCII digits, got {text!r}")
-    if v < MIN_MEMORY_LIMIT:
-        raise argparse.ArgumentTypeError(f"memory limit {text!r} is below {MIN_MEMORY_LIMIT >> 20}M; "
-                                         "a cell needs more headroom than that (e.g. 2G)")
-    if v > MAX_MEMORY_LIMIT:
-        raise argparse.ArgumentTypeError(f"memory limit {text!r} is above 1P (1024T); give the "
-                                         "headroom a cell may take, e.g. 20G")
-    return int(v)
-
-
 #: a plan of more cells than this needs --yes (a typo such as --seeds 0..100000 is caught)
 MAX_CELLS_WITHOUT_YES = 500
-#: no seed list is longer than this, --yes or not
-MAX_SEEDS = 1_000_000
-
-
-def parse_seeds(text: str) -> list[int]:
-    out: set[int] = set()
-    for item in text.split(","):
-        item = item.strip()
-        a, sep, b = item.partition("..")
-        a, b = a.strip(), b.strip()
-        if not is_integer_numeral(a) or (sep and not is_integer_numeral(b)):
-            raise UsageError(f"bad --seeds {text!r}; expected non-negative integers in ASCII "
-                             "digits like 0,1,2 or a range 0..4")
-        lo, hi = int(a), int(b) if sep else int(a)
-        if lo < 0 or hi < lo or hi > MAX_SEED:
-            raise UsageError(f"bad --seeds {text!r}; seeds are integers from 0 to {MAX_SEED} "
-                             "and a range needs start <= end")
-        if hi - lo + 1 + len(out) > MAX_SEEDS:
-            raise UsageError(f"--seeds {text!r} asks for more than {MAX_SEEDS:,} seeds")
-        out.update(range(lo, hi + 1))
-    return sorted(out)
 
 
 def _command_line(argv: Sequence[str]) -> str:
@@ -187,20 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--solvers", help=f"comma-separated solver specs (default {DEFAULT_RUN['solvers']})")
     g.add_argument("--dims", help="dimensions: 1e3..1e7, 1e3..1e5:x2, 100,5e4 (default 1e2..1e4)")
     g.add_argument("--seeds", help="seeds: 0,1,2 or 0..4 (default 0)")
-    g.add_argument("--steps", type=_int_option("--steps"),
+    g.add_argument("--steps", type=int_option("--steps"),
                    help=f"training steps per cell (default {DEFAULT_RUN['steps']}; unlimited when "
                    "only --time-budget is given)")
-    g.add_argument("--time-budget", type=_seconds_option("--time-budget"), metavar="SECONDS",
+    g.add_argument("--time-budget", type=seconds_option("--time-budget"), metavar="SECONDS",
                    help="also stop training when the step times add up to this (default: none; "
                    "the errors then depend on the machine's speed and load)")
-    g.add_argument("--width", type=_int_option("--width", maximum=MAX_WIDTH), help=f"MLP width (default {CELL_DEFAULTS['width']})")
-    g.add_argument("--depth", type=_int_option("--depth", maximum=MAX_DEPTH), help=f"hidden layers (default {CELL_DEFAULTS['depth']})")
-    g.add_argument("--points", type=_int_option("--points", maximum=MAX_POINTS),
+    g.add_argument("--width", type=int_option("--width", maximum=MAX_WIDTH), help=f"MLP width (default {CELL_DEFAULTS['width']})")
+    g.add_argument("--depth", type=int_option("--depth", maximum=MAX_DEPTH), help=f"hidden layers (default {CELL_DEFAULTS['depth']})")
+    g.add_argument("--points", type=int_option("--points", maximum=MAX_POINTS),
                    help="collocation points per step (the solvers' `points` parameter, unless a "
                    "spec sets it)")
     g.add_argument("--device", help=f"auto, cpu, cuda or cuda:<index> (default {CELL_DEFAULTS['device']})")
     g.add_argument("--dtype", help=f"float32 or float64 (default {CELL_DEFAULTS['dtype']})")
-    g.add_argument("--warmup", type=_int_option("--warmup", minimum=0),
+    g.add_argument("--warmup", type=int_option("--warmup", minimum=0),
                    help=f"steps excluded from timing (default {CELL_DEFAULTS['warmup']})")
     g.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
                    help="import a plugin module (a.b) or file (x.py) that registers problems or "
@@ -216,11 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "happens to the cells that cannot fit or finish) and stop; nothing is run "
                    "or written")
     h = r.add_argument_group("how to run it")
-    h.add_argument("--timeout", type=_seconds_option("--timeout"), metavar="SECONDS",
+    h.add_argument("--timeout", type=seconds_option("--timeout"), metavar="SECONDS",
                    help=f"wall-clock limit per cell (default {DEFAULT_RUN['timeout']:g})")
-    h.add_argument("--memory-limit", type=_bytes, metavar="SIZE",
+    h.add_argument("--memory-limit", type=memory_size, metavar="SIZE",
                    help="address-space headroom per CPU cell (RLIMIT_AS), e.g. 4G")
-    h.add_argument("--jobs", type=_int_option("--jobs", maximum=MAX_PROCESSES),
+    h.add_argument("--jobs", type=int_option("--jobs", maximum=MAX_PROCESSES),
                    help="cells run at the same time on this machine (default 1; local executor)")
     h.add_argument("--executor", choices=("local", "dask"), default="local",
                    help="where cells run: local processes (default) or a Dask cluster "
@@ -228,14 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--scheduler", metavar="ADDRESS",
                    help="with --executor dask: the scheduler of a running cluster, "
                    "e.g. tcp://10.0.0.5:8786")
-    h.add_argument("--local-workers", type=_int_option("--local-workers", maximum=MAX_PROCESSES), metavar="N",
+    h.add_argument("--local-workers", type=int_option("--local-workers", maximum=MAX_PROCESSES), metavar="N",
                    help="with --executor dask: start a local cluster of N worker processes "
                    "(one cell at a time each)")
-    h.add_argument("--no-worker-timeout", type=_seconds_option("--no-worker-timeout"),
+    h.add_argument("--no-worker-timeout", type=seconds_option("--no-worker-timeout"),
                    metavar="SECONDS",
                    help="with --executor dask: cells in flight become errors after the cluster "
                    f"has had no worker this long (default {NO_WORKER_TIMEOUT_S:g})")
-    h.add_argument("--threads", type=_int_option("--threads", maximum=MAX_THREADS),
+    h.add_argument("--threads", type=int_option("--threads", maximum=MAX_THREADS),
                    help="torch threads per cell (default on CPU: free physical cores / cells "
                    "at once; torch's own on a remote --scheduler's workers)")
     h.add_argument("--no-prune", action="store_true",
@@ -331,9 +253,9 @@ def _sweep_config(args) -> "Any":
     options the executors need checked; each cell is validated once, by ``sweep.plan``
     (:class:`pinnbench.cellspec.CellSpec`), whose ValueError ``cmd_run`` turns into a usage
     error before anything is written."""
-    from pinnbench.dims import parse_dims
+    from pinnbench.axes import parse_dims, parse_seeds, split_top_level
     from pinnbench.problem_registry import resolve_device
-    from pinnbench.sweep import SweepConfig, split_top_level
+    from pinnbench.sweep import SweepConfig
 
     only_budget = args.time_budget is not None and args.steps is None
     problems_text = args.problems if args.problems is not None else DEFAULT_RUN["problems"]
@@ -349,7 +271,10 @@ def _sweep_config(args) -> "Any":
         raise UsageError(f"--jobs {args.jobs} would put {args.jobs} cells on one GPU at once (their "
                          "memory and timings interfere); use --jobs 1 on cuda, or --executor dask "
                          "with one GPU worker per device (docs/dask.md)")
-    seeds = parse_seeds(args.seeds if args.seeds is not None else DEFAULT_RUN["seeds"])
+    try:
+        seeds = parse_seeds(args.seeds if args.seeds is not None else DEFAULT_RUN["seeds"])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     n_cells = len(problems) * len(solvers) * len(dims) * len(seeds)
     if n_cells > MAX_CELLS_WITHOUT_YES and not getattr(args, "yes", False):
         raise UsageError(f"the plan has {n_cells:,} cells ({len(problems)} problems x "

@@ -25,29 +25,6 @@ from pinnbench.run_lease import HEARTBEAT_S
 from pinnbench.solver import format_spec, parse_spec
 
 
-def split_top_level(text: str) -> list[str]:
-    """Split at commas outside brackets: ``"sdze[rank=4,eps=1e-3],bp"`` -> two items."""
-    items, depth, cur = [], 0, []
-    for ch in text:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-            if depth < 0:
-                raise ValueError(f"unbalanced ']' in {text!r}")
-        if ch == "," and depth == 0:
-            items.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    if depth != 0:
-        raise ValueError(f"unbalanced '[' in {text!r}")
-    items.append("".join(cur).strip())
-    if any(not i for i in items):
-        raise ValueError(f"empty item in list {text!r}")
-    return items
-
-
 def with_points(solver_spec: str, points: int | None) -> str:
     """Set the common ``points`` parameter unless the spec sets it itself."""
     if points is None:

@@ -43,7 +43,9 @@ def _usage(message: str):
 
 def add_tune_parser(sub) -> None:
     """The ``tune`` subcommand's options (the lists read as `pinnbench run` reads them)."""
-    from pinnbench.cli import DEFAULT_RUN, _positive_float, _positive_int
+    from pinnbench.cli import DEFAULT_RUN
+    from pinnbench.option_types import (MAX_DEPTH, MAX_PROCESSES, MAX_THREADS, MAX_WIDTH,
+                                         int_option, seconds_option)
 
     t = sub.add_parser("tune", help="tune solvers under one protocol (Optuna studies)",
                        description="Tune every solver spec on every (problem, d) with the same "
@@ -53,20 +55,20 @@ def add_tune_parser(sub) -> None:
     t.add_argument("--problems", help=f"comma-separated problem ids (default {DEFAULT_RUN['problems']})")
     t.add_argument("--dims", help=f"dimensions as for run (default {DEFAULT_RUN['dims']})")
     t.add_argument("--seeds", help="seeds of every trial, at least 2 (default 0..1)")
-    t.add_argument("--steps", type=_positive_int("--steps"),
+    t.add_argument("--steps", type=int_option("--steps"),
                    help=f"budget of a trial in steps (default {DEFAULT_RUN['steps']}, the run's)")
-    t.add_argument("--trials", type=_positive_int("--trials"),
+    t.add_argument("--trials", type=int_option("--trials"),
                    help=f"trials per study (default {DEFAULT_TRIALS})")
     t.add_argument("--sampler", choices=SAMPLERS, default="qmc",
                    help="seeded scrambled Sobol points (qmc, default) or seeded random search")
-    t.add_argument("--width", type=_positive_int("--width"), help="MLP width (default 128)")
-    t.add_argument("--depth", type=_positive_int("--depth"), help="hidden layers (default 3)")
+    t.add_argument("--width", type=int_option("--width", maximum=MAX_WIDTH), help="MLP width (default 128)")
+    t.add_argument("--depth", type=int_option("--depth", maximum=MAX_DEPTH), help="hidden layers (default 3)")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:<index> (default cpu)")
     t.add_argument("--dtype", help="float32 or float64 (default float32)")
-    t.add_argument("--timeout", type=_positive_float("--timeout"), metavar="SECONDS",
+    t.add_argument("--timeout", type=seconds_option("--timeout"), metavar="SECONDS",
                    help=f"wall-clock limit per cell (default {DEFAULT_RUN['timeout']:g})")
-    t.add_argument("--jobs", type=_positive_int("--jobs"), help="cells at once (default 1)")
-    t.add_argument("--threads", type=_positive_int("--threads"),
+    t.add_argument("--jobs", type=int_option("--jobs", maximum=MAX_PROCESSES), help="cells at once (default 1)")
+    t.add_argument("--threads", type=int_option("--threads", maximum=MAX_THREADS),
                    help="torch threads per cell (default: free physical cores / jobs)")
     t.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
                    help="import a plugin module or file (repeatable)")
@@ -119,9 +121,8 @@ def check_study_store(path: Path, must_exist: bool) -> None:
 
 
 def _lists(args) -> tuple[list[str], list[str], list[int], list[int]]:
-    from pinnbench.cli import DEFAULT_RUN, parse_seeds
-    from pinnbench.dims import parse_dims
-    from pinnbench.sweep import split_top_level
+    from pinnbench.axes import parse_dims, parse_seeds, split_top_level
+    from pinnbench.cli import DEFAULT_RUN
 
     try:
         solvers = split_top_level(args.solvers if args.solvers is not None
@@ -129,9 +130,9 @@ def _lists(args) -> tuple[list[str], list[str], list[int], list[int]]:
         problems = split_top_level(args.problems if args.problems is not None
                                    else DEFAULT_RUN["problems"])
         dims = parse_dims(args.dims if args.dims is not None else DEFAULT_RUN["dims"])
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else list(DEFAULT_SEEDS)
     except (ValueError, TypeError) as exc:
         raise _usage(str(exc)) from None
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else list(DEFAULT_SEEDS)
     return solvers, problems, dims, seeds
 
 
@@ -291,9 +292,9 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
     configuration, its cells marked ``tuned_study``; UsageError when one has no study, or the
     studies used were not tuned alike."""
     from pinnbench.cellspec import CellSpec
+    from pinnbench.axes import parse_dims, split_top_level
     from pinnbench.cli import _sweep_config
-    from pinnbench.dims import parse_dims
-    from pinnbench.sweep import plan, split_top_level
+    from pinnbench.sweep import plan
     from pinnbench.tuning import base_spec
 
     try:

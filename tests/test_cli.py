@@ -587,7 +587,7 @@ def test_ablate_runs_the_base_and_its_one_factor_variants(tmp_path, monkeypatch)
     store = str(tmp_path / "s.sqlite")
     assert main(["ablate", "sdze[rank=4]", "--dims", "100", "--store", store]) == 0
     assert seen["argv"][:2] == ["run", "--solvers"] and seen["args"].dims == "100"
-    from pinnbench.sweep import split_top_level
+    from pinnbench.axes import split_top_level
 
     specs = split_top_level(seen["args"].solvers)
     base = parse_spec(specs[0])[1]
@@ -629,7 +629,7 @@ def test_ablate_puts_points_into_every_variant(options):
     silently ignored: every variant kept points=100)."""
     from pinnbench.cli import ablate_argv
     from pinnbench.solver import parse_spec
-    from pinnbench.sweep import split_top_level
+    from pinnbench.axes import split_top_level
 
     argv = ablate_argv("sdze", options)
     specs = split_top_level(argv[2])

@@ -12,7 +12,8 @@ import pytest
 
 from pinnbench.machine_load import default_threads
 from pinnbench.store import Store, load_results
-from pinnbench.sweep import SweepConfig, execute_sweep, plan, split_top_level, with_points
+from pinnbench.axes import split_top_level
+from pinnbench.sweep import SweepConfig, execute_sweep, plan, with_points
 
 FAKES = str(Path(__file__).with_name("fake_solvers.py"))
 REPO = Path(__file__).resolve().parent.parent
