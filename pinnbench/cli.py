@@ -612,9 +612,9 @@ def _option_values(options: list[str], flag: str) -> list[str]:
 
 def ablate_argv(base: str, run_options: list[str]) -> list[str]:
     """The `pinnbench run` command line of an ablation: the base spec and its one-factor variants
-    (:func:`pinnbench.solvers._common.ablation_specs`) as --solvers, then the given options."""
-    from pinnbench.solver import SOLVERS, parse_spec
-    from pinnbench.solvers._common import ablation_specs
+    (:func:`pinnbench.solver.ablation_specs`, what the solver declares) as --solvers, then the
+    given options."""
+    from pinnbench.solver import ablation_specs, parse_spec
     from pinnbench.sweep import with_points
 
     if any(o == "--solvers" or o.startswith("--solvers=") for o in run_options):
@@ -623,16 +623,15 @@ def ablate_argv(base: str, run_options: list[str]) -> list[str]:
     points = (_option_values(run_options, "--points") or [None])[-1]  # the last one wins
     points = int(points) if points is not None and points.isdigit() and int(points) > 0 else None
     try:
-        name, _ = parse_spec(base)
-        cls = SOLVERS.get(name)
         # the variants are written out whole (points included), so --points goes into the base
         # first: with_points later leaves a spec that names its points alone
         specs = ablation_specs(with_points(base, points))
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     if len(specs) < 2:
-        raise UsageError(f"solver {name!r} declares no ablations (a class attribute `ablations` "
-                         f"of (parameter, values) pairs); {cls.__name__} has none")
+        raise UsageError(f"solver {parse_spec(base)[0]!r} declares no ablations, so there are no "
+                         "variants to run (a solver declares them as a class attribute "
+                         "`ablations` of (parameter, values) pairs)")
     return ["run", "--solvers", ",".join(specs), *run_options]
 
 
