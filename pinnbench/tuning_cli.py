@@ -1,6 +1,6 @@
 """The command line of the tuning protocol: ``pinnbench tune``, ``pinnbench show --studies`` and
 the cells of ``pinnbench run --tuned`` (docs/tuning.md). :mod:`pinnbench.cli` holds only their
-parsers' hooks and the dispatch; bad input is :class:`pinnbench.cli.UsageError` (one line,
+parsers' hooks and the dispatch; bad input is :class:`pinnbench.usage.UsageError` (one line,
 exit 2, nothing written).
 """
 
@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
-import threading
 import time
-import uuid
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from pinnbench.run_cli import DEFAULT_RUN
 from pinnbench.store import DEFAULT_PATH
 from pinnbench.tuning import (DEFAULT_SEEDS, DEFAULT_TRIALS, SAMPLERS, Protocol, TuningError,
                               check_equal_protocol, default_study_store, protocol_differences,
                               require_optuna, storage_url, summarize)
+from pinnbench.usage import UsageError, import_plugins
 
 TUNE_EPILOG = """\
 One protocol for every solver (docs/tuning.md): for each (solver spec, problem, d), --trials
@@ -35,15 +33,12 @@ command to resume an interrupted tune. `pinnbench show --studies` lists them, an
 """
 
 
-def _usage(message: str):
-    from pinnbench.cli import UsageError
-
+def _usage(message: str) -> UsageError:
     return UsageError(message)
 
 
 def add_tune_parser(sub) -> None:
     """The ``tune`` subcommand's options (the lists read as `pinnbench run` reads them)."""
-    from pinnbench.cli import DEFAULT_RUN
     from pinnbench.option_types import (MAX_DEPTH, MAX_PROCESSES, MAX_THREADS, MAX_WIDTH,
                                          int_option, seconds_option)
 
@@ -122,7 +117,6 @@ def check_study_store(path: Path, must_exist: bool) -> None:
 
 def _lists(args) -> tuple[list[str], list[str], list[int], list[int]]:
     from pinnbench.axes import parse_dims, parse_seeds, split_top_level
-    from pinnbench.cli import DEFAULT_RUN
 
     try:
         solvers = split_top_level(args.solvers if args.solvers is not None
@@ -138,7 +132,6 @@ def _lists(args) -> tuple[list[str], list[str], list[int], list[int]]:
 
 def cmd_tune(args, argv: Sequence[str]) -> int:
     from pinnbench import store as store_mod
-    from pinnbench.cli import DEFAULT_RUN, _command_line, _import_plugins
     from pinnbench.console import RunUI
     from pinnbench.machine_load import default_threads, load_average
     from pinnbench.problem_registry import resolve_device, resolve_dtype
@@ -147,13 +140,14 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
     from pinnbench.run_lease import planner_id
     from pinnbench.executors import LocalExecutor
     from pinnbench import tuning_run
+    from pinnbench.run_lifecycle import command_line, new_run_id, sigterm_as_interrupt
 
-    command = _command_line(argv)
+    command = command_line(argv)
     try:
         require_optuna()
     except TuningError as exc:
         raise _usage(str(exc)) from None
-    _import_plugins(args.imports)
+    import_plugins(args.imports)
     solvers, problems, dims, seeds = _lists(args)
     try:
         device = str(resolve_device(args.device or "cpu"))
@@ -172,8 +166,9 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
         threads = default_threads(args.jobs or 1)
     options = {"timeout_s": args.timeout or DEFAULT_RUN["timeout"], "threads": threads,
                "imports": list(args.imports or []), "command": command}
+    mkdir = Path(args.store) == DEFAULT_PATH  # as run: folders made only for the default store
     try:
-        store_mod.check_store(args.store)
+        store_mod.check_store(args.store, mkdir=mkdir)
     except store_mod.StoreError as exc:
         raise _usage(str(exc)) from None
     study_path = Path(args.study_store) if args.study_store else default_study_store(args.store)
@@ -190,11 +185,11 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
     url = storage_url(study_path)
     studies = tuning_run.open_studies(url, plan)
     cells = tuning_run.trial_cells(plan, studies)
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    run_id = new_run_id()
     rows: list[dict] = []
     t0 = time.monotonic()
     if cells:
-        st = store_mod.Store(args.store)
+        st = store_mod.Store(args.store, mkdir=mkdir)
         provenance = collect("cpu", command=command)
         provenance["executor"] = f"local ({args.jobs or 1} jobs)"
         provenance["load_avg_1m_at_start"] = load_average()
@@ -205,13 +200,8 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
         ui = RunUI("quiet" if args.quiet else "rich", run_id, len(cells), 0, args.store)
         executor = LocalExecutor(args.jobs or 1)
 
-        def _terminate(signum, frame):
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, _terminate) \
-            if threading.current_thread() is threading.main_thread() else None
         try:
-            with ui:
+            with sigterm_as_interrupt(), ui:
                 rows = tuning_run.run_cells(cells, recorder, run_id=run_id, write=st.write_row,
                                             executor=executor, on_start=ui.start,
                                             on_result=ui.result,
@@ -224,8 +214,6 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
             return 130
         finally:
             executor.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
         st.finish_run(run_id, now_iso(), "finished")
         st.close()
     if not args.quiet:
@@ -293,7 +281,7 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
     studies used were not tuned alike."""
     from pinnbench.cellspec import CellSpec
     from pinnbench.axes import parse_dims, split_top_level
-    from pinnbench.cli import _sweep_config
+    from pinnbench.run_cli import sweep_config
     from pinnbench.sweep import plan
     from pinnbench.tuning import base_spec
 
@@ -324,7 +312,7 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
             else sorted({s.dim for s in studies})
     except (ValueError, TypeError) as exc:
         raise _usage(str(exc)) from None
-    config = _sweep_config(args)
+    config = sweep_config(args)
     keyed: list[tuple[Any, str]] = []
     for solver in want_solvers:
         for problem in want_problems:

@@ -277,7 +277,8 @@ def test_default_run_is_defined_in_steps_with_threads_per_core(tmp_path, monkeyp
     """The default sweep's errors must not depend on the machine's speed: a step budget, no
     time budget, and CPU threads = free physical cores / cells at once (recorded in the plan)."""
     from pinnbench import machine_load
-    from pinnbench.cli import _sweep_config, build_parser
+    from pinnbench.cli import build_parser
+    from pinnbench.run_cli import sweep_config as _sweep_config
     from pinnbench.machine_load import default_threads
     from pinnbench.sweep import plan
 
@@ -343,7 +344,7 @@ def test_show_prints_square_brackets_as_written(tmp_path, capsys):
 
 def test_show_keeps_the_parameters_of_a_real_solver_spec(capsys):
     from pinnbench.cell import base_row, normalize_spec
-    from pinnbench.cli import summary_table, _console
+    from pinnbench.console import console as _console, summary_table
     from pinnbench.solver import list_solvers
 
     if "sdze" not in list_solvers():
