@@ -20,7 +20,9 @@ REPORTS_DIR = Path("results") / "reports"
 
 
 def write_report_or_note(store: str, out: str | None, run_id: str | None,
-                  all_runs: bool) -> tuple[Path | None, str]:
+                         all_runs: bool) -> tuple[Path | None, str]:
+    """Write the report page of a run (or of every run); (its path, "") or (None, a note why
+    none was written), never an exception: a run's results are stored whatever the report does."""
     try:
         from pinnbench.report import ReportError, write_report
     except ImportError as exc:

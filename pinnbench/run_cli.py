@@ -69,16 +69,37 @@ def sweep_config(args) -> "Any":
                          f"than {MAX_CELLS_WITHOUT_YES}; check --seeds and --dims, or add --yes "
                          "to run them all")
     return SweepConfig(
-        problems=problems, solvers=solvers, dims=dims, seeds=seeds,
-        steps=None if only_budget else (args.steps or DEFAULT_RUN["steps"]),
-        time_budget_s=args.time_budget,
-        width=args.width or CELL_DEFAULTS["width"], depth=args.depth or CELL_DEFAULTS["depth"],
-        points=args.points, device=device, dtype=args.dtype or CELL_DEFAULTS["dtype"],
-        warmup=CELL_DEFAULTS["warmup"] if args.warmup is None else args.warmup,
-        timeout_s=args.timeout or DEFAULT_RUN["timeout"], memory_limit_bytes=args.memory_limit,
-        imports=list(args.imports or []), jobs=parallel_cells(args), threads=args.threads,
-        auto_threads=not (args.executor == "dask" and args.scheduler), floors=not args.no_floors,
-        diagnostics=bool(args.diagnostics), tf32=bool(args.tf32))
+        problems=problems, solvers=solvers, dims=dims, seeds=seeds, **{
+            **cell_options(args),  # what the run's defaults or the command's spelling change:
+            "steps": None if only_budget else (args.steps or DEFAULT_RUN["steps"]),
+            "timeout_s": args.timeout or DEFAULT_RUN["timeout"], "device": device,
+            "floors": not args.no_floors},
+        points=args.points, jobs=parallel_cells(args),
+        auto_threads=not (args.executor == "dask" and args.scheduler))
+
+
+#: the `pinnbench run` options that set a cell option (:data:`pinnbench.sweep.CELL_OPTIONS`) of
+#: another name; every other cell option is the option of its own name, where run has one
+OPTION_OF_FIELD = {"time_budget_s": "time_budget", "timeout_s": "timeout",
+                   "memory_limit_bytes": "memory_limit"}
+
+
+def cell_options(args) -> dict[str, Any]:
+    """The cell options the command line gives ({CellSpec field: value}); those it does not give
+    keep the cell's own default (:class:`pinnbench.cellspec.CellSpec`)."""
+    from pinnbench.sweep import CELL_OPTIONS
+
+    given = {name: getattr(args, OPTION_OF_FIELD.get(name, name), None) for name in CELL_OPTIONS}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def sweep_options(args) -> list[str]:
+    """The options of ``args`` that change a run's plan: the axes, --points and the cell
+    options' (not --import, which adds plugins and changes nothing a cell does)."""
+    from pinnbench.sweep import CELL_OPTIONS
+
+    cell = [OPTION_OF_FIELD.get(name, name) for name in CELL_OPTIONS if name != "imports"]
+    return [k for k in ("problems", "solvers", "dims", "seeds", "points", *cell) if hasattr(args, k)]
 
 
 def parallel_cells(args) -> int:
@@ -138,11 +159,6 @@ def make_executor(args, cells: list[dict]):
     return ex
 
 
-SWEEP_OPTIONS = ("problems", "solvers", "dims", "seeds", "steps", "time_budget", "width", "depth",
-                  "points", "device", "dtype", "warmup", "timeout", "memory_limit", "threads",
-                  "diagnostics", "tf32")
-
-
 def cmd_run(args, argv: Sequence[str]) -> int:
     from pinnbench import store as store_mod
     from pinnbench.sweep import plan
@@ -157,7 +173,7 @@ def cmd_run(args, argv: Sequence[str]) -> int:
         raise UsageError(str(exc)) from None
 
     cells: list[dict] = []
-    gave_sweep_options = any(getattr(args, k) is not None for k in SWEEP_OPTIONS)
+    gave_sweep_options = any(getattr(args, k) is not None for k in sweep_options(args))
     resume_id = resumed_run(args.store, args.resume) if args.resume else None
     old_plan: list[dict] = []
     if resume_id:
@@ -203,7 +219,7 @@ def apply_preset(args) -> None:
     from pinnbench.presets import PRESETS
 
     preset = build_parser().parse_args(["run", *PRESETS[args.preset]])
-    for key in SWEEP_OPTIONS:
+    for key in sweep_options(args):
         if getattr(args, key) is None and getattr(preset, key) is not None:
             setattr(args, key, getattr(preset, key))
 
