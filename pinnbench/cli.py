@@ -160,11 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     abl = sub.add_parser(
         "ablate", help="run a solver spec and its one-factor-at-a-time variants as one sweep",
-        description="Expand SOLVER (a spec, e.g. 'sdze' or 'sdze[rank=4]') into itself and its "
-        "variants that each change exactly one parameter (the solver's declared ablations: for "
-        "sdze crns off, subspace off, momentum 0 / 0.9, normalize off, rank 1..32, refresh "
-        "1..100), then run them as `pinnbench run --solvers <those specs> OPTIONS`: same store, "
-        "isolation, resume and report.")
+        description="Expand SOLVER (a spec: NAME or NAME[param=value,...]) into itself and the "
+        "variants its solver declares (Solver.ablations: each changes exactly one parameter; a "
+        "solver that declares none is refused), then run them as `pinnbench run --solvers <those "
+        "specs> OPTIONS`: same store, isolation, resume and report.")
     abl.add_argument("base", metavar="SOLVER", help="the base solver spec")
     abl.add_argument("run_options", nargs=argparse.REMAINDER, metavar="OPTIONS",
                      help="any `pinnbench run` option but --solvers (--problems, --dims, "
