@@ -134,6 +134,9 @@ class Solver:
     parameters: dict[str, Param] = {}
     #: whether the model's parameters require grad (backprop solvers) or not (zeroth order)
     autograd: bool = True
+    #: the one-factor-at-a-time variants of ``pinnbench ablate``: (parameter, values) pairs;
+    #: none by default (:meth:`ablation_variants`)
+    ablations: tuple[tuple[str, tuple], ...] = ()
 
     def __init__(self, **params: Any) -> None:
         allowed = self.all_parameters()
@@ -167,6 +170,15 @@ class Solver:
         ``search`` declaration, minus those in ``fixed`` (the ones a spec sets)."""
         return {k: p.search for k, p in sorted(cls.all_parameters().items())
                 if p.search is not None and k not in set(fixed)}
+
+    @classmethod
+    def ablation_variants(cls, given: dict[str, Any]) -> list["Solver"]:
+        """The solvers of ``pinnbench ablate``: this one with the parameters ``given`` (as a spec
+        writes them), then one variant per value in ``ablations``, each differing from it in that
+        one parameter. The base declares none; a solver overrides this only for variants a table
+        of (parameter, values) cannot say."""
+        return [cls(**given)] + [cls(**{**given, key: v})
+                                 for key, values in cls.ablations for v in values]
 
     def validate(self) -> None:
         """Cross-parameter checks (raise ValueError); individual values are checked already."""
@@ -311,6 +323,20 @@ class Solver:
                 self.params["probes"], opts, autograd=reverse,
                 residual=r1 if reverse else None)
         return loss
+
+
+def ablation_specs(base: str) -> list[str]:
+    """The base spec and its one-factor-at-a-time variants, as canonical specs
+    (:meth:`Solver.ablation_variants`), variants equal to the base or to each other left out:
+    ``ablation_specs("sdze[rank=8]")`` -> ["sdze[...]", "sdze[...crns=false...]", ...]; just the
+    base for a solver that declares no ablations."""
+    name, given = parse_spec(base)
+    out: list[str] = []
+    for solver in SOLVERS.get(name).ablation_variants(given):
+        spec = format_spec(name, solver.params)
+        if spec not in out:
+            out.append(spec)
+    return out
 
 
 def format_spec(name: str, params: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, field, fields, make_dataclass
 from typing import Any, Callable
 
 from pinnbench.cellspec import DEFAULTS, CellSpec
@@ -23,29 +23,6 @@ from pinnbench.executors import Executor, LocalExecutor
 from pinnbench.machine_load import default_threads, load_average
 from pinnbench.run_lease import HEARTBEAT_S
 from pinnbench.solver import format_spec, parse_spec
-
-
-def split_top_level(text: str) -> list[str]:
-    """Split at commas outside brackets: ``"sdze[rank=4,eps=1e-3],bp"`` -> two items."""
-    items, depth, cur = [], 0, []
-    for ch in text:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-            if depth < 0:
-                raise ValueError(f"unbalanced ']' in {text!r}")
-        if ch == "," and depth == 0:
-            items.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    if depth != 0:
-        raise ValueError(f"unbalanced '[' in {text!r}")
-    items.append("".join(cur).strip())
-    if any(not i for i in items):
-        raise ValueError(f"empty item in list {text!r}")
-    return items
 
 
 def with_points(solver_spec: str, points: int | None) -> str:
@@ -57,31 +34,39 @@ def with_points(solver_spec: str, points: int | None) -> str:
     return format_spec(name, params)
 
 
-@dataclass
-class SweepConfig:
-    problems: list[str]
-    solvers: list[str]
-    dims: list[int]
-    seeds: list[int] = field(default_factory=lambda: [DEFAULTS["seed"]])
-    steps: int | None = DEFAULTS["steps"]
-    time_budget_s: float | None = DEFAULTS["time_budget_s"]
-    width: int = DEFAULTS["width"]
-    depth: int = DEFAULTS["depth"]
-    points: int | None = None
-    device: str = DEFAULTS["device"]
-    dtype: str = DEFAULTS["dtype"]
-    warmup: int = DEFAULTS["warmup"]
-    timeout_s: float | None = DEFAULTS["timeout_s"]
-    memory_limit_bytes: int | None = DEFAULTS["memory_limit_bytes"]
-    imports: list[str] = field(default_factory=list)
-    jobs: int = 1
-    threads: int | None = None
-    #: threads None: give CPU cells this machine's free cores / jobs (False where cells run on
-    #: other machines, e.g. a remote Dask cluster: torch's default there, recorded per cell)
-    auto_threads: bool = True
-    floors: bool = DEFAULTS["floors"]
-    diagnostics: bool = DEFAULTS["diagnostics"]
-    tf32: bool = DEFAULTS["tf32"]
+#: the fields of a CellSpec that a sweep sets for each cell (its axes, and what the planner or the
+#: cell fills in); every other field is an option of the whole sweep
+PER_CELL_FIELDS = ("problem", "dim", "solver", "seed", "command", "run_id", "solver_name",
+                   "solver_params")
+#: the cell options of a sweep: the other fields of :class:`pinnbench.cellspec.CellSpec`, so that a
+#: new cell option is declared once, there, and a sweep passes it to every cell
+CELL_OPTIONS = tuple(f.name for f in fields(CellSpec) if f.name not in PER_CELL_FIELDS)
+
+
+def _option_field(f: Field) -> tuple[str, Any, Any]:
+    """A CellSpec field as a SweepConfig field: same name, type and default (imports: a list)."""
+    if f.name == "imports":
+        return f.name, "list[str]", field(default_factory=list)
+    if f.default is not MISSING:
+        return f.name, f.type, field(default=f.default)
+    return f.name, f.type, field(default_factory=f.default_factory)
+
+
+SweepConfig = make_dataclass("SweepConfig", [
+    ("problems", "list[str]"), ("solvers", "list[str]"), ("dims", "list[int]"),
+    ("seeds", "list[int]", field(default_factory=lambda: [DEFAULTS["seed"]])),
+    *(_option_field(f) for f in fields(CellSpec) if f.name in CELL_OPTIONS),
+    ("points", "int | None", field(default=None)),
+    ("jobs", "int", field(default=1)),
+    ("auto_threads", "bool", field(default=True)),
+])
+SweepConfig.__module__ = __name__
+SweepConfig.__doc__ = """What a sweep runs: the axes (problems x solvers x dims x seeds), every cell
+option of :class:`pinnbench.cellspec.CellSpec` with its default (``CELL_OPTIONS``: steps, width,
+device, tf32, ...), and what only the sweep knows: ``points`` (the solvers' common parameter,
+unless a spec sets it), ``jobs`` (cells at once on this machine) and ``auto_threads`` (threads
+None: give CPU cells this machine's free cores / jobs; False where cells run on other machines,
+e.g. a remote Dask cluster: torch's default there, recorded per cell)."""
 
 
 def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]]:
@@ -92,22 +77,16 @@ def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]
     threads = config.threads
     if threads is None and config.device == "cpu" and config.auto_threads:
         threads = default_threads(config.jobs)
+    options = {name: getattr(config, name) for name in CELL_OPTIONS}
+    options.update(imports=list(config.imports), threads=threads, command=command)
     cells = []
     for dim in sorted(config.dims):
         for problem in config.problems:
             for solver in config.solvers:
                 for seed in config.seeds:
                     cells.append(CellSpec.from_dict({
-                        "problem": problem, "dim": dim, "solver": with_points(solver, config.points),
-                        "seed": seed, "steps": config.steps, "time_budget_s": config.time_budget_s,
-                        "width": config.width, "depth": config.depth, "device": config.device,
-                        "dtype": config.dtype, "warmup": config.warmup,
-                        "timeout_s": config.timeout_s,
-                        "memory_limit_bytes": config.memory_limit_bytes,
-                        "imports": list(config.imports), "threads": threads,
-                        "floors": config.floors, "command": command,
-                        "diagnostics": config.diagnostics, "tf32": config.tf32,
-                    }).to_dict())
+                        **options, "problem": problem, "dim": dim, "seed": seed,
+                        "solver": with_points(solver, config.points)}).to_dict())
     return cells
 
 

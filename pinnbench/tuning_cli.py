@@ -1,6 +1,6 @@
 """The command line of the tuning protocol: ``pinnbench tune``, ``pinnbench show --studies`` and
 the cells of ``pinnbench run --tuned`` (docs/tuning.md). :mod:`pinnbench.cli` holds only their
-parsers' hooks and the dispatch; bad input is :class:`pinnbench.cli.UsageError` (one line,
+parsers' hooks and the dispatch; bad input is :class:`pinnbench.usage.UsageError` (one line,
 exit 2, nothing written).
 """
 
@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
-import threading
 import time
-import uuid
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from pinnbench.run_cli import DEFAULT_RUN
 from pinnbench.store import DEFAULT_PATH
 from pinnbench.tuning import (DEFAULT_SEEDS, DEFAULT_TRIALS, SAMPLERS, Protocol, TuningError,
                               check_equal_protocol, default_study_store, protocol_differences,
                               require_optuna, storage_url, summarize)
+from pinnbench.usage import UsageError, import_plugins
 
 TUNE_EPILOG = """\
 One protocol for every solver (docs/tuning.md): for each (solver spec, problem, d), --trials
@@ -35,9 +33,7 @@ command to resume an interrupted tune. `pinnbench show --studies` lists them, an
 """
 
 
-def _usage(message: str):
-    from pinnbench.cli import UsageError
-
+def _usage(message: str) -> UsageError:
     return UsageError(message)
 
 
@@ -47,8 +43,8 @@ MAX_TRIALS = 10_000
 
 def add_tune_parser(sub) -> None:
     """The ``tune`` subcommand's options (the lists read as `pinnbench run` reads them)."""
-    from pinnbench.cli import (DEFAULT_RUN, MAX_DEPTH, MAX_PROCESSES, MAX_THREADS, MAX_WIDTH,
-                               _int_option, _seconds_option)
+    from pinnbench.option_types import (MAX_DEPTH, MAX_PROCESSES, MAX_THREADS, MAX_WIDTH,
+                                         int_option, seconds_option)
 
     t = sub.add_parser("tune", help="tune solvers under one protocol (Optuna studies)",
                        description="Tune every solver spec on every (problem, d) with the same "
@@ -58,20 +54,20 @@ def add_tune_parser(sub) -> None:
     t.add_argument("--problems", help=f"comma-separated problem ids (default {DEFAULT_RUN['problems']})")
     t.add_argument("--dims", help=f"dimensions as for run (default {DEFAULT_RUN['dims']})")
     t.add_argument("--seeds", help="seeds of every trial, at least 2 (default 0..1)")
-    t.add_argument("--steps", type=_int_option("--steps"),
+    t.add_argument("--steps", type=int_option("--steps"),
                    help=f"budget of a trial in steps (default {DEFAULT_RUN['steps']}, the run's)")
-    t.add_argument("--trials", type=_int_option("--trials", maximum=MAX_TRIALS),
+    t.add_argument("--trials", type=int_option("--trials", maximum=MAX_TRIALS),
                    help=f"trials per study (default {DEFAULT_TRIALS})")
     t.add_argument("--sampler", choices=SAMPLERS, default="qmc",
                    help="seeded scrambled Sobol points (qmc, default) or seeded random search")
-    t.add_argument("--width", type=_int_option("--width", maximum=MAX_WIDTH), help="MLP width (default 128)")
-    t.add_argument("--depth", type=_int_option("--depth", maximum=MAX_DEPTH), help="hidden layers (default 3)")
+    t.add_argument("--width", type=int_option("--width", maximum=MAX_WIDTH), help="MLP width (default 128)")
+    t.add_argument("--depth", type=int_option("--depth", maximum=MAX_DEPTH), help="hidden layers (default 3)")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:<index> (default cpu)")
     t.add_argument("--dtype", help="float32 or float64 (default float32)")
-    t.add_argument("--timeout", type=_seconds_option("--timeout"), metavar="SECONDS",
+    t.add_argument("--timeout", type=seconds_option("--timeout"), metavar="SECONDS",
                    help=f"wall-clock limit per cell (default {DEFAULT_RUN['timeout']:g})")
-    t.add_argument("--jobs", type=_int_option("--jobs", maximum=MAX_PROCESSES), help="cells at once (default 1)")
-    t.add_argument("--threads", type=_int_option("--threads", maximum=MAX_THREADS),
+    t.add_argument("--jobs", type=int_option("--jobs", maximum=MAX_PROCESSES), help="cells at once (default 1)")
+    t.add_argument("--threads", type=int_option("--threads", maximum=MAX_THREADS),
                    help="torch threads per cell (default: free physical cores / jobs)")
     t.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
                    help="import a plugin module or file (repeatable)")
@@ -126,9 +122,7 @@ def check_study_store(path: Path, must_exist: bool) -> None:
 
 
 def _lists(args) -> tuple[list[str], list[str], list[int], list[int]]:
-    from pinnbench.cli import DEFAULT_RUN, parse_seeds
-    from pinnbench.dims import parse_dims
-    from pinnbench.sweep import split_top_level
+    from pinnbench.axes import parse_dims, parse_seeds, split_top_level
 
     try:
         solvers = split_top_level(args.solvers if args.solvers is not None
@@ -136,15 +130,14 @@ def _lists(args) -> tuple[list[str], list[str], list[int], list[int]]:
         problems = split_top_level(args.problems if args.problems is not None
                                    else DEFAULT_RUN["problems"])
         dims = parse_dims(args.dims if args.dims is not None else DEFAULT_RUN["dims"])
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else list(DEFAULT_SEEDS)
     except (ValueError, TypeError) as exc:
         raise _usage(str(exc)) from None
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else list(DEFAULT_SEEDS)
     return solvers, problems, dims, seeds
 
 
 def cmd_tune(args, argv: Sequence[str]) -> int:
     from pinnbench import store as store_mod
-    from pinnbench.cli import DEFAULT_RUN, _command_line, _import_plugins, _may_mkdir
     from pinnbench.console import RunUI
     from pinnbench.machine_load import default_threads, load_average
     from pinnbench.problem_registry import resolve_device, resolve_dtype
@@ -153,13 +146,14 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
     from pinnbench.run_lease import planner_id
     from pinnbench.executors import LocalExecutor
     from pinnbench import tuning_run
+    from pinnbench.run_lifecycle import command_line, new_run_id, sigterm_as_interrupt
 
-    command = _command_line(argv)
+    command = command_line(argv)
     try:
         require_optuna()
     except TuningError as exc:
         raise _usage(str(exc)) from None
-    _import_plugins(args.imports)
+    import_plugins(args.imports)
     solvers, problems, dims, seeds = _lists(args)
     try:
         device = str(resolve_device(args.device or "cpu"))
@@ -178,8 +172,10 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
         threads = default_threads(args.jobs or 1)
     options = {"timeout_s": args.timeout or DEFAULT_RUN["timeout"], "threads": threads,
                "imports": list(args.imports or []), "command": command}
+    # as run: folders made only for the default store, or when asked
+    mkdir = bool(args.mkdir) or Path(args.store) == DEFAULT_PATH
     try:
-        store_mod.check_store(args.store, mkdir=_may_mkdir(args))
+        store_mod.check_store(args.store, mkdir=mkdir)
     except store_mod.StoreError as exc:
         raise _usage(str(exc)) from None
     study_path = Path(args.study_store) if args.study_store else default_study_store(args.store)
@@ -196,11 +192,11 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
     url = storage_url(study_path)
     studies = tuning_run.open_studies(url, plan)
     cells = tuning_run.trial_cells(plan, studies)
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    run_id = new_run_id()
     rows: list[dict] = []
     t0 = time.monotonic()
     if cells:
-        st = store_mod.Store(args.store, mkdir=_may_mkdir(args))
+        st = store_mod.Store(args.store, mkdir=mkdir)
         provenance = collect("cpu", command=command)
         provenance["executor"] = f"local ({args.jobs or 1} jobs)"
         provenance["load_avg_1m_at_start"] = load_average()
@@ -211,13 +207,8 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
         ui = RunUI("quiet" if args.quiet else "rich", run_id, len(cells), 0, args.store)
         executor = LocalExecutor(args.jobs or 1)
 
-        def _terminate(signum, frame):
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, _terminate) \
-            if threading.current_thread() is threading.main_thread() else None
         try:
-            with ui:
+            with sigterm_as_interrupt(), ui:
                 rows = tuning_run.run_cells(cells, recorder, run_id=run_id, write=st.write_row,
                                             executor=executor, on_start=ui.start,
                                             on_result=ui.result,
@@ -230,8 +221,6 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
             return 130
         finally:
             executor.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
         st.finish_run(run_id, now_iso(), "finished")
         st.close()
     if not args.quiet:
@@ -298,9 +287,9 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
     configuration, its cells marked ``tuned_study``; UsageError when one has no study, or the
     studies used were not tuned alike."""
     from pinnbench.cellspec import CellSpec
-    from pinnbench.cli import _sweep_config
-    from pinnbench.dims import parse_dims
-    from pinnbench.sweep import plan, split_top_level
+    from pinnbench.axes import parse_dims, split_top_level
+    from pinnbench.run_cli import sweep_config
+    from pinnbench.sweep import plan
     from pinnbench.tuning import base_spec
 
     try:
@@ -330,7 +319,7 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
             else sorted({s.dim for s in studies})
     except (ValueError, TypeError) as exc:
         raise _usage(str(exc)) from None
-    config = _sweep_config(args)
+    config = sweep_config(args)
     keyed: list[tuple[Any, str]] = []
     for solver in want_solvers:
         for problem in want_problems:

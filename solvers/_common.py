@@ -200,7 +200,8 @@ class ZerothOrderSolver(Solver):
     algorithm (``zo[crns=false]`` and ``sdze[subspace=false,crns=false]`` with equal lr, q,
     eps, momentum, normalize) take the same steps from the same seed, up to rounding."""
 
-    #: one-factor-at-a-time variants: (parameter, values); see :func:`ablation_specs`
+    #: one-factor-at-a-time variants: (parameter, values); see
+    #: :meth:`pinnbench.solver.Solver.ablation_variants`
     ablations: tuple[tuple[str, tuple], ...] = (("crns", (True, False)), ("momentum", (0.0, 0.9)),
                                                 ("normalize", (False,)))
 
@@ -365,26 +366,6 @@ class ZerothOrderSolver(Solver):
             else:
                 g = sum(c * d.dense(i) for d, c in zip(dirs, quotients)) / nq
                 p.sub_(mom.dense_step(i, g), alpha=lr)
-
-
-def ablation_specs(base: str) -> list[str]:
-    """The base spec and its one-factor-at-a-time variants (the solver class's ``ablations``):
-    each variant differs from ``base`` in exactly one parameter; variants equal to the base are
-    left out. ``ablation_specs("sdze[rank=8]")`` -> ["sdze[...]", "sdze[...crns=false...]", ...]
-    as canonical specs."""
-    from pinnbench.solver import SOLVERS, format_spec, parse_spec
-
-    name, given = parse_spec(base)
-    cls = SOLVERS.get(name)
-    solver = cls(**given)
-    out = [solver.spec]
-    for key, values in getattr(cls, "ablations", ()):
-        for v in values:
-            variant = cls(**{**given, key: v})
-            spec = format_spec(name, variant.params)
-            if spec not in out:
-                out.append(spec)
-    return out
 
 
 def gradient_estimate_variance(solver: ZerothOrderSolver, seed: int, window: int = 10,

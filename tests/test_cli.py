@@ -277,7 +277,8 @@ def test_default_run_is_defined_in_steps_with_threads_per_core(tmp_path, monkeyp
     """The default sweep's errors must not depend on the machine's speed: a step budget, no
     time budget, and CPU threads = free physical cores / cells at once (recorded in the plan)."""
     from pinnbench import machine_load
-    from pinnbench.cli import _sweep_config, build_parser
+    from pinnbench.cli import build_parser
+    from pinnbench.run_cli import sweep_config as _sweep_config
     from pinnbench.machine_load import default_threads
     from pinnbench.sweep import plan
 
@@ -343,7 +344,7 @@ def test_show_prints_square_brackets_as_written(tmp_path, capsys):
 
 def test_show_keeps_the_parameters_of_a_real_solver_spec(capsys):
     from pinnbench.cell import base_row, normalize_spec
-    from pinnbench.cli import summary_table, _console
+    from pinnbench.console import console as _console, summary_table
     from pinnbench.solver import list_solvers
 
     if "sdze" not in list_solvers():
@@ -587,7 +588,7 @@ def test_ablate_runs_the_base_and_its_one_factor_variants(tmp_path, monkeypatch)
     store = str(tmp_path / "s.sqlite")
     assert main(["ablate", "sdze[rank=4]", "--dims", "100", "--store", store]) == 0
     assert seen["argv"][:2] == ["run", "--solvers"] and seen["args"].dims == "100"
-    from pinnbench.sweep import split_top_level
+    from pinnbench.axes import split_top_level
 
     specs = split_top_level(seen["args"].solvers)
     base = parse_spec(specs[0])[1]
@@ -629,7 +630,7 @@ def test_ablate_puts_points_into_every_variant(options):
     silently ignored: every variant kept points=100)."""
     from pinnbench.cli import ablate_argv
     from pinnbench.solver import parse_spec
-    from pinnbench.sweep import split_top_level
+    from pinnbench.axes import split_top_level
 
     argv = ablate_argv("sdze", options)
     specs = split_top_level(argv[2])

@@ -147,7 +147,8 @@ def test_eta_scales_the_estimates_left_by_how_the_finished_ones_fared():
 
 # -- the scale preset -------------------------------------------------------------------------------
 def test_the_scale_preset_is_the_committed_pages_command():
-    from pinnbench.cli import _apply_preset, build_parser
+    from pinnbench.cli import build_parser
+    from pinnbench.run_cli import apply_preset as _apply_preset
     from pinnbench.presets import PRESETS
 
     text = (REPO / "reports" / "cpu-1e3-1e7" / "README.md").read_text()

@@ -511,7 +511,7 @@ def test_pinnbench_ablate_sdze_end_to_end(tmp_path):
     one-factor variants as an ordinary sweep (real cells, in their own processes), stores one
     cell per variant and seed, and the report page has the ablation section and figures."""
     from pinnbench.cli import main
-    from pinnbench.solvers._common import ablation_specs
+    from pinnbench.solver import ablation_specs
     from pinnbench.store import load_results
 
     store, out = tmp_path / "s.sqlite", tmp_path / "report"

@@ -109,7 +109,7 @@ def test_zo_is_sdze_without_subspace(crns, momentum, normalize):
 @pytest.mark.parametrize("base", ["sdze", "sdze[rank=4,refresh=10]", "zo"])
 def test_ablation_specs_change_one_factor_each(base):
     from pinnbench.solver import solver_from_spec
-    from pinnbench.solvers._common import ablation_specs
+    from pinnbench.solver import ablation_specs
 
     specs = ablation_specs(base)
     ref = solver_from_spec(specs[0]).params

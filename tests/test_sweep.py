@@ -12,7 +12,8 @@ import pytest
 
 from pinnbench.machine_load import default_threads
 from pinnbench.store import Store, load_results
-from pinnbench.sweep import SweepConfig, execute_sweep, plan, split_top_level, with_points
+from pinnbench.axes import split_top_level
+from pinnbench.sweep import SweepConfig, execute_sweep, plan, with_points
 
 FAKES = str(Path(__file__).with_name("fake_solvers.py"))
 REPO = Path(__file__).resolve().parent.parent
@@ -156,7 +157,7 @@ def test_each_cell_is_validated_once_by_the_plan_and_the_cli_only_maps(monkeypat
     import pinnbench.cellspec as cellspec
     import pinnbench.problem_registry as registry
     import pinnbench.solver as solver_mod
-    from pinnbench import cli
+    from pinnbench import cli, run_cli
 
     def forbidden(*a, **k):
         raise AssertionError("the CLI validated a cell itself")
@@ -167,7 +168,7 @@ def test_each_cell_is_validated_once_by_the_plan_and_the_cli_only_maps(monkeypat
     with monkeypatch.context() as m:
         m.setattr(registry, "problem_class", forbidden)
         m.setattr(solver_mod, "solver_from_spec", forbidden)
-        config = cli._sweep_config(args)
+        config = run_cli.sweep_config(args)
     calls = []
     real = cellspec.normalize_spec
     monkeypatch.setattr(cellspec, "normalize_spec", lambda s: calls.append(1) or real(s))
@@ -177,7 +178,7 @@ def test_each_cell_is_validated_once_by_the_plan_and_the_cli_only_maps(monkeypat
 
 
 def test_a_bad_cell_in_the_plan_is_a_usage_error_naming_it(tmp_path):
-    from pinnbench import cli
+    from pinnbench import cli, run_cli
 
     code = cli.main(["run", "--problems", "poisson-2body-v1", "--solvers", "sdze[rank=0]",
                      "--dims", "10", "--store", str(tmp_path / "s.sqlite"), "--quiet"])

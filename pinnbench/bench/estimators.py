@@ -94,7 +94,7 @@ def _mb(b) -> str:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m pinnbench.bench estimators",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dims", default="1e3,1e4,1e5,1e6", help="comma-separated d (1e5 allowed)")
+    ap.add_argument("--dims", default="1e3,1e4,1e5,1e6", help="dimensions as for `pinnbench run`: 1e3,1e4 or 1e3..1e6")
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--points", type=int, default=16)
@@ -108,10 +108,12 @@ def main(argv: list[str]) -> int:
                          "on a shared machine")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement")
     args = ap.parse_args(argv)
+    from pinnbench.axes import parse_dims
+
     try:
-        dims = [int(float(s)) for s in args.dims.split(",") if s.strip()]
-    except ValueError:
-        ap.error(f"--dims must be comma-separated numbers, got {args.dims!r}")
+        dims = parse_dims(args.dims)
+    except ValueError as exc:
+        ap.error(f"--dims: {exc}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

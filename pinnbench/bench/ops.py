@@ -304,7 +304,7 @@ def main(argv: list[str]) -> int:
                     "the host syncs) to FILE")
     ap.add_argument("--sites", action="store_true", help="print where each host sync happens")
     args = ap.parse_args(argv)
-    from pinnbench.dims import parse_dims
+    from pinnbench.axes import parse_dims
     from pinnbench.solver import solver_from_spec
 
     try:

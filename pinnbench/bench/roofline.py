@@ -61,7 +61,7 @@ The ``data`` column is measured, not bounded: it shows how much of the step is p
 data generation (issue 13: at large d it dominated the step).
 
 Usage: ``python -m pinnbench.bench roofline --dims 1e3..1e6`` (``--dims`` in the CLI's syntax,
-:func:`pinnbench.dims.parse_dims`; 1e7 takes minutes per solver on a CPU and needs ~10 GB for
+:func:`pinnbench.axes.parse_dims`; 1e7 takes minutes per solver on a CPU and needs ~10 GB for
 the GEMM measurement alone, so it is not in the default).
 """
 
@@ -270,7 +270,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         args.device = str(resolve_device(args.device))
     except ValueError as exc:
         raise UsageError(f"--device: {exc}") from None
-    from pinnbench.dims import parse_dims
+    from pinnbench.axes import parse_dims
 
     try:
         args.dims = parse_dims(args.dims)

@@ -91,7 +91,7 @@ def _with_points(spec: str, points: int) -> str:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m pinnbench.bench solvers",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dims", default="1e3,1e4,1e5,1e6", help="comma-separated d (1e5 allowed)")
+    ap.add_argument("--dims", default="1e3,1e4,1e5,1e6", help="dimensions as for `pinnbench run`: 1e3,1e4 or 1e3..1e6")
     ap.add_argument("--solvers", default=DEFAULT_SOLVERS,
                     help="';'-separated solver specs, e.g. \"bp;sdze[rank=4]\"")
     ap.add_argument("--width", type=int, default=128)
@@ -105,10 +105,12 @@ def main(argv: list[str]) -> int:
                          "torch maps (RLIMIT_AS)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement")
     args = ap.parse_args(argv)
+    from pinnbench.axes import parse_dims
+
     try:
-        dims = [int(float(s)) for s in args.dims.split(",") if s.strip()]
-    except ValueError:
-        ap.error(f"--dims must be comma-separated numbers, got {args.dims!r}")
+        dims = parse_dims(args.dims)
+    except ValueError as exc:
+        ap.error(f"--dims: {exc}")
     from pinnbench.solver import solver_from_spec
 
     specs = [s.strip() for s in args.solvers.split(";") if s.strip()]
