@@ -68,6 +68,8 @@ PROBE = """<script>
     pre.id = "probe-result";
     pre.textContent = JSON.stringify({
       images: imgs, errors: errors, scripts: document.scripts.length,
+      scroll_width: document.documentElement.scrollWidth,
+      client_width: document.documentElement.clientWidth,
       pwned: window.__pwned === undefined ? null : String(window.__pwned)});
     document.body.appendChild(pre);
   });
@@ -90,13 +92,15 @@ def console_messages(stderr: str) -> list[str]:
     return re.findall(r":CONSOLE[:\d(]*[^\]]*\]\s*(.*)", stderr)
 
 
-def probe(folder: Path, profile: Path) -> tuple[dict, list[str]]:
-    """Load ``folder/index.html`` with the probe injected; the probe's result and console lines."""
+def probe(folder: Path, profile: Path, width: int = 1400) -> tuple[dict, list[str]]:
+    """Load ``folder/index.html`` with the probe injected in a window ``width`` px wide; the
+    probe's result and console lines."""
     page = (folder / "index.html").read_text(encoding="utf-8")
     assert page.count("<head>") == 1
     probe_page = folder / "probe.html"  # next to index.html: the figures' relative paths hold
     probe_page.write_text(page.replace("<head>", "<head>\n" + PROBE, 1), encoding="utf-8")
-    proc = chromium(["--virtual-time-budget=10000", "--dump-dom", probe_page.as_uri()], profile)
+    proc = chromium([f"--window-size={width},2000", "--virtual-time-budget=10000", "--dump-dom",
+                     probe_page.as_uri()], profile)
     m = re.search(r'<pre id="probe-result">(.*?)</pre>', proc.stdout, re.S)
     assert m, "the probe wrote no result: the page did not load or its script did not run\n" \
         + proc.stderr[-2000:]
@@ -137,6 +141,25 @@ def test_the_probe_sees_a_missing_image(report_dir, tmp_path):
     bad = [im for im in result["images"] if im["width"] == 0]
     assert [im["src"] for im in bad] == ["figures/time_vs_d.png"]
     assert any("time_vs_d.png" in e for e in result["errors"])
+
+
+def test_no_horizontal_overflow_at_1280_px(report_dir, tmp_path):
+    """The page fits a 1280 px window (issue 24: it was 1878 px wide in a 1400 px one)."""
+    result, _ = probe(report_dir, tmp_path / "profile", width=1280)
+    assert result["client_width"] <= 1280
+    assert result["scroll_width"] <= result["client_width"], result["scroll_width"]
+
+
+def test_the_probe_sees_an_overflow(report_dir, tmp_path):
+    """Negative control: a table cell that does not wrap makes the page wider than the window."""
+    wide = tmp_path / "wide"
+    shutil.copytree(report_dir, wide, ignore=shutil.ignore_patterns("probe.html"))
+    page = (wide / "index.html").read_text(encoding="utf-8")
+    (wide / "index.html").write_text(page.replace(
+        "</body>", '<table><tr><td style="white-space:nowrap">' + "x" * 400
+        + "</td></tr></table></body>", 1), encoding="utf-8")
+    result, _ = probe(wide, tmp_path / "profile", width=1280)
+    assert result["scroll_width"] > result["client_width"]
 
 
 def test_screenshot(report_dir, tmp_path):

@@ -117,3 +117,26 @@ def test_a_plain_run_has_claims_but_no_ablation_section(tmp_path):
     assert "<h2>SDZE&#39;s claims</h2>" in html or "<h2>SDZE's claims</h2>" in html
     assert "<h2>Ablations</h2>" not in html and "variants-table" not in html
     assert "claims-table" in html
+
+
+def test_a_solver_that_did_not_learn_links_to_the_reason(tmp_path):
+    """Where a solver is below its own constant fit in at most half its seeds, the block says it
+    did not learn there and links to the docs section that says why; the anchor exists."""
+    import re
+    from pathlib import Path
+
+    df = aggregate.prepare(rows())
+    blocks = {(b["problem"], b["dim"]): b for b in headline.section(aggregate.families(df), df)}
+    assert blocks[(P, 1000)]["not_learned"] == ["sdze"]  # 1 of 3 seeds below at d = 1000
+    assert blocks[(P, 100)]["not_learned"] == []  # 2 of 3 and 3 of 3
+    page = write_report(rows(), tmp_path / "r")
+    html = page.read_text(encoding="utf-8")
+    links = re.findall(r'class="meta not-learned">sdze: [^<]*<a href="([^"]+)"', html)
+    assert len(links) == 1, html[html.find("not-learned") - 200:][:800]
+    target, anchor = links[0].split("#")
+    doc = (page.parent / target).resolve()
+    assert doc == Path(headline.__file__).resolve().parents[2] / "docs" / "protocol.md"
+    # the anchor is GitHub's slug of a heading of that file
+    slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+             for h in re.findall(r"^#+ (.*)$", doc.read_text(encoding="utf-8"), re.M)}
+    assert anchor in slugs, slugs

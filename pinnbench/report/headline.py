@@ -147,5 +147,24 @@ def section(fams: list[Family], df: pd.DataFrame) -> list[dict[str, Any]]:
             "ttt": e.ttt_text,
         } for e in es]
         blocks.append({"problem": problem, "dim": dim, "rows": rows,
-                       "sentences": sentences(es) if len(es) > 1 else []})
+                       "sentences": sentences(es) if len(es) > 1 else [],
+                       "not_learned": [e.label for e in es if e.n and 2 * e.below_const <= e.n]})
     return blocks
+
+
+#: the docs section that says why a solver may not learn, and what would change that
+WHY_NOT_LEARNED = ("docs/protocol.md", "6-when-a-solver-did-not-learn")
+
+
+def why_not_learned_href(out_dir) -> str | None:
+    """A link from the page in ``out_dir`` to :data:`WHY_NOT_LEARNED` in this checkout's docs/
+    (relative, so the committed pages keep it), or None when the docs are not there (an
+    installed wheel has none: the page then names the file)."""
+    import os
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / WHY_NOT_LEARNED[0]
+    if not docs.is_file():
+        return None
+    rel = os.path.relpath(docs, Path(out_dir).resolve())
+    return f"{Path(rel).as_posix()}#{WHY_NOT_LEARNED[1]}"
