@@ -16,7 +16,8 @@ from pinnbench.option_types import (MAX_DEPTH, MAX_POINTS, MAX_PROCESSES, MAX_TH
                                      MAX_WIDTH, int_option, memory_size, seconds_option)
 from pinnbench.presets import PRESETS
 from pinnbench.results_cli import REPORTS_DIR, cmd_export, cmd_list, cmd_report, cmd_show
-from pinnbench.run_cli import DEFAULT_RUN, MAX_CELLS_WITHOUT_YES, NO_WORKER_TIMEOUT_S, cmd_run
+from pinnbench.run_cli import NO_WORKER_TIMEOUT_S, cmd_run
+from pinnbench.run_options import DEFAULT_RUN, MAX_CELLS_WITHOUT_YES, apply_preset
 from pinnbench.store import DEFAULT_PATH
 from pinnbench.usage import UsageError, import_plugins
 
@@ -249,7 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        def parse_run(options: list[str]):
+            return parser.parse_args(["run", *options])
+
         if args.command == "run":
+            apply_preset(args, parse_run)
             return cmd_run(args, argv)
         if args.command == "tune":
             from pinnbench.tuning_cli import cmd_tune
@@ -261,7 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_show_studies(args)
         if args.command == "ablate":
             run_argv = ablate_argv(args.base, args.run_options)
-            return cmd_run(parser.parse_args(run_argv), run_argv)
+            run_args = parser.parse_args(run_argv)
+            apply_preset(run_args, parse_run)
+            return cmd_run(run_args, run_argv)
         return {"list": cmd_list, "show": cmd_show, "export": cmd_export,
                 "report": cmd_report}[args.command](args)
     except UsageError as exc:

@@ -8,106 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from pinnbench.cellspec import DEFAULTS as CELL_DEFAULTS
 from pinnbench.results_cli import isna
 from pinnbench.run_lifecycle import command_line, plan_change, record_run, resumed_run
 from pinnbench.store import DEFAULT_PATH, StoreError
+from pinnbench.run_options import parallel_cells, sweep_config, sweep_options
 from pinnbench.usage import UsageError, import_plugins
 
 #: with --executor dask: how long the cluster may have no worker before cells in flight fail
 NO_WORKER_TIMEOUT_S = 600.0
-
-#: the built-in run (`pinnbench run` with no options; its help is pinnbench.cli.RUN_EPILOG); what
-#: it does not name is a cell's own default (pinnbench.cellspec.CellSpec, declared once)
-DEFAULT_RUN = {
-    "problems": "poisson-2body-scaled-v1",  # radius sqrt(d): floors that are not trivial
-    "solvers": "sdze,bp",
-    "dims": "1e2..1e4",
-    "seeds": "0",
-    "steps": 500,  # the run's training budget (a cell's own default is 100)
-    "timeout": 600.0,
-}
-
-#: a plan of more cells than this needs --yes (a typo such as --seeds 0..100000 is caught)
-MAX_CELLS_WITHOUT_YES = 500
-
-
-
-def sweep_config(args) -> "Any":
-    """The command line mapped onto a :class:`pinnbench.sweep.SweepConfig`: lists parsed, the
-    options the executors need checked; each cell is validated once, by ``sweep.plan``
-    (:class:`pinnbench.cellspec.CellSpec`), whose ValueError ``cmd_run`` turns into a usage
-    error before anything is written."""
-    from pinnbench.axes import parse_dims, parse_seeds, split_top_level
-    from pinnbench.problem_registry import resolve_device
-    from pinnbench.sweep import SweepConfig
-
-    only_budget = args.time_budget is not None and args.steps is None
-    problems_text = args.problems if args.problems is not None else DEFAULT_RUN["problems"]
-    solvers_text = args.solvers if args.solvers is not None else DEFAULT_RUN["solvers"]
-    try:
-        problems = split_top_level(problems_text)
-        solvers = split_top_level(solvers_text)
-        dims = parse_dims(args.dims if args.dims is not None else DEFAULT_RUN["dims"])
-        device = str(resolve_device(args.device or CELL_DEFAULTS["device"]))
-    except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from None
-    if device.startswith("cuda") and args.executor != "dask" and (args.jobs or 1) > 1:
-        raise UsageError(f"--jobs {args.jobs} would put {args.jobs} cells on one GPU at once (their "
-                         "memory and timings interfere); use --jobs 1 on cuda, or --executor dask "
-                         "with one GPU worker per device (docs/dask.md)")
-    try:
-        seeds = parse_seeds(args.seeds if args.seeds is not None else DEFAULT_RUN["seeds"])
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    n_cells = len(problems) * len(solvers) * len(dims) * len(seeds)
-    if n_cells > MAX_CELLS_WITHOUT_YES and not getattr(args, "yes", False):
-        raise UsageError(f"the plan has {n_cells:,} cells ({len(problems)} problems x "
-                         f"{len(solvers)} solvers x {len(dims)} d x {len(seeds)} seeds), more "
-                         f"than {MAX_CELLS_WITHOUT_YES}; check --seeds and --dims, or add --yes "
-                         "to run them all")
-    return SweepConfig(
-        problems=problems, solvers=solvers, dims=dims, seeds=seeds, **{
-            **cell_options(args),  # what the run's defaults or the command's spelling change:
-            "steps": None if only_budget else (args.steps or DEFAULT_RUN["steps"]),
-            "timeout_s": args.timeout or DEFAULT_RUN["timeout"], "device": device,
-            "floors": not args.no_floors},
-        points=args.points, jobs=parallel_cells(args),
-        auto_threads=not (args.executor == "dask" and args.scheduler))
-
-
-#: the `pinnbench run` options that set a cell option (:data:`pinnbench.sweep.CELL_OPTIONS`) of
-#: another name; every other cell option is the option of its own name, where run has one
-OPTION_OF_FIELD = {"time_budget_s": "time_budget", "timeout_s": "timeout",
-                   "memory_limit_bytes": "memory_limit"}
-
-
-def cell_options(args) -> dict[str, Any]:
-    """The cell options the command line gives ({CellSpec field: value}); those it does not give
-    keep the cell's own default (:class:`pinnbench.cellspec.CellSpec`)."""
-    from pinnbench.sweep import CELL_OPTIONS
-
-    given = {name: getattr(args, OPTION_OF_FIELD.get(name, name), None) for name in CELL_OPTIONS}
-    return {name: value for name, value in given.items() if value is not None}
-
-
-def sweep_options(args) -> list[str]:
-    """The options of ``args`` that change a run's plan: the axes, --points and the cell
-    options' (not --import, which adds plugins and changes nothing a cell does)."""
-    from pinnbench.sweep import CELL_OPTIONS
-
-    cell = [OPTION_OF_FIELD.get(name, name) for name in CELL_OPTIONS if name != "imports"]
-    return [k for k in ("problems", "solvers", "dims", "seeds", "points", *cell) if hasattr(args, k)]
-
-
-def parallel_cells(args) -> int:
-    """Cells that run at the same time on one machine (used to split its CPU threads)."""
-    if args.executor == "dask":
-        return args.local_workers or 1
-    return args.jobs or 1
-
 
 def check_executor_options(args) -> None:
     """Usage errors of --executor and its options (before anything is started or written)."""
@@ -164,7 +74,6 @@ def cmd_run(args, argv: Sequence[str]) -> int:
     from pinnbench.sweep import plan
 
     command = command_line(argv)
-    apply_preset(args)
     check_executor_options(args)
     import_plugins(args.imports)
     try:
@@ -209,19 +118,6 @@ def cmd_run(args, argv: Sequence[str]) -> int:
                           report_dir=args.report_dir)
     finally:
         executor.close()
-
-
-def apply_preset(args) -> None:
-    """--preset NAME: its options fill those the command line does not give."""
-    if not getattr(args, "preset", None):
-        return
-    from pinnbench.cli import build_parser
-    from pinnbench.presets import PRESETS
-
-    preset = build_parser().parse_args(["run", *PRESETS[args.preset]])
-    for key in sweep_options(args):
-        if getattr(args, key) is None and getattr(preset, key) is not None:
-            setattr(args, key, getattr(preset, key))
 
 
 def may_mkdir(args) -> bool:

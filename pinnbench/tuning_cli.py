@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from pinnbench.run_cli import DEFAULT_RUN
+from pinnbench.run_options import DEFAULT_RUN
 from pinnbench.store import DEFAULT_PATH
 from pinnbench.tuning import (DEFAULT_SEEDS, DEFAULT_TRIALS, SAMPLERS, Protocol, TuningError,
                               check_equal_protocol, default_study_store, protocol_differences,
@@ -288,7 +288,7 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
     studies used were not tuned alike."""
     from pinnbench.cellspec import CellSpec
     from pinnbench.axes import parse_dims, split_top_level
-    from pinnbench.run_cli import sweep_config
+    from pinnbench.run_options import sweep_config
     from pinnbench.sweep import plan
     from pinnbench.tuning import base_spec
 

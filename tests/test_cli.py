@@ -278,7 +278,7 @@ def test_default_run_is_defined_in_steps_with_threads_per_core(tmp_path, monkeyp
     time budget, and CPU threads = free physical cores / cells at once (recorded in the plan)."""
     from pinnbench import machine_load
     from pinnbench.cli import build_parser
-    from pinnbench.run_cli import sweep_config as _sweep_config
+    from pinnbench.run_options import sweep_config as _sweep_config
     from pinnbench.machine_load import default_threads
     from pinnbench.sweep import plan
 

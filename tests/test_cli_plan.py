@@ -148,7 +148,7 @@ def test_eta_scales_the_estimates_left_by_how_the_finished_ones_fared():
 # -- the scale preset -------------------------------------------------------------------------------
 def test_the_scale_preset_is_the_committed_pages_command():
     from pinnbench.cli import build_parser
-    from pinnbench.run_cli import apply_preset as _apply_preset
+    from pinnbench.run_options import apply_preset as _apply_preset
     from pinnbench.presets import PRESETS
 
     text = (REPO / "reports" / "cpu-1e3-1e7" / "README.md").read_text()
@@ -158,8 +158,9 @@ def test_the_scale_preset_is_the_committed_pages_command():
     for where in ("--store", "--report-dir"):
         flags.pop(where)
     assert dict(zip(PRESETS["scale"][::2], PRESETS["scale"][1::2])) == flags
-    args = build_parser().parse_args(["run", "--preset", "scale", "--steps", "5"])
-    _apply_preset(args)
+    parser = build_parser()
+    args = parser.parse_args(["run", "--preset", "scale", "--steps", "5"])
+    _apply_preset(args, lambda options: parser.parse_args(["run", *options]))
     assert args.steps == 5  # what the command line gives wins
     assert (args.dims, args.threads, args.memory_limit, args.timeout) == \
         ("1e3..1e7", 1, 20 * GiB, 3000.0)

@@ -157,7 +157,7 @@ def test_each_cell_is_validated_once_by_the_plan_and_the_cli_only_maps(monkeypat
     import pinnbench.cellspec as cellspec
     import pinnbench.problem_registry as registry
     import pinnbench.solver as solver_mod
-    from pinnbench import cli, run_cli
+    from pinnbench import cli, run_options
 
     def forbidden(*a, **k):
         raise AssertionError("the CLI validated a cell itself")
@@ -168,7 +168,7 @@ def test_each_cell_is_validated_once_by_the_plan_and_the_cli_only_maps(monkeypat
     with monkeypatch.context() as m:
         m.setattr(registry, "problem_class", forbidden)
         m.setattr(solver_mod, "solver_from_spec", forbidden)
-        config = run_cli.sweep_config(args)
+        config = run_options.sweep_config(args)
     calls = []
     real = cellspec.normalize_spec
     monkeypatch.setattr(cellspec, "normalize_spec", lambda s: calls.append(1) or real(s))
