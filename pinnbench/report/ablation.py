@@ -534,13 +534,12 @@ def _claim_leaner(df: pd.DataFrame, base: str | None) -> Claim:
                      "default ran", "training peak")
     parts, good, earned = [], True, 0
     for problem, dim, device, a, b in contests:
+        k, n = _learned(a)  # every base cell of this (problem, d, device), before the ok filter
         a, b = a[a["status"] == "ok"], b[b["status"] == "ok"]
         pa = LogStats.of([training_peak(r) for r in a.to_dict("records")])
         pb = LogStats.of([training_peak(r) for r in b.to_dict("records")])
         if pa is None or pb is None:
             continue
-        k, n = _learned(df[(df["solver"] == base) & (df["problem"] == problem)
-                           & (df["dim"] == dim) & (df["device"] == device)])
         where = (f"{problem} d = {dim:,} on {device}: {pa.median / 2**20:.4g} MiB vs "
                  f"{pb.median / 2**20:.4g} MiB")
         if 2 * k <= n:
