@@ -27,11 +27,35 @@ from pinnbench.problem import Problem
 ACTIVATIONS = ("tanh",)
 
 
+class FirstLayer:
+    """How a :class:`PINN` computes its first affine map, the only part whose cost grows with the
+    input dimension d: ``points(x, w0, b0) = x W0^T + b0`` (n, m) and ``directions(dirs, w0) =
+    W0 v_k`` stacked (V, m), the first layer's response to each jet direction.
+
+    The plain dense product is this class. Other evaluations of the same network plug in here
+    instead of copying the layers: a zeroth-order solver's shifted first layer
+    (x W0^T + c x z0^T, matrix-free), or a first layer whose columns are sharded over processes
+    (each rank's partial product, all-reduced). Everything after the first layer is the PINN's
+    own code, shared by all of them."""
+
+    def points(self, x: Tensor, w0: Tensor, b0: Tensor) -> Tensor:
+        return torch.addmm(b0, x, w0.T)
+
+    def directions(self, dirs: Directions, w0: Tensor) -> Tensor:
+        return dirs.apply_weight(w0)
+
+
+#: the dense first layer (stateless, so one instance serves every PINN)
+DENSE = FirstLayer()
+
+
 class PINN:
-    def __init__(self, problem: Problem, params: list[Tensor], activation: str = "tanh") -> None:
+    def __init__(self, problem: Problem, params: list[Tensor], activation: str = "tanh",
+                 first_layer: FirstLayer = DENSE) -> None:
         self.problem = problem
         self.params = params
         self.activation = activation
+        self.first_layer = first_layer
 
     # -- shape ----------------------------------------------------------------------------------
     @property
@@ -58,13 +82,11 @@ class PINN:
     def net(self, x: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
         """The raw MLP N(x), (n, D) -> (n,)."""
         p = self.params if params is None else params
-        h = x
-        last = len(p) // 2 - 1
-        for layer in range(len(p) // 2):
+        h = self.first_layer.points(x, p[0], p[1])
+        for layer in range(1, len(p) // 2):
+            h = torch.tanh(h)
             w, b = p[2 * layer], p[2 * layer + 1]
             h = torch.addmm(b, h, w.T)
-            if layer < last:
-                h = torch.tanh(h)
         return h.squeeze(-1)
 
     def forward(self, x: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
@@ -80,8 +102,8 @@ class PINN:
         """Jet of N along each direction; coefficients (n, V)."""
         p = self.params if params is None else params
         w0, b0 = p[0], p[1]
-        z = Jet([torch.addmm(b0, x, w0.T).unsqueeze(1),  # (n, 1, h)
-                 dirs.apply_weight(w0).unsqueeze(0)],  # (1, V, h)
+        z = Jet([self.first_layer.points(x, w0, b0).unsqueeze(1),  # (n, 1, h)
+                 self.first_layer.directions(dirs, w0).unsqueeze(0)],  # (1, V, h)
                 order)
         last = len(p) // 2 - 1
         for layer in range(1, len(p) // 2):

@@ -56,7 +56,7 @@ class ThroughPreactivations:
                              f"pinnbench.model, got activation {getattr(model, 'activation', None)!r}")
         p = list(model.params if params is None else params)
         self.problem, self.x, self.params = model.problem, x, p
-        z = torch.addmm(p[1], x, p[0].T)  # (n, h)
+        z = model.first_layer.points(x, p[0], p[1])  # (n, h): W0 x + b0 through the model's hook
         # neither x nor the weights require grad (a zeroth-order solver's estimate): z is the
         # leaf the derivatives are taken in
         self.z = z if z.requires_grad else z.requires_grad_(True)
