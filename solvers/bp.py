@@ -24,8 +24,8 @@ import torch
 from pinnbench.estimators import exact_unsupported
 from pinnbench.model import torch_default_init_
 from pinnbench.solver import Param, Solver, register_solver
-from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_BP, loss_params,
-                                       lr_param)
+from pinnbench.solvers._parameters import (decay_steps_param, DISTS, ESTIMATORS_BP,
+                                           loss_params, lr_param)
 from pinnbench.tuning_space import LogUniform
 
 
@@ -35,7 +35,7 @@ class BP(Solver):
     parameters = {
         # searched (docs/tuning.md; ours): from a decade below the published 1e-3 (Shi et al.
         # 2024) to 30x above it, since a short budget favours larger steps; decay_steps: constant
-        # or linear over the budget (_common.DECAY_SEARCH)
+        # or linear over the budget (_parameters.DECAY_SEARCH)
         "lr": lr_param(1e-3, search=LogUniform(1e-4, 3e-2)),
         "decay_steps": decay_steps_param(10000),
         "estimator": Param("stde", "spatial estimator of the operator's linear terms",

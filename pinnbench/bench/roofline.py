@@ -41,7 +41,7 @@ Per solver (each formula from the solver's own algorithm; see its module docstri
   W0, g, m, v and writes W0, m, v (docs/domain.md §8: "Adam reads and writes 4 d h numbers").
 - ``sdze`` (CRNS, low-rank directions of rank r, q directions; docs/domain.md §4, solvers/sdze.py):
   FLOPs = F1 + 2 (n + V) d r + 2q [2 (n + V) r (r + h) + H] + 2 d h r: the shared first-layer
-  products once per step (``pinnbench.solvers._perturbation.FirstLayerCache``), with their projections
+  products once per step (``pinnbench.solvers._zo_evaluation.FirstLayerCache``), with their projections
   V^T x, V^T v onto the d x r basis; each of the 2q +- evaluations adds its low-rank term
   U (Xi (V^T y)) and passes the hidden layers at its perturbed weights; the update
   W0 += U G V^T is one rank-r product (momentum terms of older bases, which the implementation

@@ -18,7 +18,7 @@ docs/domain.md §3; ``zo[crns=true]``: MeZO's own setting).
 95 % interval over the test points is the envelope [min lo, max hi] of the cells' own intervals.
 Floors are never aggregated against an error: "below constant / affine" counts the seeds whose
 error is below their *own* fit (:func:`pinnbench.verdict.judge_seed`). Variance ratios
-(:func:`pinnbench.solvers._common.gradient_estimate_variance`, at the final theta): the median
+(:func:`pinnbench.solvers._zo_diagnostics.gradient_estimate_variance`, at the final theta): the median
 over seeds.
 
 **Paired differences at equal steps** (:func:`paired_differences`). A variant is compared with
