@@ -244,6 +244,21 @@ class Solver:
         model."""
         return None
 
+    @classmethod
+    def ablation_page(cls):
+        """The report's ablation page of this solver family, a
+        :class:`pinnbench.ablation_page.AblationPage` (its heading, the families shown beside
+        it, the parameters of its rank figure), read by :mod:`pinnbench.report.ablation`; None
+        (the base): no page."""
+        return None
+
+    @classmethod
+    def claims(cls) -> tuple:
+        """The claims the report judges on this solver's page, in the order shown: instances of
+        the claim kinds of :mod:`pinnbench.ablation_page` (each names what it compares, e.g. the
+        comparator solver); () (the base): none."""
+        return ()
+
     # -- chores ---------------------------------------------------------------------------------
     @property
     def lr_now(self) -> float:

@@ -24,12 +24,15 @@ DEFAULT_SOLVERS = "bp;zo;sdze"
 
 def build(spec: dict) -> tuple:
     """``(problem, model, solver, why_skipped)`` for one bench measurement (seed 0, the spec's
-    problem, d, MLP and torch threads); model and solver are None where the solver skips."""
+    problem, d, MLP and torch threads, its plugin ``imports`` imported first); model and solver
+    are None where the solver skips."""
     import torch
 
     import pinnbench
+    from pinnbench.plugins import import_plugins
     from pinnbench.solver import solver_from_spec
 
+    import_plugins(spec.get("imports") or [])  # a plugin solver, in this fresh process too
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     problem = pinnbench.make_problem(spec["problem"], dim=spec["dim"], seed=0,
