@@ -1,0 +1,174 @@
+"""The sharded input dimension (issue 25): the shard plan, one rank against the unsharded code
+on the same sample, and 2 gloo processes against 1 (the same points bit for bit, the same losses,
+gradients and errors to rounding), and the failure paths of the launcher."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import pinnbench
+from pinnbench.directions import DenseDirections
+from pinnbench.estimators import estimate_terms
+from pinnbench.model import PINN
+from pinnbench.seeds import derive_seed
+from pinnbench.shard_launch import run_ranks
+from pinnbench.sharded_ball import ShardedBall, shard_skip
+from pinnbench.sharded_cell import reference
+from pinnbench.sharding import Collectives, ShardPlan
+from pinnbench.solver import solver_from_spec
+from pinnbench.streaming import RadialBallStream
+
+from shard_targets import one_step
+
+BALL = ("poisson-2body-v1", "poisson-3body-v1", "allen-cahn-2body-v1", "allen-cahn-3body-v1",
+        "sine-gordon-2body-v1", "sine-gordon-3body-v1", "poisson-2body-scaled-v1",
+        "allen-cahn-3body-scaled-v1")
+#: a small float64 cell: 7 blocks of 9 columns (the last narrower), odd so shards are uneven
+SMALL = {"dim": 60, "solver": "bp[points=8,probes=4,lr=1e-2]", "steps": 3, "seed": 3,
+         "width": 16, "depth": 2, "dtype": "float64", "block_columns": 9}
+RTOL = 1e-10
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def close(a, b, rtol=RTOL):
+    a, b = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    return torch.allclose(a, b, rtol=rtol, atol=rtol * float(b.abs().max()))
+
+
+# -- the plan ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dim,width,ranks", [(60, 9, 1), (60, 9, 2), (60, 9, 3), (60, 9, 7),
+                                             (10, 4, 2), (1000, 64, 4)])
+def test_plan_partitions_the_columns_in_whole_blocks(dim, width, ranks):
+    plans = [ShardPlan(dim, width, ranks, r) for r in range(ranks)]
+    assert plans[0].lo == 0 and plans[-1].hi == dim
+    for a, b in zip(plans, plans[1:]):
+        assert a.hi == b.lo and a.lo % width == 0 and a.columns > 0
+    assert sum(p.columns for p in plans) == dim
+    sizes = [p.blocks[1] - p.blocks[0] for p in plans]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_plan_refuses_more_ranks_than_blocks_and_narrow_blocks():
+    with pytest.raises(ValueError, match="fewer than the 3 ranks"):
+        ShardPlan(8, 4, 3, 0)
+    with pytest.raises(ValueError, match="at least 4 columns"):
+        ShardPlan(8, 2, 1, 0)
+
+
+# -- one rank against the unsharded code --------------------------------------------------------------
+@pytest.mark.parametrize("problem_id", BALL)
+def test_one_rank_equals_the_dense_pinn_on_the_same_sample(problem_id):
+    """The sharded view at R = 1 against the PINN with the dense first layer, the problem's own
+    ansatz and source, and the stde estimate on the same points and probes: the same loss and
+    the same gradient of every parameter (autograd through the dense code is the reference)."""
+    payload = {**SMALL, "problem": problem_id}
+    got = one_step(payload, Collectives(1), 0, 1)
+    problem = pinnbench.make_problem(problem_id, dim=SMALL["dim"], seed=SMALL["seed"],
+                                     dtype=torch.float64)
+    x = torch.tensor(got["x"], dtype=torch.float64)
+    v = torch.tensor(got["v"], dtype=torch.float64)
+    assert close(got["source"], problem.source(x).tolist(), 1e-12)
+    from pinnbench.sharded_cell import build
+
+    _, sharded, _ = build(payload, Collectives(1), 0, 1)
+    params = [p.detach().clone().requires_grad_(True) for p in sharded.params]
+    dense = PINN(problem, params)
+    from pinnbench.estimators import draw_probes
+
+    drawn = draw_probes(problem, "stde", torch.Generator().manual_seed(0), 4,
+                        dtype=torch.float64)
+    (group,) = drawn.groups.values()
+    group.dirs = DenseDirections(v)
+    u, terms = estimate_terms(dense, x, "stde", probes=4, drawn=drawn)
+    loss = problem.residual(terms, u, x).square().mean()
+    loss.backward()
+    assert math.isclose(got["loss"], float(loss), rel_tol=1e-12)
+    assert close(got["grad_w0"], params[0].grad.tolist(), 1e-11)
+    assert close(got["grad_b0"], params[1].grad.tolist(), 1e-11)
+    assert close(got["grad_w1"], params[2].grad.tolist(), 1e-11)
+
+
+def test_points_are_the_streamed_radial_sample():
+    """R = 1 draws exactly :class:`RadialBallStream`'s points (the streamed definition)."""
+    problem = pinnbench.make_problem("poisson-3body-v1", dim=50, seed=1, dtype=torch.float64)
+    view = ShardedBall(problem, ShardPlan(50, 8, 1, 0), Collectives(1))
+    x, halo = view.draw_points(6, 1234)
+    assert halo is None
+    assert torch.equal(x, RadialBallStream(6, 50, 8, 1234, dtype=torch.float64).dense())
+
+
+def test_skips_say_why():
+    ball = pinnbench.make_problem("poisson-2body-v1", dim=10)
+    assert shard_skip(ball, solver_from_spec("bp")) == ""
+    assert "zeroth-order" in shard_skip(ball, solver_from_spec("sdze"))
+    assert "estimator=hte" in shard_skip(ball, solver_from_spec("bp[estimator=hte]"))
+    from pinnbench.problems.ball import BallProblem
+
+    for pid in pinnbench.list_problems():
+        p = pinnbench.make_problem(pid, dim=10)
+        assert (shard_skip(p) == "") == isinstance(p, BallProblem), pid
+
+
+# -- two gloo processes against one --------------------------------------------------------------------
+def test_two_ranks_draw_the_same_points_and_gradients_as_one():
+    payload = {**SMALL, "problem": "allen-cahn-3body-v1"}
+    out = run_ranks("shard_targets:one_step", payload, 2, timeout_s=300,
+                    collective_timeout_s=120)
+    assert out.ok, out.failure
+    ref = one_step(payload, Collectives(1), 0, 1)
+    r0, r1 = out.results
+    cat = [a + b for a, b in zip(r0["x"], r1["x"])]
+    assert cat == ref["x"]  # bit for bit
+    assert [a + b for a, b in zip(r0["v"], r1["v"])] == ref["v"]
+    for r in (r0, r1):
+        assert close(r["source"], ref["source"])
+        assert math.isclose(r["loss"], ref["loss"], rel_tol=RTOL)
+        assert close(r["grad_b0"], ref["grad_b0"]) and close(r["grad_w1"], ref["grad_w1"])
+    assert r0["loss"] == r1["loss"]  # the replicated loss is the same number on every rank
+    assert close([a + b for a, b in zip(r0["grad_w0"], r1["grad_w0"])], ref["grad_w0"])
+
+
+def test_two_ranks_train_like_one_on_every_ball_family():
+    """Training (bp, Adam) on 2 ranks: the same losses at every step and the same test error
+    as 1 rank, to rounding, for every supported family."""
+    payloads = [{**SMALL, "problem": pid} for pid in BALL]
+    out = run_ranks("shard_targets:runs", {"runs": payloads}, 2, timeout_s=600,
+                    collective_timeout_s=120)
+    assert out.ok, out.failure
+    for i, p in enumerate(payloads):
+        ref = reference(p)
+        for rank in (0, 1):
+            got = out.results[rank]["runs"][i]
+            assert close(got["losses"], ref["losses"]), p["problem"]
+            assert math.isclose(got["rel_l2"], ref["rel_l2"], rel_tol=RTOL), p["problem"]
+            assert got["collectives"] > 0 and got["comm_time_per_step_s"] >= 0
+        w0 = sum(out.results[r]["runs"][i]["w0_sum"] for r in (0, 1))
+        assert math.isclose(w0, ref["w0_sum"], rel_tol=1e-9), p["problem"]
+        assert ref["collectives"] == 0  # one rank needs no process group
+
+
+# -- failures: clean, not a hang -----------------------------------------------------------------------
+FAST = {"runs": [{**SMALL, "problem": "poisson-2body-v1", "steps": 2}]}
+
+
+@pytest.mark.parametrize("target,expect", [
+    ("raises", "rank 1 error: RuntimeError: planted failure on rank 1"),
+    ("killed", "rank 1 was killed by SIGKILL"),
+    ("other_seed", "disagree on the cell's seed"),
+])
+def test_a_failing_rank_fails_the_run_cleanly(target, expect):
+    out = run_ranks(f"shard_targets:{target}", FAST, 2, timeout_s=300, collective_timeout_s=60)
+    assert not out.ok
+    assert expect in out.failure
+    assert all(e is not None for e in out.ended)
+
+
+def test_a_collective_that_never_completes_times_out():
+    out = run_ranks("shard_targets:silent", {}, 2, timeout_s=300, collective_timeout_s=3)
+    assert not out.ok
+    assert out.failure.startswith("rank 0 error")
+    assert max(e.elapsed_s for e in out.ended) < 120
