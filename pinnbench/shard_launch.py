@@ -9,7 +9,7 @@ with ``collective_timeout_s`` as the timeout of every collective, then calls
 :class:`pinnbench.sharding.Collectives` on that group.
 
 No hang: the launcher polls every rank; as soon as one ends without a result (it raised, was
-killed, ran past ``timeout_s``) or with a status other than ``ok``, the others are stopped
+killed, ran past ``timeout_s``) or with a failed status (``FAILED_STATUSES``), the others are stopped
 (they would wait in their next collective until its timeout) and the run has failed, with the
 first failing rank's message. A rank that waits on a dead peer fails by itself at the
 collective's timeout, which ends the run the same way.
@@ -37,6 +37,7 @@ class RanksEnded:
 
     ended: list[Ended]
     failure: str
+    failed_rank: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -47,8 +48,13 @@ class RanksEnded:
         return [e.result for e in self.ended]
 
 
+#: a rank that returned one of these statuses has failed (a cell's row says ``error``, ``oom``
+#: or ``timeout``; any other status, e.g. ``skipped`` or ``diverged``, is every rank's result)
+FAILED_STATUSES = ("error", "oom", "timeout")
+
+
 def _ok(e: Ended) -> bool:
-    return e.how == "returned" and (e.result or {}).get("status") == "ok"
+    return e.how == "returned" and (e.result or {}).get("status") not in FAILED_STATUSES
 
 
 def _why(rank: int, e: Ended) -> str:
@@ -58,47 +64,76 @@ def _why(rank: int, e: Ended) -> str:
     return f"rank {rank} {e.message}"
 
 
-def run_ranks(target: str, payload: dict, ranks: int, *, backend: str = "gloo",
-              timeout_s: float | None = None, collective_timeout_s: float = 300.0,
-              memory_limit_bytes: int | None = None, imports: list[str] = (),
-              interval_s: float = 0.05) -> RanksEnded:
-    """Run ``target`` as ``ranks`` processes of one process group and wait for all of them
-    (module docstring); ``timeout_s`` bounds each rank's wall time."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
-        raise ValueError(f"ranks must be a positive integer, got {ranks!r}")
-    folder = Path(tempfile.mkdtemp(prefix="pinnbench-ranks-"))
-    runs = [Isolated("pinnbench.shard_launch:rank_main", {
-        "target": target, "payload": payload, "rank": r, "ranks": ranks, "backend": backend,
-        "init_method": f"file://{folder / 'store'}", "collective_timeout_s": collective_timeout_s,
-    }, timeout_s=timeout_s, memory_limit_bytes=memory_limit_bytes, imports=list(imports))
-        for r in range(ranks)]
-    ended: list[Ended | None] = [None] * ranks
-    failure = ""
-    try:
-        while any(e is None for e in ended):
-            for r, run in enumerate(runs):
-                if ended[r] is None:
-                    ended[r] = run.poll()
-                    if ended[r] is not None and not failure and not _ok(ended[r]):
-                        failure = _why(r, ended[r])
-            if failure:
-                for r, run in enumerate(runs):
-                    if ended[r] is None:
-                        run.kill()
-                        ended[r] = Ended("stopped", None, None,
-                                         f"was stopped after another rank failed ({failure})",
-                                         run.elapsed_s)
-                        run.cleanup()
-            elif any(e is None for e in ended):
-                time.sleep(interval_s)
-    finally:
-        for run in runs:
+class RankProcesses:
+    """``target`` running as ``ranks`` processes of one process group (module docstring);
+    ``poll()`` returns a :class:`RanksEnded` once every rank is over, else None. ``timeout_s``
+    bounds each rank's wall time; ``collective_timeout_s`` each collective's."""
+
+    def __init__(self, target: str, payload: dict, ranks: int, *, backend: str = "gloo",
+                 timeout_s: float | None = None, collective_timeout_s: float = 300.0,
+                 memory_limit_bytes: int | None = None, imports: list[str] = ()) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+            raise ValueError(f"ranks must be a positive integer, got {ranks!r}")
+        self.folder = Path(tempfile.mkdtemp(prefix="pinnbench-ranks-"))
+        self.runs = [Isolated("pinnbench.shard_launch:rank_main", {
+            "target": target, "payload": payload, "rank": r, "ranks": ranks,
+            "backend": backend, "init_method": f"file://{self.folder / 'store'}",
+            "collective_timeout_s": collective_timeout_s,
+        }, timeout_s=timeout_s, memory_limit_bytes=memory_limit_bytes, imports=list(imports))
+            for r in range(ranks)]
+        self.ended: list[Ended | None] = [None] * ranks
+        self.failure, self.failed_rank = "", None
+
+    @property
+    def elapsed_s(self) -> float:
+        return max(run.elapsed_s for run in self.runs)
+
+    def poll(self) -> RanksEnded | None:
+        for r, run in enumerate(self.runs):
+            if self.ended[r] is None:
+                self.ended[r] = run.poll()
+                if self.ended[r] is not None and not self.failure and not _ok(self.ended[r]):
+                    self.failure, self.failed_rank = _why(r, self.ended[r]), r
+        if self.failure:  # the others would wait in their next collective: stop them now
+            for r, run in enumerate(self.runs):
+                if self.ended[r] is None:
+                    run.kill()
+                    self.ended[r] = Ended("stopped", None, None, "was stopped after another "
+                                          f"rank failed ({self.failure})", run.elapsed_s)
+                    run.cleanup()
+        if any(e is None for e in self.ended):
+            return None
+        self.cleanup()
+        return RanksEnded(list(self.ended), self.failure, self.failed_rank)
+
+    def wait(self, interval_s: float = 0.05) -> RanksEnded:
+        while True:
+            out = self.poll()
+            if out is not None:
+                return out
+            time.sleep(interval_s)
+
+    def kill(self) -> None:
+        for run in self.runs:
             run.kill()
+
+    def cleanup(self) -> None:
+        for run in self.runs:
             run.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
-    return RanksEnded(ended, failure)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def run_ranks(target: str, payload: dict, ranks: int, **options: Any) -> RanksEnded:
+    """Run ``target`` as ``ranks`` processes of one process group and wait for all of them
+    (:class:`RankProcesses` for the options)."""
+    procs = RankProcesses(target, payload, ranks, **options)
+    try:
+        return procs.wait()
+    finally:
+        procs.kill()
+        procs.cleanup()
 
 
 def rank_main(payload: dict, report) -> dict:
@@ -108,6 +143,10 @@ def rank_main(payload: dict, report) -> dict:
     from pinnbench.sharding import Collectives
 
     rank, ranks = payload["rank"], payload["ranks"]
+    if payload["backend"] == "nccl":  # one GPU per rank
+        import torch
+
+        torch.cuda.set_device(rank)
     dist.init_process_group(payload["backend"], init_method=payload["init_method"], rank=rank,
                             world_size=ranks,
                             timeout=timedelta(seconds=payload["collective_timeout_s"]))

@@ -21,8 +21,8 @@ from pinnbench import memory
 from pinnbench.problem import DTYPES
 from pinnbench.seeds import cell_generator, cell_stream_seed
 from pinnbench.sharded_ball import ShardedBall, shard_skip
+from pinnbench.sharded_measurement import shard_block_columns
 from pinnbench.sharding import Collectives, ShardPlan, make_sharded_model
-from pinnbench.streaming import block_width
 
 #: payload keys and their defaults
 DEFAULTS = {"steps": 10, "seed": 0, "width": 128, "depth": 3, "dtype": "float32",
@@ -42,7 +42,7 @@ def build(payload: dict, comm: Collectives, rank: int, ranks: int):
     why = shard_skip(problem, solver)
     if why:
         raise ValueError(why)
-    width = p["block_columns"] or block_width(solver.params["points"])
+    width = p["block_columns"] or shard_block_columns(problem.dim, solver.params["points"])
     plan = ShardPlan(problem.dim, width, ranks, rank)
     view = ShardedBall(problem, plan, comm)
     model = make_sharded_model(view, plan, comm, p["width"], p["depth"],

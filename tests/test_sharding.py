@@ -172,3 +172,69 @@ def test_a_collective_that_never_completes_times_out():
     assert not out.ok
     assert out.failure.startswith("rank 0 error")
     assert max(e.elapsed_s for e in out.ended) < 120
+
+
+# -- the cell: --ranks -----------------------------------------------------------------------------------
+CELL = {"problem": "sine-gordon-2body-v1", "dim": 64, "solver": "bp[points=8,probes=4]",
+        "steps": 4, "seed": 2, "width": 16, "depth": 2, "dtype": "float64", "warmup": 1,
+        "floors": False, "timeout_s": 300.0}
+
+
+def test_a_sharded_cell_records_every_rank_and_trains_like_one_rank():
+    from pinnbench.cell import run_cell
+    from pinnbench.sharded_measurement import shard_block_columns
+
+    row = run_cell({**CELL, "ranks": 2})
+    assert row["status"] == "ok", row["message"]
+    assert row["ranks"] == 2
+    ms = row["rank_measurements"]
+    assert [m["rank"] for m in ms] == [0, 1] and all(m["how"] == "returned" for m in ms)
+    assert ms[0]["columns"][0] == 0 and ms[0]["columns"][1] == ms[1]["columns"][0]
+    assert ms[1]["columns"][1] == CELL["dim"]
+    for m in ms:
+        assert m["peak_cpu_bytes"] > 0 and m["time_per_step_s"] > 0
+        assert 0 < m["comm_time_per_step_s"] < m["time_per_step_s"]
+        assert m["collectives"] > 0 and m["bytes_communicated"] > 0
+    ref = reference({**CELL, "block_columns": shard_block_columns(64, 8)})
+    assert math.isclose(row["final_loss"], ref["losses"][-1], rel_tol=RTOL)
+    assert math.isclose(row["final_rel_l2"], ref["rel_l2"], rel_tol=RTOL)
+
+
+def test_a_failed_rank_makes_a_failed_row_that_names_it():
+    from pinnbench.cellspec import normalize_spec
+    from pinnbench.isolation import Ended
+    from pinnbench.shard_launch import RanksEnded
+    from pinnbench.sharded_measurement import cell_row
+
+    spec = normalize_spec({**CELL, "ranks": 2})
+    killed = Ended("killed", None, None, "was killed by SIGKILL (most likely ...)", 3.0)
+    stopped = Ended("stopped", None, {"status": "ok", "curve": [{"step": 0}]},
+                    "was stopped after another rank failed", 3.5)
+    row = cell_row(spec, RanksEnded([stopped, killed], "rank 1 was killed by SIGKILL", 1), "t")
+    assert row["status"] == "oom" and "rank 1 was killed" in row["message"]
+    assert [m["how"] for m in row["rank_measurements"]] == ["stopped", "killed"]
+    assert row["curve"] == [{"step": 0}]  # rank 0's partial row
+
+
+def test_ranks_in_the_spec():
+    from pinnbench.cellspec import cell_id, normalize_spec
+
+    one = normalize_spec(CELL)
+    assert one["ranks"] == 1
+    assert cell_id(one) == cell_id({k: v for k, v in one.items() if k != "ranks"})
+    assert cell_id(normalize_spec({**CELL, "ranks": 2})) != cell_id(one)
+    with pytest.raises(ValueError, match="not a time budget"):
+        normalize_spec({**CELL, "ranks": 2, "time_budget_s": 10.0})
+    with pytest.raises(ValueError, match="ranks must be an integer >= 1"):
+        normalize_spec({**CELL, "ranks": 0})
+
+
+def test_run_refuses_bad_ranks_with_a_usage_error(capsys):
+    from pinnbench.cli import main
+
+    assert main(["run", "--ranks", "0", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--ranks must be an integer >= 1" in err and "Traceback" not in err
+    assert main(["run", "--ranks", "2", "--time-budget", "5", "--steps", "3", "--dims", "64",
+                 "--problems", "poisson-2body-v1", "--solvers", "bp", "--dry-run"]) == 2
+    assert "not a time budget" in capsys.readouterr().err
