@@ -139,16 +139,20 @@ class ShardedBall:
         r = 0.0 + (base.radius - 0.0) * torch.rand(
             n, 1, generator=seeded(derive_seed(seed, 1), device), dtype=dtype, device=device)
         k0, k1 = plan.blocks
-        blocks = [g.block(k) for k in range(k0, k1)]
+        x = torch.empty(n, plan.columns, dtype=dtype, device=device)  # g, then x in place
         block_sq = torch.zeros(plan.n_blocks, n, dtype=dtype, device=device)
-        for k, gb in zip(range(k0, k1), blocks):
+        for k in range(k0, k1):
+            a = k * plan.width - plan.lo
+            gb = g.block(k)
+            x[:, a:a + gb.shape[1]] = gb
             block_sq[k] = torch.linalg.vector_norm(gb, dim=1).square_()
+            del gb
         block_sq = self.comm.sum(block_sq)
         sq = torch.zeros(n, dtype=dtype, device=device)
         for k in range(plan.n_blocks):  # RadialBallStream's order of additions
             sq += block_sq[k]
         scale = r / sq.sqrt().unsqueeze(1)
-        x = torch.cat(blocks, dim=1).mul_(scale)
+        x.mul_(scale)
         halo = None
         if plan.hi < plan.dim:
             halo = g.block(k1)[:, :base.body.window - 1].mul(scale)
@@ -164,10 +168,14 @@ class ShardedBall:
         """(s, the body's order-``order`` sums), each (n,), summed over the ranks in one
         all-reduce: this shard's s and its windows (those starting in [lo, hi))."""
         base, body = self.base, self.base.body
-        ext = x if halo is None else torch.cat([x, halo], dim=1)
-        n_windows = max(0, ext.shape[1] - body.window + 1)
-        lo = self.plan.lo
-        part = body.sums(ext, base.coefficients[lo:lo + n_windows], order)
+        c, w, lo = base.coefficients, body.window, self.plan.lo
+        inside = max(0, x.shape[1] - w + 1)  # the windows inside the shard
+        part = body.sums(x, c[lo:lo + inside], order)
+        if halo is not None and halo.shape[1]:  # and those straddling its right edge
+            edge = torch.cat([x[:, x.shape[1] - (w - 1):], halo], dim=1)
+            start = lo + inside
+            for k, v in body.sums(edge, c[start:start + halo.shape[1]], order).items():
+                part[k] += v
         keys = list(part)
         total = self.comm.sum(torch.stack([sqnorm(x)] + [part[k] for k in keys]))
         return total[0], dict(zip(keys, total[1:]))

@@ -56,6 +56,7 @@ def train_rank(payload: dict, comm: Collectives, rank: int, ranks: int, report=N
     from pinnbench.metrics import evaluate
 
     memory.reset_peak_cpu()
+    baseline = memory.current_cpu_bytes()
     view, model, solver = build(payload, comm, rank, ranks)
     steps = {**DEFAULTS, **payload}["steps"]
     losses, times, comm_s = [], [], []
@@ -74,7 +75,7 @@ def train_rank(payload: dict, comm: Collectives, rank: int, ranks: int, report=N
         "data_time_s": solver.data_time_s,
         "collectives": comm.calls, "bytes_communicated": comm.bytes,
         "w0_bytes": w0.numel() * w0.element_size(),
-        "peak_cpu_bytes": memory.peak_cpu_bytes(),
+        "peak_cpu_bytes": memory.peak_cpu_bytes(), "baseline_cpu_bytes": baseline,
         "w0_sum": float(w0.detach().sum()),
     }
 

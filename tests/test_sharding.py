@@ -238,3 +238,27 @@ def test_run_refuses_bad_ranks_with_a_usage_error(capsys):
     assert main(["run", "--ranks", "2", "--time-budget", "5", "--steps", "3", "--dims", "64",
                  "--problems", "poisson-2body-v1", "--solvers", "bp", "--dry-run"]) == 2
     assert "not a time budget" in capsys.readouterr().err
+
+
+def test_two_ranks_hold_half_the_d_sized_state_at_d_1e6(monkeypatch):
+    """d = 10^6, float32: W0 (32 x d), its gradient and Adam's moments, the step's points and
+    probes and the test set (100 x D) are the d-sized state. Each of 2 ranks holds half of W0
+    exactly, and its peak RSS grows from d = 10^4 to 10^6 (the same process, after the first
+    run: what does not grow with d, the imports, the process group, is taken out) by at most
+    0.6 of what one rank's grows."""
+    monkeypatch.setenv("PINNBENCH_COMPILE", "0")  # eager closed forms: no compile in the peak
+    payload = {"runs": [{"problem": "poisson-2body-v1", "dim": d, "steps": 2, "seed": 0,
+                         "solver": "bp[points=8,probes=4]", "width": 32, "depth": 1,
+                         "dtype": "float32"} for d in (10**4, 10**6)]}
+    grown = {}
+    for ranks in (1, 2):
+        out = run_ranks("shard_targets:runs", payload, ranks, timeout_s=600,
+                        collective_timeout_s=300)
+        assert out.ok, out.failure
+        assert sum(r["runs"][1]["w0_bytes"] for r in out.results) == 32 * 10**6 * 4
+        grown[ranks] = [r["runs"][1]["peak_cpu_bytes"] - r["runs"][0]["peak_cpu_bytes"]
+                        for r in out.results]
+    (one,) = grown[1]
+    assert one > 4 * 32 * 10**6 * 4  # at least W0, its gradient and two moments
+    for g in grown[2]:
+        assert g < 0.6 * one, (grown, one)
