@@ -133,3 +133,66 @@ def cell_row(spec: dict[str, Any], out: RanksEnded, started_at: str) -> dict[str
                          total_time_s=max(e.elapsed_s for e in out.ended))
     row["rank_measurements"] = endings
     return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One rank of a sharded cell started by ``torchrun`` (or Slurm's ``srun`` with torchrun's
+    environment: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), across machines:
+
+        torchrun --nnodes N --nproc-per-node G ... -m pinnbench.sharded_measurement SPEC OUT
+
+    SPEC: a cell spec (JSON) whose ``ranks`` is the world size; rank 0 writes the cell's row
+    (JSON, every rank's measurements in ``rank_measurements``) to OUT. Exit 0 when the cell's
+    status is a result, 1 on error, 2 on a bad spec."""
+    import argparse
+    import json
+    import os
+    import sys
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    from pinnbench.cellspec import normalize_spec
+    from pinnbench.measurement import execute
+
+    parser = argparse.ArgumentParser(prog="python -m pinnbench.sharded_measurement")
+    parser.add_argument("spec", help="the cell spec, a JSON file")
+    parser.add_argument("out", help="where rank 0 writes the cell's row (JSON)")
+    parser.add_argument("--collective-timeout", type=float, default=COLLECTIVE_TIMEOUT_S,
+                        metavar="SECONDS", help="timeout of every collective")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.spec) as f:
+            spec = normalize_spec(json.load(f))
+        rank, ranks = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        if spec["ranks"] != ranks:
+            raise ValueError(f"the spec says ranks={spec['ranks']} but the world has {ranks} "
+                             "processes")
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cuda = spec["device"].startswith("cuda")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local)
+        spec = {**spec, "device": f"cuda:{local}"}
+    dist.init_process_group("nccl" if cuda else "gloo", init_method="env://",
+                            timeout=timedelta(seconds=args.collective_timeout))
+    try:
+        row = execute(spec, shard=Rank(Collectives(ranks), rank, ranks))
+        mine = row.get("rank_measurements") or [{"rank": rank}]
+        every: list = [None] * ranks
+        dist.all_gather_object(every, mine[0])
+    finally:
+        dist.destroy_process_group()
+    if rank == 0:
+        from pinnbench.isolation import write_json_atomic
+
+        row["rank_measurements"] = every
+        write_json_atomic(args.out, row)
+    return 1 if row["status"] == "error" else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -262,3 +262,43 @@ def test_two_ranks_hold_half_the_d_sized_state_at_d_1e6(monkeypatch):
     assert one > 4 * 32 * 10**6 * 4  # at least W0, its gradient and two moments
     for g in grown[2]:
         assert g < 0.6 * one, (grown, one)
+
+
+def test_torchrun_runs_the_same_sharded_cell(tmp_path):
+    """The torchrun entry point (docs/sharding.md, across machines) gives the row the isolation
+    launcher gives: the same losses and errors, every rank's measurements."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from pinnbench.cell import run_cell
+
+    spec = {**CELL, "ranks": 2}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m",
+                           "pinnbench.sharded_measurement", str(tmp_path / "spec.json"),
+                           str(tmp_path / "row.json")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads((tmp_path / "row.json").read_text())
+    ref = run_cell(spec)
+    assert row["status"] == ref["status"] == "ok"
+    assert row["cell_id"] == ref["cell_id"]
+    assert math.isclose(row["final_loss"], ref["final_loss"], rel_tol=RTOL)
+    assert math.isclose(row["final_rel_l2"], ref["final_rel_l2"], rel_tol=RTOL)
+    assert [m["rank"] for m in row["rank_measurements"]] == [0, 1]
+    assert all(m["comm_time_per_step_s"] > 0 for m in row["rank_measurements"])
+
+
+def test_torchrun_entry_refuses_a_spec_for_another_world(tmp_path, monkeypatch, capsys):
+    import json
+
+    from pinnbench.sharded_measurement import main
+
+    (tmp_path / "spec.json").write_text(json.dumps({**CELL, "ranks": 3}))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main([str(tmp_path / "spec.json"), str(tmp_path / "row.json")]) == 2
+    assert "ranks=3 but the world has 2" in capsys.readouterr().err
