@@ -167,10 +167,12 @@ class CellMeasurement:
         row["total_time_s"] = time.perf_counter() - self.t_cell
 
 
-def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any]:
+def execute(spec: dict[str, Any], report: Report | None = None, shard=None) -> dict[str, Any]:
     """Run one normalised cell in this process and return its row (never raises for a cell
     failure: errors become a status). ``report(row)`` receives the partial row after every
-    evaluation, so that a cell killed on timeout still has its curve."""
+    evaluation, so that a cell killed on timeout still has its curve. ``shard``: this process
+    is one rank of a sharded cell (:class:`pinnbench.sharded_measurement.Rank`), which builds
+    the rank's problem view and model and adds what the rank measured; no floors then."""
     from pinnbench.model import make_model
     from pinnbench.problem_registry import make_problem
     from pinnbench.solver import solver_from_spec
@@ -189,12 +191,15 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
         problem = make_problem(spec["problem"], dim=spec["dim"], seed=spec["seed"],
                                dtype=spec["dtype"], device=device)
         solver = solver_from_spec(spec["solver"])
-        skip, reason = solver.skip(problem)
+        skip, reason = solver.skip(problem) if shard is None else shard.skip(problem, solver)
         if skip:
             row["status"], row["message"] = "skipped", str(reason)
         else:
-            model = make_model(problem, width=spec["width"], depth=spec["depth"],
-                               generator=cell_generator(spec["seed"], "model", device))
+            if shard is None:
+                model = make_model(problem, width=spec["width"], depth=spec["depth"],
+                                   generator=cell_generator(spec["seed"], "model", device))
+            else:
+                problem, model = shard.build(problem, spec)
             row["n_params"], row["param_bytes"] = model.n_params, model.param_bytes
             solver.setup(problem, model, cell_generator(spec["seed"], "solver", device))
             # compiles the closed forms at large d for the solver's batch: part of set-up
@@ -203,6 +208,8 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
             row["setup_time_s"] = time.perf_counter() - t0
             m.record(0, None, 0.0, model, problem)
             m.start_training()
+            if shard is not None:
+                shard.time_steps(solver)
             _train(m, solver, model, problem)
     except BaseException as exc:  # noqa: BLE001 - a cell failure is a result, not a crash
         if isinstance(exc, KeyboardInterrupt):
@@ -230,8 +237,10 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
     row["provenance"] = _provenance(spec, device, cuda_init_s)
     if validation_error:
         row["provenance"]["validation_error"] = validation_error
-    if spec.get("floors", True) and problem is not None:
+    if spec.get("floors", True) and problem is not None and shard is None:
         _add_floors(row, problem)
+    if shard is not None:
+        shard.fill(row, m)
     row["total_time_s"] = time.perf_counter() - m.t_cell
     row["finished_at"] = now_iso()
     return verdict.apply(row)  # an `ok` cell whose error or loss blew up is `diverged`

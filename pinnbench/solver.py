@@ -280,7 +280,8 @@ class Solver:
         With a true ``stream`` parameter the sample is a
         :class:`pinnbench.streaming.StreamedStepData` (per-block seeds, no n x D tensor): only
         its first pass (the points' norms) runs here, and the solver adds the data part of its
-        reduction pass to ``data_time_s`` itself."""
+        reduction pass to ``data_time_s`` itself. A problem that draws its own step data (one
+        rank of a sharded cell, :class:`pinnbench.sharded_ball.ShardedBall`) is asked for it."""
         from pinnbench.step_data import draw_step_data
         from pinnbench.streaming import draw_streamed_step_data
         from pinnbench.timing import clock
@@ -289,7 +290,11 @@ class Solver:
         generator = self.generator if generator is None else generator
         sets = 2 if p.get("loss") == "unbiased" else 1
         t0 = clock(device)
-        if p.get("stream", False):  # only the norms' pass now (docs/streaming.md)
+        sharded = getattr(self.problem, "draw_step_data", None)
+        if sharded is not None:  # one rank of a sharded cell (pinnbench.sharded_ball)
+            data = sharded(p["points"], generator, p.get("estimator", "stde"), p["probes"],
+                           self.estimator_options, sets=sets, probe_generator=probe_generator)
+        elif p.get("stream", False):  # only the norms' pass now (docs/streaming.md)
             data = draw_streamed_step_data(self.problem, p["points"], generator, p["probes"],
                                            self.estimator_options, sets=sets,
                                            probe_generator=probe_generator)

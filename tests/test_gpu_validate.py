@@ -174,3 +174,23 @@ def test_the_floors_stage_appends_to_a_file_the_script_already_brings_back():
     assert "gpu_summary.py --floors" in stage and "clocks.sm" in stage
     assert "--query-compute-apps" in stage
     assert set(re.findall(r'"\$OUT_DIR/([\w.-]+)"', stage)) == {"roofline.txt"}
+
+
+def test_the_sharded_stage_runs_a_two_rank_cell_and_tables_its_ranks(tmp_path):
+    """scripts/gpu_sharded.py, the sharded stage, on gloo (CPU) with 2 ranks: an ok cell and
+    one table line per rank; with fewer than 2 devices it says so and succeeds."""
+    import subprocess
+
+    script = str(REPO / "scripts" / "gpu_sharded.py")
+    store = str(tmp_path / "s.sqlite")
+    done = subprocess.run([sys.executable, script, store, "--device", "cpu", "--ranks", "2",
+                           "--dims", "64", "--steps", "3"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert "2 ranks (cpu): ok" in lines[0]
+    assert [ln.split("|")[1].strip() for ln in lines if ln.startswith("| ") and "rank" not in ln] \
+        == ["0", "1"]
+    one = subprocess.run([sys.executable, script, store, "--device", "cpu"],
+                         capture_output=True, text=True, timeout=60)
+    assert one.returncode == 0 and "nothing to shard" in one.stdout
