@@ -4,7 +4,10 @@ A solver is a small class in the shape of benchopt's and scikit-learn's: a ``nam
 ``parameters`` (each with a default, a type and a check) and ``update() -> loss estimate``, one
 training step on the bound model; optionally ``prepare()`` (state such as an optimizer, after
 the base has bound the problem) and ``skip(problem) -> (skip?, reason)`` for combinations that
-make no sense. The base carries the chores (docs/design.md, "Solver"):
+make no sense. ``update()`` may return the loss as a Python float or as a 0-d tensor on the
+model's device: a tensor spares the step a host read (a sync on CUDA, and an operation a captured
+CUDA graph cannot hold); the cell runner reads it only at the evaluation points
+(:mod:`pinnbench.loss_watch`). The base carries the chores (docs/design.md, "Solver"):
 
 - ``setup(problem, model, generator)`` binds them, sets ``requires_grad`` of the model's
   parameters from the class attribute ``autograd``, zeroes the step counter ``t``, and calls
@@ -217,14 +220,16 @@ class Solver:
     def prepare(self) -> None:
         """State beyond the bound problem and model (an optimizer, seeds): override as needed."""
 
-    def step(self) -> float:
-        """One training step (the timed unit): :meth:`update`, then the step counter moves on."""
+    def step(self) -> float | torch.Tensor:
+        """One training step (the timed unit): :meth:`update`, then the step counter moves on.
+        Returns what :meth:`update` returned: ``float(...)`` of it is the loss."""
         loss = self.update()
         self.t += 1
         return loss
 
-    def update(self) -> float:
-        """One training step on ``self.model``; returns the loss estimate it saw."""
+    def update(self) -> float | torch.Tensor:
+        """One training step on ``self.model``; returns the loss estimate it saw, a float or a
+        0-d tensor (not read back, so the step need not wait for the device)."""
         raise NotImplementedError
 
     # -- what the harness asks a solver (optional hooks) -----------------------------------------

@@ -83,7 +83,9 @@ class BP(Solver):
         return rf.StepCost(flops=2 * f1 + 3 * rf.hidden_flops(n, v, width, depth),
                            bytes=rf.data_bytes(n, v, dim) + 9 * rf.weight_bytes(dim, width))
 
-    def update(self) -> float:
+    def update(self) -> torch.Tensor:
+        """One Adam step; returns the loss as a 0-d tensor (no host read: the step launches its
+        work and returns)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_now
         data = self.draw()
@@ -91,4 +93,4 @@ class BP(Solver):
         loss = self.residual_loss(data)
         loss.backward()
         self.optimizer.step()
-        return float(loss.detach())
+        return loss.detach()
