@@ -256,7 +256,8 @@ def _train(m: CellMeasurement, solver, model, problem) -> None:
     while steps is None or k < steps:
         if budget is not None and train_time >= budget:
             break
-        data_before = getattr(solver, "data_time_s", None)
+        data_before = getattr(solver, "data_time_s", None) \
+            if getattr(solver, "time_data", True) else None
         c = time.process_time()
         t = clock(m.device)
         loss = solver.step()

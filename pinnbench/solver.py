@@ -215,6 +215,10 @@ class Solver:
             p.requires_grad_(self.autograd)
         self.t = 0
         self.data_time_s = 0.0
+        #: whether :meth:`draw` times the data apart (a device sync on CUDA, which a captured
+        #: CUDA graph cannot hold: a solver that captures its step sets it False, and the cell
+        #: then reports no data time)
+        self.time_data = True
         self.prepare()
 
     def prepare(self) -> None:
@@ -278,7 +282,7 @@ class Solver:
         p, device = self.params, self.problem.device
         generator = self.generator if generator is None else generator
         sets = 2 if p.get("loss") == "unbiased" else 1
-        t0 = clock(device)
+        t0 = clock(device) if self.time_data else 0.0
         if p.get("stream", False):  # only the norms' pass now (docs/streaming.md)
             data = draw_streamed_step_data(self.problem, p["points"], generator, p["probes"],
                                            self.estimator_options, sets=sets,
@@ -288,7 +292,8 @@ class Solver:
                                   p.get("estimator", "stde"), p["probes"], self.estimator_options,
                                   sets=sets, probe_generator=probe_generator,
                                   coordinates=p["gpinn_dims"] if p.get("loss") == "gpinn" else 0)
-        self.data_time_s += clock(device) - t0
+        if self.time_data:
+            self.data_time_s += clock(device) - t0
         return data
 
     def residual_loss(self, data, model=None) -> torch.Tensor:

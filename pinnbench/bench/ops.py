@@ -21,7 +21,9 @@ warm-up step, then counts one step under a :class:`torch.utils._python_dispatch.
     ``masked_select``, ``unique``, ``equal``, ..., and indexing with a boolean mask), and the
     Python-side reads ``.tolist()``, ``.numpy()``, ``.cpu()`` (on the CPU these never reach the
     dispatcher, so they are counted by wrapping the three methods while counting; on a GPU each
-    is a copy to the host that waits for the device). ``mid``: those of them after which the
+    is a copy to the host that waits for the device), and ``torch.cuda.synchronize`` (counted on
+    a GPU only: the CPU path never calls it; :meth:`pinnbench.solver.Solver.draw` times the data
+    apart with two of them per step on CUDA, unless the solver sets ``time_data`` False). ``mid``: those of them after which the
     step dispatched more ops; each stalls the launch queue in the middle of the step, while a
     read of the step's returned loss at its very end (``Solver.step() -> float``) waits only for
     work the step has already launched, as the timing's own synchronisation does.
@@ -221,11 +223,19 @@ def _python_reads(counter: OpCounter):
             return method(self, *args, **kwargs)
         return read
 
+    saved_sync = torch.cuda.synchronize
+
+    def synchronize(*args, **kwargs):  # the data timing of Solver.draw on CUDA (a GPU count)
+        counter._sync("torch.cuda.synchronize")
+        return saved_sync(*args, **kwargs)
+
     try:
         for name, method in saved.items():
             setattr(torch.Tensor, name, wrap(name, method))
+        torch.cuda.synchronize = synchronize
         yield
     finally:
+        torch.cuda.synchronize = saved_sync
         for name, method in saved.items():
             setattr(torch.Tensor, name, method)
 
