@@ -174,3 +174,18 @@ def test_the_floors_stage_appends_to_a_file_the_script_already_brings_back():
     assert "gpu_summary.py --floors" in stage and "clocks.sm" in stage
     assert "--query-compute-apps" in stage
     assert set(re.findall(r'"\$OUT_DIR/([\w.-]+)"', stage)) == {"roofline.txt"}
+
+
+def test_the_graphs_stage_script_runs_and_compares(tmp_path):
+    """scripts/gpu_graphs.py (stage 8) on the CPU, where cuda_graph is ignored: both variants are
+    the same eager step, so their losses agree exactly."""
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_graphs.py"), "--device",
+                          "cpu", "--dims", "30", "--steps", "8", "--estimators", "stde"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    row = out.stdout.splitlines()[-1].split()
+    assert row[:2] == ["30", "stde"] and float(row[-1]) == 0.0, out.stdout
+    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_graphs.py"), "--steps",
+                          "3"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
