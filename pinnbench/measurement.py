@@ -265,6 +265,8 @@ def _train(m: CellMeasurement, solver, model, problem) -> None:
         cpu_time += time.process_time() - c
         k += 1
         m.step_times.append(dt)
+        if data_before is not None and hasattr(solver, "settle_data_time"):
+            solver.settle_data_time()  # the data's device time, read after the step's sync
         if data_before is not None:
             m.data_times.append(solver.data_time_s - data_before)
         train_time += dt

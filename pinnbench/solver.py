@@ -219,6 +219,9 @@ class Solver:
         #: CUDA graph cannot hold: a solver that captures its step sets it False, and the cell
         #: then reports no data time)
         self.time_data = True
+        from pinnbench.timing import Stopwatch
+
+        self._data_watch = Stopwatch(problem.device)
         self.prepare()
 
     def prepare(self) -> None:
@@ -269,20 +272,20 @@ class Solver:
         """The step's spatial sample (:class:`pinnbench.step_data.StepData`): ``points``
         collocation points from ``generator`` (default: the solver's), their source values, and
         the probes of the solver's ``estimator`` (two independent sets for ``loss=unbiased``)
-        from ``probe_generator`` (default: continuing ``generator``). The wall time it takes is
-        added to ``data_time_s`` (device-synchronised on CUDA), so the cell reports it apart.
+        from ``probe_generator`` (default: continuing ``generator``). The time it takes is added
+        to ``data_time_s``, so the cell reports it apart: at once off CUDA (wall time); on CUDA
+        the device time between two events, with no sync in the step, added when the harness
+        calls :meth:`settle_data_time` after the step (:class:`pinnbench.timing.Stopwatch`).
         With a true ``stream`` parameter the sample is a
         :class:`pinnbench.streaming.StreamedStepData` (per-block seeds, no n x D tensor): only
         its first pass (the points' norms) runs here, and the solver adds the data part of its
         reduction pass to ``data_time_s`` itself."""
         from pinnbench.step_data import draw_step_data
         from pinnbench.streaming import draw_streamed_step_data
-        from pinnbench.timing import clock
-
-        p, device = self.params, self.problem.device
+        p = self.params
         generator = self.generator if generator is None else generator
         sets = 2 if p.get("loss") == "unbiased" else 1
-        t0 = clock(device) if self.time_data else 0.0
+        mark = self._data_watch.start() if self.time_data else None
         if p.get("stream", False):  # only the norms' pass now (docs/streaming.md)
             data = draw_streamed_step_data(self.problem, p["points"], generator, p["probes"],
                                            self.estimator_options, sets=sets,
@@ -292,9 +295,19 @@ class Solver:
                                   p.get("estimator", "stde"), p["probes"], self.estimator_options,
                                   sets=sets, probe_generator=probe_generator,
                                   coordinates=p["gpinn_dims"] if p.get("loss") == "gpinn" else 0)
-        if self.time_data:
-            self.data_time_s += clock(device) - t0
+        if mark is not None:
+            self._data_watch.stop(mark)
+            if not self._data_watch.cuda:
+                self.settle_data_time()
         return data
+
+    def settle_data_time(self) -> float:
+        """``data_time_s`` with the data intervals timed on the device so far added (on CUDA: a
+        read of their events, which waits for them: call it after the step's synchronisation)."""
+        watch = self.__dict__.get("_data_watch")
+        if watch is not None:
+            self.data_time_s += watch.settle()
+        return self.data_time_s
 
     def residual_loss(self, data, model=None) -> torch.Tensor:
         """The PINN residual loss on ``data`` (docs/domain.md §2), a 0-d tensor, for ``model``

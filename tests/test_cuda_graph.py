@@ -110,18 +110,22 @@ def test_bp_step_is_capture_safe_and_replays_the_eager_trajectory(estimator):
 
 def test_the_check_finds_what_a_graph_cannot_replay():
     """Teeth: the eager step (a Python-float step size that decays) differs from one step to the
-    next in a scalar argument; its data is timed apart by two device synchronisations
-    (Solver.draw); a planted read of the loss is a sync."""
+    next in a scalar argument; a planted read of the loss is a sync. The eager step itself makes
+    none: its data is timed by CUDA events (pinnbench.timing.Stopwatch), not synchronisations."""
     with simulated_cuda() as sim:
         solver = _bp(f"bp[{SMALL},decay_steps=10]", "cuda")
         solver.step()
         reports = []
         for _ in range(2):
             with capture_check() as r:
-                float(solver.step())
+                loss = solver.step()
             reports.append(r)
+        with capture_check() as read:
+            float(loss)
+        assert solver.settle_data_time() > 0.0
     assert sim.errors == []
-    assert reports[0].syncs == ["torch.cuda.synchronize"] * 2 + ["aten::_local_scalar_dense"]
+    assert [r.syncs for r in reports] == [[], []]
+    assert read.syncs == ["aten::_local_scalar_dense"]
     where = first_difference(reports[0].trace, reports[1].trace)
     assert where is not None and "fused_adam" in where, where
 
@@ -159,3 +163,18 @@ def test_cuda_graph_is_ignored_off_cuda():
     solver = _bp(f"bp[{SMALL},cuda_graph=true]", "cpu")
     assert solver.graphed is None and solver.time_data
     assert torch.isfinite(solver.step())
+
+
+def test_a_cell_on_simulated_cuda_reports_the_data_time_from_events():
+    """The harness reads the data's events after each step's synchronisation
+    (Solver.settle_data_time), so the column survives the sync-free step."""
+    from pinnbench.cellspec import CellSpec
+    from pinnbench.measurement import execute
+
+    with simulated_cuda() as sim:
+        spec = CellSpec.from_dict({"problem": "poisson-2body-v1", "dim": D, "steps": 4,
+                                   "width": 8, "depth": 2, "threads": 1, "warmup": 1,
+                                   "solver": f"bp[{SMALL}]", "device": "cuda"}).to_dict()
+        row = execute(spec)
+    assert sim.errors == [] and row["status"] == "ok", row["message"]
+    assert 0.0 < row["data_time_per_step_s"] < row["time_per_step_s"]
