@@ -137,13 +137,14 @@ def test_the_table_and_json(tmp_path, capsys):
     assert ops.main(["--dims", "50", "--solvers", "bp[points=5,probes=3]", "--width", "16",
                      "--json", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[:5] == ["d", "solver", "ops", "mm", "syncs"]
+    assert lines[1].split()[:6] == ["d", "solver", "ops", "kernels", "mm", "syncs"]
     row = lines[2].split()
     import json
 
     rec = json.loads(out.read_text())[0]
     assert rec["dim"] == 50 and rec["solver"] == "bp[points=5,probes=3]"
-    assert int(row[2]) == rec["ops"] and int(row[3]) == rec["matrix_products"]
+    assert int(row[2]) == rec["ops"] and int(row[3]) == rec["kernels"]
+    assert int(row[4]) == rec["matrix_products"]
     assert rec["ops"] > rec["matrix_products"] > 0
 
 
@@ -156,3 +157,4 @@ def test_views_the_schema_does_not_mark_move_no_data(w0):
     # mm: b (H x D = 1 W0) in, the (2 N) x D result (1.5 W0) out; a is below d elements
     assert c.d_traffic_w0 == pytest.approx(2.5)
     assert c.allocations == 1
+    assert c.kernels == 1 < c.ops  # the views around the mm launch nothing
