@@ -226,7 +226,7 @@ def _step_worker(spec: dict, report=None) -> dict:
         t0 = clock(device)
         solver.step()
         times.append(clock(device) - t0)
-        data_times.append(solver.data_time_s - d0)
+        data_times.append(solver.settle_data_time() - d0)  # CUDA: the events, after the sync
     return {"status": "ok", "time_s": statistics.median(times),
             "data_s": statistics.median(data_times), "threads": torch.get_num_threads()}
 
