@@ -145,7 +145,7 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
     from pinnbench.cells.rows import now_iso
     from pinnbench.cells.run_lease import planner_id
     from pinnbench.cells.executors import LocalExecutor
-    from pinnbench.tuning.study import trials as tuning_run
+    from pinnbench.tuning import trials as tuning_run
     from pinnbench.commands.run_lifecycle import command_line, new_run_id, sigterm_as_interrupt
 
     command = command_line(argv)
