@@ -37,6 +37,11 @@ class CellProcess:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
         self.started_at = now_iso()
+        if spec.get("ranks", 1) > 1:  # one process per rank (docs/sharding.md)
+            from pinnbench.sharded_measurement import start
+
+            self._run = start(spec)
+            return
         self._run = Isolated("pinnbench.cell:_execute_in_child", spec,
                              timeout_s=spec.get("timeout_s"),
                              memory_limit_bytes=spec.get("memory_limit_bytes"),
@@ -59,7 +64,11 @@ class CellProcess:
     def wait(self) -> dict[str, Any]:
         return self._row(self._run.wait())
 
-    def _row(self, ended: Ended) -> dict[str, Any]:
+    def _row(self, ended) -> dict[str, Any]:
+        if not isinstance(ended, Ended):  # the ranks of a sharded cell
+            from pinnbench.sharded_measurement import cell_row
+
+            return cell_row(self.spec, ended, self.started_at)
         if ended.how == "returned" and "cell_id" in ended.result:
             return ended.result
         if ended.how == "returned":  # the cell runner itself raised (a bug): say so as a row
@@ -87,6 +96,9 @@ def run_cell(spec: dict[str, Any], isolated: bool = True) -> dict[str, Any]:
     memory cap). The spec is validated first (ValueError on a bad spec)."""
     spec = normalize_spec(spec)
     if not isolated:
+        if spec["ranks"] > 1:
+            raise ValueError(f"a sharded cell (ranks={spec['ranks']}) runs as one process per "
+                             "rank: run it isolated")
         return execute(spec)
     proc = CellProcess(spec)
     try:

@@ -23,6 +23,12 @@ Keys and defaults: ``DEFAULTS``; the keys in ``IDENTITY_KEYS`` define the cell a
 - ``tf32``: allow TensorFloat-32 matmuls and convolutions (CUDA cells only; a CPU cell with it
   is refused). It changes the numbers, so it is part of the identity, but only when true: the
   ids of cells without it are those they always had.
+- ``ranks``: shard the input dimension over this many processes (issue 25; docs/sharding.md):
+  the cell runs as ``ranks`` processes under torch.distributed (gloo on CPU, NCCL with one GPU
+  per rank on CUDA), each holding its coordinates of W0, the points and the probes. A sharded
+  cell draws its data by the streamed, per-block definition (:mod:`pinnbench.sharded_ball`), so
+  ``ranks`` > 1 is part of the identity (1, the default, keeps the ids cells always had); its
+  ranks must agree on when to stop, so it needs ``steps`` and no ``time_budget_s``.
 
 :func:`normalize_spec` fills the defaults and validates every field once.
 """
@@ -40,9 +46,9 @@ from pinnbench.plugins import import_plugins
 #: the spec keys that define a cell and hash to its cell_id
 IDENTITY_KEYS = ("problem", "dim", "solver", "seed", "steps", "time_budget_s", "width", "depth",
                  "device", "dtype", "warmup")
-#: boolean keys that define a cell only when true (added after cells were stored: a spec without
-#: them keeps the id it always had)
-OPTIONAL_IDENTITY_KEYS = ("tf32",)
+#: keys that define a cell only when not at their default (added after cells were stored: a spec
+#: without them keeps the id it always had)
+OPTIONAL_IDENTITY_KEYS = ("tf32", "ranks")
 
 @dataclass(frozen=True)
 class CellSpec:
@@ -76,6 +82,7 @@ class CellSpec:
     validation: bool = False
     tuned_study: str | None = None
     tuning_trial: str | None = None
+    ranks: int = 1
     #: filled by validation from ``solver``
     solver_name: str = ""
     solver_params: dict = field(default_factory=dict, hash=False, compare=False)
@@ -159,11 +166,25 @@ def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if out["tf32"] and not out["device"].startswith("cuda"):
         raise ValueError(f"tf32 works for CUDA cells only, not device {out['device']!r}; drop "
                          "--tf32 or use a CUDA device")
+    _check_int(out, "ranks", minimum=1)
+    if out["ranks"] > 1:
+        _check_sharded(out)
     solver = solver_from_spec(out["solver"])
     out["solver"] = solver.spec
     out["solver_name"] = solver.name
     out["solver_params"] = dict(solver.params)
     return out
+
+
+def _check_sharded(spec: dict) -> None:
+    """What a sharded cell (ranks > 1) cannot do: stop on a time budget (its ranks would not
+    agree on the step to stop at), diagnostics (estimates on full-width probes)."""
+    n = spec["ranks"]
+    if spec["time_budget_s"] is not None:
+        raise ValueError(f"ranks={n}: a sharded cell stops after steps, not a time budget (its "
+                         "ranks must stop at the same step); drop --time-budget")
+    if spec["diagnostics"]:
+        raise ValueError(f"ranks={n}: diagnostics are not sharded; drop --diagnostics")
 
 
 def _check_int(spec: dict, key: str, minimum: int) -> None:
@@ -175,8 +196,8 @@ def _check_int(spec: dict, key: str, minimum: int) -> None:
 def cell_id(spec: dict[str, Any]) -> str:
     """Hash of the canonical identity of a (normalised) spec: same cell, same id."""
     identity = {k: spec.get(k, DEFAULTS.get(k)) for k in IDENTITY_KEYS}
-    for key in OPTIONAL_IDENTITY_KEYS:  # hashed only when true: older ids stay as they were
-        if spec.get(key):
-            identity[key] = True
+    for key in OPTIONAL_IDENTITY_KEYS:  # hashed only off their default: older ids stay the same
+        if spec.get(key, DEFAULTS[key]) != DEFAULTS[key]:
+            identity[key] = spec[key]
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

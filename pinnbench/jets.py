@@ -55,7 +55,8 @@ class Jet:
 
     def derivative(self, k: int) -> Tensor | float:
         """The k-th derivative along the line at t = 0: ``k! * c[k]``."""
-        return _factorial(k) * self[k]
+        c = self[k]
+        return c if k <= 1 else _factorial(k) * c
 
     @property
     def value(self):
@@ -69,7 +70,7 @@ class Jet:
         other = self._coerce(other)
         order = min(self.order, other.order)
         n = min(max(len(self.coeffs), len(other.coeffs)), order + 1)
-        return Jet([self[k] + other[k] for k in range(n)], order)
+        return Jet([_add(self[k], other[k]) for k in range(n)], order)
 
     __radd__ = __add__
 
@@ -89,10 +90,10 @@ class Jet:
         n = min(len(self.coeffs) + len(other.coeffs) - 1, order + 1)
         out = []
         for k in range(n):
-            out.append(_fold_sum(
-                self.coeffs[i] * other.coeffs[k - i]
-                for i in range(max(0, k - len(other.coeffs) + 1),
-                               min(k, len(self.coeffs) - 1) + 1)))
+            acc = 0.0
+            for i in range(max(0, k - len(other.coeffs) + 1), min(k, len(self.coeffs) - 1) + 1):
+                acc = _add(acc, self.coeffs[i] * other.coeffs[k - i])
+            out.append(acc)
         return Jet(out, order)
 
     __rmul__ = __mul__
@@ -109,7 +110,7 @@ class Jet:
         z = self.coeffs
         y = [torch.exp(z[0]) if isinstance(z[0], Tensor) else _math_exp(z[0])]
         for k in range(1, self.order + 1):
-            y.append(_over(_conv_deriv(z, y, k), k))
+            y.append(_divided(_conv_deriv(z, y, k), k))
         return Jet(y, self.order)
 
     def sin_cos(self) -> tuple["Jet", "Jet"]:
@@ -135,8 +136,8 @@ class Jet:
         z0 = torch.as_tensor(z[0])
         s, c = [f(z0)], [g(z0)]
         for k in range(1, self.order + 1):
-            s.append(_over(_conv_deriv(z, c, k), k))
-            c.append(_over(sign * _conv_deriv(z, s, k), k))
+            s.append(_divided(_conv_deriv(z, c, k), k))
+            c.append(_divided(sign * _conv_deriv(z, s, k), k))
         return Jet(s, self.order), Jet(c, self.order)
 
     def tanh(self) -> "Jet":
@@ -144,33 +145,39 @@ class Jet:
         y = [torch.tanh(z[0])]
         p = [1.0 - y[0] * y[0]]
         for k in range(1, self.order + 1):
-            y.append(_over(_conv_deriv(z, p, k), k))
-            if k < self.order:  # p_k is only needed for y_{k+1}
-                p.append(-_fold_sum(y[i] * y[k - i] for i in range(k + 1)))
+            y.append(_divided(_conv_deriv(z, p, k), k))
+            if k == 1 < self.order:  # p_1 = -(y0 y1 + y1 y0) = -2 (y0 y1), the same number
+                p.append(y[0] * y[1] * -2.0)
+            elif k < self.order:  # p_k is only needed for y_{k+1}
+                sq = 0.0
+                for i in range(k + 1):
+                    sq = _add(sq, y[i] * y[k - i])
+                p.append(-sq)
         return Jet(y, self.order)
 
 
 def _conv_deriv(z: list, y: list, k: int):
     """sum_{j=1..min(k, len(z)-1)} j * z_j * y_{k-j}: the convolution in every recurrence above."""
-    return _fold_sum((z[j] if j == 1 else j * z[j]) * y[k - j]
-                     for j in range(1, min(k, len(z) - 1) + 1))
+    acc = 0.0
+    for j in range(1, min(k, len(z) - 1) + 1):
+        acc = _add(acc, (z[j] if j == 1 else j * z[j]) * y[k - j])
+    return acc
 
 
-def _fold_sum(terms):
-    """t_1 + t_2 + ... added left to right, 0.0 for no terms: the sum the recurrences wrote as
-    ``acc = 0.0; acc = acc + t``, without the first addition of 0.0 (and, in
-    :func:`_conv_deriv`, the product by j = 1), which change no value (x + 0.0 = x, 1 * x = x;
-    at most a zero's sign) and were one tensor op each: a step's kernel launches
-    (docs/roofline.md, "Ops per step")."""
-    acc = None
-    for t in terms:
-        acc = t if acc is None else acc + t
-    return 0.0 if acc is None else acc
+def _add(a, b):
+    """a + b, without an op where one side is the exact 0.0 of a coefficient known to vanish
+    (each would be one more kernel launch on a GPU, and one more node in a backward pass; the
+    sum is the same number, as x + 0.0 = x)."""
+    if isinstance(a, float) and a == 0.0:
+        return b
+    if isinstance(b, float) and b == 0.0:
+        return a
+    return a + b
 
 
-def _over(x, k: int):
-    """x / k, without the division by 1 (one op fewer, the same value)."""
-    return x if k == 1 else x / k
+def _divided(a, k: int):
+    """a / k without an op for k = 1 (exact)."""
+    return a if k == 1 else a / k
 
 
 def _factorial(k: int) -> int:

@@ -18,7 +18,11 @@ Measurement (docs/design.md, "Cell"):
    memory from the peaks (the peak is read before and reset after every evaluation);
 5. a non-finite loss stops training with status ``diverged``, and so does, at the end, an error
    or loss that blew up (:mod:`pinnbench.verdict`); ``time_budget_s`` stops training once the
-   summed step times reach it;
+   summed step times reach it. A loss the step returns as a float is checked at once; one it
+   returns as a 0-d tensor is read only at the evaluations and at the end (no host sync per
+   step), its finiteness tracked on the device in between (:mod:`pinnbench.loss_watch`), so
+   training stops at the first evaluation after the non-finite step, and the message names
+   that step;
 6. floors and provenance are added after training, outside every measurement, and so are the
    optional estimator diagnostics (``diagnostics``, :mod:`pinnbench.diagnostics`) of an ok cell
    and the optional error on the validation set (``validation``: ``final_val_rel_l2``, what
@@ -42,6 +46,7 @@ import torch
 
 from pinnbench import fused, memory, verdict
 from pinnbench.isolation import describe, is_oom
+from pinnbench.loss_watch import LossWatch
 from pinnbench.rows import base_row, now_iso
 from pinnbench.seeds import cell_generator
 from pinnbench.timing import clock
@@ -167,10 +172,12 @@ class CellMeasurement:
         row["total_time_s"] = time.perf_counter() - self.t_cell
 
 
-def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any]:
+def execute(spec: dict[str, Any], report: Report | None = None, shard=None) -> dict[str, Any]:
     """Run one normalised cell in this process and return its row (never raises for a cell
     failure: errors become a status). ``report(row)`` receives the partial row after every
-    evaluation, so that a cell killed on timeout still has its curve."""
+    evaluation, so that a cell killed on timeout still has its curve. ``shard``: this process
+    is one rank of a sharded cell (:class:`pinnbench.sharded_measurement.Rank`), which builds
+    the rank's problem view and model and adds what the rank measured; no floors then."""
     from pinnbench.model import make_model
     from pinnbench.problem_registry import make_problem
     from pinnbench.solver import solver_from_spec
@@ -189,12 +196,15 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
         problem = make_problem(spec["problem"], dim=spec["dim"], seed=spec["seed"],
                                dtype=spec["dtype"], device=device)
         solver = solver_from_spec(spec["solver"])
-        skip, reason = solver.skip(problem)
+        skip, reason = solver.skip(problem) if shard is None else shard.skip(problem, solver)
         if skip:
             row["status"], row["message"] = "skipped", str(reason)
         else:
-            model = make_model(problem, width=spec["width"], depth=spec["depth"],
-                               generator=cell_generator(spec["seed"], "model", device))
+            if shard is None:
+                model = make_model(problem, width=spec["width"], depth=spec["depth"],
+                                   generator=cell_generator(spec["seed"], "model", device))
+            else:
+                problem, model = shard.build(problem, spec)
             row["n_params"], row["param_bytes"] = model.n_params, model.param_bytes
             solver.setup(problem, model, cell_generator(spec["seed"], "solver", device))
             # compiles the closed forms at large d for the solver's batch: part of set-up
@@ -203,6 +213,8 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
             row["setup_time_s"] = time.perf_counter() - t0
             m.record(0, None, 0.0, model, problem)
             m.start_training()
+            if shard is not None:
+                shard.time_steps(solver)
             _train(m, solver, model, problem)
     except BaseException as exc:  # noqa: BLE001 - a cell failure is a result, not a crash
         if isinstance(exc, KeyboardInterrupt):
@@ -230,46 +242,72 @@ def execute(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any
     row["provenance"] = _provenance(spec, device, cuda_init_s)
     if validation_error:
         row["provenance"]["validation_error"] = validation_error
-    if spec.get("floors", True) and problem is not None:
+    if spec.get("floors", True) and problem is not None and shard is None:
         _add_floors(row, problem)
+    if shard is not None:
+        shard.fill(row, m)
     row["total_time_s"] = time.perf_counter() - m.t_cell
     row["finished_at"] = now_iso()
     return verdict.apply(row)  # an `ok` cell whose error or loss blew up is `diverged`
 
 
 def _train(m: CellMeasurement, solver, model, problem) -> None:
-    """The timed loop: steps until ``steps`` or the time budget, evaluations at eval_steps."""
+    """The timed loop: steps until ``steps`` or the time budget, evaluations at eval_steps.
+
+    The step's loss is read into Python only at the evaluations and at the end (a tensor loss:
+    :mod:`pinnbench.loss_watch`; a float loss is checked at once), so a step that returns a
+    0-d tensor is never followed by a host read of it in between."""
     row = m.row
     steps, budget = m.spec["steps"], m.spec["time_budget_s"]
     when = eval_steps(steps)
-    train_time, cpu_time, loss, k = 0.0, 0.0, None, 0
+    watch = LossWatch()
+    train_time, cpu_time, k = 0.0, 0.0, 0
     while steps is None or k < steps:
         if budget is not None and train_time >= budget:
             break
-        data_before = getattr(solver, "data_time_s", None)
+        data_before = getattr(solver, "data_time_s", None) \
+            if getattr(solver, "time_data", True) else None
         c = time.process_time()
         t = clock(m.device)
-        loss = float(solver.step())
+        loss = solver.step()
         dt = clock(m.device) - t
         cpu_time += time.process_time() - c
         k += 1
         m.step_times.append(dt)
+        if data_before is not None and hasattr(solver, "settle_data_time"):
+            solver.settle_data_time()  # the data's device time, read after the step's sync
         if data_before is not None:
             m.data_times.append(solver.data_time_s - data_before)
         train_time += dt
-        row["final_loss"] = loss
-        if not math.isfinite(loss):
-            row["status"] = "diverged"
-            row["message"] = f"loss became {loss} at step {k}"
-            break
-        if k in when:
-            m.record(k, loss, train_time, model, problem, cpu_time)
+        watch.see(loss)
+        at_evaluation = k in when
+        if at_evaluation or not isinstance(loss, torch.Tensor):
+            if _stopped_diverged(row, watch, k):
+                break
+        if at_evaluation:
+            m.record(k, watch.last(), train_time, model, problem, cpu_time)
+    row["final_loss"] = watch.last()
+    if row["status"] == "ok":
+        _stopped_diverged(row, watch, k)  # the steps since the last evaluation
     if not row["curve"] or row["curve"][-1]["step"] != k:
-        m.record(k, loss, train_time, model, problem, cpu_time)
+        m.record(k, watch.last(), train_time, model, problem, cpu_time)
     m.fill()
     if row["status"] == "ok" and row["final_rel_l2"] is not None \
             and not math.isfinite(row["curve"][-1]["rel_l2"]):
         row["status"], row["message"] = "diverged", "the model's error is not finite"
+
+
+def _stopped_diverged(row: dict[str, Any], watch: LossWatch, k: int) -> bool:
+    """Mark the row ``diverged`` if a step's loss so far was not finite (a host read of the
+    watch's device counter for tensor losses); returns whether it did."""
+    bad = watch.first_nonfinite()
+    if bad is None:
+        return False
+    row["final_loss"] = watch.last()
+    row["status"] = "diverged"
+    seen = "" if bad == k else f" (losses are read at the evaluations; seen at step {k})"
+    row["message"] = f"loss became {watch.last() if bad == k else 'non-finite'} at step {bad}{seen}"
+    return True
 
 
 def _add_validation(row: dict[str, Any], model, problem) -> str | None:

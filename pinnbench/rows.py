@@ -22,6 +22,7 @@ def base_row(spec: dict[str, Any]) -> dict[str, Any]:
         row[k] = spec.get(k)
     row["solver_params"] = spec.get("solver_params") or {}
     row["time_budget_s"] = spec.get("time_budget_s")
+    row["ranks"] = spec.get("ranks", 1)
     row["run_id"] = spec.get("run_id") or ""
     row["cell_id"] = cell_id(spec)
     row["message"] = ""

@@ -84,6 +84,13 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "final_val_rel_l2_hi": ("float", "95 % interval of final_val_rel_l2, upper end"),
     "diagnostics": ("json", "estimator diagnostics recorded after training when asked "
                             "(--diagnostics; pinnbench/diagnostics.py), else null"),
+    "ranks": ("int", "processes the input dimension was sharded over (1: not sharded; "
+                     "docs/sharding.md)"),
+    "rank_measurements": ("json", "a sharded cell's ranks, each {rank, columns [lo, hi), how "
+                                  "it ended, peak_cpu_bytes, peak_gpu_allocated_bytes, "
+                                  "time_per_step_s, comm_time_per_step_s (median over the "
+                                  "timed steps), collectives, bytes_communicated}; null for "
+                                  "one rank"),
     "provenance": ("json", "pinnbench version, git sha/dirty, torch/CUDA versions, device, CPU, "
                            "threads, host, command line"),
     "started_at": ("str", "ISO 8601 UTC"),

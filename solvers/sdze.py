@@ -147,3 +147,17 @@ class SDZE(ZerothOrderSolver):
                 step.cache.pin(data.x)
             out.append(self.loss_at(shifted_model(self.model, z, c, step.cache), data))
         return out[0], out[1]
+
+    @classmethod
+    def ablation_page(cls):
+        """The report's page: sdze's variants beside zo's (solvers/_zo_report.py)."""
+        from pinnbench.solvers._zo_report import sdze_page
+
+        return sdze_page(cls.name)
+
+    @classmethod
+    def claims(cls) -> tuple:
+        """SDZE's claims (docs/domain.md §4), judged by the report (solvers/_zo_report.py)."""
+        from pinnbench.solvers._zo_report import sdze_claims
+
+        return sdze_claims()
