@@ -145,7 +145,7 @@ class SDZE(ZerothOrderSolver):
             data = self.sample(step, k, plus)
             if not self.stream:  # a no-op when x is already pinned (common random numbers)
                 step.cache.pin(data.x)
-            out.append(self.loss_at(shifted_model(self.model, z, c, step.cache), data))
+            out.append(self.residual_loss(data, shifted_model(self.model, z, c, step.cache)))
         return out[0], out[1]
 
     @classmethod

@@ -60,8 +60,8 @@ class ZO(ZerothOrderSolver):
         # (perturbed) theta through the cache; else the model itself
         model = self.model if step.cache is None else centre_model(self.model, step.cache)
         z.add_to_(params, self.eps)
-        plus = self.loss_at(model, self.sample(step, k, True))
+        plus = self.residual_loss(self.sample(step, k, True), model)
         z.add_to_(params, -2.0 * self.eps)
-        minus = self.loss_at(model, self.sample(step, k, False))
+        minus = self.residual_loss(self.sample(step, k, False), model)
         z.add_to_(params, self.eps)
         return plus, minus
