@@ -40,16 +40,16 @@ class FirstLayerCache:
 
     Everything is cached **by identity**: the step draws its points and probes once
     (:class:`pinnbench.step_data.StepData`) and every evaluation of the step passes the same
-    tensor and the same probe objects (:class:`pinnbench.directions.Directions`), so a lookup is an ``is`` test, never a comparison of
-    values (no Python-level work that grows with d). Pinning (``cache.x = x`` or :meth:`pin`)
-    drops every product and ansatz jet of the previous points, and each entry keeps a reference
-    to the object it was computed from, so a new object can never be served an old one's
-    products (a key on ``x._version`` could: every freshly sampled tensor has version 0), and an
-    equal-valued probe set drawn anew is simply a miss. The last few probe sets are kept (two per
-    sample for the unbiased loss). Anything else (the shifted points of finite-difference
-    stencils) is computed afresh. W0's version is part of every key (W0 is the same tensor,
-    updated in place), so nothing stale can be returned; the solver clears the cache at the end
-    of every step, so no x-sized tensor outlives a step."""
+    tensor and the same probe objects (:class:`pinnbench.directions.Directions`), so a lookup
+    is an ``is`` test, never a comparison of values (no Python-level work that grows with d).
+    Pinning (``cache.x = x`` or :meth:`pin`) drops every product and ansatz jet of the previous
+    points, and each entry keeps a reference to the object it was computed from, so a new object
+    can never be served an old one's products (a key on ``x._version`` could: every freshly
+    sampled tensor has version 0), and an equal-valued probe set drawn anew is simply a miss.
+    The last few probe sets are kept (two per sample for the unbiased loss). Anything else (the
+    shifted points of finite-difference stencils) is computed afresh. W0's version is part of
+    every key (W0 is the same tensor, updated in place), so nothing stale can be returned; the
+    solver clears the cache at the end of every step, so no x-sized tensor outlives a step."""
 
     MAX_PROBE_SETS = 4
 

@@ -76,7 +76,8 @@ class ZerothOrderSolver(Solver):
 
     # -- what the harness asks ------------------------------------------------------------------
     def diagnostics(self, problem, model, spec):
-        """The gradient-estimate and quotient variances (:mod:`pinnbench.solvers._zo_diagnostics`)."""
+        """The gradient-estimate and quotient variances
+        (:mod:`pinnbench.solvers._zo_diagnostics`)."""
         from pinnbench.solvers._zo_diagnostics import zeroth_order_diagnostics
 
         return zeroth_order_diagnostics(self, problem, model, spec)
