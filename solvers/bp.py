@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import torch
 
-from pinnbench.estimators import exact_unsupported
-from pinnbench.model import torch_default_init_
+from pinnbench.maths.estimators import exact_unsupported
+from pinnbench.maths.model import torch_default_init_
 from pinnbench.solver import Param, Solver, register_solver
 from pinnbench.solvers._parameters import (decay_steps_param, DISTS, ESTIMATORS_BP,
                                            loss_params, lr_param)
-from pinnbench.tuning_space import LogUniform
+from pinnbench.search_space import LogUniform
 
 
 @register_solver

@@ -10,16 +10,16 @@ import pytest
 import torch
 
 import pinnbench
-from pinnbench.directions import DenseDirections
-from pinnbench.estimators import estimate_terms
-from pinnbench.model import PINN
+from pinnbench.maths.directions import DenseDirections
+from pinnbench.maths.estimators import estimate_terms
+from pinnbench.maths.model import PINN
 from pinnbench.seeds import derive_seed
-from pinnbench.shard_launch import run_ranks
-from pinnbench.sharded_ball import ShardedBall, shard_skip
-from pinnbench.sharded_cell import reference
-from pinnbench.sharding import Collectives, ShardPlan
+from pinnbench.cells.shard_launch import run_ranks
+from pinnbench.cells.sharded_ball import ShardedBall, shard_skip
+from pinnbench.cells.sharded_cell import reference
+from pinnbench.cells.sharding import Collectives, ShardPlan
 from pinnbench.solver import solver_from_spec
-from pinnbench.streaming import RadialBallStream
+from pinnbench.maths.streaming import RadialBallStream
 
 from shard_targets import one_step
 
@@ -72,12 +72,12 @@ def test_one_rank_equals_the_dense_pinn_on_the_same_sample(problem_id):
     x = torch.tensor(got["x"], dtype=torch.float64)
     v = torch.tensor(got["v"], dtype=torch.float64)
     assert close(got["source"], problem.source(x).tolist(), 1e-12)
-    from pinnbench.sharded_cell import build
+    from pinnbench.cells.sharded_cell import build
 
     _, sharded, _ = build(payload, Collectives(1), 0, 1)
     params = [p.detach().clone().requires_grad_(True) for p in sharded.params]
     dense = PINN(problem, params)
-    from pinnbench.estimators import draw_probes
+    from pinnbench.maths.estimators import draw_probes
 
     drawn = draw_probes(problem, "stde", torch.Generator().manual_seed(0), 4,
                         dtype=torch.float64)
@@ -181,8 +181,8 @@ CELL = {"problem": "sine-gordon-2body-v1", "dim": 64, "solver": "bp[points=8,pro
 
 
 def test_a_sharded_cell_records_every_rank_and_trains_like_one_rank():
-    from pinnbench.cell import run_cell
-    from pinnbench.sharded_measurement import shard_block_columns
+    from pinnbench.cells.cell import run_cell
+    from pinnbench.cells.sharded_measurement import shard_block_columns
 
     row = run_cell({**CELL, "ranks": 2})
     assert row["status"] == "ok", row["message"]
@@ -201,10 +201,10 @@ def test_a_sharded_cell_records_every_rank_and_trains_like_one_rank():
 
 
 def test_a_failed_rank_makes_a_failed_row_that_names_it():
-    from pinnbench.cellspec import normalize_spec
-    from pinnbench.isolation import Ended
-    from pinnbench.shard_launch import RanksEnded
-    from pinnbench.sharded_measurement import cell_row
+    from pinnbench.cells.cellspec import normalize_spec
+    from pinnbench.cells.isolation import Ended
+    from pinnbench.cells.shard_launch import RanksEnded
+    from pinnbench.cells.sharded_measurement import cell_row
 
     spec = normalize_spec({**CELL, "ranks": 2})
     killed = Ended("killed", None, None, "was killed by SIGKILL (most likely ...)", 3.0)
@@ -217,7 +217,7 @@ def test_a_failed_rank_makes_a_failed_row_that_names_it():
 
 
 def test_ranks_in_the_spec():
-    from pinnbench.cellspec import cell_id, normalize_spec
+    from pinnbench.cells.cellspec import cell_id, normalize_spec
 
     one = normalize_spec(CELL)
     assert one["ranks"] == 1
@@ -272,13 +272,13 @@ def test_torchrun_runs_the_same_sharded_cell(tmp_path):
     import subprocess
     import sys
 
-    from pinnbench.cell import run_cell
+    from pinnbench.cells.cell import run_cell
 
     spec = {**CELL, "ranks": 2}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m",
-                           "pinnbench.sharded_measurement", str(tmp_path / "spec.json"),
+                           "pinnbench.cells.sharded_measurement", str(tmp_path / "spec.json"),
                            str(tmp_path / "row.json")], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -295,7 +295,7 @@ def test_torchrun_runs_the_same_sharded_cell(tmp_path):
 def test_torchrun_entry_refuses_a_spec_for_another_world(tmp_path, monkeypatch, capsys):
     import json
 
-    from pinnbench.sharded_measurement import main
+    from pinnbench.cells.sharded_measurement import main
 
     (tmp_path / "spec.json").write_text(json.dumps({**CELL, "ranks": 3}))
     monkeypatch.setenv("RANK", "0")
