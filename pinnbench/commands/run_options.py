@@ -37,13 +37,14 @@ def sweep_config(args) -> "Any":
     from pinnbench.cells.sweep import SweepConfig
 
     only_budget = args.time_budget is not None and args.steps is None
+    options, jobs = cell_options(args), parallel_cells(args)
     problems_text = args.problems if args.problems is not None else DEFAULT_RUN["problems"]
     solvers_text = args.solvers if args.solvers is not None else DEFAULT_RUN["solvers"]
     try:
+        device = str(resolve_device(args.device or CELL_DEFAULTS["device"]))
         problems = split_top_level(problems_text)
         solvers = split_top_level(solvers_text)
         dims = parse_dims(args.dims if args.dims is not None else DEFAULT_RUN["dims"])
-        device = str(resolve_device(args.device or CELL_DEFAULTS["device"]))
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     if device.startswith("cuda") and args.executor != "dask" and (args.jobs or 1) > 1:
@@ -62,11 +63,11 @@ def sweep_config(args) -> "Any":
                          "to run them all")
     return SweepConfig(
         problems=problems, solvers=solvers, dims=dims, seeds=seeds, **{
-            **cell_options(args),  # what the run's defaults or the command's spelling change:
+            **options,  # what the run's defaults or the command's spelling change:
             "steps": None if only_budget else (args.steps or DEFAULT_RUN["steps"]),
             "timeout_s": args.timeout or DEFAULT_RUN["timeout"], "device": device,
             "floors": not args.no_floors},
-        points=args.points, jobs=parallel_cells(args),
+        points=args.points, jobs=jobs,
         auto_threads=not (args.executor == "dask" and args.scheduler))
 
 
