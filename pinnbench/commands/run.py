@@ -38,7 +38,7 @@ class ExecutorChoice:
 
 def executor_choice(args) -> ExecutorChoice:
     """--executor and its options, checked before anything is started or written (usage
-    errors)."""
+    errors; the scheduler's address when the executor is made, :func:`make_executor`)."""
     if args.executor != "dask":
         for name, value in (("--scheduler", args.scheduler),
                             ("--local-workers", args.local_workers),
@@ -52,26 +52,28 @@ def executor_choice(args) -> ExecutorChoice:
     if (args.scheduler is None) == (args.local_workers is None):
         raise UsageError("--executor dask needs either --scheduler ADDRESS (a running cluster, "
                          "e.g. tcp://host:8786) or --local-workers N (a local cluster)")
-    from pinnbench.cells.executors import DASK_MISSING, check_scheduler_address, dask_available
+    from pinnbench.cells.executors import DASK_MISSING, dask_available
 
     if not dask_available():
         raise UsageError(DASK_MISSING)
-    if args.scheduler is not None:
-        try:
-            check_scheduler_address(args.scheduler)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
     return ExecutorChoice("dask", scheduler=args.scheduler, local_workers=args.local_workers,
                           no_worker_timeout_s=NO_WORKER_TIMEOUT_S
                           if args.no_worker_timeout is None else args.no_worker_timeout)
 
 
 def make_executor(choice: ExecutorChoice, cells: list[dict]):
-    """The executor ``choice`` names (a started cluster or a connected client for dask)."""
-    from pinnbench.cells.executors import DaskExecutor, ExecutorError, LocalExecutor
+    """The executor ``choice`` names (a started cluster or a connected client for dask); a bad
+    scheduler address or an unreachable cluster is a usage error."""
+    from pinnbench.cells.executors import (DaskExecutor, ExecutorError, LocalExecutor,
+                                           check_scheduler_address)
 
     if choice.kind == "local":
         return LocalExecutor(choice.jobs or 1)
+    if choice.scheduler is not None:
+        try:
+            check_scheduler_address(choice.scheduler)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     gpu = any(str(c.get("device", "cpu")).startswith("cuda") for c in cells)
     try:
         ex = DaskExecutor.from_options(scheduler=choice.scheduler,
@@ -97,7 +99,6 @@ def cmd_run(args, argv: Sequence[str]) -> int:
     mkdir = may_mkdir(args)
     show = PlanDisplay(args.store, "json" if args.json else "quiet" if args.quiet else "rich",
                        parallel_cells(args), args.dry_run)
-    choice = executor_choice(args)
     import_plugins(args.imports)
     try:
         store_mod.check_store(args.store, mkdir=mkdir)
@@ -129,6 +130,7 @@ def cmd_run(args, argv: Sequence[str]) -> int:
                                  f"({change}); resume without sweep options to run its own "
                                  "plan, or drop --resume to start a new run")
     planned = print_plan(show, cells, resume_id)
+    choice = executor_choice(args)  # usage errors still before anything starts or is written
     if show.dry_run:
         return 0
     executor = make_executor(choice, cells)

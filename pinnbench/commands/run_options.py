@@ -41,20 +41,17 @@ def sweep_config(args) -> "Any":
     problems_text = args.problems if args.problems is not None else DEFAULT_RUN["problems"]
     solvers_text = args.solvers if args.solvers is not None else DEFAULT_RUN["solvers"]
     try:
-        device = str(resolve_device(args.device or CELL_DEFAULTS["device"]))
         problems = split_top_level(problems_text)
         solvers = split_top_level(solvers_text)
         dims = parse_dims(args.dims if args.dims is not None else DEFAULT_RUN["dims"])
+        seeds = parse_seeds(args.seeds if args.seeds is not None else DEFAULT_RUN["seeds"])
+        device = str(resolve_device(args.device or CELL_DEFAULTS["device"]))
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     if device.startswith("cuda") and args.executor != "dask" and (args.jobs or 1) > 1:
         raise UsageError(f"--jobs {args.jobs} would put {args.jobs} cells on one GPU at once (their "
                          "memory and timings interfere); use --jobs 1 on cuda, or --executor dask "
                          "with one GPU worker per device (docs/dask.md)")
-    try:
-        seeds = parse_seeds(args.seeds if args.seeds is not None else DEFAULT_RUN["seeds"])
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     n_cells = len(problems) * len(solvers) * len(dims) * len(seeds)
     if n_cells > MAX_CELLS_WITHOUT_YES and not getattr(args, "yes", False):
         raise UsageError(f"the plan has {n_cells:,} cells ({len(problems)} problems x "

@@ -140,7 +140,7 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
     from pinnbench.cells.machine_load import default_threads
     from pinnbench.maths.problem_registry import resolve_device, resolve_dtype
     from pinnbench.cells.executors import LocalExecutor
-    from pinnbench.tuning.study import trials as tuning_run
+    from pinnbench.tuning import trials as tuning_run
     from pinnbench.commands.run_lifecycle import command_line, record_run
 
     command = command_line(argv)
