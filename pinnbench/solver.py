@@ -256,6 +256,12 @@ class Solver:
         model."""
         return None
 
+    def shard_unsupported(self) -> str:
+        """Why this solver cannot run as one rank of a sharded cell
+        (:mod:`pinnbench.cells.sharding`, docs/sharding.md), or "" when it can; the base: it
+        cannot (a solver that can says so by overriding this)."""
+        return f"solver {self.name!r} is not sharded (it declares no Solver.shard_unsupported)"
+
     @classmethod
     def ablation_page(cls):
         """The report's ablation page of this solver family, a

@@ -122,3 +122,7 @@ class BP(Solver):
         loss.backward()
         self.optimizer.step()
         return loss.detach()
+
+    def shard_unsupported(self) -> str:
+        """bp runs as one rank of a sharded cell (its first layer row-parallel, docs/sharding.md)."""
+        return ""

@@ -163,3 +163,9 @@ class SDZE(ZerothOrderSolver):
         from pinnbench.solvers._zo_report import sdze_claims
 
         return sdze_claims()
+
+    def shard_unsupported(self) -> str:
+        """Not sharded yet: the shifted evaluation is being rebuilt on the first-layer hook."""
+        return ("zeroth-order solvers are not sharded yet: their shifted evaluation is being "
+                "rebuilt on the first-layer hook (solvers/_common.py, _perturbation.py), "
+                "docs/sharding.md")

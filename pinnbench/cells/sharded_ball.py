@@ -47,16 +47,6 @@ from pinnbench.maths.step_data import StepData
 from pinnbench.maths.streaming import STREAM_DISTS, ColumnStream
 
 
-#: the solvers a sharded cell can run, and why the others cannot (yet)
-SHARDED_SOLVERS = ("bp",)
-NOT_SHARDED = {
-    "sdze": "zeroth-order solvers are not sharded yet: their shifted evaluation is being rebuilt "
-            "on the first-layer hook (solvers/_common.py, _perturbation.py), docs/sharding.md",
-    "zo": "zeroth-order solvers are not sharded yet: their shifted evaluation is being rebuilt "
-          "on the first-layer hook (solvers/_common.py, _perturbation.py), docs/sharding.md",
-}
-
-
 def shard_skip(problem, solver=None) -> str:
     """Why ``problem`` (and ``solver``, when given) cannot run sharded, or "" when it can:
     the ball families (their d-sized parts are the sums of the module docstring) with bp and
@@ -71,9 +61,9 @@ def shard_skip(problem, solver=None) -> str:
                 "shards (docs/sharding.md)")
     if solver is None:
         return ""
-    if solver.name not in SHARDED_SOLVERS:
-        return NOT_SHARDED.get(solver.name, f"solver {solver.name!r} is not sharded "
-                               f"(sharded: {', '.join(SHARDED_SOLVERS)})")
+    why = solver.shard_unsupported()  # the solver says whether it runs as one rank
+    if why:
+        return why
     estimator = solver.params.get("estimator", "stde")
     dist = solver.params.get("dist", "default")
     if estimator != "stde" or dist not in ("default",) + STREAM_DISTS:
