@@ -52,7 +52,6 @@ all of it); a CUDA cell that does not fit is stored ``oom`` by the cell runner.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
