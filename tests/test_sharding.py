@@ -305,3 +305,11 @@ def test_torchrun_entry_refuses_a_spec_for_another_world(tmp_path, monkeypatch, 
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main([str(tmp_path / "spec.json"), str(tmp_path / "row.json")]) == 2
     assert "ranks=3 but the world has 2" in capsys.readouterr().err
+
+
+def test_a_sharded_cell_of_an_unsharded_solver_or_family_is_skipped_with_the_reason():
+    from pinnbench.cell import run_cell
+
+    row = run_cell({**CELL, "solver": "sdze", "ranks": 2})
+    assert row["status"] == "skipped" and "not sharded yet" in row["message"]
+    assert [m["how"] for m in row["rank_measurements"]] == ["returned", "returned"]
