@@ -1,7 +1,8 @@
 """asv: what one training step dispatches, counted exactly (``python -m pinnbench.bench ops``,
 :mod:`pinnbench.bench.ops`): ATen ops, matrix products, host syncs (all, and those in the middle
-of the step), allocations, passes over W0 and d-sized traffic (both x 100, in units of W0's
-bytes, so that they are integers).
+of the step), kernels (the ops that move data: what a GPU launches), allocations, passes over
+W0 and d-sized traffic (both x 100, in units of W0's bytes, so that they are integers); for the
+profile's solvers and for bp with each of its randomized estimators (:class:`BpEstimatorOps`).
 
 The counts are deterministic for a commit, so asv flags any growth exactly (no noise to wait
 out): a change that adds a launch, a sync or a pass over W0 to a step shows here the commit it
@@ -17,10 +18,13 @@ POINTS = 100
 
 
 def _counts(solver: str, dim: int) -> dict:
-    c = count_step(f"{solver}[points={POINTS}]", dim, PROBLEM, width=WIDTH)
+    spec = f"{solver[:-1]},points={POINTS}]" if solver.endswith("]") else \
+        f"{solver}[points={POINTS}]"
+    c = count_step(spec, dim, PROBLEM, width=WIDTH)
     if isinstance(c, str):
         raise RuntimeError(f"{solver} skips {PROBLEM} at d = {dim}: {c}")
-    return {"ops": c.ops, "matrix_products": c.matrix_products, "host_syncs": c.host_syncs,
+    return {"ops": c.ops, "kernels": c.kernels, "matrix_products": c.matrix_products,
+            "host_syncs": c.host_syncs,
             "mid_step_syncs": c.mid_step_syncs, "allocations": c.allocations,
             "w0_sweeps_x100": round(100 * c.w0_sweeps),
             "d_traffic_w0_x100": round(100 * c.d_traffic_w0)}
@@ -44,6 +48,9 @@ class StepOps:
     def track_aten_ops(self, cache, solver, dim):
         return self._get(cache, solver, dim, "ops")
 
+    def track_kernels(self, cache, solver, dim):
+        return self._get(cache, solver, dim, "kernels")
+
     def track_matrix_products(self, cache, solver, dim):
         return self._get(cache, solver, dim, "matrix_products")
 
@@ -61,3 +68,18 @@ class StepOps:
 
     def track_d_traffic_w0_x100(self, cache, solver, dim):
         return self._get(cache, solver, dim, "d_traffic_w0_x100")
+
+
+#: bp with each randomized estimator (the default, bp[estimator=stde], is in StepOps)
+BP_ESTIMATORS = ["bp[dist=coordinate]", "bp[estimator=hte]", "bp[estimator=sdgd]"]
+
+
+class BpEstimatorOps(StepOps):
+    """The same counts for bp's other estimators (sparse STDE, HTE, SDGD): their steps must stay
+    free of host syncs too (tests/test_bench_ops.py)."""
+
+    params = (BP_ESTIMATORS, DIMS)
+    version = "bp-estimator-ops-v1"
+
+    def setup_cache(self):
+        return {f"{s}@{d}": _counts(s, d) for s in BP_ESTIMATORS for d in DIMS}

@@ -55,7 +55,8 @@ class Jet:
 
     def derivative(self, k: int) -> Tensor | float:
         """The k-th derivative along the line at t = 0: ``k! * c[k]``."""
-        return _factorial(k) * self[k]
+        c = self[k]
+        return c if k <= 1 else _factorial(k) * c
 
     @property
     def value(self):
@@ -69,7 +70,7 @@ class Jet:
         other = self._coerce(other)
         order = min(self.order, other.order)
         n = min(max(len(self.coeffs), len(other.coeffs)), order + 1)
-        return Jet([self[k] + other[k] for k in range(n)], order)
+        return Jet([_add(self[k], other[k]) for k in range(n)], order)
 
     __radd__ = __add__
 
@@ -91,7 +92,7 @@ class Jet:
         for k in range(n):
             acc = 0.0
             for i in range(max(0, k - len(other.coeffs) + 1), min(k, len(self.coeffs) - 1) + 1):
-                acc = acc + self.coeffs[i] * other.coeffs[k - i]
+                acc = _add(acc, self.coeffs[i] * other.coeffs[k - i])
             out.append(acc)
         return Jet(out, order)
 
@@ -109,7 +110,7 @@ class Jet:
         z = self.coeffs
         y = [torch.exp(z[0]) if isinstance(z[0], Tensor) else _math_exp(z[0])]
         for k in range(1, self.order + 1):
-            y.append(_conv_deriv(z, y, k) / k)
+            y.append(_divided(_conv_deriv(z, y, k), k))
         return Jet(y, self.order)
 
     def sin_cos(self) -> tuple["Jet", "Jet"]:
@@ -135,8 +136,8 @@ class Jet:
         z0 = torch.as_tensor(z[0])
         s, c = [f(z0)], [g(z0)]
         for k in range(1, self.order + 1):
-            s.append(_conv_deriv(z, c, k) / k)
-            c.append(sign * _conv_deriv(z, s, k) / k)
+            s.append(_divided(_conv_deriv(z, c, k), k))
+            c.append(_divided(sign * _conv_deriv(z, s, k), k))
         return Jet(s, self.order), Jet(c, self.order)
 
     def tanh(self) -> "Jet":
@@ -144,11 +145,13 @@ class Jet:
         y = [torch.tanh(z[0])]
         p = [1.0 - y[0] * y[0]]
         for k in range(1, self.order + 1):
-            y.append(_conv_deriv(z, p, k) / k)
-            if k < self.order:  # p_k is only needed for y_{k+1}
+            y.append(_divided(_conv_deriv(z, p, k), k))
+            if k == 1 < self.order:  # p_1 = -(y0 y1 + y1 y0) = -2 (y0 y1), the same number
+                p.append(y[0] * y[1] * -2.0)
+            elif k < self.order:  # p_k is only needed for y_{k+1}
                 sq = 0.0
                 for i in range(k + 1):
-                    sq = sq + y[i] * y[k - i]
+                    sq = _add(sq, y[i] * y[k - i])
                 p.append(-sq)
         return Jet(y, self.order)
 
@@ -157,8 +160,24 @@ def _conv_deriv(z: list, y: list, k: int):
     """sum_{j=1..min(k, len(z)-1)} j * z_j * y_{k-j}: the convolution in every recurrence above."""
     acc = 0.0
     for j in range(1, min(k, len(z) - 1) + 1):
-        acc = acc + j * z[j] * y[k - j]
+        acc = _add(acc, (z[j] if j == 1 else j * z[j]) * y[k - j])
     return acc
+
+
+def _add(a, b):
+    """a + b, without an op where one side is the exact 0.0 of a coefficient known to vanish
+    (each would be one more kernel launch on a GPU, and one more node in a backward pass; the
+    sum is the same number, as x + 0.0 = x)."""
+    if isinstance(a, float) and a == 0.0:
+        return b
+    if isinstance(b, float) and b == 0.0:
+        return a
+    return a + b
+
+
+def _divided(a, k: int):
+    """a / k without an op for k = 1 (exact)."""
+    return a if k == 1 else a / k
 
 
 def _factorial(k: int) -> int:

@@ -18,7 +18,11 @@ Measurement (docs/design.md, "Cell"):
    memory from the peaks (the peak is read before and reset after every evaluation);
 5. a non-finite loss stops training with status ``diverged``, and so does, at the end, an error
    or loss that blew up (:mod:`pinnbench.verdict`); ``time_budget_s`` stops training once the
-   summed step times reach it;
+   summed step times reach it. A loss the step returns as a float is checked at once; one it
+   returns as a 0-d tensor is read only at the evaluations and at the end (no host sync per
+   step), its finiteness tracked on the device in between (:mod:`pinnbench.loss_watch`), so
+   training stops at the first evaluation after the non-finite step, and the message names
+   that step;
 6. floors and provenance are added after training, outside every measurement, and so are the
    optional estimator diagnostics (``diagnostics``, :mod:`pinnbench.diagnostics`) of an ok cell
    and the optional error on the validation set (``validation``: ``final_val_rel_l2``, what
@@ -42,6 +46,7 @@ import torch
 
 from pinnbench import fused, memory, verdict
 from pinnbench.isolation import describe, is_oom
+from pinnbench.loss_watch import LossWatch
 from pinnbench.rows import base_row, now_iso
 from pinnbench.seeds import cell_generator
 from pinnbench.timing import clock
@@ -247,38 +252,62 @@ def execute(spec: dict[str, Any], report: Report | None = None, shard=None) -> d
 
 
 def _train(m: CellMeasurement, solver, model, problem) -> None:
-    """The timed loop: steps until ``steps`` or the time budget, evaluations at eval_steps."""
+    """The timed loop: steps until ``steps`` or the time budget, evaluations at eval_steps.
+
+    The step's loss is read into Python only at the evaluations and at the end (a tensor loss:
+    :mod:`pinnbench.loss_watch`; a float loss is checked at once), so a step that returns a
+    0-d tensor is never followed by a host read of it in between."""
     row = m.row
     steps, budget = m.spec["steps"], m.spec["time_budget_s"]
     when = eval_steps(steps)
-    train_time, cpu_time, loss, k = 0.0, 0.0, None, 0
+    watch = LossWatch()
+    train_time, cpu_time, k = 0.0, 0.0, 0
     while steps is None or k < steps:
         if budget is not None and train_time >= budget:
             break
-        data_before = getattr(solver, "data_time_s", None)
+        data_before = getattr(solver, "data_time_s", None) \
+            if getattr(solver, "time_data", True) else None
         c = time.process_time()
         t = clock(m.device)
-        loss = float(solver.step())
+        loss = solver.step()
         dt = clock(m.device) - t
         cpu_time += time.process_time() - c
         k += 1
         m.step_times.append(dt)
+        if data_before is not None and hasattr(solver, "settle_data_time"):
+            solver.settle_data_time()  # the data's device time, read after the step's sync
         if data_before is not None:
             m.data_times.append(solver.data_time_s - data_before)
         train_time += dt
-        row["final_loss"] = loss
-        if not math.isfinite(loss):
-            row["status"] = "diverged"
-            row["message"] = f"loss became {loss} at step {k}"
-            break
-        if k in when:
-            m.record(k, loss, train_time, model, problem, cpu_time)
+        watch.see(loss)
+        at_evaluation = k in when
+        if at_evaluation or not isinstance(loss, torch.Tensor):
+            if _stopped_diverged(row, watch, k):
+                break
+        if at_evaluation:
+            m.record(k, watch.last(), train_time, model, problem, cpu_time)
+    row["final_loss"] = watch.last()
+    if row["status"] == "ok":
+        _stopped_diverged(row, watch, k)  # the steps since the last evaluation
     if not row["curve"] or row["curve"][-1]["step"] != k:
-        m.record(k, loss, train_time, model, problem, cpu_time)
+        m.record(k, watch.last(), train_time, model, problem, cpu_time)
     m.fill()
     if row["status"] == "ok" and row["final_rel_l2"] is not None \
             and not math.isfinite(row["curve"][-1]["rel_l2"]):
         row["status"], row["message"] = "diverged", "the model's error is not finite"
+
+
+def _stopped_diverged(row: dict[str, Any], watch: LossWatch, k: int) -> bool:
+    """Mark the row ``diverged`` if a step's loss so far was not finite (a host read of the
+    watch's device counter for tensor losses); returns whether it did."""
+    bad = watch.first_nonfinite()
+    if bad is None:
+        return False
+    row["final_loss"] = watch.last()
+    row["status"] = "diverged"
+    seen = "" if bad == k else f" (losses are read at the evaluations; seen at step {k})"
+    row["message"] = f"loss became {watch.last() if bad == k else 'non-finite'} at step {bad}{seen}"
+    return True
 
 
 def _add_validation(row: dict[str, Any], model, problem) -> str | None:

@@ -36,13 +36,43 @@ class FirstLayer:
     instead of copying the layers: a zeroth-order solver's shifted first layer
     (x W0^T + c x z0^T, matrix-free), or a first layer whose columns are sharded over processes
     (each rank's partial product, all-reduced). Everything after the first layer is the PINN's
-    own code, shared by all of them."""
+    own code, shared by all of them.
+
+    Optional hooks (defaults here; override only what differs):
+
+    * :meth:`ansatz_jet`: the problem's (A, B) jets along the directions, the other product with
+      x whose cost grows with d (x . v_k); a first layer that caches its products for a step
+      may cache these too, one that shards the columns may shard them.
+    * streamed step data (:mod:`pinnbench.streaming`, docs/streaming.md), which has no n x d
+      tensor: :meth:`reductions` makes the one-pass reductions of a sample (x W0^T, W0 v_k,
+      x . v_k, ...), and :meth:`reduced_points` / :meth:`reduced_directions` turn them into the
+      same two coefficients as :meth:`points` / :meth:`directions`
+      (:meth:`PINN.streamed_jet` reads them)."""
 
     def points(self, x: Tensor, w0: Tensor, b0: Tensor) -> Tensor:
         return torch.addmm(b0, x, w0.T)
 
     def directions(self, dirs: Directions, w0: Tensor) -> Tensor:
         return dirs.apply_weight(w0)
+
+    def ansatz_jet(self, problem: Problem, x: Tensor, dirs: Directions,
+                   order: int) -> tuple[Jet, Jet]:
+        return problem.ansatz_jet(x, dirs, order)
+
+    def reductions(self, data, w0: Tensor):
+        """The reductions of streamed step data ``data`` with ``w0``
+        (:class:`pinnbench.streaming.Reductions`): one pass over its blocks per call."""
+        from pinnbench.streaming import reduce
+
+        return reduce(data, w0)
+
+    def reduced_points(self, red, b0: Tensor) -> Tensor:
+        """x W0^T + b0 (n, m) from the reductions ``red``."""
+        return red.wx + b0
+
+    def reduced_directions(self, red, k: int) -> Tensor:
+        """W0 v stacked (V, m) for probe set ``k`` of the reductions ``red``."""
+        return red.wv[k]
 
 
 #: the dense first layer (stateless, so one instance serves every PINN)
@@ -101,15 +131,20 @@ class PINN:
                 params: Sequence[Tensor] | None = None) -> Jet:
         """Jet of N along each direction; coefficients (n, V)."""
         p = self.params if params is None else params
-        w0, b0 = p[0], p[1]
-        z = Jet([self.first_layer.points(x, w0, b0).unsqueeze(1),  # (n, 1, h)
-                 self.first_layer.directions(dirs, w0).unsqueeze(0)],  # (1, V, h)
-                order)
+        return self._hidden_jet(self.first_layer.points(x, p[0], p[1]),
+                                self.first_layer.directions(dirs, p[0]), p, order)
+
+    def _hidden_jet(self, first: Tensor, first_dirs: Tensor, p: Sequence[Tensor],
+                    order: int) -> Jet:
+        """The jet of N from its first layer's coefficients, ``first`` = x W0^T + b0 (n, h) and
+        ``first_dirs`` = W0 v (V, h): tanh by the jet recurrence, the hidden affine maps
+        coefficient-wise (:func:`_linear_jet`)."""
+        z = Jet([first.unsqueeze(1), first_dirs.unsqueeze(0)], order)  # (n, 1, h), (1, V, h)
         last = len(p) // 2 - 1
         for layer in range(1, len(p) // 2):
             a = z.tanh()
             w, b = p[2 * layer], p[2 * layer + 1]
-            z = a.map(lambda c: c @ w.T)
+            z = _linear_jet(a, w)
             z.coeffs[0] = z.coeffs[0] + b
             if layer == last:
                 z = z.map(lambda c: c.squeeze(-1))
@@ -120,8 +155,20 @@ class PINN:
         """Jet of u = A N + B along each direction: ``jet[k]`` is (n, V), the k-th Taylor
         coefficient, so the k-th directional derivative is ``jet.derivative(k)``."""
         self._check_input(x)
-        a, b = self.problem.ansatz_jet(x, dirs, order)
+        a, b = self.first_layer.ansatz_jet(self.problem, x, dirs, order)
         return a * self.net_jet(x, dirs, order, params) + b
+
+    def streamed_jet(self, red, k: int, order: int) -> Jet:
+        """The jet of u = A N + B along probe set ``k`` of streamed step data, from its
+        reductions ``red`` (:meth:`FirstLayer.reductions`): the first layer's coefficients come
+        from :meth:`FirstLayer.reduced_points` / :meth:`FirstLayer.reduced_directions`, A's jet
+        from [||x||^2, 2 x.v, ||v||^2] (``problem.ansatz_jet_from``); no point or probe is
+        needed (docs/streaming.md)."""
+        a, b = self.problem.ansatz_jet_from(red.sqnorm, red.xv[k], red.vsq[k], order)
+        p = self.params
+        net = self._hidden_jet(self.first_layer.reduced_points(red, p[1]),
+                               self.first_layer.reduced_directions(red, k), p, order)
+        return a * net + b
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.input_dim:
@@ -130,6 +177,21 @@ class PINN:
                              f"got {shape}")
         if x.dtype != self.dtype:
             raise ValueError(f"x has dtype {x.dtype} but the model is {self.dtype}")
+
+
+def _linear_jet(a: Jet, w: Tensor) -> Jet:
+    """The jet of a W^T (a linear map acts on every Taylor coefficient alike): the coefficients
+    (n, 1, h), (n, V, h), ... stacked along their second axis into one product with W^T, then
+    split again (views), one matrix product a layer instead of one per coefficient. Each output
+    is the same dot product as apart (bit for bit on MKL at the step's shapes:
+    scripts/trajectory_check.py's specs unchanged when this replaced the per-coefficient form);
+    coefficients of other shapes are mapped one by one."""
+    cs = a.coeffs
+    if not all(isinstance(c, Tensor) and c.ndim == 3 for c in cs) or len(
+            {(c.shape[0], c.shape[2]) for c in cs}) != 1:
+        return a.map(lambda c: c @ w.T)
+    out = torch.cat(cs, dim=1) @ w.T
+    return Jet(list(out.split([c.shape[1] for c in cs], dim=1)), a.order)
 
 
 def make_model(problem: Problem, width: int = 128, depth: int = 3, activation: str = "tanh",

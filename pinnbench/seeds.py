@@ -6,7 +6,7 @@ Two derivations, one per purpose:
   (its initial model, its solver, its diagnostics), fixed by the cell's seed alone, so that a
   row, a study script and the diagnostics rebuild the same model from the same spec;
 - :func:`derive_seed` (integers): the seed of one **regenerable piece** inside a stream.
-  Zeroth-order perturbations (:mod:`pinnbench.solvers._perturbation`) and streamed step data
+  Zeroth-order perturbations (:mod:`pinnbench.solvers._zo_perturbations`) and streamed step data
   (:mod:`pinnbench.streaming`) are described by integers, never stored: each piece is drawn from a
   generator seeded by ``derive_seed(seed, part, ...)``, so any piece can be drawn again, in any
   order, on any device.

@@ -4,7 +4,10 @@ A solver is a small class in the shape of benchopt's and scikit-learn's: a ``nam
 ``parameters`` (each with a default, a type and a check) and ``update() -> loss estimate``, one
 training step on the bound model; optionally ``prepare()`` (state such as an optimizer, after
 the base has bound the problem) and ``skip(problem) -> (skip?, reason)`` for combinations that
-make no sense. The base carries the chores (docs/design.md, "Solver"):
+make no sense. ``update()`` may return the loss as a Python float or as a 0-d tensor on the
+model's device: a tensor spares the step a host read (a sync on CUDA, and an operation a captured
+CUDA graph cannot hold); the cell runner reads it only at the evaluation points
+(:mod:`pinnbench.loss_watch`). The base carries the chores (docs/design.md, "Solver"):
 
 - ``setup(problem, model, generator)`` binds them, sets ``requires_grad`` of the model's
   parameters from the class attribute ``autograd``, zeroes the step counter ``t``, and calls
@@ -212,19 +215,28 @@ class Solver:
             p.requires_grad_(self.autograd)
         self.t = 0
         self.data_time_s = 0.0
+        #: whether :meth:`draw` times the data apart (a device sync on CUDA, which a captured
+        #: CUDA graph cannot hold: a solver that captures its step sets it False, and the cell
+        #: then reports no data time)
+        self.time_data = True
+        from pinnbench.timing import Stopwatch
+
+        self._data_watch = Stopwatch(problem.device)
         self.prepare()
 
     def prepare(self) -> None:
         """State beyond the bound problem and model (an optimizer, seeds): override as needed."""
 
-    def step(self) -> float:
-        """One training step (the timed unit): :meth:`update`, then the step counter moves on."""
+    def step(self) -> float | torch.Tensor:
+        """One training step (the timed unit): :meth:`update`, then the step counter moves on.
+        Returns what :meth:`update` returned: ``float(...)`` of it is the loss."""
         loss = self.update()
         self.t += 1
         return loss
 
-    def update(self) -> float:
-        """One training step on ``self.model``; returns the loss estimate it saw."""
+    def update(self) -> float | torch.Tensor:
+        """One training step on ``self.model``; returns the loss estimate it saw, a float or a
+        0-d tensor (not read back, so the step need not wait for the device)."""
         raise NotImplementedError
 
     # -- what the harness asks a solver (optional hooks) -----------------------------------------
@@ -244,6 +256,21 @@ class Solver:
         model."""
         return None
 
+    @classmethod
+    def ablation_page(cls):
+        """The report's ablation page of this solver family, a
+        :class:`pinnbench.ablation_page.AblationPage` (its heading, the families shown beside
+        it, the parameters of its rank figure), read by :mod:`pinnbench.report.ablation`; None
+        (the base): no page."""
+        return None
+
+    @classmethod
+    def claims(cls) -> tuple:
+        """The claims the report judges on this solver's page, in the order shown: instances of
+        the claim kinds of :mod:`pinnbench.ablation_page` (each names what it compares, e.g. the
+        comparator solver); () (the base): none."""
+        return ()
+
     # -- chores ---------------------------------------------------------------------------------
     @property
     def lr_now(self) -> float:
@@ -260,8 +287,10 @@ class Solver:
         """The step's spatial sample (:class:`pinnbench.step_data.StepData`): ``points``
         collocation points from ``generator`` (default: the solver's), their source values, and
         the probes of the solver's ``estimator`` (two independent sets for ``loss=unbiased``)
-        from ``probe_generator`` (default: continuing ``generator``). The wall time it takes is
-        added to ``data_time_s`` (device-synchronised on CUDA), so the cell reports it apart.
+        from ``probe_generator`` (default: continuing ``generator``). The time it takes is added
+        to ``data_time_s``, so the cell reports it apart: at once off CUDA (wall time); on CUDA
+        the device time between two events, with no sync in the step, added when the harness
+        calls :meth:`settle_data_time` after the step (:class:`pinnbench.timing.Stopwatch`).
         With a true ``stream`` parameter the sample is a
         :class:`pinnbench.streaming.StreamedStepData` (per-block seeds, no n x D tensor): only
         its first pass (the points' norms) runs here, and the solver adds the data part of its
@@ -269,12 +298,10 @@ class Solver:
         rank of a sharded cell, :class:`pinnbench.sharded_ball.ShardedBall`) is asked for it."""
         from pinnbench.step_data import draw_step_data
         from pinnbench.streaming import draw_streamed_step_data
-        from pinnbench.timing import clock
-
-        p, device = self.params, self.problem.device
+        p = self.params
         generator = self.generator if generator is None else generator
         sets = 2 if p.get("loss") == "unbiased" else 1
-        t0 = clock(device)
+        mark = self._data_watch.start() if self.time_data else None
         sharded = getattr(self.problem, "draw_step_data", None)
         if sharded is not None:  # one rank of a sharded cell (pinnbench.sharded_ball)
             data = sharded(p["points"], generator, p.get("estimator", "stde"), p["probes"],
@@ -288,8 +315,19 @@ class Solver:
                                   p.get("estimator", "stde"), p["probes"], self.estimator_options,
                                   sets=sets, probe_generator=probe_generator,
                                   coordinates=p["gpinn_dims"] if p.get("loss") == "gpinn" else 0)
-        self.data_time_s += clock(device) - t0
+        if mark is not None:
+            self._data_watch.stop(mark)
+            if not self._data_watch.cuda:
+                self.settle_data_time()
         return data
+
+    def settle_data_time(self) -> float:
+        """``data_time_s`` with the data intervals timed on the device so far added (on CUDA: a
+        read of their events, which waits for them: call it after the step's synchronisation)."""
+        watch = self.__dict__.get("_data_watch")
+        if watch is not None:
+            self.data_time_s += watch.settle()
+        return self.data_time_s
 
     def residual_loss(self, data, model=None) -> torch.Tensor:
         """The PINN residual loss on ``data`` (docs/domain.md §2), a 0-d tensor, for ``model``

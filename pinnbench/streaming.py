@@ -200,7 +200,7 @@ class Reductions:
 def reduce(data: StreamedStepData, w0: Tensor, basis=None) -> Reductions:
     """One pass over the blocks of ``data``: the source, the ansatz reductions and the
     first-layer products with ``w0`` (h, D) and, when ``basis`` is given (an object with
-    ``rank`` and ``v_cursor()``, :class:`pinnbench.solvers._perturbation.SubspaceBasis`), with
+    ``rank`` and ``v_cursor()``, e.g. a zeroth-order solver's low-rank perturbation basis), with
     its V (D, r), regenerated alongside the blocks and never held whole."""
     problem = data.problem
     n, dtype, device = data.points.n, problem.dtype, problem.device
@@ -248,16 +248,15 @@ def residual_loss(problem, model, data: StreamedStepData) -> Tensor:
     """The biased (one probe set) or unbiased (two) PINN loss of
     :meth:`pinnbench.solver.Solver.residual_loss` on streamed data, for the stde estimator of
     the Laplacian: D_v^2 u from the jet of u = A N along each probe (the jet of N from the
-    first-layer reductions, :meth:`pinnbench.solvers._perturbation.ShiftedPINN.streamed_jet`),
+    first-layer reductions: the model's :meth:`pinnbench.model.FirstLayer.reductions` makes them,
+    once per call, or once per step for a first layer that caches them, and
+    :meth:`pinnbench.model.PINN.streamed_jet` reads them),
     Lap_hat u = mean_k D_{v_k}^2 u, r = Lap_hat u + pointwise(u) - f, loss mean r_1 r_2. The
     same arithmetic as the estimators' stde path on the materialised sample."""
     if problem.operator.names != ("laplacian",):
         raise ValueError(f"streamed losses estimate the Laplacian only; {problem.id} has the "
                          f"terms {problem.operator.names}")
-    if not hasattr(model, "streamed_jet"):
-        raise TypeError("streamed step data is evaluated through a ShiftedPINN and its "
-                        f"FirstLayerCache (sdze[stream=true]), not a {type(model).__name__}")
-    red = model.cache.reductions(data)
+    red = model.first_layer.reductions(data, model.params[0])
     residuals = []
     for k in range(len(data.probes)):
         jet = model.streamed_jet(red, k, 2)

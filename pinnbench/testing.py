@@ -137,7 +137,7 @@ def _tiny_run(cls, params: tuple, problem_id: str, dim: int, seed: int, steps: i
     for i in range(steps):
         if evaluate_at is not None and i == evaluate_at:
             evaluate(model, problem)
-        losses.append(solver.step())
+        losses.append(float(solver.step()))  # a float or a 0-d tensor
     return losses, initial, [p.detach().clone() for p in model.params]
 
 

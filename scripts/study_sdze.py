@@ -152,9 +152,9 @@ def run(spec: str, args, checkpoints: list[int], seed: int) -> dict:
 
 
 def variance_table(args, specs: list[str], seed: int) -> None:
-    """E||g_hat - G||^2 / ||G||^2 and friends (solvers._common.gradient_estimate_variance) at
+    """E||g_hat - G||^2 / ||G||^2 and friends (solvers._zo_diagnostics.gradient_estimate_variance) at
     the initial theta of ``seed``, for each spec."""
-    from pinnbench.solvers._common import gradient_estimate_variance
+    from pinnbench.solvers._zo_diagnostics import gradient_estimate_variance
 
     print(f"| spec | P | ratio_step | ratio_window (W={args.window}) | ratio_held | cos_held |")
     print("|---|---|---|---|---|---|")
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
                          "--steps then lists checkpoints in percent of it (default 25,50,100)")
     ap.add_argument("--variance", action="store_true",
                     help="print gradient-estimate variance ratios for the specs instead of "
-                         "training (solvers._common.gradient_estimate_variance)")
+                         "training (solvers._zo_diagnostics.gradient_estimate_variance)")
     ap.add_argument("--quotient-variance", type=int, default=0, metavar="DRAWS",
                     help="print the variance of the first quotient over DRAWS draws per spec "
                          "instead of training")

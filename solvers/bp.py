@@ -24,8 +24,8 @@ import torch
 from pinnbench.estimators import exact_unsupported
 from pinnbench.model import torch_default_init_
 from pinnbench.solver import Param, Solver, register_solver
-from pinnbench.solvers._common import (decay_steps_param, DISTS, ESTIMATORS_BP, loss_params,
-                                       lr_param)
+from pinnbench.solvers._parameters import (decay_steps_param, DISTS, ESTIMATORS_BP,
+                                           loss_params, lr_param)
 from pinnbench.tuning_space import LogUniform
 
 
@@ -35,7 +35,7 @@ class BP(Solver):
     parameters = {
         # searched (docs/tuning.md; ours): from a decade below the published 1e-3 (Shi et al.
         # 2024) to 30x above it, since a short budget favours larger steps; decay_steps: constant
-        # or linear over the budget (_common.DECAY_SEARCH)
+        # or linear over the budget (_parameters.DECAY_SEARCH)
         "lr": lr_param(1e-3, search=LogUniform(1e-4, 3e-2)),
         "decay_steps": decay_steps_param(10000),
         "estimator": Param("stde", "spatial estimator of the operator's linear terms",
@@ -47,6 +47,10 @@ class BP(Solver):
                       "biases 0, the same for every solver) or torch (re-drawn as nn.Linear "
                       "does, U(+-1/sqrt(fan_in)) for W and b, as the published STDE runs)",
                       choices=("lecun", "torch")),
+        "cuda_graph": Param(False, "on CUDA: capture the step as a CUDA graph after 3 eager "
+                            "steps and replay it (one launch a step; Adam capturable with its "
+                            "step size in a device tensor; the data is then not timed apart; "
+                            "pinnbench/cuda_graph.py). Ignored off CUDA"),
     }
 
     def validate(self) -> None:
@@ -70,6 +74,20 @@ class BP(Solver):
         # fused: one kernel per parameter group and device for the whole update (m, v and
         # theta in one pass over each tensor), the step count kept on the device, so no
         # host read of it per parameter (docs/roofline.md, "Ops per step")
+        self.graphed = None
+        if self.cuda_graph and self.problem.device.type == "cuda":
+            from pinnbench.cuda_graph import GraphedStep
+
+            # the step size a replay reads: a device tensor, refilled before each step (a
+            # Python float would be frozen into the graph at capture)
+            self.lr_tensor = torch.tensor(self.lr, dtype=torch.float32, device=self.problem.device)
+            self.optimizer = torch.optim.Adam(self.model.params, lr=self.lr_tensor, fused=True,
+                                              capturable=True)
+            self.time_data = False  # draw() must not synchronise inside the graph
+            self.graphed = GraphedStep(
+                self._step_body, lambda: self.optimizer.zero_grad(set_to_none=True),
+                [self.generator])
+            return
         self.optimizer = torch.optim.Adam(self.model.params, lr=self.lr, fused=True)
 
     def step_cost(self, dim: int, width: int, depth: int):
@@ -83,12 +101,24 @@ class BP(Solver):
         return rf.StepCost(flops=2 * f1 + 3 * rf.hidden_flops(n, v, width, depth),
                            bytes=rf.data_bytes(n, v, dim) + 9 * rf.weight_bytes(dim, width))
 
-    def update(self) -> float:
+    def update(self) -> torch.Tensor:
+        """One Adam step; returns the loss as a 0-d tensor (no host read: the step launches its
+        work and returns). With ``cuda_graph`` on CUDA, the step size is written into the
+        optimizer's device tensor and the captured step replayed."""
+        if self.graphed is not None:
+            self.lr_tensor.fill_(self.lr_now)
+            return self.graphed()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_now
+        return self._step_body(True)
+
+    def _step_body(self, zero_grad: bool) -> torch.Tensor:
+        """Draw, the loss, its gradient, the Adam update: what a CUDA graph captures
+        (``zero_grad`` False there: the captured backward owns the gradients)."""
         data = self.draw()
-        self.optimizer.zero_grad(set_to_none=True)
+        if zero_grad:
+            self.optimizer.zero_grad(set_to_none=True)
         loss = self.residual_loss(data)
         loss.backward()
         self.optimizer.step()
-        return float(loss.detach())
+        return loss.detach()

@@ -1,7 +1,7 @@
 """zo: naive zeroth-order PINN training, two-point SPSA with MeZO's in-place seed trick.
 
 Each step draws a seed; z ~ N(0, I_P) over all parameters is regenerated from it tensor by tensor
-and column chunk by column chunk (:class:`pinnbench.solvers._perturbation.GaussianMatrix`), never held
+and column chunk by column chunk (:class:`pinnbench.solvers._zo_perturbations.GaussianMatrix`), never held
 whole (Malladi et al., "Fine-tuning language models with just forward passes", NeurIPS 2023):
 
     theta += eps z;  L+ = L(theta; omega_1)
@@ -18,15 +18,19 @@ setting (one batch for both evaluations): CRNS without sdze's subspace, so that 
 separates what CRNS buys from what the subspace buys. Momentum (``momentum``, heavy ball) is
 dense: P numbers when on (the tuned default, docs/sdze-tuning.md; ``momentum=0`` keeps only
 seeds). The seeds, sampling, quotients and update are those of every zeroth-order solver
-(:class:`pinnbench.solvers._common.ZerothOrderSolver`, docs/sdze.md); ``zo[...]`` and
+(:class:`pinnbench.solvers._zo_step.ZerothOrderSolver`, docs/sdze.md); ``zo[...]`` and
 ``sdze[subspace=false,...]`` with the same parameters take the same steps.
 """
 
 from __future__ import annotations
 
-from pinnbench.solvers._perturbation import Perturbation, ShiftedPINN
+from torch import Tensor
+
 from pinnbench.solver import register_solver
-from pinnbench.solvers._common import ZerothOrderSolver, zeroth_order_parameters
+from pinnbench.solvers._parameters import zeroth_order_parameters
+from pinnbench.solvers._zo_evaluation import centre_model
+from pinnbench.solvers._zo_perturbations import Perturbation
+from pinnbench.solvers._zo_step import ZerothOrderSolver, ZOStep
 
 
 @register_solver
@@ -49,15 +53,15 @@ class ZO(ZerothOrderSolver):
                                           + rf.hidden_flops(n, v, width, depth)),
                            bytes=draws * rf.data_bytes(n, v, dim) + 10 * q * w + momentum)
 
-    def _pair(self, d: Perturbation, eps: float, sample) -> tuple[float, float]:
+    def pair_losses(self, step: ZOStep, k: int, z: Perturbation) -> tuple[Tensor, Tensor]:
+        """Both losses at theta perturbed in place: +eps z, -2 eps z, then +eps z back."""
         params = self.model.params
-        # the model at the current (in-place perturbed) theta; streamed data is evaluated from
-        # its reductions through the cache
-        model = self.model if self._cache is None else ShiftedPINN(self.model, None, 0.0,
-                                                                   self._cache)
-        d.add_to_(params, eps)
-        plus = self._loss(model, sample(True))
-        d.add_to_(params, -2.0 * eps)
-        minus = self._loss(model, sample(False))
-        d.add_to_(params, eps)
+        # streamed data is read only through the cache's reductions: the model at the current
+        # (perturbed) theta through the cache; else the model itself
+        model = self.model if step.cache is None else centre_model(self.model, step.cache)
+        z.add_to_(params, self.eps)
+        plus = self.loss_at(model, self.sample(step, k, True))
+        z.add_to_(params, -2.0 * self.eps)
+        minus = self.loss_at(model, self.sample(step, k, False))
+        z.add_to_(params, self.eps)
         return plus, minus

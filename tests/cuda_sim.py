@@ -33,6 +33,7 @@ How (torch 2.x, two Python modes):
   (CUDA's Philox state is not CPU's MT19937 one), for generators made inside the block.
 - the ``torch.cuda`` functions the harness calls are patched: ``is_available`` -> True,
   ``device_count`` -> 1, ``init``, ``synchronize``, ``empty_cache``, seeding: no-ops;
+  ``Event`` records the host clock (``elapsed_time`` between two records, in ms);
   ``get_device_name`` / ``get_device_properties`` describe a simulated 80 GiB card;
   ``memory_allocated`` / ``max_memory_allocated`` (and ``_reserved``) /
   ``reset_peak_memory_stats`` / ``mem_get_info`` / ``memory_stats`` count the bytes of the live
@@ -66,6 +67,7 @@ Only one simulation can be active at a time, in the thread that entered it.
 from __future__ import annotations
 
 import contextlib
+import time
 import types
 import weakref
 from typing import Any, Iterator
@@ -261,7 +263,27 @@ class CudaSim:
                     "reserved_bytes.all.current": self.allocated,
                     "reserved_bytes.all.peak": self.peak}
 
+        class Event:
+            """``torch.cuda.Event``: records the host clock (the simulated device is the CPU,
+            whose work is done when the call returns)."""
+
+            def __init__(self, enable_timing: bool = False, **kwargs: Any) -> None:
+                self.t = None
+
+            def record(self, stream: Any = None) -> None:
+                self.t = time.perf_counter()
+
+            def synchronize(self) -> None:
+                return None
+
+            def query(self) -> bool:
+                return True
+
+            def elapsed_time(self, end: "Event") -> float:
+                return (end.t - self.t) * 1e3
+
         return {
+            "Event": Event,
             "is_available": lambda: True,
             "is_initialized": lambda: True,
             "device_count": lambda: 1,

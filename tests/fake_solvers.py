@@ -126,6 +126,39 @@ class FakeNan(_Fake):
         return 1.0 if self.count < 3 else float("nan")
 
 
+class ReadCountingLoss(torch.Tensor):
+    """A 0-d loss tensor that records each value read from it into Python (``float``,
+    ``.item()``) in ``reads`` (a class attribute, shared by the tensors derived from it)."""
+
+    reads: list[float] = []
+
+    def __float__(self) -> float:
+        value = super().__float__()
+        ReadCountingLoss.reads.append(value)
+        return value
+
+    def item(self):
+        value = super().item()
+        ReadCountingLoss.reads.append(value)
+        return value
+
+
+@_register
+class FakeTensorLoss(_Fake):
+    """Returns its loss as a 0-d tensor (as bp does) whose value is the step's number (1, 2,
+    ...), so that a read names its step (:class:`ReadCountingLoss`), or NaN at step ``nan_at``
+    (0: never)."""
+
+    name = "fake-tensor-loss"
+    parameters = {"nan_at": Param(0, "the step whose loss is NaN (0: none)",
+                                  check=lambda v: v >= 0, check_text="an integer >= 0")}
+
+    def step(self):
+        self.count += 1
+        value = float("nan") if self.count == self.params["nan_at"] else float(self.count)
+        return torch.Tensor._make_subclass(ReadCountingLoss, torch.tensor(value))
+
+
 @_register
 class FakeCrash(_Fake):
     name = "fake-crash"

@@ -50,6 +50,33 @@ def test_nan_loss_is_diverged_and_crash_is_error_and_skip_is_skipped():
     assert skip["steps_done"] == 0 and skip["n_params"] is None
 
 
+def test_a_tensor_loss_is_read_only_at_the_evaluations():
+    """A step may return its loss as a 0-d tensor (no host sync in the step): the runner reads
+    it at the evaluation points (1, 2, 4, 8, 16 and the last) and for the final loss, never at
+    the steps in between (on the old runner, which read every step's loss, this fails)."""
+    from fake_solvers import ReadCountingLoss
+
+    ReadCountingLoss.reads.clear()
+    row = run_cell(cell("fake-tensor-loss", steps=20), isolated=False)
+    assert row["status"] == "ok" and row["steps_done"] == 20
+    assert set(ReadCountingLoss.reads) == {1, 2, 4, 8, 16, 20}, ReadCountingLoss.reads
+    assert row["final_loss"] == 20.0
+    assert [c["loss"] for c in row["curve"][1:]] == [1.0, 2.0, 4.0, 8.0, 16.0, 20.0]
+
+
+def test_a_nonfinite_tensor_loss_stops_training_at_the_next_evaluation():
+    """The divergence check runs on the device (pinnbench/loss_watch.py): a NaN at step 5 is
+    found at the evaluation of step 8 and named, even though steps 6..8 were finite again."""
+    row = run_cell(cell("fake-tensor-loss[nan_at=5]", steps=20), isolated=False)
+    assert row["status"] == "diverged" and row["steps_done"] == 8, row["message"]
+    assert "at step 5" in row["message"] and "step 8" in row["message"], row["message"]
+    assert [c["step"] for c in row["curve"]] == [0, 1, 2, 4, 8]
+    # past the last evaluation: found by the check at the end
+    late = run_cell(cell("fake-tensor-loss[nan_at=18]", steps=19), isolated=False)
+    assert late["status"] == "diverged" and late["steps_done"] == 19
+    assert "at step 18" in late["message"], late["message"]
+
+
 def test_time_budget_stops_training():
     row = run_cell(cell("fake-sleep[seconds=0.05]", steps=None, time_budget_s=0.3), isolated=False)
     assert row["status"] == "ok" and row["steps"] is None

@@ -313,11 +313,11 @@ def test_chunked_paths_on_simulated_cuda(monkeypatch, problem, solver):
     """The block-by-block code that only runs at large d (column blocks of the closed forms,
     perturbation chunks, several test-set chunks, floor row blocks), forced at small d."""
     import pinnbench.floors
-    import pinnbench.solvers._perturbation
+    import pinnbench.solvers._zo_perturbations
     import pinnbench.problem
     import pinnbench.problems._chunked
 
-    for module, name, value in ((pinnbench.solvers._perturbation, "CHUNK_ELEMENTS", 16),
+    for module, name, value in ((pinnbench.solvers._zo_perturbations, "CHUNK_ELEMENTS", 16),
                                 (pinnbench.problems._chunked, "BLOCK_ELEMENTS", 48),
                                 (pinnbench.problem, "TEST_CHUNK_ELEMENTS", 2**15),
                                 (pinnbench.floors, "ROW_BLOCK_ELEMENTS", 2**13)):

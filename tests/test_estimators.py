@@ -184,6 +184,26 @@ def test_coordinate_sampling_is_uniform_without_replacement():
     assert torch.equal(sample_indices(12, 10, None), torch.arange(10))
 
 
+def _floyd_loop(count: int, dim: int, generator) -> list[int]:
+    """Floyd's algorithm as Bentley writes it: the sequential reference."""
+    u = torch.rand(count, generator=generator, dtype=torch.float64).tolist()
+    chosen: set[int] = set()
+    for k, j in enumerate(range(dim - count, dim)):
+        t = min(int(u[k] * (j + 1)), j)
+        chosen.add(j if t in chosen else t)
+    return sorted(chosen)
+
+
+def test_coordinate_sampling_on_the_device_is_floyds_loop_to_the_bit():
+    # small d, so that both kinds of collision (an earlier t_i, an earlier j_i) happen often and
+    # chains of them are long: the pointer jumping must reproduce every step of the loop
+    for dim in (2, 3, 5, 8, 17, 33):
+        for count in range(1, dim):
+            for r in range(12):
+                got = sample_indices(count, dim, g(r))
+                assert got.tolist() == _floyd_loop(count, dim, g(r)), (count, dim, r)
+
+
 def test_sdgd_with_every_coordinate_is_exact(ball):
     m, x, ref = ball
     lap = estimate("laplacian", m, x, "sdgd", generator=None, probes=4)  # probes >= d: no sampling

@@ -456,7 +456,7 @@ def test_the_per_step_cost_claim_compares_subspace_and_full_at_large_d():
 
 def test_the_base_is_the_spec_the_others_vary_one_parameter_at_a_time():
     df = aggregate.prepare(make_rows())
-    assert ablation.base_spec(ablation.zeroth_order(df)) == spec("sdze default")
+    assert ablation.base_spec(df, "sdze") == spec("sdze default")
     names = {v.factor for v in ablation.variants(df)}
     assert names == set(SPECS)
 
@@ -490,7 +490,7 @@ def test_a_run_with_one_sdze_spec_compares_it_with_bp():
     """A d-sweep (one sdze spec, bp beside it): that spec is the base, so the backprop claims
     are judged."""
     df = aggregate.prepare(pd.DataFrame(_contest())[list(COLUMNS)])
-    assert ablation.base_spec(ablation.zeroth_order(df)) == spec("sdze default")
+    assert ablation.base_spec(df, "sdze") == spec("sdze default")
     claims = {c.claim: c for c in ablation.claims(df)}
     assert claims[FASTER_CLAIM].verdict == "reproduced"
 

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-import pinnbench.solvers._perturbation as pt
+import pinnbench.solvers._zo_perturbations as pt
 from pinnbench import evaluate, make_model, make_problem, make_solver
 from pinnbench.directions import CoordinateDirections, DenseDirections
-from pinnbench.solvers._perturbation import (Perturbation, FirstLayerCache, GaussianMatrix, ShiftedPINN,
-                                    SubspaceBasis, make_bases)
+from pinnbench.solvers._zo_evaluation import FirstLayerCache, shifted_model
+from pinnbench.solvers._zo_perturbations import (GaussianMatrix, Perturbation, SubspaceBasis,
+                                                 make_bases)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -142,7 +143,7 @@ def test_shifted_pinn_matches_materialised(subspace, small_chunks):
     shifted_params = [p + c * d.dense(i) for i, p in enumerate(model.params)]
     x = problem.sample_interior(5, g)
     cache = FirstLayerCache(model.params[0], bases[0], x)
-    shifted = ShiftedPINN(model, d, c, cache)
+    shifted = shifted_model(model, d, c, cache)
     torch.testing.assert_close(shifted(x), model(x, shifted_params), rtol=1e-12, atol=1e-12)
     y = x + 0.01  # not the pinned points: computed without the cache
     torch.testing.assert_close(shifted(y), model(y, shifted_params), rtol=1e-12, atol=1e-12)

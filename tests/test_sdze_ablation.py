@@ -50,7 +50,7 @@ def test_update_is_heavy_ball_on_the_dense_estimate(spec):
     m = [torch.zeros_like(p) for p in theta]
     for _ in range(5):
         step_seed = _next_step_seed(s)
-        dirs = s.directions(step_seed)
+        dirs = s.perturbations(step_seed)
         c = reference_quotients(s, step_seed)
         for i in range(len(theta)):
             g = sum(ck * d.dense(i) for ck, d in zip(c, dirs)) / len(dirs)
@@ -124,7 +124,8 @@ def test_ablation_specs_change_one_factor_each(base):
 def test_lowrank_momentum_sum_in_one_chunked_pass(monkeypatch):
     """The momentum terms of several bases are applied in one pass over W, V_e regenerated in
     lockstep chunks: the same as adding each a_e V_e^T."""
-    import pinnbench.solvers._perturbation as pt
+    import pinnbench.solvers._zo_optimiser as opt
+    import pinnbench.solvers._zo_perturbations as pt
 
     monkeypatch.setattr(pt, "CHUNK_ELEMENTS", 24)  # 24 // 3 = 8 rows of V per chunk
     g = torch.Generator().manual_seed(0)
@@ -132,5 +133,5 @@ def test_lowrank_momentum_sum_in_one_chunked_pass(monkeypatch):
               torch.randn(6, 3, generator=g, dtype=torch.float64)) for s in range(4)]
     w = torch.randn(6, 40, generator=g, dtype=torch.float64)
     want = w + sum(a @ b.v_dense().T for b, a in terms)
-    pt.add_lowrank_sum_(w, terms)
+    opt.add_lowrank_sum_(w, terms)
     torch.testing.assert_close(w, want, rtol=1e-12, atol=1e-12)

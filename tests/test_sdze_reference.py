@@ -41,7 +41,7 @@ def reference_quotients(solver, step_seed: int) -> list[float]:
     problem, model, p = solver.problem, solver.model, solver.params
     eps, opts = p["eps"], ({} if p["dist"] == "default" else {"dist": p["dist"]})
     out = []
-    for k, d in enumerate(solver.directions(step_seed)):
+    for k, d in enumerate(solver.perturbations(step_seed)):
         vals = []
         for plus in (True, False):
             c = eps if plus else -eps
@@ -140,7 +140,7 @@ def test_crns_quotient_is_the_directional_derivative(spec):
     loss = residual_loss(problem, PINN(problem, params, model.activation), x, problem.source(x),
                          "stde", generator(estimator_seed), s.params["probes"], {})
     grads = torch.autograd.grad(loss, params)
-    for k, d in enumerate(s.directions(step_seed)):
+    for k, d in enumerate(s.perturbations(step_seed)):
         want = sum(float((g * d.dense(i)).sum()) for i, g in enumerate(grads))
         assert abs(got[k] - want) <= 1e-7 * abs(want), (k, got[k], want)
 
@@ -158,7 +158,7 @@ def test_cache_pinning_new_points_drops_old_products():
     """Two freshly sampled tensors have the same ``_version`` (the sampler's in-place ops are
     the same): pinning the second must not serve the first one's products or ansatz jets."""
     from pinnbench.directions import CoordinateDirections
-    from pinnbench.solvers._perturbation import FirstLayerCache
+    from pinnbench.solvers._zo_evaluation import FirstLayerCache
 
     problem = make_problem("poisson-2body-v1", dim=5, seed=0, dtype=torch.float64)
     model = make_model(problem, width=4, depth=1, generator=torch.Generator().manual_seed(0))

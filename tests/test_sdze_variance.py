@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pinnbench import make_model, make_problem, make_solver
-from pinnbench.solvers._perturbation import Perturbation, make_bases
-from pinnbench.solvers._common import _held_mean, gradient_estimate_variance
+from pinnbench.solvers._zo_diagnostics import fixed_basis_mean, gradient_estimate_variance
+from pinnbench.solvers._zo_perturbations import Perturbation, make_bases
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,7 +23,7 @@ def _ratios(grad: torch.Tensor, rank: int | None, fresh: bool, n: int = 300) -> 
     params = [grad]
     bases = make_bases(params, rank, seed=1) if rank else [None]
     err = 0.0
-    mean = _held_mean(bases[0], grad) if rank and not fresh else grad
+    mean = fixed_basis_mean(bases[0], grad) if rank and not fresh else grad
     for k in range(n):
         if rank and fresh:
             bases = make_bases(params, rank, seed=1000 + k)

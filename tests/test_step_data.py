@@ -135,7 +135,7 @@ def test_sdze_regenerates_each_basis_once_per_step(monkeypatch, spec):
     """V (n x r) is regenerated once per basis and step, for the products of the points, of
     the probes and for the update, not once for each (issue 13 item 2); nothing is held after
     the step."""
-    from pinnbench.solvers._perturbation import SubspaceBasis
+    from pinnbench.solvers._zo_perturbations import SubspaceBasis
 
     s = _solver(spec, dim=40)
     s.step()
@@ -151,4 +151,4 @@ def test_sdze_regenerates_each_basis_once_per_step(monkeypatch, spec):
     bases = [b for b in s.bases() if b is not None]
     assert len(bases) == 2 and len(counts) == 2  # W0 (10 x 40) and W1 (10 x 10); not the output
     assert set(counts.values()) == {1}, counts
-    assert all(b._held is None for b in bases)
+    assert all(b._kept_v is None for b in bases)

@@ -16,11 +16,12 @@ import pytest
 import torch
 
 import pinnbench.streaming as streaming
-import pinnbench.solvers._perturbation as perturbation
+import pinnbench.solvers._zo_perturbations as perturbation
 from pinnbench import make_model, make_problem, make_solver
 from pinnbench.metrics import evaluate
 from pinnbench.problems._many_body import ThreeBody, TwoBody, WindowSums
-from pinnbench.solvers._perturbation import ShiftedPINN, make_bases
+from pinnbench.solvers._zo_evaluation import centre_model, shifted_model
+from pinnbench.solvers._zo_perturbations import make_bases
 from pinnbench.streaming import ColumnStream, RadialBallStream, reduce
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -150,6 +151,22 @@ def _pair(family: str, spec: str, dim: int = 50, name: str = "sdze"):
     return p, streamed, materialised
 
 
+def test_a_plain_pinn_evaluates_streamed_data_through_its_first_layer_hook(small_blocks):
+    """pinnbench.streaming knows no solver class: a plain PINN (the dense FirstLayer's
+    ``reductions`` / ``reduced_points`` / ``reduced_directions``) gives the materialised sample's
+    loss, biases included (they are set non-zero here, so a dropped b0 would show)."""
+    p, s, m = _pair("poisson-2body", "q=2,loss=unbiased")
+    for model in (s.model, m.model):
+        for i in range(1, len(model.params), 2):
+            model.params[i].add_(0.1 * i)
+    data = s.draw(torch.Generator().manual_seed(3), torch.Generator().manual_seed(4))
+    ref = data.materialise(s.estimator_options)
+    with torch.no_grad():
+        a = float(s.residual_loss(data, s.model))
+        b = float(m.residual_loss(ref, m.model))
+    assert math.isfinite(b) and _rel(a, b) < 1e-9, (a, b)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("spec", ["q=3", "q=2,loss=unbiased,dist=gaussian"])
 def test_streamed_losses_equal_the_materialised_ones(small_blocks, family, spec):
@@ -159,18 +176,22 @@ def test_streamed_losses_equal_the_materialised_ones(small_blocks, family, spec)
     p, s, m = _pair(family, spec)
     data = s.draw(torch.Generator().manual_seed(3), torch.Generator().manual_seed(4))
     ref = data.materialise(s.estimator_options)
-    s._begin_step()
-    m._begin_step()
+    s_step, m_step = s.begin_step(12345), m.begin_step(12345)
     try:
-        d = s.directions(12345)[0]
-        m._cache.pin(ref.x)
+        z = s_step.perturbations[0]
+        m_step.cache.pin(ref.x)
+
+        def model(solver, step, c):
+            return (centre_model(solver.model, step.cache) if c == 0.0
+                    else shifted_model(solver.model, z, c, step.cache))
+
         for c in (0.0, 1e-3, -1e-3):
-            a = float(s.residual_loss(data, ShiftedPINN(s.model, d, c, s._cache)))
-            b = float(m.residual_loss(ref, ShiftedPINN(m.model, d, c, m._cache)))
+            a = float(s.residual_loss(data, model(s, s_step, c)))
+            b = float(m.residual_loss(ref, model(m, m_step, c)))
             assert math.isfinite(b) and _rel(a, b) < 1e-9, (c, a, b)
     finally:
-        s._end_step()
-        m._end_step()
+        s.end_step(s_step)
+        m.end_step(m_step)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

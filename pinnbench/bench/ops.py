@@ -12,6 +12,10 @@ warm-up step, then counts one step under a :class:`torch.utils._python_dispatch.
 ``ops``
     ATen ops dispatched (views and metadata ops included: each is a call into the dispatcher),
     plus one per compiled region (see below).
+``kernels``
+    the ops that move data (not views, by the rule of ``W0 sweeps`` below), plus one per
+    compiled region: what launches a kernel on a GPU (a view or a metadata op is a dispatcher
+    call but no launch), so the closer proxy for a launch-bound step's time.
 ``mm``
     matrix products: the ops in :data:`MATRIX_PRODUCTS` (``linear`` and ``matmul`` reach the
     dispatcher as ``mm``/``addmm``/``bmm``).
@@ -21,7 +25,9 @@ warm-up step, then counts one step under a :class:`torch.utils._python_dispatch.
     ``masked_select``, ``unique``, ``equal``, ..., and indexing with a boolean mask), and the
     Python-side reads ``.tolist()``, ``.numpy()``, ``.cpu()`` (on the CPU these never reach the
     dispatcher, so they are counted by wrapping the three methods while counting; on a GPU each
-    is a copy to the host that waits for the device). ``mid``: those of them after which the
+    is a copy to the host that waits for the device), and ``torch.cuda.synchronize`` (counted on
+    a GPU only: the CPU path never calls it; :meth:`pinnbench.solver.Solver.draw` times the data
+    apart with two of them per step on CUDA, unless the solver sets ``time_data`` False). ``mid``: those of them after which the
     step dispatched more ops; each stalls the launch queue in the middle of the step, while a
     read of the step's returned loss at its very end (``Solver.step() -> float``) waits only for
     work the step has already launched, as the timing's own synchronisation does.
@@ -89,6 +95,8 @@ class StepCounts:
     """The counts of one step (see the module docstring for each)."""
 
     ops: int = 0
+    #: ops that move data (not views) and compiled regions: the kernels a GPU would launch
+    kernels: int = 0
     matrix_products: int = 0
     host_syncs: int = 0
     #: host syncs after which the step dispatched more ops: each stalls the device's queue in
@@ -163,6 +171,7 @@ class OpCounter(TorchDispatchMode):
     def record_region(self, inputs, outputs) -> None:
         """A compiled region: one op; its inputs and outputs are its traffic."""
         self.counts.ops += 1
+        self.counts.kernels += 1
         self.counts.compiled_regions += 1
         ins, outs = _tensors(inputs), _tensors(outputs)
         self._traffic(ins, outs)
@@ -192,6 +201,7 @@ class OpCounter(TorchDispatchMode):
             self._sync(f"aten::{name} (boolean mask)")
         outs = _tensors(out)
         if not _is_view(func, ins, outs):
+            c.kernels += 1
             self._traffic(ins, outs)
             self._allocations(ins, outs)
         return out
@@ -221,11 +231,19 @@ def _python_reads(counter: OpCounter):
             return method(self, *args, **kwargs)
         return read
 
+    saved_sync = torch.cuda.synchronize
+
+    def synchronize(*args, **kwargs):  # the data timing of Solver.draw on CUDA (a GPU count)
+        counter._sync("torch.cuda.synchronize")
+        return saved_sync(*args, **kwargs)
+
     try:
         for name, method in saved.items():
             setattr(torch.Tensor, name, wrap(name, method))
+        torch.cuda.synchronize = synchronize
         yield
     finally:
+        torch.cuda.synchronize = saved_sync
         for name, method in saved.items():
             setattr(torch.Tensor, name, method)
 
@@ -281,13 +299,15 @@ def count_step(solver: str, dim: int, problem: str = "poisson-2body-v1", width: 
 def _row(dim: int, spec: str, c: StepCounts | str) -> str:
     if isinstance(c, str):
         return f"{dim:>9} {spec:<22} skipped: {c}"
-    return (f"{dim:>9} {spec:<22} {c.ops:>6} {c.matrix_products:>5} {c.host_syncs:>6} "
+    return (f"{dim:>9} {spec:<22} {c.ops:>6} {c.kernels:>7} {c.matrix_products:>5} "
+            f"{c.host_syncs:>6} "
             f"{c.mid_step_syncs:>4} "
             f"{c.allocations:>7} {c.w0_sweeps:>10.2f} {c.d_traffic_w0:>10.2f} "
             f"{c.compiled_regions:>8}")
 
 
-HEADER = (f"{'d':>9} {'solver':<22} {'ops':>6} {'mm':>5} {'syncs':>6} {'mid':>4} {'allocs':>7} "
+HEADER = (f"{'d':>9} {'solver':<22} {'ops':>6} {'kernels':>7} {'mm':>5} {'syncs':>6} {'mid':>4} "
+          f"{'allocs':>7} "
           f"{'W0 sweeps':>10} {'d-traffic':>10} {'compiled':>8}")
 
 

@@ -31,7 +31,10 @@ What a step must do (d spatial dimensions, n points, V probes, h width, L hidden
   written once when drawn; a sampler fused into the GEMM would need nothing more).
 - W = 4 d h bytes: one pass over the first-layer weights W0 (or over a state array of its size).
 
-Per solver (each formula from the solver's own algorithm; see its module docstring):
+Per solver (each formula from the solver's own algorithm, declared by the solver as
+:meth:`pinnbench.solver.Solver.step_cost`; see its module docstring). The default rows: every
+registered solver (``--import`` adds a plugin's) whose default spec declares a bound
+(:func:`default_specs`); today:
 
 - ``bp`` (stde jets, backprop, Adam; Kingma & Ba 2015):
   FLOPs = F1 + F1 + H + 2 H: forward; the weight gradient dL/dW0 = G^T [x; v], one more F1 (no
@@ -41,7 +44,7 @@ Per solver (each formula from the solver's own algorithm; see its module docstri
   W0, g, m, v and writes W0, m, v (docs/domain.md §8: "Adam reads and writes 4 d h numbers").
 - ``sdze`` (CRNS, low-rank directions of rank r, q directions; docs/domain.md §4, solvers/sdze.py):
   FLOPs = F1 + 2 (n + V) d r + 2q [2 (n + V) r (r + h) + H] + 2 d h r: the shared first-layer
-  products once per step (``pinnbench.solvers._perturbation.FirstLayerCache``), with their projections
+  products once per step (``pinnbench.solvers._zo_evaluation.FirstLayerCache``), with their projections
   V^T x, V^T v onto the d x r basis; each of the 2q +- evaluations adds its low-rank term
   U (Xi (V^T y)) and passes the hidden layers at its perturbed weights; the update
   W0 += U G V^T is one rank-r product (momentum terms of older bases, which the implementation
@@ -72,7 +75,6 @@ import statistics
 import sys
 from dataclasses import dataclass
 
-DEFAULT_SOLVERS = "bp;sdze;zo"
 DEFAULT_DIMS = "1e3..1e6"
 BYTES_PER_NUMBER = 4  # float32
 JET_ORDER = 2  # the Laplacian's: D_v^2 u
@@ -129,6 +131,21 @@ def step_cost(spec: str, dim: int, width: int = 128, depth: int = 3) -> StepCost
         raise ValueError(f"roofline has no bound model for solver {solver.name!r}: it declares "
                          "no Solver.step_cost")
     return cost
+
+
+def default_specs(dim: int = 1000, width: int = 128, depth: int = 3) -> str:
+    """The ``--solvers`` default: every registered solver, at its defaults, that declares a
+    bound model (:meth:`pinnbench.solver.Solver.step_cost`), ';'-separated by name."""
+    from pinnbench.solver import list_solvers
+
+    out = []
+    for name in list_solvers():
+        try:
+            step_cost(name, dim, width, depth)
+        except ValueError:
+            continue
+        out.append(name)
+    return ";".join(out)
 
 
 def weight_bytes(dim: int, width: int) -> float:
@@ -209,7 +226,7 @@ def _step_worker(spec: dict, report=None) -> dict:
         t0 = clock(device)
         solver.step()
         times.append(clock(device) - t0)
-        data_times.append(solver.data_time_s - d0)
+        data_times.append(solver.settle_data_time() - d0)  # CUDA: the events, after the sync
     return {"status": "ok", "time_s": statistics.median(times),
             "data_s": statistics.median(data_times), "threads": torch.get_num_threads()}
 
@@ -242,8 +259,10 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     ap = _Parser(prog="python -m pinnbench.bench roofline", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dims", default=DEFAULT_DIMS, help="dimensions, e.g. 1e3..1e7 or 100,1e4 "
                     f"(default {DEFAULT_DIMS})")
-    ap.add_argument("--solvers", default=DEFAULT_SOLVERS,
-                    help=f"';'-separated solver specs (default \"{DEFAULT_SOLVERS}\")")
+    ap.add_argument("--solvers", help="';'-separated solver specs (default: every registered "
+                    "solver that declares a bound model, by name)")
+    ap.add_argument("--import", dest="imports", action="append", default=[],
+                    metavar="MODULE_OR_FILE", help="import a plugin module or file (repeatable)")
     ap.add_argument("--problem", default="poisson-2body-v1")
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--depth", type=int, default=3)
@@ -259,6 +278,14 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                     help="address-space headroom of each measurement process (RLIMIT_AS)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement")
     args = ap.parse_args(argv)
+    from pinnbench.plugins import import_plugins
+
+    try:
+        import_plugins(args.imports)
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is the user's to fix
+        raise UsageError(f"cannot import plugin: {type(exc).__name__}: {exc}") from None
+    if args.solvers is None:
+        args.solvers = default_specs(width=args.width, depth=args.depth)
     for name in ("width", "depth", "points", "probes", "steps", "repeats", "threads"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
@@ -344,7 +371,8 @@ def main(argv: list[str]) -> int:
             bound, by = step_cost(s, dim, args.width, args.depth).bound_s(rate, bw)
             res = _measure("_step_worker", dict(solver=s, dim=dim, width=args.width,
                                                 depth=args.depth, problem=args.problem,
-                                                steps=args.steps, threads=args.threads), args)
+                                                steps=args.steps, threads=args.threads,
+                                                imports=args.imports), args)
             if res["status"] != "ok":
                 print(f"{dim:>9} {label:<8} {res['status']}: {res.get('message', '')}  "
                       f"(bound {bound:.3g} s)", flush=True)

@@ -24,12 +24,15 @@ DEFAULT_SOLVERS = "bp;zo;sdze"
 
 def build(spec: dict) -> tuple:
     """``(problem, model, solver, why_skipped)`` for one bench measurement (seed 0, the spec's
-    problem, d, MLP and torch threads); model and solver are None where the solver skips."""
+    problem, d, MLP and torch threads, its plugin ``imports`` imported first); model and solver
+    are None where the solver skips."""
     import torch
 
     import pinnbench
+    from pinnbench.plugins import import_plugins
     from pinnbench.solver import solver_from_spec
 
+    import_plugins(spec.get("imports") or [])  # a plugin solver, in this fresh process too
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     problem = pinnbench.make_problem(spec["problem"], dim=spec["dim"], seed=0,
@@ -61,13 +64,13 @@ def _worker(spec: dict, report=None) -> dict:
     times, losses = [], []
     for _ in range(spec["steps"]):
         t0 = time.perf_counter()
-        losses.append(solver.step())
+        losses.append(solver.step())  # a float or a 0-d tensor: read after the timing
         times.append(time.perf_counter() - t0)
     peak = memory.peak_cpu_bytes()
     return {"status": "ok", "time_s": statistics.median(times), "warmup_s": warm,
             "peak_bytes": peak, "extra_peak_bytes": peak - base if resettable else None,
             "param_bytes": model.param_bytes, "n_params": model.n_params,
-            "batch_bytes": spec["points"] * problem.input_dim * 4, "loss": losses[-1],
+            "batch_bytes": spec["points"] * problem.input_dim * 4, "loss": float(losses[-1]),
             "threads": torch.get_num_threads()}
 
 

@@ -117,7 +117,8 @@ def _batched_second(first: Tensor, x: Tensor, dirs: Directions, create_graph: bo
     for a in range(0, v_count, group):
         b = min(a + group, v_count)
         pick = torch.zeros(b - a, 1, v_count, dtype=first.dtype, device=first.device)
-        pick[torch.arange(b - a), 0, torch.arange(a, b)] = 1.0
+        rows = torch.arange(b - a, device=first.device)  # made where used: no host copy
+        pick[rows, 0, rows + a] = 1.0
         (hv,) = torch.autograd.grad(first, x, grad_outputs=pick.expand(b - a, n, v_count),
                                     retain_graph=True, create_graph=create_graph,
                                     is_grads_batched=True, allow_unused=True,

@@ -29,23 +29,44 @@ from pinnbench.directions import CoordinateDirections, DenseDirections, Directio
 DISTS = ("rademacher", "gaussian", "coordinate")
 
 
-def sample_indices(count: int, dim: int, generator: torch.Generator) -> Tensor:
-    """``min(count, dim)`` distinct indices of range(dim), uniformly without replacement.
+def sample_indices(count: int, dim: int, generator: torch.Generator | None) -> Tensor:
+    """``min(count, dim)`` distinct indices of range(dim), uniformly without replacement, as a
+    sorted int64 tensor on the generator's device.
 
     Robert Floyd's algorithm (Bentley, "Programming Pearls: A sample of brilliance", CACM 1987):
     O(count) work and memory whatever ``dim`` (a randperm would be O(dim): 80 MB at d = 10^7),
-    one generator draw of ``count`` uniforms. Returns a CPU int64 tensor, sorted. With
-    ``count >= dim`` it returns every index and consumes no randomness.
+    one generator draw of ``count`` uniforms u_k. For k = 0..m-1 (m = count) with j_k = d - m + k
+    and t_k = min(floor(u_k (j_k + 1)), j_k), uniform on 0..j_k, Floyd adds t_k to the chosen set
+    unless it is in it already, and then adds j_k. Computed here on the device without reading
+    the uniforms back (no host sync; the same indices as the sequential loop, to the bit):
+
+    - every t_i (i < k) is in the set before step k (it was added, or it was there), so the set
+      is {t_i : i < k} ∪ {j_i : i < k, step i collided};
+    - step k collides iff t_k equals an earlier t_i, or t_k = j_i for i = t_k - (d - m) < k
+      whose step i collided: an OR along the chain of pointers k -> t_k - (d - m), each to an
+      earlier step, which pointer jumping (Wyllie 1979) resolves in ceil(log2 m) rounds of
+      gathers of m numbers.
+
+    With ``count >= dim`` it returns every index and consumes no randomness (no generator needed).
     """
+    device = generator.device if generator is not None else torch.device("cpu")
     if count >= dim:
-        return torch.arange(dim)
-    u = torch.rand(count, generator=generator, dtype=torch.float64,
-                   device=generator.device).tolist()
-    chosen: set[int] = set()
-    for k, j in enumerate(range(dim - count, dim)):
-        t = min(int(u[k] * (j + 1)), j)  # uniform on 0..j
-        chosen.add(j if t in chosen else t)
-    return torch.tensor(sorted(chosen), dtype=torch.long)
+        return torch.arange(dim, device=device)
+    m = count
+    k = torch.arange(m, device=device)
+    top = k + (dim - m)  # j_k
+    u = torch.rand(m, generator=generator, dtype=torch.float64, device=device)
+    t = torch.minimum((u * (top + 1)).floor_().long(), top)
+    earlier = torch.ones(m, m, dtype=torch.bool, device=device).tril_(-1)  # [k, i]: i < k
+    collided = ((t.unsqueeze(1) == t.unsqueeze(0)) & earlier).any(dim=1)
+    ptr = t - (dim - m)  # step k collides if step ptr_k (< k) did, when 0 <= ptr_k < k
+    linked = (ptr >= 0) & (ptr < k)
+    ptr = torch.where(linked, ptr, k)
+    for _ in range(max(0, (m - 1).bit_length())):
+        collided = collided | (linked & collided[ptr])
+        linked = linked & linked[ptr]
+        ptr = ptr[ptr]
+    return torch.where(collided, top, t).sort().values
 
 
 def dense_probes(dist: str, count: int, dim: int, input_dim: int, generator: torch.Generator,
@@ -75,9 +96,9 @@ def coordinate_probes(count: int, dim: int, input_dim: int, generator: torch.Gen
                       time_row: bool = False) -> CoordinateDirections:
     """``min(count, dim)`` sampled spatial unit vectors (all of them when count >= dim, with no
     generator needed), plus e_{D-1} when ``time_row``."""
-    idx = torch.arange(dim) if count >= dim else sample_indices(count, dim, generator)
+    idx = sample_indices(count, dim, generator)
     if time_row:
-        idx = torch.cat([idx, torch.tensor([input_dim - 1])])
+        idx = torch.cat([idx, torch.full((1,), input_dim - 1, device=idx.device)])
     return CoordinateDirections(idx.to(device), input_dim, dtype)
 
 

@@ -122,6 +122,40 @@ def check_out_dir(out_dir: str | Path, force: bool = False) -> Path:
     return out
 
 
+def _ablation_section(df, page, style, sections: list[dict], add, suffix: str) -> None:
+    """The section of one solver family's ablation page (:mod:`pinnbench.report.ablation`): its
+    claims and variant table, and its figures (file names ending in ``suffix``)."""
+    from pinnbench.report import ablation
+
+    abl = ablation.section(df, page)
+    # a run of one spec of the family (a plain d-sweep) has claims to check but nothing
+    # ablated: no variant table, no ablation figures, a section named for the claims
+    ablated = abl is not None and len({v["solver"] for v in abl["variants"]}) > 1
+    if abl is not None and not ablated:
+        abl["variants"] = []
+        sections.append({"title": abl["title"], "figures": [], "ablation": abl})
+    if not ablated:
+        return
+    title = "Ablations" if not suffix else f"Ablations: {page.family}"
+    add(title, ablation.error_vs_time(df, style, page), "ablation_error_vs_time" + suffix,
+        f"Error against wall time, every {page.cells} variant",
+        "Relative L2 error on the test set against the summed step times, one thin line per "
+        "cell (colour: spec; all seeds; dashed and clipped: diverged cells), one panel per "
+        "problem and d; grey: the constant (dashed) and affine (dotted) fits, medians over "
+        "seeds.")
+    add(title, ablation.variance_vs_rank(df, page), "variance_vs_rank" + suffix,
+        "Gradient-estimate variance against the rank",
+        "E‖ĝ − G‖²/‖G‖² of one step's estimate at the final θ (solid), the exploration "
+        f"variance about the mean of a held basis (dashed), and the full Gaussian's "
+        f"E‖ĝ − G‖²/‖G‖² (dotted, {page.full}=false); medians over seeds "
+        "(pinnbench/diagnostics.py).")
+    found = [s for s in sections if s["title"] == title]
+    if not found:
+        sections.append({"title": title, "figures": []})
+        found = sections[-1:]
+    found[0]["ablation"] = abl
+
+
 def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
                  all_runs: bool = False, force: bool = False) -> Path:
     """Write ``out_dir/index.html`` (and ``out_dir/figures/``) and return the page's path.
@@ -210,31 +244,8 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
         "Variance of the zeroth-order difference quotient against ε",
         "Empirical variance of [L(θ+εz) − L(θ−εz)]/(2ε) with common random numbers (solid) "
         "and without (dashed); without CRNS it grows like 1/ε².")
-    abl = ablation.section(df)
-    # a run of one zeroth-order spec (a plain d-sweep) has claims to check but nothing ablated:
-    # no variant table, no ablation figures, a section named for the claims
-    ablated = abl is not None and len({v["solver"] for v in abl["variants"]}) > 1
-    if abl is not None and not ablated:
-        abl["variants"] = []
-        sections.append({"title": "SDZE's claims", "figures": [], "ablation": abl})
-    if ablated:
-        add("Ablations", ablation.error_vs_time(df, style), "ablation_error_vs_time",
-            "Error against wall time, every zeroth-order variant",
-            "Relative L2 error on the test set against the summed step times, one thin line per "
-            "cell (colour: spec; all seeds; dashed and clipped: diverged cells), one panel per "
-            "problem and d; grey: the constant (dashed) and affine (dotted) fits, medians over "
-            "seeds.")
-        add("Ablations", ablation.variance_vs_rank(df), "variance_vs_rank",
-            "Gradient-estimate variance against the rank",
-            "E‖ĝ − G‖²/‖G‖² of one step's estimate at the final θ (solid), the exploration "
-            "variance about the mean of a held basis (dashed), and the full Gaussian's "
-            "E‖ĝ − G‖²/‖G‖² (dotted, subspace=false); medians over seeds "
-            "(pinnbench/diagnostics.py).")
-        found = [s for s in sections if s["title"] == "Ablations"]
-        if not found:
-            sections.append({"title": "Ablations", "figures": []})
-            found = sections[-1:]
-        found[0]["ablation"] = abl
+    for k, page in enumerate(ablation.pages(df)):  # the families that declare a page
+        _ablation_section(df, page, style, sections, add, "" if k == 0 else f"_{page.family}")
 
     compare = protocol.section(df)
     profile = protocol.performance_profile(protocol.time_to_target(df))

@@ -1,25 +1,30 @@
-"""The report's ablation section (issue 11): SDZE's claims checked against the run's data, the
-final error of every zeroth-order variant beside the floors, error against wall time, and the
+"""The report's ablation section (issue 11): a solver's claims checked against the run's data,
+the final error of every variant beside the floors, error against wall time, and the
 gradient-estimate variance against the rank.
+
+The harness names no solver: a solver family with a page declares it
+(:meth:`pinnbench.solver.Solver.ablation_page`, an :class:`pinnbench.ablation_page.AblationPage`:
+the family, the reference families shown beside it, the parameters of the rank figure) and its
+claims (:meth:`pinnbench.solver.Solver.claims`, kinds of :mod:`pinnbench.ablation_page`); this
+module judges each kind by the rules below.
 
 Everything is computed from the rows of the run (after :func:`pinnbench.report.aggregate.prepare`):
 the ``diagnostics`` column (:mod:`pinnbench.diagnostics`), the peaks, the time per step and the
 final errors. A claim the run has no data for is marked "not measurable here", with what is
 missing.
 
-**The base spec.** ``pinnbench ablate sdze`` runs a base spec and variants that each change one
-parameter. The base is recovered from the data: the sdze spec from which the most other sdze
-specs differ in exactly one parameter. Each variant is named by that parameter (``crns=false``);
-zo specs are named by their CRNS setting (``zo[crns=false]``: the naive combination of
-docs/domain.md §3; ``zo[crns=true]``: MeZO's own setting).
+**The base spec.** ``pinnbench ablate NAME`` runs a base spec and variants that each change one
+parameter. The base is recovered from the data: the spec of the page's family from which the
+most other specs of the family differ in exactly one parameter. Each variant is named by that
+parameter (``crns=false``); a reference family's specs are named by the parameters the page lists
+for it (``zo[crns=false]``).
 
 **Aggregates over seeds.** Errors: the median (in log space, as the rest of the report,
 :class:`pinnbench.report.aggregate.LogStats`) and the range [min, max] of the ok cells; their
 95 % interval over the test points is the envelope [min lo, max hi] of the cells' own intervals.
 Floors are never aggregated against an error: "below constant / affine" counts the seeds whose
 error is below their *own* fit (:func:`pinnbench.verdict.judge_seed`). Variance ratios
-(:func:`pinnbench.solvers._common.gradient_estimate_variance`, at the final theta): the median
-over seeds.
+(the diagnostics' ``gradient_variance``, at the final theta): the median over seeds.
 
 **Paired differences at equal steps** (:func:`paired_differences`). A variant is compared with
 the base seed by seed (same problem, d and seed: the same problem instance and test set), at the
@@ -32,13 +37,14 @@ means are taken (Efron & Tibshirani 1993, ch. 13, percentile interval); fewer th
 give no interval.
 
 **Claims** (docs/protocol.md). Each would read differently had the solver learned nothing:
-the scale claim needs a cell at d >= 10^7 below its own constant fit; "faster than backprop" is
-time to target (a solver that never reaches its fit is never faster), measurable only when both
-contestants ran a configuration chosen by ``pinnbench tune`` (:func:`tuned_study`); "leaner"
-compares the training peak (:func:`training_peak`) and counts only where the base is below its
-own constant fit in most seeds. The subspace's three lines (held-basis variance against r,
-gradient accuracy, per-step cost) are properties of the estimator and its cost, measured from the
-diagnostics and step times, not from training.
+the scale claim (:class:`~pinnbench.ablation_page.TrainsAt`) needs a cell at the claimed d below
+its own constant fit; "faster than" a comparator is time to target (a solver that never reaches
+its fit is never faster), measurable only when both contestants ran a configuration chosen by
+``pinnbench tune`` (:func:`tuned_study`); "leaner" compares the training peak
+(:func:`training_peak`) and counts only where the base is below its own constant fit in most
+seeds. The variance and cost claims (held-basis variance against r, gradient accuracy, per-step
+cost, the quotient's variance against eps) are properties of the estimator and its cost,
+measured from the diagnostics and step times, not from training.
 """
 
 from __future__ import annotations
@@ -51,46 +57,66 @@ import numpy as np
 import pandas as pd
 
 from pinnbench import verdict
+from pinnbench.ablation_page import (AblationPage, BeatsFullReference, CheaperPerStep, FasterThan,
+                                     HeldVarianceSlope, LeanerThan, TrainsAt, VarianceFlatInEps)
 from pinnbench.report.aggregate import LogStats, nondefault_spec
 
 #: the zeroth-order families the section covers
-FAMILIES = ("sdze", "zo")
 #: verdicts of a claim
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE = "reproduced", "not reproduced", "not measurable here"
-#: CRNS claim: the quotient variance's log-log slope against eps must be at most this without
-#: CRNS (1/eps^2 is -2) and at most this in absolute value with it (flat)
-SLOPE_NAIVE, SLOPE_FLAT = -1.5, 0.5
-#: the slopes are fitted over this many smallest eps of a cell (the claim is about eps -> 0; at
-#: large eps the loss leaves its linear regime along z and both variances rise)
-SLOPE_POINTS = 3
 #: a claim the data do not earn (the solver learned nothing where the claim is about training)
 NOT_SHOWN = "not shown (trained nothing)"
-#: subspace claim (a): "O(r)" holds when the log-log slope of the held-basis variance against
-#: the rank is at most this (1 is linear; ours: "roughly linear", a quarter of a power allowed)
-HELD_SLOPE_MAX = 1.25
-#: subspace claim (c): the dimensions at which the per-step cost is compared (the paper's range)
-COST_DIMS = (10**5, 10**7)
-#: the dimension of the scale claim
-CLAIM_DIM = 10**7
 #: paired bootstrap of the ablation's differences (module docstring)
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 RATIO_KEYS = ("ratio_step", "ratio_window", "ratio_held", "cos_held")
 
 
-def zeroth_order(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["solver_name"].isin(FAMILIES)]
+def pages(df: pd.DataFrame) -> list[AblationPage]:
+    """The ablation pages of the solver families in ``df`` that declare one
+    (:meth:`pinnbench.solver.Solver.ablation_page`), by family name; a family whose solver is not
+    installed here (a plugin not imported) has none."""
+    from pinnbench.solver import SOLVERS
+
+    out = []
+    for name in sorted({n for n in df["solver_name"] if isinstance(n, str)}):
+        try:
+            cls = SOLVERS.get(name)
+        except ValueError:
+            continue
+        page = cls.ablation_page()
+        if page is not None:
+            out.append(page)
+    return out
+
+
+def page_of(df: pd.DataFrame, page: AblationPage | None = None) -> AblationPage | None:
+    """``page``, or the first page of ``df`` (:func:`pages`); None when no family has one."""
+    return page if page is not None else next(iter(pages(df)), None)
+
+
+def page_claims(page: AblationPage) -> tuple:
+    """The claim definitions of ``page``'s family (:meth:`pinnbench.solver.Solver.claims`)."""
+    from pinnbench.solver import SOLVERS
+
+    return tuple(SOLVERS.get(page.family).claims())
+
+
+def page_rows(df: pd.DataFrame, page: AblationPage | None) -> pd.DataFrame:
+    """The rows of ``page``'s families (none without a page)."""
+    return df[df["solver_name"].isin(page.names if page is not None else ())]
 
 
 def _diff(a: dict, b: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-def base_spec(df: pd.DataFrame) -> str | None:
-    """The sdze spec the others vary one parameter at a time; the only one when there is one;
-    None without sdze (or when no two specs differ in exactly one parameter)."""
-    specs = {s: p for s, p in zip(df["solver"], df["solver_params"])
-             if isinstance(s, str) and s.startswith("sdze")}
+def base_spec(df: pd.DataFrame, family: str) -> str | None:
+    """The spec of ``family`` the others of it vary one parameter at a time; the only one when
+    there is one; None without the family (or when no two specs differ in exactly one
+    parameter)."""
+    specs = {s: p for s, p, n in zip(df["solver"], df["solver_params"], df["solver_name"])
+             if isinstance(s, str) and n == family}
     if len(specs) < 2:
         return next(iter(specs), None)
     count = {s: sum(len(_diff(p, q)) == 1 for t, q in specs.items() if t != s)
@@ -99,16 +125,26 @@ def base_spec(df: pd.DataFrame) -> str | None:
     return min(s for s, c in count.items() if c == best) if best > 0 else None
 
 
-def factor_name(name: str, params: dict, base_params: dict | None) -> str:
-    """How a spec differs from the base: 'sdze default', 'crns=false', 'zo[crns=true]', or the
-    list of differing parameters."""
-    if name == "zo":
-        return f"zo[crns={'true' if params.get('crns') else 'false'}]"
+def _base_params(rows: pd.DataFrame, base: str | None) -> dict | None:
+    return None if base is None else rows.loc[rows["solver"] == base, "solver_params"].iloc[0]
+
+
+def default_factor(page: AblationPage) -> str:
+    """The name of the base in the variant table (``sdze default``)."""
+    return f"{page.family} default"
+
+
+def factor_name(page: AblationPage, name: str, params: dict, base_params: dict | None) -> str:
+    """How a spec differs from the base: '<family> default', 'crns=false', a reference family's
+    spec by its listed parameters ('zo[crns=true]'), or the list of differing parameters."""
+    listed = dict(page.references).get(name)
+    if listed is not None:
+        return f"{name}[{','.join(f'{k}={_fmt(params.get(k))}' for k in listed)}]"
     if base_params is None:
-        return "sdze"
+        return page.family
     diff = _diff(params, base_params)
     if not diff:
-        return "sdze default"
+        return default_factor(page)
     return ",".join(f"{k}={_fmt(params.get(k))}" for k in diff)
 
 
@@ -148,6 +184,8 @@ class Variant:
     statuses: dict[str, int] = field(default_factory=dict)
     #: seed-paired difference to the base at equal steps (None for the base itself)
     paired: "Paired | None" = None
+    #: the solver family of the spec (the page's own, or a reference family)
+    family: str = ""
 
 
 @dataclass(frozen=True)
@@ -222,15 +260,15 @@ def _finite(values) -> list[float]:
     return [float(x) for x in values if x is not None and np.isfinite(x)]
 
 
-def variants(df: pd.DataFrame) -> list[Variant]:
-    """One :class:`Variant` per (problem, d, zeroth-order spec), the base first, then the sdze
-    variants in spec order, then zo."""
-    zo = zeroth_order(df)
+def variants(df: pd.DataFrame, page: AblationPage | None = None) -> list[Variant]:
+    """One :class:`Variant` per (problem, d, spec of the page's families), the base first, then
+    the family's variants in spec order, then the reference families'."""
+    page = page_of(df, page)
+    zo = page_rows(df, page)
     if zo.empty:
         return []
-    base = base_spec(zo)
-    base_params = None if base is None else \
-        zo.loc[zo["solver"] == base, "solver_params"].iloc[0]
+    base = base_spec(zo, page.family)
+    base_params = _base_params(zo, base)
     out = []
     for (problem, dim, solver), g in zo.groupby(["problem", "dim", "solver"], sort=True):
         ok = g[g["status"] == "ok"]
@@ -243,7 +281,7 @@ def variants(df: pd.DataFrame) -> list[Variant]:
         name, params = g["solver_name"].iloc[0], g["solver_params"].iloc[0]
         out.append(Variant(
             problem=problem, dim=int(dim), solver=solver,
-            factor=factor_name(name, params, base_params), n_seeds=len(g), n_ok=len(ok),
+            factor=factor_name(page, name, params, base_params), n_seeds=len(g), n_ok=len(ok),
             err=LogStats.of(err), err_min=min(err) if err else None,
             err_max=max(err) if err else None,
             ci_lo=min(_finite(ok["final_rel_l2_lo"]), default=None),
@@ -256,10 +294,11 @@ def variants(df: pd.DataFrame) -> list[Variant]:
             if ratios else {},
             statuses=g["status"].value_counts().to_dict(),
             paired=None if solver == base or base_rows.empty
-            else paired_differences(base_rows, g)))
-    order = {"sdze default": 0}
-    out.sort(key=lambda v: (v.problem, v.dim, order.get(v.factor, 2 if v.factor.startswith("zo")
-                                                          else 1), v.factor))
+            else paired_differences(base_rows, g),
+            family=name))
+    default = default_factor(page)
+    out.sort(key=lambda v: (v.problem, v.dim, 0 if v.factor == default
+                            else 1 if v.family == page.family else 2, v.factor))
     return out
 
 
@@ -282,17 +321,19 @@ def _slope(eps: list[float], var: list[float]) -> float | None:
     return float(np.polyfit(np.log10(eps), np.log10(var), 1)[0])
 
 
-def crns_evidence(df: pd.DataFrame) -> dict[str, Any] | None:
-    """Per zeroth-order cell with quotient variances for both CRNS settings: the log-log slopes
-    against eps over the :data:`SLOPE_POINTS` smallest eps both have, and the off/on ratio at
-    the smallest; medians over those cells."""
+def crns_evidence(df: pd.DataFrame, page: AblationPage | None = None,
+                  points: int = VarianceFlatInEps.points) -> dict[str, Any] | None:
+    """Per cell of the page with quotient variances for both CRNS settings: the log-log slopes
+    against eps over the ``points`` smallest eps both have (the claim is about eps -> 0; at large
+    eps the loss leaves its linear regime along z and both variances rise), and the off/on ratio
+    at the smallest; medians over those cells."""
     from pinnbench.report.figures import variance_points
 
-    pts = variance_points(zeroth_order(df[df["status"] == "ok"]))
+    pts = variance_points(page_rows(df[df["status"] == "ok"], page_of(df, page)))
     slopes_on, slopes_off, ratios, eps_min, eps_max = [], [], [], None, None
     for _, g in pts.groupby(["problem", "series", "dim", "seed"], sort=True):
         small = sorted(set(g.loc[g["crns"], "eps"]) & set(g.loc[~g["crns"], "eps"]))
-        small = small[:SLOPE_POINTS]
+        small = small[:points]
         g = g[g["eps"].isin(small)]
         on, off = g[g["crns"]].sort_values("eps"), g[~g["crns"]].sort_values("eps")
         s_on = _slope(list(on["eps"]), list(on["variance"]))
@@ -314,44 +355,45 @@ def crns_evidence(df: pd.DataFrame) -> dict[str, Any] | None:
             "eps_max": eps_max, "cells": len(slopes_on)}
 
 
-def _claim_crns(df: pd.DataFrame) -> Claim:
-    claim = "CRNS cancels the O(1/ε²) variance of the two-point quotient"
-    ev = crns_evidence(df)
+def _claim_crns(df: pd.DataFrame, page: AblationPage, base: str | None,
+                c: VarianceFlatInEps) -> Claim:
+    ev = crns_evidence(df, page, c.points)
     if ev is None:
-        return Claim(claim, NOT_MEASURABLE, "no cell recorded the quotient variance with CRNS "
+        return Claim(c.claim, NOT_MEASURABLE, "no cell recorded the quotient variance with CRNS "
                      "on and off (run with --diagnostics)", "diagnostics.zo_quotient_variance")
-    ok = ev["slope_off"] <= SLOPE_NAIVE and abs(ev["slope_on"]) <= SLOPE_FLAT
+    ok = ev["slope_off"] <= c.naive_max and abs(ev["slope_on"]) <= c.flat
     text = (f"log-log slope of the quotient variance against ε for ε ≤ {ev['eps_max']:g}: "
             f"{_f2(ev['slope_off'])} without CRNS, {_f2(ev['slope_on'])} with (median over "
             f"{ev['cells']} cells; −2 is 1/ε², 0 is flat)")
     if ev["ratio"] is not None:
         text += f"; at ε = {ev['eps']:g} CRNS lowers it {ev['ratio']:.3g}×"
-    return Claim(claim, REPRODUCED if ok else NOT_REPRODUCED, text,
+    return Claim(c.claim, REPRODUCED if ok else NOT_REPRODUCED, text,
                  "figure “variance of the quotient against ε”")
 
 
-def subspace_evidence(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per (problem, d): the base spec's ratios against the full-Gaussian ones (sdze with
-    subspace=false, else zo), medians over seeds at the final theta."""
-    vs = variants(df)
+def subspace_evidence(df: pd.DataFrame, page: AblationPage,
+                      full: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Per (problem, d): the base spec's ratios against those of the first factor of ``full``
+    present there (the full-Gaussian reference), medians over seeds at the final theta."""
+    vs = variants(df, page)
     out = []
     keys = sorted({(v.problem, v.dim) for v in vs})
     for problem, dim in keys:
         here = {v.factor: v for v in vs if (v.problem, v.dim) == (problem, dim)}
-        base = here.get("sdze default")
-        full = here.get("subspace=false") or here.get("zo[crns=true]") or here.get("zo[crns=false]")
-        if base is None or full is None or not base.ratios or not full.ratios:
+        base = here.get(default_factor(page))
+        ref = next((here[f] for f in full if f in here), None)
+        if base is None or ref is None or not base.ratios or not ref.ratios:
             continue
         out.append({"problem": problem, "dim": dim, "base": base.ratios,
-                    "full": full.ratios, "full_factor": full.factor,
+                    "full": ref.ratios, "full_factor": ref.factor,
                     "solver": base.solver})
     return out
 
 
-def held_slopes(df: pd.DataFrame) -> list[dict[str, Any]]:
+def held_slopes(df: pd.DataFrame, page: AblationPage | None = None) -> list[dict[str, Any]]:
     """Per (problem, d) with at least two ranks: the log-log slope of the held-basis variance
     (``ratio_held``, median over seeds per rank) against the rank r, and those medians."""
-    pts = rank_points(df)
+    pts = rank_points(df, page)
     out: list[dict[str, Any]] = []
     if pts.empty:
         return out
@@ -366,61 +408,62 @@ def held_slopes(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def _claim_held(df: pd.DataFrame) -> Claim:
-    claim = "Subspace (a): the variance about the held basis's mean is O(r)"
-    ev = [e for e in held_slopes(df) if e["slope"] is not None]
+def _claim_held(df: pd.DataFrame, page: AblationPage, base: str | None,
+                c: HeldVarianceSlope) -> Claim:
+    ev = [e for e in held_slopes(df, page) if e["slope"] is not None]
     if not ev:
-        return Claim(claim, NOT_MEASURABLE, "needs ratio_held of sdze cells at two or more ranks "
-                     "(pinnbench ablate with --diagnostics)", "diagnostics.gradient_variance")
-    ok = all(e["slope"] <= HELD_SLOPE_MAX for e in ev)
+        return Claim(c.claim, NOT_MEASURABLE, f"needs ratio_held of {page.family} cells at two "
+                     "or more ranks (pinnbench ablate with --diagnostics)",
+                     "diagnostics.gradient_variance")
+    ok = all(e["slope"] <= c.max_slope for e in ev)
     parts = [f"d = {e['dim']:,}: ratio_held " + ", ".join(
         f"{h:.3g} at r = {r}" for r, h in zip(e["ranks"], e["held"]))
         + f"; fitted log-log slope {_f2(e['slope'])}" for e in ev]
-    return Claim(claim, REPRODUCED if ok else NOT_REPRODUCED,
-                 "; ".join(parts) + f" (1 is linear; O(r) needs a slope ≤ {HELD_SLOPE_MAX:g}; "
+    return Claim(c.claim, REPRODUCED if ok else NOT_REPRODUCED,
+                 "; ".join(parts) + f" (1 is linear; O(r) needs a slope ≤ {c.max_slope:g}; "
                  "medians over seeds)", "figure “gradient-estimate variance against the rank”")
 
 
-def _claim_accuracy(df: pd.DataFrame) -> Claim:
-    claim = "Subspace (b): the held basis buys gradient accuracy"
-    ev = subspace_evidence(df)
+def _claim_accuracy(df: pd.DataFrame, page: AblationPage, base: str | None,
+                    c: BeatsFullReference) -> Claim:
+    ev = subspace_evidence(df, page, c.full)
     if not ev:
-        return Claim(claim, NOT_MEASURABLE, "no base sdze cell and full-Gaussian cell both "
-                     "recorded the gradient-estimate variance (run with --diagnostics)",
+        return Claim(c.claim, NOT_MEASURABLE, f"no base {page.family} cell and full-Gaussian "
+                     "cell both recorded the gradient-estimate variance (run with --diagnostics)",
                      "diagnostics.gradient_variance")
     parts, ok = [], True
     for e in ev:
         b, f = e["base"], e["full"]
         ok &= b["ratio_window"] < f["ratio_window"]
         parts.append(f"d = {e['dim']:,}: error of the window's mean estimate "
-                     f"E‖ḡ−G‖²/‖G‖² = {b['ratio_window']:.3g} (sdze default) vs "
+                     f"E‖ḡ−G‖²/‖G‖² = {b['ratio_window']:.3g} ({default_factor(page)}) vs "
                      f"{f['ratio_window']:.3g} ({e['full_factor']}, full Gaussian); cosine of "
                      f"the held basis's mean with G {b['cos_held']:.2f}")
-    return Claim(claim, REPRODUCED if ok else NOT_REPRODUCED,
+    return Claim(c.claim, REPRODUCED if ok else NOT_REPRODUCED,
                  "; ".join(parts) + " (reproduced needs the subspace's averaged estimate closer "
                  "to G than the full Gaussian's at every d; per step both are ≈ P/q, since "
                  "E[zzᵀ] = I)", "diagnostics.gradient_variance: ratio_window, cos_held")
 
 
-def _claim_cost(df: pd.DataFrame, base: str | None) -> Claim:
-    claim = "Subspace (c): subspace directions cost less per step than full-Gaussian ones"
-    lo, hi = COST_DIMS
-    vs = [v for v in variants(df) if lo <= v.dim <= hi and v.time_per_step is not None]
+def _claim_cost(df: pd.DataFrame, page: AblationPage, base: str | None,
+                c: CheaperPerStep) -> Claim:
+    lo, hi = c.dims
+    default = default_factor(page)
+    vs = [v for v in variants(df, page) if lo <= v.dim <= hi and v.time_per_step is not None]
     pairs = []
     for problem, dim in sorted({(v.problem, v.dim) for v in vs}):
         here = {v.factor: v for v in vs if (v.problem, v.dim) == (problem, dim)}
-        if "sdze default" in here and "subspace=false" in here:
-            pairs.append((problem, dim, here["sdze default"].time_per_step.median,
-                          here["subspace=false"].time_per_step.median))
+        if default in here and c.than in here:
+            pairs.append((problem, dim, here[default].time_per_step.median,
+                          here[c.than].time_per_step.median))
     if base is None or not pairs:
-        return Claim(claim, NOT_MEASURABLE, f"needs the sdze default and subspace=false at "
+        return Claim(c.claim, NOT_MEASURABLE, f"needs the {default} and {c.than} at "
                      f"d = {lo:.0e} to {hi:.0e}", "time_per_step_s")
     ok = all(a < b for *_, a, b in pairs)
     text = "; ".join(f"{p} d = {d:,}: {a:.3g} s vs {b:.3g} s per step ({b / a:.3g}×)"
                      for p, d, a, b in pairs)
-    return Claim(claim, REPRODUCED if ok else NOT_REPRODUCED,
-                 f"sdze default vs subspace=false (median time per step): {text}",
-                 "time_per_step_s")
+    return Claim(c.claim, REPRODUCED if ok else NOT_REPRODUCED,
+                 f"{default} vs {c.than} (median time per step): {text}", "time_per_step_s")
 
 
 def _learned(rows: pd.DataFrame) -> tuple[int, int]:
@@ -429,12 +472,12 @@ def _learned(rows: pd.DataFrame) -> tuple[int, int]:
     return c.below_const, c.n
 
 
-def _claim_scale(df: pd.DataFrame) -> Claim:
-    claim = "Trains at d = 10^7 on one GPU"
-    rows = df[(df["solver_name"] == "sdze") & (df["dim"] >= CLAIM_DIM)
+def _claim_scale(df: pd.DataFrame, page: AblationPage, base: str | None, c: TrainsAt) -> Claim:
+    family = page.family
+    rows = df[(df["solver_name"] == family) & (df["dim"] >= c.dim)
               & df["device"].astype(str).str.startswith("cuda")]
     if rows.empty:
-        return Claim(claim, NOT_MEASURABLE, f"no sdze cell at d ≥ {CLAIM_DIM:.0e} on a GPU",
+        return Claim(c.claim, NOT_MEASURABLE, f"no {family} cell at d ≥ {c.dim:.0e} on a GPU",
                      "status, steps_done")
     counts = ", ".join(f"{k}: {v}" for k, v in rows["status"].value_counts().items())
     judged = [r for r in rows.to_dict("records") if verdict.judged(r)]
@@ -443,14 +486,14 @@ def _claim_scale(df: pd.DataFrame) -> Claim:
     detail = "; ".join(f"d = {int(r['dim']):,} seed {v.seed}: {v.rel_l2:.3g} vs its constant "
                        f"fit {_g(v.floor_const)} after {int(r['steps_done'])} steps"
                        for r, v in zip(judged, seeds))
-    text = (f"sdze cells at d ≥ {CLAIM_DIM:.0e}: {counts}; {len(below)} of {len(rows)} below "
+    text = (f"{family} cells at d ≥ {c.dim:.0e}: {counts}; {len(below)} of {len(rows)} below "
             f"their own constant fit" + (f" ({detail})" if detail else
                                          f" (none ran {verdict.MIN_TRAINED_STEPS} steps to a "
                                          "finite error)"))
     if not below:
-        return Claim(claim, NOT_SHOWN, text, "status, steps_done, final_rel_l2, floors")
+        return Claim(c.claim, NOT_SHOWN, text, "status, steps_done, final_rel_l2, floors")
     peak = LogStats.of(pd.DataFrame(below)["mem_bytes"])
-    return Claim(claim, REPRODUCED, text + f"; peak {_g(peak.median / 2**30 if peak else None)} "
+    return Claim(c.claim, REPRODUCED, text + f"; peak {_g(peak.median / 2**30 if peak else None)} "
                  "GiB", "status, steps_done, final_rel_l2, floors, peak memory")
 
 
@@ -465,25 +508,32 @@ def tuned_study(row: dict[str, Any]) -> str | None:
     return None
 
 
-def _contests(df: pd.DataFrame, base: str | None):
-    """(problem, dim, device, base cells, bp cells) wherever both ran."""
-    sd, bp = df[df["solver"] == base], df[df["solver_name"] == "bp"]
-    keys = ["problem", "dim", "device"]
-    common = sorted(set(zip(*(sd[k] for k in keys))) & set(zip(*(bp[k] for k in keys))))
-    for problem, dim, device in common:
-        pick = (df["problem"] == problem) & (df["dim"] == dim) & (df["device"] == device)
-        yield problem, int(dim), device, sd[pick[sd.index]], bp[pick[bp.index]]
+def _contests(df: pd.DataFrame, page: AblationPage, base: str | None, comparator: str,
+              claim: str, source: str):
+    """(the contests, None): (problem, dim, device, base cells, ``comparator`` cells) wherever
+    both ran; or ([], the claim marked not measurable) when they ran together nowhere."""
+    out = []
+    if base is not None:
+        sd, other = df[df["solver"] == base], df[df["solver_name"] == comparator]
+        keys = ["problem", "dim", "device"]
+        common = sorted(set(zip(*(sd[k] for k in keys))) & set(zip(*(other[k] for k in keys))))
+        for problem, dim, device in common:
+            pick = (df["problem"] == problem) & (df["dim"] == dim) & (df["device"] == device)
+            out.append((problem, int(dim), device, sd[pick[sd.index]], other[pick[other.index]]))
+    if out:
+        return out, None
+    return [], Claim(claim, NOT_MEASURABLE, f"no {comparator} cell at a (problem, d, device) "
+                     f"where the {default_factor(page)} ran", source)
 
 
-def _claim_faster(df: pd.DataFrame, base: str | None) -> Claim:
+def _claim_faster(df: pd.DataFrame, page: AblationPage, base: str | None,
+                  c: FasterThan) -> Claim:
     from pinnbench.targets import summarise
     from pinnbench.report.protocol import fmt_time
 
-    claim = "Faster than backprop (time to target)"
-    contests = list(_contests(df, base)) if base is not None else []
-    if not contests:
-        return Claim(claim, NOT_MEASURABLE, "no bp cell at a (problem, d, device) where the sdze "
-                     "default ran", "curve time_s, floors")
+    contests, missing = _contests(df, page, base, c.comparator, c.claim, "curve time_s, floors")
+    if missing is not None:
+        return missing
     parts, good, studies = [], True, set()
     for problem, dim, device, a, b in contests:
         ta = summarise(a.to_dict("records"), "constant")
@@ -496,14 +546,15 @@ def _claim_faster(df: pd.DataFrame, base: str | None) -> Claim:
                      f"({ta.text}) vs {fmt_time(tb.median_time_s)} ({tb.text}) to the constant "
                      "fit")
     if not parts:
-        return Claim(claim, NOT_MEASURABLE, "no constant fit to reach in these cells",
+        return Claim(c.claim, NOT_MEASURABLE, "no constant fit to reach in these cells",
                      "floor_const_rel_l2")
-    text = "median time to target, sdze default vs bp: " + "; ".join(parts)
+    text = (f"median time to target, {default_factor(page)} vs {c.comparator}: "
+            + "; ".join(parts))
     if None in studies:
-        return Claim(claim, f"{NOT_MEASURABLE} (contestants not tuned by the same protocol)",
+        return Claim(c.claim, f"{NOT_MEASURABLE} (contestants not tuned by the same protocol)",
                      text + "; some cells did not run a configuration chosen by pinnbench tune "
                      "(docs/tuning.md)", "curve time_s, floors, provenance tuned_study")
-    return Claim(claim, REPRODUCED if good else NOT_REPRODUCED,
+    return Claim(c.claim, REPRODUCED if good else NOT_REPRODUCED,
                  text + f"; tuned: {', '.join(sorted(studies))}",
                  "curve time_s, floors, provenance tuned_study")
 
@@ -526,12 +577,11 @@ def training_peak(row: dict[str, Any]) -> float | None:
     return cpu - base if cpu is not None and base is not None else None
 
 
-def _claim_leaner(df: pd.DataFrame, base: str | None) -> Claim:
-    claim = "Leaner than backprop (training peak)"
-    contests = list(_contests(df, base)) if base is not None else []
-    if not contests:
-        return Claim(claim, NOT_MEASURABLE, "no bp cell at a (problem, d, device) where the sdze "
-                     "default ran", "training peak")
+def _claim_leaner(df: pd.DataFrame, page: AblationPage, base: str | None,
+                  c: LeanerThan) -> Claim:
+    contests, missing = _contests(df, page, base, c.comparator, c.claim, "training peak")
+    if missing is not None:
+        return missing
     parts, good, earned = [], True, 0
     for problem, dim, device, a, b in contests:
         k, n = _learned(a)  # every base cell of this (problem, d, device), before the ok filter
@@ -543,27 +593,44 @@ def _claim_leaner(df: pd.DataFrame, base: str | None) -> Claim:
         where = (f"{problem} d = {dim:,} on {device}: {pa.median / 2**20:.4g} MiB vs "
                  f"{pb.median / 2**20:.4g} MiB")
         if 2 * k <= n:
-            parts.append(where + f" (not counted: sdze below its own constant fit in {k} of "
-                                 f"{n} seeds, it learned nothing there)")
+            parts.append(where + f" (not counted: {page.family} below its own constant fit in "
+                                 f"{k} of {n} seeds, it learned nothing there)")
             continue
         earned += 1
         good &= pa.median < pb.median
         parts.append(where)
     if not parts:
-        return Claim(claim, NOT_MEASURABLE, "no training peak for both", "training peak")
-    text = "training peak (beyond the parameters on a GPU, above the baseline on a CPU), " \
-        "sdze default vs bp: " + "; ".join(parts)
+        return Claim(c.claim, NOT_MEASURABLE, "no training peak for both", "training peak")
+    text = ("training peak (beyond the parameters on a GPU, above the baseline on a CPU), "
+            f"{default_factor(page)} vs {c.comparator}: " + "; ".join(parts))
     if not earned:
-        return Claim(claim, NOT_SHOWN, text, "peak memory, param_bytes, floors")
-    return Claim(claim, REPRODUCED if good else NOT_REPRODUCED, text,
+        return Claim(c.claim, NOT_SHOWN, text, "peak memory, param_bytes, floors")
+    return Claim(c.claim, REPRODUCED if good else NOT_REPRODUCED, text,
                  "peak memory, param_bytes, floors")
 
 
-def claims(df: pd.DataFrame) -> list[Claim]:
-    """SDZE's claims (docs/domain.md §4), each judged from the run's data (docs/protocol.md)."""
-    base = base_spec(zeroth_order(df))
-    return [_claim_crns(df), _claim_held(df), _claim_accuracy(df), _claim_cost(df, base),
-            _claim_scale(df), _claim_faster(df, base), _claim_leaner(df, base)]
+#: the rule that judges each kind of claim (pinnbench.ablation_page)
+JUDGES = {VarianceFlatInEps: _claim_crns, HeldVarianceSlope: _claim_held,
+          BeatsFullReference: _claim_accuracy, CheaperPerStep: _claim_cost, TrainsAt: _claim_scale,
+          FasterThan: _claim_faster, LeanerThan: _claim_leaner}
+
+
+def claims(df: pd.DataFrame, page: AblationPage | None = None) -> list[Claim]:
+    """The claims of ``page``'s family (:meth:`pinnbench.solver.Solver.claims`; default: the
+    first page of ``df``), in the order it declares them, each judged from the run's data
+    (docs/protocol.md); a kind this report does not know is a TypeError."""
+    page = page_of(df, page)
+    if page is None:
+        return []
+    base = base_spec(page_rows(df, page), page.family)
+    out = []
+    for c in page_claims(page):
+        judge = JUDGES.get(type(c))
+        if judge is None:
+            raise TypeError(f"solver {page.family!r} declares a claim of unknown kind "
+                            f"{type(c).__name__}; kinds: {', '.join(k.__name__ for k in JUDGES)}")
+        out.append(judge(df, page, base, c))
+    return out
 
 
 # ------------------------------------------------------------------------------- for the page
@@ -609,54 +676,62 @@ def _paired_cells(p: Paired | None) -> dict[str, str]:
             else f"{lo}–{hi}"}
 
 
-def section(df: pd.DataFrame) -> dict[str, Any] | None:
-    """The section's tables for the template (None when the run has no zeroth-order cell)."""
-    vs = variants(df)
+def section(df: pd.DataFrame, page: AblationPage | None = None) -> dict[str, Any] | None:
+    """The section's tables for the template (None when no cell of the run has a page)."""
+    page = page_of(df, page)
+    vs = variants(df, page)
     if not vs:
         return None
-    windows = sorted({int(d["gradient_variance"]["window"]) for d in zeroth_order(df)["diagnostics"]
+    rows = page_rows(df, page)
+    windows = sorted({int(d["gradient_variance"]["window"]) for d in rows["diagnostics"]
                       if final_ratios(d) is not None})
-    return {"claims": claims(df), "variants": variant_rows(vs),
-            "base": base_spec(zeroth_order(df)) or "–",
-            "base_short": nondefault_spec(base_spec(zeroth_order(df)) or "–"),
+    base = base_spec(rows, page.family)
+    return {"title": page.title, "claims": claims(df, page), "variants": variant_rows(vs),
+            "base": base or "–", "base_short": nondefault_spec(base or "–"),
             "window": ", ".join(map(str, windows)) or "W", "resamples": BOOTSTRAP_RESAMPLES,
             "bootstrap_seed": BOOTSTRAP_SEED}
 
 
 # ------------------------------------------------------------------------------- the figures
-def rank_points(df: pd.DataFrame) -> pd.DataFrame:
-    """(problem, dim, seed, rank, ratio_step, ratio_held) of the ok sdze cells that differ from
-    the base only in ``rank`` (the base included), and (..., rank = NaN) of the subspace=false
-    variant (the full Gaussian reference)."""
-    zo = zeroth_order(df[df["status"] == "ok"])
-    base = base_spec(zo)
+def rank_points(df: pd.DataFrame, page: AblationPage | None = None) -> pd.DataFrame:
+    """(problem, dim, seed, rank, ratio_step, ratio_held) of the ok cells of the page's family
+    that differ from the base only in the page's ``rank`` parameter (the base included), and
+    (..., rank = NaN) of the variant that differs in its ``full`` parameter (the full Gaussian
+    reference)."""
+    page = page_of(df, page)
     cols = ["problem", "dim", "seed", "rank", "full", "ratio_step", "ratio_held"]
+    if page is None or page.rank is None:
+        return pd.DataFrame(columns=cols)
+    zo = page_rows(df[df["status"] == "ok"], page)
+    base = base_spec(zo, page.family)
     if base is None:
         return pd.DataFrame(columns=cols)
-    bp = zo.loc[zo["solver"] == base, "solver_params"].iloc[0]
+    base_params = _base_params(zo, base)
     recs = []
-    for r in zo[zo["solver_name"] == "sdze"].itertuples(index=False):
-        diff = _diff(r.solver_params, bp)
+    for r in zo[zo["solver_name"] == page.family].itertuples(index=False):
+        diff = _diff(r.solver_params, base_params)
         ratios = final_ratios(r.diagnostics)
-        if ratios is None or not (diff == [] or diff == ["rank"] or diff == ["subspace"]):
+        if ratios is None or not (diff == [] or diff == [page.rank] or diff == [page.full]):
             continue
-        full = diff == ["subspace"]
+        full = diff == [page.full]
         recs.append((r.problem, int(r.dim), int(r.seed),
-                     math.nan if full else float(r.solver_params["rank"]), full,
+                     math.nan if full else float(r.solver_params[page.rank]), full,
                      ratios["ratio_step"], ratios["ratio_held"]))
     return pd.DataFrame(recs, columns=cols)
 
 
-def variance_vs_rank(df: pd.DataFrame):
+def variance_vs_rank(df: pd.DataFrame, page: AblationPage | None = None):
     """E||g_hat - G||^2 / ||G||^2 (solid) and the held-basis exploration ratio (dashed) against
-    the rank, one colour per d, medians over seeds; dotted: the full Gaussian (subspace=false)."""
+    the rank, one colour per d, medians over seeds; dotted: the full Gaussian (the page's
+    ``full`` parameter false)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     from matplotlib.lines import Line2D
 
     from pinnbench.report.figures import PANEL_H, PANEL_W, _legend, _y_limits, theme
 
-    pts = rank_points(df)
+    page = page_of(df, page)
+    pts = rank_points(df, page)
     ranked = pts[~pts["full"]]
     if ranked.empty or ranked["rank"].nunique() < 2:
         return None
@@ -690,13 +765,13 @@ def variance_vs_rank(df: pd.DataFrame):
         handles = [Line2D([], [], color=colors[d], marker="o", label=f"d = {d:,}") for d in dims]
         handles += [Line2D([], [], color="0.3", ls="-", label="E‖ĝ−G‖²/‖G‖² (one step)"),
                     Line2D([], [], color="0.3", ls="--", label="held basis, about its mean"),
-                    Line2D([], [], color="0.3", ls=":", label="full Gaussian (subspace=false)")]
+                    Line2D([], [], color="0.3", ls=":", label=f"full Gaussian ({page.full}=false)")]
         _legend(fig, handles)
     return fig
 
 
-def error_vs_time(df: pd.DataFrame, style):
-    """Relative L2 error against wall time of training, every zeroth-order cell's curve (thin,
+def error_vs_time(df: pd.DataFrame, style, page: AblationPage | None = None):
+    """Relative L2 error against wall time of training, every cell's curve of the page (thin,
     one colour per spec), one panel per (problem, d); grey: the constant (dashed) and affine
     (dotted) fits, medians over seeds."""
     import matplotlib.pyplot as plt
@@ -705,17 +780,16 @@ def error_vs_time(df: pd.DataFrame, style):
     from pinnbench.report.figures import (PANEL_H, PANEL_W, _legend, _log_or_symlog, _y_limits,
                                           theme)
 
-    zo = zeroth_order(df[df["status"].isin(("ok", "timeout", "diverged"))])
+    page = page_of(df, page)
+    zo = page_rows(df[df["status"].isin(("ok", "timeout", "diverged"))], page)
     panels = sorted({(p, int(d)) for p, d in zip(zo["problem"], zo["dim"])})
     if not panels:
         return None
     with plt.rc_context(theme()):
         fig, axes = plt.subplots(1, len(panels), figsize=(PANEL_W * 1.2 * len(panels),
                                                           PANEL_H * 1.2), squeeze=False)
-        base = base_spec(zo)
-        base_params = None if base is None else \
-            zo.loc[zo["solver"] == base, "solver_params"].iloc[0]
-        label = {r.series: factor_name(r.solver_name, r.solver_params, base_params)
+        base_params = _base_params(zo, base_spec(zo, page.family))
+        label = {r.series: factor_name(page, r.solver_name, r.solver_params, base_params)
                  for r in zo.itertuples(index=False)}
         used, any_bad = set(), False
         for ax, (problem, dim) in zip(axes[0], panels):

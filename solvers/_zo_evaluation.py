@@ -1,0 +1,230 @@
+"""The shifted evaluation: the PINN's loss at theta + c z without writing theta.
+
+A zeroth-order step evaluates L(theta +- eps z_k) for q perturbations z_k
+(:mod:`pinnbench.solvers._zo_perturbations`). Here that network is the PINN itself with two
+things swapped, never a copy of its layers:
+
+* every parameter but W0 is materialised out of place, theta_i + c z_i (width x width numbers at
+  most), and passed to ``PINN(...)`` as its parameters;
+* the first layer, the only part whose cost grows with d, is a
+  :class:`pinnbench.model.FirstLayer` hook, :class:`ShiftedFirstLayer`:
+  ``(W0 + c z0) y = W0 y + c z0 y``, with W0 y from the step's :class:`FirstLayerCache` and
+  ``z0 y = U (Xi (V^T y)) / r`` matrix-free for a low-rank z0 (regenerated Gaussian columns for
+  a full one).
+
+This is exact (theta is bit-identical afterwards, no fp32 round-trip drift as with MeZO's in-place
++eps, -2eps, +eps) and cheap: W0 y and V^T y do not depend on the perturbation, so the cache
+computes them once per step for the points and probes that the common-random-numbers
+evaluations share, and each of the 2q evaluations then costs O(m r (n + V)) in the first layer
+instead of O(m D (n + V)). :func:`centre_model` is the unperturbed network through the same
+cache (zo's in-place evaluation of streamed data, which is read only through the cache's
+reductions).
+
+Read next: :mod:`pinnbench.solvers._zo_optimiser` (what the step does with the losses).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from pinnbench.directions import CoordinateDirections, DenseDirections, Directions
+from pinnbench.jets import Jet
+from pinnbench.model import FirstLayer, PINN
+from pinnbench.solvers._zo_perturbations import Perturbation, SubspaceBasis
+
+
+class FirstLayerCache:
+    """Products of the first layer with inputs that do not depend on the perturbation: W0 y,
+    and y V for a low-rank basis, for the pinned points x and the probes of a step.
+
+    Everything is cached **by identity**: the step draws its points and probes once
+    (:class:`pinnbench.step_data.StepData`) and every evaluation of the step passes the same
+    tensor and the same probe objects (:class:`pinnbench.directions.Directions`), so a lookup is an ``is`` test, never a comparison of
+    values (no Python-level work that grows with d). Pinning (``cache.x = x`` or :meth:`pin`)
+    drops every product and ansatz jet of the previous points, and each entry keeps a reference
+    to the object it was computed from, so a new object can never be served an old one's
+    products (a key on ``x._version`` could: every freshly sampled tensor has version 0), and an
+    equal-valued probe set drawn anew is simply a miss. The last few probe sets are kept (two per
+    sample for the unbiased loss). Anything else (the shifted points of finite-difference
+    stencils) is computed afresh. W0's version is part of every key (W0 is the same tensor,
+    updated in place), so nothing stale can be returned; the solver clears the cache at the end
+    of every step, so no x-sized tensor outlives a step."""
+
+    MAX_PROBE_SETS = 4
+
+    def __init__(self, w0: Tensor, basis: SubspaceBasis | None, x: Tensor | None = None) -> None:
+        self.w0 = w0
+        self.basis = basis
+        self._streamed: tuple | None = None
+        #: seconds spent drawing streamed blocks and summing their source (the step's data time)
+        self.stream_data_time_s = 0.0
+        self._x: Tensor | None = None
+        self._points: tuple | None = None
+        self._probe_products: list[tuple[int, Directions, Tensor, Tensor | None]] = []
+        self._ansatz: list[tuple[Tensor, tuple, Directions, tuple[Jet, Jet]]] = []
+        self.pin(x)
+
+    @property
+    def x(self) -> Tensor | None:
+        return self._x
+
+    @x.setter
+    def x(self, x: Tensor | None) -> None:
+        self.pin(x)
+
+    def pin(self, x: Tensor | None) -> None:
+        """Make ``x`` the points whose products are cached; everything computed for other points
+        is dropped (the probes' products do not depend on x and are kept)."""
+        if x is self._x:
+            return
+        self._x = x
+        self._points = None
+        self._ansatz.clear()
+
+    def clear(self) -> None:
+        self.pin(None)
+        self._probe_products.clear()
+        self._streamed = None
+
+    def reductions(self, data):
+        """The reductions of streamed step data (:func:`pinnbench.streaming.reduce`: source,
+        ansatz pieces, x W0^T, x V, W0 v, V^T v), one pass over its blocks per sample and W0
+        version, found by identity of ``data`` afterwards (common random numbers: once a step)."""
+        from pinnbench.streaming import reduce
+
+        key = self.w0._version
+        if self._streamed is None or self._streamed[0] is not data or self._streamed[1] != key:
+            red = reduce(data, self.w0, self.basis)
+            self.stream_data_time_s += red.data_time_s
+            self._streamed = (data, key, red)
+        return self._streamed[2]
+
+    def ansatz_jet(self, problem, x: Tensor, probes: Directions,
+                   order: int) -> tuple[Jet, Jet]:
+        """The problem's (A, B) jets along ``probes`` at the pinned points. They do not depend on
+        theta, so with common random numbers the 2q evaluations of a step share one computation
+        (x . v for every point and probe: O(n V D), as much as the first layer itself)."""
+        if x is not self._x:
+            return problem.ansatz_jet(x, probes, order)
+        key = (x._version, order)
+        for ref, k, p, jets in self._ansatz:
+            if ref is x and k == key and p is probes:
+                return jets
+        jets = problem.ansatz_jet(x, probes, order)
+        self._ansatz.append((x, key, probes, jets))
+        del self._ansatz[:-self.MAX_PROBE_SETS]
+        return jets
+
+    def _products(self, y: Tensor) -> tuple[Tensor, Tensor | None]:
+        return y @ self.w0.T, (self.basis.project(y) if self.basis is not None else None)
+
+    def points(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(x W0^T (n, m), x V (n, r) or None)."""
+        if x is not self._x:
+            return self._products(x)
+        key = (x._version, self.w0._version)
+        if self._points is None or self._points[0] is not x or self._points[1] != key:
+            self._points = (x, key, *self._products(x))
+        return self._points[2], self._points[3]
+
+    def probes(self, probes: Directions) -> tuple[Tensor, Tensor | None]:
+        """(W0 v_k stacked (V, m), V^T v_k stacked (V, r) or None)."""
+        key = self.w0._version
+        for k, ref, wv, vv in self._probe_products:
+            if k == key and ref is probes:
+                return wv, vv
+        wv = probes.apply_weight(self.w0)
+        vv = None
+        if self.basis is not None:
+            if isinstance(probes, CoordinateDirections):
+                vv = self.basis.v_rows(probes.index)
+            else:
+                vv = self.basis.project(_dense(probes))
+        self._probe_products.append((key, probes, wv, vv))
+        del self._probe_products[:-self.MAX_PROBE_SETS]
+        return wv, vv
+
+
+def _dense(probes: Directions) -> Tensor:
+    if isinstance(probes, DenseDirections):
+        return probes.v
+    raise TypeError(f"matrix-free first layer: unsupported probes {type(probes).__name__}")
+
+
+class CachedFirstLayer(FirstLayer):
+    """The unperturbed first layer, x W0^T + b0 and W0 v, read from the step's
+    :class:`FirstLayerCache` (and the problem's ansatz jets and streamed reductions with it)."""
+
+    def __init__(self, cache: FirstLayerCache) -> None:
+        self.cache = cache
+
+    def _check(self, w0: Tensor) -> None:
+        if w0 is not self.cache.w0:
+            raise ValueError("a cached first layer evaluates the W0 of its cache; pass no other "
+                             "params= to the model")
+
+    def _shift(self, y: Tensor | None, wy: Tensor, vy: Tensor | None,
+               index: Tensor | None = None) -> Tensor:
+        """y W0^T + c y z0^T given y W0^T (and y V): here c = 0, so y W0^T."""
+        return wy
+
+    def points(self, x: Tensor, w0: Tensor, b0: Tensor) -> Tensor:
+        self._check(w0)
+        wx, vx = self.cache.points(x)
+        return self._shift(x, wx, vx) + b0
+
+    def directions(self, dirs: Directions, w0: Tensor) -> Tensor:
+        self._check(w0)
+        wv, vv = self.cache.probes(dirs)
+        index = dirs.index if isinstance(dirs, CoordinateDirections) else None
+        return self._shift(None if index is not None else _dense(dirs), wv, vv, index)
+
+    def ansatz_jet(self, problem, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
+        return self.cache.ansatz_jet(problem, x, dirs, order)
+
+    def reductions(self, data, w0: Tensor):
+        self._check(w0)
+        return self.cache.reductions(data)
+
+    def reduced_points(self, red, b0: Tensor) -> Tensor:
+        return self._shift(None, red.wx, red.vx) + b0
+
+    def reduced_directions(self, red, k: int) -> Tensor:
+        return self._shift(None, red.wv[k], red.vv[k])
+
+
+class ShiftedFirstLayer(CachedFirstLayer):
+    """The first layer at W0 + c z0: ``y W0^T + c y z0^T``, with y W0^T from the cache and
+    y z0^T matrix-free (low rank: ``((y V) Xi^T) U^T / r``; full Gaussian: regenerated column
+    chunks of z0, which needs y itself, so streamed data takes low-rank z0 only)."""
+
+    def __init__(self, cache: FirstLayerCache, z: Perturbation, c: float) -> None:
+        super().__init__(cache)
+        self.z = z
+        self.c = c
+
+    def _shift(self, y: Tensor | None, wy: Tensor, vy: Tensor | None,
+               index: Tensor | None = None) -> Tensor:
+        z, basis = self.z, self.z.bases[0]
+        if basis is not None:
+            return wy + (self.c / basis.rank) * z.first_layer_product(vy)
+        if y is None and index is None:
+            raise ValueError("a full Gaussian first-layer perturbation needs the points "
+                             "themselves (y z0^T); streamed step data gives only the products "
+                             "with a low-rank basis: use sdze[subspace=true] with rank < width")
+        g = z.gaussian(0)
+        return wy + self.c * (g.columns(index) if index is not None else g.apply(y))
+
+
+def centre_model(model: PINN, cache: FirstLayerCache) -> PINN:
+    """The PINN at theta itself, its first layer read from ``cache``."""
+    return PINN(model.problem, model.params, model.activation, CachedFirstLayer(cache))
+
+
+def shifted_model(model: PINN, z: Perturbation, c: float, cache: FirstLayerCache) -> PINN:
+    """The PINN at theta + c z (c != 0), theta untouched: W0 through :class:`ShiftedFirstLayer`,
+    every other parameter theta_i + c z_i out of place (z_i materialised once per perturbation,
+    :meth:`Perturbation.small`)."""
+    params = model.params
+    shifted = [params[0]] + [params[i] + c * z.small(i) for i in range(1, len(params))]
+    return PINN(model.problem, shifted, model.activation, ShiftedFirstLayer(cache, z, c))

@@ -1,0 +1,295 @@
+"""Perturbations: the random weight-space directions z of the zeroth-order solvers.
+
+Two-point SPSA (Spall 1992) estimates the gradient of L(theta) from two losses,
+
+    c = [L(theta + eps z) - L(theta - eps z)] / (2 eps),      g_hat = c z,
+
+and E[g_hat] = E[z z^T] grad L + O(eps^2). Nothing here ever stores a z of parameter size: every
+perturbation is a *seed*, and z is regenerated from it piece by piece when needed (MeZO's seed
+trick, Malladi et al., NeurIPS 2023).
+
+Per weight matrix W (m x n, W[out, in]) a perturbation is one of
+
+* **full Gaussian** (:class:`GaussianMatrix`): z ~ N(0, I_{mn}), regenerated in column chunks of
+  at most ``CHUNK_ELEMENTS`` numbers from one generator (the chunking is part of the definition:
+  the same seed and the same chunking give the same numbers);
+* **low rank** (:class:`SubspaceBasis` + an r x r matrix Xi): ``z = U Xi V^T / r`` with U (m x r),
+  V (n x r) and Xi all standard Gaussian (SubZero, Yu et al. 2024; LOZO, Chen et al. 2024).
+  U and V come from a basis seed (refreshed every T0 steps by the solver), Xi is fresh per
+  perturbation. Scaling: E[z_ij^2] = sum_ab E[U_ia^2] E[Xi_ab^2] E[V_jb^2] / r^2 = 1, and
+  E[zz^T] = E[VV^T] (x) E[UU^T] / r^2 = (r I_n) (x) (r I_m) / r^2 = I, so over the refreshes
+  g_hat is unbiased for the full gradient exactly as with a full Gaussian z (same per-entry
+  variance, same meaning of eps and of the step size), while for a fixed basis
+  E_Xi[g_hat_W] = U U^T G V V^T / r^2 (G = dL/dW): a sketch of the gradient in an r^2-dimensional
+  subspace, whose exploration variance is O(r^2) instead of O(mn). V is never orthonormalised
+  (that would need all of V at once); for n >> r, V^T V / n = I + O(1/sqrt(n)) anyway.
+* biases and the 1 x width output layer (too thin for a subspace): a full Gaussian vector.
+
+U is m x r (small) and is materialised; V (n x r, 320 MB at n = 10^7, r = 8) is only ever
+regenerated in row chunks, so a low-rank perturbation costs O(m r) memory.
+
+Read next: :mod:`pinnbench.solvers._zo_evaluation` (the loss at theta + c z without writing
+theta).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from pinnbench.seeds import derive_seed, generator
+
+#: largest number of random numbers generated at once when regenerating a big direction
+CHUNK_ELEMENTS = 2**22
+
+
+def _chunk_cols(rows: int) -> int:
+    return max(1, CHUNK_ELEMENTS // max(1, rows))
+
+
+class GaussianMatrix:
+    """z ~ N(0, I) of shape (m, n) (or (m,) for a vector), regenerated from ``seed`` in column
+    chunks; never held whole unless :meth:`dense` is asked for."""
+
+    def __init__(self, shape: Sequence[int], seed: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.shape = tuple(shape)
+        self.seed = int(seed)
+        self.dtype = dtype
+        self.device = torch.device(device)
+
+    def chunks(self) -> Iterator[tuple[int, int, Tensor]]:
+        """(j0, j1, z[:, j0:j1]) for consecutive column blocks (vectors: element blocks)."""
+        g = generator(self.seed, self.device)
+        if len(self.shape) == 1:
+            (n,) = self.shape
+            step = CHUNK_ELEMENTS
+            for j0 in range(0, n, step):
+                j1 = min(n, j0 + step)
+                yield j0, j1, torch.randn(j1 - j0, generator=g, dtype=self.dtype,
+                                          device=self.device)
+            return
+        m, n = self.shape
+        step = _chunk_cols(m)
+        for j0 in range(0, n, step):
+            j1 = min(n, j0 + step)
+            yield j0, j1, torch.randn(m, j1 - j0, generator=g, dtype=self.dtype,
+                                      device=self.device)
+
+    def dense(self) -> Tensor:
+        if len(self.shape) == 1:
+            return torch.cat([c for _, _, c in self.chunks()])
+        return torch.cat([c for _, _, c in self.chunks()], dim=1)
+
+    def add_to_(self, w: Tensor, alpha: float | Tensor) -> None:
+        """w += alpha * z, in place, chunk by chunk; ``alpha`` a number or a 0-d tensor on w's
+        device (``addcmul_`` by it rounds as ``add_(alpha=)`` does, bit for bit)."""
+        for j0, j1, c in self.chunks():
+            part = w[j0:j1] if w.ndim == 1 else w[:, j0:j1]
+            if isinstance(alpha, Tensor):
+                part.addcmul_(c, alpha)
+            else:
+                part.add_(c, alpha=alpha)
+
+    def apply(self, y: Tensor) -> Tensor:
+        """y @ z^T for y (k, n) -> (k, m), chunk by chunk."""
+        out = None
+        for j0, j1, c in self.chunks():
+            part = y[:, j0:j1] @ c.T
+            out = part if out is None else out + part
+        return out
+
+    def columns(self, index: Tensor) -> Tensor:
+        """z[:, index]^T, (len(index), m)."""
+        out = torch.empty(index.shape[0], self.shape[0], dtype=self.dtype, device=self.device)
+        for j0, j1, c in self.chunks():
+            sel = (index >= j0) & (index < j1)
+            if bool(sel.any()):
+                out[sel] = c[:, index[sel] - j0].T
+        return out
+
+
+class SubspaceBasis:
+    """The bases (U, V) of the low-rank directions ``z = U Xi V^T / r`` of one (m, n) matrix.
+
+    U (m, r) ~ N(0, 1) is materialised; V (n, r) ~ N(0, 1) is regenerated in row chunks from its
+    own seed at every use, except between :meth:`keep_v` and :meth:`drop_v`, when its chunks are
+    kept (n r numbers: 6 % of the matrix at r = 8, width 128), so that a step regenerates it once
+    for its products and its update. The chunks are the same either way."""
+
+    def __init__(self, m: int, n: int, rank: int, seed: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        if not 1 <= rank <= min(m, n):
+            raise ValueError(f"rank must be in [1, min(m, n) = {min(m, n)}], got {rank}")
+        self.m, self.n, self.rank = m, n, rank
+        self.seed = int(seed)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.u = torch.randn(m, rank, generator=generator(derive_seed(seed, 0), self.device),
+                             dtype=dtype, device=self.device)
+        self._kept_v: list[tuple[int, int, Tensor]] | None = None
+
+    def keep_v(self) -> None:
+        """Keep V (its chunks) until :meth:`drop_v`."""
+        if self._kept_v is None:
+            self._kept_v = list(self._regenerate())
+
+    def drop_v(self) -> None:
+        self._kept_v = None
+
+    def v_chunks(self) -> Iterator[tuple[int, int, Tensor]]:
+        """(j0, j1, V[j0:j1]) for consecutive row blocks of V."""
+        return iter(self._kept_v) if self._kept_v is not None else self._regenerate()
+
+    def _regenerate(self) -> Iterator[tuple[int, int, Tensor]]:
+        g = generator(derive_seed(self.seed, 1), self.device)
+        step = _chunk_cols(self.rank)
+        for j0 in range(0, self.n, step):
+            j1 = min(self.n, j0 + step)
+            yield j0, j1, torch.randn(j1 - j0, self.rank, generator=g, dtype=self.dtype,
+                                      device=self.device)
+
+    def v_dense(self) -> Tensor:
+        return torch.cat([c for _, _, c in self.v_chunks()])
+
+    def v_cursor(self):
+        """``take(a, b)`` -> V[a:b] for ranges that move left to right (streamed step data,
+        :func:`pinnbench.streaming.reduce`): the row chunks are regenerated as the ranges reach
+        them (or read from the kept ones) and at most two are alive, so V is never whole."""
+        chunks = self.v_chunks()
+        window: list[tuple[int, int, Tensor]] = []
+
+        def take(a: int, b: int) -> Tensor:
+            while window and window[0][1] <= a:
+                window.pop(0)
+            while not window or window[-1][1] < b:
+                window.append(next(chunks))
+            parts = [c[max(a, j0) - j0:min(b, j1) - j0] for j0, j1, c in window
+                     if j0 < b and j1 > a]
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+        return take
+
+    def project(self, y: Tensor) -> Tensor:
+        """y @ V for y (k, n) -> (k, r)."""
+        out = None
+        for j0, j1, c in self.v_chunks():
+            part = y[:, j0:j1] @ c
+            out = part if out is None else out + part
+        return out
+
+    def v_rows(self, index: Tensor) -> Tensor:
+        """V[index], (len(index), r)."""
+        out = torch.empty(index.shape[0], self.rank, dtype=self.dtype, device=self.device)
+        for j0, j1, c in self.v_chunks():
+            sel = (index >= j0) & (index < j1)
+            if bool(sel.any()):
+                out[sel] = c[index[sel] - j0]
+        return out
+
+    def dense(self, xi: Tensor) -> Tensor:
+        """z = U Xi V^T / r, materialised (small matrices only)."""
+        return (self.u @ xi) @ self.v_dense().T / self.rank
+
+    def add_to_(self, w: Tensor, a: Tensor) -> None:
+        """w += a V^T for a (m, r), chunk by chunk (a = alpha U Xi / r for w += alpha z)."""
+        for j0, j1, c in self.v_chunks():
+            w[:, j0:j1].addmm_(a, c.T)
+
+    def draw_xi(self, seed: int) -> Tensor:
+        return torch.randn(self.rank, self.rank, generator=generator(seed, self.device),
+                           dtype=self.dtype, device=self.device)
+
+
+class Perturbation:
+    """One random weight-space direction z over all parameters [W0, b0, ..., WL, bL], described
+    by seeds (the input-space directions of the spatial estimators are *probes*,
+    :class:`pinnbench.directions.Directions`).
+
+    ``bases[i]`` is the :class:`SubspaceBasis` of parameter i when it gets a low-rank direction
+    (None: full Gaussian). ``xis[i]`` is then its r x r coefficient matrix."""
+
+    def __init__(self, params: Sequence[Tensor], seed: int,
+                 bases: Sequence[SubspaceBasis | None]) -> None:
+        self.seed = int(seed)
+        self.bases = list(bases)
+        self.shapes = [tuple(p.shape) for p in params]
+        self.dtype = params[0].dtype
+        self.device = params[0].device
+        self.xis: list[Tensor | None] = []
+        for i, basis in enumerate(self.bases):
+            self.xis.append(None if basis is None else basis.draw_xi(derive_seed(seed, i)))
+        self._small: dict[int, Tensor] = {}  # z_i of the tensors evaluated out of place
+        self._first: list[tuple[Tensor, Tensor]] = []  # (y V, (y V) Xi^T U^T), by identity
+
+    def small(self, i: int) -> Tensor:
+        """z_i materialised once for this perturbation, for a tensor that the shifted evaluation
+        adds out of place (every one but W0: width x width numbers at most): the + and -
+        evaluations and the update read the same tensor instead of regenerating it (the same
+        numbers: :meth:`dense` is deterministic)."""
+        z = self._small.get(i)
+        if z is None:
+            z = self._small[i] = self.dense(i)
+        return z
+
+    def first_layer_product(self, vy: Tensor) -> Tensor:
+        """r y z0^T = ((y V) Xi^T) U^T for a low-rank z0, given y V: the same for the + and -
+        evaluations of this perturbation (only the factor c / r differs), so it is computed once
+        per product ``vy`` (the step's cached tensors, found by identity)."""
+        for ref, out in self._first:
+            if ref is vy:
+                return out
+        out = (vy @ self.xis[0].T) @ self.bases[0].u.T
+        self._first.append((vy, out))
+        return out
+
+    def add_small_to_(self, i: int, w: Tensor, alpha: float | Tensor) -> None:
+        """w += alpha z_i for a full Gaussian z_i: from :meth:`small`'s tensor when the
+        evaluations made it (the numbers of :meth:`GaussianMatrix.add_to_`: one chunk, as every
+        tensor but W0 is), else regenerated chunk by chunk."""
+        z = self._small.get(i)
+        if z is None:
+            self.gaussian(i).add_to_(w, alpha)
+        elif isinstance(alpha, Tensor):
+            w.addcmul_(z, alpha)
+        else:
+            w.add_(z, alpha=alpha)
+
+    def gaussian(self, i: int) -> GaussianMatrix:
+        return GaussianMatrix(self.shapes[i], derive_seed(self.seed, i), self.dtype, self.device)
+
+    def dense(self, i: int) -> Tensor:
+        """z_i materialised (meant for the small tensors)."""
+        basis = self.bases[i]
+        return self.gaussian(i).dense() if basis is None else basis.dense(self.xis[i])
+
+    def add_to_(self, params: Sequence[Tensor], alpha: float) -> None:
+        """theta += alpha z in place, chunk by chunk (never a full-size z)."""
+        for i, w in enumerate(params):
+            basis = self.bases[i]
+            if basis is None:
+                self.gaussian(i).add_to_(w, alpha)
+            else:
+                basis.add_to_(w, (alpha / basis.rank) * (basis.u @ self.xis[i]))
+
+
+def draw_perturbations(params: Sequence[Tensor], step_seed: int, q: int,
+                       bases: Sequence[SubspaceBasis | None]) -> list[Perturbation]:
+    """The q perturbations z_1..z_q of the step with seed ``step_seed``: z_k from the seed
+    (step_seed, 1, k), low rank where ``bases`` gives a basis."""
+    return [Perturbation(params, derive_seed(step_seed, 1, k), bases) for k in range(q)]
+
+
+def make_bases(params: Sequence[Tensor], rank: int, seed: int) -> list[SubspaceBasis | None]:
+    """A basis for every weight matrix thicker than ``rank`` in both dimensions; None (full
+    Gaussian) for biases and thin matrices such as the 1 x width output layer."""
+    out: list[SubspaceBasis | None] = []
+    for i, p in enumerate(params):
+        if p.ndim == 2 and min(p.shape) > rank:
+            out.append(SubspaceBasis(p.shape[0], p.shape[1], rank, derive_seed(seed, i),
+                                     p.dtype, p.device))
+        else:
+            out.append(None)
+    return out

@@ -1,0 +1,224 @@
+"""One zeroth-order step, the algorithm of zo and sdze (docs/domain.md §3, docs/sdze.md).
+
+Two-point SPSA training of the PINN. Step t draws a step seed s from the solver's generator;
+everything else is derived from it (:meth:`ZerothOrderSolver.update`, top to bottom):
+
+1. :meth:`~ZerothOrderSolver.begin_step`: the step's state (:class:`ZOStep`): its q
+   perturbations z_1..z_q (seeds (s, 1, k): full Gaussian, or low rank where the solver gives a
+   basis, :meth:`~ZerothOrderSolver.bases`; :mod:`pinnbench.solvers._zo_perturbations`) and,
+   for a matrix-free evaluation or streamed data, the first-layer cache
+   (:mod:`pinnbench.solvers._zo_evaluation`);
+2. :meth:`~ZerothOrderSolver.quotients`: c_k = [L(theta + eps z_k) - L(theta - eps z_k)] /
+   (2 eps), the two losses from the solver's :meth:`~ZerothOrderSolver.pair_losses` (zo: theta
+   perturbed in place; sdze: the shifted model), each on its spatial sample
+   (:meth:`~ZerothOrderSolver.sample`): with common random numbers (``crns``) one (points,
+   probes) seed pair (s, 2), (s, 3) for all 2q evaluations, else (s, 4, k, +/-),
+   (s, 5, k, +/-), independent for each. Kept on the device as 0-d float64 tensors (the float64
+   arithmetic of Python floats, bit for bit), so a step reads one number back, its loss, at its
+   end (docs/roofline.md);
+3. optionally the quotients normalised by a running scalar (``normalize``), then one heavy-ball
+   step for every parameter (:mod:`pinnbench.solvers._zo_optimiser`);
+4. :meth:`~ZerothOrderSolver.end_step`: what the step held is dropped.
+
+Subclasses (solvers/zo.py, solvers/sdze.py) decide how L(theta + c z) is evaluated
+(:meth:`~ZerothOrderSolver.pair_losses`) and which parameters get low-rank perturbations
+(:meth:`~ZerothOrderSolver.bases`); the rest is shared, so two specs that describe the same
+algorithm (``zo[crns=false]`` and ``sdze[subspace=false,crns=false]`` with equal lr, q, eps,
+momentum, normalize) take the same steps from the same seed, up to rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from pinnbench.seeds import derive_seed, draw_seed, generator
+from pinnbench.solver import Solver
+from pinnbench.solvers._zo_evaluation import FirstLayerCache
+from pinnbench.solvers._zo_optimiser import HeavyBall, QuotientScale, descend
+from pinnbench.solvers._zo_perturbations import (Perturbation, SubspaceBasis,
+                                                 draw_perturbations)
+
+
+@dataclass
+class ZOStep:
+    """What one step holds from :meth:`ZerothOrderSolver.begin_step` to
+    :meth:`ZerothOrderSolver.end_step`: nothing of it outlives the step."""
+
+    seed: int
+    perturbations: list[Perturbation]
+    #: the first layer's products with the step's points and probes (None: plain evaluation)
+    cache: FirstLayerCache | None
+    #: the bases whose V is kept for the step (regenerated once for its products and update)
+    kept_v: list[SubspaceBasis] = field(default_factory=list)
+    #: the current spatial sample and its (points, probes) seeds: one at a time (x is n x D)
+    sample_seeds: tuple[int, int] | None = None
+    sample: object = None
+
+
+class ZerothOrderSolver(Solver):
+    """Two-point SPSA training of the PINN: the one algorithm of zo and sdze (module docstring)."""
+
+    #: one-factor-at-a-time variants: (parameter, values); see
+    #: :meth:`pinnbench.solver.Solver.ablation_variants`
+    ablations: tuple[tuple[str, tuple], ...] = (("crns", (True, False)), ("momentum", (0.0, 0.9)),
+                                                ("normalize", (False,)))
+
+    autograd = False
+
+    #: whether :meth:`pair_losses` evaluates matrix-free through the step's
+    #: :class:`FirstLayerCache` (sdze's shifted model) even without streamed data; with
+    #: ``stream`` every zeroth-order solver does, since streamed data is read only through the
+    #: cache's reductions
+    matrix_free = False
+
+    # -- what the harness asks ------------------------------------------------------------------
+    def diagnostics(self, problem, model, spec):
+        """The gradient-estimate and quotient variances (:mod:`pinnbench.solvers._zo_diagnostics`)."""
+        from pinnbench.solvers._zo_diagnostics import zeroth_order_diagnostics
+
+        return zeroth_order_diagnostics(self, problem, model, spec)
+
+    def validate(self) -> None:
+        why = self._stream_unsupported() if self.stream else []
+        if why:
+            raise ValueError(f"{self.name}[stream=true] does not support " + ", ".join(why)
+                             + "; see docs/streaming.md")
+
+    def _stream_unsupported(self) -> list[str]:
+        """What of this configuration the streamed path cannot do (each with what it can)."""
+        why = []
+        if self.estimator != "stde":
+            why.append(f"estimator={self.estimator} (streamed: stde)")
+        if self.dist == "coordinate":
+            why.append("dist=coordinate (streamed: default, rademacher or gaussian)")
+        if self.loss == "gpinn":
+            why.append("loss=gpinn (streamed: biased or unbiased)")
+        return why
+
+    def skip(self, problem) -> tuple[bool, str]:
+        if self.stream and not getattr(problem, "supports_streaming", False):
+            return True, (f"stream=true streams the points of the ball problems only; "
+                          f"{problem.id} has no streamed sampler and source "
+                          "(docs/streaming.md)")
+        return super().skip(problem)
+
+    def state_bytes(self, n_params: int, input_dim: int, bytes_per_number: int) -> int:
+        """No gradient. Dense momentum (``momentum > 0`` with full Gaussian perturbations): one
+        number per parameter. Low-rank perturbations (sdze's ``subspace``): the first layer's
+        basis V (input_dim x rank) kept for the step unless streamed; low-rank momentum and the
+        other bases are O(width x rank) and not counted."""
+        subspace = self.params.get("subspace", False)
+        dense = n_params if self.momentum > 0 and not subspace else 0
+        kept_v = input_dim * self.params.get("rank", 0) if subspace and not self.stream else 0
+        return (dense + kept_v) * bytes_per_number
+
+    # -- state across steps ---------------------------------------------------------------------
+    def prepare(self) -> None:
+        if self.stream:  # compile the streamed source now, not in the first step
+            self.problem.warm_up_stream(self.points)
+        self.base_seed = draw_seed(self.generator)
+        self._quotient_scale = QuotientScale() if self.normalize else None
+        self._momentum = HeavyBall(self.momentum) if self.momentum > 0 else None
+
+    # -- what subclasses choose -----------------------------------------------------------------
+    def bases(self) -> list:
+        """The low-rank basis of each parameter for the current step (None: full Gaussian)."""
+        return [None] * len(self.model.params)
+
+    def pair_losses(self, step: ZOStep, k: int, z: Perturbation) -> tuple[Tensor, Tensor]:
+        """(L(theta + eps z), L(theta - eps z)) for the step's k-th perturbation ``z``, each on
+        its spatial sample :meth:`sample` ``(step, k, plus)`` and through :meth:`loss_at`."""
+        raise NotImplementedError
+
+    # -- the step -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update(self) -> float:
+        step = self.begin_step(draw_seed(self.generator))
+        try:
+            quotients, losses = self.quotients(step)
+            if self._quotient_scale is not None:
+                quotients = self._quotient_scale(quotients)
+            descend(self.model.params, step.perturbations, quotients, self.lr_now,
+                    self._momentum)
+        finally:
+            self.end_step(step)
+        return float(sum(losses) / len(losses))  # the step's one read back, at its end
+
+    def begin_step(self, seed: int) -> ZOStep:
+        """The state of the step with seed ``seed``: its perturbations; every basis's V kept for
+        the step (but W0's when streamed: it is regenerated alongside the blocks, and again for
+        the update); the first-layer cache, keyed on W0's version, so zo's in-place perturbations
+        recompute its products (for streamed data one pass over the blocks per evaluation, 2q a
+        step) and sdze's shared ones are reused."""
+        bases = self.bases()
+        kept_v = [b for i, b in enumerate(bases)
+                  if b is not None and not (self.stream and i == 0)]
+        for b in kept_v:
+            b.keep_v()
+        cache = (FirstLayerCache(self.model.params[0], bases[0])
+                 if self.matrix_free or self.stream else None)
+        return ZOStep(seed, draw_perturbations(self.model.params, seed, self.q, bases), cache,
+                      kept_v)
+
+    def end_step(self, step: ZOStep) -> None:
+        """After the step's update (also when it failed): drop what the step held."""
+        step.sample = None
+        if step.cache is not None:
+            self.data_time_s += step.cache.stream_data_time_s  # streamed blocks and source
+            step.cache.clear()
+        for b in step.kept_v:
+            b.drop_v()
+
+    def perturbations(self, seed: int) -> list[Perturbation]:
+        """The q perturbations of the step with seed ``seed`` (those :meth:`begin_step` draws),
+        for a caller outside the step (diagnostics, tests)."""
+        return draw_perturbations(self.model.params, seed, self.q, self.bases())
+
+    def evaluation_seeds(self, seed: int, k: int, plus: bool) -> tuple[int, int]:
+        """(points seed, probes seed) of the evaluation at theta +- eps z_k of the step with
+        seed ``seed``."""
+        if self.crns:
+            return derive_seed(seed, 2), derive_seed(seed, 3)
+        return derive_seed(seed, 4, k, plus), derive_seed(seed, 5, k, plus)
+
+    def sample(self, step: ZOStep, k: int, plus: bool):
+        """The spatial sample (:class:`pinnbench.step_data.StepData`) of the evaluation at
+        theta +- eps z_k, drawn on first use; with common random numbers the same object for
+        every evaluation of the step."""
+        seeds = self.evaluation_seeds(step.seed, k, plus)
+        if step.sample_seeds != seeds:
+            step.sample = None  # one sample at a time
+            device = self.problem.device
+            step.sample = self.draw(generator(seeds[0], device), generator(seeds[1], device))
+            step.sample_seeds = seeds
+        return step.sample
+
+    def loss_at(self, model, data) -> Tensor:
+        """L(theta'; omega) as a 0-d float64 tensor on the device: the float32 loss converted
+        exactly (the value ``float()`` would read), without reading it."""
+        return self.residual_loss(data, model).detach().to(torch.float64)
+
+    @torch.no_grad()
+    def quotients(self, step: ZOStep) -> tuple[list[Tensor], list[Tensor]]:
+        """(c_k, the mean of the two losses) for every perturbation of the step."""
+        eps = self.eps
+        quotients, losses = [], []
+        for k, z in enumerate(step.perturbations):
+            plus_loss, minus_loss = self.pair_losses(step, k, z)
+            quotients.append((plus_loss - minus_loss) / (2.0 * eps))
+            losses.append(0.5 * (plus_loss + minus_loss))
+        step.sample = None
+        return quotients, losses
+
+    def difference_quotients(self, generator: torch.Generator) -> list[float]:
+        """The q difference quotients [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps) of one
+        step, drawn from ``generator`` (not the solver's), without updating anything: the
+        parameters, the step count and the solver's generator are left as they were."""
+        step = self.begin_step(draw_seed(generator))
+        try:
+            return [float(c) for c in self.quotients(step)[0]]
+        finally:
+            self.end_step(step)
