@@ -47,20 +47,11 @@ from pinnbench.step_data import StepData
 from pinnbench.streaming import STREAM_DISTS, ColumnStream
 
 
-#: the solvers a sharded cell can run, and why the others cannot (yet)
-SHARDED_SOLVERS = ("bp",)
-NOT_SHARDED = {
-    "sdze": "zeroth-order solvers are not sharded yet: their shifted evaluation is being rebuilt "
-            "on the first-layer hook (solvers/_common.py, _perturbation.py), docs/sharding.md",
-    "zo": "zeroth-order solvers are not sharded yet: their shifted evaluation is being rebuilt "
-          "on the first-layer hook (solvers/_common.py, _perturbation.py), docs/sharding.md",
-}
-
-
 def shard_skip(problem, solver=None) -> str:
     """Why ``problem`` (and ``solver``, when given) cannot run sharded, or "" when it can:
-    the ball families (their d-sized parts are the sums of the module docstring) with bp and
-    the stde estimator on dense probes. The time-dependent, terminal and biharmonic families
+    the ball families (their d-sized parts are the sums of the module docstring), with a solver
+    whose :meth:`pinnbench.solver.Solver.shard_skip` allows it (bp with the stde estimator on
+    dense probes). The time-dependent, terminal and biharmonic families
     have other d-sized parts (time slices, drift and weighted terms by reverse mode, fourth-
     order sums) that are not written as shard sums yet."""
     from pinnbench.problems.ball import BallProblem
@@ -71,18 +62,7 @@ def shard_skip(problem, solver=None) -> str:
                 "shards (docs/sharding.md)")
     if solver is None:
         return ""
-    if solver.name not in SHARDED_SOLVERS:
-        return NOT_SHARDED.get(solver.name, f"solver {solver.name!r} is not sharded "
-                               f"(sharded: {', '.join(SHARDED_SOLVERS)})")
-    estimator = solver.params.get("estimator", "stde")
-    dist = solver.params.get("dist", "default")
-    if estimator != "stde" or dist not in ("default",) + STREAM_DISTS:
-        return (f"{solver.spec} is not sharded: a sharded step draws stde probes with dense "
-                f"{' or '.join(STREAM_DISTS)} entries (estimator=stde, dist=default|"
-                f"{'|'.join(STREAM_DISTS)}); estimator={estimator}, dist={dist}")
-    if solver.params.get("loss") == "gpinn":
-        return f"{solver.spec} is not sharded: the gPINN term samples coordinates across shards"
-    return ""
+    return solver.shard_skip()
 
 
 class ShardedBall:

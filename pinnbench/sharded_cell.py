@@ -62,7 +62,7 @@ def train_rank(payload: dict, comm: Collectives, rank: int, ranks: int, report=N
     losses, times, comm_s = [], [], []
     for _ in range(steps):
         c0, t0 = comm.time_s, time.perf_counter()
-        losses.append(solver.step())
+        losses.append(float(solver.step()))  # a 0-d tensor from bp (no host read in a step)
         times.append(time.perf_counter() - t0)
         comm_s.append(comm.time_s - c0)
     metrics = evaluate(model, view)

@@ -200,6 +200,15 @@ class Solver:
                           f"{problem.id} does not provide (supports_gpinn is False)")
         return False, ""
 
+    def shard_skip(self) -> str:
+        """Why this solver cannot train a cell whose input dimension is sharded over processes
+        (``ranks`` > 1, docs/sharding.md), or "" when it can: a solver that draws its step data
+        through :meth:`draw` (the shard view draws the rank's columns) and evaluates the first
+        layer only through the model's hook (:class:`pinnbench.model.FirstLayer`). The base:
+        not sharded."""
+        return (f"solver {self.name!r} is not sharded yet: it declares no sharded step "
+                "(Solver.shard_skip; docs/sharding.md)")
+
     def state_bytes(self, n_params: int, input_dim: int, bytes_per_number: int) -> int:
         """Bytes this solver holds during a step beyond the model's ``n_params`` parameters and
         the step's batch, for inputs of ``input_dim`` coordinates (the plan's memory estimate
