@@ -316,3 +316,26 @@ def test_a_sharded_cell_of_an_unsharded_solver_or_family_is_skipped_with_the_rea
     row = run_cell({**CELL, "solver": "sdze", "ranks": 2})
     assert row["status"] == "skipped" and "not sharded yet" in row["message"]
     assert [m["how"] for m in row["rank_measurements"]] == ["returned", "returned"]
+
+
+def test_a_rank_that_fails_in_a_run_fails_its_cell_and_the_store_records_it(tmp_path):
+    """pinnbench run --ranks 2 where rank 1 raises in its first step (a plugin problem): the
+    cell is an `error` row naming rank 1, with how each rank ended, and the run goes on."""
+    from pathlib import Path
+
+    from pinnbench.cli import main
+    from pinnbench.store import load_results
+
+    plugin = str(Path(__file__).with_name("shard_plugin.py"))
+    store = tmp_path / "s.sqlite"
+    code = main(["run", "--problems", "shard-fails-on-rank-1-v1,poisson-2body-v1", "--solvers",
+                 "bp[points=8,probes=4]", "--dims", "64", "--steps", "3", "--width", "8",
+                 "--depth", "1", "--ranks", "2", "--import", plugin, "--store", str(store),
+                 "--no-report", "--no-floors", "--timeout", "300"])
+    assert code == 1  # a sweep with an error cell
+    rows = {r["problem"]: r for _, r in load_results(store).iterrows()}
+    bad, good = rows["shard-fails-on-rank-1-v1"], rows["poisson-2body-v1"]
+    assert bad["status"] == "error" and bad["ranks"] == 2
+    assert "rank 1 error" in bad["message"] and "planted failure" in bad["message"]
+    assert [m["how"] for m in bad["rank_measurements"]][1] == "returned"
+    assert good["status"] == "ok" and len(good["rank_measurements"]) == 2
