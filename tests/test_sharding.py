@@ -339,3 +339,16 @@ def test_a_rank_that_fails_in_a_run_fails_its_cell_and_the_store_records_it(tmp_
     assert "rank 1 error" in bad["message"] and "planted failure" in bad["message"]
     assert [m["how"] for m in bad["rank_measurements"]][1] == "returned"
     assert good["status"] == "ok" and len(good["rank_measurements"]) == 2
+
+
+def test_the_sharded_path_keeps_every_tensor_on_its_device_in_the_cuda_simulation():
+    """One rank on (simulated) CUDA: no tensor left on the wrong device, no CPU generator on a
+    CUDA draw, the test set drawn on the CPU and copied over; the numbers of the CPU run."""
+    from cuda_sim import simulated_cuda
+
+    payload = {**SMALL, "problem": "allen-cahn-3body-v1", "steps": 2}
+    expected = reference(payload)
+    with simulated_cuda() as sim:
+        got = reference({**payload, "device": "cuda"})
+    assert sim.errors == [] and sim.cuda_ops > 100
+    assert got["losses"] == expected["losses"] and got["rel_l2"] == expected["rel_l2"]
