@@ -352,3 +352,15 @@ def test_the_sharded_path_keeps_every_tensor_on_its_device_in_the_cuda_simulatio
         got = reference({**payload, "device": "cuda"})
     assert sim.errors == [] and sim.cuda_ops > 100
     assert got["losses"] == expected["losses"] and got["rel_l2"] == expected["rel_l2"]
+
+
+def test_a_sharded_cells_ranks_split_the_free_cores(monkeypatch):
+    """CPU threads per process = free physical cores / (cells at once x ranks)."""
+    from pinnbench import machine_load
+    from pinnbench.sweep import SweepConfig, plan
+
+    monkeypatch.setattr(machine_load, "physical_cores", lambda: 8)
+    monkeypatch.setattr(machine_load, "load_average", lambda: 0.0)
+    config = dict(problems=["poisson-2body-v1"], solvers=["bp"], dims=[64], steps=2)
+    assert [c["threads"] for c in plan(SweepConfig(**config, ranks=2, jobs=2))] == [2]
+    assert [c["threads"] for c in plan(SweepConfig(**config))] == [8]
