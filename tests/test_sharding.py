@@ -11,12 +11,11 @@ import torch
 
 import pinnbench
 from pinnbench.directions import DenseDirections
-from pinnbench.estimators import estimate_terms
+from pinnbench.estimators import draw_probes, estimate_terms
 from pinnbench.model import PINN
-from pinnbench.seeds import derive_seed
 from pinnbench.shard_launch import run_ranks
 from pinnbench.sharded_ball import ShardedBall, shard_skip
-from pinnbench.sharded_cell import reference
+from pinnbench.sharded_cell import build, reference
 from pinnbench.sharding import Collectives, ShardPlan
 from pinnbench.solver import solver_from_spec
 from pinnbench.streaming import RadialBallStream
@@ -72,13 +71,9 @@ def test_one_rank_equals_the_dense_pinn_on_the_same_sample(problem_id):
     x = torch.tensor(got["x"], dtype=torch.float64)
     v = torch.tensor(got["v"], dtype=torch.float64)
     assert close(got["source"], problem.source(x).tolist(), 1e-12)
-    from pinnbench.sharded_cell import build
-
     _, sharded, _ = build(payload, Collectives(1), 0, 1)
     params = [p.detach().clone().requires_grad_(True) for p in sharded.params]
     dense = PINN(problem, params)
-    from pinnbench.estimators import draw_probes
-
     drawn = draw_probes(problem, "stde", torch.Generator().manual_seed(0), 4,
                         dtype=torch.float64)
     (group,) = drawn.groups.values()
