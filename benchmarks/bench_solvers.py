@@ -11,7 +11,7 @@ prints (it writes other units' values as they are) and all a regression of an er
 import torch
 
 import pinnbench
-from pinnbench.cell import run_cell
+from pinnbench.cells.cell import run_cell
 
 from .profiles import DEVICE, DIMS, ERROR_DIMS, PROBLEM, SOLVERS, THREADS, TRAIN_STEPS, WIDTH
 

@@ -13,18 +13,18 @@ __version__ = "0.1.0"
 
 _API: dict[str, str] = {
     # problems
-    "Problem": "pinnbench.problem",
-    "LinearTerm": "pinnbench.problem",
-    "Operator": "pinnbench.problem",
-    "list_problems": "pinnbench.problem_registry",
-    "make_problem": "pinnbench.problem_registry",
-    "register_problem": "pinnbench.problem_registry",
+    "Problem": "pinnbench.maths.problem",
+    "LinearTerm": "pinnbench.maths.problem",
+    "Operator": "pinnbench.maths.problem",
+    "list_problems": "pinnbench.maths.problem_registry",
+    "make_problem": "pinnbench.maths.problem_registry",
+    "register_problem": "pinnbench.maths.problem_registry",
     # model and estimators
-    "PINN": "pinnbench.model",
-    "make_model": "pinnbench.model",
-    "estimate": "pinnbench.estimators",
-    "estimate_terms": "pinnbench.estimators",
-    "evaluate": "pinnbench.metrics",
+    "PINN": "pinnbench.maths.model",
+    "make_model": "pinnbench.maths.model",
+    "estimate": "pinnbench.maths.estimators",
+    "estimate_terms": "pinnbench.maths.estimators",
+    "evaluate": "pinnbench.judge.metrics",
     # solvers
     "Solver": "pinnbench.solver",
     "Param": "pinnbench.solver",
@@ -33,8 +33,8 @@ _API: dict[str, str] = {
     "register_solver": "pinnbench.solver",
     "check_solver": "pinnbench.testing",
     # harness
-    "run_cell": "pinnbench.cell",
-    "load_results": "pinnbench.store",
+    "run_cell": "pinnbench.cells.cell",
+    "load_results": "pinnbench.cells.store",
 }
 
 __all__ = sorted(_API) + ["__version__"]

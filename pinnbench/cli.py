@@ -11,15 +11,15 @@ import argparse
 import sys
 from typing import Sequence
 
-from pinnbench.cellspec import DEFAULTS as CELL_DEFAULTS
-from pinnbench.option_types import (MAX_DEPTH, MAX_POINTS, MAX_PROCESSES, MAX_THREADS,
+from pinnbench.cells.cellspec import DEFAULTS as CELL_DEFAULTS
+from pinnbench.commands.option_types import (MAX_DEPTH, MAX_POINTS, MAX_PROCESSES, MAX_THREADS,
                                      MAX_WIDTH, int_option, memory_size, seconds_option)
-from pinnbench.presets import PRESETS
-from pinnbench.results_cli import REPORTS_DIR, cmd_export, cmd_list, cmd_report, cmd_show
-from pinnbench.run_cli import NO_WORKER_TIMEOUT_S, cmd_run
-from pinnbench.run_options import DEFAULT_RUN, MAX_CELLS_WITHOUT_YES, apply_preset
-from pinnbench.store import DEFAULT_PATH
-from pinnbench.usage import UsageError, import_plugins
+from pinnbench.commands.presets import PRESETS
+from pinnbench.commands.results import REPORTS_DIR, cmd_export, cmd_list, cmd_report, cmd_show
+from pinnbench.commands.run import NO_WORKER_TIMEOUT_S, cmd_run
+from pinnbench.commands.run_options import DEFAULT_RUN, MAX_CELLS_WITHOUT_YES, apply_preset
+from pinnbench.cells.store import DEFAULT_PATH
+from pinnbench.commands.usage import UsageError, import_plugins
 
 #: UsageError is re-exported: the commands' modules and plugins raise it as pinnbench.cli's
 __all__ = ["DEFAULT_RUN", "UsageError", "ablate_argv", "build_parser", "main"]
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--diagnostics", action="store_true", default=None,
                    help="after training, record the zeroth-order estimator diagnostics (gradient "
                    "variance ratios, quotient variance against eps with CRNS on and off; "
-                   "pinnbench/diagnostics.py) in the column `diagnostics`; outside the step "
+                   "pinnbench/cells/diagnostics.py) in the column `diagnostics`; outside the step "
                    "times and peaks, same training")
     h.add_argument("--tf32", action="store_true", default=None,
                    help="allow TensorFloat-32 matmuls and convolutions in CUDA cells (changes the "
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="any `pinnbench run` option but --solvers (--problems, --dims, "
                      "--seeds, --steps, --store, ...)")
 
-    from pinnbench.tuning_cli import add_tune_parser
+    from pinnbench.commands.tune import add_tune_parser
 
     add_tune_parser(sub)
 
@@ -227,7 +227,7 @@ def ablate_argv(base: str, run_options: list[str]) -> list[str]:
     (:func:`pinnbench.solver.ablation_specs`, what the solver declares) as --solvers, then the
     given options."""
     from pinnbench.solver import ablation_specs, parse_spec
-    from pinnbench.sweep import with_points
+    from pinnbench.cells.sweep import with_points
 
     if any(o == "--solvers" or o.startswith("--solvers=") for o in run_options):
         raise UsageError("ablate takes its solvers from SOLVER and its variants; drop --solvers")
@@ -262,11 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             apply_preset(args, parse_run)
             return cmd_run(args, argv)
         if args.command == "tune":
-            from pinnbench.tuning_cli import cmd_tune
+            from pinnbench.commands.tune import cmd_tune
 
             return cmd_tune(args, argv)
         if args.command == "show" and args.studies:
-            from pinnbench.tuning_cli import cmd_show_studies
+            from pinnbench.commands.tune import cmd_show_studies
 
             return cmd_show_studies(args)
         if args.command == "ablate":

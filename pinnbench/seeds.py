@@ -7,7 +7,7 @@ Two derivations, one per purpose:
   row, a study script and the diagnostics rebuild the same model from the same spec;
 - :func:`derive_seed` (integers): the seed of one **regenerable piece** inside a stream.
   Zeroth-order perturbations (:mod:`pinnbench.solvers._zo_perturbations`) and streamed step data
-  (:mod:`pinnbench.streaming`) are described by integers, never stored: each piece is drawn from a
+  (:mod:`pinnbench.maths.streaming`) are described by integers, never stored: each piece is drawn from a
   generator seeded by ``derive_seed(seed, part, ...)``, so any piece can be drawn again, in any
   order, on any device.
 """

@@ -7,14 +7,14 @@ the base has bound the problem) and ``skip(problem) -> (skip?, reason)`` for com
 make no sense. ``update()`` may return the loss as a Python float or as a 0-d tensor on the
 model's device: a tensor spares the step a host read (a sync on CUDA, and an operation a captured
 CUDA graph cannot hold); the cell runner reads it only at the evaluation points
-(:mod:`pinnbench.loss_watch`). The base carries the chores (docs/design.md, "Solver"):
+(:mod:`pinnbench.cells.loss_watch`). The base carries the chores (docs/design.md, "Solver"):
 
 - ``setup(problem, model, generator)`` binds them, sets ``requires_grad`` of the model's
   parameters from the class attribute ``autograd``, zeroes the step counter ``t``, and calls
   ``prepare()``;
 - ``step()`` (what the harness calls and times) runs ``update()`` and counts ``t``;
 - parameters read as attributes (``self.lr``), the step size of the schedule as ``lr_now``;
-- ``draw()`` gives the step's spatial sample (:class:`pinnbench.step_data.StepData`: points,
+- ``draw()`` gives the step's spatial sample (:class:`pinnbench.maths.step_data.StepData`: points,
   source, probes), timed apart in ``data_time_s``, and ``residual_loss(data)`` the PINN loss on
   it with the solver's ``estimator``, ``dist`` and ``loss`` parameters (where it has them).
 
@@ -40,7 +40,7 @@ from pinnbench.registry import Registry
 class Param:
     """One solver parameter: default, type (bool, int, float or str), allowed values / check,
     and where ``pinnbench tune`` searches it (``search``: a declaration of
-    :mod:`pinnbench.tuning_space`, e.g. ``LogUniform(1e-4, 1e-1)``; None: never searched)."""
+    :mod:`pinnbench.search_space`, e.g. ``LogUniform(1e-4, 1e-1)``; None: never searched)."""
 
     default: Any
     help: str = ""
@@ -51,7 +51,7 @@ class Param:
 
     def __post_init__(self) -> None:
         if self.search is not None:
-            from pinnbench.tuning_space import check_declaration
+            from pinnbench.search_space import check_declaration
 
             check_declaration("search", self.search, self.coerce)
 
@@ -204,7 +204,7 @@ class Solver:
         """Why this solver cannot train a cell whose input dimension is sharded over processes
         (``ranks`` > 1, docs/sharding.md), or "" when it can: a solver that draws its step data
         through :meth:`draw` (the shard view draws the rank's columns) and evaluates the first
-        layer only through the model's hook (:class:`pinnbench.model.FirstLayer`). The base:
+        layer only through the model's hook (:class:`pinnbench.maths.model.FirstLayer`). The base:
         not sharded."""
         return (f"solver {self.name!r} is not sharded yet: it declares no sharded step "
                 "(Solver.shard_skip; docs/sharding.md)")
@@ -212,7 +212,7 @@ class Solver:
     def state_bytes(self, n_params: int, input_dim: int, bytes_per_number: int) -> int:
         """Bytes this solver holds during a step beyond the model's ``n_params`` parameters and
         the step's batch, for inputs of ``input_dim`` coordinates (the plan's memory estimate
-        asks it before any cell runs: pinnbench/plan.py). The base: the gradient (one number
+        asks it before any cell runs: pinnbench/commands/plan.py). The base: the gradient (one number
         per parameter) when the solver trains by autograd, nothing otherwise; a solver with an
         optimizer or buffers overrides it."""
         return n_params * bytes_per_number if self.autograd else 0
@@ -251,7 +251,7 @@ class Solver:
     # -- what the harness asks a solver (optional hooks) -----------------------------------------
     def diagnostics(self, problem, model, spec: dict[str, Any]) -> dict[str, Any] | None:
         """Measurements of the trained solver for the cell's ``diagnostics`` column
-        (``pinnbench run --diagnostics``; :mod:`pinnbench.diagnostics`), taken after training,
+        (``pinnbench run --diagnostics``; :mod:`pinnbench.cells.diagnostics`), taken after training,
         outside the step times and the peaks; a JSON-able dict. None (the base): the solver
         declares none, and the column says so."""
         return None
@@ -293,7 +293,7 @@ class Solver:
 
     def draw(self, generator: torch.Generator | None = None,
              probe_generator: torch.Generator | None = None):
-        """The step's spatial sample (:class:`pinnbench.step_data.StepData`): ``points``
+        """The step's spatial sample (:class:`pinnbench.maths.step_data.StepData`): ``points``
         collocation points from ``generator`` (default: the solver's), their source values, and
         the probes of the solver's ``estimator`` (two independent sets for ``loss=unbiased``)
         from ``probe_generator`` (default: continuing ``generator``). The time it takes is added
@@ -301,18 +301,18 @@ class Solver:
         the device time between two events, with no sync in the step, added when the harness
         calls :meth:`settle_data_time` after the step (:class:`pinnbench.timing.Stopwatch`).
         With a true ``stream`` parameter the sample is a
-        :class:`pinnbench.streaming.StreamedStepData` (per-block seeds, no n x D tensor): only
+        :class:`pinnbench.maths.streaming.StreamedStepData` (per-block seeds, no n x D tensor): only
         its first pass (the points' norms) runs here, and the solver adds the data part of its
         reduction pass to ``data_time_s`` itself. A problem that draws its own step data (one
-        rank of a sharded cell, :class:`pinnbench.sharded_ball.ShardedBall`) is asked for it."""
-        from pinnbench.step_data import draw_step_data
-        from pinnbench.streaming import draw_streamed_step_data
+        rank of a sharded cell, :class:`pinnbench.cells.sharded_ball.ShardedBall`) is asked for it."""
+        from pinnbench.maths.step_data import draw_step_data
+        from pinnbench.maths.streaming import draw_streamed_step_data
         p = self.params
         generator = self.generator if generator is None else generator
         sets = 2 if p.get("loss") == "unbiased" else 1
         mark = self._data_watch.start() if self.time_data else None
         sharded = getattr(self.problem, "draw_step_data", None)
-        if sharded is not None:  # one rank of a sharded cell (pinnbench.sharded_ball)
+        if sharded is not None:  # one rank of a sharded cell (pinnbench.cells.sharded_ball)
             data = sharded(p["points"], generator, p.get("estimator", "stde"), p["probes"],
                            self.estimator_options, sets=sets, probe_generator=probe_generator)
         elif p.get("stream", False):  # only the norms' pass now (docs/streaming.md)
@@ -344,14 +344,14 @@ class Solver:
 
             biased:    mean_x (L_hat u - f)^2          E = (L u - f)^2 + Var(L_hat u)
             unbiased:  mean_x (L_J u - f)(L_K u - f)   two independent probe sets: E = (L u - f)^2
-            gpinn:     the biased loss + w (d/k) sum_{j in J} mean_x (d_j r)^2  (pinnbench.gpinn)
+            gpinn:     the biased loss + w (d/k) sum_{j in J} mean_x (d_j r)^2  (pinnbench.maths.gpinn)
 
         The biased form is what the published STDE / SDGD / HTE experiments train with."""
-        from pinnbench.estimators import estimate_terms
+        from pinnbench.maths.estimators import estimate_terms
 
         model = self.model if model is None else model
         if getattr(data, "streamed", False):  # reductions over column blocks (docs/streaming.md)
-            from pinnbench.streaming import residual_loss
+            from pinnbench.maths.streaming import residual_loss
 
             return residual_loss(self.problem, model, data)
         method, opts = self.params.get("estimator", "stde"), self.estimator_options
@@ -368,7 +368,7 @@ class Solver:
         r1, r2 = residuals[0], residuals[-1]
         loss = (r1 * r2).mean()
         if data.coordinates is not None:
-            from pinnbench.gpinn import gpinn_term
+            from pinnbench.maths.gpinn import gpinn_term
 
             loss = loss + self.params["gpinn_weight"] * gpinn_term(
                 self.problem, model, x, data.probes[0], data.coordinates, method,

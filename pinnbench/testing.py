@@ -9,7 +9,7 @@ Checks (each raises AssertionError naming the solver, the problem and what diffe
 - ``deterministic``: the same seed gives the same trajectory (bit-identical losses and params);
 - ``finite``: every loss is finite;
 - ``changes``: the parameters actually change;
-- ``evaluation``: ``pinnbench.metrics.evaluate`` does not alter the training state (a step after
+- ``evaluation``: ``pinnbench.judge.metrics.evaluate`` does not alter the training state (a step after
   an evaluation equals a step without it, bit for bit);
 - ``descent`` (on :data:`DESCENT_PROBLEM` only, a problem every solver must fit a little): after
   :data:`DESCENT_STEPS` steps the loss on a FIXED sample is lower than before. The sample is
@@ -52,7 +52,7 @@ def shipped_solvers() -> list[str]:
 
 def shipped_problems() -> list[str]:
     """The problem ids pinnbench ships (problems/), likewise."""
-    from pinnbench.problem_registry import list_problems, problem_class
+    from pinnbench.maths.problem_registry import list_problems, problem_class
 
     return [p for p in list_problems()
             if problem_class(p).__module__.startswith("pinnbench.problems.")]
@@ -123,9 +123,9 @@ def _tiny_run(cls, params: tuple, problem_id: str, dim: int, seed: int, steps: i
                                                                    list[torch.Tensor]]:
     """Losses, initial and final parameters of ``steps`` steps on a tiny problem (cached, so the
     checks of one solver share their runs; ``repeat`` makes an independent second run)."""
-    from pinnbench.metrics import evaluate
-    from pinnbench.model import make_model
-    from pinnbench.problem_registry import make_problem
+    from pinnbench.judge.metrics import evaluate
+    from pinnbench.maths.model import make_model
+    from pinnbench.maths.problem_registry import make_problem
 
     problem = make_problem(problem_id, dim=dim, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -144,8 +144,8 @@ def _tiny_run(cls, params: tuple, problem_id: str, dim: int, seed: int, steps: i
 def fixed_sample_loss(problem, params: list[torch.Tensor], x: torch.Tensor) -> float:
     """mean_x (L u_theta - f)^2 at the points ``x`` with the exact operator (autodiff in x, no
     probes): a deterministic function of the parameters for a fixed sample."""
-    from pinnbench.estimators import estimate_terms
-    from pinnbench.model import PINN
+    from pinnbench.maths.estimators import estimate_terms
+    from pinnbench.maths.model import PINN
 
     model = PINN(problem, [p.detach() for p in params])
     with torch.enable_grad():
@@ -165,7 +165,7 @@ def solver_checks(spec_or_class: str | type[Solver], problems=TINY_PROBLEMS, ste
     (names like ``finite:poisson-2body-v1``), and ``descent`` on :data:`DESCENT_PROBLEM`. ``run()`` raises AssertionError naming the solver,
     the problem and what differed. For one test per check (like scikit-learn's
     ``parametrize_with_checks``): ``pytest.mark.parametrize("name, run", solver_checks(...))``."""
-    from pinnbench.problem_registry import list_problems, make_problem
+    from pinnbench.maths.problem_registry import list_problems, make_problem
 
     cls, spec_params = _resolve(spec_or_class)
     params = {**{k: v for k, v in TINY_PARAMS.items() if k in cls.all_parameters()}, **spec_params}

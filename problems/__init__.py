@@ -1,6 +1,6 @@
 """Built-in problems (installed as ``pinnbench.problems``): one module per PDE family.
 
-Each module calls :func:`pinnbench.problem_registry.register_problem` for the versioned ids it
+Each module calls :func:`pinnbench.maths.problem_registry.register_problem` for the versioned ids it
 provides; the registry imports every module here whose name does not start with ``_`` on first
 lookup (``_chunked`` and ``_many_body`` are shared helpers, not problem families).
 

@@ -14,8 +14,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from pinnbench.directions import CoordinateDirections, DenseDirections, Directions
-from pinnbench.jets import Jet
+from pinnbench.maths.directions import CoordinateDirections, DenseDirections, Directions
+from pinnbench.maths.jets import Jet
 
 #: at most this many numbers per block temporary (16 MiB in float32, 32 MiB in float64)
 BLOCK_ELEMENTS = 2**22

@@ -40,8 +40,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pinnbench import fused
-from pinnbench.fused import Fused
+from pinnbench.maths import fused
+from pinnbench.maths.fused import Fused
 from pinnbench.problems._chunked import column_blocks
 
 #: the compiled block sums, one per body
@@ -77,7 +77,7 @@ class ManyBody:
     @classmethod
     def block_function(cls, n_cols: int):
         """The block sums of :meth:`_block` for a batch of ``n_cols`` coordinates: fused into one
-        kernel at large d (:mod:`pinnbench.fused`), eager below."""
+        kernel at large d (:mod:`pinnbench.maths.fused`), eager below."""
         if n_cols < fused.MIN_COLUMNS:
             return cls._block
         if cls not in _FUSED:
@@ -132,7 +132,7 @@ class ManyBody:
 
 class WindowSums:
     """The row sums of :meth:`ManyBody.sums`, fed column block by column block from left to
-    right (streamed points, :mod:`pinnbench.streaming`), so the batch is never whole.
+    right (streamed points, :mod:`pinnbench.maths.streaming`), so the batch is never whole.
 
     ``add(xb, a)`` takes the columns [a, a + width) of x. The windows that start in
     [a, a + width - w + 1) lie inside the block and go through the same block function as

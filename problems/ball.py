@@ -49,13 +49,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pinnbench.directions import Directions
-from pinnbench.jets import Jet
-from pinnbench.problem import LinearTerm, Operator, Problem, radius_uniform_ball
-from pinnbench.problem_registry import register_problem
+from pinnbench.maths.directions import Directions
+from pinnbench.maths.jets import Jet
+from pinnbench.maths.problem import LinearTerm, Operator, Problem, radius_uniform_ball
+from pinnbench.maths.problem_registry import register_problem
 from pinnbench.problems._chunked import spatial_sqnorm_jet, sqnorm
 from pinnbench.problems._many_body import ManyBody, ThreeBody, TwoBody, WindowSums
-from pinnbench.streaming import RadialBallStream, block_width
+from pinnbench.maths.streaming import RadialBallStream, block_width
 
 #: the value of the ``radius`` option that means R = sqrt(dim)
 SQRT_DIM = "sqrt-dim"
@@ -144,7 +144,7 @@ class BallProblem(Problem):
         xb = torch.randn(n_points, width, generator=g, dtype=self.dtype, device=self.device)
         self.stream_source(n_points).add(xb.mul_(self.radius / math.sqrt(self.dim)), 0)
 
-    # -- streamed step data (pinnbench.streaming, docs/streaming.md) ----------------------------
+    # -- streamed step data (pinnbench.maths.streaming, docs/streaming.md) ----------------------------
     #: the step's points can be streamed over column blocks (no n x d tensor)
     supports_streaming = True
 

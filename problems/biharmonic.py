@@ -54,10 +54,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pinnbench.directions import Directions
-from pinnbench.jets import Jet
-from pinnbench.problem import LinearTerm, Operator, Problem, radius_uniform_ball
-from pinnbench.problem_registry import register_problem
+from pinnbench.maths.directions import Directions
+from pinnbench.maths.jets import Jet
+from pinnbench.maths.problem import LinearTerm, Operator, Problem, radius_uniform_ball
+from pinnbench.maths.problem_registry import register_problem
 from pinnbench.problems._chunked import spatial_sqnorm_jet, sqnorm
 from pinnbench.problems._many_body import ManyBody, ThreeBody, TwoBody
 from pinnbench.problems.ball import SQRT_DIM, resolve_radius

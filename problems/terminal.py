@@ -49,10 +49,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pinnbench.directions import Directions
-from pinnbench.jets import Jet
-from pinnbench.problem import LinearTerm, Operator
-from pinnbench.problem_registry import register_problem
+from pinnbench.maths.directions import Directions
+from pinnbench.maths.jets import Jet
+from pinnbench.maths.problem import LinearTerm, Operator
+from pinnbench.maths.problem_registry import register_problem
 from pinnbench.problems._chunked import row_sum, spatial_sqnorm_jet, time_jet
 from pinnbench.problems.time_dependent import TimeBallProblem
 

@@ -3,7 +3,7 @@
 Points are (n, d + 1), time last, t in [0, 1], x in the unit ball; the sampler draws x
 radius-uniformly (x = r g / ||g||, r ~ U[0, 1], as for the ball problems) and t ~ U[0, 1]
 independently. s = ||x||^2 is over the spatial coordinates. The residual is
-``sum coef * term + pointwise(u) - f`` (:meth:`pinnbench.problem.Problem.residual`).
+``sum coef * term + pointwise(u) - f`` (:meth:`pinnbench.maths.problem.Problem.residual`).
 
 Heat (PINNacle, Hao et al. 2023, "high-dimensional heat" HNd; docs/domain.md §5):
     u_t = (1/d) Lap u - (1/d) s e^{s/2 + t},   u* = e^{s/2 + t}
@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pinnbench.directions import Directions
-from pinnbench.jets import Jet
-from pinnbench.problem import LinearTerm, Operator, Problem, radius_uniform_ball
-from pinnbench.problem_registry import register_problem
+from pinnbench.maths.directions import Directions
+from pinnbench.maths.jets import Jet
+from pinnbench.maths.problem import LinearTerm, Operator, Problem, radius_uniform_ball
+from pinnbench.maths.problem_registry import register_problem
 from pinnbench.problems._chunked import (row_sum, spatial_power_sums, spatial_sqnorm_jet, sqnorm,
                                          time_jet)
 

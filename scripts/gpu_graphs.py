@@ -45,7 +45,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--estimators", default="stde;stde,dist=coordinate;hte;sdgd")
     args = ap.parse_args(argv)
-    from pinnbench.axes import parse_dims
+    from pinnbench.commands.axes import parse_dims
 
     try:
         dims = parse_dims(args.dims)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
            "--no-floors", "--no-report", "--store", args.store]
     done = subprocess.run(cmd, capture_output=True, text=True)
     print(done.stdout[-3000:], done.stderr[-3000:], sep="\n", file=sys.stderr)
-    from pinnbench.store import load_results
+    from pinnbench.cells.store import load_results
 
     df = load_results(args.store)
     rows = df[df["ranks"] == ranks]

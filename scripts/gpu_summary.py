@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import sys
 
-from pinnbench.store import load_results
+from pinnbench.cells.store import load_results
 
 GIB = 2**30
 

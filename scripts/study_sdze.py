@@ -49,7 +49,7 @@ import time
 import torch
 
 from pinnbench import evaluate, make_model, make_problem, make_solver
-from pinnbench.floors import floors
+from pinnbench.judge.floors import floors
 from pinnbench.seeds import cell_generator
 
 RANKS = (1, 4, 8, 16)
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--windows", type=int, default=100, help="--variance: windows sampled")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--floors", action="store_true",
-                    help="also print the best-constant and best-affine floors (pinnbench.floors)")
+                    help="also print the best-constant and best-affine floors (pinnbench.judge.floors)")
     ap.add_argument("--jsonl", help="append one JSON line per run to this file")
     ap.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     args = ap.parse_args(argv)

@@ -32,7 +32,7 @@ def run(spec: str, problem_id: str, dim: int, steps: int, seed: int) -> dict:
     import torch
 
     import pinnbench
-    from pinnbench.metrics import evaluate
+    from pinnbench.judge.metrics import evaluate
     from pinnbench.solver import solver_from_spec
 
     problem = pinnbench.make_problem(problem_id, dim=dim, seed=seed)

@@ -8,7 +8,7 @@ says what each switch changes, docs/tuning.md where each search space comes from
 from __future__ import annotations
 
 from pinnbench.solver import Param, non_negative, positive
-from pinnbench.tuning_space import BUDGET, Choice, IntLogUniform, LogUniform
+from pinnbench.search_space import BUDGET, Choice, IntLogUniform, LogUniform
 
 ESTIMATORS_BP = ("exact", "sdgd", "hte", "stde")
 ESTIMATORS_FORWARD = ("stde", "fd")
@@ -34,7 +34,7 @@ def decay_steps_param(default: int, search: Choice | None = DECAY_SEARCH) -> Par
 
 
 def loss_params() -> dict[str, Param]:
-    """``loss`` and the two gPINN parameters (used with ``loss=gpinn`` only; pinnbench.gpinn)."""
+    """``loss`` and the two gPINN parameters (used with ``loss=gpinn`` only; pinnbench.maths.gpinn)."""
     return {
         "loss": Param("biased", "squared residual of one estimate (biased), the product of two "
                       "independent estimates (unbiased), or biased + the gPINN term (gpinn)",

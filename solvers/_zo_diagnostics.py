@@ -31,7 +31,7 @@ What the cell's ``diagnostics`` column then holds:
   (nearly) the same count; ``samples`` says how many each got (settings with < 2 are left out,
   and ``skipped`` says so).
 
-Everything is computed on fresh solvers of the cell's spec (:func:`pinnbench.diagnostics.fresh_solver`),
+Everything is computed on fresh solvers of the cell's spec (:func:`pinnbench.cells.diagnostics.fresh_solver`),
 so the trained solver and the trajectory are untouched.
 """
 
@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pinnbench.diagnostics import diagnostics_generator, fresh_solver, guarded, initial_model
+from pinnbench.cells.diagnostics import diagnostics_generator, fresh_solver, guarded, initial_model
 from pinnbench.seeds import cell_stream_seed, derive_seed, generator
 
 #: P above which the gradient-variance ratios (P-sized vectors per perturbation) are not computed
@@ -139,8 +139,8 @@ def gradient_estimate_variance(solver, seed: int, window: int = 10,
 
     A diagnostic for small models: it materialises z (P numbers) per perturbation. Leaves theta,
     the step count and the solver's generator as they were."""
-    from pinnbench.model import PINN
-    from pinnbench.step_data import draw_step_data
+    from pinnbench.maths.model import PINN
+    from pinnbench.maths.step_data import draw_step_data
 
     problem, model, params = solver.problem, solver.model, solver.params
 

@@ -7,7 +7,7 @@ things swapped, never a copy of its layers:
 * every parameter but W0 is materialised out of place, theta_i + c z_i (width x width numbers at
   most), and passed to ``PINN(...)`` as its parameters;
 * the first layer, the only part whose cost grows with d, is a
-  :class:`pinnbench.model.FirstLayer` hook, :class:`ShiftedFirstLayer`:
+  :class:`pinnbench.maths.model.FirstLayer` hook, :class:`ShiftedFirstLayer`:
   ``(W0 + c z0) y = W0 y + c z0 y``, with W0 y from the step's :class:`FirstLayerCache` and
   ``z0 y = U (Xi (V^T y)) / r`` matrix-free for a low-rank z0 (regenerated Gaussian columns for
   a full one).
@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from pinnbench.directions import CoordinateDirections, DenseDirections, Directions
-from pinnbench.jets import Jet
-from pinnbench.model import FirstLayer, PINN
+from pinnbench.maths.directions import CoordinateDirections, DenseDirections, Directions
+from pinnbench.maths.jets import Jet
+from pinnbench.maths.model import FirstLayer, PINN
 from pinnbench.solvers._zo_perturbations import Perturbation, SubspaceBasis
 
 
@@ -38,8 +38,8 @@ class FirstLayerCache:
     and y V for a low-rank basis, for the pinned points x and the probes of a step.
 
     Everything is cached **by identity**: the step draws its points and probes once
-    (:class:`pinnbench.step_data.StepData`) and every evaluation of the step passes the same
-    tensor and the same probe objects (:class:`pinnbench.directions.Directions`), so a lookup is an ``is`` test, never a comparison of
+    (:class:`pinnbench.maths.step_data.StepData`) and every evaluation of the step passes the same
+    tensor and the same probe objects (:class:`pinnbench.maths.directions.Directions`), so a lookup is an ``is`` test, never a comparison of
     values (no Python-level work that grows with d). Pinning (``cache.x = x`` or :meth:`pin`)
     drops every product and ansatz jet of the previous points, and each entry keeps a reference
     to the object it was computed from, so a new object can never be served an old one's
@@ -87,10 +87,10 @@ class FirstLayerCache:
         self._streamed = None
 
     def reductions(self, data):
-        """The reductions of streamed step data (:func:`pinnbench.streaming.reduce`: source,
+        """The reductions of streamed step data (:func:`pinnbench.maths.streaming.reduce`: source,
         ansatz pieces, x W0^T, x V, W0 v, V^T v), one pass over its blocks per sample and W0
         version, found by identity of ``data`` afterwards (common random numbers: once a step)."""
-        from pinnbench.streaming import reduce
+        from pinnbench.maths.streaming import reduce
 
         key = self.w0._version
         if self._streamed is None or self._streamed[0] is not data or self._streamed[1] != key:

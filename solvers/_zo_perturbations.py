@@ -156,7 +156,7 @@ class SubspaceBasis:
 
     def v_cursor(self):
         """``take(a, b)`` -> V[a:b] for ranges that move left to right (streamed step data,
-        :func:`pinnbench.streaming.reduce`): the row chunks are regenerated as the ranges reach
+        :func:`pinnbench.maths.streaming.reduce`): the row chunks are regenerated as the ranges reach
         them (or read from the kept ones) and at most two are alive, so V is never whole."""
         chunks = self.v_chunks()
         window: list[tuple[int, int, Tensor]] = []
@@ -206,7 +206,7 @@ class SubspaceBasis:
 class Perturbation:
     """One random weight-space direction z over all parameters [W0, b0, ..., WL, bL], described
     by seeds (the input-space directions of the spatial estimators are *probes*,
-    :class:`pinnbench.directions.Directions`).
+    :class:`pinnbench.maths.directions.Directions`).
 
     ``bases[i]`` is the :class:`SubspaceBasis` of parameter i when it gets a low-rank direction
     (None: full Gaussian). ``xis[i]`` is then its r x r coefficient matrix."""

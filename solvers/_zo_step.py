@@ -185,7 +185,7 @@ class ZerothOrderSolver(Solver):
         return derive_seed(seed, 4, k, plus), derive_seed(seed, 5, k, plus)
 
     def sample(self, step: ZOStep, k: int, plus: bool):
-        """The spatial sample (:class:`pinnbench.step_data.StepData`) of the evaluation at
+        """The spatial sample (:class:`pinnbench.maths.step_data.StepData`) of the evaluation at
         theta +- eps z_k, drawn on first use; with common random numbers the same object for
         every evaluation of the step."""
         seeds = self.evaluation_seeds(step.seed, k, plus)

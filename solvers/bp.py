@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import torch
 
-from pinnbench.estimators import exact_unsupported
-from pinnbench.model import torch_default_init_
+from pinnbench.maths.estimators import exact_unsupported
+from pinnbench.maths.model import torch_default_init_
 from pinnbench.solver import Param, Solver, register_solver
 from pinnbench.solvers._parameters import (decay_steps_param, DISTS, ESTIMATORS_BP,
                                            loss_params, lr_param)
-from pinnbench.tuning_space import LogUniform
+from pinnbench.search_space import LogUniform
 
 
 @register_solver
@@ -68,7 +68,7 @@ class BP(Solver):
         """Sharded (docs/sharding.md) with the stde estimator on dense probes, drawn per shard:
         the coordinate and nested estimators, and the gPINN term, sample coordinates across
         shards; a captured CUDA graph would replay the collectives outside the process group."""
-        from pinnbench.streaming import STREAM_DISTS
+        from pinnbench.maths.streaming import STREAM_DISTS
 
         if self.estimator != "stde" or self.dist not in ("default",) + STREAM_DISTS:
             return (f"{self.spec} is not sharded: a sharded step draws stde probes with dense "

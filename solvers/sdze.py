@@ -71,7 +71,7 @@ from pinnbench.solvers._parameters import zeroth_order_parameters
 from pinnbench.solvers._zo_evaluation import shifted_model
 from pinnbench.solvers._zo_perturbations import Perturbation, make_bases
 from pinnbench.solvers._zo_step import ZerothOrderSolver, ZOStep
-from pinnbench.tuning_space import IntLogUniform
+from pinnbench.search_space import IntLogUniform
 
 
 @register_solver

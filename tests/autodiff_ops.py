@@ -60,7 +60,7 @@ def gradient(fn: Fn, x: Tensor) -> Tensor:
 
 
 def apply_term(name: str, fn: Fn, x: Tensor, n_spatial: int) -> Tensor:
-    """One named linear term of :data:`pinnbench.problem.TERMS` by autograd."""
+    """One named linear term of :data:`pinnbench.maths.problem.TERMS` by autograd."""
     if name == "laplacian":
         return laplacian(fn, x, n_spatial)
     if name == "bilaplacian":

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from pinnbench.problem import LinearTerm, Operator, Problem, radius_uniform_ball, sqnorm_jet
-from pinnbench.problem_registry import PROBLEMS, register_problem
+from pinnbench.maths.problem import LinearTerm, Operator, Problem, radius_uniform_ball, sqnorm_jet
+from pinnbench.maths.problem_registry import PROBLEMS, register_problem
 from pinnbench.solver import SOLVERS, Param, Solver, register_solver
 
 

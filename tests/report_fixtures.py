@@ -1,4 +1,4 @@
-"""Result DataFrames in the schema of pinnbench.schema.COLUMNS, with known numbers, for the
+"""Result DataFrames in the schema of pinnbench.cells.schema.COLUMNS, with known numbers, for the
 report tests. Values follow closed formulas so the tests can state the expected medians:
 
     final_rel_l2(seed)    = ERR[solver] * (d / 1000) ** 0.1 * (1 + 0.1 * seed)
@@ -23,7 +23,7 @@ import math
 
 import pandas as pd
 
-from pinnbench.schema import COLUMNS
+from pinnbench.cells.schema import COLUMNS
 
 P1 = "poisson-2body-v1"
 P2 = "allen-cahn-2body-v1"
@@ -44,7 +44,7 @@ TIME = {"bp": 4e-3, "zo": 2e-3, "sdze8": 1e-3, "sdze8off": 1e-3, "sdze16": 1.5e-
 MEM = {"bp": 2e9, "zo": 3e8, "sdze8": 3e8, "sdze8off": 3e8, "sdze16": 3.2e8}
 FLOOR_CONST, FLOOR_AFFINE = 0.9, 0.6
 
-#: keys as pinnbench.provenance.collect writes them (``pid`` differs per cell)
+#: keys as pinnbench.cells.provenance.collect writes them (``pid`` differs per cell)
 PROVENANCE = {
     "pinnbench_version": "0.1.0", "git_sha": "0123abcd", "git_dirty": False, "python": "3.11.2",
     "torch": "2.11.0", "cuda": "12.8", "cudnn": 91002, "device": "cuda",

@@ -3,7 +3,7 @@ ansatz jet when it runs sharded (one process: it is poisson-2body-v1)."""
 
 import torch.distributed as dist
 
-from pinnbench.problem_registry import register_problem
+from pinnbench.maths.problem_registry import register_problem
 from pinnbench.problems.ball import PoissonTwoBody
 
 

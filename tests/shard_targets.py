@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from pinnbench.sharded_cell import build, train_rank
+from pinnbench.cells.sharded_cell import build, train_rank
 
 
 def runs(payload, comm, rank, ranks, report):

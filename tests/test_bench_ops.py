@@ -6,7 +6,7 @@ tensor inside a step fails these tests)."""
 import pytest
 import torch
 
-from pinnbench import fused
+from pinnbench.maths import fused
 from pinnbench.bench import ops
 from pinnbench.bench.ops import count, count_step
 
@@ -85,7 +85,7 @@ def test_counts_are_deterministic():
 # the host syncs a step of each default solver makes today, by op; anything else that reads a
 # tensor back (an `.item()`, a `float()`, a `bool()`, an `aten::equal` cache lookup) fails:
 #   - bp: none (its step returns the loss as a 0-d tensor, which the cell runner reads only at
-#     the evaluations: pinnbench/loss_watch.py);
+#     the evaluations: pinnbench/cells/loss_watch.py);
 #   - zo and sdze: the loss the step returns as a float, read at its very end, not mid-step;
 #     and the step seed, drawn from the solver's generator at the step's start
 #     (pinnbench.seeds.draw_seed; tests/test_sdze_ablation.py replays that draw)
@@ -117,7 +117,7 @@ def test_a_default_step_makes_no_other_host_sync(solver):
                                   "bp[estimator=sdgd,loss=unbiased]"])
 def test_a_bp_step_makes_no_host_sync_with_any_estimator(spec):
     """Sampled coordinates included (SDGD, sparse STDE): Floyd's sampling runs on the device
-    (pinnbench/estimators/probes.py), not through a `.tolist()` of its uniforms."""
+    (pinnbench/maths/estimators/probes.py), not through a `.tolist()` of its uniforms."""
     c = count_step(spec.replace("]", ",points=10,probes=4]"), 200, width=32)
     assert c.host_syncs == 0, c.sync_sites
 

@@ -87,7 +87,7 @@ def test_data_column_is_the_solvers_own_draw_time_within_its_steps(monkeypatch, 
     """The worker's ``data_s`` is the time the timed steps spent in Solver.draw (every draw of
     the step: 2q without common random numbers): a draw made 20 ms slower shows up as
     draws x 20 ms, and inside the step time."""
-    import pinnbench.step_data as step_data
+    import pinnbench.maths.step_data as step_data
 
     real = step_data.draw_step_data
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pinnbench.cell import cell_id, eval_steps, is_oom, normalize_spec, run_cell
+from pinnbench.cells.cell import cell_id, eval_steps, is_oom, normalize_spec, run_cell
 
 FAKES = str(Path(__file__).with_name("fake_solvers.py"))
 BASE = dict(problem="fake-affine-v1", dim=3, steps=20, width=16, depth=2, imports=[FAKES])
@@ -65,7 +65,7 @@ def test_a_tensor_loss_is_read_only_at_the_evaluations():
 
 
 def test_a_nonfinite_tensor_loss_stops_training_at_the_next_evaluation():
-    """The divergence check runs on the device (pinnbench/loss_watch.py): a NaN at step 5 is
+    """The divergence check runs on the device (pinnbench/cells/loss_watch.py): a NaN at step 5 is
     found at the evaluation of step 8 and named, even though steps 6..8 were finite again."""
     row = run_cell(cell("fake-tensor-loss[nan_at=5]", steps=20), isolated=False)
     assert row["status"] == "diverged" and row["steps_done"] == 8, row["message"]
@@ -181,8 +181,8 @@ def test_a_cells_defaults_are_declared_once():
     """CellSpec declares the defaults; the sweep configuration and the CLI's run read them."""
     import dataclasses
 
-    from pinnbench.cellspec import DEFAULTS, CellSpec
-    from pinnbench.sweep import SweepConfig
+    from pinnbench.cells.cellspec import DEFAULTS, CellSpec
+    from pinnbench.cells.sweep import SweepConfig
 
     spec = CellSpec.from_dict({"problem": "poisson-2body-v1", "dim": 10, "solver": "bp"})
     assert spec.cell_id == cell_id(normalize_spec({"problem": "poisson-2body-v1", "dim": 10,

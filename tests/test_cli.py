@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pinnbench.cli import main
-from pinnbench.store import Store, load_results
+from pinnbench.cells.store import Store, load_results
 
 FAKES = str(Path(__file__).with_name("fake_solvers.py"))
 REPO = Path(__file__).resolve().parent.parent
@@ -228,7 +228,7 @@ def test_list_shows_solvers_with_parameters(capsys):
 
 
 def test_list_problems_says_which_are_ill_posed_and_which_have_gpinn(capsys):
-    from pinnbench.problem_registry import list_problems, problem_class
+    from pinnbench.maths.problem_registry import list_problems, problem_class
 
     assert main(["list", "problems"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -247,7 +247,7 @@ def test_jobs_above_one_on_cuda_is_a_usage_error(store, monkeypatch, capsys):
     """--jobs N --device cuda would run N cells on one GPU at once: refused before any cell."""
     import torch
 
-    import pinnbench.problem_registry as reg
+    import pinnbench.maths.problem_registry as reg
 
     monkeypatch.setattr(reg, "resolve_device", lambda d: torch.device("cuda"))
     before = store.read_bytes()
@@ -276,11 +276,11 @@ def test_a_cell_that_blew_up_is_stored_diverged(tmp_path, capsys):
 def test_default_run_is_defined_in_steps_with_threads_per_core(tmp_path, monkeypatch):
     """The default sweep's errors must not depend on the machine's speed: a step budget, no
     time budget, and CPU threads = free physical cores / cells at once (recorded in the plan)."""
-    from pinnbench import machine_load
+    from pinnbench.cells import machine_load
     from pinnbench.cli import build_parser
-    from pinnbench.run_options import sweep_config as _sweep_config
-    from pinnbench.machine_load import default_threads
-    from pinnbench.sweep import plan
+    from pinnbench.commands.run_options import sweep_config as _sweep_config
+    from pinnbench.cells.machine_load import default_threads
+    from pinnbench.cells.sweep import plan
 
     monkeypatch.setattr(machine_load, "load_average", lambda: 0.0)
 
@@ -303,7 +303,7 @@ def test_time_budget_warns_and_progress_is_logged_without_a_terminal(tmp_path, c
     assert "[1/1] fake-affine-v1 d=3 fake-ok seed=0: ok (3 steps, rel L2 " in err, err
     (r,) = load_results(store).to_dict("records")
     assert r["provenance"]["threads"] >= 1 and "load_avg_1m_at_end" in r["provenance"]
-    from pinnbench.store import Store as _S
+    from pinnbench.cells.store import Store as _S
 
     st = _S(store)
     prov = json.loads(st.con.execute("SELECT provenance FROM runs").fetchone()[0])
@@ -315,7 +315,7 @@ def _stored_rows(path, specs, run_id="r1", **fields):
     """A store holding one finished row per (solver spec, fields) of the fake problem."""
     import fake_solvers  # noqa: F401 - registers the fakes here
 
-    from pinnbench.cell import base_row, normalize_spec
+    from pinnbench.cells.cell import base_row, normalize_spec
 
     st = Store(path)
     st.begin_run(run_id, "pinnbench run", "2024-01-01T00:00:00+00:00", [], {})
@@ -343,8 +343,8 @@ def test_show_prints_square_brackets_as_written(tmp_path, capsys):
 
 
 def test_show_keeps_the_parameters_of_a_real_solver_spec(capsys):
-    from pinnbench.cell import base_row, normalize_spec
-    from pinnbench.console import console as _console, summary_table
+    from pinnbench.cells.cell import base_row, normalize_spec
+    from pinnbench.report.console import console as _console, summary_table
     from pinnbench.solver import list_solvers
 
     if "sdze" not in list_solvers():
@@ -492,7 +492,7 @@ def test_a_second_resume_of_a_live_run_is_refused(tmp_path, capsys):
     """Two --resume of one run: the second may not run the same cells while the first lives."""
     import subprocess
 
-    from pinnbench.run_lease import planner_id
+    from pinnbench.cells.run_lease import planner_id
 
     store = tmp_path / "s.sqlite"
     assert main(_last_args(FAKE_RUN, ["--quiet", "--store", str(store)])) == 0
@@ -565,7 +565,7 @@ def test_the_progress_bar_shows_solver_specs_as_written(tmp_path, capsys, monkey
 
     from rich.console import Console
 
-    import pinnbench.console as console
+    import pinnbench.report.console as console
 
     buf = io.StringIO()
     monkeypatch.setattr(console, "console", lambda stderr=False: Console(
@@ -588,7 +588,7 @@ def test_ablate_runs_the_base_and_its_one_factor_variants(tmp_path, monkeypatch)
     store = str(tmp_path / "s.sqlite")
     assert main(["ablate", "sdze[rank=4]", "--dims", "100", "--store", store]) == 0
     assert seen["argv"][:2] == ["run", "--solvers"] and seen["args"].dims == "100"
-    from pinnbench.axes import split_top_level
+    from pinnbench.commands.axes import split_top_level
 
     specs = split_top_level(seen["args"].solvers)
     base = parse_spec(specs[0])[1]
@@ -617,7 +617,7 @@ def test_the_default_sweep_uses_a_problem_whose_trivial_fits_are_not_nearly_exac
     constant fit A(x)·c at d = 100 (and 0.4 % at 10^4), so the default run must use a problem
     where a solver has to learn something to beat the floors: the scaled variant (radius √d)."""
     from pinnbench.cli import DEFAULT_RUN
-    from pinnbench.floors import floors_for
+    from pinnbench.judge.floors import floors_for
 
     for problem in DEFAULT_RUN["problems"].split(","):
         fl = floors_for(problem, 100, 0)
@@ -630,7 +630,7 @@ def test_ablate_puts_points_into_every_variant(options):
     silently ignored: every variant kept points=100)."""
     from pinnbench.cli import ablate_argv
     from pinnbench.solver import parse_spec
-    from pinnbench.axes import split_top_level
+    from pinnbench.commands.axes import split_top_level
 
     argv = ablate_argv("sdze", options)
     specs = split_top_level(argv[2])
@@ -651,7 +651,7 @@ def test_the_terminal_table_writes_d_one_way_and_errors_at_3_significant_digits(
 
 
 def test_list_problems_shows_every_domain_and_the_scaled_radius(capsys):
-    from pinnbench.problem_registry import list_problems
+    from pinnbench.maths.problem_registry import list_problems
 
     assert main(["list", "problems"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()

@@ -1,4 +1,4 @@
-"""The plan a run prints before any cell starts (pinnbench/plan.py): the estimate's arithmetic
+"""The plan a run prints before any cell starts (pinnbench/commands/plan.py): the estimate's arithmetic
 checked by hand, the mark on a cell that cannot fit, --dry-run leaving the store untouched, the
 ETA, and the scale preset against the committed page's command."""
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pinnbench import plan as plan_mod
+from pinnbench.commands import plan as plan_mod
 from pinnbench.cli import main
-from pinnbench.store import Store, load_results
+from pinnbench.cells.store import Store, load_results
 
 FAKES = str(Path(__file__).with_name("fake_solvers.py"))
 REPO = Path(__file__).resolve().parent.parent
@@ -21,7 +21,7 @@ GiB = 2**30
 
 
 def _spec(solver, dim=10**7, **kw):
-    from pinnbench.cellspec import normalize_spec
+    from pinnbench.cells.cellspec import normalize_spec
 
     return normalize_spec({"problem": "poisson-2body-scaled-v1", "dim": dim, "solver": solver,
                            **kw})
@@ -133,7 +133,7 @@ def test_dry_run_prints_the_plan_and_leaves_the_store_untouched(tmp_path, capsys
 
 # -- the ETA --------------------------------------------------------------------------------------
 def test_eta_scales_the_estimates_left_by_how_the_finished_ones_fared():
-    from pinnbench.console import Eta
+    from pinnbench.report.console import Eta
 
     eta = Eta({"a": 10.0, "b": 20.0, "c": None})  # c counts as the mean of the others, 15
     assert eta.remaining_s() == pytest.approx(45.0)
@@ -148,8 +148,8 @@ def test_eta_scales_the_estimates_left_by_how_the_finished_ones_fared():
 # -- the scale preset -------------------------------------------------------------------------------
 def test_the_scale_preset_is_the_committed_pages_command():
     from pinnbench.cli import build_parser
-    from pinnbench.run_options import apply_preset as _apply_preset
-    from pinnbench.presets import PRESETS
+    from pinnbench.commands.run_options import apply_preset as _apply_preset
+    from pinnbench.commands.presets import PRESETS
 
     text = (REPO / "reports" / "cpu-1e3-1e7" / "README.md").read_text()
     command = re.search(r"```\n(pinnbench run .*?)\n```", text, re.S).group(1)

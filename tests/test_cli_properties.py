@@ -10,9 +10,9 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pinnbench import plan as plan_mod
+from pinnbench.commands import plan as plan_mod
 from pinnbench.cli import main
-from pinnbench.store import Store
+from pinnbench.cells.store import Store
 
 FAKES = str(Path(__file__).with_name("fake_solvers.py"))
 BASE = ["run", "--problems", "fake-affine-v1", "--solvers", "fake-ok", "--dims", "3",

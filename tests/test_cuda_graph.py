@@ -168,8 +168,8 @@ def test_cuda_graph_is_ignored_off_cuda():
 def test_a_cell_on_simulated_cuda_reports_the_data_time_from_events():
     """The harness reads the data's events after each step's synchronisation
     (Solver.settle_data_time), so the column survives the sync-free step."""
-    from pinnbench.cellspec import CellSpec
-    from pinnbench.measurement import execute
+    from pinnbench.cells.cellspec import CellSpec
+    from pinnbench.cells.measurement import execute
 
     with simulated_cuda() as sim:
         spec = CellSpec.from_dict({"problem": "poisson-2body-v1", "dim": D, "steps": 4,

@@ -20,8 +20,8 @@ import torch
 
 import pinnbench
 from cuda_sim import DEVICE_NAME, SimulatedDeviceError, sim_device, simulated_cuda
-from pinnbench.cell import run_cell
-from pinnbench.problem_registry import make_problem, problem_class
+from pinnbench.cells.cell import run_cell
+from pinnbench.maths.problem_registry import make_problem, problem_class
 from pinnbench.solver import solver_from_spec
 from pinnbench.testing import shipped_problems, shipped_solvers
 
@@ -312,15 +312,15 @@ def test_cell_runs_on_simulated_cuda(problem, dim, solver, status):
 def test_chunked_paths_on_simulated_cuda(monkeypatch, problem, solver):
     """The block-by-block code that only runs at large d (column blocks of the closed forms,
     perturbation chunks, several test-set chunks, floor row blocks), forced at small d."""
-    import pinnbench.floors
+    import pinnbench.judge.floors
     import pinnbench.solvers._zo_perturbations
-    import pinnbench.problem
+    import pinnbench.maths.problem
     import pinnbench.problems._chunked
 
     for module, name, value in ((pinnbench.solvers._zo_perturbations, "CHUNK_ELEMENTS", 16),
                                 (pinnbench.problems._chunked, "BLOCK_ELEMENTS", 48),
-                                (pinnbench.problem, "TEST_CHUNK_ELEMENTS", 2**15),
-                                (pinnbench.floors, "ROW_BLOCK_ELEMENTS", 2**13)):
+                                (pinnbench.maths.problem, "TEST_CHUNK_ELEMENTS", 2**15),
+                                (pinnbench.judge.floors, "ROW_BLOCK_ELEMENTS", 2**13)):
         assert hasattr(module, name), f"{module.__name__}.{name} is gone: update this test"
         monkeypatch.setattr(module, name, value)
     row, sim = _run_simulated(problem, DIM, solver, dtype="float64")
@@ -332,9 +332,9 @@ def test_chunked_paths_on_simulated_cuda(monkeypatch, problem, solver):
 def test_evaluation_and_floors_on_simulated_cuda(monkeypatch):
     """The test-set path on its own: chunks on the device, what is kept in host memory, the
     second pass from the kept points, the redraw path, and the floors, all equal to the CPU's."""
-    from pinnbench.floors import floors
-    from pinnbench.metrics import evaluate
-    from pinnbench.model import make_model
+    from pinnbench.judge.floors import floors
+    from pinnbench.judge.metrics import evaluate
+    from pinnbench.maths.model import make_model
 
     cpu = make_problem("heat-v1", dim=DIM, seed=3)
     cpu_model = make_model(cpu, width=WIDTH, depth=DEPTH)
@@ -422,10 +422,10 @@ def test_planted_cpu_generator_is_a_device_error(monkeypatch):
 def test_planted_device_bug_in_swallowing_code_is_still_recorded(monkeypatch):
     """The cell catches a failing floor (no floor is not a failed cell) and stays ``ok``; the
     simulation still records the device error, which is what the cell tests assert on."""
-    import pinnbench.floors
+    import pinnbench.judge.floors
 
     cls = problem_class(BASE)
-    ansatz, real_floors = cls.ansatz, pinnbench.floors.floors
+    ansatz, real_floors = cls.ansatz, pinnbench.judge.floors.floors
     in_floors: list[bool] = []
 
     def cpu_ansatz(self, x):
@@ -440,7 +440,7 @@ def test_planted_device_bug_in_swallowing_code_is_still_recorded(monkeypatch):
             in_floors.pop()
 
     monkeypatch.setattr(cls, "ansatz", cpu_ansatz)
-    monkeypatch.setattr(pinnbench.floors, "floors", floors)
+    monkeypatch.setattr(pinnbench.judge.floors, "floors", floors)
     row, sim = _run_simulated(BASE, DIM, f"bp[{FAST}]")
     assert row["status"] == "ok"
     assert "simulated CUDA" in row["provenance"].get("floor_error", "")

@@ -15,12 +15,12 @@ import pytest
 distributed = pytest.importorskip(
     "distributed", reason="dask[distributed] is not installed (pip install 'pinnbench[dask]')")
 
-from pinnbench import executors  # noqa: E402
-from pinnbench.cell import cell_id  # noqa: E402
+from pinnbench.cells import executors  # noqa: E402
+from pinnbench.cells.cell import cell_id  # noqa: E402
 from pinnbench.cli import main  # noqa: E402
-from pinnbench.executors import DaskExecutor, LocalExecutor, local_cluster  # noqa: E402
-from pinnbench.store import Store, load_results  # noqa: E402
-from pinnbench.sweep import SweepConfig, execute_sweep, plan  # noqa: E402
+from pinnbench.cells.executors import DaskExecutor, LocalExecutor, local_cluster  # noqa: E402
+from pinnbench.cells.store import Store, load_results  # noqa: E402
+from pinnbench.cells.sweep import SweepConfig, execute_sweep, plan  # noqa: E402
 
 FAKES = str(Path(__file__).with_name("fake_solvers.py"))
 

@@ -1,4 +1,4 @@
-"""Cell diagnostics (``diagnostics=true``, pinnbench/diagnostics.py) and the ``tf32`` switch:
+"""Cell diagnostics (``diagnostics=true``, pinnbench/cells/diagnostics.py) and the ``tf32`` switch:
 neither changes the ids of existing cells; diagnostics leave training, step times and peaks
 alone, record what they measured or why not; tf32 is refused on CPU and recorded on CUDA."""
 
@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from cuda_sim import simulated_cuda
-from pinnbench import diagnostics
+from pinnbench.cells import diagnostics
 from pinnbench.solvers import _zo_diagnostics as zo_diagnostics
-from pinnbench.cellspec import IDENTITY_KEYS, CellSpec, cell_id
+from pinnbench.cells.cellspec import IDENTITY_KEYS, CellSpec, cell_id
 from pinnbench.cli import main
-from pinnbench.measurement import execute
-from pinnbench.store import load_results
+from pinnbench.cells.measurement import execute
+from pinnbench.cells.store import load_results
 
 #: a tiny, fast cell (the scaled problem the ablation runs on)
 TINY = {"problem": "poisson-2body-scaled-v1", "dim": 20, "steps": 6, "width": 8, "depth": 2,
@@ -114,8 +114,8 @@ def test_diagnostics_leave_training_alone_and_measure_the_estimator(solver):
 
 
 def test_initial_model_is_the_model_the_cell_started_from():
-    from pinnbench.metrics import evaluate
-    from pinnbench.problem_registry import make_problem
+    from pinnbench.judge.metrics import evaluate
+    from pinnbench.maths.problem_registry import make_problem
 
     spec = _spec("sdze")
     row = execute(spec)
@@ -206,9 +206,9 @@ def test_tf32_on_cpu_is_a_usage_error(tmp_path, capsys):
 def test_a_store_without_the_column_gets_it_and_decodes_it(tmp_path, monkeypatch):
     """A store written before ``diagnostics`` existed: old rows read as null, a new row's dict
     is stored as JSON and read back as the same dict."""
-    import pinnbench.store as store_mod
-    from pinnbench.schema import COLUMNS
-    from pinnbench.store import Store
+    import pinnbench.cells.store as store_mod
+    from pinnbench.cells.schema import COLUMNS
+    from pinnbench.cells.store import Store
 
     path = tmp_path / "old.sqlite"
     row = execute(_spec("sdze[q=1]", diagnostics=True))

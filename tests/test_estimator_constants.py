@@ -23,7 +23,7 @@ and the mixed derivatives of the nested (exact, sdgd) bilaplacian
 N_ijj = Σ_h w_h tanh'''(z_h) W_hi W_hj² (N_iij likewise).
 
 Finite differences: with N ≡ 0 (zero output layer) u = q² is a quartic, whose Taylor series
-ends at t⁴, so the central stencils of pinnbench.estimators.directional are exactly
+ends at t⁴, so the central stencils of pinnbench.maths.estimators.directional are exactly
 (u(h) − u(−h))/2h = D¹ + h²D³/6,  (u(h) − 2u(0) + u(−h))/h² = D² + h²D⁴/12,
 and the five-point fourth difference is D⁴ (docs/domain.md §2).
 """
@@ -35,12 +35,12 @@ import math
 import pytest
 import torch
 
-from pinnbench.directions import CoordinateDirections, DenseDirections
-from pinnbench.estimators import draw_probes, estimate, estimate_terms
-from pinnbench.estimators.probes import dense_probes
-from pinnbench.jets import Jet
-from pinnbench.model import make_model
-from pinnbench.problem import LinearTerm, Operator, Problem
+from pinnbench.maths.directions import CoordinateDirections, DenseDirections
+from pinnbench.maths.estimators import draw_probes, estimate, estimate_terms
+from pinnbench.maths.estimators.probes import dense_probes
+from pinnbench.maths.jets import Jet
+from pinnbench.maths.model import make_model
+from pinnbench.maths.problem import LinearTerm, Operator, Problem
 
 import autodiff_ops
 
@@ -157,7 +157,7 @@ def _stencil(cf, x, v, k):
 
 
 def expected(model, x, drawn, fd: bool) -> dict[str, torch.Tensor]:
-    """Each term by its documented formula (pinnbench.estimators.terms) from the drawn probes."""
+    """Each term by its documented formula (pinnbench.maths.estimators.terms) from the drawn probes."""
     cf, d, D = ClosedForm(model), DIM, DIM + 1
     deriv = (lambda v, k: _stencil(cf, x, v, k)) if fd else (lambda v, k: cf.along(x, v, k))
     e_t = torch.eye(D, dtype=F64)[-1:]

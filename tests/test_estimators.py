@@ -1,4 +1,4 @@
-"""pinnbench.estimators: every method against autodiff references, statistically for the
+"""pinnbench.maths.estimators: every method against autodiff references, statistically for the
 randomized ones; reproducibility from the generator; finite differences' order of accuracy;
 bad input; and every registered problem served by every method."""
 
@@ -9,14 +9,14 @@ import torch
 from torch.func import hessian, jacrev
 
 import pinnbench
-from pinnbench.directions import CoordinateDirections, DenseDirections
-from pinnbench.estimators import EXACT_MAX_DIM, METHODS, estimate, estimate_terms
-from pinnbench.estimators.directional import (autodiff_directional, default_fd_step,
+from pinnbench.maths.directions import CoordinateDirections, DenseDirections
+from pinnbench.maths.estimators import EXACT_MAX_DIM, METHODS, estimate, estimate_terms
+from pinnbench.maths.estimators.directional import (autodiff_directional, default_fd_step,
                                               fd_directional, jet_directional)
-from pinnbench.estimators.probes import sample_indices
-from pinnbench.jets import Jet
-from pinnbench.model import PINN, make_model
-from pinnbench.problem import LinearTerm, Operator, Problem, radius_uniform_ball, sqnorm_jet
+from pinnbench.maths.estimators.probes import sample_indices
+from pinnbench.maths.jets import Jet
+from pinnbench.maths.model import PINN, make_model
+from pinnbench.maths.problem import LinearTerm, Operator, Problem, radius_uniform_ball, sqnorm_jet
 
 F64 = torch.float64
 
@@ -72,7 +72,7 @@ def setup(cls, dim=4, n=3, dtype=F64, seed=0):
 
 
 def reference_terms(model, x):
-    """Every term at every point by torch.func (independent of pinnbench.estimators): Hessians
+    """Every term at every point by torch.func (independent of pinnbench.maths.estimators): Hessians
     by jacfwd(jacrev), the bilaplacian as the Hessian trace of the Hessian trace."""
     p = model.problem
     d = p.dim
@@ -392,7 +392,7 @@ def test_every_method_serves_every_registered_problem(problem_id):
     """Finite estimates of every operator term by every method; deterministic terms (dt, dtt,
     sdgd with every coordinate) equal exact; hte and fd equal stde on the same probes; stde's mean
     over independent generator states within 4 standard errors of exact."""
-    from pinnbench.problem_registry import problem_class
+    from pinnbench.maths.problem_registry import problem_class
 
     dim = max(problem_class(problem_id).min_dim, 4)
     p = pinnbench.make_problem(problem_id, dim=dim, seed=0, dtype=F64)
@@ -435,7 +435,7 @@ def test_batched_hessian_vector_products_equal_one_at_a_time(ball, method, monke
     """The second derivatives along V directions come from batched backward passes in groups;
     a group of one direction (the old Python loop) gives the same estimate and the same weight
     gradient through it."""
-    from pinnbench.estimators import directional
+    from pinnbench.maths.estimators import directional
 
     m, x, _ = ball
 

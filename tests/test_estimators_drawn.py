@@ -5,7 +5,7 @@ a clear error when the drawn probes belong to another estimate."""
 import pytest
 import torch
 
-from pinnbench.estimators import draw_probes, estimate_terms
+from pinnbench.maths.estimators import draw_probes, estimate_terms
 
 from test_estimators import ToyBall, ToySpaceTime, g
 
@@ -13,7 +13,7 @@ F64 = torch.float64
 
 
 def _model(cls, dim: int):
-    from pinnbench.model import make_model
+    from pinnbench.maths.model import make_model
 
     problem = cls(dim=dim, seed=0, dtype=F64)
     model = make_model(problem, width=8, depth=2, generator=g(1))

@@ -1,4 +1,4 @@
-"""hte and sdgd through the first layer's pre-activations (pinnbench.estimators.preactivation):
+"""hte and sdgd through the first layer's pre-activations (pinnbench.maths.estimators.preactivation):
 the same derivatives as reverse mode in x, the same gradients in the weights and in x, and no
 (V, n, D) intermediate in the estimate or in its backward pass."""
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pinnbench.directions import CoordinateDirections, DenseDirections
-from pinnbench.estimators import estimate
-from pinnbench.estimators.directional import autodiff_directional
-from pinnbench.estimators.preactivation import ThroughPreactivations, mlp_after_first_layer
-from pinnbench.model import make_model
+from pinnbench.maths.directions import CoordinateDirections, DenseDirections
+from pinnbench.maths.estimators import estimate
+from pinnbench.maths.estimators.directional import autodiff_directional
+from pinnbench.maths.estimators.preactivation import ThroughPreactivations, mlp_after_first_layer
+from pinnbench.maths.model import make_model
 
 from test_estimators import ToyBall, ToySpaceTime, g, setup
 

@@ -27,7 +27,7 @@ def run(tmp_path_factory):
     from pinnbench.cli import main
     from pinnbench.plugins import import_plugins
     from pinnbench.report import write_report
-    from pinnbench.store import load_results
+    from pinnbench.cells.store import load_results
 
     import_plugins([str(EXAMPLE)])  # the report reads the solver's page in this process
     tmp = tmp_path_factory.mktemp("example-zo")

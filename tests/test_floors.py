@@ -1,4 +1,4 @@
-"""Floors (pinnbench/floors.py): the best constant and affine fits on the test set, honestly
+"""Floors (pinnbench/judge/floors.py): the best constant and affine fits on the test set, honestly
 labelled, never an interpolation called a floor, and the same on every device."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pinnbench import list_problems, make_problem
-from pinnbench import floors as floors_module
-from pinnbench.floors import floors
-from pinnbench import problem as problem_module
+from pinnbench.judge import floors as floors_module
+from pinnbench.judge.floors import floors
+from pinnbench.maths import problem as problem_module
 
 F64 = torch.float64
 

@@ -1,4 +1,4 @@
-"""Published numbers beside the measured floors (pinnbench/published.py)."""
+"""Published numbers beside the measured floors (pinnbench/judge/published.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from pinnbench.published import PUBLISHED, beside_floors
+from pinnbench.judge.published import PUBLISHED, beside_floors
 
 
 def test_published_table_matches_domain_section_6():

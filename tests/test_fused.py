@@ -1,4 +1,4 @@
-"""pinnbench.fused: closed forms compiled at large d, eager otherwise, and never a failure when
+"""pinnbench.maths.fused: closed forms compiled at large d, eager otherwise, and never a failure when
 compiling is impossible. The real compile (30-60 s on this machine) is in the slow test."""
 
 import json
@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from pinnbench import fused, make_problem
+from pinnbench.maths import fused
+from pinnbench import make_problem
 from pinnbench.problems import _chunked, _many_body
 
 
@@ -103,7 +104,8 @@ def test_an_error_of_the_computation_itself_is_not_swallowed(fresh):
 
 COMPILED_SCRIPT = """
 import json, sys, torch
-from pinnbench import fused, make_problem
+from pinnbench.maths import fused
+from pinnbench import make_problem
 from pinnbench.memory import current_cpu_bytes, peak_cpu_bytes, reset_peak_cpu
 torch.set_num_threads(1)
 n, d = 16, 10**5

@@ -1,4 +1,4 @@
-"""The gPINN loss (pinnbench/gpinn.py, issue 12 item 4): the residual's gradient against autograd
+"""The gPINN loss (pinnbench/maths/gpinn.py, issue 12 item 4): the residual's gradient against autograd
 of the whole residual (source included), by reverse mode and by central differences; the
 sampled coordinate sum unbiased for the full one; the loss is the biased loss plus the weighted
 term; problems without a closed-form source gradient are skipped with the reason."""
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pinnbench import make_model, make_problem, make_solver
-from pinnbench.estimators import draw_probes, estimate_terms
-from pinnbench.gpinn import gpinn_term, residual_gradient
+from pinnbench.maths.estimators import draw_probes, estimate_terms
+from pinnbench.maths.gpinn import gpinn_term, residual_gradient
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64
@@ -63,7 +63,7 @@ def test_sampled_coordinates_are_unbiased_for_the_full_gradient_norm():
         full = residual_gradient(problem, model, x, drawn, torch.arange(problem.dim), "exact", 16,
                                  {}, False)
         per_j = (full * full).mean(dim=0)  # mean_x (d_j r)^2
-    from pinnbench.estimators.probes import sample_indices
+    from pinnbench.maths.estimators.probes import sample_indices
 
     g = torch.Generator().manual_seed(9)
     draws = torch.stack([per_j[sample_indices(2, problem.dim, g)].sum() * problem.dim / 2

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import pinnbench
-from pinnbench.cell import run_cell
-from pinnbench.metrics import evaluate
-from pinnbench.problem_registry import problem_class
+from pinnbench.cells.cell import run_cell
+from pinnbench.judge.metrics import evaluate
+from pinnbench.maths.problem_registry import problem_class
 from pinnbench.solver import SOLVERS, solver_from_spec
 
 pytestmark = [
@@ -93,7 +93,7 @@ def test_same_seed_gives_the_same_numbers_on_cuda():
 def test_floors_are_the_same_on_cpu_and_cuda():
     """Floors are fitted on points from a CPU generator: the device does not change them beyond
     rounding (the GPU's reductions are ordered differently)."""
-    from pinnbench.floors import floors
+    from pinnbench.judge.floors import floors
 
     cpu = floors(pinnbench.make_problem("poisson-2body-v1", dim=200, seed=0))
     gpu = floors(pinnbench.make_problem("poisson-2body-v1", dim=200, seed=0, device="cuda"))

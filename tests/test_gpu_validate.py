@@ -67,8 +67,8 @@ def test_summary_table_shows_each_number_of_the_store(tmp_path):
         from gpu_summary import summary
     finally:
         sys.path.pop(0)
-    from pinnbench.schema import COLUMNS
-    from pinnbench.store import Store
+    from pinnbench.cells.schema import COLUMNS
+    from pinnbench.cells.store import Store
 
     row = {k: None for k in COLUMNS}
     row.update(run_id="r", cell_id="c", problem="poisson-2body-v1", dim=10**7, solver="sdze[...]",
@@ -108,8 +108,8 @@ def _gpu_summary():
 
 
 def _store_with(tmp_path, rows):
-    from pinnbench.schema import COLUMNS
-    from pinnbench.store import Store
+    from pinnbench.cells.schema import COLUMNS
+    from pinnbench.cells.store import Store
 
     st = Store(tmp_path / "s.sqlite")
     st.begin_run("r", "x", "2024-01-01T00:00:00+00:00", [], {})
@@ -132,7 +132,7 @@ def test_floor_is_one_read_of_w0_at_the_copy_bandwidth():
 
 def test_floors_table_puts_each_step_beside_its_floor_and_counts(tmp_path):
     gs = _gpu_summary()
-    from pinnbench.store import load_results
+    from pinnbench.cells.store import load_results
 
     store = _store_with(tmp_path, [
         dict(dim=10**7, solver="sdze[...]", solver_name="sdze", width=128, time_per_step_s=0.2),

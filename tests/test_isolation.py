@@ -1,9 +1,9 @@
-"""pinnbench.isolation: every way a child process can end is told apart, the same way for the
+"""pinnbench.cells.isolation: every way a child process can end is told apart, the same way for the
 cell runner and the bench scripts."""
 
 import signal
 
-from pinnbench.isolation import Isolated, measure_isolated, run_isolated
+from pinnbench.cells.isolation import Isolated, measure_isolated, run_isolated
 
 T = "isolation_targets:"
 

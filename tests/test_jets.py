@@ -1,4 +1,4 @@
-"""Jet arithmetic and the analytic-function recurrences of pinnbench.jets against autodiff:
+"""Jet arithmetic and the analytic-function recurrences of pinnbench.maths.jets against autodiff:
 the k-th Taylor coefficient of t -> f(z(t)) must be d^k/dt^k f(z(t)) / k! at t = 0, the
 reference computed by nesting torch.autograd.grad in t (float64, to 1e-12). (Nested
 torch.func.jacfwd gives the same reference but takes ~1 min on this CPU.)"""
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from pinnbench.jets import Jet
+from pinnbench.maths.jets import Jet
 
 ORDER = 5
 

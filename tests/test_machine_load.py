@@ -1,6 +1,6 @@
 """Load average, physical cores, default threads and the unsteady-timing check."""
 
-from pinnbench import machine_load as ml
+from pinnbench.cells import machine_load as ml
 
 
 def test_default_threads_split_the_free_physical_cores(monkeypatch):

@@ -1,4 +1,4 @@
-"""95 % intervals of the test-set errors (pinnbench/intervals.py, pinnbench/metrics.py):
+"""95 % intervals of the test-set errors (pinnbench/judge/intervals.py, pinnbench/judge/metrics.py):
 recomputed independently, compared with a bootstrap, and checked for coverage."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pinnbench import make_model, make_problem
-from pinnbench.intervals import Z95, RatioMoments, error_moments, rel_l1_interval, rel_l2_interval
-from pinnbench.metrics import evaluate
+from pinnbench.judge.intervals import Z95, RatioMoments, error_moments, rel_l1_interval, rel_l2_interval
+from pinnbench.judge.metrics import evaluate
 
 
 def _delta_rel_l2_numpy(err: np.ndarray, ref: np.ndarray) -> tuple[float, float]:

@@ -1,14 +1,14 @@
-"""The PINN of pinnbench.model: shapes, dtypes, parameters, and its Taylor jets against autodiff."""
+"""The PINN of pinnbench.maths.model: shapes, dtypes, parameters, and its Taylor jets against autodiff."""
 
 import math
 
 import pytest
 import torch
 
-from pinnbench.directions import CoordinateDirections, DenseDirections
-from pinnbench.jets import Jet
-from pinnbench.model import PINN, make_model
-from pinnbench.problem import LinearTerm, Operator, Problem, radius_uniform_ball, sqnorm_jet
+from pinnbench.maths.directions import CoordinateDirections, DenseDirections
+from pinnbench.maths.jets import Jet
+from pinnbench.maths.model import PINN, make_model
+from pinnbench.maths.problem import LinearTerm, Operator, Problem, radius_uniform_ball, sqnorm_jet
 
 
 class ToyBall(Problem):
@@ -162,7 +162,7 @@ def test_torch_default_init_is_nn_linear_uniform_and_reproducible():
     import torch
 
     from pinnbench import make_model, make_problem
-    from pinnbench.model import torch_default_init_
+    from pinnbench.maths.model import torch_default_init_
 
     problem = make_problem("poisson-2body-v1", dim=300, seed=0, dtype=torch.float64)
     models = []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 from pinnbench import list_problems
-from pinnbench.problem_registry import problem_class
+from pinnbench.maths.problem_registry import problem_class
 
 REPO = Path(__file__).resolve().parents[1]
 IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",

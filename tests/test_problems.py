@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pinnbench import list_problems, make_model, make_problem
-from pinnbench.directions import CoordinateDirections, DenseDirections, Directions
+from pinnbench.maths.directions import CoordinateDirections, DenseDirections, Directions
 from pinnbench.problems import _chunked
 from pinnbench.problems.ball import BallProblem, resolve_radius
 from pinnbench.problems.biharmonic import ClampedBiharmonicThreeBody, radial_product_bilaplacian
@@ -131,7 +131,7 @@ def test_ansatz_jets_match_autodiff(pid, kind):
 @pytest.mark.parametrize("pid", ["poisson-2body-v1", "biharmonic-clamped-3body-v1", "heat-v1", "wave-v1",
                                  "sine-gordon-3body-scaled-v1"])
 def test_model_jets_match_autodiff(pid, kind):
-    """u = A N + B through pinnbench.model.PINN.jet, against autodiff of the model itself."""
+    """u = A N + B through pinnbench.maths.model.PINN.jet, against autodiff of the model itself."""
     p = _make(pid, 5)
     model = make_model(p, width=8, depth=2, generator=torch.Generator().manual_seed(3))
     x = _interior(p, n=4)
@@ -351,7 +351,7 @@ def test_power_sum_fallback_for_other_directions():
 MEMORY_SCRIPT = """
 import gc, json, sys, torch
 from pinnbench import make_problem
-from pinnbench.directions import CoordinateDirections, DenseDirections
+from pinnbench.maths.directions import CoordinateDirections, DenseDirections
 from pinnbench.memory import current_cpu_bytes, peak_cpu_bytes, reset_peak_cpu
 from pinnbench.problems import _chunked
 d, n, block, jets = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
@@ -362,7 +362,7 @@ for pid in sys.argv[5:]:
     x = p.sample_interior(n, torch.Generator().manual_seed(0))
     dense = DenseDirections(torch.randn(4, p.input_dim, generator=torch.Generator().manual_seed(1)))
     coord = CoordinateDirections(torch.tensor([0, p.input_dim - 1, 7]), p.input_dim)
-    p.warm_up(n)  # where the closed forms are compiled (pinnbench.fused), that is set-up
+    p.warm_up(n)  # where the closed forms are compiled (pinnbench.maths.fused), that is set-up
     gc.collect()
     assert reset_peak_cpu()
     base = current_cpu_bytes()
@@ -482,7 +482,7 @@ def test_source_grad_rejects_bad_indices():
 SAMPLER_SCRIPT = """
 import torch
 from pinnbench.memory import current_cpu_bytes, peak_cpu_bytes, reset_peak_cpu
-from pinnbench.problem import radius_uniform_ball
+from pinnbench.maths.problem import radius_uniform_ball
 reset_peak_cpu(); base = current_cpu_bytes()
 x = radius_uniform_ball(16, 3 * 10**6, torch.Generator().manual_seed(0))
 print(peak_cpu_bytes() - base, x.numel() * x.element_size())

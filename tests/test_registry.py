@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pinnbench import list_problems, make_problem, register_problem
-from pinnbench.problem_registry import PROBLEMS
+from pinnbench.maths.problem_registry import PROBLEMS
 
 
 def test_unknown_id_suggests_close_names():
@@ -80,7 +80,7 @@ def test_same_arguments_make_the_same_problem():
 
 THIRD_PARTY = '''
 import torch
-from pinnbench.problem import LinearTerm, Operator, Problem
+from pinnbench.maths.problem import LinearTerm, Operator, Problem
 
 
 class Quadratic(Problem):

@@ -13,7 +13,7 @@ from pinnbench.report import ReportError, select_runs, write_report
 from pinnbench.report import aggregate
 from pinnbench.report.aggregate import LogStats
 from pinnbench.report.figures import ablation_groups
-from pinnbench.schema import COLUMNS
+from pinnbench.cells.schema import COLUMNS
 from report_fixtures import (DEVICE_MEMORY, OOM_MESSAGE, P1, P2, PLAN, SCRIPT, err,
                              expected_families, full_report, known_results, make_row, mem, n_params,
                              parse_page, solver_time, spec, summary_table, time_per_step,
@@ -216,8 +216,8 @@ def test_missing_store_is_a_report_error(tmp_path):
 
 
 def _store(path: Path, rows: list[dict]) -> Path:
-    """A real results store (pinnbench.store) holding ``rows``."""
-    store_mod = pytest.importorskip("pinnbench.store")
+    """A real results store (pinnbench.cells.store) holding ``rows``."""
+    store_mod = pytest.importorskip("pinnbench.cells.store")
     store = store_mod.Store(path)
     try:
         for row in rows:
@@ -234,7 +234,7 @@ def test_empty_store_is_a_report_error(tmp_path):
 
 
 def test_a_file_that_is_no_store_is_a_report_error(tmp_path):
-    pytest.importorskip("pinnbench.store")
+    pytest.importorskip("pinnbench.cells.store")
     bad = tmp_path / "notes.sqlite"
     bad.write_text("not a database")
     with pytest.raises(ReportError, match=r"cannot read the results store .*notes\.sqlite"):

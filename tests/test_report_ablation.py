@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pinnbench.report import ablation, aggregate, write_report
-from pinnbench.schema import COLUMNS
+from pinnbench.cells.schema import COLUMNS
 from report_fixtures import base_row, parse_page
 
 P = "poisson-2body-scaled-v1"
@@ -512,7 +512,7 @@ def test_pinnbench_ablate_sdze_end_to_end(tmp_path):
     cell per variant and seed, and the report page has the ablation section and figures."""
     from pinnbench.cli import main
     from pinnbench.solver import ablation_specs
-    from pinnbench.store import load_results
+    from pinnbench.cells.store import load_results
 
     store, out = tmp_path / "s.sqlite", tmp_path / "report"
     code = main(["ablate", "sdze", "--dims", "100", "--steps", "20", "--seeds", "0..1",

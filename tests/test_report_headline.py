@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pinnbench.report import aggregate, headline, write_report
-from pinnbench.schema import COLUMNS
+from pinnbench.cells.schema import COLUMNS
 from report_fixtures import parse_page, spec
 from test_report_protocol import P, rows as protocol_rows
 

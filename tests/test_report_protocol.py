@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pinnbench.report import aggregate, protocol, write_report
-from pinnbench.schema import COLUMNS
+from pinnbench.cells.schema import COLUMNS
 from report_fixtures import SOLVERS, base_row, parse_page, spec
 
 P = "poisson-2body-scaled-v1"
@@ -110,7 +110,7 @@ def test_a_workload_no_solver_reached_counts_for_nobody():
 
 
 def _summary(t):
-    from pinnbench.targets import Summary
+    from pinnbench.judge.targets import Summary
 
     return Summary("constant", t, t, int(math.isfinite(t)), 1)
 

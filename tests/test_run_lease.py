@@ -4,7 +4,7 @@ import os
 import socket
 from datetime import datetime, timedelta, timezone
 
-from pinnbench import run_lease
+from pinnbench.cells import run_lease
 
 
 def test_this_process_is_alive_and_a_dead_or_reused_pid_is_not():

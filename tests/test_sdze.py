@@ -9,7 +9,7 @@ import torch
 
 import pinnbench.solvers._zo_perturbations as pt
 from pinnbench import evaluate, make_model, make_problem, make_solver
-from pinnbench.directions import CoordinateDirections, DenseDirections
+from pinnbench.maths.directions import CoordinateDirections, DenseDirections
 from pinnbench.solvers._zo_evaluation import FirstLayerCache, shifted_model
 from pinnbench.solvers._zo_perturbations import (GaussianMatrix, Perturbation, SubspaceBasis,
                                                  make_bases)

@@ -1,7 +1,7 @@
 """The zeroth-order quotients of sdze and zo against an explicit reference (issue 11, item 1).
 
 The reference materialises theta +- eps z_k as plain tensors (float64), evaluates the plain
-model (:class:`pinnbench.model.PINN`, no cache, no matrix-free first layer, no in-place
+model (:class:`pinnbench.maths.model.PINN`, no cache, no matrix-free first layer, no in-place
 perturbation) at the same points and probes the solver says it used, and forms
 [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps). Every cache and shortcut of the solvers must
 reproduce it: with common random numbers and without, STDE jets and finite differences, low-rank
@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from pinnbench import list_problems, make_model, make_problem, make_solver
-from pinnbench.model import PINN
+from pinnbench.maths.model import PINN
 from pinnbench.seeds import draw_seed, generator
-from pinnbench.estimators import estimate_terms
+from pinnbench.maths.estimators import estimate_terms
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -157,7 +157,7 @@ def test_sdze_quotients_match_reference_other_probes(dist, crns):
 def test_cache_pinning_new_points_drops_old_products():
     """Two freshly sampled tensors have the same ``_version`` (the sampler's in-place ops are
     the same): pinning the second must not serve the first one's products or ansatz jets."""
-    from pinnbench.directions import CoordinateDirections
+    from pinnbench.maths.directions import CoordinateDirections
     from pinnbench.solvers._zo_evaluation import FirstLayerCache
 
     problem = make_problem("poisson-2body-v1", dim=5, seed=0, dtype=torch.float64)

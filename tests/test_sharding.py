@@ -10,15 +10,15 @@ import pytest
 import torch
 
 import pinnbench
-from pinnbench.directions import DenseDirections
-from pinnbench.estimators import draw_probes, estimate_terms
-from pinnbench.model import PINN
-from pinnbench.shard_launch import run_ranks
-from pinnbench.sharded_ball import ShardedBall, shard_skip
-from pinnbench.sharded_cell import build, reference
-from pinnbench.sharding import Collectives, ShardPlan
+from pinnbench.maths.directions import DenseDirections
+from pinnbench.maths.estimators import draw_probes, estimate_terms
+from pinnbench.maths.model import PINN
+from pinnbench.cells.shard_launch import run_ranks
+from pinnbench.cells.sharded_ball import ShardedBall, shard_skip
+from pinnbench.cells.sharded_cell import build, reference
+from pinnbench.cells.sharding import Collectives, ShardPlan
 from pinnbench.solver import solver_from_spec
-from pinnbench.streaming import RadialBallStream
+from pinnbench.maths.streaming import RadialBallStream
 
 from shard_targets import one_step
 
@@ -182,8 +182,8 @@ CELL = {"problem": "sine-gordon-2body-v1", "dim": 64, "solver": "bp[points=8,pro
 
 
 def test_a_sharded_cell_records_every_rank_and_trains_like_one_rank():
-    from pinnbench.cell import run_cell
-    from pinnbench.sharded_measurement import shard_block_columns
+    from pinnbench.cells.cell import run_cell
+    from pinnbench.cells.sharded_measurement import shard_block_columns
 
     row = run_cell({**CELL, "ranks": 2})
     assert row["status"] == "ok", row["message"]
@@ -202,10 +202,10 @@ def test_a_sharded_cell_records_every_rank_and_trains_like_one_rank():
 
 
 def test_a_failed_rank_makes_a_failed_row_that_names_it():
-    from pinnbench.cellspec import normalize_spec
-    from pinnbench.isolation import Ended
-    from pinnbench.shard_launch import RanksEnded
-    from pinnbench.sharded_measurement import cell_row
+    from pinnbench.cells.cellspec import normalize_spec
+    from pinnbench.cells.isolation import Ended
+    from pinnbench.cells.shard_launch import RanksEnded
+    from pinnbench.cells.sharded_measurement import cell_row
 
     spec = normalize_spec({**CELL, "ranks": 2})
     killed = Ended("killed", None, None, "was killed by SIGKILL (most likely ...)", 3.0)
@@ -218,7 +218,7 @@ def test_a_failed_rank_makes_a_failed_row_that_names_it():
 
 
 def test_ranks_in_the_spec():
-    from pinnbench.cellspec import cell_id, normalize_spec
+    from pinnbench.cells.cellspec import cell_id, normalize_spec
 
     one = normalize_spec(CELL)
     assert one["ranks"] == 1
@@ -273,13 +273,13 @@ def test_torchrun_runs_the_same_sharded_cell(tmp_path):
     import subprocess
     import sys
 
-    from pinnbench.cell import run_cell
+    from pinnbench.cells.cell import run_cell
 
     spec = {**CELL, "ranks": 2}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m",
-                           "pinnbench.sharded_measurement", str(tmp_path / "spec.json"),
+                           "pinnbench.cells.sharded_measurement", str(tmp_path / "spec.json"),
                            str(tmp_path / "row.json")], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -296,7 +296,7 @@ def test_torchrun_runs_the_same_sharded_cell(tmp_path):
 def test_torchrun_entry_refuses_a_spec_for_another_world(tmp_path, monkeypatch, capsys):
     import json
 
-    from pinnbench.sharded_measurement import main
+    from pinnbench.cells.sharded_measurement import main
 
     (tmp_path / "spec.json").write_text(json.dumps({**CELL, "ranks": 3}))
     monkeypatch.setenv("RANK", "0")
@@ -306,7 +306,7 @@ def test_torchrun_entry_refuses_a_spec_for_another_world(tmp_path, monkeypatch, 
 
 
 def test_a_sharded_cell_of_an_unsharded_solver_or_family_is_skipped_with_the_reason():
-    from pinnbench.cell import run_cell
+    from pinnbench.cells.cell import run_cell
 
     row = run_cell({**CELL, "solver": "sdze", "ranks": 2})
     assert row["status"] == "skipped" and "not sharded yet" in row["message"]
@@ -319,7 +319,7 @@ def test_a_rank_that_fails_in_a_run_fails_its_cell_and_the_store_records_it(tmp_
     from pathlib import Path
 
     from pinnbench.cli import main
-    from pinnbench.store import load_results
+    from pinnbench.cells.store import load_results
 
     plugin = str(Path(__file__).with_name("shard_plugin.py"))
     store = tmp_path / "s.sqlite"
@@ -351,8 +351,8 @@ def test_the_sharded_path_keeps_every_tensor_on_its_device_in_the_cuda_simulatio
 
 def test_a_sharded_cells_ranks_split_the_free_cores(monkeypatch):
     """CPU threads per process = free physical cores / (cells at once x ranks)."""
-    from pinnbench import machine_load
-    from pinnbench.sweep import SweepConfig, plan
+    from pinnbench.cells import machine_load
+    from pinnbench.cells.sweep import SweepConfig, plan
 
     monkeypatch.setattr(machine_load, "physical_cores", lambda: 8)
     monkeypatch.setattr(machine_load, "load_average", lambda: 0.0)

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import pinnbench
-from pinnbench.estimators import estimate_terms
-from pinnbench.model import PINN
+from pinnbench.maths.estimators import estimate_terms
+from pinnbench.maths.model import PINN
 from pinnbench.solver import solver_from_spec
 from pinnbench.testing import check_solver, shipped_solvers, solver_checks
 

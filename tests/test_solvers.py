@@ -89,7 +89,7 @@ def test_bp_exact_asks_the_estimators_limit_for_each_term():
     """One limit, owned by the estimators: the exact bilaplacian stops at d = 64, so bp[exact]
     on a fourth-order problem at d = 100 is skipped with the reason (it used to be run and
     fail with an error, since bp's own limit was 1000 on D)."""
-    from pinnbench.estimators import EXACT_MAX_DIM
+    from pinnbench.maths.estimators import EXACT_MAX_DIM
 
     solver = solver_from_spec("bp[estimator=exact]")
     quartic = pinnbench.make_problem("biharmonic-clamped-3body-v1", dim=100)

@@ -6,10 +6,10 @@ solver's own time beside the step time."""
 import pytest
 import torch
 
-import pinnbench.step_data as step_data
+import pinnbench.maths.step_data as step_data
 from pinnbench import make_model, make_problem, make_solver
-from pinnbench.cellspec import normalize_spec
-from pinnbench.measurement import execute
+from pinnbench.cells.cellspec import normalize_spec
+from pinnbench.cells.measurement import execute
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +62,7 @@ def test_sdze_step_compares_no_probe_values_and_computes_each_product_once(monke
     """The first-layer products of the step's probes are computed once and then found by
     identity: ``torch.equal`` (the old value lookup, O(V d) per evaluation) is never called, and
     W0 v is formed once per probe set per step."""
-    from pinnbench.directions import CoordinateDirections, DenseDirections
+    from pinnbench.maths.directions import CoordinateDirections, DenseDirections
 
     s = _solver(spec)
     s.step()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pinnbench.schema import COLUMNS
-from pinnbench.store import Store, StoreError, check_store, list_runs, load_results
+from pinnbench.cells.schema import COLUMNS
+from pinnbench.cells.store import Store, StoreError, check_store, list_runs, load_results
 
 
 def _row(run_id, cell_id, status="ok", **kw):
@@ -104,7 +104,7 @@ def test_a_store_at_rest_is_one_file_and_readers_leave_none(tmp_path):
 def test_a_store_from_an_older_schema_is_read_and_extended(tmp_path, monkeypatch):
     """A store written before a column existed: load_results gives it as empty, and writing a
     new row adds the column instead of failing (no stored result is lost)."""
-    import pinnbench.store as store_mod
+    import pinnbench.cells.store as store_mod
 
     path = tmp_path / "old.sqlite"
     newest = "baseline_gpu_allocated_bytes"

@@ -15,14 +15,14 @@ import sys
 import pytest
 import torch
 
-import pinnbench.streaming as streaming
+import pinnbench.maths.streaming as streaming
 import pinnbench.solvers._zo_perturbations as perturbation
 from pinnbench import make_model, make_problem, make_solver
-from pinnbench.metrics import evaluate
+from pinnbench.judge.metrics import evaluate
 from pinnbench.problems._many_body import ThreeBody, TwoBody, WindowSums
 from pinnbench.solvers._zo_evaluation import centre_model, shifted_model
 from pinnbench.solvers._zo_perturbations import make_bases
-from pinnbench.streaming import ColumnStream, RadialBallStream, reduce
+from pinnbench.maths.streaming import ColumnStream, RadialBallStream, reduce
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -152,7 +152,7 @@ def _pair(family: str, spec: str, dim: int = 50, name: str = "sdze"):
 
 
 def test_a_plain_pinn_evaluates_streamed_data_through_its_first_layer_hook(small_blocks):
-    """pinnbench.streaming knows no solver class: a plain PINN (the dense FirstLayer's
+    """pinnbench.maths.streaming knows no solver class: a plain PINN (the dense FirstLayer's
     ``reductions`` / ``reduced_points`` / ``reduced_directions``) gives the materialised sample's
     loss, biases included (they are set non-zero here, so a dropped b0 would show)."""
     p, s, m = _pair("poisson-2body", "q=2,loss=unbiased")

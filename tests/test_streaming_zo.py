@@ -6,9 +6,9 @@ in place, so its first-layer products change between evaluations); what is refus
 import pytest
 import torch
 
-import pinnbench.streaming as streaming
+import pinnbench.maths.streaming as streaming
 from pinnbench import make_problem
-from pinnbench.metrics import evaluate
+from pinnbench.judge.metrics import evaluate
 
 from test_streaming import FAMILIES, _rel, small_blocks  # noqa: F401 (a fixture)
 from test_streaming import _pair as streamed_pair

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pinnbench.machine_load import default_threads
-from pinnbench.store import Store, load_results
-from pinnbench.axes import split_top_level
-from pinnbench.sweep import SweepConfig, execute_sweep, plan, with_points
+from pinnbench.cells.machine_load import default_threads
+from pinnbench.cells.store import Store, load_results
+from pinnbench.commands.axes import split_top_level
+from pinnbench.cells.sweep import SweepConfig, execute_sweep, plan, with_points
 
 FAKES = str(Path(__file__).with_name("fake_solvers.py"))
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def test_with_points_sets_only_missing_points():
 
 def test_plan_orders_by_dimension_and_validates(monkeypatch):
     import fake_solvers  # noqa: F401 - registers the fakes here
-    from pinnbench import machine_load
+    from pinnbench.cells import machine_load
 
     monkeypatch.setattr(machine_load, "load_average", lambda: 0.0)
 
@@ -123,9 +123,9 @@ def test_cells_on_other_machines_keep_their_own_thread_default():
 def test_timed_out_and_oom_cells_get_their_keys_floors(tmp_path, monkeypatch):
     """A cell that ends before computing its floors gets them from the planner: from a cell of
     the same (problem, d, seed, dtype) that computed them, else computed once in a process."""
-    import pinnbench.isolation as isolation
-    from pinnbench.cell import import_plugins
-    from pinnbench.floors import floors_for
+    import pinnbench.cells.isolation as isolation
+    from pinnbench.cells.cell import import_plugins
+    from pinnbench.judge.floors import floors_for
 
     import_plugins([FAKES])
     spawned = []
@@ -146,7 +146,7 @@ def test_timed_out_and_oom_cells_get_their_keys_floors(tmp_path, monkeypatch):
     alone = plan(SweepConfig(problems=["fake-affine-v1"], dims=[5], steps=2, width=8, depth=1,
                              solvers=["fake-sleep[seconds=60]"], imports=[FAKES], timeout_s=8))
     (row,) = execute_sweep(alone, run_id="r2", write=lambda row: None)
-    assert row["status"] == "timeout" and spawned == ["pinnbench.sweep:_floors_in_child"]
+    assert row["status"] == "timeout" and spawned == ["pinnbench.cells.sweep:_floors_in_child"]
     assert row["floor_const_rel_l2"] == floors_for("fake-affine-v1", 5, 0)["floor_const_rel_l2"]
 
 
@@ -154,10 +154,11 @@ def test_each_cell_is_validated_once_by_the_plan_and_the_cli_only_maps(monkeypat
     """Issue 15 item 1: the command line is mapped onto a SweepConfig without looking up
     problems or solvers; ``plan`` validates each cell once (CellSpec.from_dict); its cells
     carry the per-cell switches (diagnostics, tf32) from the config."""
-    import pinnbench.cellspec as cellspec
-    import pinnbench.problem_registry as registry
+    import pinnbench.cells.cellspec as cellspec
+    import pinnbench.maths.problem_registry as registry
     import pinnbench.solver as solver_mod
-    from pinnbench import cli, run_options
+    from pinnbench import cli
+    from pinnbench.commands import run_options
 
     def forbidden(*a, **k):
         raise AssertionError("the CLI validated a cell itself")
@@ -178,7 +179,8 @@ def test_each_cell_is_validated_once_by_the_plan_and_the_cli_only_maps(monkeypat
 
 
 def test_a_bad_cell_in_the_plan_is_a_usage_error_naming_it(tmp_path):
-    from pinnbench import cli, run_cli
+    from pinnbench import cli
+    from pinnbench.commands import run as run_cli
 
     code = cli.main(["run", "--problems", "poisson-2body-v1", "--solvers", "sdze[rank=0]",
                      "--dims", "10", "--store", str(tmp_path / "s.sqlite"), "--quiet"])

@@ -1,4 +1,4 @@
-"""Time to target (pinnbench/targets.py) on hand-made curves: which bound is compared with what,
+"""Time to target (pinnbench/judge/targets.py) on hand-made curves: which bound is compared with what,
 reached at the last point, never reached, no interval, and the median over seeds."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pinnbench import targets, verdict
+from pinnbench.judge import targets, verdict
 
 
 def pt(step, err, lo=None, hi=None, t=None):

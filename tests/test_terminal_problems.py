@@ -1,5 +1,5 @@
 """HJB-Lin and Black-Scholes-Barenblatt (problems/terminal.py) and the terms they brought:
-weighted_laplacian, drift, grad_power_mean (pinnbench/estimators/first_order.py).
+weighted_laplacian, drift, grad_power_mean (pinnbench/maths/estimators/first_order.py).
 
 The generic tests (tests/test_problems.py, tests/test_estimators.py) already cover both problems
 (source = operator(exact) by autograd, ansatz jets, boundary data, every method on every term).
@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import pinnbench
-from pinnbench.estimators import estimate_terms
-from pinnbench.model import make_model
+from pinnbench.maths.estimators import estimate_terms
+from pinnbench.maths.model import make_model
 from pinnbench.problems.terminal import T_END
 import autodiff_ops as ad
 

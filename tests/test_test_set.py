@@ -3,9 +3,9 @@ GPU cells, kept whatever its size so that D = 10^7 is not drawn again at every e
 
 import torch
 
-import pinnbench.problem as problem_mod
+import pinnbench.maths.problem as problem_mod
 from pinnbench import make_problem
-from pinnbench.metrics import evaluate
+from pinnbench.judge.metrics import evaluate
 
 
 def _count_draws(p, monkeypatch):

@@ -9,15 +9,15 @@ import sys
 import optuna
 import pytest
 
-from pinnbench.cellspec import CellSpec
+from pinnbench.cells.cellspec import CellSpec
 from pinnbench.cli import main
 from pinnbench.solver import SOLVERS, Param, Solver
-from pinnbench.store import load_results
-from pinnbench.tuning import (Protocol, TuningError, ask_trials, check_equal_protocol,
+from pinnbench.cells.store import load_results
+from pinnbench.tuning.study import (Protocol, TuningError, ask_trials, check_equal_protocol,
                               make_sampler, objective, protocol_differences, search_space,
                               select, storage_url, summarize, trial_spec)
-from pinnbench.tuning_run import TrialRecorder, open_studies, prepare, trial_cells
-from pinnbench.tuning_space import BUDGET, Choice, IntLogUniform, LogUniform, resolve
+from pinnbench.tuning.trials import TrialRecorder, open_studies, prepare, trial_cells
+from pinnbench.search_space import BUDGET, Choice, IntLogUniform, LogUniform, resolve
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -198,7 +198,7 @@ def test_tune_then_run_tuned(tmp_path, monkeypatch, capsys):
     assert main(["show", "--studies"]) == 0
     out = capsys.readouterr().out
     assert study.name in out and f"best: trial {best['number']}" in out
-    from pinnbench.tuning_page import page
+    from pinnbench.tuning.page import page
 
     text = page(tmp_path / "results/pinnbench.optuna.sqlite", tmp_path / "results/pinnbench.sqlite")
     assert "One protocol for every study: **yes**" in text
@@ -241,7 +241,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, arg
 
 def test_a_study_store_that_is_not_one_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    from pinnbench.store import Store
+    from pinnbench.cells.store import Store
 
     Store(tmp_path / "r.sqlite").close()
     before = (tmp_path / "r.sqlite").read_bytes()

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import pinnbench
-from pinnbench.cellspec import CellSpec
-from pinnbench.metrics import evaluate
-from pinnbench.problem import TEST_STREAM, VALIDATION_STREAM
-from pinnbench.store import Store, load_results
+from pinnbench.cells.cellspec import CellSpec
+from pinnbench.judge.metrics import evaluate
+from pinnbench.maths.problem import TEST_STREAM, VALIDATION_STREAM
+from pinnbench.cells.store import Store, load_results
 
 
 def _rows(chunks) -> tuple[set[bytes], int]:

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from pinnbench import verdict
+from pinnbench.judge import verdict
 
 
 def row(**kw):
@@ -119,7 +119,7 @@ def test_failures_say_how_many_seeds():
 @pytest.mark.parametrize("isolated", [False, True])
 def test_run_cell_applies_the_rule(isolated):
     """bp[lr=100] at d = 100 blows up to relative L2 ~ 1e2 with a finite loss: diverged."""
-    from pinnbench.cell import run_cell
+    from pinnbench.cells.cell import run_cell
     from pinnbench.solver import list_solvers
 
     if "bp" not in list_solvers():

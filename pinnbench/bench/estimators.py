@@ -32,13 +32,13 @@ def _route_jvp_of_jvp(model, x, dirs):
 
 
 def _worker(spec: dict, report=None) -> dict:
-    """One measurement, in its own process (:func:`pinnbench.isolation.measure_isolated`)."""
+    """One measurement, in its own process (:func:`pinnbench.cells.isolation.measure_isolated`)."""
     import torch
 
     import pinnbench
     from pinnbench import memory
-    from pinnbench.estimators import EXACT_MAX_DIM, estimate
-    from pinnbench.estimators.probes import dense_probes
+    from pinnbench.maths.estimators import EXACT_MAX_DIM, estimate
+    from pinnbench.maths.estimators.probes import dense_probes
 
     method, dim = spec["method"], spec["dim"]
     if spec.get("threads"):
@@ -82,7 +82,7 @@ def _worker(spec: dict, report=None) -> dict:
 
 
 def _run_cell(spec: dict, timeout_s: float) -> dict:
-    from pinnbench.isolation import measure_isolated
+    from pinnbench.cells.isolation import measure_isolated
 
     return measure_isolated("pinnbench.bench.estimators:_worker", spec, timeout_s=timeout_s)
 
@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
                          "on a shared machine")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement")
     args = ap.parse_args(argv)
-    from pinnbench.axes import parse_dims
+    from pinnbench.commands.axes import parse_dims
 
     try:
         dims = parse_dims(args.dims)

@@ -44,10 +44,10 @@ warm-up step, then counts one step under a :class:`torch.utils._python_dispatch.
     divided by W0's bytes: a read of the n x d batch is n/h of a sweep; an in-place op on such
     a tensor counts it read and written.
 
-**Compiled regions.** The closed forms of :mod:`pinnbench.fused` run compiled
-(``torch.compile``) on CPU batches of at least :data:`pinnbench.fused.MIN_COLUMNS` coordinates.
+**Compiled regions.** The closed forms of :mod:`pinnbench.maths.fused` run compiled
+(``torch.compile``) on CPU batches of at least :data:`pinnbench.maths.fused.MIN_COLUMNS` coordinates.
 A compiled region's inner ops do not reach a dispatch mode, so while counting,
-:class:`pinnbench.fused.Fused` is wrapped: the compiled call runs outside the mode, and counts as
+:class:`pinnbench.maths.fused.Fused` is wrapped: the compiled call runs outside the mode, and counts as
 one op (``compiled`` column: how many such calls a step makes) whose traffic is its inputs and
 outputs, what a fused kernel must read and write at least; its internal temporaries are not
 traffic (that is what compiling buys). Where the region would run eagerly (small d,
@@ -250,9 +250,9 @@ def _python_reads(counter: OpCounter):
 
 @contextlib.contextmanager
 def _compiled_regions(counter: OpCounter):
-    """Run :class:`pinnbench.fused.Fused` calls that would compile outside the mode, recorded as
+    """Run :class:`pinnbench.maths.fused.Fused` calls that would compile outside the mode, recorded as
     one region each (inputs and outputs); eager ones run inside it, op by op."""
-    from pinnbench import fused
+    from pinnbench.maths import fused
 
     original = fused.Fused.__call__
 
@@ -324,7 +324,7 @@ def main(argv: list[str]) -> int:
                     "the host syncs) to FILE")
     ap.add_argument("--sites", action="store_true", help="print where each host sync happens")
     args = ap.parse_args(argv)
-    from pinnbench.axes import parse_dims
+    from pinnbench.commands.axes import parse_dims
     from pinnbench.solver import solver_from_spec
 
     try:
@@ -335,7 +335,7 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     torch.set_num_threads(1)
-    from pinnbench import fused
+    from pinnbench.maths import fused
 
     print(f"# ops of one step after 1 warm-up: {args.problem}, MLP {args.width}x{args.depth} "
           f"tanh, seed 0, CPU; W0 sweeps and d-traffic in units of W0's bytes; closed forms "

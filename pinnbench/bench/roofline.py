@@ -23,7 +23,7 @@ What a step must do (d spatial dimensions, n points, V probes, h width, L hidden
 
 - F1 = 2 (n + V) d h: the first-layer products of one forward jet: W0 x for the n points and
   W0 v for the V probes (the jet of z = W0 (x + t v) + b0 has exactly these two coefficients,
-  :meth:`pinnbench.model.PINN.net_jet`).
+  :meth:`pinnbench.maths.model.PINN.net_jet`).
 - H = 2 (L - 1) n (1 + K V) h^2: the hidden (h x h) layers of one forward jet. After the first
   tanh the jet has 1 + K coefficient rows per point: the value (n rows) and K coefficients per
   probe (n V rows each). The output layer (1 x h) and all elementwise work are not counted.
@@ -64,7 +64,7 @@ The ``data`` column is measured, not bounded: it shows how much of the step is p
 data generation (issue 13: at large d it dominated the step).
 
 Usage: ``python -m pinnbench.bench roofline --dims 1e3..1e6`` (``--dims`` in the CLI's syntax,
-:func:`pinnbench.axes.parse_dims`; 1e7 takes minutes per solver on a CPU and needs ~10 GB for
+:func:`pinnbench.commands.axes.parse_dims`; 1e7 takes minutes per solver on a CPU and needs ~10 GB for
 the GEMM measurement alone, so it is not in the default).
 """
 
@@ -291,13 +291,13 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
             raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
     if not args.mem_limit_gb > 0 or not args.timeout > 0:
         raise UsageError("--mem-limit-gb and --timeout must be > 0")
-    from pinnbench.problem_registry import resolve_device
+    from pinnbench.maths.problem_registry import resolve_device
 
     try:
         args.device = str(resolve_device(args.device))
     except ValueError as exc:
         raise UsageError(f"--device: {exc}") from None
-    from pinnbench.axes import parse_dims
+    from pinnbench.commands.axes import parse_dims
 
     try:
         args.dims = parse_dims(args.dims)
@@ -322,7 +322,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _measure(target: str, spec: dict, args) -> dict:
-    from pinnbench.isolation import measure_isolated
+    from pinnbench.cells.isolation import measure_isolated
 
     limit = int(args.mem_limit_gb * 2**30) if args.device == "cpu" else None  # CUDA maps huge
     return measure_isolated(f"pinnbench.bench.roofline:{target}", {**spec, "device": args.device},

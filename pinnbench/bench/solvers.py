@@ -5,7 +5,7 @@ For each d and each solver spec, one fresh subprocess builds the problem, the mo
 mark (:func:`pinnbench.memory.reset_peak_cpu`), takes ``--steps`` timed steps and reports the
 median time per step, the peak resident memory of the timed steps (absolute, and above what the
 process held before them) and the parameter bytes beside it. The process is the cell runner's
-(:mod:`pinnbench.isolation`): its address space gets ``--mem-limit-gb`` of headroom (RLIMIT_AS)
+(:mod:`pinnbench.cells.isolation`): its address space gets ``--mem-limit-gb`` of headroom (RLIMIT_AS)
 so that a solver that does not fit fails with an allocation error reported as ``oom`` instead
 of pushing the shared machine into its OOM killer.
 
@@ -48,7 +48,7 @@ def build(spec: dict) -> tuple:
 
 
 def _worker(spec: dict, report=None) -> dict:
-    """One measurement, in its own process (:func:`pinnbench.isolation.measure_isolated`)."""
+    """One measurement, in its own process (:func:`pinnbench.cells.isolation.measure_isolated`)."""
     import torch
 
     from pinnbench import memory
@@ -75,7 +75,7 @@ def _worker(spec: dict, report=None) -> dict:
 
 
 def _run_cell(spec: dict, timeout_s: float) -> dict:
-    from pinnbench.isolation import measure_isolated
+    from pinnbench.cells.isolation import measure_isolated
 
     return measure_isolated("pinnbench.bench.solvers:_worker", spec, timeout_s=timeout_s,
                             memory_limit_bytes=int(spec["mem_limit_gb"] * 2**30))
@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
                          "torch maps (RLIMIT_AS)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement")
     args = ap.parse_args(argv)
-    from pinnbench.axes import parse_dims
+    from pinnbench.commands.axes import parse_dims
 
     try:
         dims = parse_dims(args.dims)

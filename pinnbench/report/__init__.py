@@ -1,10 +1,10 @@
 """``pinnbench report``: a static page (index.html + PNG figures) from a results store.
 
 ``write_report(source, out_dir, run_id=None, all_runs=False)`` reads the rows (a DataFrame in
-the schema of ``pinnbench.schema.COLUMNS`` or the path of a store), keeps one run (the latest by
+the schema of ``pinnbench.cells.schema.COLUMNS`` or the path of a store), keeps one run (the latest by
 default, ``run_id`` to choose, ``all_runs`` for every run: then the newest row of each cell id),
 aggregates over seeds and writes ``out_dir/index.html`` and ``out_dir/figures/*.png``
-(figures: :mod:`pinnbench.report.figures`; verdict: :mod:`pinnbench.verdict`). The page reads nothing outside its folder; every string from the store is
+(figures: :mod:`pinnbench.report.figures`; verdict: :mod:`pinnbench.judge.verdict`). The page reads nothing outside its folder; every string from the store is
 HTML-escaped by the template (Jinja2 autoescape).
 """
 
@@ -35,7 +35,7 @@ def _load(source: Any) -> pd.DataFrame:
         if path.is_dir():
             raise ReportError(f"{str(path)!r} is a folder, not a results store; pass the "
                               "store file (e.g. results/pinnbench.sqlite) with --store PATH")
-        from pinnbench.store import load_results  # lazy: the store module is optional here
+        from pinnbench.cells.store import load_results  # lazy: the store module is optional here
 
         try:
             df = load_results(path)
@@ -148,7 +148,7 @@ def _ablation_section(df, page, style, sections: list[dict], add, suffix: str) -
         "E‖ĝ − G‖²/‖G‖² of one step's estimate at the final θ (solid), the exploration "
         f"variance about the mean of a held basis (dashed), and the full Gaussian's "
         f"E‖ĝ − G‖²/‖G‖² (dotted, {page.full}=false); medians over seeds "
-        "(pinnbench/diagnostics.py).")
+        "(pinnbench/cells/diagnostics.py).")
     found = [s for s in sections if s["title"] == title]
     if not found:
         sections.append({"title": title, "figures": []})
@@ -164,7 +164,7 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     import pinnbench
-    from pinnbench import verdict
+    from pinnbench.judge import verdict
     from pinnbench.report import (ablation, aggregate, figures, headline, protocol, provenance,
                                   tables)
 

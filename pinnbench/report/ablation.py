@@ -9,7 +9,7 @@ claims (:meth:`pinnbench.solver.Solver.claims`, kinds of :mod:`pinnbench.ablatio
 module judges each kind by the rules below.
 
 Everything is computed from the rows of the run (after :func:`pinnbench.report.aggregate.prepare`):
-the ``diagnostics`` column (:mod:`pinnbench.diagnostics`), the peaks, the time per step and the
+the ``diagnostics`` column (:mod:`pinnbench.cells.diagnostics`), the peaks, the time per step and the
 final errors. A claim the run has no data for is marked "not measurable here", with what is
 missing.
 
@@ -23,7 +23,7 @@ for it (``zo[crns=false]``).
 :class:`pinnbench.report.aggregate.LogStats`) and the range [min, max] of the ok cells; their
 95 % interval over the test points is the envelope [min lo, max hi] of the cells' own intervals.
 Floors are never aggregated against an error: "below constant / affine" counts the seeds whose
-error is below their *own* fit (:func:`pinnbench.verdict.judge_seed`). Variance ratios
+error is below their *own* fit (:func:`pinnbench.judge.verdict.judge_seed`). Variance ratios
 (the diagnostics' ``gradient_variance``, at the final theta): the median over seeds.
 
 **Paired differences at equal steps** (:func:`paired_differences`). A variant is compared with
@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pinnbench import verdict
+from pinnbench.judge import verdict
 from pinnbench.ablation_page import (AblationPage, BeatsFullReference, CheaperPerStep, FasterThan,
                                      HeldVarianceSlope, LeanerThan, TrainsAt, VarianceFlatInEps)
 from pinnbench.report.aggregate import LogStats, nondefault_spec
@@ -528,7 +528,7 @@ def _contests(df: pd.DataFrame, page: AblationPage, base: str | None, comparator
 
 def _claim_faster(df: pd.DataFrame, page: AblationPage, base: str | None,
                   c: FasterThan) -> Claim:
-    from pinnbench.targets import summarise
+    from pinnbench.judge.targets import summarise
     from pinnbench.report.protocol import fmt_time
 
     contests, missing = _contests(df, page, base, c.comparator, c.claim, "curve time_s, floors")

@@ -10,9 +10,9 @@ v_1..v_n the centre is ``10 ** median(log10 v_i)`` and the band is
 centre is the ordinary median; for an even n it is the geometric mean of the two middle values.
 Only seeds whose cell finished (status ``ok``) enter the measurements; every other status is
 counted and shown (OOM and timeouts marked where they happened). Statuses are read through
-:func:`pinnbench.verdict.final_status`, so a cell stored ``ok`` whose error blew up (a store
+:func:`pinnbench.judge.verdict.final_status`, so a cell stored ``ok`` whose error blew up (a store
 written before that rule) is reported ``diverged``; ``trained`` marks cells that ran at least
-:data:`pinnbench.verdict.MIN_TRAINED_STEPS` steps.
+:data:`pinnbench.judge.verdict.MIN_TRAINED_STEPS` steps.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pinnbench import verdict
-from pinnbench.schema import COLUMNS, JSON_COLUMNS
+from pinnbench.judge import verdict
+from pinnbench.cells.schema import COLUMNS, JSON_COLUMNS
 
 #: statuses that are marked on the figures instead of plotted as values
 FAILURE_STATUSES = ("oom", "timeout", "diverged", "error", "skipped")
@@ -97,7 +97,7 @@ def check_columns(df: pd.DataFrame) -> None:
     missing = [c for c in COLUMNS if c not in df.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise ReportError("results lack the column(s) " + ", ".join(missing) +
-                          "; expected the columns of pinnbench.schema.COLUMNS "
+                          "; expected the columns of pinnbench.cells.schema.COLUMNS "
                           "(as pinnbench.load_results returns them)")
 
 
@@ -247,7 +247,7 @@ class Family:
     #: the single seed's floor intervals (None with several seeds: each has its own)
     floor_const_ci: tuple[float, float] | None = None
     floor_affine_ci: tuple[float, float] | None = None
-    #: every seed against its own floors (pinnbench.verdict.count_seeds)
+    #: every seed against its own floors (pinnbench.judge.verdict.count_seeds)
     seed_counts: verdict.SeedCounts | None = None
     #: the seeds' trivial fits, [min, max] over seeds (a seed's fits are its own instance's)
     floor_const_range: tuple[float, float] | None = None
@@ -263,7 +263,7 @@ class Family:
     @property
     def standing(self) -> str | None:
         """Where the seeds stand, each against its own trivial fits, in words: the standing all
-        seeds share (:func:`pinnbench.verdict.standing`), else "k of n seeds below the constant
+        seeds share (:func:`pinnbench.judge.verdict.standing`), else "k of n seeds below the constant
         fit, j of n below the affine fit"."""
         c = self.seed_counts
         if self.rel_l2 is None or c is None or not c.verdicts:

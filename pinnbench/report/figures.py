@@ -34,7 +34,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from pinnbench import verdict  # noqa: E402
+from pinnbench.judge import verdict  # noqa: E402
 from pinnbench.report.aggregate import (CURVE_STATUSES, Family, LogStats,  # noqa: E402
                                         curve_stats)
 from pinnbench.report.provenance import device_label, total_memory_bytes  # noqa: E402

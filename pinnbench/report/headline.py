@@ -6,7 +6,7 @@ Per (problem, d) and series, from :func:`pinnbench.report.aggregate.families` an
 
 - error: the median final relative L2 over the seeds that finished (log space), with the
   envelope of their 95 % intervals over the test points, and the seeds below their own fits
-  (:func:`pinnbench.verdict.count_seeds`);
+  (:func:`pinnbench.judge.verdict.count_seeds`);
 - time per step: the median over seeds; peak: the median peak above the cell's baseline after
   set-up (:attr:`Family.mem_above`; the total peak where no baseline was recorded);
 - time to target: the median time to the cell's own constant fit, with "k of n seeds reached".

@@ -4,11 +4,11 @@ workloads (problem, d). Pure functions of the prepared rows
 (:func:`pinnbench.report.aggregate.prepare`).
 
 **Compared cells.** At one (problem, d), the cells that finished (status ``ok``, after
-:func:`pinnbench.verdict.final_status`) and logged a curve; cells that failed are listed in
+:func:`pinnbench.judge.verdict.final_status`) and logged a curve; cells that failed are listed in
 the report's failure table and count as "never reached" in time to target.
 
 **Equal steps.** Every cell evaluates at steps 1, 2, 4, 8, ... and its last
-(:func:`pinnbench.measurement.eval_steps`). The common step of a (problem, d) is the largest
+(:func:`pinnbench.cells.measurement.eval_steps`). The common step of a (problem, d) is the largest
 step that appears in the curve of every compared cell: the errors there are measured, not
 interpolated.
 
@@ -19,13 +19,13 @@ cells: every cell trained at least that long. Each cell's error at that time is 
 not known, and a straight line between two log-spaced evaluations would invent one).
 
 At both, each seed is judged against its own constant fit by the rule of
-:func:`pinnbench.targets.reaches` ("k of n seeds below"), and the error shown is the median over
+:func:`pinnbench.judge.targets.reaches` ("k of n seeds below"), and the error shown is the median over
 seeds in log space (:class:`pinnbench.report.aggregate.LogStats`).
 
 **Performance profile** (Dolan & Moré 2002, "Benchmarking optimization software with
 performance profiles"; AlgoPerf's scoring, Dahl et al. 2023). For solver s and workload w let
 t(s, w) be the median over seeds of the time to the constant-fit target
-(:func:`pinnbench.targets.summarise`; ``inf`` when missed) and r(s, w) = t(s, w) / min_s t(s, w)
+(:func:`pinnbench.judge.targets.summarise`; ``inf`` when missed) and r(s, w) = t(s, w) / min_s t(s, w)
 (``inf`` when t(s, w) is ``inf``, and for every solver where no solver reached the target). The
 profile is rho_s(tau) = |{w : r(s, w) <= tau}| / |W| over the workloads W that every profiled
 solver ran, for tau from 1 to :data:`TAU_MAX` (4, as AlgoPerf) or the largest finite ratio if
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pinnbench import targets
+from pinnbench.judge import targets
 from pinnbench.report.aggregate import LogStats
 
 TAU_MAX = 4.0

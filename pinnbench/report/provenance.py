@@ -1,7 +1,7 @@
 """Provenance of the reported runs, read from each row's ``provenance`` JSON dict.
 
 Keys looked for (every one optional here: a missing key shows as "-"), as written by
-``pinnbench.provenance.collect``: ``pinnbench_version``, ``git_sha``, ``git_dirty``, ``python``,
+``pinnbench.cells.provenance.collect``: ``pinnbench_version``, ``git_sha``, ``git_dirty``, ``python``,
 ``torch``, ``cuda``, ``cudnn``, ``device``, ``device_name``, ``cpu``, ``cpu_count``,
 ``torch_threads`` (or ``threads``), ``host``, ``platform``, ``command`` (or ``argv``, a list), and
 for the memory figure the total memory of the measured device: ``gpu_total_memory_bytes``

@@ -158,10 +158,10 @@ def status_counts(df: pd.DataFrame) -> list[tuple[str, int]]:
 
 def published_rows(df) -> list[dict]:
     """The published errors for the (problem, d) pairs of ``df`` beside the floors measured
-    there (:func:`pinnbench.published.beside_floors`), formatted, with a reading in words."""
+    there (:func:`pinnbench.judge.published.beside_floors`), formatted, with a reading in words."""
     import math
 
-    from pinnbench.published import beside_floors
+    from pinnbench.judge.published import beside_floors
 
     table = beside_floors(df)
     out = []

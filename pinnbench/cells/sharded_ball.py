@@ -1,0 +1,224 @@
+"""A ball problem as one rank of a sharded cell sees it: its own coordinates [lo, hi) of the
+points and probes, and A(x), f(x), u*(x) from per-shard partial sums summed over the ranks
+(issue 25; :mod:`pinnbench.cells.sharding`, docs/sharding.md).
+
+Every d-sized quantity of the ball families (problems/ball.py) is a sum over coordinates or over
+windows of w neighbouring coordinates (w = 2 two-body, 3 three-body):
+
+    s = ||x||^2 = sum_r sum_{i in shard r} x_i^2,          A = 1 - s / R^2,
+    x . v_k,  ||v_k||^2                                    (the jet of A along the probes),
+    u2, x . grad u2, Lap u2 = sum_r sum_{windows i starting in shard r} c_i g_*(x_i..x_{i+w-1}),
+
+    f = A Lap u2 - (4/R^2) x . grad u2 - (2d/R^2) u2 + pointwise(A u2),   u* = A u2.
+
+A window that starts in shard r but straddles its right edge reads the first w - 1 columns of
+the next shard (the halo): with per-block seeds a rank draws that block itself, so no data moves.
+Each rank's partial sums go into one all-reduce; the combination (the formulas above) is the
+problem's own code (``BallProblem._laplacian_from``, ``ansatz_jet_from``).
+
+The data (the streamed definition of :mod:`pinnbench.maths.streaming`, not the materialised
+sampler's numbers): the points x = r g / ||g|| with g a :class:`ColumnStream` of column blocks
+of ``plan.width`` from per-block seeds and r from its own seed, exactly as
+:class:`pinnbench.maths.streaming.RadialBallStream` draws them; ||g||^2 from every block's squared norm,
+all-reduced as one (blocks, n) array that only the owner of each block fills (adding zeros is
+exact) and summed in block order, so that every R gives the same points **bit for bit** (the
+blocks of a rank, concatenated, are the columns [lo, hi) of the one-rank sample). Probes are
+ColumnStreams on the same blocks. The test and validation sets are drawn the same way from
+seeds of the problem's streams TEST_STREAM and VALIDATION_STREAM.
+
+Supported: the six ball families (poisson, allen-cahn, sine-gordon x two-body, three-body),
+``*-v1`` and ``*-scaled-v1``, with the stde estimator and dense probes (:func:`shard_skip`).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from pinnbench.maths.directions import DenseDirections, Directions
+from pinnbench.maths.jets import Jet
+from pinnbench.maths.problem import TEST_STREAM, VALIDATION_STREAM
+from pinnbench.problems._chunked import sqnorm
+from pinnbench.seeds import derive_seed, draw_seed, generator as seeded
+from pinnbench.cells.sharding import Collectives, ShardPlan
+from pinnbench.maths.step_data import StepData
+from pinnbench.maths.streaming import STREAM_DISTS, ColumnStream
+
+
+def shard_skip(problem, solver=None) -> str:
+    """Why ``problem`` (and ``solver``, when given) cannot run sharded, or "" when it can:
+    the ball families (their d-sized parts are the sums of the module docstring), with a solver
+    whose :meth:`pinnbench.solver.Solver.shard_skip` allows it (bp with the stde estimator on
+    dense probes). The time-dependent, terminal and biharmonic families
+    have other d-sized parts (time slices, drift and weighted terms by reverse mode, fourth-
+    order sums) that are not written as shard sums yet."""
+    from pinnbench.problems.ball import BallProblem
+
+    if not isinstance(problem, BallProblem):
+        return (f"{problem.id} is not sharded: only the ball families (poisson, allen-cahn, "
+                "sine-gordon; two- and three-body) write their d-sized parts as sums over "
+                "shards (docs/sharding.md)")
+    if solver is None:
+        return ""
+    return solver.shard_skip()
+
+
+class ShardedBall:
+    """The ball problem ``problem`` seen by rank ``plan.rank``: everything of the problem
+    (id, dim, operator, pointwise, ...) with A, its jet, the step data, the source and the
+    test/validation sets computed from this shard's coordinates and the ranks' sums.
+    ``ansatz``/``ansatz_jet`` take this shard's columns of x (and of the directions)."""
+
+    def __init__(self, problem, plan: ShardPlan, comm: Collectives) -> None:
+        why = shard_skip(problem)
+        if why:
+            raise ValueError(why)
+        if plan.dim != problem.dim:
+            raise ValueError(f"the shard plan is for d = {plan.dim}, the problem has "
+                             f"d = {problem.dim}")
+        self.base, self.plan, self.comm = problem, plan, comm
+        self._sets: dict[str, list[tuple[Tensor, Tensor]]] = {}
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["base"], name)
+
+    def __repr__(self) -> str:
+        p = self.plan
+        return f"<ShardedBall {self.base!r} rank {p.rank}/{p.ranks} columns [{p.lo}, {p.hi})>"
+
+    # -- the ansatz from partial sums -------------------------------------------------------------
+    def ansatz(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        s = self.comm.sum(sqnorm(x))
+        return self.base._a(s), torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+    def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
+        """The jet of A along the directions: s, x . v and ||v||^2 summed over the ranks in one
+        all-reduce, then :meth:`BallProblem.ansatz_jet_from`."""
+        n, v = x.shape[0], dirs.count
+        packed = self.comm.sum(torch.cat([sqnorm(x), dirs.dot(x).reshape(-1),
+                                          dirs.sqnorm().to(x.dtype)]))
+        s, xv, vsq = packed[:n], packed[n:n + n * v].reshape(n, v), packed[n + n * v:]
+        return self.base.ansatz_jet_from(s, xv, vsq, order)
+
+    def residual(self, terms: dict[str, Tensor], u: Tensor, x: Tensor,
+                 source: Tensor | None = None) -> Tensor:
+        if source is None:
+            raise ValueError("a sharded residual needs the source computed with the step data "
+                             "(ShardedBall.draw_step_data)")
+        return self.base.residual(terms, u, x, source=source)
+
+    # -- points, probes, and the sums over windows --------------------------------------------------
+    def draw_points(self, n: int, seed: int, device=None) -> tuple[Tensor, Tensor | None]:
+        """(x[:, lo:hi], halo): this shard's columns of the n streamed points fixed by ``seed``
+        (module docstring), and the next shard's first w - 1 columns (None on the last rank),
+        drawn on ``device`` (default: the problem's; the collective runs on the problem's)."""
+        plan, base = self.plan, self.base
+        dtype, device = base.dtype, torch.device(device or base.device)
+        g = ColumnStream(n, plan.dim, plan.width, derive_seed(seed, 0), "gaussian", dtype, device)
+        r = 0.0 + (base.radius - 0.0) * torch.rand(
+            n, 1, generator=seeded(derive_seed(seed, 1), device), dtype=dtype, device=device)
+        k0, k1 = plan.blocks
+        x = torch.empty(n, plan.columns, dtype=dtype, device=device)  # g, then x in place
+        block_sq = torch.zeros(plan.n_blocks, n, dtype=dtype, device=device)
+        for k in range(k0, k1):
+            a = k * plan.width - plan.lo
+            gb = g.block(k)
+            x[:, a:a + gb.shape[1]] = gb
+            block_sq[k] = torch.linalg.vector_norm(gb, dim=1).square_()
+            del gb
+        block_sq = self.comm.sum(block_sq.to(base.device)).to(device)
+        sq = torch.zeros(n, dtype=dtype, device=device)
+        for k in range(plan.n_blocks):  # RadialBallStream's order of additions
+            sq += block_sq[k]
+        scale = r / sq.sqrt().unsqueeze(1)
+        x.mul_(scale)
+        halo = None
+        if plan.hi < plan.dim:
+            halo = g.block(k1)[:, :base.body.window - 1].mul(scale)
+        return x, halo
+
+    def draw_probes(self, count: int, seed: int, dist: str) -> Tensor:
+        """This shard's columns of ``count`` probes, a :class:`ColumnStream` fixed by ``seed``."""
+        plan, base = self.plan, self.base
+        v = ColumnStream(count, plan.dim, plan.width, seed, dist, base.dtype, base.device)
+        return torch.cat([v.block(k) for k in range(*plan.blocks)], dim=1)
+
+    def window_sums(self, x: Tensor, halo: Tensor | None, order: int) -> tuple[Tensor, dict]:
+        """(s, the body's order-``order`` sums), each (n,), summed over the ranks in one
+        all-reduce: this shard's s and its windows (those starting in [lo, hi))."""
+        base, body = self.base, self.base.body
+        c, w, lo = base.coefficients, body.window, self.plan.lo
+        inside = max(0, x.shape[1] - w + 1)  # the windows inside the shard
+        part = body.sums(x, c[lo:lo + inside], order)
+        if halo is not None and halo.shape[1]:  # and those straddling its right edge
+            edge = torch.cat([x[:, x.shape[1] - (w - 1):], halo], dim=1)
+            start = lo + inside
+            for k, v in body.sums(edge, c[start:start + halo.shape[1]], order).items():
+                part[k] += v
+        keys = list(part)
+        total = self.comm.sum(torch.stack([sqnorm(x)] + [part[k] for k in keys]))
+        return total[0], dict(zip(keys, total[1:]))
+
+    def source_of(self, x: Tensor, halo: Tensor | None) -> Tensor:
+        s, t = self.window_sums(x, halo, 2)
+        lap, u = self.base._laplacian_from(t, s)
+        return lap + self.base.pointwise(u)
+
+    def exact_of(self, x: Tensor, halo: Tensor | None) -> Tensor:
+        s, t = self.window_sums(x, halo, 0)
+        return self.base._a(s) * t["u2"]
+
+    # -- what a solver and the cell ask -----------------------------------------------------------
+    def draw_step_data(self, points: int, generator: torch.Generator, method: str, probes: int,
+                       opts: dict, sets: int = 1,
+                       probe_generator: torch.Generator | None = None) -> StepData:
+        """The step's sample (:func:`pinnbench.maths.step_data.draw_step_data`'s counterpart, the
+        streamed definition): one seed for the points from ``generator``, checked equal on
+        every rank, then one seed per probe set from ``probe_generator`` (default: continuing
+        ``generator``); the source computed here."""
+        from pinnbench.maths.estimators.terms import Probes, _Group
+
+        dist = opts.get("dist", "rademacher")
+        if method != "stde" or dist not in STREAM_DISTS:
+            raise ValueError(f"a sharded step draws stde probes with dist in {STREAM_DISTS}, "
+                             f"not {method} with dist={dist!r}")
+        seed = draw_seed(generator)
+        self.comm.check_same("the step's points seed", seed)
+        x, halo = self.draw_points(points, seed)
+        with torch.no_grad():
+            f = self.source_of(x, halo)
+        pg = generator if probe_generator is None else probe_generator
+        drawn = []
+        for _ in range(sets):
+            v = self.draw_probes(probes, draw_seed(pg), dist)
+            group = _Group(dist, ["laplacian"], 2, DenseDirections(v), probes)
+            drawn.append(Probes("stde", ("laplacian",), probes, dict(opts),
+                                (self.base.dim, self.base.input_dim), {dist: group}, {}, None, 0))
+        return StepData(x, f, tuple(drawn))
+
+    def test_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """This shard's columns of the sharded test set and u* there (one chunk), drawn on the
+        CPU (the same points on every device) and kept in host memory, as an unsharded cell
+        keeps its test set: on a GPU the chunk is copied to the device for each evaluation."""
+        return self._point_set(TEST_STREAM, self.base.n_test)
+
+    def validation_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self._point_set(VALIDATION_STREAM, self.base.n_validation)
+
+    def _point_set(self, stream: str, n: int) -> Iterator[tuple[Tensor, Tensor]]:
+        base = self.base
+        if stream not in self._sets:
+            seed = draw_seed(base.cpu_generator(stream))
+            x, halo = self.draw_points(n, seed, device="cpu")
+            with torch.no_grad():
+                u = self.exact_of(x.to(base.device),
+                                  None if halo is None else halo.to(base.device))
+            self._sets[stream] = [(x, u.cpu())]
+        for x, u in self._sets[stream]:
+            yield x.to(base.device), u.to(base.device)
+
+    def warm_up(self, n_points: int = 2) -> None:
+        """Nothing to compile ahead at the sizes sharded cells run (the block sums' compiled
+        path is taken per shard when its width asks)."""

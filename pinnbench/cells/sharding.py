@@ -1,0 +1,207 @@
+"""One cell's input dimension sharded over R processes (issue 25; docs/sharding.md).
+
+The first layer is the only part of a PINN whose size grows with d. Split W0's columns, and the
+matching coordinates of the points and probes, over R ranks: rank r holds the columns
+[lo_r, hi_r) and computes its partial products; one sum over the ranks (an all-reduce of an
+n x width block, plus V x width for the jets' directions) gives the pre-activations
+
+    x W0^T = sum_r x[:, lo_r:hi_r] W0[:, lo_r:hi_r]^T,    W0 v_k = sum_r W0[:, lo_r:hi_r] v_k[lo_r:hi_r],
+
+and everything after the first layer is replicated: every rank holds the hidden layers and
+computes the same loss. This is Megatron-LM's row-parallel linear layer (Shoeybi et al. 2019,
+"Megatron-LM", §3: the input split along the reduction dimension): forward an all-reduce,
+backward the identity. Not ``torch.distributed.nn.functional.all_reduce``, whose backward
+all-reduces the gradient again: with a loss replicated on every rank the incoming gradient is
+already the same everywhere, and summing it would scale W0's gradient by R
+(tests/test_sharding.py checks the gradients against one process). W0's gradient and its Adam
+moments live on the shard; the replicated parameters get the same gradient on every rank, so
+nothing else is communicated.
+
+Here: the shard plan (:class:`ShardPlan`: whole column blocks per rank, the blocks of the
+streamed step data, :mod:`pinnbench.maths.streaming`), the collectives (:class:`Collectives`: a
+process group or none, with the time spent in them), the first layer
+(:class:`ShardedFirstLayer`, plugged into :class:`pinnbench.maths.model.PINN`'s hook) and the sharded
+initial model (:func:`make_sharded_model`, W0 drawn block by block so that every R draws the
+same W0). The problem side (points, probes, A(x), f(x), u*(x) from per-shard partial sums) is
+:mod:`pinnbench.cells.sharded_ball`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pinnbench.maths.directions import Directions
+from pinnbench.maths.model import PINN, FirstLayer
+from pinnbench.seeds import derive_seed, draw_seed, generator as seeded
+from pinnbench.maths.streaming import MIN_BLOCK_COLUMNS
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Rank ``rank`` of ``ranks`` owns the column blocks [k0, k1) of width ``width`` (the last
+    block of the d columns may be narrower): blocks are split as evenly as whole blocks allow,
+    the first ``n_blocks % ranks`` ranks taking one more. Every rank must own at least one."""
+
+    dim: int
+    width: int
+    ranks: int
+    rank: int
+
+    def __post_init__(self) -> None:
+        if self.width < MIN_BLOCK_COLUMNS:
+            raise ValueError(f"shard blocks need at least {MIN_BLOCK_COLUMNS} columns (a "
+                             f"many-body window's halo must fit in one), got {self.width}")
+        if not 0 <= self.rank < self.ranks:
+            raise ValueError(f"rank {self.rank} is not in [0, {self.ranks})")
+        if self.n_blocks < self.ranks:
+            raise ValueError(f"d = {self.dim} in blocks of {self.width} columns is "
+                             f"{self.n_blocks} block(s), fewer than the {self.ranks} ranks: "
+                             "use fewer ranks or narrower blocks")
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.dim // self.width)
+
+    def blocks_of(self, rank: int) -> tuple[int, int]:
+        q, extra = divmod(self.n_blocks, self.ranks)
+        k0 = rank * q + min(rank, extra)
+        return k0, k0 + q + (1 if rank < extra else 0)
+
+    @property
+    def blocks(self) -> tuple[int, int]:
+        return self.blocks_of(self.rank)
+
+    @property
+    def lo(self) -> int:
+        return self.blocks[0] * self.width
+
+    @property
+    def hi(self) -> int:
+        return min(self.blocks[1] * self.width, self.dim)
+
+    @property
+    def columns(self) -> int:
+        return self.hi - self.lo
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """y = sum over the ranks of x (an all-reduce), backward the identity (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, comm: "Collectives") -> Tensor:
+        return comm.sum(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad, None
+
+
+class Collectives:
+    """The sums a sharded cell needs over its ranks, on the process group ``group`` (the default
+    group of ``torch.distributed`` when None), or nothing to do when ``ranks`` is 1 (no process
+    group needed). ``time_s`` adds up the wall time spent in them (device-synchronised: the
+    communication time per step of the cell's record); ``calls`` and ``bytes`` (each rank's
+    payload) count them, the seed checks' all-gathers included.
+    The timeout of every collective is the process group's (``init_process_group(timeout=)``)."""
+
+    def __init__(self, ranks: int, group=None) -> None:
+        self.ranks, self.group = int(ranks), group
+        self.time_s, self.calls, self.bytes = 0.0, 0, 0
+
+    def sum(self, t: Tensor) -> Tensor:
+        """A new tensor holding the sum of ``t`` over the ranks (not differentiable: see
+        :meth:`sum_grad`)."""
+        out = t.detach().clone(memory_format=torch.contiguous_format)
+        if self.ranks == 1:
+            return out
+        import torch.distributed as dist
+
+        from pinnbench.timing import clock
+
+        t0 = clock(out.device)
+        dist.all_reduce(out, group=self.group)
+        self.time_s += clock(out.device) - t0
+        self.calls += 1
+        self.bytes += out.numel() * out.element_size()
+        return out
+
+    def sum_grad(self, t: Tensor) -> Tensor:
+        """:meth:`sum` that backpropagates the identity (the row-parallel layer's reduce)."""
+        return _SumOverRanks.apply(t, self) if t.requires_grad else self.sum(t)
+
+    def check_same(self, what: str, value: int) -> None:
+        """Raise on every rank when the ranks do not agree on the integer ``value`` (a seed, a
+        step count): an all-gathered check, so a mismatch is detected, not silently trained
+        on. 63-bit values are compared as two 32-bit halves (exact in float64)."""
+        if self.ranks == 1:
+            return
+        import torch.distributed as dist
+
+        from pinnbench.timing import clock
+
+        device = "cuda" if dist.get_backend(self.group) == "nccl" else "cpu"
+        mine = torch.tensor([value >> 32, value & 0xFFFFFFFF], dtype=torch.float64,
+                            device=device)
+        parts = [torch.empty_like(mine) for _ in range(self.ranks)]
+        t0 = clock(mine.device)
+        dist.all_gather(parts, mine, group=self.group)
+        self.time_s += clock(mine.device) - t0
+        self.calls += 1
+        self.bytes += mine.numel() * mine.element_size()
+        values = [(int(p[0]) << 32) | int(p[1]) for p in parts]
+        if len(set(values)) > 1:
+            raise RuntimeError(f"the ranks disagree on {what}: {values} (rank r's value at "
+                               "position r); a sharded cell needs the same on every rank")
+
+
+class ShardedFirstLayer(FirstLayer):
+    """The first layer of a PINN whose W0 holds this rank's columns only, as do the points and
+    the probes: the partial products summed over the ranks, then b0 (module docstring)."""
+
+    def __init__(self, comm: Collectives) -> None:
+        self.comm = comm
+
+    def points(self, x: Tensor, w0: Tensor, b0: Tensor) -> Tensor:
+        return self.comm.sum_grad(x @ w0.T) + b0
+
+    def directions(self, dirs: Directions, w0: Tensor) -> Tensor:
+        return self.comm.sum_grad(dirs.apply_weight(w0))
+
+
+def draw_first_weight(plan: ShardPlan, hidden: int, seed: int, input_dim: int,
+                      dtype: torch.dtype, device) -> Tensor:
+    """This rank's columns of W0 (hidden, D) ~ N(0, 1/D) (LeCun normal, as
+    :func:`pinnbench.maths.model.make_model`), drawn block by block: block k from
+    ``generator(derive_seed(seed, k))``, so every shard plan with these blocks draws the same
+    W0 (a definition of its own: not make_model's numbers)."""
+    k0, k1 = plan.blocks
+    cols = []
+    for k in range(k0, k1):
+        a, b = k * plan.width, min((k + 1) * plan.width, plan.dim)
+        cols.append(torch.randn(hidden, b - a, generator=seeded(derive_seed(seed, k), device),
+                                dtype=dtype, device=device))
+    return torch.cat(cols, dim=1).mul_(1.0 / math.sqrt(input_dim))
+
+
+def make_sharded_model(problem, plan: ShardPlan, comm: Collectives, width: int = 128,
+                       depth: int = 3, generator: torch.Generator | None = None) -> PINN:
+    """The sharded PINN of ``problem`` (a :class:`pinnbench.cells.sharded_ball.ShardedBall`): W0's
+    columns of this shard (:func:`draw_first_weight`, from one seed drawn from ``generator``),
+    then the replicated layers drawn from ``generator`` as make_model draws them (N(0, 1/fan_in),
+    biases 0). Every rank must pass a generator in the same state (checked)."""
+    if generator is None:
+        generator = seeded(problem.seed, problem.device)
+    w_seed = draw_seed(generator)
+    comm.check_same("the initial model's seed", w_seed)
+    kw = dict(dtype=problem.dtype, device=problem.device)
+    params = [draw_first_weight(plan, width, w_seed, problem.input_dim, **kw),
+              torch.zeros(width, **kw)]
+    sizes = [width] * depth + [1]
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        w = torch.randn(fan_out, fan_in, generator=generator, **kw).mul_(1.0 / math.sqrt(fan_in))
+        params += [w, torch.zeros(fan_out, **kw)]
+    return PINN(problem, params, "tanh", first_layer=ShardedFirstLayer(comm))

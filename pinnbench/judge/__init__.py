@@ -1,0 +1,1 @@
+"""Judging results: trivial-fit floors, intervals, error metrics, verdicts, time to target, published numbers."""

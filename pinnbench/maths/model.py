@@ -1,0 +1,231 @@
+"""The PINN: an MLP wrapped in the problem's hard-constraint ansatz u = A(x) N(x) + B(x).
+
+Parameters are plain tensors in ``model.params`` ([W_0, b_0, ..., W_L, b_L], W_l of shape
+(out, in)), so backprop solvers can set ``requires_grad`` and zeroth-order solvers can perturb
+them in place or evaluate the network at perturbed weights through ``forward(x, params=...)``.
+
+Besides ``model(x)``, :meth:`PINN.jet` propagates Taylor coefficients of u along a set of
+directions (forward-mode "Taylor jets", STDE): for the first layer the input jet is affine,
+``z(t) = W (x + t v) + b``, so its coefficients are ``W x + b`` and ``W v`` and nothing else;
+hidden affine layers act coefficient-wise; tanh uses the O(K^2) recurrence of
+:mod:`pinnbench.maths.jets`. Cost: one forward pass for the points plus V first-layer products for the
+directions (a gather for coordinate directions), no autograd graph.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from pinnbench.maths.directions import Directions
+from pinnbench.maths.jets import Jet
+from pinnbench.maths.problem import Problem
+
+ACTIVATIONS = ("tanh",)
+
+
+class FirstLayer:
+    """How a :class:`PINN` computes its first affine map, the only part whose cost grows with the
+    input dimension d: ``points(x, w0, b0) = x W0^T + b0`` (n, m) and ``directions(dirs, w0) =
+    W0 v_k`` stacked (V, m), the first layer's response to each jet direction.
+
+    The plain dense product is this class. Other evaluations of the same network plug in here
+    instead of copying the layers: a zeroth-order solver's shifted first layer
+    (x W0^T + c x z0^T, matrix-free), or a first layer whose columns are sharded over processes
+    (each rank's partial product, all-reduced). Everything after the first layer is the PINN's
+    own code, shared by all of them.
+
+    Optional hooks (defaults here; override only what differs):
+
+    * :meth:`ansatz_jet`: the problem's (A, B) jets along the directions, the other product with
+      x whose cost grows with d (x . v_k); a first layer that caches its products for a step
+      may cache these too, one that shards the columns may shard them.
+    * streamed step data (:mod:`pinnbench.maths.streaming`, docs/streaming.md), which has no n x d
+      tensor: :meth:`reductions` makes the one-pass reductions of a sample (x W0^T, W0 v_k,
+      x . v_k, ...), and :meth:`reduced_points` / :meth:`reduced_directions` turn them into the
+      same two coefficients as :meth:`points` / :meth:`directions`
+      (:meth:`PINN.streamed_jet` reads them)."""
+
+    def points(self, x: Tensor, w0: Tensor, b0: Tensor) -> Tensor:
+        return torch.addmm(b0, x, w0.T)
+
+    def directions(self, dirs: Directions, w0: Tensor) -> Tensor:
+        return dirs.apply_weight(w0)
+
+    def ansatz_jet(self, problem: Problem, x: Tensor, dirs: Directions,
+                   order: int) -> tuple[Jet, Jet]:
+        return problem.ansatz_jet(x, dirs, order)
+
+    def reductions(self, data, w0: Tensor):
+        """The reductions of streamed step data ``data`` with ``w0``
+        (:class:`pinnbench.maths.streaming.Reductions`): one pass over its blocks per call."""
+        from pinnbench.maths.streaming import reduce
+
+        return reduce(data, w0)
+
+    def reduced_points(self, red, b0: Tensor) -> Tensor:
+        """x W0^T + b0 (n, m) from the reductions ``red``."""
+        return red.wx + b0
+
+    def reduced_directions(self, red, k: int) -> Tensor:
+        """W0 v stacked (V, m) for probe set ``k`` of the reductions ``red``."""
+        return red.wv[k]
+
+
+#: the dense first layer (stateless, so one instance serves every PINN)
+DENSE = FirstLayer()
+
+
+class PINN:
+    def __init__(self, problem: Problem, params: list[Tensor], activation: str = "tanh",
+                 first_layer: FirstLayer = DENSE) -> None:
+        self.problem = problem
+        self.params = params
+        self.activation = activation
+        self.first_layer = first_layer
+
+    # -- shape ----------------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return len(self.params) // 2
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.params)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.params[0].dtype
+
+    @property
+    def input_dim(self) -> int:
+        return self.params[0].shape[1]
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def net(self, x: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
+        """The raw MLP N(x), (n, D) -> (n,)."""
+        p = self.params if params is None else params
+        h = self.first_layer.points(x, p[0], p[1])
+        for layer in range(1, len(p) // 2):
+            h = torch.tanh(h)
+            w, b = p[2 * layer], p[2 * layer + 1]
+            h = torch.addmm(b, h, w.T)
+        return h.squeeze(-1)
+
+    def forward(self, x: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
+        """u(x) = A(x) N(x) + B(x), (n, D) -> (n,)."""
+        self._check_input(x)
+        a, b = self.problem.ansatz(x)
+        return a * self.net(x, params) + b
+
+    __call__ = forward
+
+    def net_jet(self, x: Tensor, dirs: Directions, order: int,
+                params: Sequence[Tensor] | None = None) -> Jet:
+        """Jet of N along each direction; coefficients (n, V)."""
+        p = self.params if params is None else params
+        return self._hidden_jet(self.first_layer.points(x, p[0], p[1]),
+                                self.first_layer.directions(dirs, p[0]), p, order)
+
+    def _hidden_jet(self, first: Tensor, first_dirs: Tensor, p: Sequence[Tensor],
+                    order: int) -> Jet:
+        """The jet of N from its first layer's coefficients, ``first`` = x W0^T + b0 (n, h) and
+        ``first_dirs`` = W0 v (V, h): tanh by the jet recurrence, the hidden affine maps
+        coefficient-wise (:func:`_linear_jet`)."""
+        z = Jet([first.unsqueeze(1), first_dirs.unsqueeze(0)], order)  # (n, 1, h), (1, V, h)
+        last = len(p) // 2 - 1
+        for layer in range(1, len(p) // 2):
+            a = z.tanh()
+            w, b = p[2 * layer], p[2 * layer + 1]
+            z = _linear_jet(a, w)
+            z.coeffs[0] = z.coeffs[0] + b
+            if layer == last:
+                z = z.map(lambda c: c.squeeze(-1))
+        return z
+
+    def jet(self, x: Tensor, dirs: Directions, order: int,
+            params: Sequence[Tensor] | None = None) -> Jet:
+        """Jet of u = A N + B along each direction: ``jet[k]`` is (n, V), the k-th Taylor
+        coefficient, so the k-th directional derivative is ``jet.derivative(k)``."""
+        self._check_input(x)
+        a, b = self.first_layer.ansatz_jet(self.problem, x, dirs, order)
+        return a * self.net_jet(x, dirs, order, params) + b
+
+    def streamed_jet(self, red, k: int, order: int) -> Jet:
+        """The jet of u = A N + B along probe set ``k`` of streamed step data, from its
+        reductions ``red`` (:meth:`FirstLayer.reductions`): the first layer's coefficients come
+        from :meth:`FirstLayer.reduced_points` / :meth:`FirstLayer.reduced_directions`, A's jet
+        from [||x||^2, 2 x.v, ||v||^2] (``problem.ansatz_jet_from``); no point or probe is
+        needed (docs/streaming.md)."""
+        a, b = self.problem.ansatz_jet_from(red.sqnorm, red.xv[k], red.vsq[k], order)
+        p = self.params
+        net = self._hidden_jet(self.first_layer.reduced_points(red, p[1]),
+                               self.first_layer.reduced_directions(red, k), p, order)
+        return a * net + b
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.input_dim:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be an (n, {self.input_dim}) tensor for {self.problem.id}, "
+                             f"got {shape}")
+        if x.dtype != self.dtype:
+            raise ValueError(f"x has dtype {x.dtype} but the model is {self.dtype}")
+
+
+def _linear_jet(a: Jet, w: Tensor) -> Jet:
+    """The jet of a W^T (a linear map acts on every Taylor coefficient alike): the coefficients
+    (n, 1, h), (n, V, h), ... stacked along their second axis into one product with W^T, then
+    split again (views), one matrix product a layer instead of one per coefficient. Each output
+    is the same dot product as apart (bit for bit on MKL at the step's shapes:
+    scripts/trajectory_check.py's specs unchanged when this replaced the per-coefficient form);
+    coefficients of other shapes are mapped one by one."""
+    cs = a.coeffs
+    if not all(isinstance(c, Tensor) and c.ndim == 3 for c in cs) or len(
+            {(c.shape[0], c.shape[2]) for c in cs}) != 1:
+        return a.map(lambda c: c @ w.T)
+    out = torch.cat(cs, dim=1) @ w.T
+    return Jet(list(out.split([c.shape[1] for c in cs], dim=1)), a.order)
+
+
+def make_model(problem: Problem, width: int = 128, depth: int = 3, activation: str = "tanh",
+               generator: torch.Generator | None = None) -> PINN:
+    """An MLP with ``depth`` hidden tanh layers of ``width`` units, in the problem's dtype and on
+    its device. Weights W ~ N(0, 1/fan_in) (LeCun normal), biases 0, drawn from ``generator``
+    only (a fresh generator seeded with the problem's seed when None)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
+    for name, v in (("width", width), ("depth", depth)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if generator is None:
+        generator = torch.Generator(device=problem.device).manual_seed(problem.seed)
+    sizes = [problem.input_dim] + [width] * depth + [1]
+    params: list[Tensor] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        w = torch.randn(fan_out, fan_in, generator=generator, dtype=problem.dtype,
+                        device=problem.device)
+        w.mul_(1.0 / math.sqrt(fan_in))
+        params += [w, torch.zeros(fan_out, dtype=problem.dtype, device=problem.device)]
+    return PINN(problem, params, activation)
+
+
+def torch_default_init_(model: PINN, generator: torch.Generator) -> None:
+    """Re-draw the model's parameters in place as PyTorch's ``nn.Linear`` does by default:
+    W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (``kaiming_uniform_(a=sqrt(5))`` gives that
+    bound for W; the bias uses the same), from ``generator`` only. The published STDE runs use
+    it (Shi et al., NeurIPS 2024, their code builds the MLP from ``nn.Linear``-style layers);
+    pinnbench's default stays LeCun normal with zero biases (:func:`make_model`)."""
+    with torch.no_grad():
+        for i in range(0, len(model.params), 2):
+            w, b = model.params[i], model.params[i + 1]
+            bound = 1.0 / math.sqrt(w.shape[1])
+            for p in (w, b):
+                p.copy_(torch.rand(p.shape, generator=generator, dtype=p.dtype,
+                                   device=p.device).mul_(2.0 * bound).sub_(bound))

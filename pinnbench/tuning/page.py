@@ -1,0 +1,110 @@
+"""The page of a tuning study (a Markdown README): its protocol, whether every study ran under
+it, each study's chosen configuration and every trial, and the wall and CPU time it took.
+``python -m pinnbench.tuning.page --study-store S --store R --out DIR/README.md`` (what
+scripts/study_defaults runs after its tune)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from pinnbench.tuning.study import RULE, protocol_differences, storage_url, summarize
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return "inf" if isinstance(v, float) and math.isinf(v) else f"{v:.4g}"
+
+
+def _params(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def _times(store: Path | None, study_store: Path) -> list[str]:
+    """Wall and summed cell CPU times of the tune runs that wrote to ``study_store``."""
+    if store is None or not store.is_file():
+        return []
+    from datetime import datetime
+
+    from pinnbench.cells.store import list_runs, load_results
+
+    lines = []
+    df = load_results(store)
+    for run in list_runs(store):
+        if "pinnbench tune" not in (run["command"] or ""):
+            continue
+        cells = df[df["run_id"] == run["run_id"]]
+        cpu = sum((c or [{}])[-1].get("cpu_time_s") or 0.0 for c in cells["curve"])
+        wall = "-"
+        if run["finished_at"]:
+            wall = (datetime.fromisoformat(run["finished_at"])
+                    - datetime.fromisoformat(run["started_at"])).total_seconds()
+            wall = f"{wall / 60:.1f} min"
+        lines.append(f"| {run['run_id']} | {run['status']} | {run['n_cells']} | {wall} | "
+                     f"{sum(cells['total_time_s'].fillna(0)) / 60:.1f} min | {cpu / 60:.1f} min |")
+    if not lines:
+        return []
+    return ["## Time", "", "| run | status | cells | wall | summed cell wall | summed step CPU |",
+            "|---|---|---|---|---|---|", *lines, ""]
+
+
+def page(study_store: Path, store: Path | None = None, title: str = "Tuning study") -> str:
+    studies = summarize(storage_url(study_store))
+    out = [f"# {title}", ""]
+    if not studies:
+        return "\n".join(out + ["No study in this store yet.", ""])
+    proto = studies[0].protocol
+    out += ["## Protocol", "",
+            f"- budget {proto['steps']} steps per trial and seed; seeds "
+            f"{', '.join(map(str, proto['seeds']))}; sampler {proto['sampler']} (seed "
+            f"{proto['sampler_seed']}); MLP {proto['width']}x{proto['depth']}, {proto['dtype']}, "
+            f"{proto['device']}",
+            f"- selection: {RULE}",
+            "- the search space of each solver is the one it declares (docs/tuning.md)", ""]
+    diffs = protocol_differences(studies)
+    out += ["One protocol for every study: " + ("**yes** (equal trials, budget, seeds, sampler, "
+            "rule, model)." if not diffs else "**NO**: " + "; ".join(diffs)), ""]
+    out += ["## Chosen configurations", "",
+            "| solver | problem | d | trials done | median val rel L2 | chosen (trial) |",
+            "|---|---|---|---|---|---|"]
+    for s in studies:
+        best = s.best
+        chosen = f"{_params(best['params'])} (#{best['number']})" if best else "none finite"
+        out.append(f"| `{s.solver}` | {s.problem} | {s.dim} | {s.n_complete}/{s.n_trials} | "
+                   f"{_fmt(best['value']) if best else '-'} | {chosen} |")
+    out += ["", *_times(store, study_store), "## Every trial", ""]
+    for s in studies:
+        out += [f"### `{s.name}`", "", "space: " + "; ".join(f"{k} {v}" for k, v in
+                                                            sorted(s.space.items())), "",
+                "| trial | parameters | objective | seeds (status: val rel L2) |",
+                "|---|---|---|---|"]
+        for t in s.trials:
+            seeds = "; ".join(f"{k} {c.get('status')}: {_fmt(c.get('final_val_rel_l2'))}"
+                              for k, c in sorted(t["seeds"].items()))
+            out.append(f"| {t['number']} | {_params(t['params'])} | {_fmt(t['value'])} | "
+                       f"{seeds or t['state']} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--study-store", required=True, type=Path)
+    ap.add_argument("--store", type=Path, help="the results store (for the run times)")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--title", default="Tuning study")
+    args = ap.parse_args(argv)
+    if not args.study_store.is_file():
+        print(f"error: no study store at {args.study_store}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(page(args.study_store, args.store, args.title))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
