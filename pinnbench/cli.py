@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                            f"{REPORTS_DIR}/all)")
             s.add_argument("--force", action="store_true",
                            help="write into --out even when it is a folder that holds no report")
+            s.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
+                           help="import a plugin module or file first (its solvers' ablation "
+                           "pages and claims)")
     return p
 
 

@@ -200,15 +200,6 @@ class Solver:
                           f"{problem.id} does not provide (supports_gpinn is False)")
         return False, ""
 
-    def shard_skip(self) -> str:
-        """Why this solver cannot train a cell whose input dimension is sharded over processes
-        (``ranks`` > 1, docs/sharding.md), or "" when it can: a solver that draws its step data
-        through :meth:`draw` (the shard view draws the rank's columns) and evaluates the first
-        layer only through the model's hook (:class:`pinnbench.maths.model.FirstLayer`). The base:
-        not sharded."""
-        return (f"solver {self.name!r} is not sharded yet: it declares no sharded step "
-                "(Solver.shard_skip; docs/sharding.md)")
-
     def state_bytes(self, n_params: int, input_dim: int, bytes_per_number: int) -> int:
         """Bytes this solver holds during a step beyond the model's ``n_params`` parameters and
         the step's batch, for inputs of ``input_dim`` coordinates (the plan's memory estimate
@@ -264,6 +255,12 @@ class Solver:
         :mod:`pinnbench.bench.roofline`. May raise ValueError for a configuration it does not
         model."""
         return None
+
+    def shard_unsupported(self) -> str:
+        """Why this solver cannot run as one rank of a sharded cell
+        (:mod:`pinnbench.cells.sharding`, docs/sharding.md), or "" when it can; the base: it
+        cannot (a solver that can says so by overriding this)."""
+        return f"solver {self.name!r} is not sharded (it declares no Solver.shard_unsupported)"
 
     @classmethod
     def ablation_page(cls):

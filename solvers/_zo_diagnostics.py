@@ -1,5 +1,6 @@
-"""The zeroth-order family's diagnostics (zo, sdze; :class:`pinnbench.solvers._zo_step.ZerothOrderSolver`
-declares them through :meth:`pinnbench.solver.Solver.diagnostics`; ``pinnbench run --diagnostics``).
+"""The zeroth-order family's diagnostics (zo, sdze;
+:class:`pinnbench.solvers._zo_step.ZerothOrderSolver` declares them through
+:meth:`pinnbench.solver.Solver.diagnostics`; ``pinnbench run --diagnostics``).
 
 What the cell's ``diagnostics`` column then holds:
 
@@ -76,7 +77,8 @@ def _gradient_variance(solver, problem, model, spec) -> dict[str, Any]:
     n_params = sum(p.numel() for p in model.params)
     if n_params > MAX_PARAMS:
         return {"skipped": f"P = {n_params:,} > {MAX_PARAMS:,}: the ratios materialise P-sized "
-                           "vectors per perturbation (pinnbench.solvers._zo_diagnostics.MAX_PARAMS)"}
+                           "vectors per perturbation "
+                           "(pinnbench.solvers._zo_diagnostics.MAX_PARAMS)"}
     t = time.perf_counter()
     seed = cell_stream_seed(spec["seed"], "diagnostics-step")
     out: dict[str, Any] = {"window": WINDOW, "windows": WINDOWS}

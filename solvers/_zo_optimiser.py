@@ -64,7 +64,7 @@ class HeavyBall:
     theta_t = theta_{t-1} - lr_t m_t (Polyak 1964; beta = 0: no state, plain ZO-SGD).
 
     Only the storage differs. A dense parameter keeps m as a tensor of its shape. A weight
-    matrix with low-rank directions keeps m in the ambient low-rank form
+    matrix with low-rank perturbations keeps m in the ambient low-rank form
     m = sum_e U_e A_e V_e^T: one r x r matrix A_e per basis e still in the momentum (the basis
     itself is regenerable from its seed; U_e is m x r), so the momentum **survives a basis
     refresh**: when the basis changes, a new term starts and the old ones decay by beta per step.

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from pinnbench.seeds import derive_seed, generator
 
-#: largest number of random numbers generated at once when regenerating a big direction
+#: largest number of random numbers generated at once when regenerating a big perturbation
 CHUNK_ELEMENTS = 2**22
 
 
@@ -112,7 +112,7 @@ class GaussianMatrix:
 
 
 class SubspaceBasis:
-    """The bases (U, V) of the low-rank directions ``z = U Xi V^T / r`` of one (m, n) matrix.
+    """The bases (U, V) of the low-rank perturbations ``z = U Xi V^T / r`` of one (m, n) matrix.
 
     U (m, r) ~ N(0, 1) is materialised; V (n, r) ~ N(0, 1) is regenerated in row chunks from its
     own seed at every use, except between :meth:`keep_v` and :meth:`drop_v`, when its chunks are
@@ -208,7 +208,7 @@ class Perturbation:
     by seeds (the input-space directions of the spatial estimators are *probes*,
     :class:`pinnbench.maths.directions.Directions`).
 
-    ``bases[i]`` is the :class:`SubspaceBasis` of parameter i when it gets a low-rank direction
+    ``bases[i]`` is the :class:`SubspaceBasis` of parameter i when it gets a low-rank perturbation
     (None: full Gaussian). ``xis[i]`` is then its r x r coefficient matrix."""
 
     def __init__(self, params: Sequence[Tensor], seed: int,

@@ -76,7 +76,8 @@ class ZerothOrderSolver(Solver):
 
     # -- what the harness asks ------------------------------------------------------------------
     def diagnostics(self, problem, model, spec):
-        """The gradient-estimate and quotient variances (:mod:`pinnbench.solvers._zo_diagnostics`)."""
+        """The gradient-estimate and quotient variances
+        (:mod:`pinnbench.solvers._zo_diagnostics`)."""
         from pinnbench.solvers._zo_diagnostics import zeroth_order_diagnostics
 
         return zeroth_order_diagnostics(self, problem, model, spec)
@@ -129,8 +130,9 @@ class ZerothOrderSolver(Solver):
         return [None] * len(self.model.params)
 
     def pair_losses(self, step: ZOStep, k: int, z: Perturbation) -> tuple[Tensor, Tensor]:
-        """(L(theta + eps z), L(theta - eps z)) for the step's k-th perturbation ``z``, each on
-        its spatial sample :meth:`sample` ``(step, k, plus)`` and through :meth:`loss_at`."""
+        """(L(theta + eps z), L(theta - eps z)) for the step's k-th perturbation ``z``: the
+        residual losses (:meth:`pinnbench.solver.Solver.residual_loss`, 0-d tensors, not read
+        back), each on its spatial sample :meth:`sample` ``(step, k, plus)``."""
         raise NotImplementedError
 
     # -- the step -------------------------------------------------------------------------------
@@ -196,18 +198,16 @@ class ZerothOrderSolver(Solver):
             step.sample_seeds = seeds
         return step.sample
 
-    def loss_at(self, model, data) -> Tensor:
-        """L(theta'; omega) as a 0-d float64 tensor on the device: the float32 loss converted
-        exactly (the value ``float()`` would read), without reading it."""
-        return self.residual_loss(data, model).detach().to(torch.float64)
-
     @torch.no_grad()
     def quotients(self, step: ZOStep) -> tuple[list[Tensor], list[Tensor]]:
-        """(c_k, the mean of the two losses) for every perturbation of the step."""
+        """(c_k, the mean of the two losses) for every perturbation of the step, as 0-d float64
+        tensors on the device: each loss converted exactly (the value ``float()`` would read),
+        without reading it."""
         eps = self.eps
         quotients, losses = [], []
         for k, z in enumerate(step.perturbations):
-            plus_loss, minus_loss = self.pair_losses(step, k, z)
+            plus_loss, minus_loss = (loss.detach().to(torch.float64)
+                                     for loss in self.pair_losses(step, k, z))
             quotients.append((plus_loss - minus_loss) / (2.0 * eps))
             losses.append(0.5 * (plus_loss + minus_loss))
         step.sample = None

@@ -15,7 +15,7 @@ One step t (all under ``torch.no_grad()``, no autograd graph, no gradient buffer
 2. **Directions.** ``q`` directions z_1..z_q. With ``subspace=true`` each weight matrix thicker
    than ``rank`` gets ``z = U Xi V^T / r``: U, V standard Gaussian, regenerated from a seed that
    changes every ``refresh`` steps, never stored (V is regenerated in row chunks); Xi (r x r)
-   fresh per direction. Biases and the 1 x width output layer get plain Gaussian perturbations.
+   fresh per perturbation. Biases and the 1 x width output layer get plain Gaussian perturbations.
    The 1/r scaling gives every entry of z unit variance, as a full Gaussian's
    (:mod:`pinnbench.solvers._zo_perturbations`), so eps and lr mean the same with and without
    the subspace.
@@ -30,8 +30,9 @@ One step t (all under ``torch.no_grad()``, no autograd graph, no gradient buffer
    O(width D (n + V)) first-layer product is paid once per step instead of 2q times.
 4. **Update.** c_k = [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps),
    g_hat = (1/q) sum_k c_k z_k, and one heavy-ball step m <- beta m + g_hat,
-   theta <- theta - lr_t m for **every** parameter (:class:`pinnbench.solvers._zo_optimiser.HeavyBall`;
-   ``momentum=0``: no momentum state anywhere).
+   theta <- theta - lr_t m for **every** parameter
+   (:class:`pinnbench.solvers._zo_optimiser.HeavyBall`; ``momentum=0``: no momentum state
+   anywhere).
    For a low-rank matrix g_hat_W = U G V^T with G = sum_k c_k Xi_k / (q r) (r x r), and its
    momentum is kept in that ambient low-rank form, sum_e U_e A_e V_e^T over the bases e still
    alive: it survives a refresh (old terms decay by beta and are dropped below beta^age = 0.01),
@@ -42,7 +43,8 @@ One step t (all under ``torch.no_grad()``, no autograd graph, no gradient buffer
    the storage that distribution needs; that memory is what the subspace saves.
 
 5. **Scale.** ``normalize=true`` divides the quotients by the root of a running mean of their
-   squares (one scalar of state, :class:`pinnbench.solvers._zo_optimiser.QuotientScale`): the PINN loss
+   squares (one scalar of state, :class:`pinnbench.solvers._zo_optimiser.QuotientScale`): the
+   PINN loss
    spans ~4 orders of magnitude during training (~1e7 at initialisation on poisson-2body-v1,
    d = 100), so no constant ZO-SGD step size works from start to end.
 
@@ -126,7 +128,7 @@ class SDZE(ZerothOrderSolver):
         """Per draw of the data (one with CRNS, 2q without) the shared products W0 y and V^T y,
         F1 + 2(n + V) d r; per evaluation the low-rank correction 2(n + V) r (r + h) and the
         hidden layers H; the update 2 d h r. Bytes: D per draw and W0 read twice and written
-        once (3W). Models the subspace only (full Gaussian directions are zo's model)."""
+        once (3W). Models the subspace only (full Gaussian perturbations are zo's model)."""
         from pinnbench.bench import roofline as rf
 
         if not self.subspace:
@@ -145,7 +147,7 @@ class SDZE(ZerothOrderSolver):
             data = self.sample(step, k, plus)
             if not self.stream:  # a no-op when x is already pinned (common random numbers)
                 step.cache.pin(data.x)
-            out.append(self.loss_at(shifted_model(self.model, z, c, step.cache), data))
+            out.append(self.residual_loss(data, shifted_model(self.model, z, c, step.cache)))
         return out[0], out[1]
 
     @classmethod
@@ -161,3 +163,9 @@ class SDZE(ZerothOrderSolver):
         from pinnbench.solvers._zo_report import sdze_claims
 
         return sdze_claims()
+
+    def shard_unsupported(self) -> str:
+        """Not sharded yet: the shifted evaluation is being rebuilt on the first-layer hook."""
+        return ("zeroth-order solvers are not sharded yet: their shifted evaluation is being "
+                "rebuilt on the first-layer hook (solvers/_common.py, _perturbation.py), "
+                "docs/sharding.md")

@@ -1,13 +1,14 @@
 """zo: naive zeroth-order PINN training, two-point SPSA with MeZO's in-place seed trick.
 
 Each step draws a seed; z ~ N(0, I_P) over all parameters is regenerated from it tensor by tensor
-and column chunk by column chunk (:class:`pinnbench.solvers._zo_perturbations.GaussianMatrix`), never held
-whole (Malladi et al., "Fine-tuning language models with just forward passes", NeurIPS 2023):
+and column chunk by column chunk (:class:`pinnbench.solvers._zo_perturbations.GaussianMatrix`),
+never held whole (Malladi et al., "Fine-tuning language models with just forward passes",
+NeurIPS 2023):
 
     theta += eps z;  L+ = L(theta; omega_1)
     theta -= 2 eps z; L- = L(theta; omega_2)
     theta += eps z                                  (restore; not bit-exact in floating point)
-    q = (L+ - L-) / (2 eps);  theta -= lr q z       (averaged over ``q`` directions)
+    q = (L+ - L-) / (2 eps);  theta -= lr q z       (averaged over ``q`` perturbations)
 
 with the spatial operator from a forward-only estimator (STDE jets, or finite differences) under
 ``torch.no_grad()``. By default (``crns=false``) the two evaluations use INDEPENDENT spatial
@@ -42,7 +43,7 @@ class ZO(ZerothOrderSolver):
     def step_cost(self, dim: int, width: int, depth: int):
         """2q evaluations of F1 + H; D per draw (one with CRNS, 2q without); W0 perturbed in
         place and restored (+eps, -2eps, +eps: 3 reads and writes), regenerated for the update
-        and updated: 10 W per direction; a dense momentum reads and writes m: + 2W."""
+        and updated: 10 W per perturbation; a dense momentum reads and writes m: + 2W."""
         from pinnbench.bench import roofline as rf
 
         n, v, q = self.points, self.probes, self.q
@@ -60,8 +61,14 @@ class ZO(ZerothOrderSolver):
         # (perturbed) theta through the cache; else the model itself
         model = self.model if step.cache is None else centre_model(self.model, step.cache)
         z.add_to_(params, self.eps)
-        plus = self.loss_at(model, self.sample(step, k, True))
+        plus = self.residual_loss(self.sample(step, k, True), model)
         z.add_to_(params, -2.0 * self.eps)
-        minus = self.loss_at(model, self.sample(step, k, False))
+        minus = self.residual_loss(self.sample(step, k, False), model)
         z.add_to_(params, self.eps)
         return plus, minus
+
+    def shard_unsupported(self) -> str:
+        """Not sharded yet: the shifted evaluation is being rebuilt on the first-layer hook."""
+        return ("zeroth-order solvers are not sharded yet: their shifted evaluation is being "
+                "rebuilt on the first-layer hook (solvers/_common.py, _perturbation.py), "
+                "docs/sharding.md")

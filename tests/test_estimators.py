@@ -186,7 +186,11 @@ def test_coordinate_sampling_is_uniform_without_replacement():
 
 def _floyd_loop(count: int, dim: int, generator) -> list[int]:
     """Floyd's algorithm as Bentley writes it: the sequential reference."""
-    u = torch.rand(count, generator=generator, dtype=torch.float64).tolist()
+    return _floyd_from(torch.rand(count, generator=generator, dtype=torch.float64).tolist(), dim)
+
+
+def _floyd_from(u: list[float], dim: int) -> list[int]:
+    count = len(u)
     chosen: set[int] = set()
     for k, j in enumerate(range(dim - count, dim)):
         t = min(int(u[k] * (j + 1)), j)
@@ -202,6 +206,22 @@ def test_coordinate_sampling_on_the_device_is_floyds_loop_to_the_bit():
             for r in range(12):
                 got = sample_indices(count, dim, g(r))
                 assert got.tolist() == _floyd_loop(count, dim, g(r)), (count, dim, r)
+
+
+def test_floyd_on_the_device_follows_the_longest_chain_of_collisions():
+    """The worst case of the pointer jumping: t_1 = t_0 collides, then each t_k = j_{k-1} (the
+    value step k-1 added instead), a chain through every step: all m - 1 rounds' worth of
+    links must be followed (with one round fewer the tail is wrong)."""
+    from pinnbench.maths.estimators.probes import floyd_indices
+
+    for m, dim in ((16, 40), (16, 17), (9, 1000), (2, 3)):
+        top = [dim - m + k for k in range(m)]
+        targets = [5 % (top[0] + 1), 5 % (top[0] + 1)] + [top[k - 1] for k in range(2, m)]
+        u = [(t + 0.5) / (j + 1) for t, j in zip(targets, top)]
+        expected = _floyd_from(u, dim)
+        assert expected == sorted({targets[0], *top[1:]})  # every later step collided
+        got = floyd_indices(torch.tensor(u, dtype=torch.float64), dim).tolist()
+        assert got == expected, (m, dim)
 
 
 def test_sdgd_with_every_coordinate_is_exact(ball):

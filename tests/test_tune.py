@@ -124,7 +124,7 @@ def test_selection_is_on_validation_not_test(tmp_path):
                                                            width=8, depth=1))
     cells = trial_cells(plan, studies)
     assert len(cells) == 4 and all(c.spec["validation"] for c in cells)
-    record = TrialRecorder(plan, studies, cells, "run-x")
+    record = TrialRecorder(plan, studies, cells)
     errors = {0: {"test": 0.1, "val": 0.6}, 1: {"test": 0.9, "val": 0.3}}
     for c in cells:
         (_, number, seed), = c.uses
@@ -275,7 +275,7 @@ def test_an_interrupted_tune_runs_only_the_missing_seeds(tmp_path):
     plan, url, studies = _plan(tmp_path, protocol=Protocol(steps=3, seeds=(0, 1), trials=2,
                                                            width=8, depth=1))
     cells = trial_cells(plan, studies)
-    record = TrialRecorder(plan, studies, cells, "run-1")
+    record = TrialRecorder(plan, studies, cells)
     first = cells[0]  # trial 0, seed 0 finished; the tune was then interrupted
     record({"cell_id": CellSpec.from_dict(first.spec).cell_id, "status": "diverged",
             "final_val_rel_l2": None, "message": "loss became nan at step 2"})

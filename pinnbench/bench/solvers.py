@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 DEFAULT_SOLVERS = "bp;zo;sdze"
 
@@ -52,20 +51,24 @@ def _worker(spec: dict, report=None) -> dict:
     import torch
 
     from pinnbench import memory
+    from pinnbench.timing import clock
 
     problem, model, solver, why = build(spec)
     if why:
         return {"status": "skipped", "message": why}
-    t0 = time.perf_counter()
+    # device-synchronised: a step that returns its loss as a tensor ends without waiting for
+    # the device (perf_counter alone off CUDA)
+    device = problem.device
+    t0 = clock(device)
     solver.step()
-    warm = time.perf_counter() - t0
+    warm = clock(device) - t0
     resettable = memory.reset_peak_cpu()
     base = memory.current_cpu_bytes()
     times, losses = [], []
     for _ in range(spec["steps"]):
-        t0 = time.perf_counter()
+        t0 = clock(device)
         losses.append(solver.step())  # a float or a 0-d tensor: read after the timing
-        times.append(time.perf_counter() - t0)
+        times.append(clock(device) - t0)
     peak = memory.peak_cpu_bytes()
     return {"status": "ok", "time_s": statistics.median(times), "warmup_s": warm,
             "peak_bytes": peak, "extra_peak_bytes": peak - base if resettable else None,

@@ -32,6 +32,7 @@ class LossWatch:
     def __init__(self) -> None:
         self.steps = 0
         self._last: float | torch.Tensor | None = None
+        self._last_read: float | None = None  # the last loss as read, until the next step
         self._first_bad_float: int | None = None  # from float losses, known at once
         self._leading: torch.Tensor | None = None  # from tensor losses, on their device
 
@@ -52,7 +53,7 @@ class LossWatch:
                 self._first_bad_float = k
             if self._leading is not None and math.isfinite(loss):
                 self._leading.add_(self._leading == k - 1)
-        self._last = loss
+        self._last, self._last_read = loss, None
 
     @property
     def returns_tensors(self) -> bool:
@@ -68,5 +69,7 @@ class LossWatch:
         return min(bad) if bad else None
 
     def last(self) -> float | None:
-        """The last step's loss as a float (reads it from the device)."""
-        return None if self._last is None else float(self._last)
+        """The last step's loss as a float (reads it from the device, once per step)."""
+        if self._last_read is None and self._last is not None:
+            self._last_read = float(self._last)
+        return self._last_read

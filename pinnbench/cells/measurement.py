@@ -286,8 +286,9 @@ def _train(m: CellMeasurement, solver, model, problem) -> None:
         if at_evaluation or not isinstance(loss, torch.Tensor):
             if _stopped_diverged(row, watch, k):
                 break
-        if at_evaluation:
-            m.record(k, watch.last(), train_time, model, problem, cpu_time)
+        if at_evaluation:  # the partial row a killed cell leaves carries the loss read here
+            row["final_loss"] = watch.last()
+            m.record(k, row["final_loss"], train_time, model, problem, cpu_time)
     row["final_loss"] = watch.last()
     if row["status"] == "ok":
         _stopped_diverged(row, watch, k)  # the steps since the last evaluation

@@ -74,6 +74,7 @@ def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]
     here, as a :class:`pinnbench.cells.cellspec.CellSpec` (ValueError naming what is allowed), before
     anything runs or is written; returned in their plain form (``CellSpec.to_dict()``), which
     the store, the executors and the cell processes pass along."""
+    solvers = [with_points(solver, config.points) for solver in config.solvers]
     threads = config.threads
     if threads is None and config.device == "cpu" and config.auto_threads:
         threads = default_threads(config.jobs * config.ranks)  # a sharded cell: R processes
@@ -82,11 +83,11 @@ def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]
     cells = []
     for dim in sorted(config.dims):
         for problem in config.problems:
-            for solver in config.solvers:
+            for solver in solvers:
                 for seed in config.seeds:
                     cells.append(CellSpec.from_dict({
                         **options, "problem": problem, "dim": dim, "seed": seed,
-                        "solver": with_points(solver, config.points)}).to_dict())
+                        "solver": solver}).to_dict())
     return cells
 
 

@@ -200,6 +200,7 @@ def cmd_report(args) -> int:
     usage (exit 2), not a blank page or a traceback."""
     from pinnbench.report import ReportError, check_out_dir, write_report
 
+    import_plugins(args.imports)
     run_id = select_run(args)
     out_dir = Path(args.out) if args.out else (
         REPORTS_DIR / ("all" if args.all else (run_id or "latest")))

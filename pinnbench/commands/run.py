@@ -7,6 +7,7 @@ before anything starts, then the run recorded (:mod:`pinnbench.commands.run_life
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -19,44 +20,65 @@ from pinnbench.commands.usage import UsageError, import_plugins
 #: with --executor dask: how long the cluster may have no worker before cells in flight fail
 NO_WORKER_TIMEOUT_S = 600.0
 
-def check_executor_options(args) -> None:
-    """Usage errors of --executor and its options (before anything is started or written)."""
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """The executor the options ask for, checked (:func:`executor_choice`)."""
+
+    kind: str  # "local" or "dask"
+    jobs: int | None = None
+    scheduler: str | None = None
+    local_workers: int | None = None
+    no_worker_timeout_s: float = NO_WORKER_TIMEOUT_S
+
+    def describe(self) -> str:
+        if self.kind == "dask":
+            return f"dask {self.scheduler or f'LocalCluster({self.local_workers} workers)'}"
+        return f"local ({self.jobs or 1} jobs)"
+
+
+def executor_choice(args) -> ExecutorChoice:
+    """--executor and its options, checked before anything is started or written (usage
+    errors; the scheduler's address when the executor is made, :func:`make_executor`)."""
     if args.executor != "dask":
         for name, value in (("--scheduler", args.scheduler),
                             ("--local-workers", args.local_workers),
                             ("--no-worker-timeout", args.no_worker_timeout)):
             if value is not None:
                 raise UsageError(f"{name} needs --executor dask")
-        return
+        return ExecutorChoice("local", jobs=args.jobs)
     if args.jobs is not None:
         raise UsageError("--jobs is for the local executor; with --executor dask use "
                          "--local-workers N or size the cluster")
     if (args.scheduler is None) == (args.local_workers is None):
         raise UsageError("--executor dask needs either --scheduler ADDRESS (a running cluster, "
                          "e.g. tcp://host:8786) or --local-workers N (a local cluster)")
-    from pinnbench.cells.executors import DASK_MISSING, check_scheduler_address, dask_available
+    from pinnbench.cells.executors import DASK_MISSING, dask_available
 
     if not dask_available():
         raise UsageError(DASK_MISSING)
-    if args.scheduler is not None:
+    return ExecutorChoice("dask", scheduler=args.scheduler, local_workers=args.local_workers,
+                          no_worker_timeout_s=NO_WORKER_TIMEOUT_S
+                          if args.no_worker_timeout is None else args.no_worker_timeout)
+
+
+def make_executor(choice: ExecutorChoice, cells: list[dict]):
+    """The executor ``choice`` names (a started cluster or a connected client for dask); a bad
+    scheduler address or an unreachable cluster is a usage error."""
+    from pinnbench.cells.executors import (DaskExecutor, ExecutorError, LocalExecutor,
+                                           check_scheduler_address)
+
+    if choice.kind == "local":
+        return LocalExecutor(choice.jobs or 1)
+    if choice.scheduler is not None:
         try:
-            check_scheduler_address(args.scheduler)
+            check_scheduler_address(choice.scheduler)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-
-
-def make_executor(args, cells: list[dict]):
-    """The executor the options ask for (a started cluster or a connected client for dask)."""
-    from pinnbench.cells.executors import DaskExecutor, ExecutorError, LocalExecutor
-
-    if args.executor == "local":
-        return LocalExecutor(args.jobs or 1)
     gpu = any(str(c.get("device", "cpu")).startswith("cuda") for c in cells)
     try:
-        ex = DaskExecutor.from_options(scheduler=args.scheduler, local_workers=args.local_workers,
-                                       gpu=gpu, no_worker_timeout_s=NO_WORKER_TIMEOUT_S
-                                       if args.no_worker_timeout is None
-                                       else args.no_worker_timeout)
+        ex = DaskExecutor.from_options(scheduler=choice.scheduler,
+                                       local_workers=choice.local_workers, gpu=gpu,
+                                       no_worker_timeout_s=choice.no_worker_timeout_s)
     except ExecutorError as exc:
         raise UsageError(str(exc)) from None
     if gpu:
@@ -74,10 +96,12 @@ def cmd_run(args, argv: Sequence[str]) -> int:
     from pinnbench.cells.sweep import plan
 
     command = command_line(argv)
-    check_executor_options(args)
+    mkdir = may_mkdir(args)
+    show = PlanDisplay(args.store, "json" if args.json else "quiet" if args.quiet else "rich",
+                       parallel_cells(args), args.dry_run)
     import_plugins(args.imports)
     try:
-        store_mod.check_store(args.store, mkdir=may_mkdir(args))
+        store_mod.check_store(args.store, mkdir=mkdir)
     except StoreError as exc:
         raise UsageError(str(exc)) from None
 
@@ -105,15 +129,15 @@ def cmd_run(args, argv: Sequence[str]) -> int:
                 raise UsageError(f"--resume {resume_id}: the options change the run's plan "
                                  f"({change}); resume without sweep options to run its own "
                                  "plan, or drop --resume to start a new run")
-    planned = print_plan(args, cells, resume_id)
-    if args.dry_run:
+    planned = print_plan(show, cells, resume_id)
+    choice = executor_choice(args)  # usage errors still before anything starts or is written
+    if show.dry_run:
         return 0
-    executor = make_executor(args, cells)
+    executor = make_executor(choice, cells)
     try:
         return record_run(args.store, cells, command=command, resume_id=resume_id,
-                          executor=executor, planned=planned, mkdir=may_mkdir(args),
-                          executor_text=describe_executor(args),
-                          ui_mode="json" if args.json else "quiet" if args.quiet else "rich",
+                          executor=executor, planned=planned, mkdir=mkdir,
+                          executor_text=choice.describe(), ui_mode=show.mode,
                           prune=not args.no_prune, report=args.report,
                           report_dir=args.report_dir)
     finally:
@@ -125,7 +149,18 @@ def may_mkdir(args) -> bool:
     return bool(args.mkdir) or Path(args.store) == DEFAULT_PATH
 
 
-def print_plan(args, cells: list[dict], resume_id: str | None):
+@dataclass(frozen=True)
+class PlanDisplay:
+    """How the plan is shown: the store it reads history from, the UI ``mode`` (rich, quiet or
+    json), the cells run at once (they split the CPU threads) and whether this is a dry run."""
+
+    store: str
+    mode: str
+    jobs: int
+    dry_run: bool
+
+
+def print_plan(show: PlanDisplay, cells: list[dict], resume_id: str | None):
     """The plan of the cells still to run (:mod:`pinnbench.commands.plan`), printed before any starts;
     history comes from the store (read-only), the rest from a calibration."""
     import socket
@@ -136,8 +171,8 @@ def print_plan(args, cells: list[dict], resume_id: str | None):
     from pinnbench.cells.provenance import cpu_model
 
     stored: list[dict] = []
-    if Path(args.store).exists():
-        df = store_mod.load_results(args.store)
+    if Path(show.store).exists():
+        df = store_mod.load_results(show.store)
         stored = [{k: (None if isna(v) else v) for k, v in r.items()}
                   for r in df.to_dict("records")]
     done = {r["cell_id"] for r in stored if r["run_id"] == resume_id
@@ -148,18 +183,11 @@ def print_plan(args, cells: list[dict], resume_id: str | None):
     planned = plan_mod.make_plan(todo, free_bytes=memory.available_host_bytes() or None,
                                  baseline_bytes=memory.current_cpu_bytes(), stored_rows=stored,
                                  machine=(socket.gethostname(), cpu_model()))
-    if args.json:
+    if show.mode == "json":
         print(json.dumps({"event": "plan", **plan_mod.as_json(planned)}), flush=True)
-    elif not args.quiet:
-        for line in plan_mod.render(planned, jobs=parallel_cells(args)):
+    elif show.mode != "quiet":
+        for line in plan_mod.render(planned, jobs=show.jobs):
             print(line, flush=True)
-        if args.dry_run:
-            print(f"dry run: nothing run, {args.store} untouched", flush=True)
+        if show.dry_run:
+            print(f"dry run: nothing run, {show.store} untouched", flush=True)
     return planned
-
-
-def describe_executor(args) -> str:
-    if args.executor == "dask":
-        where = args.scheduler or f"LocalCluster({args.local_workers} workers)"
-        return f"dask {where}"
-    return f"local ({args.jobs or 1} jobs)"

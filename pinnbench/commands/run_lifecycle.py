@@ -16,7 +16,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from pinnbench.cells.cellspec import DEFAULTS as CELL_DEFAULTS
 from pinnbench.commands.usage import UsageError
@@ -94,12 +94,17 @@ def budget_warning(cells: list[dict]) -> str | None:
 def record_run(store: str, cells: list[dict], *, command: str, resume_id: str | None, executor,
                planned: Any = None, mkdir: bool = False, executor_text: str = "",
                ui_mode: str = "rich", prune: bool = True, report: bool = True,
-               report_dir: str | None = None) -> int:
-    """Run ``cells`` on ``executor`` as a run of ``store``: a new run (id, provenance), or the
-    run ``resume_id`` claimed again and only its cells without a done row; the cells the plan
-    ``planned`` skips stored as skipped with its reason; every row written as it finishes; the
-    run marked finished (then the report page, unless ``report`` is false) or interrupted.
-    Returns the exit code: 0, 1 when a cell failed with an unexpected error, 130 interrupted."""
+               report_dir: str | None = None, on_result: Callable[[dict], None] | None = None,
+               extra_provenance: dict | None = None, resume_hint: str | None = None,
+               summary: bool = True) -> int:
+    """Run ``cells`` on ``executor`` as a run of ``store``: a new run (id, provenance, with
+    ``extra_provenance``), or the run ``resume_id`` claimed again and only its cells without a
+    done row; the cells the plan ``planned`` skips stored as skipped with its reason; every row
+    written as it finishes, then handed to ``on_result`` (``pinnbench tune`` records its trials
+    there); the run marked finished (then the report page, unless ``report`` is false, and the
+    summary, unless ``summary`` is false) or interrupted (``resume_hint``: how to go on; default
+    the ``pinnbench run --resume`` command). Returns the exit code: 0, 1 when a cell failed with
+    an unexpected error, 130 interrupted."""
     from pinnbench.cells import store as store_mod
     from pinnbench.cells.cell import cell_id, now_iso
     from pinnbench.report.console import RunUI
@@ -129,6 +134,7 @@ def record_run(store: str, cells: list[dict], *, command: str, resume_id: str | 
         provenance["executor"] = executor_text
         provenance["physical_cores"] = physical_cores()
         provenance["load_avg_1m_at_start"] = load_average()
+        provenance.update(extra_provenance or {})
         st.begin_run(run_id, command, started, cells, provenance, planner=me)
 
     todo = [c for c in cells if cell_id(c) not in done]
@@ -138,6 +144,12 @@ def record_run(store: str, cells: list[dict], *, command: str, resume_id: str | 
     warnings = [w for w in (budget_warning(cells), overload_warning()) if w]
     t0 = time.monotonic()
     rows: list[dict] = []
+
+    def result(row: dict) -> None:
+        if on_result is not None:
+            on_result(row)
+        ui.result(row)
+
     try:
         with sigterm_as_interrupt(), ui:
             for w in warnings:
@@ -147,16 +159,17 @@ def record_run(store: str, cells: list[dict], *, command: str, resume_id: str | 
                     row = plan_skipped_row({**spec, "run_id": run_id}, skips[cell_id(spec)])
                     st.write_row(row)
                     rows.append(row)
-                    ui.result(row)
+                    result(row)
             todo = [c for c in todo if cell_id(c) not in skips]
             rows += execute_sweep(todo, run_id=run_id, write=st.write_row, executor=executor,
-                                 prune=prune, on_start=ui.start, on_result=ui.result,
+                                 prune=prune, on_start=ui.start, on_result=result,
                                  heartbeat=lambda: st.heartbeat(run_id, now_iso()))
     except KeyboardInterrupt:
         st.finish_run(run_id, now_iso(), "interrupted")
         st.close()
-        print(f"interrupted: finished cells are in {store} (run {run_id}); "
-              f"`pinnbench run --resume --store {store}` runs the rest", file=sys.stderr)
+        print(f"interrupted: finished cells are in {store} (run {run_id}); " + (
+            resume_hint or f"`pinnbench run --resume --store {store}` runs the rest"),
+            file=sys.stderr)
         return 130
     st.finish_run(run_id, now_iso(), "finished")
     st.close()
@@ -165,5 +178,6 @@ def record_run(store: str, cells: list[dict], *, command: str, resume_id: str | 
     report_path, report_note = None, ""
     if report and rows:
         report_path, report_note = write_report_or_note(store, report_dir, run_id, False)
-    ui.summary(rows, wall, report_path, report_note)
+    if summary:
+        ui.summary(rows, wall, report_path, report_note)
     return 1 if n_error else 0

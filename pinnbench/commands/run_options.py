@@ -37,12 +37,14 @@ def sweep_config(args) -> "Any":
     from pinnbench.cells.sweep import SweepConfig
 
     only_budget = args.time_budget is not None and args.steps is None
+    options, jobs = cell_options(args), parallel_cells(args)
     problems_text = args.problems if args.problems is not None else DEFAULT_RUN["problems"]
     solvers_text = args.solvers if args.solvers is not None else DEFAULT_RUN["solvers"]
     try:
         problems = split_top_level(problems_text)
         solvers = split_top_level(solvers_text)
         dims = parse_dims(args.dims if args.dims is not None else DEFAULT_RUN["dims"])
+        seeds = parse_seeds(args.seeds if args.seeds is not None else DEFAULT_RUN["seeds"])
         device = str(resolve_device(args.device or CELL_DEFAULTS["device"]))
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -50,10 +52,6 @@ def sweep_config(args) -> "Any":
         raise UsageError(f"--jobs {args.jobs} would put {args.jobs} cells on one GPU at once (their "
                          "memory and timings interfere); use --jobs 1 on cuda, or --executor dask "
                          "with one GPU worker per device (docs/dask.md)")
-    try:
-        seeds = parse_seeds(args.seeds if args.seeds is not None else DEFAULT_RUN["seeds"])
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     n_cells = len(problems) * len(solvers) * len(dims) * len(seeds)
     if n_cells > MAX_CELLS_WITHOUT_YES and not getattr(args, "yes", False):
         raise UsageError(f"the plan has {n_cells:,} cells ({len(problems)} problems x "
@@ -62,11 +60,11 @@ def sweep_config(args) -> "Any":
                          "to run them all")
     return SweepConfig(
         problems=problems, solvers=solvers, dims=dims, seeds=seeds, **{
-            **cell_options(args),  # what the run's defaults or the command's spelling change:
+            **options,  # what the run's defaults or the command's spelling change:
             "steps": None if only_budget else (args.steps or DEFAULT_RUN["steps"]),
             "timeout_s": args.timeout or DEFAULT_RUN["timeout"], "device": device,
             "floors": not args.no_floors},
-        points=args.points, jobs=parallel_cells(args),
+        points=args.points, jobs=jobs,
         auto_threads=not (args.executor == "dask" and args.scheduler))
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -138,15 +137,11 @@ def _lists(args) -> tuple[list[str], list[str], list[int], list[int]]:
 
 def cmd_tune(args, argv: Sequence[str]) -> int:
     from pinnbench.cells import store as store_mod
-    from pinnbench.report.console import RunUI
-    from pinnbench.cells.machine_load import default_threads, load_average
+    from pinnbench.cells.machine_load import default_threads
     from pinnbench.maths.problem_registry import resolve_device, resolve_dtype
-    from pinnbench.cells.provenance import collect
-    from pinnbench.cells.rows import now_iso
-    from pinnbench.cells.run_lease import planner_id
     from pinnbench.cells.executors import LocalExecutor
-    from pinnbench.tuning.study import trials as tuning_run
-    from pinnbench.commands.run_lifecycle import command_line, new_run_id, sigterm_as_interrupt
+    from pinnbench.tuning import trials as tuning_run
+    from pinnbench.commands.run_lifecycle import command_line, record_run
 
     command = command_line(argv)
     try:
@@ -192,45 +187,39 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
     url = storage_url(study_path)
     studies = tuning_run.open_studies(url, plan)
     cells = tuning_run.trial_cells(plan, studies)
-    run_id = new_run_id()
     rows: list[dict] = []
     t0 = time.monotonic()
+    code = 0
     if cells:
-        st = store_mod.Store(args.store, mkdir=mkdir)
-        provenance = collect("cpu", command=command)
-        provenance["executor"] = f"local ({args.jobs or 1} jobs)"
-        provenance["load_avg_1m_at_start"] = load_average()
-        provenance["study_store"] = str(study_path)
-        st.begin_run(run_id, command, now_iso(), [c.spec for c in cells], provenance,
-                     planner=planner_id())
-        recorder = tuning_run.TrialRecorder(plan, studies, cells, run_id)
-        ui = RunUI("quiet" if args.quiet else "rich", run_id, len(cells), 0, args.store)
-        executor = LocalExecutor(args.jobs or 1)
+        recorder = tuning_run.TrialRecorder(plan, studies, cells)
 
+        def on_result(row: dict) -> None:
+            recorder(row)
+            rows.append(row)
+
+        executor = LocalExecutor(args.jobs or 1)
         try:
-            with sigterm_as_interrupt(), ui:
-                rows = tuning_run.run_cells(cells, recorder, run_id=run_id, write=st.write_row,
-                                            executor=executor, on_start=ui.start,
-                                            on_result=ui.result,
-                                            heartbeat=lambda: st.heartbeat(run_id, now_iso()))
-        except KeyboardInterrupt:
-            st.finish_run(run_id, now_iso(), "interrupted")
-            st.close()
-            print(f"interrupted: finished trials are in {study_path}; the same `pinnbench tune` "
-                  "command resumes", file=sys.stderr)
-            return 130
+            code = record_run(args.store, [c.spec for c in cells], command=command,
+                              resume_id=None, executor=executor, mkdir=mkdir,
+                              executor_text=f"local ({args.jobs or 1} jobs)",
+                              ui_mode="quiet" if args.quiet else "rich", prune=False,
+                              report=False, summary=False, on_result=on_result,
+                              extra_provenance={"study_store": str(study_path)},
+                              resume_hint=f"finished trials are in {study_path}; the same "
+                              "`pinnbench tune` command resumes")
         finally:
             executor.close()
-        st.finish_run(run_id, now_iso(), "finished")
-        st.close()
+        if code == 130:
+            return code
     if not args.quiet:
         names = {sp.name for sp in plan.studies}
         chosen = [s for s in summarize(url) if s.name in names]
         print_studies(chosen)
         wall = time.monotonic() - t0
-        where = f"results: {args.store} (run {run_id})" if cells else "nothing left to run"
+        where = (f"results: {args.store} (run {rows[0]['run_id']})" if rows
+                 else "nothing left to run")
         print(f"{len(rows)} cells in {wall:.1f} s; studies: {study_path}; {where}")
-    return 1 if any(r["status"] == "error" for r in rows) else 0
+    return code
 
 
 def _fmt(v: float | None) -> str:
@@ -296,6 +285,7 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
         require_optuna()
     except TuningError as exc:
         raise _usage(str(exc)) from None
+    config = sweep_config(args)
     source = Path(args.tuned)
     names = None
     if not source.is_file():
@@ -319,7 +309,6 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
             else sorted({s.dim for s in studies})
     except (ValueError, TypeError) as exc:
         raise _usage(str(exc)) from None
-    config = sweep_config(args)
     keyed: list[tuple[Any, str]] = []
     for solver in want_solvers:
         for problem in want_problems:

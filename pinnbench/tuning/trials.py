@@ -1,6 +1,7 @@
 """Run the tuning protocol (:mod:`pinnbench.tuning.study`): open or resume the studies, ask their
-trials, run every trial's seeds as isolated cells through the sweep machinery, and tell each
-trial its objective as its last seed finishes.
+trials, and tell each trial its objective as its last seed finishes (:class:`TrialRecorder`);
+the trials' seeds run as isolated cells of one run of the results store, through the run's
+lifecycle (:func:`pinnbench.commands.run_lifecycle.record_run`, as ``pinnbench run``'s cells).
 
 :func:`prepare` validates everything and writes nothing; :func:`open_studies` creates or
 resumes the studies (the first write); :func:`trial_cells` lists the cells still to run, in an
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pinnbench.cells.cellspec import CellSpec
 from pinnbench.tuning.study import (Protocol, TuningError, ask_trials, base_spec, make_sampler,
@@ -161,11 +162,12 @@ def _set_attr(study, trial, key: str, value: Any) -> None:
 
 class TrialRecorder:
     """Records each finished cell on the trials it serves and tells a trial its objective once
-    all its seeds are in (called in the planner's thread, the only writer of both stores)."""
+    all its seeds are in (called in the planner's thread, the only writer of both stores, as
+    each row of the run is written: :func:`pinnbench.commands.run_lifecycle.record_run`'s
+    ``on_result``)."""
 
-    def __init__(self, plan: TunePlan, studies: dict[str, Any], cells: list[PendingCell],
-                 run_id: str) -> None:
-        self.plan, self.studies, self.run_id = plan, studies, run_id
+    def __init__(self, plan: TunePlan, studies: dict[str, Any], cells: list[PendingCell]) -> None:
+        self.plan, self.studies = plan, studies
         self.uses = {CellSpec.from_dict(c.spec).cell_id: c.uses for c in cells}
         self.told: list[tuple[str, int, float]] = []
 
@@ -175,7 +177,7 @@ class TrialRecorder:
             trial = study.get_trials(deepcopy=False)[number]
             seeds = dict(trial.user_attrs.get("seeds", {}))
             val = row.get("final_val_rel_l2")
-            seeds[str(seed)] = {"cell_id": row["cell_id"], "run_id": self.run_id,
+            seeds[str(seed)] = {"cell_id": row["cell_id"], "run_id": row.get("run_id"),
                                 "status": row["status"],
                                 "final_val_rel_l2": val if val is None or math.isfinite(val)
                                 else None,
@@ -186,19 +188,3 @@ class TrialRecorder:
                                   for s in self.plan.protocol.seeds)
                 study.tell(number, value)
                 self.told.append((name, number, value))
-
-
-def run_cells(cells: list[PendingCell], recorder: Callable[[dict], None], *, run_id: str,
-              write: Callable[[dict], None], executor, on_start=None, on_result=None,
-              heartbeat=None) -> list[dict[str, Any]]:
-    """Run the cells through :func:`pinnbench.cells.sweep.execute_sweep` (no pruning: every trial is
-    its own configuration); each finished row is written, then recorded on its trials."""
-    from pinnbench.cells.sweep import execute_sweep
-
-    def result(row: dict[str, Any]) -> None:
-        recorder(row)
-        if on_result is not None:
-            on_result(row)
-
-    return execute_sweep([c.spec for c in cells], run_id=run_id, write=write, executor=executor,
-                         prune=False, on_start=on_start, on_result=result, heartbeat=heartbeat)

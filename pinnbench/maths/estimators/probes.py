@@ -44,27 +44,31 @@ def sample_indices(count: int, dim: int, generator: torch.Generator | None) -> T
       is {t_i : i < k} ∪ {j_i : i < k, step i collided};
     - step k collides iff t_k equals an earlier t_i, or t_k = j_i for i = t_k - (d - m) < k
       whose step i collided: an OR along the chain of pointers k -> t_k - (d - m), each to an
-      earlier step, which pointer jumping (Wyllie 1979) resolves in ceil(log2 m) rounds of
-      gathers of m numbers.
+      earlier step (a step with no such i points to itself, a fixed point of the OR), which
+      pointer jumping (Wyllie 1979) resolves in ceil(log2 m) rounds of gathers of m numbers.
 
     With ``count >= dim`` it returns every index and consumes no randomness (no generator needed).
     """
     device = generator.device if generator is not None else torch.device("cpu")
     if count >= dim:
         return torch.arange(dim, device=device)
-    m = count
+    u = torch.rand(count, generator=generator, dtype=torch.float64, device=device)
+    return floyd_indices(u, dim)
+
+
+def floyd_indices(u: Tensor, dim: int) -> Tensor:
+    """The sorted indices Floyd's algorithm picks from range(dim) with the uniforms ``u`` (m,),
+    float64, m < dim (:func:`sample_indices`), computed on u's device without a host read."""
+    m, device = u.shape[0], u.device
     k = torch.arange(m, device=device)
     top = k + (dim - m)  # j_k
-    u = torch.rand(m, generator=generator, dtype=torch.float64, device=device)
     t = torch.minimum((u * (top + 1)).floor_().long(), top)
     earlier = torch.ones(m, m, dtype=torch.bool, device=device).tril_(-1)  # [k, i]: i < k
     collided = ((t.unsqueeze(1) == t.unsqueeze(0)) & earlier).any(dim=1)
-    ptr = t - (dim - m)  # step k collides if step ptr_k (< k) did, when 0 <= ptr_k < k
-    linked = (ptr >= 0) & (ptr < k)
-    ptr = torch.where(linked, ptr, k)
+    ptr = t - (dim - m)  # <= k, as t_k <= j_k: step k collides if step ptr_k did (ptr_k < k)
+    ptr = torch.where(ptr >= 0, ptr, k)  # ptr_k = k: no earlier step to follow
     for _ in range(max(0, (m - 1).bit_length())):
-        collided = collided | (linked & collided[ptr])
-        linked = linked & linked[ptr]
+        collided = collided | collided[ptr]
         ptr = ptr[ptr]
     return torch.where(collided, top, t).sort().values
 
