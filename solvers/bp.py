@@ -124,5 +124,19 @@ class BP(Solver):
         return loss.detach()
 
     def shard_unsupported(self) -> str:
-        """bp runs as one rank of a sharded cell (its first layer row-parallel, docs/sharding.md)."""
+        """bp runs as one rank of a sharded cell (its first layer row-parallel, docs/sharding.md)
+        with the stde estimator on dense probes, drawn per shard:
+        the coordinate and nested estimators, and the gPINN term, sample coordinates across
+        shards; a captured CUDA graph would replay the collectives outside the process group."""
+        from pinnbench.maths.streaming import STREAM_DISTS
+
+        if self.estimator != "stde" or self.dist not in ("default",) + STREAM_DISTS:
+            return (f"{self.spec} is not sharded: a sharded step draws stde probes with dense "
+                    f"{' or '.join(STREAM_DISTS)} entries (estimator=stde, dist=default|"
+                    f"{'|'.join(STREAM_DISTS)}); estimator={self.estimator}, dist={self.dist}")
+        if self.loss == "gpinn":
+            return f"{self.spec} is not sharded: the gPINN term samples coordinates across shards"
+        if self.cuda_graph:
+            return (f"{self.spec} is not sharded: a captured CUDA graph would replay the "
+                    "collectives outside the process group; drop cuda_graph=true")
         return ""

@@ -11,12 +11,11 @@ import torch
 
 import pinnbench
 from pinnbench.maths.directions import DenseDirections
-from pinnbench.maths.estimators import estimate_terms
+from pinnbench.maths.estimators import draw_probes, estimate_terms
 from pinnbench.maths.model import PINN
-from pinnbench.seeds import derive_seed
 from pinnbench.cells.shard_launch import run_ranks
 from pinnbench.cells.sharded_ball import ShardedBall, shard_skip
-from pinnbench.cells.sharded_cell import reference
+from pinnbench.cells.sharded_cell import build, reference
 from pinnbench.cells.sharding import Collectives, ShardPlan
 from pinnbench.solver import solver_from_spec
 from pinnbench.maths.streaming import RadialBallStream
@@ -72,13 +71,9 @@ def test_one_rank_equals_the_dense_pinn_on_the_same_sample(problem_id):
     x = torch.tensor(got["x"], dtype=torch.float64)
     v = torch.tensor(got["v"], dtype=torch.float64)
     assert close(got["source"], problem.source(x).tolist(), 1e-12)
-    from pinnbench.cells.sharded_cell import build
-
     _, sharded, _ = build(payload, Collectives(1), 0, 1)
     params = [p.detach().clone().requires_grad_(True) for p in sharded.params]
     dense = PINN(problem, params)
-    from pinnbench.maths.estimators import draw_probes
-
     drawn = draw_probes(problem, "stde", torch.Generator().manual_seed(0), 4,
                         dtype=torch.float64)
     (group,) = drawn.groups.values()
@@ -86,7 +81,7 @@ def test_one_rank_equals_the_dense_pinn_on_the_same_sample(problem_id):
     u, terms = estimate_terms(dense, x, "stde", probes=4, drawn=drawn)
     loss = problem.residual(terms, u, x).square().mean()
     loss.backward()
-    assert math.isclose(got["loss"], float(loss), rel_tol=1e-12)
+    assert math.isclose(got["loss"], float(loss.detach()), rel_tol=1e-12)
     assert close(got["grad_w0"], params[0].grad.tolist(), 1e-11)
     assert close(got["grad_b0"], params[1].grad.tolist(), 1e-11)
     assert close(got["grad_w1"], params[2].grad.tolist(), 1e-11)
@@ -104,8 +99,11 @@ def test_points_are_the_streamed_radial_sample():
 def test_skips_say_why():
     ball = pinnbench.make_problem("poisson-2body-v1", dim=10)
     assert shard_skip(ball, solver_from_spec("bp")) == ""
-    assert "zeroth-order" in shard_skip(ball, solver_from_spec("sdze"))
+    assert "not sharded yet" in shard_skip(ball, solver_from_spec("sdze"))
+    assert "not sharded yet" in shard_skip(ball, solver_from_spec("zo"))
+    assert "gPINN" in shard_skip(ball, solver_from_spec("bp[loss=gpinn]"))
     assert "estimator=hte" in shard_skip(ball, solver_from_spec("bp[estimator=hte]"))
+    assert "cuda_graph" in shard_skip(ball, solver_from_spec("bp[cuda_graph=true]"))
     from pinnbench.problems.ball import BallProblem
 
     for pid in pinnbench.list_problems():
@@ -134,8 +132,11 @@ def test_two_ranks_draw_the_same_points_and_gradients_as_one():
 
 def test_two_ranks_train_like_one_on_every_ball_family():
     """Training (bp, Adam) on 2 ranks: the same losses at every step and the same test error
-    as 1 rank, to rounding, for every supported family."""
-    payloads = [{**SMALL, "problem": pid} for pid in BALL]
+    as 1 rank, to rounding, for every supported family (and the unbiased loss on gaussian
+    probes)."""
+    payloads = [{**SMALL, "problem": pid} for pid in BALL] + [
+        {**SMALL, "problem": "poisson-3body-v1",
+         "solver": "bp[points=8,probes=4,lr=1e-2,loss=unbiased,dist=gaussian]"}]
     out = run_ranks("shard_targets:runs", {"runs": payloads}, 2, timeout_s=600,
                     collective_timeout_s=120)
     assert out.ok, out.failure
@@ -302,3 +303,59 @@ def test_torchrun_entry_refuses_a_spec_for_another_world(tmp_path, monkeypatch, 
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main([str(tmp_path / "spec.json"), str(tmp_path / "row.json")]) == 2
     assert "ranks=3 but the world has 2" in capsys.readouterr().err
+
+
+def test_a_sharded_cell_of_an_unsharded_solver_or_family_is_skipped_with_the_reason():
+    from pinnbench.cells.cell import run_cell
+
+    row = run_cell({**CELL, "solver": "sdze", "ranks": 2})
+    assert row["status"] == "skipped" and "not sharded yet" in row["message"]
+    assert [m["how"] for m in row["rank_measurements"]] == ["returned", "returned"]
+
+
+def test_a_rank_that_fails_in_a_run_fails_its_cell_and_the_store_records_it(tmp_path):
+    """pinnbench run --ranks 2 where rank 1 raises in its first step (a plugin problem): the
+    cell is an `error` row naming rank 1, with how each rank ended, and the run goes on."""
+    from pathlib import Path
+
+    from pinnbench.cli import main
+    from pinnbench.cells.store import load_results
+
+    plugin = str(Path(__file__).with_name("shard_plugin.py"))
+    store = tmp_path / "s.sqlite"
+    code = main(["run", "--problems", "shard-fails-on-rank-1-v1,poisson-2body-v1", "--solvers",
+                 "bp[points=8,probes=4]", "--dims", "64", "--steps", "3", "--width", "8",
+                 "--depth", "1", "--ranks", "2", "--import", plugin, "--store", str(store),
+                 "--no-report", "--no-floors", "--timeout", "300"])
+    assert code == 1  # a sweep with an error cell
+    rows = {r["problem"]: r for _, r in load_results(store).iterrows()}
+    bad, good = rows["shard-fails-on-rank-1-v1"], rows["poisson-2body-v1"]
+    assert bad["status"] == "error" and bad["ranks"] == 2
+    assert "rank 1 error" in bad["message"] and "planted failure" in bad["message"]
+    assert [m["how"] for m in bad["rank_measurements"]][1] == "returned"
+    assert good["status"] == "ok" and len(good["rank_measurements"]) == 2
+
+
+def test_the_sharded_path_keeps_every_tensor_on_its_device_in_the_cuda_simulation():
+    """One rank on (simulated) CUDA: no tensor left on the wrong device, no CPU generator on a
+    CUDA draw, the test set drawn on the CPU and copied over; the numbers of the CPU run."""
+    from cuda_sim import simulated_cuda
+
+    payload = {**SMALL, "problem": "allen-cahn-3body-v1", "steps": 2}
+    expected = reference(payload)
+    with simulated_cuda() as sim:
+        got = reference({**payload, "device": "cuda"})
+    assert sim.errors == [] and sim.cuda_ops > 100
+    assert got["losses"] == expected["losses"] and got["rel_l2"] == expected["rel_l2"]
+
+
+def test_a_sharded_cells_ranks_split_the_free_cores(monkeypatch):
+    """CPU threads per process = free physical cores / (cells at once x ranks)."""
+    from pinnbench.cells import machine_load
+    from pinnbench.cells.sweep import SweepConfig, plan
+
+    monkeypatch.setattr(machine_load, "physical_cores", lambda: 8)
+    monkeypatch.setattr(machine_load, "load_average", lambda: 0.0)
+    config = dict(problems=["poisson-2body-v1"], solvers=["bp"], dims=[64], steps=2)
+    assert [c["threads"] for c in plan(SweepConfig(**config, ranks=2, jobs=2))] == [2]
+    assert [c["threads"] for c in plan(SweepConfig(**config))] == [8]

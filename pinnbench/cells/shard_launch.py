@@ -17,6 +17,7 @@ collective's timeout, which ends the run the same way.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -25,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pinnbench.cells.isolation import Ended, Isolated, _resolve
+from pinnbench.cells.isolation import Ended, Isolated, _resolve, describe, is_oom
 
 BACKENDS = ("gloo", "nccl")
 
@@ -91,11 +92,20 @@ class RankProcesses:
         return max(run.elapsed_s for run in self.runs)
 
     def poll(self) -> RanksEnded | None:
+        failed = []
         for r, run in enumerate(self.runs):
             if self.ended[r] is None:
                 self.ended[r] = run.poll()
-                if self.ended[r] is not None and not self.failure and not _ok(self.ended[r]):
-                    self.failure, self.failed_rank = _why(r, self.ended[r]), r
+                if self.ended[r] is not None and not _ok(self.ended[r]):
+                    failed.append(r)
+        if failed and not self.failure:
+            # several ranks seen ending in one poll: the cause first. A rank that died (killed,
+            # timed out) returned nothing; the others' errors (a peer closed the connection)
+            # follow from it. Among ranks that raised, the first to raise (rank_main's clock).
+            r = min(failed, key=lambda k: (self.ended[k].how == "returned",
+                                           (self.ended[k].result or {}).get("failed_at",
+                                                                            math.inf)))
+            self.failure, self.failed_rank = _why(r, self.ended[r]), r
         if self.failure:  # the others would wait in their next collective: stop them now
             for r, run in enumerate(self.runs):
                 if self.ended[r] is None:
@@ -152,9 +162,14 @@ def rank_main(payload: dict, report) -> dict:
                             timeout=timedelta(seconds=payload["collective_timeout_s"]))
     try:
         fn = _resolve(payload["target"])
-        return fn(payload["payload"], Collectives(ranks), rank, ranks, report)
+        out = fn(payload["payload"], Collectives(ranks), rank, ranks, report)
+    except Exception as exc:  # noqa: BLE001 - a failure is an outcome, timed for the launcher
+        out = {"status": "oom" if is_oom(exc) else "error", "message": describe(exc)}
     finally:
         dist.destroy_process_group()
+    if isinstance(out, dict) and out.get("status") in FAILED_STATUSES:
+        out["failed_at"] = time.time()  # which rank failed first, when several are seen at once
+    return out
 
 
 def describe_ranks(out: RanksEnded) -> dict[str, Any]:

@@ -49,8 +49,9 @@ from pinnbench.maths.streaming import STREAM_DISTS, ColumnStream
 
 def shard_skip(problem, solver=None) -> str:
     """Why ``problem`` (and ``solver``, when given) cannot run sharded, or "" when it can:
-    the ball families (their d-sized parts are the sums of the module docstring) with bp and
-    the stde estimator on dense probes. The time-dependent, terminal and biharmonic families
+    the ball families (their d-sized parts are the sums of the module docstring), with a solver
+    whose :meth:`pinnbench.solver.Solver.shard_unsupported` allows it (bp with the stde estimator on
+    dense probes). The time-dependent, terminal and biharmonic families
     have other d-sized parts (time slices, drift and weighted terms by reverse mode, fourth-
     order sums) that are not written as shard sums yet."""
     from pinnbench.problems.ball import BallProblem
@@ -61,18 +62,7 @@ def shard_skip(problem, solver=None) -> str:
                 "shards (docs/sharding.md)")
     if solver is None:
         return ""
-    why = solver.shard_unsupported()  # the solver says whether it runs as one rank
-    if why:
-        return why
-    estimator = solver.params.get("estimator", "stde")
-    dist = solver.params.get("dist", "default")
-    if estimator != "stde" or dist not in ("default",) + STREAM_DISTS:
-        return (f"{solver.spec} is not sharded: a sharded step draws stde probes with dense "
-                f"{' or '.join(STREAM_DISTS)} entries (estimator=stde, dist=default|"
-                f"{'|'.join(STREAM_DISTS)}); estimator={estimator}, dist={dist}")
-    if solver.params.get("loss") == "gpinn":
-        return f"{solver.spec} is not sharded: the gPINN term samples coordinates across shards"
-    return ""
+    return solver.shard_unsupported()  # the solver says whether it runs as one rank
 
 
 class ShardedBall:
@@ -120,11 +110,12 @@ class ShardedBall:
         return self.base.residual(terms, u, x, source=source)
 
     # -- points, probes, and the sums over windows --------------------------------------------------
-    def draw_points(self, n: int, seed: int) -> tuple[Tensor, Tensor | None]:
+    def draw_points(self, n: int, seed: int, device=None) -> tuple[Tensor, Tensor | None]:
         """(x[:, lo:hi], halo): this shard's columns of the n streamed points fixed by ``seed``
-        (module docstring), and the next shard's first w - 1 columns (None on the last rank)."""
+        (module docstring), and the next shard's first w - 1 columns (None on the last rank),
+        drawn on ``device`` (default: the problem's; the collective runs on the problem's)."""
         plan, base = self.plan, self.base
-        dtype, device = base.dtype, base.device
+        dtype, device = base.dtype, torch.device(device or base.device)
         g = ColumnStream(n, plan.dim, plan.width, derive_seed(seed, 0), "gaussian", dtype, device)
         r = 0.0 + (base.radius - 0.0) * torch.rand(
             n, 1, generator=seeded(derive_seed(seed, 1), device), dtype=dtype, device=device)
@@ -137,7 +128,7 @@ class ShardedBall:
             x[:, a:a + gb.shape[1]] = gb
             block_sq[k] = torch.linalg.vector_norm(gb, dim=1).square_()
             del gb
-        block_sq = self.comm.sum(block_sq)
+        block_sq = self.comm.sum(block_sq.to(base.device)).to(device)
         sq = torch.zeros(n, dtype=dtype, device=device)
         for k in range(plan.n_blocks):  # RadialBallStream's order of additions
             sq += block_sq[k]
@@ -208,19 +199,25 @@ class ShardedBall:
         return StepData(x, f, tuple(drawn))
 
     def test_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
-        """This shard's columns of the sharded test set and u* there (one chunk)."""
-        return iter(self._point_set(TEST_STREAM, self.base.n_test))
+        """This shard's columns of the sharded test set and u* there (one chunk), drawn on the
+        CPU (the same points on every device) and kept in host memory, as an unsharded cell
+        keeps its test set: on a GPU the chunk is copied to the device for each evaluation."""
+        return self._point_set(TEST_STREAM, self.base.n_test)
 
     def validation_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
-        return iter(self._point_set(VALIDATION_STREAM, self.base.n_validation))
+        return self._point_set(VALIDATION_STREAM, self.base.n_validation)
 
-    def _point_set(self, stream: str, n: int) -> list[tuple[Tensor, Tensor]]:
+    def _point_set(self, stream: str, n: int) -> Iterator[tuple[Tensor, Tensor]]:
+        base = self.base
         if stream not in self._sets:
-            seed = draw_seed(self.base.cpu_generator(stream))
-            x, halo = self.draw_points(n, seed)
+            seed = draw_seed(base.cpu_generator(stream))
+            x, halo = self.draw_points(n, seed, device="cpu")
             with torch.no_grad():
-                self._sets[stream] = [(x, self.exact_of(x, halo))]
-        return self._sets[stream]
+                u = self.exact_of(x.to(base.device),
+                                  None if halo is None else halo.to(base.device))
+            self._sets[stream] = [(x, u.cpu())]
+        for x, u in self._sets[stream]:
+            yield x.to(base.device), u.to(base.device)
 
     def warm_up(self, n_points: int = 2) -> None:
         """Nothing to compile ahead at the sizes sharded cells run (the block sums' compiled

@@ -6,7 +6,7 @@ docs/sharding.md).
 run_ranks` calls on every rank (``comm`` on the process group), and runs as well in the calling
 process with ``Collectives(1)`` (one rank, no process group): the reference a sharded run must
 equal to rounding. Its payload: ``problem``, ``dim``, ``solver``, ``steps``, ``seed``,
-``width``, ``depth``, ``dtype`` and ``block_columns`` (the shard blocks' width, part of the
+``width``, ``depth``, ``dtype``, ``device`` and ``block_columns`` (the shard blocks' width, part of the
 data's definition: every R with the same blocks draws the same numbers).
 
 The model and solver streams are the cell's (:func:`pinnbench.seeds.cell_generator`, "model"
@@ -26,7 +26,7 @@ from pinnbench.cells.sharding import Collectives, ShardPlan, make_sharded_model
 
 #: payload keys and their defaults
 DEFAULTS = {"steps": 10, "seed": 0, "width": 128, "depth": 3, "dtype": "float32",
-            "block_columns": None}
+            "block_columns": None, "device": "cpu"}
 
 
 def build(payload: dict, comm: Collectives, rank: int, ranks: int):
@@ -37,7 +37,7 @@ def build(payload: dict, comm: Collectives, rank: int, ranks: int):
     p = {**DEFAULTS, **payload}
     comm.check_same("the cell's seed", cell_stream_seed(p["seed"], "cell"))
     problem = pinnbench.make_problem(p["problem"], dim=p["dim"], seed=p["seed"],
-                                     dtype=DTYPES[p["dtype"]])
+                                     dtype=DTYPES[p["dtype"]], device=p["device"])
     solver = solver_from_spec(p["solver"])
     why = shard_skip(problem, solver)
     if why:
@@ -62,7 +62,7 @@ def train_rank(payload: dict, comm: Collectives, rank: int, ranks: int, report=N
     losses, times, comm_s = [], [], []
     for _ in range(steps):
         c0, t0 = comm.time_s, time.perf_counter()
-        losses.append(solver.step())
+        losses.append(float(solver.step()))  # a 0-d tensor from bp (no host read in a step)
         times.append(time.perf_counter() - t0)
         comm_s.append(comm.time_s - c0)
     metrics = evaluate(model, view)

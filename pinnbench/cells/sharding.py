@@ -104,7 +104,8 @@ class Collectives:
     """The sums a sharded cell needs over its ranks, on the process group ``group`` (the default
     group of ``torch.distributed`` when None), or nothing to do when ``ranks`` is 1 (no process
     group needed). ``time_s`` adds up the wall time spent in them (device-synchronised: the
-    communication time per step of the cell's record); ``calls`` and ``bytes`` count them.
+    communication time per step of the cell's record); ``calls`` and ``bytes`` (each rank's
+    payload) count them, the seed checks' all-gathers included.
     The timeout of every collective is the process group's (``init_process_group(timeout=)``)."""
 
     def __init__(self, ranks: int, group=None) -> None:
@@ -140,9 +141,17 @@ class Collectives:
             return
         import torch.distributed as dist
 
-        mine = torch.tensor([value >> 32, value & 0xFFFFFFFF], dtype=torch.float64)
+        from pinnbench.timing import clock
+
+        device = "cuda" if dist.get_backend(self.group) == "nccl" else "cpu"
+        mine = torch.tensor([value >> 32, value & 0xFFFFFFFF], dtype=torch.float64,
+                            device=device)
         parts = [torch.empty_like(mine) for _ in range(self.ranks)]
+        t0 = clock(mine.device)
         dist.all_gather(parts, mine, group=self.group)
+        self.time_s += clock(mine.device) - t0
+        self.calls += 1
+        self.bytes += mine.numel() * mine.element_size()
         values = [(int(p[0]) << 32) | int(p[1]) for p in parts]
         if len(set(values)) > 1:
             raise RuntimeError(f"the ranks disagree on {what}: {values} (rank r's value at "

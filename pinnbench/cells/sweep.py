@@ -77,7 +77,7 @@ def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]
     solvers = [with_points(solver, config.points) for solver in config.solvers]
     threads = config.threads
     if threads is None and config.device == "cpu" and config.auto_threads:
-        threads = default_threads(config.jobs)
+        threads = default_threads(config.jobs * config.ranks)  # a sharded cell: R processes
     options = {name: getattr(config, name) for name in CELL_OPTIONS}
     options.update(imports=list(config.imports), threads=threads, command=command)
     cells = []
