@@ -10,7 +10,7 @@ import sys
 
 from pinnbench.report import aggregate, select_runs
 from pinnbench.report.ablation import claims, variants
-from pinnbench.store import load_results
+from pinnbench.cells.store import load_results
 
 
 def err(v) -> str:
