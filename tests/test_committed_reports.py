@@ -1,0 +1,22 @@
+"""The committed ablation page (reports/ablation-sdze/README.md) shows what its committed store
+gives: every markdown table row that the folder's table.py computes from ablation.sqlite (through
+the report's own aggregation) appears in the README verbatim. A stale page, e.g. a claims table
+written under older claim rules, fails here."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+FOLDER = Path(__file__).resolve().parents[1] / "reports" / "ablation-sdze"
+
+
+def test_the_ablation_page_tables_are_recomputed_from_its_store():
+    done = subprocess.run([sys.executable, str(FOLDER / "table.py"),
+                           str(FOLDER / "ablation.sqlite")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    assert len(rows) >= 20 and any(r.startswith("| claim |") for r in rows), done.stdout[-2000:]
+    readme = set((FOLDER / "README.md").read_text(encoding="utf-8").splitlines())
+    missing = [r for r in rows if r not in readme]
+    assert not missing, "README rows not recomputed from the store:\n" + "\n".join(missing)
