@@ -33,7 +33,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 #: lower-case fragments of the RuntimeError messages that mean an allocation failed: the CPU
 #: allocator, CUDA's own "out of memory", cuBLAS/cuSOLVER workspaces that could not be allocated,
@@ -99,6 +99,19 @@ class Ended:
     elapsed_s: float
 
 
+
+T = TypeVar("T")
+
+
+def wait_for(poll: Callable[[], T | None], interval_s: float = 0.05) -> T:
+    """Call ``poll`` every ``interval_s`` seconds until it returns something, and return that
+    (the wait of one isolated process and of a sharded cell's ranks)."""
+    while True:
+        out = poll()
+        if out is not None:
+            return out
+        time.sleep(interval_s)
+
 class Isolated:
     """``target(payload, report)`` running in its own process; ``poll()`` returns an
     :class:`Ended` once it is over (after killing it at ``timeout_s``), else None."""
@@ -147,11 +160,7 @@ class Isolated:
             self.cleanup()
 
     def wait(self, interval_s: float = 0.05) -> Ended:
-        while True:
-            ended = self.poll()
-            if ended is not None:
-                return ended
-            time.sleep(interval_s)
+        return wait_for(self.poll, interval_s)
 
     def log_tail(self, n_chars: int = 600) -> str:
         try:

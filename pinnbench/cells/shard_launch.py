@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pinnbench.cells.isolation import Ended, Isolated, _resolve, describe, is_oom
+from pinnbench.cells.isolation import Ended, Isolated, _resolve, describe, is_oom, wait_for
 
 BACKENDS = ("gloo", "nccl")
 
@@ -119,11 +119,7 @@ class RankProcesses:
         return RanksEnded(list(self.ended), self.failure, self.failed_rank)
 
     def wait(self, interval_s: float = 0.05) -> RanksEnded:
-        while True:
-            out = self.poll()
-            if out is not None:
-                return out
-            time.sleep(interval_s)
+        return wait_for(self.poll, interval_s)
 
     def kill(self) -> None:
         for run in self.runs:
