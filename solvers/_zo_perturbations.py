@@ -21,8 +21,17 @@ Per weight matrix W (m x n, W[out, in]) a perturbation is one of
   g_hat is unbiased for the full gradient exactly as with a full Gaussian z (same per-entry
   variance, same meaning of eps and of the step size), while for a fixed basis
   E_Xi[g_hat_W] = U U^T G V V^T / r^2 (G = dL/dW): a sketch of the gradient in an r^2-dimensional
-  subspace, whose exploration variance is O(r^2) instead of O(mn). V is never orthonormalised
-  (that would need all of V at once); for n >> r, V^T V / n = I + O(1/sqrt(n)) anyway.
+  subspace, whose exploration variance is O(r^2) instead of O(mn). By default U and V are not
+  orthonormalised (for n >> r, V^T V / n = I + O(1/sqrt(n)) anyway);
+* **orthonormal low rank** (:class:`OrthonormalSubspaceBasis`, SubZero's basis): the same
+  ``z = U Xi V^T / r`` with U = sqrt(m) Q_U and V = sqrt(n) Q_V, Q_U, Q_V with orthonormal
+  columns (Haar-distributed: the Q factors, with a positive-diagonal R, of the Gaussian U and V
+  above). Then E[Q Q^T] = (r/m) I_m, so E[zz^T] = (n r/n)(m r/m) I / r^2 = I: the same scaling as
+  the Gaussian basis, and for a held basis E_Xi[g_hat_W] = (mn/r^2) P_U G P_V, an exact
+  projection. V is orthonormalised *without being held*: one pass over its Gaussian row chunks
+  gives the r x r Gram matrix V^T V = L L^T (Cholesky), and every later regeneration maps each
+  chunk through sqrt(n) L^{-T} (so Q_V^T Q_V = L^{-1} V^T V L^{-T} = I); that costs one more
+  regeneration of V per refresh and 2 n r^2 flops per regeneration;
 * biases and the 1 x width output layer (too thin for a subspace): a full Gaussian vector.
 
 U is m x r (small) and is materialised; V (n x r, 320 MB at n = 10^7, r = 8) is only ever
@@ -34,6 +43,7 @@ theta).
 
 from __future__ import annotations
 
+import math
 from typing import Iterator, Sequence
 
 import torch
@@ -203,6 +213,38 @@ class SubspaceBasis:
                            dtype=self.dtype, device=self.device)
 
 
+def _positive_qr(a: Tensor) -> Tensor:
+    """Q of a = Q R with diag(R) > 0: unique, so a Gaussian ``a`` gives a Haar-distributed Q."""
+    q, r = torch.linalg.qr(a)
+    return q * torch.sign(torch.diagonal(r))
+
+
+class OrthonormalSubspaceBasis(SubspaceBasis):
+    """The bases of ``z = U Xi V^T / r`` with orthonormal columns scaled to the Gaussian
+    basis's norms: U = sqrt(m) Q_U, V = sqrt(n) Q_V (SubZero, Yu et al. 2024, orthonormalise
+    their bases by QR; here V is orthonormalised matrix-free, see the module docstring).
+
+    The same seeds give Q_U, Q_V = the Q factors of the Gaussian basis's U and V, so the
+    orthonormal variant spans exactly the subspace of the Gaussian one with the same seed."""
+
+    def __init__(self, m: int, n: int, rank: int, seed: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        super().__init__(m, n, rank, seed, dtype, device)
+        self.u = _positive_qr(self.u) * math.sqrt(m)
+        gram = None
+        for _, _, c in super()._regenerate():  # one pass over the Gaussian V: V^T V (r x r)
+            part = c.T @ c
+            gram = part if gram is None else gram + part
+        chol = torch.linalg.cholesky(gram)
+        eye = torch.eye(rank, dtype=dtype, device=self.device)
+        #: sqrt(n) L^{-T}: maps a row chunk of the Gaussian V onto the same rows of sqrt(n) Q_V
+        self._whiten = torch.linalg.solve_triangular(chol, eye, upper=False).T * math.sqrt(n)
+
+    def _regenerate(self) -> Iterator[tuple[int, int, Tensor]]:
+        for j0, j1, c in super()._regenerate():
+            yield j0, j1, c @ self._whiten
+
+
 class Perturbation:
     """One random weight-space direction z over all parameters [W0, b0, ..., WL, bL], described
     by seeds (the input-space directions of the spatial estimators are *probes*,
@@ -282,13 +324,16 @@ def draw_perturbations(params: Sequence[Tensor], step_seed: int, q: int,
     return [Perturbation(params, derive_seed(step_seed, 1, k), bases) for k in range(q)]
 
 
-def make_bases(params: Sequence[Tensor], rank: int, seed: int) -> list[SubspaceBasis | None]:
-    """A basis for every weight matrix thicker than ``rank`` in both dimensions; None (full
-    Gaussian) for biases and thin matrices such as the 1 x width output layer."""
+def make_bases(params: Sequence[Tensor], rank: int, seed: int,
+               orthonormal: bool = False) -> list[SubspaceBasis | None]:
+    """A basis for every weight matrix thicker than ``rank`` in both dimensions (orthonormal
+    columns, scaled, with ``orthonormal``); None (full Gaussian) for biases and thin matrices
+    such as the 1 x width output layer."""
+    kind = OrthonormalSubspaceBasis if orthonormal else SubspaceBasis
     out: list[SubspaceBasis | None] = []
     for i, p in enumerate(params):
         if p.ndim == 2 and min(p.shape) > rank:
-            out.append(SubspaceBasis(p.shape[0], p.shape[1], rank, derive_seed(seed, i),
+            out.append(kind(p.shape[0], p.shape[1], rank, derive_seed(seed, i),
                                      p.dtype, p.device))
         else:
             out.append(None)

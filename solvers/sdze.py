@@ -91,12 +91,17 @@ class SDZE(ZerothOrderSolver):
                          "is kept across refreshes)", **positive("an integer > 0")),
         "subspace": Param(True, "low-rank (true) or full Gaussian (false) perturbations of the "
                           "weight matrices; nothing else changes"),
+        # ours: Gaussian U, V (LOZO's) by default; orthonormal is SubZero's basis, the ablation
+        "basis": Param("gaussian", "the subspace bases U, V: Gaussian, or orthonormal columns "
+                       "scaled to the same norms (SubZero); the same span for the same seed",
+                       choices=("gaussian", "orthonormal")),
     }
 
     #: one-factor-at-a-time variants for ``pinnbench ablate sdze`` (issue 11): each changes one
     #: parameter of the base spec (docs/sdze.md says what each switch changes)
     ablations = (("crns", (False,)), ("subspace", (False,)), ("momentum", (0.0, 0.9)),
-                 ("normalize", (False,)), ("rank", (1, 4, 8, 16, 32)), ("refresh", (1, 10, 100)))
+                 ("normalize", (False,)), ("rank", (1, 4, 8, 16, 32)), ("refresh", (1, 10, 100, 1000)),
+                 ("basis", ("orthonormal",)))
 
     def _stream_unsupported(self) -> list[str]:
         why = super()._stream_unsupported()
@@ -112,6 +117,9 @@ class SDZE(ZerothOrderSolver):
             raise ValueError(f"sdze[stream=true] needs a low-rank first layer: rank "
                              f"{self.rank} must be below the width and d "
                              f"(W0 is {tuple(self.model.params[0].shape)})")
+        if self.basis == "orthonormal" and not self.subspace:
+            raise ValueError("sdze[basis=orthonormal] needs subspace=true (a full Gaussian "
+                             "perturbation has no basis)")
         self._epoch: int | None = None
         self._bases: list = [None] * len(self.model.params)
 
@@ -120,7 +128,8 @@ class SDZE(ZerothOrderSolver):
         epoch = self.t // self.refresh
         if self.subspace and epoch != self._epoch:
             self._bases = make_bases(self.model.params, self.rank,
-                                     derive_seed(self.base_seed, epoch))
+                                     derive_seed(self.base_seed, epoch),
+                                     orthonormal=self.basis == "orthonormal")
             self._epoch = epoch
         return self._bases
 
@@ -128,7 +137,10 @@ class SDZE(ZerothOrderSolver):
         """Per draw of the data (one with CRNS, 2q without) the shared products W0 y and V^T y,
         F1 + 2(n + V) d r; per evaluation the low-rank correction 2(n + V) r (r + h) and the
         hidden layers H; the update 2 d h r. Bytes: D per draw and W0 read twice and written
-        once (3W). Models the subspace only (full Gaussian perturbations are zo's model)."""
+        once (3W). The orthonormal basis adds 2 d r^2 per regeneration of V: its Gram matrix once
+        per refresh, the whitening once a step (twice when streamed: V is regenerated for the
+        blocks and again for the update). Models the subspace only
+        (full Gaussian perturbations are zo's model)."""
         from pinnbench.bench import roofline as rf
 
         if not self.subspace:
@@ -137,7 +149,10 @@ class SDZE(ZerothOrderSolver):
         draws = 1 if self.crns else 2 * q
         shared = draws * (rf.first_layer_flops(n, v, d, h) + 2.0 * (n + v) * d * r)
         per_eval = 2.0 * (n + v) * r * (r + h) + rf.hidden_flops(n, v, h, depth)
-        return rf.StepCost(flops=shared + 2 * q * per_eval + 2.0 * d * h * r,
+        whiten = 0.0
+        if self.basis == "orthonormal":
+            whiten = 2.0 * d * r * r * ((2 if self.stream else 1) + 1.0 / self.refresh)
+        return rf.StepCost(flops=shared + 2 * q * per_eval + 2.0 * d * h * r + whiten,
                            bytes=draws * rf.data_bytes(n, v, d) + 3 * rf.weight_bytes(d, h))
 
     def pair_losses(self, step: ZOStep, k: int, z: Perturbation) -> tuple[Tensor, Tensor]:

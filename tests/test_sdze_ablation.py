@@ -118,7 +118,7 @@ def test_ablation_specs_change_one_factor_each(base):
         diff = {k for k, v in solver_from_spec(spec).params.items() if ref[k] != v}
         assert len(diff) == 1, (spec, diff)
     if base.startswith("sdze"):
-        assert len(specs) == 1 + 4 + 4 + 2  # crns, subspace, momentum, normalize; r; T0
+        assert len(specs) == 1 + 4 + 4 + 3 + 1  # crns, subspace, momentum, normalize; r; T0; basis
 
 
 def test_lowrank_momentum_sum_in_one_chunked_pass(monkeypatch):
