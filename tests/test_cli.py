@@ -661,3 +661,17 @@ def test_list_problems_shows_every_domain_and_the_scaled_radius(capsys):
     assert "annulus 10 < ||x|| < 20" in lines["biharmonic-clamped-2body-scaled-v1"]
     for pid in list_problems():
         assert "ball" in lines[pid] or "annulus" in lines[pid], lines[pid]
+
+
+def test_the_plan_interleaves_solvers_seed_by_seed(tmp_path):
+    """Within one (d, problem) the solvers of a seed run one after another, so that a drift
+    of the machine's load falls on every contestant alike (docs/protocol.md), not on whichever
+    solver's seeds came last."""
+    from pinnbench.cli import build_parser
+    from pinnbench.commands.run_options import sweep_config as _sweep_config
+    from pinnbench.cells.sweep import plan
+
+    args = build_parser().parse_args(["run", "--solvers", "sdze,bp", "--dims", "100,1000",
+                                      "--seeds", "0..1", "--store", str(tmp_path / "s.sqlite")])
+    order = [(c["dim"], c["seed"], c["solver_name"]) for c in plan(_sweep_config(args))]
+    assert order == [(d, s, n) for d in (100, 1000) for s in (0, 1) for n in ("sdze", "bp")]

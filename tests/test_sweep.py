@@ -134,7 +134,7 @@ def test_timed_out_and_oom_cells_get_their_keys_floors(tmp_path, monkeypatch):
                         lambda *a, **k: spawned.append(a[0]) or real(*a, **k))
     cells = plan(SweepConfig(problems=["fake-affine-v1"], dims=[3, 4], steps=2, width=8, depth=1,
                              solvers=["fake-ok", "fake-sleep[seconds=60]"], imports=[FAKES],
-                             timeout_s=8))
+                             timeout_s=30))  # fake-ok must finish: its start-up took > 8 s at load 6
     rows = execute_sweep(cells, run_id="r", write=lambda row: None)
     by = {(r["dim"], r["solver_name"]): r for r in rows}
     assert {r["status"] for r in rows} == {"ok", "timeout"}

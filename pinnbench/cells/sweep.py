@@ -70,7 +70,9 @@ e.g. a remote Dask cluster: torch's default there, recorded per cell)."""
 
 
 def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]]:
-    """The cells in run order (increasing d, then problem, solver, seed), each validated once,
+    """The cells in run order (increasing d, then problem, seed, solver: the solvers of one seed
+    run one after another, so a drift of the machine's load over a sweep falls on every solver
+    alike instead of on whichever ran last; docs/protocol.md), each validated once,
     here, as a :class:`pinnbench.cells.cellspec.CellSpec` (ValueError naming what is allowed), before
     anything runs or is written; returned in their plain form (``CellSpec.to_dict()``), which
     the store, the executors and the cell processes pass along."""
@@ -83,8 +85,8 @@ def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]
     cells = []
     for dim in sorted(config.dims):
         for problem in config.problems:
-            for solver in solvers:
-                for seed in config.seeds:
+            for seed in config.seeds:
+                for solver in solvers:
                     cells.append(CellSpec.from_dict({
                         **options, "problem": problem, "dim": dim, "seed": seed,
                         "solver": solver}).to_dict())

@@ -1,0 +1,190 @@
+"""The SDZE ablation re-run under the comparison protocol (issue 21, item 6; docs/protocol.md).
+
+What it runs, in three stages, every one resumable (rerun the same command):
+
+1. **tune** - every row's lr by the tuning protocol (``pinnbench tune``: the same trials, seeded
+   Sobol sampler, validation seeds and selection rule for every row). A row is a full spec with
+   only ``lr`` left open, so the search space is lr alone: a switch that needs another step size
+   (momentum 0.9, normalize=false) gets its own, and "diverged" can no longer mean "the base's lr
+   was wrong for it".
+2. **run** - every row at its chosen lr (``pinnbench run --tuned``), at **equal steps**: d = 100
+   for ``--steps-100`` steps (5 seeds for the on/off switches, bp and MeZO; 3 for the rank and
+   T0 sweeps), d = 1000 for ``--steps-1000`` steps on 3 seeds; the cells of one seed run one
+   after another (the plan interleaves solvers), with the diagnostics.
+3. **report** - ``pinnbench report --all`` of the store into ``--page`` (the ablation table reads
+   seed-paired differences to the base at equal steps, with a paired bootstrap interval).
+
+The rows (each changes exactly one factor of its base; lr is tuned for every row):
+
+* sdze and its declared one-factor variants (``pinnbench.solver.ablation_specs``: crns,
+  subspace, momentum, normalize, rank 1..32, T0 1..1000, the orthonormal basis);
+* MeZO (``zo[crns=true]``) and bp, at their defaults (which come from the committed defaults
+  study, scripts/study_defaults) with lr tuned like every row;
+* CRNS on a fourth-order problem (biharmonic-clamped-2body-scaled-v1: sdze and
+  sdze[crns=false]) and with the unbiased loss (sdze[loss=unbiased] and its crns=false).
+
+Run it after the defaults study has set the defaults; it records one commit per cell (the page
+checks that they are all the same and clean). On this 2-core CPU the whole plan is several
+CPU-days (``--dry-run`` prints the cells and an estimate); ``--width 32`` shrinks it (the page
+must then say so), and a lent GPU runs it with ``--device cuda --jobs 8``.
+
+    python scripts/ablation_protocol.py --dry-run            # the plan and its cell counts
+    python scripts/ablation_protocol.py --out results/ablation-protocol
+    python scripts/ablation_protocol.py --stage report --page reports/ablation-sdze
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pinnbench.solver import ablation_specs, format_spec, parse_spec
+
+BASE = "sdze"
+PROBLEM = "poisson-2body-scaled-v1"
+FOURTH_ORDER = "biharmonic-clamped-2body-scaled-v1"
+COMPARATORS = ("zo[crns=true]", "bp")  # MeZO and backprop, beside the variants
+SWEEPS = ("rank", "refresh")  # sweeps get 3 seeds at d = 100; on/off switches 5
+TUNE = dict(trials=16, seeds=(0, 1), steps=500)  # the defaults study's protocol and budget
+
+
+@dataclass(frozen=True)
+class Row:
+    """One contestant: ``spec`` with only lr open, on ``problem``; ``factor`` the parameter it
+    changes from the base (None: a base or a comparator)."""
+
+    spec: str
+    problem: str
+    factor: str | None
+    seeds_100: int
+
+
+def open_lr(spec: str) -> str:
+    """The full canonical spec of ``spec`` with lr left out (so that only lr is searched)."""
+    from pinnbench.solver import SOLVERS
+
+    name, given = parse_spec(spec)
+    params = dict(SOLVERS.get(name)(**given).params)
+    params.pop("lr")
+    return format_spec(name, params)
+
+
+def changed(spec: str, base: str) -> set[str]:
+    """The parameters in which ``spec`` differs from ``base`` (both full specs)."""
+    _, a = parse_spec(spec)
+    _, b = parse_spec(base)
+    return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
+
+def rows() -> list[Row]:
+    """Every contestant of the re-run, in table order."""
+    specs = ablation_specs(BASE)
+    base = open_lr(specs[0])
+    out = [Row(base, PROBLEM, None, 5)]
+    for spec in specs[1:]:
+        spec = open_lr(spec)
+        (factor,) = changed(spec, base)
+        out.append(Row(spec, PROBLEM, factor, 3 if factor in SWEEPS else 5))
+    out += [Row(open_lr(s), PROBLEM, None, 5) for s in COMPARATORS]
+    crns_off = open_lr(f"{BASE}[crns=false]")
+    out += [Row(base, FOURTH_ORDER, None, 5), Row(crns_off, FOURTH_ORDER, "crns", 5)]
+    unbiased = open_lr(f"{BASE}[loss=unbiased]")
+    out += [Row(unbiased, PROBLEM, None, 5),
+            Row(open_lr(f"{BASE}[loss=unbiased,crns=false]"), PROBLEM, "crns", 5)]
+    return out
+
+
+def commands(args: argparse.Namespace) -> list[list[str]]:
+    """The pinnbench command lines of the stages asked for."""
+    out_dir = Path(args.out)
+    store, studies = str(out_dir / "ablation.sqlite"), str(out_dir / "ablation.optuna.sqlite")
+    common = ["--width", str(args.width), "--device", args.device, "--jobs", str(args.jobs),
+              "--threads", str(args.threads), "--store", store, "--mkdir"]
+    plan = rows()
+    by_problem: dict[str, list[Row]] = {}
+    for row in plan:
+        by_problem.setdefault(row.problem, []).append(row)
+    cmds: list[list[str]] = []
+    if args.stage in ("all", "tune"):
+        for problem, group in by_problem.items():
+            dims = "100,1000" if problem == PROBLEM else "100"
+            cmds.append([args.pinnbench, "tune", "--solvers", ",".join(dict.fromkeys(
+                r.spec for r in group)), "--problems", problem, "--dims", dims,
+                "--trials", str(TUNE["trials"]),
+                "--seeds", f"{min(TUNE['seeds'])}..{max(TUNE['seeds'])}",
+                "--steps", str(TUNE["steps"]), "--sampler", "qmc", "--study-store", studies,
+                *common])
+    if args.stage in ("all", "run"):
+        for problem, group in by_problem.items():
+            # seeds 0..2 of every row, then 3..4 of the 5-seed rows: each command interleaves
+            for lo, hi in ((0, 2), (3, 4)):
+                specs = ",".join(dict.fromkeys(r.spec for r in group if r.seeds_100 > lo))
+                cmds.append([args.pinnbench, "run", "--tuned", studies, "--solvers", specs,
+                             "--problems", problem, "--dims", "100", "--seeds", f"{lo}..{hi}",
+                             "--steps", str(args.steps_100), "--diagnostics", "--no-report",
+                             *common])
+            if problem == PROBLEM:
+                specs = ",".join(dict.fromkeys(r.spec for r in group))
+                cmds.append([args.pinnbench, "run", "--tuned", studies, "--solvers", specs,
+                             "--problems", problem, "--dims", "1000", "--seeds", "0..2",
+                             "--steps", str(args.steps_1000), "--diagnostics", "--no-report",
+                             *common])
+    if args.stage in ("all", "report"):
+        cmds.append([args.pinnbench, "report", "--store", store, "--all", "--out", args.page,
+                     "--force"])
+    return cmds
+
+
+def cell_counts(args: argparse.Namespace) -> dict[str, int]:
+    """Cells per stage: tuning (trials x seeds per row and d) and the equal-step runs."""
+    plan = rows()
+    tune = sum(TUNE["trials"] * len(TUNE["seeds"]) * (2 if r.problem == PROBLEM else 1)
+               for r in dict((r.spec, r) for r in plan if r.problem == PROBLEM).values())
+    tune += sum(TUNE["trials"] * len(TUNE["seeds"]) for r in plan if r.problem != PROBLEM)
+    run_100 = sum(r.seeds_100 for r in plan)
+    run_1000 = 3 * sum(r.problem == PROBLEM for r in plan)
+    return {"tune": tune, "run d=100": run_100, "run d=1000": run_1000}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=("all", "tune", "run", "report"), default="all")
+    parser.add_argument("--out", default="results/ablation-protocol")
+    parser.add_argument("--page", default="reports/ablation-sdze")
+    parser.add_argument("--steps-100", type=int, default=5000)
+    parser.add_argument("--steps-1000", type=int, default=2000)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pinnbench", default=str(Path(sys.executable).with_name("pinnbench")))
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the rows, the cell counts and the commands; run nothing")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        for row in rows():
+            print(f"{row.problem:36s} {row.factor or '(base/comparator)':18s} "
+                  f"{row.seeds_100} seeds  {row.spec}")
+        counts = cell_counts(args)
+        steps = {"tune": TUNE["steps"], "run d=100": args.steps_100,
+                 "run d=1000": args.steps_1000}
+        print("cells:", ", ".join(f"{k} {v} ({v * steps[k]:,} steps)" for k, v in counts.items()))
+        for cmd in commands(args):
+            print(" ".join(cmd))
+        return 0
+    for cmd in commands(args):
+        print("+", " ".join(cmd), flush=True)
+        code = subprocess.call(cmd)
+        if code != 0:
+            print(f"ablation_protocol: stopped at exit {code}; rerun the same command to resume",
+                  file=sys.stderr)
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
