@@ -675,3 +675,15 @@ def test_the_plan_interleaves_solvers_seed_by_seed(tmp_path):
                                       "--seeds", "0..1", "--store", str(tmp_path / "s.sqlite")])
     order = [(c["dim"], c["seed"], c["solver_name"]) for c in plan(_sweep_config(args))]
     assert order == [(d, s, n) for d in (100, 1000) for s in (0, 1) for n in ("sdze", "bp")]
+
+
+def test_tuned_runs_interleave_their_studies_cells():
+    """`run --tuned` gathers one plan per study (all seeds of one solver); `interleaved` puts
+    them back in the plan's order: d, problem, seed, then the solvers in their given order."""
+    from pinnbench.cells.sweep import interleaved
+
+    cells = [{"dim": d, "problem": p, "seed": s, "solver": v}
+             for v in ("a", "b") for p in ("P", "Q") for d in (1000, 100) for s in (0, 1, 2)]
+    order = [(c["dim"], c["problem"], c["seed"], c["solver"]) for c in interleaved(cells)]
+    assert order == [(d, p, s, v) for d in (100, 1000) for p in ("P", "Q") for s in (0, 1, 2)
+                     for v in ("a", "b")]

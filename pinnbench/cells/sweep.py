@@ -93,6 +93,14 @@ def plan(config: SweepConfig, command: str | None = None) -> list[dict[str, Any]
     return cells
 
 
+def interleaved(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``cells`` gathered from several plans (one per tuned study) in :func:`plan`'s run order:
+    increasing d, then problem, then seed, the solvers of one seed one after another (a stable
+    sort: their order within a seed is kept)."""
+    problems = list(dict.fromkeys(c["problem"] for c in cells))
+    return sorted(cells, key=lambda c: (c["dim"], problems.index(c["problem"]), c["seed"]))
+
+
 def prune_key(spec: dict[str, Any]) -> tuple:
     return (spec["problem"], spec["solver"], spec["width"], spec["depth"], spec["device"],
             spec["dtype"])

@@ -278,7 +278,7 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
     from pinnbench.cells.cellspec import CellSpec
     from pinnbench.commands.axes import parse_dims, split_top_level
     from pinnbench.commands.run_options import sweep_config
-    from pinnbench.cells.sweep import plan
+    from pinnbench.cells.sweep import interleaved, plan
     from pinnbench.tuning.study import base_spec
 
     try:
@@ -340,4 +340,4 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
                       for c in plan(one, command=command)]
         except (ValueError, TypeError) as exc:
             raise _usage(str(exc)) from None
-    return sorted(cells, key=lambda c: c["dim"])  # increasing d, as a sweep's plan
+    return interleaved(cells)  # a sweep's run order: the solvers of one seed together

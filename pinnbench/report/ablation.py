@@ -19,6 +19,13 @@ most other specs of the family differ in exactly one parameter. Each variant is 
 parameter (``crns=false``); a reference family's specs are named by the parameters the page lists
 for it (``zo[crns=false]``).
 
+**Tuned variants** (:func:`design_view`). When each variant ran at its own tuned step size
+(``pinnbench run --tuned``, scripts/ablation_protocol.py: every row a spec with lr left open),
+two specs differ in their factor *and* in the tuned lr. A cell of a tuned study is therefore read
+by its design: the spec its study fixed (the study's name begins with it,
+:func:`pinnbench.tuning.study.study_name`), the tuned values kept aside (``tuned_params``, shown
+beside the factor); the base and the factors are found among the designs.
+
 **Aggregates over seeds.** Errors: the median (in log space, as the rest of the report,
 :class:`pinnbench.report.aggregate.LogStats`) and the range [min, max] of the ok cells; their
 95 % interval over the test points is the envelope [min lo, max hi] of the cells' own intervals.
@@ -100,6 +107,33 @@ def page_claims(page: AblationPage) -> tuple:
     from pinnbench.solver import SOLVERS
 
     return tuple(SOLVERS.get(page.family).claims())
+
+
+def design_view(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every tuned cell's ``solver`` / ``solver_params`` replaced by its design: the
+    parameters its study fixed (module docstring); the values the study chose go to the column
+    ``tuned_params`` ({} for an untuned cell). Idempotent; untuned rows are unchanged."""
+    if "tuned_params" in df.columns:
+        return df
+    from pinnbench.solver import format_spec, parse_spec
+    from pinnbench.tuning.study import tuned_spec
+
+    df = df.copy()
+    solvers, params, tuned = [], [], []
+    for row in df.to_dict("records"):
+        study, p = tuned_study(row), row.get("solver_params")
+        if study is None or not isinstance(p, dict):
+            solvers.append(row.get("solver"))
+            params.append(p)
+            tuned.append({})
+            continue
+        fixed = set(parse_spec(tuned_spec(study))[1])
+        solvers.append(format_spec(row["solver_name"], {k: v for k, v in p.items()
+                                                        if k in fixed}))
+        params.append({k: v for k, v in p.items() if k in fixed})
+        tuned.append({k: v for k, v in p.items() if k not in fixed})
+    df["solver"], df["solver_params"], df["tuned_params"] = solvers, params, tuned
+    return df
 
 
 def page_rows(df: pd.DataFrame, page: AblationPage | None) -> pd.DataFrame:
@@ -186,6 +220,8 @@ class Variant:
     paired: "Paired | None" = None
     #: the solver family of the spec (the page's own, or a reference family)
     family: str = ""
+    #: the values a tuned study chose for these cells (lr, ...; {} when untuned)
+    tuned: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -263,6 +299,7 @@ def _finite(values) -> list[float]:
 def variants(df: pd.DataFrame, page: AblationPage | None = None) -> list[Variant]:
     """One :class:`Variant` per (problem, d, spec of the page's families), the base first, then
     the family's variants in spec order, then the reference families'."""
+    df = design_view(df)
     page = page_of(df, page)
     zo = page_rows(df, page)
     if zo.empty:
@@ -295,7 +332,7 @@ def variants(df: pd.DataFrame, page: AblationPage | None = None) -> list[Variant
             statuses=g["status"].value_counts().to_dict(),
             paired=None if solver == base or base_rows.empty
             else paired_differences(base_rows, g),
-            family=name))
+            family=name, tuned=_tuned_of(g)))
     default = default_factor(page)
     out.sort(key=lambda v: (v.problem, v.dim, 0 if v.factor == default
                             else 1 if v.family == page.family else 2, v.factor))
@@ -309,6 +346,18 @@ class Claim:
     verdict: str
     evidence: str
     source: str  # the figure or the columns behind it
+
+
+def _tuned_of(g: pd.DataFrame) -> dict:
+    """The tuned values of a group's cells: each parameter's value when all cells agree, else
+    its values in order (one study per (spec, problem, d) gives one value)."""
+    out: dict[str, Any] = {}
+    for t in g["tuned_params"] if "tuned_params" in g.columns else ():
+        for k, v in (t or {}).items():
+            out.setdefault(k, [])
+            if v not in out[k]:
+                out[k].append(v)
+    return {k: v[0] if len(v) == 1 else v for k, v in out.items()}
 
 
 def _f2(v: float) -> str:
@@ -619,6 +668,7 @@ def claims(df: pd.DataFrame, page: AblationPage | None = None) -> list[Claim]:
     """The claims of ``page``'s family (:meth:`pinnbench.solver.Solver.claims`; default: the
     first page of ``df``), in the order it declares them, each judged from the run's data
     (docs/protocol.md); a kind this report does not know is a TypeError."""
+    df = design_view(df)
     page = page_of(df, page)
     if page is None:
         return []
@@ -649,7 +699,8 @@ def variant_rows(vs: list[Variant]) -> list[dict[str, Any]]:
         ok = v.err is not None
         rows.append({
             "problem": v.problem, "dim": v.dim, "factor": v.factor, "solver": v.solver,
-            "spec": nondefault_spec(v.solver),
+            "spec": nondefault_spec(v.solver) + "".join(
+                f" · tuned {k}={_fmt(t)}" for k, t in sorted(v.tuned.items())),
             "err": _sci(v.err.median) if ok else "–",
             "err_value": repr(v.err.median) if ok else "",
             "range": f"[{_sci(v.err_min)}, {_sci(v.err_max)}]" if ok else "",
@@ -678,6 +729,7 @@ def _paired_cells(p: Paired | None) -> dict[str, str]:
 
 def section(df: pd.DataFrame, page: AblationPage | None = None) -> dict[str, Any] | None:
     """The section's tables for the template (None when no cell of the run has a page)."""
+    df = design_view(df)
     page = page_of(df, page)
     vs = variants(df, page)
     if not vs:
@@ -698,6 +750,7 @@ def rank_points(df: pd.DataFrame, page: AblationPage | None = None) -> pd.DataFr
     that differ from the base only in the page's ``rank`` parameter (the base included), and
     (..., rank = NaN) of the variant that differs in its ``full`` parameter (the full Gaussian
     reference)."""
+    df = design_view(df)
     page = page_of(df, page)
     cols = ["problem", "dim", "seed", "rank", "full", "ratio_step", "ratio_held"]
     if page is None or page.rank is None:

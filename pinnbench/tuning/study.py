@@ -148,6 +148,12 @@ def study_name(spec: str, problem: str, dim: int, protocol: Protocol) -> str:
             f"mlp={protocol.width}x{protocol.depth}")
 
 
+def tuned_spec(name: str) -> str:
+    """The canonical spec a study tuned (its fixed parameters only), from the study's name
+    (:func:`study_name` begins with it; solver names and spec values hold no ':')."""
+    return name.split(":", 1)[0]
+
+
 def make_sampler(kind: str, seed: int = SAMPLER_SEED):
     optuna = require_optuna()
     with warnings.catch_warnings():  # QMCSampler is marked experimental
