@@ -120,7 +120,8 @@ class SDZE(ZerothOrderSolver):
         epoch = self.t // self.refresh
         if self.subspace and epoch != self._epoch:
             self._bases = make_bases(self.model.params, self.rank,
-                                     derive_seed(self.base_seed, epoch))
+                                     derive_seed(self.base_seed, epoch),
+                                     self.model.first_layer.plan)
             self._epoch = epoch
         return self._bases
 
@@ -163,9 +164,3 @@ class SDZE(ZerothOrderSolver):
         from pinnbench.solvers._zo_report import sdze_claims
 
         return sdze_claims()
-
-    def shard_unsupported(self) -> str:
-        """Not sharded yet: the shifted evaluation is being rebuilt on the first-layer hook."""
-        return ("zeroth-order solvers are not sharded yet: their shifted evaluation is being "
-                "rebuilt on the first-layer hook (solvers/_common.py, _perturbation.py), "
-                "docs/sharding.md")
