@@ -151,3 +151,17 @@ def test_two_sdze_ranks_hold_half_the_d_sized_state_at_d_1e6(monkeypatch):
     assert one > 32 * 10**6 * 4  # at least W0
     for g in grown[2]:
         assert g < 0.6 * one, (grown, one)
+
+
+@pytest.mark.parametrize("solver", [SDZE, ZO])
+def test_the_sharded_zeroth_order_path_keeps_every_tensor_on_its_device(solver):
+    """One rank on (simulated) CUDA: the per-block generators of V and z0 on the device, no
+    tensor on the wrong one; the numbers of the CPU run."""
+    from cuda_sim import simulated_cuda
+
+    payload = {**SMALL, "problem": "allen-cahn-3body-v1", "steps": 2, "solver": solver}
+    expected = reference(payload)
+    with simulated_cuda() as sim:
+        got = reference({**payload, "device": "cuda"})
+    assert sim.errors == [] and sim.cuda_ops > 100
+    assert got["losses"] == expected["losses"] and got["rel_l2"] == expected["rel_l2"]
