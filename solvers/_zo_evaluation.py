@@ -30,7 +30,7 @@ from torch import Tensor
 
 from pinnbench.maths.directions import CoordinateDirections, DenseDirections, Directions
 from pinnbench.maths.jets import Jet
-from pinnbench.maths.model import FirstLayer, PINN
+from pinnbench.maths.model import DENSE, FirstLayer, PINN
 from pinnbench.solvers._zo_perturbations import Perturbation, SubspaceBasis
 
 
@@ -50,13 +50,21 @@ class FirstLayerCache:
     The last few probe sets are kept (two per sample for the unbiased loss). Anything else (the
     shifted points of finite-difference stencils) is computed afresh. W0's version is part of
     every key (W0 is the same tensor, updated in place), so nothing stale can be returned; the
-    solver clears the cache at the end of every step, so no x-sized tensor outlives a step."""
+    solver clears the cache at the end of every step, so no x-sized tensor outlives a step.
+
+    ``layer`` is the model's own first layer: when it holds a shard of W0's columns
+    (:attr:`pinnbench.maths.model.FirstLayer.plan`, docs/sharding.md), W0, V, the points and the
+    probes here are this rank's columns, and each product is summed over the ranks by
+    :meth:`FirstLayer.sum_columns`, y W0^T and y V in one all-reduce, once per step with common
+    random numbers (the shifted evaluations then need no communication but the problem's)."""
 
     MAX_PROBE_SETS = 4
 
-    def __init__(self, w0: Tensor, basis: SubspaceBasis | None, x: Tensor | None = None) -> None:
+    def __init__(self, w0: Tensor, basis: SubspaceBasis | None, x: Tensor | None = None,
+                 layer: FirstLayer = DENSE) -> None:
         self.w0 = w0
         self.basis = basis
+        self.layer = layer
         self._streamed: tuple | None = None
         #: seconds spent drawing streamed blocks and summing their source (the step's data time)
         self.stream_data_time_s = 0.0
@@ -118,7 +126,23 @@ class FirstLayerCache:
         return jets
 
     def _products(self, y: Tensor) -> tuple[Tensor, Tensor | None]:
-        return y @ self.w0.T, (self.basis.project(y) if self.basis is not None else None)
+        return self._summed(y @ self.w0.T,
+                            self.basis.project(y) if self.basis is not None else None)
+
+    def _summed(self, wy: Tensor, vy: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """(y W0^T, y V) over all d columns from this process's: themselves unless sharded,
+        else both summed over the ranks in one all-reduce."""
+        if self.layer.plan is None:
+            return wy, vy
+        if vy is None:
+            return self.layer.sum_columns(wy), None
+        both = self.layer.sum_columns(torch.cat([wy, vy], dim=1))
+        return both[:, :wy.shape[1]], both[:, wy.shape[1]:]
+
+    def sum_columns(self, partial: Tensor) -> Tensor:
+        """A product over this process's input columns summed over all of them
+        (:meth:`FirstLayer.sum_columns` of the model's first layer)."""
+        return self.layer.sum_columns(partial)
 
     def points(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """(x W0^T (n, m), x V (n, r) or None)."""
@@ -142,6 +166,7 @@ class FirstLayerCache:
                 vv = self.basis.v_rows(probes.index)
             else:
                 vv = self.basis.project(_dense(probes))
+        wv, vv = self._summed(wv, vv)
         self._probe_products.append((key, probes, wv, vv))
         del self._probe_products[:-self.MAX_PROBE_SETS]
         return wv, vv
@@ -215,7 +240,9 @@ class ShiftedFirstLayer(CachedFirstLayer):
                              "themselves (y z0^T); streamed step data gives only the products "
                              "with a low-rank basis: use sdze[subspace=true] with rank < width")
         g = z.gaussian(0)
-        return wy + self.c * (g.columns(index) if index is not None else g.apply(y))
+        if index is not None:
+            return wy + self.c * g.columns(index)
+        return wy + self.c * self.cache.sum_columns(g.apply(y))
 
 
 def centre_model(model: PINN, cache: FirstLayerCache) -> PINN:

@@ -37,6 +37,16 @@ Per weight matrix W (m x n, W[out, in]) a perturbation is one of
 U is m x r (small) and is materialised; V (n x r, 320 MB at n = 10^7, r = 8) is only ever
 regenerated in row chunks, so a low-rank perturbation costs O(m r) memory.
 
+**Sharded W0** (one rank of a sharded cell holds the columns [lo, hi) of W0 in whole column
+blocks, :class:`pinnbench.cells.sharding.ShardPlan`, docs/sharding.md): the d-sized parts of W0's
+perturbation, V's rows (low rank) or z0's columns (full Gaussian), are then drawn block by block,
+block k from its own seed (``derive_seed(seed, 1, k)`` for V, ``derive_seed(seed, k)`` for z0),
+as the sharded cell's W0 and data are. Each rank draws exactly its own blocks, and every number
+of the ranks' V (or z0), put side by side, is the 1-rank sharded run's, bit for bit, for every R.
+They are not the numbers of the one-stream definition above (a torch generator cannot skip ahead
+to a shard's first row without drawing everything before it): a sharded cell has its own
+definition of W0, the data and the perturbations, the same for every R.
+
 Read next: :mod:`pinnbench.solvers._zo_evaluation` (the loss at theta + c z without writing
 theta).
 """
@@ -59,19 +69,39 @@ def _chunk_cols(rows: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(1, rows))
 
 
+def _shard_blocks(plan) -> Iterator[tuple[int, int, int]]:
+    """(j0, j1, k): this rank's column block k of ``plan`` as the range [j0, j1) of its own
+    columns."""
+    for k in range(*plan.blocks):
+        yield k * plan.width - plan.lo, min((k + 1) * plan.width, plan.dim) - plan.lo, k
+
+
 class GaussianMatrix:
     """z ~ N(0, I) of shape (m, n) (or (m,) for a vector), regenerated from ``seed`` in column
-    chunks; never held whole unless :meth:`dense` is asked for."""
+    chunks; never held whole unless :meth:`dense` is asked for. With ``plan`` (a sharded W0,
+    module docstring) the shape is this rank's (m, plan.columns) and column block k comes from
+    ``derive_seed(seed, k)``."""
 
     def __init__(self, shape: Sequence[int], seed: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
+                 device: torch.device, plan=None) -> None:
         self.shape = tuple(shape)
         self.seed = int(seed)
         self.dtype = dtype
         self.device = torch.device(device)
+        self.plan = plan
+        if plan is not None and (len(self.shape) != 2 or self.shape[1] != plan.columns):
+            raise ValueError(f"a sharded z0 is (m, {plan.columns}) on this rank, not "
+                             f"{self.shape}")
 
     def chunks(self) -> Iterator[tuple[int, int, Tensor]]:
         """(j0, j1, z[:, j0:j1]) for consecutive column blocks (vectors: element blocks)."""
+        if self.plan is not None:
+            for j0, j1, k in _shard_blocks(self.plan):
+                yield j0, j1, torch.randn(self.shape[0], j1 - j0,
+                                          generator=generator(derive_seed(self.seed, k),
+                                                              self.device),
+                                          dtype=self.dtype, device=self.device)
+            return
         g = generator(self.seed, self.device)
         if len(self.shape) == 1:
             (n,) = self.shape
@@ -127,13 +157,20 @@ class SubspaceBasis:
     U (m, r) ~ N(0, 1) is materialised; V (n, r) ~ N(0, 1) is regenerated in row chunks from its
     own seed at every use, except between :meth:`keep_v` and :meth:`drop_v`, when its chunks are
     kept (n r numbers: 6 % of the matrix at r = 8, width 128), so that a step regenerates it once
-    for its products and its update. The chunks are the same either way."""
+    for its products and its update. The chunks are the same either way.
+
+    With ``plan`` (a sharded W0 of n = plan.dim columns, module docstring) this rank holds V's
+    rows [lo, hi) only, as ``self.n`` = plan.columns rows indexed from 0, row block k drawn from
+    ``derive_seed(seed, 1, k)``; U is the same on every rank."""
 
     def __init__(self, m: int, n: int, rank: int, seed: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
+                 device: torch.device, plan=None) -> None:
         if not 1 <= rank <= min(m, n):
             raise ValueError(f"rank must be in [1, min(m, n) = {min(m, n)}], got {rank}")
-        self.m, self.n, self.rank = m, n, rank
+        if plan is not None and plan.dim != n:
+            raise ValueError(f"the shard plan is for d = {plan.dim}, the matrix has n = {n}")
+        self.plan = plan
+        self.m, self.n, self.rank = m, (n if plan is None else plan.columns), rank
         self.seed = int(seed)
         self.dtype = dtype
         self.device = torch.device(device)
@@ -154,6 +191,13 @@ class SubspaceBasis:
         return iter(self._kept_v) if self._kept_v is not None else self._regenerate()
 
     def _regenerate(self) -> Iterator[tuple[int, int, Tensor]]:
+        if self.plan is not None:
+            for j0, j1, k in _shard_blocks(self.plan):
+                yield j0, j1, torch.randn(j1 - j0, self.rank,
+                                          generator=generator(derive_seed(self.seed, 1, k),
+                                                              self.device),
+                                          dtype=self.dtype, device=self.device)
+            return
         g = generator(derive_seed(self.seed, 1), self.device)
         step = _chunk_cols(self.rank)
         for j0 in range(0, self.n, step):
@@ -228,7 +272,10 @@ class OrthonormalSubspaceBasis(SubspaceBasis):
     orthonormal variant spans exactly the subspace of the Gaussian one with the same seed."""
 
     def __init__(self, m: int, n: int, rank: int, seed: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
+                 device: torch.device, plan=None) -> None:
+        if plan is not None:  # the Gram matrix would need an all-reduce over the shards
+            raise ValueError("the orthonormal basis is not sharded: its Gram matrix V^T V needs "
+                             "every shard's rows of V")
         super().__init__(m, n, rank, seed, dtype, device)
         self.u = _positive_qr(self.u) * math.sqrt(m)
         gram = None
@@ -251,11 +298,13 @@ class Perturbation:
     :class:`pinnbench.maths.directions.Directions`).
 
     ``bases[i]`` is the :class:`SubspaceBasis` of parameter i when it gets a low-rank perturbation
-    (None: full Gaussian). ``xis[i]`` is then its r x r coefficient matrix."""
+    (None: full Gaussian). ``xis[i]`` is then its r x r coefficient matrix. ``plan``: W0's shard
+    (module docstring), None when this process holds all of W0."""
 
     def __init__(self, params: Sequence[Tensor], seed: int,
-                 bases: Sequence[SubspaceBasis | None]) -> None:
+                 bases: Sequence[SubspaceBasis | None], plan=None) -> None:
         self.seed = int(seed)
+        self.plan = plan
         self.bases = list(bases)
         self.shapes = [tuple(p.shape) for p in params]
         self.dtype = params[0].dtype
@@ -300,7 +349,8 @@ class Perturbation:
             w.add_(z, alpha=alpha)
 
     def gaussian(self, i: int) -> GaussianMatrix:
-        return GaussianMatrix(self.shapes[i], derive_seed(self.seed, i), self.dtype, self.device)
+        return GaussianMatrix(self.shapes[i], derive_seed(self.seed, i), self.dtype, self.device,
+                              self.plan if i == 0 else None)
 
     def dense(self, i: int) -> Tensor:
         """z_i materialised (meant for the small tensors)."""
@@ -318,23 +368,28 @@ class Perturbation:
 
 
 def draw_perturbations(params: Sequence[Tensor], step_seed: int, q: int,
-                       bases: Sequence[SubspaceBasis | None]) -> list[Perturbation]:
+                       bases: Sequence[SubspaceBasis | None],
+                       plan=None) -> list[Perturbation]:
     """The q perturbations z_1..z_q of the step with seed ``step_seed``: z_k from the seed
-    (step_seed, 1, k), low rank where ``bases`` gives a basis."""
-    return [Perturbation(params, derive_seed(step_seed, 1, k), bases) for k in range(q)]
+    (step_seed, 1, k), low rank where ``bases`` gives a basis; ``plan``: W0's shard."""
+    return [Perturbation(params, derive_seed(step_seed, 1, k), bases, plan) for k in range(q)]
 
 
 def make_bases(params: Sequence[Tensor], rank: int, seed: int,
-               orthonormal: bool = False) -> list[SubspaceBasis | None]:
+               plan=None, orthonormal: bool = False) -> list[SubspaceBasis | None]:
     """A basis for every weight matrix thicker than ``rank`` in both dimensions (orthonormal
     columns, scaled, with ``orthonormal``); None (full Gaussian) for biases and thin matrices
-    such as the 1 x width output layer."""
+    such as the 1 x width output layer. ``plan``: W0 is this rank's shard of a (width, plan.dim)
+    matrix (module docstring); its thickness is the whole matrix's, so every rank decides
+    alike."""
     kind = OrthonormalSubspaceBasis if orthonormal else SubspaceBasis
     out: list[SubspaceBasis | None] = []
     for i, p in enumerate(params):
-        if p.ndim == 2 and min(p.shape) > rank:
-            out.append(kind(p.shape[0], p.shape[1], rank, derive_seed(seed, i),
-                                     p.dtype, p.device))
+        shard = plan if i == 0 else None
+        shape = tuple(p.shape) if shard is None else (p.shape[0], shard.dim)
+        if p.ndim == 2 and min(shape) > rank:
+            out.append(kind(shape[0], shape[1], rank, derive_seed(seed, i), p.dtype, p.device,
+                            shard))
         else:
             out.append(None)
     return out

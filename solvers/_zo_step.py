@@ -106,6 +106,26 @@ class ZerothOrderSolver(Solver):
                           "(docs/streaming.md)")
         return super().skip(problem)
 
+    def shard_unsupported(self) -> str:
+        """A zeroth-order solver runs as one rank of a sharded cell (docs/sharding.md): its
+        evaluations go through the model's first layer (zo: in place; sdze: the shifted layer,
+        whose cached products are summed over the ranks), the d-sized parts of its perturbations
+        are drawn per column block (:mod:`pinnbench.solvers._zo_perturbations`), and everything
+        else is replicated. The sharded step draws stde probes with dense entries, as bp's;
+        streamed data (stream=true) is a one-process path of its own."""
+        from pinnbench.maths.streaming import STREAM_DISTS
+
+        if self.estimator != "stde" or self.dist not in ("default",) + STREAM_DISTS:
+            return (f"{self.spec} is not sharded: a sharded step draws stde probes with dense "
+                    f"{' or '.join(STREAM_DISTS)} entries (estimator=stde, dist=default|"
+                    f"{'|'.join(STREAM_DISTS)}); estimator={self.estimator}, dist={self.dist}")
+        if self.loss == "gpinn":
+            return f"{self.spec} is not sharded: the gPINN term samples coordinates across shards"
+        if self.stream:
+            return (f"{self.spec} is not sharded: a sharded cell draws its own column blocks "
+                    "per rank (drop stream=true; its memory is already 1/R of the d-sized state)")
+        return ""
+
     def state_bytes(self, n_params: int, input_dim: int, bytes_per_number: int) -> int:
         """No gradient. Dense momentum (``momentum > 0`` with full Gaussian perturbations): one
         number per parameter. Low-rank perturbations (sdze's ``subspace``): the first layer's
@@ -121,6 +141,8 @@ class ZerothOrderSolver(Solver):
         if self.stream:  # compile the streamed source now, not in the first step
             self.problem.warm_up_stream(self.points)
         self.base_seed = draw_seed(self.generator)
+        # the ranks of a sharded cell must draw the same bases and step seeds (no-op unsharded)
+        self.model.first_layer.check_same("the zeroth-order solver's seed", self.base_seed)
         self._quotient_scale = QuotientScale() if self.normalize else None
         self._momentum = HeavyBall(self.momentum) if self.momentum > 0 else None
 
@@ -160,10 +182,11 @@ class ZerothOrderSolver(Solver):
                   if b is not None and not (self.stream and i == 0)]
         for b in kept_v:
             b.keep_v()
-        cache = (FirstLayerCache(self.model.params[0], bases[0])
+        layer = self.model.first_layer
+        cache = (FirstLayerCache(self.model.params[0], bases[0], layer=layer)
                  if self.matrix_free or self.stream else None)
-        return ZOStep(seed, draw_perturbations(self.model.params, seed, self.q, bases), cache,
-                      kept_v)
+        return ZOStep(seed, draw_perturbations(self.model.params, seed, self.q, bases,
+                                               layer.plan), cache, kept_v)
 
     def end_step(self, step: ZOStep) -> None:
         """After the step's update (also when it failed): drop what the step held."""
@@ -177,7 +200,8 @@ class ZerothOrderSolver(Solver):
     def perturbations(self, seed: int) -> list[Perturbation]:
         """The q perturbations of the step with seed ``seed`` (those :meth:`begin_step` draws),
         for a caller outside the step (diagnostics, tests)."""
-        return draw_perturbations(self.model.params, seed, self.q, self.bases())
+        return draw_perturbations(self.model.params, seed, self.q, self.bases(),
+                                  self.model.first_layer.plan)
 
     def evaluation_seeds(self, seed: int, k: int, plus: bool) -> tuple[int, int]:
         """(points seed, probes seed) of the evaluation at theta +- eps z_k of the step with

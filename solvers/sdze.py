@@ -129,6 +129,7 @@ class SDZE(ZerothOrderSolver):
         if self.subspace and epoch != self._epoch:
             self._bases = make_bases(self.model.params, self.rank,
                                      derive_seed(self.base_seed, epoch),
+                                     self.model.first_layer.plan,
                                      orthonormal=self.basis == "orthonormal")
             self._epoch = epoch
         return self._bases
@@ -165,6 +166,15 @@ class SDZE(ZerothOrderSolver):
             out.append(self.residual_loss(data, shifted_model(self.model, z, c, step.cache)))
         return out[0], out[1]
 
+    def shard_unsupported(self) -> str:
+        """The zeroth-order rules, and the orthonormal basis is not sharded (its Gram matrix
+        needs every shard's rows of V: an r x r all-reduce not written yet)."""
+        why = super().shard_unsupported()
+        if not why and self.basis == "orthonormal" and self.subspace:
+            why = (f"{self.spec} is not sharded: the orthonormal basis needs V^T V over every "
+                   "shard's rows (basis=gaussian is sharded)")
+        return why
+
     @classmethod
     def ablation_page(cls):
         """The report's page: sdze's variants beside zo's (solvers/_zo_report.py)."""
@@ -178,9 +188,3 @@ class SDZE(ZerothOrderSolver):
         from pinnbench.solvers._zo_report import sdze_claims
 
         return sdze_claims()
-
-    def shard_unsupported(self) -> str:
-        """Not sharded yet: the shifted evaluation is being rebuilt on the first-layer hook."""
-        return ("zeroth-order solvers are not sharded yet: their shifted evaluation is being "
-                "rebuilt on the first-layer hook (solvers/_common.py, _perturbation.py), "
-                "docs/sharding.md")

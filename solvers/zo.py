@@ -66,9 +66,3 @@ class ZO(ZerothOrderSolver):
         minus = self.residual_loss(self.sample(step, k, False), model)
         z.add_to_(params, self.eps)
         return plus, minus
-
-    def shard_unsupported(self) -> str:
-        """Not sharded yet: the shifted evaluation is being rebuilt on the first-layer hook."""
-        return ("zeroth-order solvers are not sharded yet: their shifted evaluation is being "
-                "rebuilt on the first-layer hook (solvers/_common.py, _perturbation.py), "
-                "docs/sharding.md")

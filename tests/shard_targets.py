@@ -55,3 +55,14 @@ def other_seed(payload, comm, rank, ranks, report):
     """Rank 1 is given another seed than rank 0."""
     return runs({"runs": [{**p, "seed": p.get("seed", 0) + rank} for p in payload["runs"]]},
                 comm, rank, ranks, report)
+
+
+def other_solver_seed(payload, comm, rank, ranks, report):
+    """Rank 1's solver stream differs from rank 0's (the cell's and the model's seeds agree)."""
+    from pinnbench.cells import sharded_cell
+
+    if rank == 1:
+        real = sharded_cell.cell_generator
+        sharded_cell.cell_generator = lambda seed, stream, device: real(
+            seed + (stream == "solver"), stream, device)
+    return runs(payload, comm, rank, ranks, report)

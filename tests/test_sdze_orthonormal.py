@@ -136,3 +136,12 @@ def test_the_ablation_declares_it():
     sdze = SOLVERS.get("sdze")
     assert ("basis", ("orthonormal",)) in sdze.ablations
     assert 1000 in dict(sdze.ablations)["refresh"]
+
+
+def test_a_sharded_cell_refuses_the_orthonormal_basis():
+    from pinnbench.solver import solver_from_spec
+
+    assert "orthonormal basis" in solver_from_spec("sdze[basis=orthonormal]").shard_unsupported()
+    assert solver_from_spec("sdze").shard_unsupported() == ""
+    with pytest.raises(ValueError, match="not sharded"):
+        OrthonormalSubspaceBasis(6, 40, 3, seed=1, **F64, plan=object())

@@ -99,8 +99,11 @@ def test_points_are_the_streamed_radial_sample():
 def test_skips_say_why():
     ball = pinnbench.make_problem("poisson-2body-v1", dim=10)
     assert shard_skip(ball, solver_from_spec("bp")) == ""
-    assert "not sharded yet" in shard_skip(ball, solver_from_spec("sdze"))
-    assert "not sharded yet" in shard_skip(ball, solver_from_spec("zo"))
+    assert shard_skip(ball, solver_from_spec("sdze")) == ""
+    assert shard_skip(ball, solver_from_spec("zo[momentum=0.9]")) == ""
+    assert "stream=true" in shard_skip(ball, solver_from_spec("sdze[stream=true]"))
+    assert "estimator=fd" in shard_skip(ball, solver_from_spec("zo[estimator=fd]"))
+    assert "gPINN" in shard_skip(ball, solver_from_spec("sdze[loss=gpinn]"))
     assert "gPINN" in shard_skip(ball, solver_from_spec("bp[loss=gpinn]"))
     assert "estimator=hte" in shard_skip(ball, solver_from_spec("bp[estimator=hte]"))
     assert "cuda_graph" in shard_skip(ball, solver_from_spec("bp[cuda_graph=true]"))
@@ -308,8 +311,8 @@ def test_torchrun_entry_refuses_a_spec_for_another_world(tmp_path, monkeypatch, 
 def test_a_sharded_cell_of_an_unsharded_solver_or_family_is_skipped_with_the_reason():
     from pinnbench.cells.cell import run_cell
 
-    row = run_cell({**CELL, "solver": "sdze", "ranks": 2})
-    assert row["status"] == "skipped" and "not sharded yet" in row["message"]
+    row = run_cell({**CELL, "solver": "sdze[estimator=fd]", "ranks": 2})
+    assert row["status"] == "skipped" and "estimator=fd" in row["message"]
     assert [m["how"] for m in row["rank_measurements"]] == ["returned", "returned"]
 
 

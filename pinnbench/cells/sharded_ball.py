@@ -50,8 +50,8 @@ from pinnbench.maths.streaming import STREAM_DISTS, ColumnStream
 def shard_skip(problem, solver=None) -> str:
     """Why ``problem`` (and ``solver``, when given) cannot run sharded, or "" when it can:
     the ball families (their d-sized parts are the sums of the module docstring), with a solver
-    whose :meth:`pinnbench.solver.Solver.shard_unsupported` allows it (bp with the stde estimator on
-    dense probes). The time-dependent, terminal and biharmonic families
+    whose :meth:`pinnbench.solver.Solver.shard_unsupported` allows it (the built-in solvers with
+    the stde estimator on dense probes). The time-dependent, terminal and biharmonic families
     have other d-sized parts (time slices, drift and weighted terms by reverse mode, fourth-
     order sums) that are not written as shard sums yet."""
     from pinnbench.problems.ball import BallProblem

@@ -162,14 +162,20 @@ class ShardedFirstLayer(FirstLayer):
     """The first layer of a PINN whose W0 holds this rank's columns only, as do the points and
     the probes: the partial products summed over the ranks, then b0 (module docstring)."""
 
-    def __init__(self, comm: Collectives) -> None:
-        self.comm = comm
+    def __init__(self, comm: Collectives, plan: ShardPlan) -> None:
+        self.comm, self.plan = comm, plan
 
     def points(self, x: Tensor, w0: Tensor, b0: Tensor) -> Tensor:
         return self.comm.sum_grad(x @ w0.T) + b0
 
     def directions(self, dirs: Directions, w0: Tensor) -> Tensor:
         return self.comm.sum_grad(dirs.apply_weight(w0))
+
+    def sum_columns(self, partial: Tensor) -> Tensor:
+        return self.comm.sum_grad(partial)
+
+    def check_same(self, what: str, value: int) -> None:
+        self.comm.check_same(what, value)
 
 
 def draw_first_weight(plan: ShardPlan, hidden: int, seed: int, input_dim: int,
@@ -204,4 +210,4 @@ def make_sharded_model(problem, plan: ShardPlan, comm: Collectives, width: int =
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         w = torch.randn(fan_out, fan_in, generator=generator, **kw).mul_(1.0 / math.sqrt(fan_in))
         params += [w, torch.zeros(fan_out, **kw)]
-    return PINN(problem, params, "tanh", first_layer=ShardedFirstLayer(comm))
+    return PINN(problem, params, "tanh", first_layer=ShardedFirstLayer(comm, plan))

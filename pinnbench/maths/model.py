@@ -47,7 +47,26 @@ class FirstLayer:
       tensor: :meth:`reductions` makes the one-pass reductions of a sample (x W0^T, W0 v_k,
       x . v_k, ...), and :meth:`reduced_points` / :meth:`reduced_directions` turn them into the
       same two coefficients as :meth:`points` / :meth:`directions`
-      (:meth:`PINN.streamed_jet` reads them)."""
+      (:meth:`PINN.streamed_jet` reads them).
+    * the columns this process holds, for a solver that evaluates the first layer its own way
+      (a zeroth-order solver's cached products and regenerated perturbations):
+      :attr:`plan` (None: all d columns, one process), :meth:`sum_columns` (a product with
+      these columns of x or of a probe, summed over every process's columns) and
+      :meth:`check_same` (that every process drew the same seed)."""
+
+    #: the columns of W0 this process holds (a :class:`pinnbench.cells.sharding.ShardPlan`);
+    #: None: all of them
+    plan = None
+
+    def sum_columns(self, partial: Tensor) -> Tensor:
+        """The product over all d columns from this process's ``partial`` product (x[:, cols]
+        W0[:, cols]^T, or any other product over the input coordinates): one process holds all
+        of them, so ``partial`` itself."""
+        return partial
+
+    def check_same(self, what: str, value: int) -> None:
+        """Raise when the processes sharing this layer disagree on ``value`` (one process:
+        nothing to check)."""
 
     def points(self, x: Tensor, w0: Tensor, b0: Tensor) -> Tensor:
         return torch.addmm(b0, x, w0.T)
