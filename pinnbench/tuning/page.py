@@ -10,6 +10,7 @@ import math
 import sys
 from pathlib import Path
 
+from pinnbench.tuning.defaults import choose
 from pinnbench.tuning.study import RULE, protocol_differences, storage_url, summarize
 
 
@@ -75,6 +76,15 @@ def page(study_store: Path, store: Path | None = None, title: str = "Tuning stud
         chosen = f"{_params(best['params'])} (#{best['number']})" if best else "none finite"
         out.append(f"| `{s.solver}` | {s.problem} | {s.dim} | {s.n_complete}/{s.n_trials} | "
                    f"{_fmt(best['value']) if best else '-'} | {chosen} |")
+    out += ["", "## The defaults these studies give", "",
+            "One configuration per solver spec over all its studies (`pinnbench/tuning/defaults.py`): "
+            "the trial with the lowest geometric mean, over the studies, of its objective divided by "
+            "that study's best; a trial that failed anywhere or is not done everywhere has none.", "",
+            "| solver | configuration | score | studies complete |", "|---|---|---|---|"]
+    for c in choose(studies):
+        conf = _params(c.params) if c.score is not None else "none yet"
+        state = f"{c.complete}/{c.studies}" + (" (provisional)" if c.provisional else "")
+        out.append(f"| `{c.solver}` | {conf} | {_fmt(c.score)} | {state} |")
     out += ["", *_times(store, study_store), "## Every trial", ""]
     for s in studies:
         out += [f"### `{s.name}`", "", "space: " + "; ".join(f"{k} {v}" for k, v in
