@@ -125,15 +125,18 @@ class BP(Solver):
 
     def shard_unsupported(self) -> str:
         """bp runs as one rank of a sharded cell (its first layer row-parallel, docs/sharding.md)
-        with the stde estimator on dense probes, drawn per shard:
-        the coordinate and nested estimators, and the gPINN term, sample coordinates across
-        shards; a captured CUDA graph would replay the collectives outside the process group."""
-        from pinnbench.maths.streaming import STREAM_DISTS
+        with the stde (any dist), hte and sdgd estimators: dense probes drawn per column block,
+        or sampled coordinates, each owned by one rank (the owner's column of W0 gives W0 e_j,
+        the others add zero). exact differentiates in x itself (a small-d reference one
+        process holds); the gPINN term differentiates the residual in x along sampled
+        coordinates, not written as shard sums; a captured CUDA graph would replay the
+        collectives outside the process group."""
+        from pinnbench.cells.sharded_ball import SHARDED_METHODS
 
-        if self.estimator != "stde" or self.dist not in ("default",) + STREAM_DISTS:
-            return (f"{self.spec} is not sharded: a sharded step draws stde probes with dense "
-                    f"{' or '.join(STREAM_DISTS)} entries (estimator=stde, dist=default|"
-                    f"{'|'.join(STREAM_DISTS)}); estimator={self.estimator}, dist={self.dist}")
+        if self.estimator not in SHARDED_METHODS:
+            return (f"{self.spec} is not sharded: estimator={self.estimator} differentiates in x "
+                    "itself, d reverse passes of a small-d reference that one process holds "
+                    f"(sharded: estimator={'|'.join(SHARDED_METHODS)})")
         if self.loss == "gpinn":
             return f"{self.spec} is not sharded: the gPINN term samples coordinates across shards"
         if self.cuda_graph:

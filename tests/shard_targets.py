@@ -18,14 +18,18 @@ def runs(payload, comm, rank, ranks, report):
 
 
 def one_step(payload, comm, rank, ranks, report=None):
-    """This rank's columns of one step's points and probes, the loss, and the gradients of W0
+    """This rank's columns of one step's points and probes (or the sampled coordinates and
+    which of them this rank owns), the loss, and the gradients of W0
     (this shard's columns) and of the replicated W1, b0 after one backward pass."""
     view, model, solver = build(payload, comm, rank, ranks)
     data = solver.draw()
     loss = solver.residual_loss(data)
     loss.backward()
     (group,) = data.probes[0].groups.values()
-    return {"status": "ok", "x": data.x.tolist(), "v": group.dirs.v.tolist(),
+    dirs = group.dirs  # dense probes' columns of this shard, or the global sampled coordinates
+    probes = {"v": dirs.v.tolist()} if hasattr(dirs, "v") else {
+        "index": dirs.index.tolist(), "owned": dirs.owned.tolist()}
+    return {"status": "ok", "x": data.x.tolist(), **probes,
             "source": data.source.tolist(), "loss": float(loss.detach()),
             "grad_w0": model.params[0].grad.tolist(), "grad_b0": model.params[1].grad.tolist(),
             "grad_w1": model.params[2].grad.tolist(), "collectives": comm.calls}

@@ -87,6 +87,42 @@ def test_one_rank_equals_the_dense_pinn_on_the_same_sample(problem_id):
     assert close(got["grad_w1"], params[2].grad.tolist(), 1e-11)
 
 
+@pytest.mark.parametrize("estimator,problem_id", [
+    ("hte", "poisson-3body-v1"), ("hte,dist=gaussian", "sine-gordon-2body-v1"),
+    ("sdgd", "allen-cahn-3body-v1"), ("stde,dist=coordinate", "poisson-2body-scaled-v1")])
+def test_one_rank_hte_and_sdgd_equal_the_dense_pinn_on_the_same_sample(estimator, problem_id):
+    """hte (dense probes, Hessian-vector products through the pre-activations) and the
+    coordinate estimators (sdgd; sparse stde) on the sharded view at R = 1 against autodiff
+    through the dense PINN on the same points and probes: the same loss and gradients."""
+    from pinnbench.maths.directions import CoordinateDirections
+
+    solver = f"bp[points=8,probes=6,lr=1e-2,estimator={estimator}]"
+    payload = {**SMALL, "problem": problem_id, "solver": solver}
+    got = one_step(payload, Collectives(1), 0, 1)
+    problem = pinnbench.make_problem(problem_id, dim=SMALL["dim"], seed=SMALL["seed"],
+                                     dtype=torch.float64)
+    x = torch.tensor(got["x"], dtype=torch.float64)
+    _, sharded, bp = build(payload, Collectives(1), 0, 1)
+    params = [p.detach().clone().requires_grad_(True) for p in sharded.params]
+    dense = PINN(problem, params)
+    method = estimator.split(",")[0]
+    drawn = draw_probes(problem, method, torch.Generator().manual_seed(0), 6,
+                        dtype=torch.float64, **bp.estimator_options)
+    (group,) = drawn.groups.values()
+    if "v" in got:
+        group.dirs = DenseDirections(torch.tensor(got["v"], dtype=torch.float64))
+    else:
+        assert all(got["owned"]) and len(got["index"]) == 6
+        group.dirs = CoordinateDirections(torch.tensor(got["index"]), SMALL["dim"],
+                                          torch.float64)
+    u, terms = estimate_terms(dense, x, method, probes=6, drawn=drawn, **bp.estimator_options)
+    loss = problem.residual(terms, u, x).square().mean()
+    loss.backward()
+    assert math.isclose(got["loss"], float(loss.detach()), rel_tol=1e-12)
+    assert close(got["grad_w0"], params[0].grad.tolist(), 1e-11)
+    assert close(got["grad_w1"], params[2].grad.tolist(), 1e-11)
+
+
 def test_points_are_the_streamed_radial_sample():
     """R = 1 draws exactly :class:`RadialBallStream`'s points (the streamed definition)."""
     problem = pinnbench.make_problem("poisson-3body-v1", dim=50, seed=1, dtype=torch.float64)
@@ -105,7 +141,10 @@ def test_skips_say_why():
     assert "estimator=fd" in shard_skip(ball, solver_from_spec("zo[estimator=fd]"))
     assert "gPINN" in shard_skip(ball, solver_from_spec("sdze[loss=gpinn]"))
     assert "gPINN" in shard_skip(ball, solver_from_spec("bp[loss=gpinn]"))
-    assert "estimator=hte" in shard_skip(ball, solver_from_spec("bp[estimator=hte]"))
+    assert shard_skip(ball, solver_from_spec("bp[estimator=hte]")) == ""
+    assert shard_skip(ball, solver_from_spec("bp[estimator=sdgd]")) == ""
+    assert shard_skip(ball, solver_from_spec("bp[dist=coordinate]")) == ""
+    assert "estimator=exact" in shard_skip(ball, solver_from_spec("bp[estimator=exact]"))
     assert "cuda_graph" in shard_skip(ball, solver_from_spec("bp[cuda_graph=true]"))
     from pinnbench.problems.ball import BallProblem
 
@@ -153,6 +192,51 @@ def test_two_ranks_train_like_one_on_every_ball_family():
         w0 = sum(out.results[r]["runs"][i]["w0_sum"] for r in (0, 1))
         assert math.isclose(w0, ref["w0_sum"], rel_tol=1e-9), p["problem"]
         assert ref["collectives"] == 0  # one rank needs no process group
+
+
+HTE_SDGD = ("bp[points=8,probes=4,lr=1e-2,estimator=hte]",
+            "bp[points=8,probes=4,lr=1e-2,estimator=hte,dist=gaussian,loss=unbiased]",
+            "bp[points=8,probes=4,lr=1e-2,estimator=sdgd]",
+            "bp[points=8,probes=4,lr=1e-2,estimator=sdgd,loss=unbiased]",
+            "bp[points=8,probes=4,lr=1e-2,estimator=stde,dist=coordinate]")
+
+
+def test_two_ranks_train_like_one_with_hte_and_sdgd():
+    """bp with hte (dense probes per column block) and the coordinate estimators (sdgd, sparse
+    stde: each sampled coordinate owned by one rank) on 2 ranks: the same losses at every step,
+    test error and W0 as 1 rank."""
+    payloads = [{**SMALL, "problem": pid, "solver": s}
+                for pid in ("allen-cahn-3body-v1", "poisson-2body-scaled-v1") for s in HTE_SDGD]
+    out = run_ranks("shard_targets:runs", {"runs": payloads}, 2, timeout_s=600,
+                    collective_timeout_s=120)
+    assert out.ok, out.failure
+    for i, p in enumerate(payloads):
+        ref = reference(p)
+        for rank in (0, 1):
+            got = out.results[rank]["runs"][i]
+            assert close(got["losses"], ref["losses"]), p
+            assert math.isclose(got["rel_l2"], ref["rel_l2"], rel_tol=RTOL), p
+        w0 = sum(out.results[r]["runs"][i]["w0_sum"] for r in (0, 1))
+        assert math.isclose(w0, ref["w0_sum"], rel_tol=1e-9), p
+
+
+def test_two_ranks_split_the_sampled_coordinates_by_owner():
+    """sdgd on 2 ranks: every rank samples the same coordinates, each is owned by exactly one
+    rank (both own some here), and W0's gradient lands on the owner's columns only: summed
+    over the ranks it is one rank's."""
+    payload = {**SMALL, "problem": "sine-gordon-3body-v1",
+               "solver": "bp[points=8,probes=12,lr=1e-2,estimator=sdgd]"}
+    out = run_ranks("shard_targets:one_step", payload, 2, timeout_s=300,
+                    collective_timeout_s=120)
+    assert out.ok, out.failure
+    ref = one_step(payload, Collectives(1), 0, 1)
+    r0, r1 = out.results
+    assert r0["index"] == r1["index"] == ref["index"]
+    assert [a != b for a, b in zip(r0["owned"], r1["owned"])] == [True] * 12
+    assert any(r0["owned"]) and any(r1["owned"])
+    for r in (r0, r1):
+        assert math.isclose(r["loss"], ref["loss"], rel_tol=RTOL)
+    assert close([a + b for a, b in zip(r0["grad_w0"], r1["grad_w0"])], ref["grad_w0"])
 
 
 # -- failures: clean, not a hang -----------------------------------------------------------------------

@@ -27,7 +27,9 @@ ColumnStreams on the same blocks. The test and validation sets are drawn the sam
 seeds of the problem's streams TEST_STREAM and VALIDATION_STREAM.
 
 Supported: the six ball families (poisson, allen-cahn, sine-gordon x two-body, three-body),
-``*-v1`` and ``*-scaled-v1``, with the stde estimator and dense probes (:func:`shard_skip`).
+``*-v1`` and ``*-scaled-v1``, with dense probes drawn per column block (stde, hte) or sampled
+coordinates, each owned by one rank (sdgd, sparse stde: :class:`ShardCoordinates`);
+:func:`shard_skip`, :func:`probe_kind`.
 """
 
 from __future__ import annotations
@@ -42,9 +44,32 @@ from pinnbench.maths.jets import Jet
 from pinnbench.maths.problem import TEST_STREAM, VALIDATION_STREAM
 from pinnbench.problems._chunked import sqnorm
 from pinnbench.seeds import derive_seed, draw_seed, generator as seeded
-from pinnbench.cells.sharding import Collectives, ShardPlan
+from pinnbench.cells.sharding import Collectives, ShardCoordinates, ShardPlan
+from pinnbench.maths.estimators.probes import sample_indices
 from pinnbench.maths.step_data import StepData
 from pinnbench.maths.streaming import STREAM_DISTS, ColumnStream
+
+
+#: the estimators a sharded step draws probes for (:func:`probe_kind`)
+SHARDED_METHODS = ("stde", "hte", "sdgd")
+
+
+def probe_kind(method: str, opts: dict) -> str:
+    """The probes of a sharded step for the Laplacian: dense ``rademacher`` or ``gaussian``
+    entries drawn per column block (stde, hte), or ``coordinate`` (sdgd; stde with
+    dist=coordinate), V global coordinates each owned by one rank (:class:`ShardCoordinates`).
+    Raises ValueError for the others: ``exact`` differentiates in x itself, d reverse passes
+    of a small-d reference (d <= 1000) that one process holds; ``fd`` is not written here."""
+    if method not in SHARDED_METHODS:
+        raise ValueError(f"a sharded step draws probes for estimator {'|'.join(SHARDED_METHODS)}, "
+                         f"not {method}")
+    if method == "sdgd":
+        return "coordinate"
+    dist = opts.get("dist", "rademacher")
+    if dist not in STREAM_DISTS + ("coordinate",) or (method == "hte" and dist == "coordinate"):
+        raise ValueError(f"a sharded {method} step draws probes with dist in "
+                         f"{STREAM_DISTS + ('coordinate',)}, not dist={dist!r}")
+    return dist
 
 
 def shard_skip(problem, solver=None) -> str:
@@ -177,13 +202,13 @@ class ShardedBall:
         """The step's sample (:func:`pinnbench.maths.step_data.draw_step_data`'s counterpart, the
         streamed definition): one seed for the points from ``generator``, checked equal on
         every rank, then one seed per probe set from ``probe_generator`` (default: continuing
-        ``generator``); the source computed here."""
+        ``generator``), its probes of :func:`probe_kind` (dense: this shard's columns; sampled
+        coordinates: the same V indices on every rank, by Floyd's algorithm from that seed);
+        the source computed here."""
         from pinnbench.maths.estimators.terms import Probes, _Group
 
-        dist = opts.get("dist", "rademacher")
-        if method != "stde" or dist not in STREAM_DISTS:
-            raise ValueError(f"a sharded step draws stde probes with dist in {STREAM_DISTS}, "
-                             f"not {method} with dist={dist!r}")
+        base, names = self.base, tuple(dict.fromkeys(self.base.operator.names))
+        kind = probe_kind(method, opts)
         seed = draw_seed(generator)
         self.comm.check_same("the step's points seed", seed)
         x, halo = self.draw_points(points, seed)
@@ -192,10 +217,15 @@ class ShardedBall:
         pg = generator if probe_generator is None else probe_generator
         drawn = []
         for _ in range(sets):
-            v = self.draw_probes(probes, draw_seed(pg), dist)
-            group = _Group(dist, ["laplacian"], 2, DenseDirections(v), probes)
-            drawn.append(Probes("stde", ("laplacian",), probes, dict(opts),
-                                (self.base.dim, self.base.input_dim), {dist: group}, {}, None, 0))
+            set_seed = draw_seed(pg)
+            if kind == "coordinate":  # the same V coordinates on every rank, one owner each
+                index = sample_indices(probes, base.dim, seeded(set_seed, base.device))
+                dirs, count = ShardCoordinates(index, self.plan, base.dtype), index.shape[0]
+            else:
+                dirs, count = DenseDirections(self.draw_probes(probes, set_seed, kind)), probes
+            group = _Group(kind, ["laplacian"], 2, dirs, count)
+            drawn.append(Probes(method, names, probes, dict(opts),
+                                (base.dim, base.input_dim), {kind: group}, {}, None, 0))
         return StepData(x, f, tuple(drawn))
 
     def test_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:

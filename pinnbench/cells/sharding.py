@@ -178,6 +178,38 @@ class ShardedFirstLayer(FirstLayer):
         self.comm.check_same(what, value)
 
 
+class ShardCoordinates(Directions):
+    """Sampled unit vectors e_j (SDGD's and sparse STDE's coordinate probes, ``index`` the V
+    global coordinates, the same on every rank) as rank ``plan.rank`` sees them: each e_j lies
+    in one shard, so the owner's columns give its products and every other rank's are zero,
+
+        x . e_j = x_j,   ||e_j||^2 = 1,   W0 e_j = W0[:, j]   (on the owner; 0 elsewhere),
+
+    and the sum over the ranks that the sharded first layer and the problem's jets already take
+    (one all-reduce each, adding zeros: exact) gives the one-process numbers. In the backward
+    pass only the owner's column of W0 gets the gradient of W0 e_j. Deliberately not a
+    :class:`pinnbench.maths.directions.CoordinateDirections`: code that gathers by the global
+    ``index`` (stencils in x, a low-rank basis's rows) raises on these instead of reading the
+    wrong columns."""
+
+    def __init__(self, index: Tensor, plan: ShardPlan, dtype: torch.dtype) -> None:
+        if index.ndim != 1:
+            raise ValueError(f"coordinate indices must be 1-D, got shape {tuple(index.shape)}")
+        self.index, self.plan, self.dtype = index, plan, dtype
+        self.count, self.dim = index.shape[0], plan.columns
+        self.owned = (index >= plan.lo) & (index < plan.hi)  # (V,)
+        self.local = (index - plan.lo).clamp_(0, plan.columns - 1)  # a valid column everywhere
+
+    def dot(self, x: Tensor) -> Tensor:
+        return torch.where(self.owned, x[:, self.local], 0.0)
+
+    def sqnorm(self) -> Tensor:
+        return self.owned.to(self.dtype)
+
+    def apply_weight(self, weight: Tensor) -> Tensor:
+        return torch.where(self.owned.unsqueeze(1), weight[:, self.local].T, 0.0)
+
+
 def draw_first_weight(plan: ShardPlan, hidden: int, seed: int, input_dim: int,
                       dtype: torch.dtype, device) -> Tensor:
     """This rank's columns of W0 (hidden, D) ~ N(0, 1/D) (LeCun normal, as

@@ -56,6 +56,7 @@ class ThroughPreactivations:
                              f"pinnbench.maths.model, got activation {getattr(model, 'activation', None)!r}")
         p = list(model.params if params is None else params)
         self.problem, self.x, self.params = model.problem, x, p
+        self.first_layer = model.first_layer
         z = model.first_layer.points(x, p[0], p[1])  # (n, h): W0 x + b0 through the model's hook
         # neither x nor the weights require grad (a zeroth-order solver's estimate): z is the
         # leaf the derivatives are taken in
@@ -69,7 +70,8 @@ class ThroughPreactivations:
         p_k = W₀v_k by nested reverse mode in z (:func:`autodiff_directional`), the factors A, B
         by their jets (module docstring)."""
         n, v = self.x.shape[0], dirs.count
-        p = DenseDirections(dirs.apply_weight(self.params[0]))  # (V, h)
+        # (V, h): W0 v_k through the model's hook, as z (a sharded layer sums it over the ranks)
+        p = DenseDirections(self.first_layer.directions(dirs, self.params[0]))
         nets = autodiff_directional(self.net, self.z, p, order, create_graph)
         coeffs = [self.net.unsqueeze(1)] + [dk / math.factorial(k) for k, dk in enumerate(nets, 1)]
         a, b = self.problem.ansatz_jet(self.x, dirs, order)
