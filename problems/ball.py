@@ -159,6 +159,25 @@ class BallProblem(Problem):
         ``source(s)`` with s = ||x||^2."""
         return StreamedSource(self, n)
 
+    # -- the input dimension sharded (pinnbench.cells.sharded_ball, docs/sharding.md) ------------
+    #: A, f and u* = A u2 come from s = ||x||^2 and the body's window sums, which a sharded cell
+    #: sums over its ranks (:meth:`ansatz_from`, :meth:`ansatz_jet_from`, :meth:`source_from`)
+    supports_sharding = True
+
+    @property
+    def radii(self) -> tuple[float, float]:
+        """The sampler's radius range: r ~ U[0, R]."""
+        return 0.0, self.radius
+
+    def ansatz_from(self, s: Tensor) -> Tensor:
+        """A from s = ||x||^2."""
+        return self._a(s)
+
+    def source_from(self, t: dict[str, Tensor], s: Tensor) -> Tensor:
+        """f from the body's order-2 sums ``t`` and s = ||x||^2."""
+        lap, u = self._laplacian_from(t, s)
+        return lap + self.pointwise(u)
+
     def ansatz_jet_from(self, s: Tensor, xv: Tensor, vsq: Tensor,
                         order: int) -> tuple[Jet, Jet]:
         """:meth:`ansatz_jet` from the reductions s = ||x||^2 (n,), x . v (n, V) and ||v||^2

@@ -177,6 +177,34 @@ class ClampedBiharmonic(Problem):
         return radial_product_bilaplacian(self._q(s, 4), s, self.dim,
                                           self.body.sums(x, self.coefficients, 4))
 
+    # -- the input dimension sharded (pinnbench.cells.sharded_ball, docs/sharding.md) ------------
+    #: A^2, f and u* = A^2 u2 come from s = ||x||^2 and the body's order-4 window sums, which a
+    #: sharded cell sums over its ranks
+    supports_sharding = True
+
+    @property
+    def radii(self) -> tuple[float, float]:
+        """The sampler's radius range: r ~ U[rho, 2 rho]."""
+        return self.annulus
+
+    def ansatz_from(self, s: Tensor) -> Tensor:
+        """The hard-constraint factor q = A^2 from s = ||x||^2."""
+        return self._q(s, 0)[0]
+
+    def ansatz_jet_from(self, s: Tensor, xv: Tensor, vsq: Tensor,
+                        order: int) -> tuple[Jet, Jet]:
+        """:meth:`ansatz_jet` from s = ||x||^2 (n,), x . v (n, V) and ||v||^2 (V,): the jet of
+        s is [s, 2 x . v, ||v||^2] (s is quadratic), as ``spatial_sqnorm_jet`` makes it."""
+        s_jet = Jet([s.unsqueeze(1), 2.0 * xv, vsq.to(s.dtype).unsqueeze(0)], order)
+        sigma = s_jet / self.rho**2
+        a = (1.0 - sigma) * (4.0 - sigma)
+        return a * a, Jet([torch.zeros(s.shape[0], 1, dtype=s.dtype, device=s.device)], order)
+
+    def source_from(self, t: dict[str, Tensor], s: Tensor) -> Tensor:
+        """f from the body's order-4 sums ``t`` and s = ||x||^2 (the product rule of the module
+        docstring)."""
+        return radial_product_bilaplacian(self._q(s, 4), s, self.dim, t)
+
     def sample_interior(self, n: int, generator: torch.Generator) -> Tensor:
         return radius_uniform_ball(n, self.dim, generator, r_min=self.rho, r_max=2.0 * self.rho,
                                    dtype=self.dtype, device=self.device)

@@ -89,11 +89,15 @@ def test_one_rank_equals_the_dense_pinn_on_the_same_sample(problem_id):
 
 @pytest.mark.parametrize("estimator,problem_id", [
     ("hte", "poisson-3body-v1"), ("hte,dist=gaussian", "sine-gordon-2body-v1"),
-    ("sdgd", "allen-cahn-3body-v1"), ("stde,dist=coordinate", "poisson-2body-scaled-v1")])
+    ("sdgd", "allen-cahn-3body-v1"), ("stde,dist=coordinate", "poisson-2body-scaled-v1"),
+    ("stde", "biharmonic-clamped-2body-v1"), ("hte", "biharmonic-clamped-3body-v1"),
+    ("stde", "biharmonic-clamped-2body-scaled-v1")])
 def test_one_rank_hte_and_sdgd_equal_the_dense_pinn_on_the_same_sample(estimator, problem_id):
     """hte (dense probes, Hessian-vector products through the pre-activations) and the
-    coordinate estimators (sdgd; sparse stde) on the sharded view at R = 1 against autodiff
-    through the dense PINN on the same points and probes: the same loss and gradients."""
+    coordinate estimators (sdgd; sparse stde) on the sharded view at R = 1, and the clamped
+    biharmonic (its order-4 source from the shard's window sums, the jet of A^2 from
+    s, x . v, ||v||^2), against the problem's own source and autodiff through the dense PINN on
+    the same points and probes: the same source, loss and gradients."""
     from pinnbench.maths.directions import CoordinateDirections
 
     solver = f"bp[points=8,probes=6,lr=1e-2,estimator={estimator}]"
@@ -102,6 +106,7 @@ def test_one_rank_hte_and_sdgd_equal_the_dense_pinn_on_the_same_sample(estimator
     problem = pinnbench.make_problem(problem_id, dim=SMALL["dim"], seed=SMALL["seed"],
                                      dtype=torch.float64)
     x = torch.tensor(got["x"], dtype=torch.float64)
+    assert close(got["source"], problem.source(x).tolist(), 1e-12)
     _, sharded, bp = build(payload, Collectives(1), 0, 1)
     params = [p.detach().clone().requires_grad_(True) for p in sharded.params]
     dense = PINN(problem, params)
@@ -123,13 +128,18 @@ def test_one_rank_hte_and_sdgd_equal_the_dense_pinn_on_the_same_sample(estimator
     assert close(got["grad_w1"], params[2].grad.tolist(), 1e-11)
 
 
-def test_points_are_the_streamed_radial_sample():
-    """R = 1 draws exactly :class:`RadialBallStream`'s points (the streamed definition)."""
-    problem = pinnbench.make_problem("poisson-3body-v1", dim=50, seed=1, dtype=torch.float64)
+@pytest.mark.parametrize("problem_id,radii", [("poisson-3body-v1", (0.0, 1.0)),
+                                               ("biharmonic-clamped-3body-v1", (1.0, 2.0))])
+def test_points_are_the_streamed_radial_sample(problem_id, radii):
+    """R = 1 draws exactly :class:`RadialBallStream`'s points (the streamed definition), in the
+    ball or the clamped biharmonic's annulus."""
+    problem = pinnbench.make_problem(problem_id, dim=50, seed=1, dtype=torch.float64)
     view = ShardedBall(problem, ShardPlan(50, 8, 1, 0), Collectives(1))
     x, halo = view.draw_points(6, 1234)
     assert halo is None
-    assert torch.equal(x, RadialBallStream(6, 50, 8, 1234, dtype=torch.float64).dense())
+    r_min, r_max = radii
+    assert torch.equal(x, RadialBallStream(6, 50, 8, 1234, r_min=r_min, r_max=r_max,
+                                           dtype=torch.float64).dense())
 
 
 def test_skips_say_why():
@@ -147,10 +157,20 @@ def test_skips_say_why():
     assert "estimator=exact" in shard_skip(ball, solver_from_spec("bp[estimator=exact]"))
     assert "cuda_graph" in shard_skip(ball, solver_from_spec("bp[cuda_graph=true]"))
     from pinnbench.problems.ball import BallProblem
+    from pinnbench.problems.biharmonic import ClampedBiharmonic
 
     for pid in pinnbench.list_problems():
         p = pinnbench.make_problem(pid, dim=10)
-        assert (shard_skip(p) == "") == isinstance(p, BallProblem), pid
+        assert (shard_skip(p) == "") == isinstance(p, (BallProblem, ClampedBiharmonic)), pid
+    assert "time as column d" in shard_skip(pinnbench.make_problem("wave-v1", dim=10))
+    assert "reverse mode in x" in shard_skip(pinnbench.make_problem("bsb-v1", dim=10))
+    assert "reverse mode in x" in shard_skip(pinnbench.make_problem("hjb-lin-v1", dim=10))
+    assert "only the ball" in shard_skip(pinnbench.make_problem("biharmonic-3body-v1", dim=10))
+    clamped = pinnbench.make_problem("biharmonic-clamped-2body-v1", dim=10)
+    assert shard_skip(clamped, solver_from_spec("bp[estimator=hte]")) == ""
+    assert shard_skip(clamped, solver_from_spec("sdze")) == ""
+    assert "nested reverse mode" in shard_skip(clamped, solver_from_spec("bp[estimator=sdgd]"))
+    assert "biased for the bilaplacian" in shard_skip(clamped, solver_from_spec("zo[dist=rademacher]"))
 
 
 # -- two gloo processes against one --------------------------------------------------------------------
@@ -207,6 +227,32 @@ def test_two_ranks_train_like_one_with_hte_and_sdgd():
     test error and W0 as 1 rank."""
     payloads = [{**SMALL, "problem": pid, "solver": s}
                 for pid in ("allen-cahn-3body-v1", "poisson-2body-scaled-v1") for s in HTE_SDGD]
+    out = run_ranks("shard_targets:runs", {"runs": payloads}, 2, timeout_s=600,
+                    collective_timeout_s=120)
+    assert out.ok, out.failure
+    for i, p in enumerate(payloads):
+        ref = reference(p)
+        for rank in (0, 1):
+            got = out.results[rank]["runs"][i]
+            assert close(got["losses"], ref["losses"]), p
+            assert math.isclose(got["rel_l2"], ref["rel_l2"], rel_tol=RTOL), p
+        w0 = sum(out.results[r]["runs"][i]["w0_sum"] for r in (0, 1))
+        assert math.isclose(w0, ref["w0_sum"], rel_tol=1e-9), p
+
+
+CLAMPED = ("biharmonic-clamped-2body-v1", "biharmonic-clamped-2body-scaled-v1",
+           "biharmonic-clamped-3body-v1")
+
+
+def test_two_ranks_train_like_one_on_the_clamped_biharmonic():
+    """The clamped biharmonic (order 4 on an annulus; f from the order-4 window sums, A^2's jet
+    from the summed s, x . v, ||v||^2) on 2 ranks: bp (stde, and hte unbiased), sdze and zo
+    train like 1 rank (losses at every step, test error, W0)."""
+    solvers = ("bp[points=8,probes=4,lr=1e-2]",
+               "bp[points=8,probes=4,lr=1e-2,estimator=hte,loss=unbiased]",
+               "sdze[points=8,probes=4]", "zo[points=8,probes=4,crns=true]")
+    payloads = [{**SMALL, "problem": pid, "solver": s} for pid in CLAMPED for s in solvers[:2]]
+    payloads += [{**SMALL, "problem": CLAMPED[1], "solver": s} for s in solvers[2:]]
     out = run_ranks("shard_targets:runs", {"runs": payloads}, 2, timeout_s=600,
                     collective_timeout_s=120)
     assert out.ok, out.failure

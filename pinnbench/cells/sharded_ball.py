@@ -14,7 +14,7 @@ windows of w neighbouring coordinates (w = 2 two-body, 3 three-body):
 A window that starts in shard r but straddles its right edge reads the first w - 1 columns of
 the next shard (the halo): with per-block seeds a rank draws that block itself, so no data moves.
 Each rank's partial sums go into one all-reduce; the combination (the formulas above) is the
-problem's own code (``BallProblem._laplacian_from``, ``ansatz_jet_from``).
+problem's own code (``source_from``, ``ansatz_jet_from``).
 
 The data (the streamed definition of :mod:`pinnbench.maths.streaming`, not the materialised
 sampler's numbers): the points x = r g / ||g|| with g a :class:`ColumnStream` of column blocks
@@ -26,8 +26,15 @@ blocks of a rank, concatenated, are the columns [lo, hi) of the one-rank sample)
 ColumnStreams on the same blocks. The test and validation sets are drawn the same way from
 seeds of the problem's streams TEST_STREAM and VALIDATION_STREAM.
 
+The clamped biharmonic (problems/biharmonic.py: u* = q u2, q = A^2 on the annulus) is built
+the same way: q and its jet from s, x . v, ||v||^2, and f = Lap^2(q u2) from the six order-4
+window sums (the body's Hessian and bilaplacian are local to a window, so each is a sum over
+windows), summed in one all-reduce. A family takes part by declaring ``supports_sharding`` and
+giving ``radii``, ``ansatz_from``, ``ansatz_jet_from`` and ``source_from`` (u* = A(s) u2).
+
 Supported: the six ball families (poisson, allen-cahn, sine-gordon x two-body, three-body),
-``*-v1`` and ``*-scaled-v1``, with dense probes drawn per column block (stde, hte) or sampled
+``*-v1`` and ``*-scaled-v1``, and the clamped biharmonic (two-body, its ``-scaled-v1``,
+three-body), with dense probes drawn per column block (stde, hte) or sampled
 coordinates, each owned by one rank (sdgd, sparse stde: :class:`ShardCoordinates`);
 :func:`shard_skip`, :func:`probe_kind`.
 """
@@ -54,40 +61,68 @@ from pinnbench.maths.streaming import STREAM_DISTS, ColumnStream
 SHARDED_METHODS = ("stde", "hte", "sdgd")
 
 
-def probe_kind(method: str, opts: dict) -> str:
-    """The probes of a sharded step for the Laplacian: dense ``rademacher`` or ``gaussian``
-    entries drawn per column block (stde, hte), or ``coordinate`` (sdgd; stde with
-    dist=coordinate), V global coordinates each owned by one rank (:class:`ShardCoordinates`).
-    Raises ValueError for the others: ``exact`` differentiates in x itself, d reverse passes
-    of a small-d reference (d <= 1000) that one process holds; ``fd`` is not written here."""
+def probe_kind(method: str, opts: dict, term: str = "laplacian") -> str:
+    """The probes of a sharded step for the spatial ``term`` (laplacian, bilaplacian): dense
+    ``rademacher`` or ``gaussian`` entries drawn per column block (stde, hte; the bilaplacian
+    takes gaussian only, the estimators' own rule), or ``coordinate`` (sdgd's Laplacian; stde
+    with dist=coordinate), V global coordinates each owned by one rank
+    (:class:`ShardCoordinates`). Raises ValueError for the others: ``exact`` differentiates in
+    x itself, d reverse passes of a small-d reference (d <= 1000) that one process holds;
+    sdgd's bilaplacian is a Laplacian of a Laplacian by reverse mode in x; ``fd`` is not
+    written here."""
+    from pinnbench.maths.estimators.terms import _spatial_kind
+
     if method not in SHARDED_METHODS:
         raise ValueError(f"a sharded step draws probes for estimator {'|'.join(SHARDED_METHODS)}, "
                          f"not {method}")
-    if method == "sdgd":
-        return "coordinate"
-    dist = opts.get("dist", "rademacher")
-    if dist not in STREAM_DISTS + ("coordinate",) or (method == "hte" and dist == "coordinate"):
+    kind = _spatial_kind(method, term, opts, 0)
+    if kind == "nested":
+        raise ValueError(f"{method}'s {term} is nested reverse mode in x itself (a Laplacian of "
+                         "a Laplacian over sampled coordinates), not written as shard sums")
+    if kind not in STREAM_DISTS + ("coordinate",):
         raise ValueError(f"a sharded {method} step draws probes with dist in "
-                         f"{STREAM_DISTS + ('coordinate',)}, not dist={dist!r}")
-    return dist
+                         f"{STREAM_DISTS + ('coordinate',)}, not dist={kind!r}")
+    return kind
 
 
 def shard_skip(problem, solver=None) -> str:
     """Why ``problem`` (and ``solver``, when given) cannot run sharded, or "" when it can:
-    the ball families (their d-sized parts are the sums of the module docstring), with a solver
-    whose :meth:`pinnbench.solver.Solver.shard_unsupported` allows it (the built-in solvers with
-    the stde estimator on dense probes). The time-dependent, terminal and biharmonic families
-    have other d-sized parts (time slices, drift and weighted terms by reverse mode, fourth-
-    order sums) that are not written as shard sums yet."""
-    from pinnbench.problems.ball import BallProblem
-
-    if not isinstance(problem, BallProblem):
-        return (f"{problem.id} is not sharded: only the ball families (poisson, allen-cahn, "
-                "sine-gordon; two- and three-body) write their d-sized parts as sums over "
-                "shards (docs/sharding.md)")
+    a family that ``supports_sharding`` (its d-sized parts are the sums of the module
+    docstring: the ball families, the clamped biharmonic), with a solver whose
+    :meth:`pinnbench.solver.Solver.shard_unsupported` allows it and whose estimator's probes
+    for the family's terms are drawn per shard (:func:`probe_kind`). The time-dependent and
+    terminal families have other d-sized parts (the time coordinate, the drift and weighted
+    terms by reverse mode in x) that are not written as shard sums yet."""
+    if not getattr(problem, "supports_sharding", False):
+        return f"{problem.id} is not sharded: {_family_reason(problem)} (docs/sharding.md)"
     if solver is None:
         return ""
-    return solver.shard_unsupported()  # the solver says whether it runs as one rank
+    why = solver.shard_unsupported()  # the solver says whether it runs as one rank
+    if why:
+        return why
+    p = solver.params  # and its probes must be drawable per shard for this problem's terms
+    try:
+        for term in dict.fromkeys(problem.operator.names):
+            probe_kind(p.get("estimator", "stde"), solver.estimator_options, term)
+    except ValueError as e:
+        return f"{solver.spec} on {problem.id} is not sharded: {e}"
+    return ""
+
+
+def _family_reason(problem) -> str:
+    """Why a family that does not declare ``supports_sharding`` is not sharded, by what its
+    operator and points hold."""
+    if set(problem.operator.names) & {"drift", "weighted_laplacian", "grad_power_mean"}:
+        return ("its first-order and weighted terms (x . grad u, sum_i x_i^2 d^2u/dx_i^2, "
+                "(1/d) sum_i |du/dx_i|^c) are taken by reverse mode in x or on sampled "
+                "coordinates weighted by x_j, not written as shard sums")
+    if getattr(problem, "time_dependent", False):
+        return ("its points carry time as column d of x and its time derivatives take the "
+                "direction e_t appended to the probes; the time column's place in W0's column "
+                "blocks and in the probes is not written for shards (its A, B and f are "
+                "functions of coordinate sums and t, which would reduce)")
+    return ("only the ball families (poisson, allen-cahn, sine-gordon; two- and three-body) "
+            "and the clamped biharmonic write their d-sized parts as sums over shards")
 
 
 class ShardedBall:
@@ -116,11 +151,11 @@ class ShardedBall:
     # -- the ansatz from partial sums -------------------------------------------------------------
     def ansatz(self, x: Tensor) -> tuple[Tensor, Tensor]:
         s = self.comm.sum(sqnorm(x))
-        return self.base._a(s), torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        return self.base.ansatz_from(s), torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
 
     def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
         """The jet of A along the directions: s, x . v and ||v||^2 summed over the ranks in one
-        all-reduce, then :meth:`BallProblem.ansatz_jet_from`."""
+        all-reduce, then the problem's ``ansatz_jet_from``."""
         n, v = x.shape[0], dirs.count
         packed = self.comm.sum(torch.cat([sqnorm(x), dirs.dot(x).reshape(-1),
                                           dirs.sqnorm().to(x.dtype)]))
@@ -142,7 +177,8 @@ class ShardedBall:
         plan, base = self.plan, self.base
         dtype, device = base.dtype, torch.device(device or base.device)
         g = ColumnStream(n, plan.dim, plan.width, derive_seed(seed, 0), "gaussian", dtype, device)
-        r = 0.0 + (base.radius - 0.0) * torch.rand(
+        r_min, r_max = base.radii
+        r = r_min + (r_max - r_min) * torch.rand(
             n, 1, generator=seeded(derive_seed(seed, 1), device), dtype=dtype, device=device)
         k0, k1 = plan.blocks
         x = torch.empty(n, plan.columns, dtype=dtype, device=device)  # g, then x in place
@@ -187,13 +223,12 @@ class ShardedBall:
         return total[0], dict(zip(keys, total[1:]))
 
     def source_of(self, x: Tensor, halo: Tensor | None) -> Tensor:
-        s, t = self.window_sums(x, halo, 2)
-        lap, u = self.base._laplacian_from(t, s)
-        return lap + self.base.pointwise(u)
+        s, t = self.window_sums(x, halo, self.base.order)
+        return self.base.source_from(t, s)
 
     def exact_of(self, x: Tensor, halo: Tensor | None) -> Tensor:
         s, t = self.window_sums(x, halo, 0)
-        return self.base._a(s) * t["u2"]
+        return self.base.ansatz_from(s) * t["u2"]
 
     # -- what a solver and the cell ask -----------------------------------------------------------
     def draw_step_data(self, points: int, generator: torch.Generator, method: str, probes: int,
@@ -205,10 +240,11 @@ class ShardedBall:
         ``generator``), its probes of :func:`probe_kind` (dense: this shard's columns; sampled
         coordinates: the same V indices on every rank, by Floyd's algorithm from that seed);
         the source computed here."""
-        from pinnbench.maths.estimators.terms import Probes, _Group
+        from pinnbench.maths.estimators.terms import SPATIAL_ORDER, Probes, _Group
 
         base, names = self.base, tuple(dict.fromkeys(self.base.operator.names))
-        kind = probe_kind(method, opts)
+        (kind,) = {probe_kind(method, opts, t) for t in names}  # one spatial term per family
+        order = max(SPATIAL_ORDER[t] for t in names)
         seed = draw_seed(generator)
         self.comm.check_same("the step's points seed", seed)
         x, halo = self.draw_points(points, seed)
@@ -223,7 +259,7 @@ class ShardedBall:
                 dirs, count = ShardCoordinates(index, self.plan, base.dtype), index.shape[0]
             else:
                 dirs, count = DenseDirections(self.draw_probes(probes, set_seed, kind)), probes
-            group = _Group(kind, ["laplacian"], 2, dirs, count)
+            group = _Group(kind, list(names), order, dirs, count)
             drawn.append(Probes(method, names, probes, dict(opts),
                                 (base.dim, base.input_dim), {kind: group}, {}, None, 0))
         return StepData(x, f, tuple(drawn))
