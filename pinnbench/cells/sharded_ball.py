@@ -126,7 +126,8 @@ def _family_reason(problem) -> str:
 
 
 class ShardedBall:
-    """The ball problem ``problem`` seen by rank ``plan.rank``: everything of the problem
+    """The problem ``problem`` (a family that ``supports_sharding``) seen by rank
+    ``plan.rank``: everything of the problem
     (id, dim, operator, pointwise, ...) with A, its jet, the step data, the source and the
     test/validation sets computed from this shard's coordinates and the ranks' sums.
     ``ansatz``/``ansatz_jet`` take this shard's columns of x (and of the directions)."""
