@@ -222,7 +222,6 @@ class Perturbation:
         for i, basis in enumerate(self.bases):
             self.xis.append(None if basis is None else basis.draw_xi(derive_seed(seed, i)))
         self._small: dict[int, Tensor] = {}  # z_i of the tensors evaluated out of place
-        self._first: list[tuple[Tensor, Tensor]] = []  # (y V, (y V) Xi^T U^T), by identity
 
     def small(self, i: int) -> Tensor:
         """z_i materialised once for this perturbation, for a tensor that the shifted evaluation
@@ -233,17 +232,6 @@ class Perturbation:
         if z is None:
             z = self._small[i] = self.dense(i)
         return z
-
-    def first_layer_product(self, vy: Tensor) -> Tensor:
-        """r y z0^T = ((y V) Xi^T) U^T for a low-rank z0, given y V: the same for the + and -
-        evaluations of this perturbation (only the factor c / r differs), so it is computed once
-        per product ``vy`` (the step's cached tensors, found by identity)."""
-        for ref, out in self._first:
-            if ref is vy:
-                return out
-        out = (vy @ self.xis[0].T) @ self.bases[0].u.T
-        self._first.append((vy, out))
-        return out
 
     def add_small_to_(self, i: int, w: Tensor, alpha: float | Tensor) -> None:
         """w += alpha z_i for a full Gaussian z_i: from :meth:`small`'s tensor when the

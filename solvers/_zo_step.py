@@ -129,10 +129,10 @@ class ZerothOrderSolver(Solver):
         """The low-rank basis of each parameter for the current step (None: full Gaussian)."""
         return [None] * len(self.model.params)
 
-    def pair_losses(self, step: ZOStep, k: int, z: Perturbation) -> tuple[Tensor, Tensor]:
-        """(L(theta + eps z), L(theta - eps z)) for the step's k-th perturbation ``z``: the
-        residual losses (:meth:`pinnbench.solver.Solver.residual_loss`, 0-d tensors, not read
-        back), each on its spatial sample :meth:`sample` ``(step, k, plus)``."""
+    def pair_losses(self, step: ZOStep) -> Tensor:
+        """(q, 2): row k is (L(theta + eps z_k), L(theta - eps z_k)) for the step's k-th
+        perturbation z_k, the residual losses (:meth:`pinnbench.solver.Solver.residual_loss`,
+        not read back), each on its spatial sample :meth:`sample` ``(step, k, plus)``."""
         raise NotImplementedError
 
     # -- the step -------------------------------------------------------------------------------
@@ -140,14 +140,14 @@ class ZerothOrderSolver(Solver):
     def update(self) -> float:
         step = self.begin_step(draw_seed(self.generator))
         try:
-            quotients, losses = self.quotients(step)
+            quotients, loss = self.quotients(step)
             if self._quotient_scale is not None:
                 quotients = self._quotient_scale(quotients)
             descend(self.model.params, step.perturbations, quotients, self.lr_now,
                     self._momentum)
         finally:
             self.end_step(step)
-        return float(sum(losses) / len(losses))  # the step's one read back, at its end
+        return float(loss)  # the step's one read back, at its end
 
     def begin_step(self, seed: int) -> ZOStep:
         """The state of the step with seed ``seed``: its perturbations; every basis's V kept for
@@ -199,19 +199,15 @@ class ZerothOrderSolver(Solver):
         return step.sample
 
     @torch.no_grad()
-    def quotients(self, step: ZOStep) -> tuple[list[Tensor], list[Tensor]]:
-        """(c_k, the mean of the two losses) for every perturbation of the step, as 0-d float64
-        tensors on the device: each loss converted exactly (the value ``float()`` would read),
-        without reading it."""
-        eps = self.eps
-        quotients, losses = [], []
-        for k, z in enumerate(step.perturbations):
-            plus_loss, minus_loss = (loss.detach().to(torch.float64)
-                                     for loss in self.pair_losses(step, k, z))
-            quotients.append((plus_loss - minus_loss) / (2.0 * eps))
-            losses.append(0.5 * (plus_loss + minus_loss))
+    def quotients(self, step: ZOStep) -> tuple[list[Tensor], Tensor]:
+        """(the q quotients c_k, the mean of the 2q losses), as 0-d float64 tensors on the
+        device: each loss converted exactly (the value ``float()`` would read), without reading
+        it. (The float64 sum of the 2q float32 losses is exact unless they span more than 2^29,
+        so the mean is that of the q pair means as well.)"""
+        losses = self.pair_losses(step).detach().to(torch.float64)
         step.sample = None
-        return quotients, losses
+        quotients = (losses[:, 0] - losses[:, 1]) / (2.0 * self.eps)
+        return list(quotients.unbind()), losses.mean()
 
     def difference_quotients(self, generator: torch.Generator) -> list[float]:
         """The q difference quotients [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps) of one
