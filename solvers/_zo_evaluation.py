@@ -33,7 +33,7 @@ from torch import Tensor
 from pinnbench.maths.directions import CoordinateDirections, DenseDirections, Directions
 from pinnbench.maths.jets import Jet
 from pinnbench.maths.model import FirstLayer, PINN
-from pinnbench.solvers._zo_perturbations import Perturbation, SubspaceBasis
+from pinnbench.solvers._zo_perturbations import Perturbation, SubspaceBasis, stacked_small
 
 
 class FirstLayerCache:
@@ -198,8 +198,8 @@ class CachedFirstLayer(FirstLayer):
 
 
 class ShiftedFirstLayer(CachedFirstLayer):
-    """The first layer of a batch of shifted networks, theta + c_j z_k for every perturbation
-    z_k of ``zs`` and every factor c_j of ``cs`` (batch index k * len(cs) + j, B in all):
+    """The first layer of a batch of shifted networks, theta + c_j z_k for every factor c_j of
+    ``cs`` and every perturbation z_k of ``zs`` (batch index j * len(zs) + k, B in all):
     ``y W0^T + c_j y z0_k^T`` stacked (B, rows, h), with y W0^T from the cache (once for the
     batch) and y z0_k^T matrix-free, once per perturbation for all its factors (low rank:
     ``((y V) Xi_k^T) U^T / r``, one batched product for all k; full Gaussian: regenerated column
@@ -234,7 +234,7 @@ class ShiftedFirstLayer(CachedFirstLayer):
     def _shift(self, y: Tensor | None, wy: Tensor, vy: Tensor | None,
                index: Tensor | None = None) -> Tensor:
         products, rank = self._products(y, vy, index)
-        shifts = torch.stack([(c / rank) * products for c in self.cs], dim=1)  # (K, C, rows, h)
+        shifts = torch.stack([(c / rank) * products for c in self.cs])  # (C, K, rows, h)
         out = (wy + shifts).flatten(0, 1)
         return out if self.batch else out[0]
 
@@ -260,20 +260,19 @@ def shifted_model(model: PINN, z: Perturbation, c: float, cache: FirstLayerCache
 
 def shifted_batch(model: PINN, zs: Sequence[Perturbation], cs: Sequence[float],
                   cache: FirstLayerCache) -> PINN:
-    """The PINN at theta + c_j z_k for every perturbation z_k of ``zs`` and every c_j != 0 of
-    ``cs``, as one model whose parameters carry a leading batch of B = len(zs) len(cs) sets
-    (index k len(cs) + j; :mod:`pinnbench.maths.model`), theta untouched: W0 through
+    """The PINN at theta + c_j z_k for every c_j != 0 of ``cs`` and every perturbation z_k of
+    ``zs``, as one model whose parameters carry a leading batch of B = len(cs) len(zs) sets
+    (index j len(zs) + k; :mod:`pinnbench.maths.model`), theta untouched: W0 through
     :class:`ShiftedFirstLayer`, every other parameter theta_i + c_j z_{k,i} out of place, as in
-    :func:`shifted_model` (the same numbers, set by set). Its losses
+    :func:`shifted_model` (the same numbers, set by set; the low-rank z_{k,i} made for all k in
+    one batched product, :func:`~pinnbench.solvers._zo_perturbations.stacked_small`). Its losses
     (:meth:`pinnbench.solver.Solver.residual_loss`) are the B losses, (B,)."""
     params = model.params
-    # per factor c two multi-tensor ops over every (k, i > 0), then one stack per parameter
-    # into its (B, ...) batch
-    smalls = [z.small(i) for z in zs for i in range(1, len(params))]
-    thetas = list(params[1:]) * len(zs)
-    per_c = [torch._foreach_add(thetas, torch._foreach_mul(smalls, c)) for c in cs]
-    m = len(params) - 1
-    batched = [torch.stack([per_c[j][k * m + i] for k in range(len(zs))
-                            for j in range(len(cs))]) for i in range(m)]
+    # z_{k,i} stacked per parameter (K, ...), then per factor c two multi-tensor ops (c z, then
+    # theta + c z, broadcast over k: the numbers of shifted_model), then one concatenation per
+    # parameter into its (B, ...) batch
+    zs_i = [stacked_small(zs, i) for i in range(1, len(params))]
+    per_c = [torch._foreach_add(list(params[1:]), torch._foreach_mul(zs_i, c)) for c in cs]
+    batched = [torch.cat([shifted[i] for shifted in per_c]) for i in range(len(params) - 1)]
     return PINN(model.problem, [params[0], *batched], model.activation,
                 ShiftedFirstLayer(cache, zs, cs))

@@ -49,6 +49,11 @@ def _chunk_cols(rows: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(1, rows))
 
 
+def _joined(chunks: list[Tensor], dim: int) -> Tensor:
+    """The chunks concatenated along ``dim``; a single chunk as it is (no copy, no launch)."""
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=dim)
+
+
 class GaussianMatrix:
     """z ~ N(0, I) of shape (m, n) (or (m,) for a vector), regenerated from ``seed`` in column
     chunks; never held whole unless :meth:`dense` is asked for."""
@@ -79,9 +84,7 @@ class GaussianMatrix:
                                       device=self.device)
 
     def dense(self) -> Tensor:
-        if len(self.shape) == 1:
-            return torch.cat([c for _, _, c in self.chunks()])
-        return torch.cat([c for _, _, c in self.chunks()], dim=1)
+        return _joined([c for _, _, c in self.chunks()], dim=0 if len(self.shape) == 1 else 1)
 
     def add_to_(self, w: Tensor, alpha: float | Tensor) -> None:
         """w += alpha * z, in place, chunk by chunk; ``alpha`` a number or a 0-d tensor on w's
@@ -152,7 +155,7 @@ class SubspaceBasis:
                                       device=self.device)
 
     def v_dense(self) -> Tensor:
-        return torch.cat([c for _, _, c in self.v_chunks()])
+        return _joined([c for _, _, c in self.v_chunks()], dim=0)
 
     def v_cursor(self):
         """``take(a, b)`` -> V[a:b] for ranges that move left to right (streamed step data,
@@ -261,6 +264,18 @@ class Perturbation:
                 self.gaussian(i).add_to_(w, alpha)
             else:
                 basis.add_to_(w, (alpha / basis.rank) * (basis.u @ self.xis[i]))
+
+
+def stacked_small(zs: Sequence[Perturbation], i: int) -> Tensor:
+    """z_{k,i} of every perturbation z_k of ``zs`` stacked, (K, *shape of parameter i): a low-rank
+    z_i as one batched product for all k, (U Xi_k) V^T / r (the numbers of :meth:`Perturbation.dense`,
+    bit for bit on MKL at every shape tried), a full Gaussian one from :meth:`Perturbation.small`
+    (kept for the update)."""
+    basis = zs[0].bases[i]
+    if basis is None:
+        return torch.stack([z.small(i) for z in zs])
+    xis = torch.stack([z.xis[i] for z in zs])
+    return (basis.u @ xis) @ basis.v_dense().T / basis.rank
 
 
 def draw_perturbations(params: Sequence[Tensor], step_seed: int, q: int,

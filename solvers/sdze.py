@@ -160,7 +160,7 @@ class SDZE(ZerothOrderSolver):
             if not self.stream:  # a no-op when x is already pinned (common random numbers)
                 step.cache.pin(data.x)
             model = shifted_batch(self.model, step.perturbations, cs, step.cache)
-            return self.residual_loss(data, model).view(-1, 2)
+            return self.residual_loss(data, model).view(2, -1).T  # batch: + then - for all k
         out = []
         for k, z in enumerate(step.perturbations):
             for c, plus in zip(cs, (True, False)):

@@ -112,6 +112,28 @@ def test_a_default_step_makes_no_other_host_sync(solver):
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_sdze_evaluates_its_2q_networks_as_one_batch():
+    """The 2q perturbed losses come from one batched pass, so the matrix products of a step do
+    not depend on q, and each further perturbation adds only its own draws (one Xi per low-rank
+    matrix, one Gaussian per bias and thin matrix), its stacking and its term of the update: at
+    most 25 ops (one at a time, 260: two more evaluations of the network)."""
+    c1, c8 = (count_step(f"sdze[points=10,probes=4,q={q}]", 200, width=32) for q in (1, 8))
+    assert c8.matrix_products == c1.matrix_products
+    assert (c8.ops - c1.ops) / 7 <= 25, (c1.ops, c8.ops)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sdze_meets_the_step_targets_at_its_defaults():
+    """Issue 22's targets for sdze's step at its defaults (width 128, 100 points, 16 probes,
+    q = 4, rank 8): at most 40 matrix products and 400 ATen ops. Counted at d = 1000, where the
+    closed forms of the source run eagerly, op by op (at d >= 65,536 each compiled call is one
+    op: docs/roofline.md has the counts at 1e5, a few ops fewer)."""
+    c = count_step("sdze", 1000)
+    assert c.matrix_products <= 40, c.matrix_products
+    assert c.ops <= 400, c.ops
+
+
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("spec", ["bp[dist=coordinate]", "bp[dist=gaussian]",
                                   "bp[estimator=hte]", "bp[estimator=sdgd]",
                                   "bp[estimator=sdgd,loss=unbiased]"])

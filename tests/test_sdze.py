@@ -134,8 +134,8 @@ def test_spsa_unbiased_on_quadratic(fixed_basis):
 # -- matrix-free evaluation -----------------------------------------------------------------------
 @pytest.mark.parametrize("subspace", [True, False])
 def test_shifted_pinn_matches_materialised(subspace, small_chunks):
-    """A batch of shifted networks theta + c_j z_k (two perturbations, three factors): set
-    k * 3 + j of its value and jets is the network with the materialised parameters."""
+    """A batch of shifted networks theta + c_j z_k (three factors, two perturbations): set
+    j * 2 + k of its value and jets is the network with the materialised parameters."""
     problem = make_problem("poisson-2body-v1", dim=9, seed=0, dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
     model = make_model(problem, width=12, depth=2, generator=g)
@@ -143,7 +143,7 @@ def test_shifted_pinn_matches_materialised(subspace, small_chunks):
     zs = [Perturbation(model.params, seed=s, bases=bases) for s in (21, 22)]
     cs = [0.3, -0.3, 0.7]
     materialised = [[p + c * z.dense(i) for i, p in enumerate(model.params)]
-                    for z in zs for c in cs]
+                    for c in cs for z in zs]
     x = problem.sample_interior(5, g)
     cache = FirstLayerCache(model.params[0], bases[0], x)
     shifted = shifted_batch(model, zs, cs, cache)
