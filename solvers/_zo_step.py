@@ -14,8 +14,9 @@ everything else is derived from it (:meth:`ZerothOrderSolver.update`, top to bot
    (:meth:`~ZerothOrderSolver.sample`): with common random numbers (``crns``) one (points,
    probes) seed pair (s, 2), (s, 3) for all 2q evaluations, else (s, 4, k, +/-),
    (s, 5, k, +/-), independent for each. Kept on the device as 0-d float64 tensors (the float64
-   arithmetic of Python floats, bit for bit), so a step reads one number back, its loss, at its
-   end (docs/roofline.md);
+   arithmetic of Python floats, bit for bit), and the step returns its loss as one too, so
+   nothing after the step seed is read back (the cell runner reads the loss at its evaluation
+   points, :mod:`pinnbench.cells.loss_watch`; docs/roofline.md);
 3. optionally the quotients normalised by a running scalar (``normalize``), then one heavy-ball
    step for every parameter (:mod:`pinnbench.solvers._zo_optimiser`);
 4. :meth:`~ZerothOrderSolver.end_step`: what the step held is dropped.
@@ -137,7 +138,7 @@ class ZerothOrderSolver(Solver):
 
     # -- the step -------------------------------------------------------------------------------
     @torch.no_grad()
-    def update(self) -> float:
+    def update(self) -> Tensor:
         step = self.begin_step(draw_seed(self.generator))
         try:
             quotients, loss = self.quotients(step)
@@ -147,7 +148,7 @@ class ZerothOrderSolver(Solver):
                     self._momentum)
         finally:
             self.end_step(step)
-        return float(loss)  # the step's one read back, at its end
+        return loss  # a 0-d float64 tensor, not read back here
 
     def begin_step(self, seed: int) -> ZOStep:
         """The state of the step with seed ``seed``: its perturbations; every basis's V kept for
