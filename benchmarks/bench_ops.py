@@ -6,8 +6,9 @@ profile's solvers and for bp with each of its randomized estimators (:class:`BpE
 
 The counts are deterministic for a commit, so asv flags any growth exactly (no noise to wait
 out): a change that adds a launch, a sync or a pass over W0 to a step shows here the commit it
-lands. The fast profile counts at its small d (width 32; a few seconds in all); the counts that
-scale with d (the closed forms compiled from d = 65,536) are in docs/roofline.md.
+lands; :class:`SdzeQOps` tracks sdze at q = 1, 4, 16. The fast profile counts at its small d
+(width 32; a few seconds in all); the counts that scale with d (the closed forms compiled from
+d = 65,536) are in docs/roofline.md.
 """
 
 from pinnbench.bench.ops import count_step
@@ -83,3 +84,20 @@ class BpEstimatorOps(StepOps):
 
     def setup_cache(self):
         return {f"{s}@{d}": _counts(s, d) for s in BP_ESTIMATORS for d in DIMS}
+
+
+#: sdze with 1, 4 and 16 perturbations a step: its 2q evaluations run as one batch, so its
+#: matrix products must not grow with q (tests/test_bench_ops.py), and its ops only by the
+#: perturbations' own draws and update terms
+SDZE_Q = ["sdze[q=1]", "sdze[q=4]", "sdze[q=16]"]
+
+
+class SdzeQOps(StepOps):
+    """The same counts for sdze at q = 1, 4, 16 (docs/roofline.md, "sdze's 2q evaluations as one
+    batch"): a change that makes a step's launches grow with q again shows here."""
+
+    params = (SDZE_Q, DIMS)
+    version = "sdze-q-ops-v1"
+
+    def setup_cache(self):
+        return {f"{s}@{d}": _counts(s, d) for s in SDZE_Q for d in DIMS}

@@ -363,7 +363,8 @@ class Solver:
             u = u_k if u is None else u  # u(x) does not depend on the probes
             residuals.append(self.problem.residual(terms, u, x, source=data.source))
         r1, r2 = residuals[0], residuals[-1]
-        loss = (r1 * r2).mean()
+        products = r1 * r2  # (B, n) for a model with a batch of B parameter sets: B losses
+        loss = products.mean() if products.ndim == 1 else products.mean(dim=-1)
         if data.coordinates is not None:
             from pinnbench.maths.gpinn import gpinn_term
 

@@ -25,13 +25,15 @@ Read next: :mod:`pinnbench.solvers._zo_optimiser` (what the step does with the l
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
 from pinnbench.maths.directions import CoordinateDirections, DenseDirections, Directions
 from pinnbench.maths.jets import Jet
 from pinnbench.maths.model import DENSE, FirstLayer, PINN
-from pinnbench.solvers._zo_perturbations import Perturbation, SubspaceBasis
+from pinnbench.solvers._zo_perturbations import Perturbation, SubspaceBasis, stacked_small
 
 
 class FirstLayerCache:
@@ -198,7 +200,7 @@ class CachedFirstLayer(FirstLayer):
     def points(self, x: Tensor, w0: Tensor, b0: Tensor) -> Tensor:
         self._check(w0)
         wx, vx = self.cache.points(x)
-        return self._shift(x, wx, vx) + b0
+        return self._shift(x, wx, vx) + b0.unsqueeze(-2)  # b0 (h,) or a batch's (B, h)
 
     def directions(self, dirs: Directions, w0: Tensor) -> Tensor:
         self._check(w0)
@@ -214,35 +216,53 @@ class CachedFirstLayer(FirstLayer):
         return self.cache.reductions(data)
 
     def reduced_points(self, red, b0: Tensor) -> Tensor:
-        return self._shift(None, red.wx, red.vx) + b0
+        return self._shift(None, red.wx, red.vx) + b0.unsqueeze(-2)
 
     def reduced_directions(self, red, k: int) -> Tensor:
         return self._shift(None, red.wv[k], red.vv[k])
 
 
 class ShiftedFirstLayer(CachedFirstLayer):
-    """The first layer at W0 + c z0: ``y W0^T + c y z0^T``, with y W0^T from the cache and
-    y z0^T matrix-free (low rank: ``((y V) Xi^T) U^T / r``; full Gaussian: regenerated column
-    chunks of z0, which needs y itself, so streamed data takes low-rank z0 only)."""
+    """The first layer of a batch of shifted networks, theta + c_j z_k for every factor c_j of
+    ``cs`` and every perturbation z_k of ``zs`` (batch index j * len(zs) + k, B in all):
+    ``y W0^T + c_j y z0_k^T`` stacked (B, rows, h), with y W0^T from the cache (once for the
+    batch) and y z0_k^T matrix-free, once per perturbation for all its factors (low rank:
+    ``((y V) Xi_k^T) U^T / r``, one batched product for all k; full Gaussian: regenerated column
+    chunks of z0_k, which needs y itself, so streamed data takes low-rank z0 only).
+    ``batch=False`` (one z, one c): the network's own shapes, (rows, h), no batch axis."""
 
-    def __init__(self, cache: FirstLayerCache, z: Perturbation, c: float) -> None:
+    def __init__(self, cache: FirstLayerCache, zs: Sequence[Perturbation],
+                 cs: Sequence[float], batch: bool = True) -> None:
         super().__init__(cache)
-        self.z = z
-        self.c = c
+        self.zs, self.cs, self.batch = list(zs), list(cs), batch
+        if not batch and len(self.zs) * len(self.cs) != 1:
+            raise ValueError("an unbatched shifted first layer takes one z and one c")
+        self._xis: Tensor | None = None  # the Xi_k of W0, stacked (K, r, r), made on first use
 
-    def _shift(self, y: Tensor | None, wy: Tensor, vy: Tensor | None,
-               index: Tensor | None = None) -> Tensor:
-        z, basis = self.z, self.z.bases[0]
+    def _products(self, y: Tensor | None, vy: Tensor | None,
+                  index: Tensor | None) -> tuple[Tensor, int]:
+        """(r y z0_k^T stacked (K, rows, h), r) for low-rank z0; (y z0_k^T, 1) for full
+        Gaussian ones."""
+        basis = self.zs[0].bases[0]
         if basis is not None:
-            return wy + (self.c / basis.rank) * z.first_layer_product(vy)
+            if self._xis is None:
+                self._xis = torch.stack([z.xis[0] for z in self.zs])
+            return (vy @ self._xis.mT) @ basis.u.T, basis.rank
         if y is None and index is None:
             raise ValueError("a full Gaussian first-layer perturbation needs the points "
                              "themselves (y z0^T); streamed step data gives only the products "
                              "with a low-rank basis: use sdze[subspace=true] with rank < width")
-        g = z.gaussian(0)
-        if index is not None:
-            return wy + self.c * g.columns(index)
-        return wy + self.c * self.cache.sum_columns(g.apply(y))
+        gs = [z.gaussian(0) for z in self.zs]
+        # a sharded W0: this shard's columns of y z0_k^T, summed over the ranks (one process: as is)
+        return torch.stack([g.columns(index) if index is not None
+                            else self.cache.sum_columns(g.apply(y)) for g in gs]), 1
+
+    def _shift(self, y: Tensor | None, wy: Tensor, vy: Tensor | None,
+               index: Tensor | None = None) -> Tensor:
+        products, rank = self._products(y, vy, index)
+        shifts = torch.stack([(c / rank) * products for c in self.cs])  # (C, K, rows, h)
+        out = (wy + shifts).flatten(0, 1)
+        return out if self.batch else out[0]
 
 
 def centre_model(model: PINN, cache: FirstLayerCache) -> PINN:
@@ -253,11 +273,32 @@ def centre_model(model: PINN, cache: FirstLayerCache) -> PINN:
 def shifted_model(model: PINN, z: Perturbation, c: float, cache: FirstLayerCache) -> PINN:
     """The PINN at theta + c z (c != 0), theta untouched: W0 through :class:`ShiftedFirstLayer`,
     every other parameter theta_i + c z_i out of place (z_i materialised once per perturbation,
-    :meth:`Perturbation.small`)."""
+    :meth:`Perturbation.small`). For an estimate that cannot take a batch of parameter sets
+    (:func:`pinnbench.maths.estimators.batch_unsupported`); else :func:`shifted_batch`."""
     params = model.params
     # theta_i + c z_i for every i > 0 as two multi-tensor ops (c z_i, then the sums): the same
     # numbers as one product and one sum per tensor, 2 launches instead of 2 (L - 1)
     smalls = [z.small(i) for i in range(1, len(params))]
     shifted = torch._foreach_add(params[1:], torch._foreach_mul(smalls, c))
     return PINN(model.problem, [params[0], *shifted], model.activation,
-                ShiftedFirstLayer(cache, z, c))
+                ShiftedFirstLayer(cache, [z], [c], batch=False))
+
+
+def shifted_batch(model: PINN, zs: Sequence[Perturbation], cs: Sequence[float],
+                  cache: FirstLayerCache) -> PINN:
+    """The PINN at theta + c_j z_k for every c_j != 0 of ``cs`` and every perturbation z_k of
+    ``zs``, as one model whose parameters carry a leading batch of B = len(cs) len(zs) sets
+    (index j len(zs) + k; :mod:`pinnbench.maths.model`), theta untouched: W0 through
+    :class:`ShiftedFirstLayer`, every other parameter theta_i + c_j z_{k,i} out of place, as in
+    :func:`shifted_model` (the same numbers, set by set; the low-rank z_{k,i} made for all k in
+    one batched product, :func:`~pinnbench.solvers._zo_perturbations.stacked_small`). Its losses
+    (:meth:`pinnbench.solver.Solver.residual_loss`) are the B losses, (B,)."""
+    params = model.params
+    # z_{k,i} stacked per parameter (K, ...), then per factor c two multi-tensor ops (c z, then
+    # theta + c z, broadcast over k: the numbers of shifted_model), then one concatenation per
+    # parameter into its (B, ...) batch
+    zs_i = [stacked_small(zs, i) for i in range(1, len(params))]
+    per_c = [torch._foreach_add(list(params[1:]), torch._foreach_mul(zs_i, c)) for c in cs]
+    batched = [torch.cat([shifted[i] for shifted in per_c]) for i in range(len(params) - 1)]
+    return PINN(model.problem, [params[0], *batched], model.activation,
+                ShiftedFirstLayer(cache, zs, cs))

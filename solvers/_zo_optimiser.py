@@ -129,15 +129,28 @@ def descend(params: Sequence[Tensor], perturbations: Sequence[Perturbation],
     z_k; a full Gaussian z_i without momentum is added perturbation by perturbation (from its
     materialised tensor when the evaluations made one, else regenerated chunk by chunk)."""
     nq = len(perturbations)
+    steps = None  # -lr c_k / q, the factor of z_k in every dense parameter's update
     for i, w in enumerate(params):
         basis = perturbations[0].bases[i]
         if basis is not None:
-            g = sum(c * z.xis[i] for z, c in zip(perturbations, quotients)) / (nq * basis.rank)
+            g = _sum(c * z.xis[i] for z, c in zip(perturbations, quotients)) / (nq * basis.rank)
             terms = [[basis, g]] if momentum is None else momentum.lowrank_step(i, basis, g)
             add_lowrank_sum_(w, [(b, (-lr) * (b.u @ a)) for b, a, *_ in terms])
         elif momentum is None:
-            for z, c in zip(perturbations, quotients):
-                z.add_small_to_(i, w, -lr * c / nq)
+            if steps is None:
+                steps = [-lr * c / nq for c in quotients]
+            for z, step in zip(perturbations, steps):
+                z.add_small_to_(i, w, step)
         else:
-            g = sum(c * z.dense(i) for z, c in zip(perturbations, quotients)) / nq
+            g = _sum(c * z.dense(i) for z, c in zip(perturbations, quotients)) / nq
             w.sub_(momentum.dense_step(i, g), alpha=lr)
+
+
+def _sum(terms):
+    """t_1 + t_2 + ... in that order: ``sum()`` without its leading ``0 +`` (an op per call;
+    the same numbers)."""
+    it = iter(terms)
+    total = next(it)
+    for t in it:
+        total = total + t
+    return total

@@ -76,6 +76,11 @@ def _shard_blocks(plan) -> Iterator[tuple[int, int, int]]:
         yield k * plan.width - plan.lo, min((k + 1) * plan.width, plan.dim) - plan.lo, k
 
 
+def _joined(chunks: list[Tensor], dim: int) -> Tensor:
+    """The chunks concatenated along ``dim``; a single chunk as it is (no copy, no launch)."""
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=dim)
+
+
 class GaussianMatrix:
     """z ~ N(0, I) of shape (m, n) (or (m,) for a vector), regenerated from ``seed`` in column
     chunks; never held whole unless :meth:`dense` is asked for. With ``plan`` (a sharded W0,
@@ -119,9 +124,7 @@ class GaussianMatrix:
                                       device=self.device)
 
     def dense(self) -> Tensor:
-        if len(self.shape) == 1:
-            return torch.cat([c for _, _, c in self.chunks()])
-        return torch.cat([c for _, _, c in self.chunks()], dim=1)
+        return _joined([c for _, _, c in self.chunks()], dim=0 if len(self.shape) == 1 else 1)
 
     def add_to_(self, w: Tensor, alpha: float | Tensor) -> None:
         """w += alpha * z, in place, chunk by chunk; ``alpha`` a number or a 0-d tensor on w's
@@ -206,7 +209,7 @@ class SubspaceBasis:
                                       device=self.device)
 
     def v_dense(self) -> Tensor:
-        return torch.cat([c for _, _, c in self.v_chunks()])
+        return _joined([c for _, _, c in self.v_chunks()], dim=0)
 
     def v_cursor(self):
         """``take(a, b)`` -> V[a:b] for ranges that move left to right (streamed step data,
@@ -313,7 +316,6 @@ class Perturbation:
         for i, basis in enumerate(self.bases):
             self.xis.append(None if basis is None else basis.draw_xi(derive_seed(seed, i)))
         self._small: dict[int, Tensor] = {}  # z_i of the tensors evaluated out of place
-        self._first: list[tuple[Tensor, Tensor]] = []  # (y V, (y V) Xi^T U^T), by identity
 
     def small(self, i: int) -> Tensor:
         """z_i materialised once for this perturbation, for a tensor that the shifted evaluation
@@ -324,17 +326,6 @@ class Perturbation:
         if z is None:
             z = self._small[i] = self.dense(i)
         return z
-
-    def first_layer_product(self, vy: Tensor) -> Tensor:
-        """r y z0^T = ((y V) Xi^T) U^T for a low-rank z0, given y V: the same for the + and -
-        evaluations of this perturbation (only the factor c / r differs), so it is computed once
-        per product ``vy`` (the step's cached tensors, found by identity)."""
-        for ref, out in self._first:
-            if ref is vy:
-                return out
-        out = (vy @ self.xis[0].T) @ self.bases[0].u.T
-        self._first.append((vy, out))
-        return out
 
     def add_small_to_(self, i: int, w: Tensor, alpha: float | Tensor) -> None:
         """w += alpha z_i for a full Gaussian z_i: from :meth:`small`'s tensor when the
@@ -365,6 +356,18 @@ class Perturbation:
                 self.gaussian(i).add_to_(w, alpha)
             else:
                 basis.add_to_(w, (alpha / basis.rank) * (basis.u @ self.xis[i]))
+
+
+def stacked_small(zs: Sequence[Perturbation], i: int) -> Tensor:
+    """z_{k,i} of every perturbation z_k of ``zs`` stacked, (K, *shape of parameter i): a low-rank
+    z_i as one batched product for all k, (U Xi_k) V^T / r (the numbers of :meth:`Perturbation.dense`,
+    bit for bit on MKL at every shape tried), a full Gaussian one from :meth:`Perturbation.small`
+    (kept for the update)."""
+    basis = zs[0].bases[i]
+    if basis is None:
+        return torch.stack([z.small(i) for z in zs])
+    xis = torch.stack([z.xis[i] for z in zs])
+    return (basis.u @ xis) @ basis.v_dense().T / basis.rank
 
 
 def draw_perturbations(params: Sequence[Tensor], step_seed: int, q: int,

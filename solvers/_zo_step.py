@@ -14,8 +14,9 @@ everything else is derived from it (:meth:`ZerothOrderSolver.update`, top to bot
    (:meth:`~ZerothOrderSolver.sample`): with common random numbers (``crns``) one (points,
    probes) seed pair (s, 2), (s, 3) for all 2q evaluations, else (s, 4, k, +/-),
    (s, 5, k, +/-), independent for each. Kept on the device as 0-d float64 tensors (the float64
-   arithmetic of Python floats, bit for bit), so a step reads one number back, its loss, at its
-   end (docs/roofline.md);
+   arithmetic of Python floats, bit for bit), and the step returns its loss as one too, so
+   nothing after the step seed is read back (the cell runner reads the loss at its evaluation
+   points, :mod:`pinnbench.cells.loss_watch`; docs/roofline.md);
 3. optionally the quotients normalised by a running scalar (``normalize``), then one heavy-ball
    step for every parameter (:mod:`pinnbench.solvers._zo_optimiser`);
 4. :meth:`~ZerothOrderSolver.end_step`: what the step held is dropped.
@@ -151,25 +152,25 @@ class ZerothOrderSolver(Solver):
         """The low-rank basis of each parameter for the current step (None: full Gaussian)."""
         return [None] * len(self.model.params)
 
-    def pair_losses(self, step: ZOStep, k: int, z: Perturbation) -> tuple[Tensor, Tensor]:
-        """(L(theta + eps z), L(theta - eps z)) for the step's k-th perturbation ``z``: the
-        residual losses (:meth:`pinnbench.solver.Solver.residual_loss`, 0-d tensors, not read
-        back), each on its spatial sample :meth:`sample` ``(step, k, plus)``."""
+    def pair_losses(self, step: ZOStep) -> Tensor:
+        """(q, 2): row k is (L(theta + eps z_k), L(theta - eps z_k)) for the step's k-th
+        perturbation z_k, the residual losses (:meth:`pinnbench.solver.Solver.residual_loss`,
+        not read back), each on its spatial sample :meth:`sample` ``(step, k, plus)``."""
         raise NotImplementedError
 
     # -- the step -------------------------------------------------------------------------------
     @torch.no_grad()
-    def update(self) -> float:
+    def update(self) -> Tensor:
         step = self.begin_step(draw_seed(self.generator))
         try:
-            quotients, losses = self.quotients(step)
+            quotients, loss = self.quotients(step)
             if self._quotient_scale is not None:
                 quotients = self._quotient_scale(quotients)
             descend(self.model.params, step.perturbations, quotients, self.lr_now,
                     self._momentum)
         finally:
             self.end_step(step)
-        return float(sum(losses) / len(losses))  # the step's one read back, at its end
+        return loss  # a 0-d float64 tensor, not read back here
 
     def begin_step(self, seed: int) -> ZOStep:
         """The state of the step with seed ``seed``: its perturbations; every basis's V kept for
@@ -223,19 +224,15 @@ class ZerothOrderSolver(Solver):
         return step.sample
 
     @torch.no_grad()
-    def quotients(self, step: ZOStep) -> tuple[list[Tensor], list[Tensor]]:
-        """(c_k, the mean of the two losses) for every perturbation of the step, as 0-d float64
-        tensors on the device: each loss converted exactly (the value ``float()`` would read),
-        without reading it."""
-        eps = self.eps
-        quotients, losses = [], []
-        for k, z in enumerate(step.perturbations):
-            plus_loss, minus_loss = (loss.detach().to(torch.float64)
-                                     for loss in self.pair_losses(step, k, z))
-            quotients.append((plus_loss - minus_loss) / (2.0 * eps))
-            losses.append(0.5 * (plus_loss + minus_loss))
+    def quotients(self, step: ZOStep) -> tuple[list[Tensor], Tensor]:
+        """(the q quotients c_k, the mean of the 2q losses), as 0-d float64 tensors on the
+        device: each loss converted exactly (the value ``float()`` would read), without reading
+        it. (The float64 sum of the 2q float32 losses is exact unless they span more than 2^29,
+        so the mean is that of the q pair means as well.)"""
+        losses = self.pair_losses(step).detach().to(torch.float64)
         step.sample = None
-        return quotients, losses
+        quotients = (losses[:, 0] - losses[:, 1]) / (2.0 * self.eps)
+        return list(quotients.unbind()), losses.mean()
 
     def difference_quotients(self, generator: torch.Generator) -> list[float]:
         """The q difference quotients [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps) of one

@@ -65,13 +65,15 @@ it; the affine floor (44%) is far below: see docs/sdze-tuning.md before reading 
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
+from pinnbench.maths.estimators import batch_unsupported
 from pinnbench.seeds import derive_seed
 from pinnbench.solver import Param, positive, register_solver
 from pinnbench.solvers._parameters import zeroth_order_parameters
-from pinnbench.solvers._zo_evaluation import shifted_model
-from pinnbench.solvers._zo_perturbations import Perturbation, make_bases
+from pinnbench.solvers._zo_evaluation import shifted_batch, shifted_model
+from pinnbench.solvers._zo_perturbations import make_bases
 from pinnbench.solvers._zo_step import ZerothOrderSolver, ZOStep
 from pinnbench.search_space import IntLogUniform
 
@@ -122,6 +124,10 @@ class SDZE(ZerothOrderSolver):
                              "perturbation has no basis)")
         self._epoch: int | None = None
         self._bases: list = [None] * len(self.model.params)
+        #: the 2q evaluations of a step as one batch (they share the sample, and the estimate
+        #: takes a batch of parameter sets), :meth:`pair_losses`
+        self._batched = (self.crns and self.loss != "gpinn"
+                         and not batch_unsupported(self.problem, self.estimator))
 
     def bases(self) -> list:
         """The bases of the current refresh period t // refresh (regenerated from its seed)."""
@@ -156,15 +162,29 @@ class SDZE(ZerothOrderSolver):
         return rf.StepCost(flops=shared + 2 * q * per_eval + 2.0 * d * h * r + whiten,
                            bytes=draws * rf.data_bytes(n, v, d) + 3 * rf.weight_bytes(d, h))
 
-    def pair_losses(self, step: ZOStep, k: int, z: Perturbation) -> tuple[Tensor, Tensor]:
-        """Both losses from the shifted model (theta + c z with c = +-eps), theta untouched."""
-        out = []
-        for c, plus in ((self.eps, True), (-self.eps, False)):
-            data = self.sample(step, k, plus)
+    def pair_losses(self, step: ZOStep) -> Tensor:
+        """The 2q losses from the shifted model (theta + c z with c = +-eps), theta untouched:
+        with common random numbers in one batched pass (every evaluation shares the step's
+        sample, so the 2q shifted networks run as one batch of parameter sets,
+        :func:`pinnbench.solvers._zo_evaluation.shifted_batch`), else one evaluation at a time,
+        each on its own sample, through :func:`~pinnbench.solvers._zo_evaluation.shifted_model`
+        (also where the estimate cannot take a batch,
+        :func:`pinnbench.maths.estimators.batch_unsupported`, and for a gPINN loss)."""
+        cs = (self.eps, -self.eps)
+        if self._batched:
+            data = self.sample(step, 0, True)
             if not self.stream:  # a no-op when x is already pinned (common random numbers)
                 step.cache.pin(data.x)
-            out.append(self.residual_loss(data, shifted_model(self.model, z, c, step.cache)))
-        return out[0], out[1]
+            model = shifted_batch(self.model, step.perturbations, cs, step.cache)
+            return self.residual_loss(data, model).view(2, -1).T  # batch: + then - for all k
+        out = []
+        for k, z in enumerate(step.perturbations):
+            for c, plus in zip(cs, (True, False)):
+                data = self.sample(step, k, plus)
+                if not self.stream:
+                    step.cache.pin(data.x)
+                out.append(self.residual_loss(data, shifted_model(self.model, z, c, step.cache)))
+        return torch.stack(out).view(-1, 2)
 
     def shard_unsupported(self) -> str:
         """The zeroth-order rules, and the orthonormal basis is not sharded (its Gram matrix

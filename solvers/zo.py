@@ -25,12 +25,12 @@ seeds). The seeds, sampling, quotients and update are those of every zeroth-orde
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from pinnbench.solver import register_solver
 from pinnbench.solvers._parameters import zeroth_order_parameters
 from pinnbench.solvers._zo_evaluation import centre_model
-from pinnbench.solvers._zo_perturbations import Perturbation
 from pinnbench.solvers._zo_step import ZerothOrderSolver, ZOStep
 
 
@@ -54,15 +54,20 @@ class ZO(ZerothOrderSolver):
                                           + rf.hidden_flops(n, v, width, depth)),
                            bytes=draws * rf.data_bytes(n, v, dim) + 10 * q * w + momentum)
 
-    def pair_losses(self, step: ZOStep, k: int, z: Perturbation) -> tuple[Tensor, Tensor]:
-        """Both losses at theta perturbed in place: +eps z, -2 eps z, then +eps z back."""
+    def pair_losses(self, step: ZOStep) -> Tensor:
+        """Both losses of each perturbation at theta perturbed in place: +eps z, -2 eps z, then
+        +eps z back, one evaluation at a time (W0 itself is moved, so nothing is shared between
+        them but the sample under common random numbers)."""
         params = self.model.params
         # streamed data is read only through the cache's reductions: the model at the current
         # (perturbed) theta through the cache; else the model itself
         model = self.model if step.cache is None else centre_model(self.model, step.cache)
-        z.add_to_(params, self.eps)
-        plus = self.residual_loss(self.sample(step, k, True), model)
-        z.add_to_(params, -2.0 * self.eps)
-        minus = self.residual_loss(self.sample(step, k, False), model)
-        z.add_to_(params, self.eps)
-        return plus, minus
+        losses = []
+        for k, z in enumerate(step.perturbations):
+            z.add_to_(params, self.eps)
+            losses.append(self.residual_loss(self.sample(step, k, True), model))
+            z.add_to_(params, -2.0 * self.eps)
+            losses.append(self.residual_loss(self.sample(step, k, False), model))
+            z.add_to_(params, self.eps)
+        return torch.stack(losses).view(-1, 2)
+

@@ -10,7 +10,7 @@ import torch
 import pinnbench.solvers._zo_perturbations as pt
 from pinnbench import evaluate, make_model, make_problem, make_solver
 from pinnbench.maths.directions import CoordinateDirections, DenseDirections
-from pinnbench.solvers._zo_evaluation import FirstLayerCache, shifted_model
+from pinnbench.solvers._zo_evaluation import FirstLayerCache, shifted_batch
 from pinnbench.solvers._zo_perturbations import (GaussianMatrix, Perturbation, SubspaceBasis,
                                                  make_bases)
 
@@ -134,25 +134,79 @@ def test_spsa_unbiased_on_quadratic(fixed_basis):
 # -- matrix-free evaluation -----------------------------------------------------------------------
 @pytest.mark.parametrize("subspace", [True, False])
 def test_shifted_pinn_matches_materialised(subspace, small_chunks):
+    """A batch of shifted networks theta + c_j z_k (three factors, two perturbations): set
+    j * 2 + k of its value and jets is the network with the materialised parameters."""
     problem = make_problem("poisson-2body-v1", dim=9, seed=0, dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
     model = make_model(problem, width=12, depth=2, generator=g)
     bases = make_bases(model.params, 3, seed=4) if subspace else [None] * len(model.params)
-    d = Perturbation(model.params, seed=21, bases=bases)
-    c = 0.3
-    shifted_params = [p + c * d.dense(i) for i, p in enumerate(model.params)]
+    zs = [Perturbation(model.params, seed=s, bases=bases) for s in (21, 22)]
+    cs = [0.3, -0.3, 0.7]
+    materialised = [[p + c * z.dense(i) for i, p in enumerate(model.params)]
+                    for c in cs for z in zs]
     x = problem.sample_interior(5, g)
     cache = FirstLayerCache(model.params[0], bases[0], x)
-    shifted = shifted_model(model, d, c, cache)
-    torch.testing.assert_close(shifted(x), model(x, shifted_params), rtol=1e-12, atol=1e-12)
+    shifted = shifted_batch(model, zs, cs, cache)
     y = x + 0.01  # not the pinned points: computed without the cache
-    torch.testing.assert_close(shifted(y), model(y, shifted_params), rtol=1e-12, atol=1e-12)
+    u_x, u_y = shifted(x), shifted(y)
+    assert u_x.shape == (len(materialised), 5)
+    for b, params in enumerate(materialised):
+        torch.testing.assert_close(u_x[b], model(x, params), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(u_y[b], model(y, params), rtol=1e-12, atol=1e-12)
     for dirs in (DenseDirections(torch.randn(4, 9, generator=g, dtype=torch.float64)),
                  CoordinateDirections(torch.tensor([0, 8, 3]), 9, torch.float64)):
         for _ in range(2):  # second pass hits the cache
-            j1, j2 = shifted.jet(x, dirs, 2), model.jet(x, dirs, 2, shifted_params)
-            for k in range(3):
-                torch.testing.assert_close(j1[k], j2[k], rtol=1e-12, atol=1e-12)
+            j1 = shifted.jet(x, dirs, 2)
+            for b, params in enumerate(materialised):
+                j2 = model.jet(x, dirs, 2, params)
+                for k in range(3):
+                    torch.testing.assert_close(j1[k][b], j2[k], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("problem_id,spec", [
+    ("poisson-2body-v1", "sdze[q=3]"),
+    ("poisson-2body-v1", "sdze[q=2,subspace=false]"),
+    ("poisson-2body-v1", "sdze[q=2,loss=unbiased,dist=gaussian]"),
+    ("poisson-2body-v1", "sdze[q=2,dist=coordinate]"),
+    ("allen-cahn-2body-v1", "sdze[q=2,rank=3]"),
+    ("biharmonic-3body-v1", "sdze[q=2]"),  # order-4 jets
+    ("heat-v1", "sdze[q=2]"),  # the time row rides along the spatial probes
+    ("hjb-lin-v1", "sdze[q=2]"),  # sampled coordinates: |grad u|^c
+])
+def test_batched_losses_equal_one_at_a_time(problem_id, spec):
+    """With common random numbers the 2q losses of a step come from one batched pass; they equal
+    the losses of the 2q shifted networks evaluated one at a time on the same sample (float64,
+    1e-12 relative), in the order (L(theta + eps z_k), L(theta - eps z_k)) row by row."""
+    problem = make_problem(problem_id, dim=6, seed=0, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    model = make_model(problem, width=12, depth=2, generator=g)
+    solver = make_solver(spec, problem, model, generator=g)
+    assert solver._batched
+    step = solver.begin_step(777)
+    try:
+        batched = solver.pair_losses(step)
+        solver._batched = False
+        one_at_a_time = solver.pair_losses(step)
+    finally:
+        solver.end_step(step)
+    assert batched.shape == (solver.q, 2)
+    torch.testing.assert_close(batched, one_at_a_time, rtol=1e-12, atol=0.0)
+    assert (batched[:, 0] != batched[:, 1]).all()  # + and - differ: no set served twice
+
+
+@pytest.mark.parametrize("problem_id,spec,why", [
+    ("poisson-2body-v1", "sdze[crns=false]", "each evaluation its own sample"),
+    ("poisson-2body-v1", "sdze[estimator=fd]", "stencils"),
+    ("poisson-2body-v1", "sdze[loss=gpinn]", "the gPINN term"),
+    ("bsb-v1", "sdze", "the drift by reverse mode"),
+])
+def test_what_is_evaluated_one_at_a_time(problem_id, spec, why):
+    problem = make_problem(problem_id, dim=6, seed=0, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    model = make_model(problem, width=8, depth=2, generator=g)
+    solver = make_solver(spec, problem, model, generator=g)
+    assert not solver._batched, why
+    assert math.isfinite(float(solver.step()))
 
 
 def test_cache_never_stale():

@@ -100,7 +100,7 @@ def test_zo_is_sdze_without_subspace(crns, momentum, normalize):
     m1, s1 = _setup(f"sdze[subspace=false,{common}]")
     m2, s2 = _setup(f"zo[{common}]")
     for _ in range(6):
-        l1, l2 = s1.step(), s2.step()
+        l1, l2 = float(s1.step()), float(s2.step())
         assert l1 == pytest.approx(l2, rel=1e-9)
     for a, b in zip(m1.params, m2.params):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

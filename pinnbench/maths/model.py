@@ -10,6 +10,13 @@ directions (forward-mode "Taylor jets", STDE): for the first layer the input jet
 hidden affine layers act coefficient-wise; tanh uses the O(K^2) recurrence of
 :mod:`pinnbench.maths.jets`. Cost: one forward pass for the points plus V first-layer products for the
 directions (a gather for coordinate directions), no autograd graph.
+
+**A batch of parameter sets.** Every parameter but W_0 may carry a leading axis of B sets
+(W_l (B, out, in), b_l (B, out)) when the first layer is a hook that returns the matching batch,
+``points`` (B, n, h) and ``directions`` (B, V, h) (a zeroth-order solver's 2q shifted networks,
+:mod:`pinnbench.solvers._zo_evaluation`): the hidden layers then run as batched products
+(``bmm``), the elementwise work once over all B, and N, its jets and u gain the leading axis B.
+W_0 itself is never batched (the hook shifts its products).
 """
 
 from __future__ import annotations
@@ -129,13 +136,15 @@ class PINN:
 
     # -- evaluation -----------------------------------------------------------------------------
     def net(self, x: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
-        """The raw MLP N(x), (n, D) -> (n,)."""
+        """The raw MLP N(x), (n, D) -> (n,); (B, n) for a batch of B parameter sets (the
+        module docstring)."""
         p = self.params if params is None else params
         h = self.first_layer.points(x, p[0], p[1])
         for layer in range(1, len(p) // 2):
             h = torch.tanh(h)
             w, b = p[2 * layer], p[2 * layer + 1]
-            h = torch.addmm(b, h, w.T)
+            h = (torch.addmm(b, h, w.T) if h.ndim == 2
+                 else torch.baddbmm(b.unsqueeze(-2), h, w.mT))
         return h.squeeze(-1)
 
     def forward(self, x: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
@@ -158,13 +167,14 @@ class PINN:
         """The jet of N from its first layer's coefficients, ``first`` = x W0^T + b0 (n, h) and
         ``first_dirs`` = W0 v (V, h): tanh by the jet recurrence, the hidden affine maps
         coefficient-wise (:func:`_linear_jet`)."""
-        z = Jet([first.unsqueeze(1), first_dirs.unsqueeze(0)], order)  # (n, 1, h), (1, V, h)
+        # (..., n, 1, h), (..., 1, V, h): the leading axis of a batch of parameter sets, if any
+        z = Jet([first.unsqueeze(-2), first_dirs.unsqueeze(-3)], order)
         last = len(p) // 2 - 1
         for layer in range(1, len(p) // 2):
             a = z.tanh()
             w, b = p[2 * layer], p[2 * layer + 1]
             z = _linear_jet(a, w)
-            z.coeffs[0] = z.coeffs[0] + b
+            z.coeffs[0] = z.coeffs[0] + (b if b.ndim == 1 else b[:, None, None, :])
             if layer == last:
                 z = z.map(lambda c: c.squeeze(-1))
         return z
@@ -200,17 +210,31 @@ class PINN:
 
 def _linear_jet(a: Jet, w: Tensor) -> Jet:
     """The jet of a W^T (a linear map acts on every Taylor coefficient alike): the coefficients
-    (n, 1, h), (n, V, h), ... stacked along their second axis into one product with W^T, then
-    split again (views), one matrix product a layer instead of one per coefficient. Each output
-    is the same dot product as apart (bit for bit on MKL at the step's shapes:
-    scripts/trajectory_check.py's specs unchanged when this replaced the per-coefficient form);
-    coefficients of other shapes are mapped one by one."""
+    (n, 1, h), (n, V, h), ... stacked along their second-last axis into one product with W^T,
+    then split again (views), one matrix product a layer instead of one per coefficient. Each
+    output is the same dot product as apart (bit for bit on MKL at the step's shapes:
+    scripts/trajectory_check.py's specs unchanged when this replaced the per-coefficient form).
+    For a batch of B parameter sets (coefficients (B, n, ., h), W (B, h', h)) the product is one
+    batched product, (B, n K, h) x (B, h, h'), whose every set is the unbatched product to the
+    bit. Coefficients of other shapes are mapped one by one."""
     cs = a.coeffs
-    if not all(isinstance(c, Tensor) and c.ndim == 3 for c in cs) or len(
-            {(c.shape[0], c.shape[2]) for c in cs}) != 1:
-        return a.map(lambda c: c @ w.T)
-    out = torch.cat(cs, dim=1) @ w.T
-    return Jet(list(out.split([c.shape[1] for c in cs], dim=1)), a.order)
+    batched = w.ndim == 3
+    ndim = 4 if batched else 3
+    if not all(isinstance(c, Tensor) and c.ndim == ndim for c in cs) or len(
+            {c.shape[:-2] + c.shape[-1:] for c in cs}) != 1:
+        wt = w.mT.unsqueeze(1) if batched else w.T  # (B, 1, h, h'): broadcast over n
+        return a.map(lambda c: c @ wt)
+    stacked = torch.cat(cs, dim=-2)  # (..., n, K, h)
+    if batched:
+        flat = stacked.flatten(1, 2)
+        # A W^T rounds as the unbatched product does (bit for bit on MKL at every shape we
+        # tried) but for the one-column output layer, which (W A^T)^T matches; the transposed
+        # result of the latter slows the hidden layers' elementwise work (CPU, d = 100: 12 %)
+        out = torch.bmm(w, flat.mT).mT if w.shape[1] == 1 else torch.bmm(flat, w.mT)
+        out = out.unflatten(1, stacked.shape[1:3])
+    else:
+        out = stacked @ w.T
+    return Jet(list(out.split([c.shape[-2] for c in cs], dim=-2)), a.order)
 
 
 def make_model(problem: Problem, width: int = 128, depth: int = 3, activation: str = "tanh",

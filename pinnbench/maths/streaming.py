@@ -32,6 +32,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from pinnbench.maths.estimators.directional import as_matrix
 from pinnbench.seeds import derive_seed, draw_seed, generator
 from pinnbench.timing import clock
 
@@ -262,9 +263,7 @@ def residual_loss(problem, model, data: StreamedStepData) -> Tensor:
         jet = model.streamed_jet(red, k, 2)
         n, v = red.wx.shape[0], red.xv[k].shape[1]
         c0 = jet[0]
-        u = c0[:, 0] if c0.ndim == 2 else c0.expand(n)
-        d2 = jet.derivative(2)
-        d2 = d2.expand(n, v) if d2.shape != (n, v) else d2
-        lap = d2.mean(dim=1)
+        u = c0[..., 0] if c0.ndim >= 2 else c0.expand(n)
+        lap = as_matrix(jet.derivative(2), n, v, red.wx).mean(dim=-1)
         residuals.append(problem.residual({"laplacian": lap}, u, None, source=red.source))
-    return (residuals[0] * residuals[-1]).mean()
+    return (residuals[0] * residuals[-1]).mean(dim=-1)

@@ -7,8 +7,9 @@ methods ``exact``, ``sdgd``, ``hte``, ``stde``, ``fd``. The maths and sources ar
 :mod:`.preactivation` (hte and sdgd through the first layer) and :mod:`.probes`.
 """
 
-from pinnbench.maths.estimators.terms import (EXACT_MAX_DIM, METHODS, OPTIONS, Probes, draw_probes,
-                                        estimate, estimate_terms, exact_unsupported)
+from pinnbench.maths.estimators.terms import (EXACT_MAX_DIM, METHODS, OPTIONS, Probes,
+                                              batch_unsupported, draw_probes, estimate,
+                                              estimate_terms, exact_unsupported)
 
-__all__ = ["EXACT_MAX_DIM", "METHODS", "OPTIONS", "Probes", "draw_probes", "estimate",
-           "estimate_terms", "exact_unsupported"]
+__all__ = ["EXACT_MAX_DIM", "METHODS", "OPTIONS", "Probes", "batch_unsupported", "draw_probes",
+           "estimate", "estimate_terms", "exact_unsupported"]

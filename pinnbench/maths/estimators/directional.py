@@ -50,19 +50,22 @@ def default_fd_step(dtype: torch.dtype, order: int) -> float:
 
 
 def as_matrix(c, n: int, v: int, like: Tensor) -> Tensor:
-    """A jet coefficient (a tensor broadcastable to (n, V), or the float 0.0) as an (n, V) tensor."""
+    """A jet coefficient (a tensor broadcastable to (n, V), or the float 0.0) as an (n, V) tensor
+    ((B, n, V) for the jet of a batch of B parameter sets, :mod:`pinnbench.maths.model`)."""
     if not isinstance(c, Tensor):
         return torch.full((n, v), float(c), dtype=like.dtype, device=like.device)
-    return c.expand(n, v) if c.shape != (n, v) else c
+    shape = torch.broadcast_shapes(c.shape, (n, v))
+    return c.expand(shape) if c.shape != shape else c
 
 
 def jet_directional(model, x: Tensor, dirs: Directions, order: int,
                     params=None) -> tuple[Tensor, list[Tensor]]:
-    """(u (n,), [D_v^1 u, ..., D_v^order u] each (n, V)) from one Taylor-jet pass of ``model``."""
+    """(u (n,), [D_v^1 u, ..., D_v^order u] each (n, V)) from one Taylor-jet pass of ``model``
+    (u (B, n) and (B, n, V) for a model whose parameters carry a batch of B sets)."""
     jet = model.jet(x, dirs, order, params)
     n, v = x.shape[0], dirs.count
     c0 = jet[0]
-    u = c0[:, 0] if c0.ndim == 2 else c0.expand(n)
+    u = c0[..., 0] if c0.ndim >= 2 else c0.expand(n)
     return u, [as_matrix(jet.derivative(k), n, v, x) for k in range(1, order + 1)]
 
 

@@ -38,14 +38,14 @@ from pinnbench.maths.estimators.directional import grad_of
 def grad_power_mean(first: Tensor, exponent: float) -> Tensor:
     """(n, V) first derivatives ∂_j u for V coordinates (sampled, or all d) -> (n,):
     (1/V) Σ_j |∂_j u|^c, the unbiased estimate of (1/d) Σ_i |∂_i u|^c (module docstring)."""
-    return first.abs().pow(exponent).mean(dim=1)
+    return first.abs().pow(exponent).mean(dim=-1)
 
 
 def weighted_second(x: Tensor, index: Tensor, second: Tensor, dim: int) -> Tensor:
     """(d/V) Σ_{j∈J} x_j² ∂²_j u with J = ``index`` (V spatial coordinates; all d of them gives
     the exact term): ``second`` (n, V) holds ∂²_j u."""
     weights = x[:, index].square()
-    return (weights * second).sum(dim=1) * (dim / index.numel())
+    return (weights * second).sum(dim=-1) * (dim / index.numel())
 
 
 def spatial_tangent(x: Tensor, dim: int) -> Tensor:

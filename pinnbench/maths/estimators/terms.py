@@ -85,6 +85,20 @@ EXACT_MAX_DIM: dict[str, int] = {"laplacian": 1000, "bilaplacian": 64, "weighted
 
 
 
+def batch_unsupported(problem, method: str) -> str:
+    """Why :func:`estimate_terms` cannot serve a model whose parameters carry a batch of B
+    parameter sets (:mod:`pinnbench.maths.model`; u and every term then (B, n)), or "" when it
+    can: the jets of ``stde`` broadcast over the batch; stencils (``fd``) evaluate u at shifted
+    points one set at a time, and reverse mode (the drift x . grad u, the autodiff methods)
+    differentiates a sum that would mix the sets."""
+    if method != "stde":
+        return f"method {method!r} (batched: stde)"
+    point_terms = [t for t in problem.operator.names if t in POINT_TERMS]
+    if point_terms:
+        return f"the term(s) {', '.join(point_terms)} by reverse mode"
+    return ""
+
+
 def exact_unsupported(problem) -> str:
     """Why ``method="exact"`` cannot serve ``problem`` (its spatial d is above ``EXACT_MAX_DIM``
     for one of its terms), or "" when it can: the one limit, asked by solvers' ``skip``."""
@@ -302,28 +316,29 @@ def _run(drawn: Probes, model, x: Tensor, params) -> tuple[Tensor, dict[str, Ten
 
 def _combine(group: _Group, derivs: dict[int, Tensor], problem, x: Tensor,
              out: dict[str, Tensor]) -> None:
-    """Turn the directional derivatives of a group's spatial rows into its term estimates."""
+    """Turn the directional derivatives of a group's spatial rows into its term estimates
+    (any leading axes, a batch of parameter sets, carried through)."""
     v, d = group.count, problem.dim
     for t in group.terms:
-        dk = derivs[SPATIAL_ORDER[t]][:, :v]
+        dk = derivs[SPATIAL_ORDER[t]][..., :v]
         if t == "grad_power_mean":  # coordinate kinds only ("all" or sampled)
             out[t] = grad_power_mean(dk, problem.gradient_exponent)
         elif t == "weighted_laplacian":
             out[t] = weighted_second(x, group.dirs.index[:v], dk, d)
         elif group.kind == "all":
-            out[t] = dk.sum(dim=1)
+            out[t] = dk.sum(dim=-1)
         elif group.kind == "coordinate":
-            out[t] = dk.sum(dim=1) * (d / v)
+            out[t] = dk.sum(dim=-1) * (d / v)
         elif t == "laplacian":
-            out[t] = dk.mean(dim=1)
+            out[t] = dk.mean(dim=-1)
         else:  # bilaplacian, gaussian probes
-            out[t] = dk.mean(dim=1) / 3.0
+            out[t] = dk.mean(dim=-1) / 3.0
 
 
 def _time_terms(names, derivs: dict[int, Tensor], col: int, out: dict[str, Tensor]) -> None:
     for t in names:
         if t in TIME_ORDER:
-            out[t] = derivs[TIME_ORDER[t]][:, col]
+            out[t] = derivs[TIME_ORDER[t]][..., col]
 
 
 def _ordered(names, out: dict[str, Tensor]) -> dict[str, Tensor]:
