@@ -62,8 +62,8 @@ def choose(studies: Iterable[StudySummary]) -> list[Choice]:
                 if t.get("state") != "COMPLETE":
                     continue
                 k = _key(t["params"])
-                first.setdefault(k, (t["number"], t["params"]))
-                first[k] = min(first[k], (t["number"], t["params"]), key=lambda x: x[0])
+                if k not in first or t["number"] < first[k][0]:
+                    first[k] = (t["number"], t["params"])
                 v = t.get("value")
                 ok = best is not None and v is not None and math.isfinite(v) and best["value"] > 0
                 ratios.setdefault(k, []).append(v / best["value"] if ok else math.inf)
