@@ -178,3 +178,57 @@ def test_views_the_schema_does_not_mark_move_no_data(w0):
     assert c.d_traffic_w0 == pytest.approx(2.5)
     assert c.allocations == 1
     assert c.kernels == 1 < c.ops  # the views around the mm launch nothing
+
+
+def test_traffic_by_site_adds_up_to_the_total(w0):
+    """--traffic: each (line, op)'s share of the d-sized traffic; the shares sum to the total."""
+    x = torch.ones(N, D)
+
+    def program():
+        x @ w0.T
+        w0.add_(1.0)
+
+    plain, by_site = count(program, w0, D), count(program, w0, D, by_site=True)
+    assert plain.traffic_sites == {}
+    assert by_site.d_traffic_w0 == pytest.approx(plain.d_traffic_w0)
+    assert sum(by_site.traffic_sites.values()) == pytest.approx(by_site.d_traffic_w0)
+    ops_seen = {site.rsplit(" ", 1)[1] for site in by_site.traffic_sites}
+    assert ops_seen == {"aten::mm", "aten::add_"}
+    assert max(by_site.traffic_sites.values()) == pytest.approx(2.0)  # W0 in and out
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("solver", ["sdze", "bp", "zo[crns=true]"])
+def test_a_step_reads_its_batch_for_the_squared_norm_once(solver, monkeypatch):
+    """s = ||x||^2 of the step's batch serves both the source and the ansatz (one read of the
+    n x d batch and one block temporary fewer: 2.3 W0 at d = 1e5)."""
+    from pinnbench.bench.solvers import build
+    from pinnbench.problems import _chunked
+
+    _, _, s, _ = build(dict(problem="poisson-2body-v1", dim=200, width=32, depth=3,
+                            solver=f"{solver[:-1] if '[' in solver else solver + '['}"
+                                   f"{',' if '[' in solver else ''}points=10,probes=4]",
+                            device="cpu"))
+    s.step()
+    calls = []
+    row_sum = _chunked.row_sum
+    monkeypatch.setattr(_chunked, "row_sum", lambda *a: calls.append(a[0].shape) or row_sum(*a))
+    s.step()
+    assert len(calls) == 1, calls
+
+
+def test_an_out_tensor_is_written_not_read(w0):
+    """``torch.mul(a, b, out=c)`` reads a and b and writes c (in place, ``c.mul_(b)``, reads and
+    writes c)."""
+    a, b, c = torch.ones(N, D), torch.ones(N, D), torch.empty(N, D)
+    assert count(lambda: torch.mul(a, b, out=c), w0, D).d_traffic_w0 == pytest.approx(3 * N / H)
+    assert count(lambda: c.mul_(b), w0, D).d_traffic_w0 == pytest.approx(3 * N / H)
+
+
+def test_an_allocation_alone_moves_no_data(w0):
+    """``torch.empty`` allocates (one in ``allocations``) but launches nothing and moves no
+    bytes; ``torch.zeros`` writes its result."""
+    c = count(lambda: torch.empty(N, D), w0, D)
+    assert (c.ops, c.kernels, c.allocations, c.d_traffic_w0) == (1, 0, 1, 0.0)
+    z = count(lambda: torch.zeros(N, D), w0, D)
+    assert z.kernels == 1 and z.d_traffic_w0 == pytest.approx(N / H)

@@ -102,3 +102,41 @@ def test_bad_jets_are_refused():
         Jet([1.0], order=-1)
     with pytest.raises(ValueError, match="at least its value"):
         Jet([], order=2)
+
+
+@pytest.mark.parametrize("degree", [1, 2])  # an affine input (2 coefficients), a quadratic (3)
+def test_order2_tanh_matches_autodiff_and_the_recurrence_bit_for_bit(gen, degree):
+    """tanh's order-2 jet takes its own shorter arithmetic (jets._tanh_order2): the derivatives
+    of autodiff, and the very numbers of the general recurrence (the order-3 jet's first three
+    coefficients) in float32 on the broadcast shapes of a network's jets."""
+    coeffs = poly_coeffs(gen, degree=degree)
+    jet = Jet(coeffs, 2).tanh()
+    reference = taylor_reference(lambda t: torch.tanh(path(coeffs)(t)), order=2)
+    for k, ref in enumerate(reference):
+        torch.testing.assert_close(jet[k], ref, rtol=1e-12, atol=1e-12, msg=f"coefficient {k}")
+    z = [3 * torch.randn(40, 1, 64, generator=gen)] + [
+        2 * torch.randn(40, 16, 64, generator=gen) for _ in range(degree)]
+    short, general = Jet(z, 2).tanh(), Jet(z, 3).tanh()
+    for k in range(3):
+        assert torch.equal(short[k], general[k]), f"coefficient {k}"
+
+
+def test_order2_tanh_writes_one_stacked_buffer_without_autograd(gen):
+    """Without autograd the coefficients are slices of one buffer, which the next layer's
+    product reads instead of a concatenated copy (pinnbench.maths.model.stacked_base): the
+    same numbers as with autograd recording, where they are separate tensors."""
+    from pinnbench.maths.model import stacked_base
+
+    for batch in ((), (3,)):
+        z = [3 * torch.randn(*batch, 40, 1, 64, generator=gen),
+             2 * torch.randn(*batch, 40, 16, 64, generator=gen),
+             torch.randn(*batch, 40, 16, 64, generator=gen)]
+        for k in (2, 3):
+            with torch.no_grad():
+                stacked = Jet(z[:k], 2).tanh()
+            apart = Jet([c.clone().requires_grad_() for c in z[:k]], 2).tanh()
+            base = stacked_base(stacked.coeffs)
+            assert base is not None and stacked_base(apart.coeffs) is None
+            assert torch.equal(base, torch.cat([c.detach() for c in apart.coeffs], dim=-2))
+    assert stacked_base([base[..., :1, :], base[..., 2:, :]]) is None  # a gap: not the buffer
+    assert stacked_base([base[..., 1:, :], base[..., :1, :]]) is None  # out of order

@@ -32,7 +32,9 @@ warm-up step, then counts one step under a :class:`torch.utils._python_dispatch.
     read of the step's returned loss at its very end (``Solver.step() -> float``) waits only for
     work the step has already launched, as the timing's own synchronisation does.
 ``allocs``
-    op results whose storage is new (not one of the op's inputs' storages).
+    op results whose storage is new (not one of the op's inputs' storages). An op that only
+    allocates (:data:`ALLOCATION_ONLY`: ``torch.empty``, ...) counts here and nowhere else: it
+    moves no data and launches no kernel.
 ``W0 sweeps``
     passes over W0's storage: for every op that moves data (not a view: neither an op the schema
     marks as one nor one whose results all share its inputs' storages without writing them,
@@ -42,7 +44,8 @@ warm-up step, then counts one step under a :class:`torch.utils._python_dispatch.
 ``d-traffic``
     bytes of every operand and result (views excluded) with at least d elements, summed and
     divided by W0's bytes: a read of the n x d batch is n/h of a sweep; an in-place op on such
-    a tensor counts it read and written.
+    a tensor counts it read and written, an ``out=`` tensor written only. With ``--traffic``,
+    the source lines (and ops) where it goes, largest first.
 
 **Compiled regions.** The closed forms of :mod:`pinnbench.maths.fused` run compiled
 (``torch.compile``) on CPU batches of at least :data:`pinnbench.maths.fused.MIN_COLUMNS` coordinates.
@@ -80,6 +83,10 @@ MATRIX_PRODUCTS = frozenset({"mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul"
 SYNC_OPS = frozenset({"_local_scalar_dense", "equal", "nonzero", "masked_select", "unique",
                       "_unique", "_unique2", "unique_dim", "unique_consecutive", "argwhere",
                       "is_nonzero", "allclose", "_assert_async"})
+#: ATen ops that only allocate: no data moved, no kernel launched (their storage is counted in
+#: ``allocs``)
+ALLOCATION_ONLY = frozenset({"empty", "empty_like", "empty_strided", "new_empty",
+                             "new_empty_strided"})
 #: Tensor methods that read values into Python (or copy to the host) without a dispatched op on
 #: the CPU
 PYTHON_READS = ("tolist", "numpy", "cpu")
@@ -110,6 +117,9 @@ class StepCounts:
     sync_ops: dict = field(default_factory=dict)
     #: "file:line op" of each host sync, in order (where to look)
     sync_sites: list = field(default_factory=list)
+    #: "file:line aten::op" -> its d-traffic in W0's bytes (where the bytes go; kept only when
+    #: counted with ``by_site=True``, as finding the line costs a stack walk per op)
+    traffic_sites: dict = field(default_factory=dict)
 
 
 def _name(func) -> str:
@@ -136,8 +146,9 @@ class OpCounter(TorchDispatchMode):
     d-sized traffic. Use :func:`count` rather than entering it directly: that also wraps the
     compiled regions and the Python-side reads."""
 
-    def __init__(self, w0: torch.Tensor, dim: int) -> None:
+    def __init__(self, w0: torch.Tensor, dim: int, by_site: bool = False) -> None:
         super().__init__()
+        self.by_site = by_site
         self.w0_storage = w0.untyped_storage().data_ptr()
         self.w0_bytes = w0.numel() * w0.element_size()
         self.dim = int(dim)
@@ -157,16 +168,22 @@ class OpCounter(TorchDispatchMode):
         self.counts.mid_step_syncs = sum(1 for k in self._sync_at if k < self.counts.ops)
         return self.counts
 
-    def _traffic(self, inputs: list[torch.Tensor], outputs: list[torch.Tensor]) -> None:
+    def _traffic(self, inputs: list[torch.Tensor], outputs: list[torch.Tensor],
+                 what: str) -> None:
         c = self.counts
         w0_pass = 0
+        traffic = 0.0
         for t in inputs + outputs:
             nbytes = t.numel() * t.element_size()
             if t.numel() >= self.dim:
-                c.d_traffic_w0 += nbytes / self.w0_bytes
+                traffic += nbytes / self.w0_bytes
             if t.device.type != "meta" and t.untyped_storage().data_ptr() == self.w0_storage:
                 w0_pass = max(w0_pass, nbytes)
+        c.d_traffic_w0 += traffic
         c.w0_sweeps += w0_pass / self.w0_bytes
+        if self.by_site and traffic:
+            key = f"{_site()} {what}"
+            c.traffic_sites[key] = c.traffic_sites.get(key, 0.0) + traffic
 
     def record_region(self, inputs, outputs) -> None:
         """A compiled region: one op; its inputs and outputs are its traffic."""
@@ -174,7 +191,7 @@ class OpCounter(TorchDispatchMode):
         self.counts.kernels += 1
         self.counts.compiled_regions += 1
         ins, outs = _tensors(inputs), _tensors(outputs)
-        self._traffic(ins, outs)
+        self._traffic(ins, outs, "compiled region")
         self._allocations(ins, outs)
 
     def _allocations(self, ins, outs) -> None:
@@ -193,16 +210,19 @@ class OpCounter(TorchDispatchMode):
         c.ops += 1
         if name in MATRIX_PRODUCTS:
             c.matrix_products += 1
-        ins = _tensors((args, kwargs))
+        # an ``out=`` tensor is written, not read: a result (it is among ``outs``), not an operand
+        ins = _tensors((args, {k: v for k, v in kwargs.items() if k != "out"}))
         if name in SYNC_OPS:
             self._sync(f"aten::{name}")
         elif name in ("index", "index_put", "index_put_") and any(
                 t.dtype == torch.bool for t in _tensors(args[1])):
             self._sync(f"aten::{name} (boolean mask)")
         outs = _tensors(out)
-        if not _is_view(func, ins, outs):
+        if name in ALLOCATION_ONLY:
+            self._allocations(ins, outs)
+        elif not _is_view(func, ins, outs):
             c.kernels += 1
-            self._traffic(ins, outs)
+            self._traffic(ins, outs, f"aten::{name}")
             self._allocations(ins, outs)
         return out
 
@@ -271,16 +291,18 @@ def _compiled_regions(counter: OpCounter):
         fused.Fused.__call__ = original
 
 
-def count(fn, w0: torch.Tensor, dim: int) -> StepCounts:
-    """The counts of ``fn()`` (see the module docstring)."""
-    counter = OpCounter(w0, dim)
+def count(fn, w0: torch.Tensor, dim: int, by_site: bool = False) -> StepCounts:
+    """The counts of ``fn()`` (see the module docstring); with ``by_site``, also the d-traffic
+    of each source line and op (``StepCounts.traffic_sites``)."""
+    counter = OpCounter(w0, dim, by_site)
     with _compiled_regions(counter), _python_reads(counter), counter:
         fn()
     return counter.finish()
 
 
 def count_step(solver: str, dim: int, problem: str = "poisson-2body-v1", width: int = 128,
-               depth: int = 3, warmup: int = 1, device: str = "cpu") -> StepCounts | str:
+               depth: int = 3, warmup: int = 1, device: str = "cpu",
+               by_site: bool = False) -> StepCounts | str:
     """The counts of one step of ``solver`` at ``dim`` after ``warmup`` steps (seed 0), or the
     reason the solver skips the problem. On ``device="cuda"`` the same counts (the mode sees
     every op whatever its device; scripts/gpu-validate counts there, beside the step times)."""
@@ -292,7 +314,7 @@ def count_step(solver: str, dim: int, problem: str = "poisson-2body-v1", width: 
         return why
     for _ in range(warmup):
         s.step()
-    return count(s.step, model.params[0], dim)
+    return count(s.step, model.params[0], dim, by_site)
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -323,6 +345,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write every count (and the sites of "
                     "the host syncs) to FILE")
     ap.add_argument("--sites", action="store_true", help="print where each host sync happens")
+    ap.add_argument("--traffic", type=int, nargs="?", const=15, default=0, metavar="N",
+                    help="print the N source lines (default 15) with the most d-traffic, each "
+                         "with its op and W0's")
     args = ap.parse_args(argv)
     from pinnbench.commands.axes import parse_dims
     from pinnbench.solver import solver_from_spec
@@ -345,11 +370,16 @@ def main(argv: list[str]) -> int:
     rows = []
     for dim in dims:
         for s in specs:
-            c = count_step(s, dim, args.problem, args.width, args.depth)
+            c = count_step(s, dim, args.problem, args.width, args.depth,
+                           by_site=args.traffic > 0)
             print(_row(dim, s, c), flush=True)
             if args.sites and not isinstance(c, str):
                 for site in c.sync_sites:
                     print(f"#   sync at {site}")
+            if args.traffic and not isinstance(c, str):
+                top = sorted(c.traffic_sites.items(), key=lambda kv: -kv[1])[:args.traffic]
+                for site, w0s in top:
+                    print(f"#   {w0s:7.2f} W0  {site}")
             rows.append({"dim": dim, "solver": s,
                          **({"skipped": c} if isinstance(c, str) else asdict(c))})
     if args.json:

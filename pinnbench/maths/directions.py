@@ -44,16 +44,24 @@ class Directions:
 
 
 class DenseDirections(Directions):
-    def __init__(self, v: Tensor) -> None:
+    """``sqnorm``: ||v_k||^2 when the maker knows it exactly (Rademacher rows: the count of their
+    +-1 entries), so that it is not computed by a pass over the (V, D) probes."""
+
+    def __init__(self, v: Tensor, sqnorm: Tensor | None = None) -> None:
         if v.ndim != 2:
             raise ValueError(f"directions must be (V, D), got shape {tuple(v.shape)}")
+        if sqnorm is not None and tuple(sqnorm.shape) != (v.shape[0],):
+            raise ValueError(f"sqnorm must be ({v.shape[0]},), got {tuple(sqnorm.shape)}")
         self.v = v
         self.count, self.dim = v.shape
+        self._sqnorm = sqnorm
 
     def dot(self, x: Tensor) -> Tensor:
         return x @ self.v.T
 
     def sqnorm(self) -> Tensor:
+        if self._sqnorm is not None:
+            return self._sqnorm
         return (self.v * self.v).sum(dim=1)
 
     def apply_weight(self, weight: Tensor) -> Tensor:

@@ -144,6 +144,8 @@ class Jet:
         z = self.coeffs
         y = [torch.tanh(z[0])]
         p = [1.0 - y[0] * y[0]]
+        if self.order == 2 and len(z) > 1:
+            return Jet(list(_tanh_order2(z, y[0], p[0])), 2)
         for k in range(1, self.order + 1):
             y.append(_divided(_conv_deriv(z, p, k), k))
             if k == 1 < self.order:  # p_1 = -(y0 y1 + y1 y0) = -2 (y0 y1), the same number
@@ -154,6 +156,56 @@ class Jet:
                     sq = _add(sq, y[i] * y[k - i])
                 p.append(-sq)
         return Jet(y, self.order)
+
+
+def _tanh_order2(z: list, y0: Tensor, p0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(y_0, y_1, y_2) of tanh's order-2 jet, the same numbers as the recurrence in fewer passes
+    over the (n, V, h) coefficients (each pass a launch and a read and write of them), written
+    into one stacked buffer where nothing is differentiated (:func:`stacked_out`).
+
+    The recurrence takes y_1 = z_1 p_0, p_1 = (y_0 y_1) (-2) and
+    y_2 = (z_1 p_1 + (2 z_2) p_0) / 2 (the last term only when z_2 exists): 8 operations on
+    (n, V, h) tensors. Scaling by a power of two is exact in binary floating point (no
+    overflow or subnormals at these magnitudes), so fl(2a) = 2a, fl(2 fl(u)) = fl(2u) and
+    fl(2u + 2w) / 2 = fl(u + w); with m = y_1 (-y_0) = -fl(y_0 y_1), this is
+    y_2 = fl(fl(z_2 p_0) + fl(z_1 m)), bit for bit, in 5 such operations (3 without z_2, where
+    the recurrence took 5)."""
+    out = stacked_out(z[1], y0)
+    if out is None:
+        y1 = z[1] * p0
+        m = y1 * -y0  # -y0: (n, 1, h), small
+        t = z[1] * m
+        return (y0, y1, t) if len(z) < 3 else (y0, y1, z[2] * p0 + t)
+    y0, y1, y2 = out
+    torch.mul(z[1], p0, out=y1)
+    m = y1 * -y0
+    if len(z) < 3:
+        torch.mul(z[1], m, out=y2)
+    else:
+        torch.add(z[2] * p0, z[1] * m, out=y2)
+    return y0, y1, y2
+
+
+def stacked_out(z1, y0) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Without autograd recording, tanh's order-2 jet writes its coefficients into one buffer,
+    (..., n, 1 + 2V, h), as slices along the second-last axis: the next layer's product reads
+    that buffer (:func:`pinnbench.maths.model.stacked_base`) instead of concatenating them.
+    Returns the three slices, y_0 already copied in (the same elementwise products, written
+    elsewhere: the same numbers), or None where autograd records (``out=`` is not
+    differentiable) or y_0 is not (..., n, 1, h) (the coefficients broadcast to one shape:
+    z_1 of the first hidden layer is W0 v, (..., 1, V, h))."""
+    if not (isinstance(z1, Tensor) and isinstance(y0, Tensor)) or not 2 <= z1.ndim == y0.ndim or (
+            torch.is_grad_enabled() and (z1.requires_grad or y0.requires_grad)):
+        return None
+    shape = torch.broadcast_shapes(z1.shape, y0.shape)
+    if y0.shape[-2] != 1:
+        return None
+    v = shape[-2]
+    buf = torch.empty(*shape[:-2], 1 + 2 * v, shape[-1], dtype=torch.result_type(z1, y0),
+                      device=z1.device)
+    y0_out, y1, y2 = buf.split([1, v, v], dim=-2)
+    y0_out.copy_(y0)
+    return y0_out, y1, y2
 
 
 def _conv_deriv(z: list, y: list, k: int):
