@@ -30,6 +30,7 @@ from torch import Tensor
 from pinnbench.maths.directions import Directions
 from pinnbench.maths.jets import Jet
 from pinnbench.maths.problem import Problem
+from pinnbench.maths.tanh_jet import hidden_jet2
 
 ACTIVATIONS = ("tanh",)
 
@@ -159,15 +160,27 @@ class PINN:
                 params: Sequence[Tensor] | None = None) -> Jet:
         """Jet of N along each direction; coefficients (n, V)."""
         p = self.params if params is None else params
+        # x differentiated (gPINN, a drift term): a second backward pass through the jet, which
+        # the hand-written backward of the fused hidden layers does not provide
         return self._hidden_jet(self.first_layer.points(x, p[0], p[1]),
-                                self.first_layer.directions(dirs, p[0]), p, order)
+                                self.first_layer.directions(dirs, p[0]), p, order,
+                                fused=not x.requires_grad)
 
     def _hidden_jet(self, first: Tensor, first_dirs: Tensor, p: Sequence[Tensor],
-                    order: int) -> Jet:
+                    order: int, fused: bool = False) -> Jet:
         """The jet of N from its first layer's coefficients, ``first`` = x W0^T + b0 (n, h) and
         ``first_dirs`` = W0 v (V, h): tanh by the jet recurrence, the hidden affine maps
-        coefficient-wise (:func:`_linear_jet`)."""
+        coefficient-wise (:func:`_linear_jet`). With ``fused``, where autograd records and
+        ``order`` is 2, the hidden layers are one autograd node
+        (:func:`pinnbench.maths.tanh_jet.hidden_jet2`: the same forward numbers, a hand-written
+        backward pass in fewer ops)."""
         # (..., n, 1, h), (..., 1, V, h): the leading axis of a batch of parameter sets, if any
+        hidden = p[2:]
+        if (fused and order == 2 and torch.is_grad_enabled() and first.ndim == 2
+                and first_dirs.ndim == 2
+                and all(t.ndim == 2 - i % 2 for i, t in enumerate(hidden))):
+            # one autograd node with a hand-written backward (pinnbench.maths.tanh_jet)
+            return hidden_jet2(first.unsqueeze(-2), first_dirs.unsqueeze(-3), hidden)
         z = Jet([first.unsqueeze(-2), first_dirs.unsqueeze(-3)], order)
         last = len(p) // 2 - 1
         for layer in range(1, len(p) // 2):

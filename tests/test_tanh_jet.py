@@ -1,0 +1,84 @@
+"""pinnbench.maths.tanh_jet: the order-2 jet of the tanh MLP's hidden layers with a hand-written
+backward pass, against autograd through the unfused jets (float64 gradcheck) and bit for bit
+in the forward."""
+
+import pytest
+import torch
+
+from pinnbench.maths.jets import Jet
+from pinnbench.maths.model import _linear_jet
+from pinnbench.maths.tanh_jet import hidden_jet2
+
+
+def unfused(z0, z1, params):
+    """PINN._hidden_jet's arithmetic, recorded by autograd op by op."""
+    z = Jet([z0, z1], 2)
+    for layer in range(len(params) // 2):
+        z = _linear_jet(z.tanh(), params[2 * layer])
+        z.coeffs[0] = z.coeffs[0] + params[2 * layer + 1]
+    return [c.squeeze(-1) for c in z.coeffs]
+
+
+def inputs(gen, dtype, n=3, v=2, h=4, layers=3):
+    z0 = torch.randn(n, 1, h, generator=gen, dtype=dtype)
+    z1 = torch.randn(1, v, h, generator=gen, dtype=dtype)
+    params = []
+    for layer in range(layers):
+        out = 1 if layer == layers - 1 else h
+        params += [torch.randn(out, h, generator=gen, dtype=dtype) / h ** 0.5,
+                   torch.randn(out, generator=gen, dtype=dtype)]
+    return [t.requires_grad_() for t in (z0, z1, *params)]
+
+
+def test_the_backward_pass_is_autograds(gen):
+    args = inputs(gen, torch.float64)
+    assert torch.autograd.gradcheck(lambda *a: tuple(hidden_jet2(a[0], a[1], a[2:]).coeffs),
+                                    args)
+    weights = [torch.randn(3, k, generator=gen, dtype=torch.float64) for k in (1, 2, 2)]
+    fused = hidden_jet2(args[0], args[1], args[2:]).coeffs
+    ref = unfused(args[0], args[1], args[2:])
+    loss = sum((w * c).sum() for w, c in zip(weights, fused))
+    loss_ref = sum((w * c).sum() for w, c in zip(weights, ref))
+    for a, b in zip(torch.autograd.grad(loss, args), torch.autograd.grad(loss_ref, args)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("missing", [0, 1, 2])
+def test_an_unused_coefficient_has_no_cotangent(gen, missing):
+    args = inputs(gen, torch.float64)
+    used = [k for k in range(3) if k != missing]
+    fused = hidden_jet2(args[0], args[1], args[2:]).coeffs
+    ref = unfused(args[0], args[1], args[2:])
+    kw = dict(allow_unused=True, materialize_grads=True)  # the output bias: in the value only
+    g = torch.autograd.grad(sum(fused[k].sum() for k in used), args, **kw)
+    g_ref = torch.autograd.grad(sum(ref[k].sum() for k in used), args, **kw)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_the_forward_numbers_are_the_unfused_ones(gen):
+    args = inputs(gen, torch.float32, n=20, v=16, h=64)
+    for a, b in zip(hidden_jet2(args[0], args[1], args[2:]).coeffs,
+                    unfused(args[0], args[1], args[2:])):
+        assert torch.equal(a, b)
+
+
+def test_bp_takes_it_and_a_differentiated_x_does_not(gen, monkeypatch):
+    """bp's step takes the fused hidden layers; where x itself is differentiated (gPINN, drift
+    terms: a second backward pass through the jet, which the fused node does not have) the
+    jets stay op by op."""
+    import pinnbench
+    from pinnbench.maths import model as model_module
+    from pinnbench.maths.estimators.probes import dense_probes
+
+    calls = []
+    fused = model_module.hidden_jet2
+    monkeypatch.setattr(model_module, "hidden_jet2", lambda *a: calls.append(1) or fused(*a))
+    problem = pinnbench.make_problem("poisson-2body-v1", dim=20, seed=0)
+    model = pinnbench.make_model(problem, width=8, depth=3, generator=gen)
+    dirs = dense_probes("rademacher", 3, 20, 20, gen, torch.float32, torch.device("cpu"))
+    x = problem.sample_interior(5, gen)
+    model.jet(x, dirs, 2)
+    assert len(calls) == 1
+    model.jet(x.requires_grad_(), dirs, 2)
+    assert len(calls) == 1
