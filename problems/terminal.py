@@ -64,6 +64,9 @@ class TerminalBallProblem(TimeBallProblem):
     """Unit ball x [0, T] with the condition at t = T (backward in time)."""
 
     condition_time = T_END
+    #: not sharded: their drift and weighted terms are not written as shard sums
+    #: (pinnbench/cells/sharded_ball.py, docs/sharding.md)
+    supports_sharding = False
     domain = "unit ball ||x|| < 1, t in [0, T], T = 1"
     boundary_conditions = ("u = g at t = T (terminal)", "u = u* on the sphere (lateral)")
     well_posed = True
