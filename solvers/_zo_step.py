@@ -69,6 +69,10 @@ class ZerothOrderSolver(Solver):
 
     autograd = False
 
+    #: sharded, dense probes only: the step's cached products gather V's rows and z0's columns
+    #: of a sampled coordinate by its global index, not per owning rank (docs/sharding.md)
+    shard_probe_kinds = ("rademacher", "gaussian")
+
     #: whether :meth:`pair_losses` evaluates matrix-free through the step's
     #: :class:`FirstLayerCache` (sdze's shifted model) even without streamed data; with
     #: ``stream`` every zeroth-order solver does, since streamed data is read only through the

@@ -158,14 +158,14 @@ def test_skips_say_why():
     assert "cuda_graph" in shard_skip(ball, solver_from_spec("bp[cuda_graph=true]"))
     from pinnbench.problems.ball import BallProblem
     from pinnbench.problems.biharmonic import ClampedBiharmonic
+    from pinnbench.problems.terminal import HJBLin
     from pinnbench.problems.time_dependent import Heat, Wave
 
     for pid in pinnbench.list_problems():
         p = pinnbench.make_problem(pid, dim=10)
-        sharded = isinstance(p, (BallProblem, ClampedBiharmonic, Heat, Wave))
+        sharded = isinstance(p, (BallProblem, ClampedBiharmonic, Heat, Wave, HJBLin))
         assert (shard_skip(p) == "") == sharded, pid
     assert "reverse mode in x" in shard_skip(pinnbench.make_problem("bsb-v1", dim=10))
-    assert "reverse mode in x" in shard_skip(pinnbench.make_problem("hjb-lin-v1", dim=10))
     assert "only the ball" in shard_skip(pinnbench.make_problem("biharmonic-3body-v1", dim=10))
     clamped = pinnbench.make_problem("biharmonic-clamped-2body-v1", dim=10)
     assert shard_skip(clamped, solver_from_spec("bp[estimator=hte]")) == ""

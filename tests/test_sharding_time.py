@@ -98,20 +98,73 @@ def test_one_rank_equals_the_dense_pinn_on_the_same_sample(problem_id, estimator
     assert close(got["grad_w1"], params[2].grad.tolist(), 1e-11)
 
 
+def _one_step_groups(payload):
+    """One rank's step: its points, every probe group's directions, the loss and gradients."""
+    view, model, solver = build(payload, Collectives(1), 0, 1)
+    data = solver.draw()
+    loss = solver.residual_loss(data)
+    loss.backward()
+    return view, model, solver, data, loss
+
+
+@pytest.mark.parametrize("estimator", ["stde", "stde,dist=gaussian", "hte", "sdgd"])
+def test_one_rank_hjb_lin_equals_the_dense_pinn_on_the_same_sample(estimator):
+    """HJB-Lin (dt, the Laplacian and (1/d) sum_i |du/dx_i|^c on sampled coordinates: with dense
+    probes two probe groups, with sdgd one) on the sharded view at R = 1 against autodiff
+    through the dense PINN on the same points and probes: the same u*, A, B, loss, gradients."""
+    payload = {**SMALL, "problem": "hjb-lin-v1", "solver": f"{BP},estimator={estimator}]"}
+    view, sharded, bp, data, loss = _one_step_groups(payload)
+    problem = pinnbench.make_problem("hjb-lin-v1", dim=SMALL["dim"], seed=SMALL["seed"],
+                                     dtype=torch.float64)
+    x = data.x
+    assert close(data.source.tolist(), problem.source(x).tolist(), 1e-12)
+    assert close(view.exact_of(x, None).tolist(), problem.exact(x).tolist(), 1e-12)
+    for got, want in zip(view.ansatz(x), problem.ansatz(x)):
+        assert close(got.tolist(), want.tolist(), 1e-12)
+    params = [p.detach().clone().requires_grad_(True) for p in sharded.params]
+    dense = PINN(problem, params)
+    method = estimator.split(",")[0]
+    drawn = draw_probes(problem, method, torch.Generator().manual_seed(0), 4,
+                        dtype=torch.float64, **bp.estimator_options)
+    mine = data.probes[0].groups
+    assert list(drawn.groups) == list(mine)  # the same groups in the same order
+    for kind, group in drawn.groups.items():
+        dirs = mine[kind].dirs
+        group.dirs = (DenseDirections(dirs.v) if hasattr(dirs, "v") else
+                      CoordinateDirections(dirs.index, 61, torch.float64))
+    u, terms = estimate_terms(dense, x, method, probes=4, drawn=drawn, **bp.estimator_options)
+    ref = problem.residual(terms, u, x).square().mean()
+    ref.backward()
+    assert math.isclose(float(loss.detach()), float(ref.detach()), rel_tol=1e-12)
+    for p, q in zip(sharded.params[:3], params[:3]):
+        assert close(p.grad.tolist(), q.grad.tolist(), 1e-11)
+
+
+def test_bsb_and_the_zeroth_order_solvers_on_hjb_lin_say_why_they_are_not_sharded():
+    hjb = pinnbench.make_problem("hjb-lin-v1", dim=10)
+    for spec in ("sdze", "zo"):  # grad_power_mean samples coordinates
+        why = shard_skip(hjb, solver_from_spec(spec))
+        assert "grad_power_mean takes coordinate probes" in why, spec
+    assert "reverse mode in x" in shard_skip(pinnbench.make_problem("bsb-v1", dim=10))
+
+
 def _payloads():
     runs = [{**SMALL, "problem": pid, "solver": s} for pid in TIME for s in (
         f"{BP}]", f"{BP},estimator=hte]", f"{BP},estimator=sdgd]",
         f"{BP},estimator=stde,dist=coordinate]", "sdze[points=8,probes=4]",
         "zo[points=8,probes=4,crns=true]")]
+    runs += [{**SMALL, "problem": "hjb-lin-v1", "solver": s} for s in (
+        f"{BP}]", f"{BP},estimator=hte]", f"{BP},estimator=sdgd,loss=unbiased]")]
     runs += [{**SMALL, "problem": "wave-v1", "solver": s} for s in (
         f"{BP},estimator=hte,dist=gaussian,loss=unbiased]",
         "sdze[points=8,probes=4,subspace=false]", "zo[points=8,probes=4,lr=0.03]")]
     return runs
 
 
-def test_two_ranks_train_like_one_on_heat_and_wave():
+def test_two_ranks_train_like_one_on_heat_wave_and_hjb_lin():
     """bp (stde, hte, sdgd, sparse stde, hte unbiased), sdze (low rank and full Gaussian) and zo
-    (with and without common random numbers) on heat and wave, 2 ranks (the second holds the
+    (with and without common random numbers) on heat and wave, bp (stde, hte, sdgd unbiased) on
+    HJB-Lin, 2 ranks (the second holds the
     time column): the same losses at every step, the same test error and W0 as 1 rank, to
     rounding in float64; the loss is the same number on both ranks."""
     payloads = _payloads()

@@ -102,11 +102,15 @@ def shard_skip(problem, solver=None) -> str:
     if why:
         return why
     p = solver.params  # and its probes must be drawable per shard for this problem's terms
-    try:
-        for term in _spatial_terms(problem):
-            probe_kind(p.get("estimator", "stde"), solver.estimator_options, term)
-    except ValueError as e:
-        return f"{solver.spec} on {problem.id} is not sharded: {e}"
+    allowed = solver.shard_probe_kinds
+    for term in _spatial_terms(problem):
+        try:
+            kind = probe_kind(p.get("estimator", "stde"), solver.estimator_options, term)
+        except ValueError as e:
+            return f"{solver.spec} on {problem.id} is not sharded: {e}"
+        if allowed is not None and kind not in allowed:
+            return (f"{solver.spec} on {problem.id} is not sharded: its {term} takes {kind} "
+                    f"probes, and a sharded {solver.name} step takes {'|'.join(allowed)} ones")
     return ""
 
 
@@ -131,10 +135,13 @@ def shard_view(problem, plan: ShardPlan, comm: Collectives) -> "ShardedBall":
 def _family_reason(problem) -> str:
     """Why a family that does not declare ``supports_sharding`` is not sharded, by what its
     operator and points hold."""
-    if set(problem.operator.names) & {"drift", "weighted_laplacian", "grad_power_mean"}:
-        return ("its first-order and weighted terms (x . grad u, sum_i x_i^2 d^2u/dx_i^2, "
-                "(1/d) sum_i |du/dx_i|^c) are taken by reverse mode in x or on sampled "
-                "coordinates weighted by x_j, not written as shard sums")
+    if "drift" in problem.operator.names:
+        return ("its drift x . grad u is taken by reverse mode in x in every method (u's "
+                "gradient in all d coordinates, dotted with x): sharded, each rank's part "
+                "x_r . grad_r u would need a sum over the ranks, and the parts through A(s) and "
+                "B(s) a backward through the all-reduce of s, which has none; its weighted "
+                "Laplacian gathers x_j at the sampled coordinates by global index. Not written "
+                "as shard sums (x . grad N = grad_z M . (z - b0) would be, not done)")
     return ("only the ball families (poisson, allen-cahn, sine-gordon; two- and three-body), "
             "the clamped biharmonic, heat and wave write their d-sized parts as sums over "
             "shards")
