@@ -256,11 +256,6 @@ class Solver:
         model."""
         return None
 
-    #: the probe kinds a sharded step of this solver takes for every spatial term of the problem
-    #: (``rademacher``, ``gaussian``, ``coordinate``: :func:`pinnbench.cells.sharded_ball.probe_kind`);
-    #: None: every kind. Asked by the sharded cell's skip, with the problem's terms
-    shard_probe_kinds: tuple[str, ...] | None = None
-
     def shard_unsupported(self) -> str:
         """Why this solver cannot run as one rank of a sharded cell
         (:mod:`pinnbench.cells.sharding`, docs/sharding.md), or "" when it can; the base: it

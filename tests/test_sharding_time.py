@@ -140,12 +140,41 @@ def test_one_rank_hjb_lin_equals_the_dense_pinn_on_the_same_sample(estimator):
         assert close(p.grad.tolist(), q.grad.tolist(), 1e-11)
 
 
-def test_bsb_and_the_zeroth_order_solvers_on_hjb_lin_say_why_they_are_not_sharded():
+def test_bsb_is_not_sharded_and_says_why():
     hjb = pinnbench.make_problem("hjb-lin-v1", dim=10)
-    for spec in ("sdze", "zo"):  # grad_power_mean samples coordinates
-        why = shard_skip(hjb, solver_from_spec(spec))
-        assert "grad_power_mean takes coordinate probes" in why, spec
+    for spec in ("sdze", "zo", "sdze[dist=coordinate]"):  # grad_power_mean samples coordinates
+        assert shard_skip(hjb, solver_from_spec(spec)) == "", spec
+    assert "estimator=fd" in shard_skip(hjb, solver_from_spec("zo[estimator=fd]"))
     assert "reverse mode in x" in shard_skip(pinnbench.make_problem("bsb-v1", dim=10))
+
+
+#: the zeroth-order solvers with sampled coordinates (sparse stde probes; HJB-Lin's gradient term)
+ZO_COORDINATES = ("sdze[points=8,probes=4,dist=coordinate]",
+                  "sdze[points=8,probes=4,dist=coordinate,subspace=false]",
+                  "zo[points=8,probes=4,dist=coordinate,crns=true]")
+
+
+def test_two_ranks_train_like_one_with_zeroth_order_solvers_on_sampled_coordinates():
+    """sdze (low rank: V's row of a coordinate read on its owner and summed with the products;
+    full Gaussian: z0's column likewise) and zo with dist=coordinate on a ball, on wave (e_t a
+    coordinate too) and on HJB-Lin (whose gradient term always samples coordinates), and sdze
+    and zo with dense probes on HJB-Lin (two probe groups): 2 ranks train like 1."""
+    payloads = [{**SMALL, "problem": pid, "solver": s}
+                for pid in ("allen-cahn-3body-v1", "wave-v1") for s in ZO_COORDINATES]
+    payloads += [{**SMALL, "problem": "hjb-lin-v1", "solver": s} for s in (
+        "sdze[points=8,probes=4]", "zo[points=8,probes=4,crns=true]", ZO_COORDINATES[0])]
+    out = run_ranks("shard_targets:runs", {"runs": payloads}, 2, timeout_s=900,
+                    collective_timeout_s=120)
+    assert out.ok, out.failure
+    for i, p in enumerate(payloads):
+        ref = reference(p)
+        what = f"{p['problem']} {p['solver']}"
+        r0, r1 = (out.results[r]["runs"][i] for r in (0, 1))
+        assert r0["losses"] == r1["losses"], what
+        assert close(r0["losses"], ref["losses"]), what
+        assert math.isclose(r0["rel_l2"], ref["rel_l2"], rel_tol=RTOL), what
+        assert math.isclose(r0["w0_sum"] + r1["w0_sum"], ref["w0_sum"], rel_tol=1e-9), what
+        assert len(set(ref["losses"])) == len(ref["losses"]), what
 
 
 def _payloads():

@@ -245,6 +245,12 @@ class ShardCoordinates(Directions):
     def power_sum(self, y: Tensor, k: int) -> Tensor:
         return torch.where(self.owned, y[:, self.local], 0.0)
 
+    def owned_rows(self, read) -> Tensor:
+        """``read(local columns)`` (V, k), kept where this rank owns the coordinate and zero
+        elsewhere: summed over the ranks, the one-process rows at the global index (a
+        zeroth-order solver's V rows and z0 columns)."""
+        return torch.where(self.owned.unsqueeze(1), read(self.local), 0.0)
+
     def component(self, i: int) -> Tensor:
         """(V,): this rank's local column ``i`` of every direction (1 where e_j is that column
         and this rank owns it)."""
