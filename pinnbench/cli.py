@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "at once; torch's own on a remote --scheduler's workers)")
     h.add_argument("--ranks", type=int_option("--ranks", maximum=MAX_PROCESSES), metavar="R",
                    help="shard each cell's input dimension over R processes on this machine "
-                   "(torch.distributed: gloo on CPU, NCCL with one GPU per rank); ball problems "
-                   "with bp, a step budget; per-rank peaks and communication time in the column "
+                   "(torch.distributed: gloo on CPU, NCCL with one GPU per rank); the ball, clamped "
+                   "biharmonic, heat and wave problems with bp, sdze or zo, a step budget; per-rank peaks and communication time in the column "
                    "rank_measurements (docs/sharding.md). Default 1: not sharded")
     h.add_argument("--no-prune", action="store_true",
                    help="run larger d even after a (problem, solver) ran out of memory")

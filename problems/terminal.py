@@ -46,6 +46,8 @@ Cost: every closed form is a bounded-memory row reduction (:mod:`._chunked`), O(
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
@@ -64,6 +66,9 @@ class TerminalBallProblem(TimeBallProblem):
     """Unit ball x [0, T] with the condition at t = T (backward in time)."""
 
     condition_time = T_END
+    #: not sharded unless the family says so (HJB-Lin does; BSB's drift is reverse mode in x:
+    #: pinnbench/cells/sharded_ball.py, docs/sharding.md)
+    supports_sharding = False
     domain = "unit ball ||x|| < 1, t in [0, T], T = 1"
     boundary_conditions = ("u = g at t = T (terminal)", "u = u* on the sphere (lateral)")
     well_posed = True
@@ -111,6 +116,38 @@ class HJBLin(TerminalBallProblem):
     def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
         s, tau = self._sq_tau_jets(x, dirs, order)
         return tau * (1.0 - s), spatial_sum_jet(x, dirs, order, self.dim) + tau * s * s
+
+    # -- the closed forms from sums over the coordinates (a sharded cell, docs/sharding.md) -------
+    #: its d-sized parts are s, t, sum_i x_i and, in the jets, x . v, ||v||^2, v_t, sum_i v_i;
+    #: grad_power_mean takes first derivatives along sampled e_j (jets or reverse mode in the
+    #: first layer's pre-activations, never in x), each coordinate owned by one rank
+    supports_sharding = True
+
+    def coordinate_sums(self, x: Tensor) -> dict[str, Tensor]:
+        return {"x": row_sum(x, lambda c: c)}
+
+    def coordinate_jet_sums(self, x: Tensor, dirs: Directions, order: int,
+                            n_cols: int) -> list[Tensor]:
+        """[sum_{i < n_cols} v_i] (1, V): the slope of sum_i x_i along each direction."""
+        ones = torch.ones(1, x.shape[1], dtype=x.dtype, device=x.device)
+        ones[:, n_cols:] = 0.0
+        return [dirs.dot(ones)]
+
+    def exact_from(self, s: Tensor, t: Tensor, sums: dict[str, Tensor]) -> Tensor:
+        return sums["x"] + (T_END - t)
+
+    def source_from(self, sums: dict[str, Tensor], s: Tensor, t: Tensor) -> Tensor:
+        return torch.full_like(t, -2.0)
+
+    def ansatz_from(self, s: Tensor, t: Tensor, sums: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        tau = T_END - t
+        return self._a(s, tau), sums["x"] + tau * s * s
+
+    def ansatz_jet_of(self, s: Jet, t: Jet, sums: dict[str, Tensor],
+                      jet_sums: Sequence[Tensor], order: int) -> tuple[Jet, Jet]:
+        tau = T_END - t
+        (slope,) = jet_sums
+        return tau * (1.0 - s), Jet([sums["x"].unsqueeze(1), slope], order) + tau * s * s
 
 
 class BlackScholesBarenblatt(TerminalBallProblem):

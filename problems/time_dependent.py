@@ -21,7 +21,7 @@ Wave (docs/domain.md §5): u_tt = Lap u,  u* = cosh(t) sum_i sinh(x_i).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -53,6 +53,29 @@ class TimeBallProblem(Problem):
     def _s_t(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return sqnorm(x, self.dim), x[:, -1]
 
+    # -- the closed forms from sums over the coordinates (a sharded cell, docs/sharding.md) -------
+    #: the family's d-sized parts are s = ||x||^2, t and the sums of ``coordinate_sums``; the
+    #: unsharded methods above compute them from x and call the ``*_from`` methods below (the same
+    #: operations, so the same numbers), a sharded cell sums them over its ranks first
+    supports_sharding = True
+    radii = (0.0, 1.0)
+
+    def coordinate_sums(self, x: Tensor) -> dict[str, Tensor]:
+        """The family's sums over the spatial coordinates ``x`` (n, k) besides s, each (n,):
+        summed over column blocks they give the whole row's."""
+        return {}
+
+    def coordinate_jet_sums(self, x: Tensor, dirs: Directions, order: int,
+                            n_cols: int) -> list[Tensor]:
+        """The family's sums over the first ``n_cols`` (spatial) columns of ``x`` along the
+        directions, each (n, V), besides x . v and ||v||^2 (for :meth:`ansatz_jet_of`)."""
+        return []
+
+    def ansatz_jet_of(self, s: Jet, t: Jet, sums: dict[str, Tensor],
+                      jet_sums: Sequence[Tensor], order: int) -> tuple[Jet, Jet]:
+        """(A, B) jets from the jets of s and t and the reduced sums."""
+        raise NotImplementedError
+
 
 class Heat(TimeBallProblem):
     family = "heat"
@@ -64,20 +87,30 @@ class Heat(TimeBallProblem):
         self.operator = Operator((LinearTerm("dt", 1.0), LinearTerm("laplacian", -1.0 / self.dim)))
 
     def exact(self, x: Tensor) -> Tensor:
-        s, t = self._s_t(x)
-        return torch.exp(0.5 * s + t)
+        return self.exact_from(*self._s_t(x), {})
 
     def source(self, x: Tensor) -> Tensor:
-        s, t = self._s_t(x)
-        return -(s / self.dim) * torch.exp(0.5 * s + t)
+        return self.source_from({}, *self._s_t(x))
 
     def ansatz(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        s, t = self._s_t(x)
-        return t * (1.0 - s), torch.exp(0.5 * s) + math.exp(0.5) * torch.expm1(t)
+        return self.ansatz_from(*self._s_t(x), {})
 
     def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
         s = spatial_sqnorm_jet(x, dirs, order, time_last=True)
         t = time_jet(x, dirs, order)
+        return self.ansatz_jet_of(s, t, {}, [], order)
+
+    def exact_from(self, s: Tensor, t: Tensor, sums: dict[str, Tensor]) -> Tensor:
+        return torch.exp(0.5 * s + t)
+
+    def source_from(self, sums: dict[str, Tensor], s: Tensor, t: Tensor) -> Tensor:
+        return -(s / self.dim) * torch.exp(0.5 * s + t)
+
+    def ansatz_from(self, s: Tensor, t: Tensor, sums: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return t * (1.0 - s), torch.exp(0.5 * s) + math.exp(0.5) * torch.expm1(t)
+
+    def ansatz_jet_of(self, s: Jet, t: Jet, sums: dict[str, Tensor],
+                      jet_sums: Sequence[Tensor], order: int) -> tuple[Jet, Jet]:
         return t * (1.0 - s), (s * 0.5).exp() + (t.exp() - 1.0) * math.exp(0.5)
 
 
@@ -90,28 +123,47 @@ class Wave(TimeBallProblem):
         return row_sum(x, torch.sinh, self.dim)
 
     def exact(self, x: Tensor) -> Tensor:
-        return torch.cosh(x[:, -1]) * self._sum_sinh(x)
+        return self.exact_from(None, x[:, -1], {"sinh": self._sum_sinh(x)})
 
     def source(self, x: Tensor) -> Tensor:
         return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
 
     def ansatz(self, x: Tensor) -> tuple[Tensor, Tensor]:
         s, t = self._s_t(x)
-        return t * t * (1.0 - s), self._sum_sinh(x) * (1.0 + (torch.cosh(t) - 1.0) * s)
+        return self.ansatz_from(s, t, {"sinh": self._sum_sinh(x)})
 
     def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
         s = spatial_sqnorm_jet(x, dirs, order, time_last=True)
         t = time_jet(x, dirs, order)
-        return t * t * (1.0 - s), self._sum_sinh_jet(x, dirs, order) * (1.0 + (t.cosh() - 1.0) * s)
+        return self.ansatz_jet_of(s, t, {"sinh": self._sum_sinh(x)},
+                                  self.coordinate_jet_sums(x, dirs, order, self.dim), order)
 
-    def _sum_sinh_jet(self, x: Tensor, dirs: Directions, order: int) -> Jet:
-        """Jet of sum_{i<d} sinh(x_i): coefficient k is sum_{i<d} sinh^(k)(x_i) v_i^k / k!, with
-        sinh^(k) = sinh for even k, cosh for odd k (time excluded), in bounded memory."""
+    def coordinate_sums(self, x: Tensor) -> dict[str, Tensor]:
+        return {"sinh": row_sum(x, torch.sinh)}
+
+    def coordinate_jet_sums(self, x: Tensor, dirs: Directions, order: int,
+                            n_cols: int) -> list[Tensor]:
+        """sum_{i<n_cols} sinh^(k)(x_i) v_i^k for k = 1..order, with sinh^(k) = sinh for even
+        k, cosh for odd k (time excluded), in bounded memory."""
         fns = [torch.cosh if k % 2 else torch.sinh for k in range(1, order + 1)]
-        sums = spatial_power_sums(x, fns, dirs, self.dim)
-        coeffs = [self._sum_sinh(x).unsqueeze(1)]
-        coeffs += [y / math.factorial(k) for k, y in enumerate(sums, start=1)]
-        return Jet(coeffs, order)
+        return spatial_power_sums(x, fns, dirs, n_cols)
+
+    def exact_from(self, s: Tensor | None, t: Tensor, sums: dict[str, Tensor]) -> Tensor:
+        return torch.cosh(t) * sums["sinh"]
+
+    def source_from(self, sums: dict[str, Tensor], s: Tensor, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def ansatz_from(self, s: Tensor, t: Tensor, sums: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return t * t * (1.0 - s), sums["sinh"] * (1.0 + (torch.cosh(t) - 1.0) * s)
+
+    def ansatz_jet_of(self, s: Jet, t: Jet, sums: dict[str, Tensor],
+                      jet_sums: Sequence[Tensor], order: int) -> tuple[Jet, Jet]:
+        """Jet of sum_i sinh(x_i): coefficient k is sum_i sinh^(k)(x_i) v_i^k / k!
+        (``jet_sums``, :meth:`coordinate_jet_sums`)."""
+        coeffs = [sums["sinh"].unsqueeze(1)]
+        coeffs += [y / math.factorial(k) for k, y in enumerate(jet_sums, start=1)]
+        return t * t * (1.0 - s), Jet(coeffs, order) * (1.0 + (t.cosh() - 1.0) * s)
 
 
 register_problem("heat-v1", Heat)

@@ -164,14 +164,28 @@ class FirstLayerCache:
         wv = probes.apply_weight(self.w0)
         vv = None
         if self.basis is not None:
-            if isinstance(probes, CoordinateDirections):
-                vv = self.basis.v_rows(probes.index)
-            else:
+            vv = _coordinate_rows(probes, self.basis.v_rows)
+            if vv is None:
                 vv = self.basis.project(_dense(probes))
         wv, vv = self._summed(wv, vv)
         self._probe_products.append((key, probes, wv, vv))
         del self._probe_products[:-self.MAX_PROBE_SETS]
         return wv, vv
+
+
+def _coordinate_rows(probes: Directions, read) -> Tensor | None:
+    """``read(index)`` (V, k) at coordinate probes' columns: a CoordinateDirections' index; a
+    sharded cell's coordinates (``owned_rows``: read at this rank's local columns where it owns
+    the coordinate, zero elsewhere, for the caller to sum over the ranks); None for dense
+    probes."""
+    if isinstance(probes, CoordinateDirections):
+        return read(probes.index)
+    owned_rows = getattr(probes, "owned_rows", None)
+    return None if owned_rows is None else owned_rows(read)
+
+
+def _is_coordinates(probes: Directions) -> bool:
+    return isinstance(probes, CoordinateDirections) or hasattr(probes, "owned_rows")
 
 
 def _dense(probes: Directions) -> Tensor:
@@ -193,8 +207,9 @@ class CachedFirstLayer(FirstLayer):
                              "params= to the model")
 
     def _shift(self, y: Tensor | None, wy: Tensor, vy: Tensor | None,
-               index: Tensor | None = None) -> Tensor:
-        """y W0^T + c y z0^T given y W0^T (and y V): here c = 0, so y W0^T."""
+               coords: Directions | None = None) -> Tensor:
+        """y W0^T + c y z0^T given y W0^T (and y V), y the points or the probes (``coords``
+        when they are coordinates): here c = 0, so y W0^T."""
         return wy
 
     def points(self, x: Tensor, w0: Tensor, b0: Tensor) -> Tensor:
@@ -205,8 +220,8 @@ class CachedFirstLayer(FirstLayer):
     def directions(self, dirs: Directions, w0: Tensor) -> Tensor:
         self._check(w0)
         wv, vv = self.cache.probes(dirs)
-        index = dirs.index if isinstance(dirs, CoordinateDirections) else None
-        return self._shift(None if index is not None else _dense(dirs), wv, vv, index)
+        coords = dirs if _is_coordinates(dirs) else None
+        return self._shift(None if coords is not None else _dense(dirs), wv, vv, coords)
 
     def ansatz_jet(self, problem, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
         return self.cache.ansatz_jet(problem, x, dirs, order)
@@ -240,7 +255,7 @@ class ShiftedFirstLayer(CachedFirstLayer):
         self._xis: Tensor | None = None  # the Xi_k of W0, stacked (K, r, r), made on first use
 
     def _products(self, y: Tensor | None, vy: Tensor | None,
-                  index: Tensor | None) -> tuple[Tensor, int]:
+                  coords: Directions | None) -> tuple[Tensor, int]:
         """(r y z0_k^T stacked (K, rows, h), r) for low-rank z0; (y z0_k^T, 1) for full
         Gaussian ones."""
         basis = self.zs[0].bases[0]
@@ -248,18 +263,20 @@ class ShiftedFirstLayer(CachedFirstLayer):
             if self._xis is None:
                 self._xis = torch.stack([z.xis[0] for z in self.zs])
             return (vy @ self._xis.mT) @ basis.u.T, basis.rank
-        if y is None and index is None:
+        if y is None and coords is None:
             raise ValueError("a full Gaussian first-layer perturbation needs the points "
                              "themselves (y z0^T); streamed step data gives only the products "
                              "with a low-rank basis: use sdze[subspace=true] with rank < width")
         gs = [z.gaussian(0) for z in self.zs]
-        # a sharded W0: this shard's columns of y z0_k^T, summed over the ranks (one process: as is)
-        return torch.stack([g.columns(index) if index is not None
-                            else self.cache.sum_columns(g.apply(y)) for g in gs]), 1
+        # a sharded W0: this shard's columns of y z0_k^T (a coordinate's: on its owner), summed
+        # over the ranks (one process: as is)
+        return torch.stack([self.cache.sum_columns(_coordinate_rows(coords, g.columns))
+                            if coords is not None else self.cache.sum_columns(g.apply(y))
+                            for g in gs]), 1
 
     def _shift(self, y: Tensor | None, wy: Tensor, vy: Tensor | None,
-               index: Tensor | None = None) -> Tensor:
-        products, rank = self._products(y, vy, index)
+               coords: Directions | None = None) -> Tensor:
+        products, rank = self._products(y, vy, coords)
         shifts = torch.stack([(c / rank) * products for c in self.cs])  # (C, K, rows, h)
         out = (wy + shifts).flatten(0, 1)
         return out if self.batch else out[0]

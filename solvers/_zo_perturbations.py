@@ -72,8 +72,7 @@ def _chunk_cols(rows: int) -> int:
 def _shard_blocks(plan) -> Iterator[tuple[int, int, int]]:
     """(j0, j1, k): this rank's column block k of ``plan`` as the range [j0, j1) of its own
     columns."""
-    for k in range(*plan.blocks):
-        yield k * plan.width - plan.lo, min((k + 1) * plan.width, plan.dim) - plan.lo, k
+    return plan.input_blocks()  # the time column of a time-dependent family: block n_blocks
 
 
 def _joined(chunks: list[Tensor], dim: int) -> Tensor:
@@ -84,8 +83,8 @@ def _joined(chunks: list[Tensor], dim: int) -> Tensor:
 class GaussianMatrix:
     """z ~ N(0, I) of shape (m, n) (or (m,) for a vector), regenerated from ``seed`` in column
     chunks; never held whole unless :meth:`dense` is asked for. With ``plan`` (a sharded W0,
-    module docstring) the shape is this rank's (m, plan.columns) and column block k comes from
-    ``derive_seed(seed, k)``."""
+    module docstring) the shape is this rank's (m, plan.input_columns) and column block k comes
+    from ``derive_seed(seed, k)``."""
 
     def __init__(self, shape: Sequence[int], seed: int, dtype: torch.dtype,
                  device: torch.device, plan=None) -> None:
@@ -94,8 +93,8 @@ class GaussianMatrix:
         self.dtype = dtype
         self.device = torch.device(device)
         self.plan = plan
-        if plan is not None and (len(self.shape) != 2 or self.shape[1] != plan.columns):
-            raise ValueError(f"a sharded z0 is (m, {plan.columns}) on this rank, not "
+        if plan is not None and (len(self.shape) != 2 or self.shape[1] != plan.input_columns):
+            raise ValueError(f"a sharded z0 is (m, {plan.input_columns}) on this rank, not "
                              f"{self.shape}")
 
     def chunks(self) -> Iterator[tuple[int, int, Tensor]]:
@@ -162,18 +161,19 @@ class SubspaceBasis:
     kept (n r numbers: 6 % of the matrix at r = 8, width 128), so that a step regenerates it once
     for its products and its update. The chunks are the same either way.
 
-    With ``plan`` (a sharded W0 of n = plan.dim columns, module docstring) this rank holds V's
-    rows [lo, hi) only, as ``self.n`` = plan.columns rows indexed from 0, row block k drawn from
-    ``derive_seed(seed, 1, k)``; U is the same on every rank."""
+    With ``plan`` (a sharded W0 of n = plan.input_dim columns, module docstring) this rank holds
+    V's rows of its columns only, as ``self.n`` = plan.input_columns rows indexed from 0, row
+    block k drawn from ``derive_seed(seed, 1, k)``; U is the same on every rank."""
 
     def __init__(self, m: int, n: int, rank: int, seed: int, dtype: torch.dtype,
                  device: torch.device, plan=None) -> None:
         if not 1 <= rank <= min(m, n):
             raise ValueError(f"rank must be in [1, min(m, n) = {min(m, n)}], got {rank}")
-        if plan is not None and plan.dim != n:
-            raise ValueError(f"the shard plan is for d = {plan.dim}, the matrix has n = {n}")
+        if plan is not None and plan.input_dim != n:
+            raise ValueError(f"the shard plan is for {plan.input_dim} input columns, the matrix "
+                             f"has n = {n}")
         self.plan = plan
-        self.m, self.n, self.rank = m, (n if plan is None else plan.columns), rank
+        self.m, self.n, self.rank = m, (n if plan is None else plan.input_columns), rank
         self.seed = int(seed)
         self.dtype = dtype
         self.device = torch.device(device)
@@ -382,14 +382,14 @@ def make_bases(params: Sequence[Tensor], rank: int, seed: int,
                plan=None, orthonormal: bool = False) -> list[SubspaceBasis | None]:
     """A basis for every weight matrix thicker than ``rank`` in both dimensions (orthonormal
     columns, scaled, with ``orthonormal``); None (full Gaussian) for biases and thin matrices
-    such as the 1 x width output layer. ``plan``: W0 is this rank's shard of a (width, plan.dim)
-    matrix (module docstring); its thickness is the whole matrix's, so every rank decides
-    alike."""
+    such as the 1 x width output layer. ``plan``: W0 is this rank's shard of a
+    (width, plan.input_dim) matrix (module docstring); its thickness is the whole matrix's, so
+    every rank decides alike."""
     kind = OrthonormalSubspaceBasis if orthonormal else SubspaceBasis
     out: list[SubspaceBasis | None] = []
     for i, p in enumerate(params):
         shard = plan if i == 0 else None
-        shape = tuple(p.shape) if shard is None else (p.shape[0], shard.dim)
+        shape = tuple(p.shape) if shard is None else (p.shape[0], shard.input_dim)
         if p.ndim == 2 and min(shape) > rank:
             out.append(kind(shape[0], shape[1], rank, derive_seed(seed, i), p.dtype, p.device,
                             shard))

@@ -112,16 +112,21 @@ class ZerothOrderSolver(Solver):
         evaluations go through the model's first layer (zo: in place; sdze: the shifted layer,
         whose cached products are summed over the ranks), the d-sized parts of its perturbations
         are drawn per column block (:mod:`pinnbench.solvers._zo_perturbations`), and everything
-        else is replicated. The sharded step draws stde probes with dense entries, as bp's;
-        streamed data (stream=true) is a one-process path of its own."""
+        else is replicated. The sharded step draws stde probes, dense entries per column block
+        or sampled coordinates each owned by one rank (their V rows and z0 columns read on the
+        owner and summed over the ranks with the products the step sums anyway); streamed data
+        (stream=true) is a one-process path of its own."""
         from pinnbench.maths.streaming import STREAM_DISTS
 
-        if self.estimator != "stde" or self.dist not in ("default",) + STREAM_DISTS:
-            return (f"{self.spec} is not sharded: a sharded step draws stde probes with dense "
-                    f"{' or '.join(STREAM_DISTS)} entries (estimator=stde, dist=default|"
-                    f"{'|'.join(STREAM_DISTS)}); estimator={self.estimator}, dist={self.dist}")
+        dists = ("default",) + STREAM_DISTS + ("coordinate",)
+        if self.estimator != "stde" or self.dist not in dists:
+            return (f"{self.spec} is not sharded: a sharded step draws stde probes "
+                    f"(estimator=stde, dist={'|'.join(dists)}); estimator={self.estimator}, "
+                    f"dist={self.dist}")
         if self.loss == "gpinn":
-            return f"{self.spec} is not sharded: the gPINN term samples coordinates across shards"
+            return (f"{self.spec} is not sharded: the gPINN term takes central differences of "
+                    "the residual in x along sampled e_j (and d_j f in closed form), not "
+                    "written as shard sums")
         if self.stream:
             return (f"{self.spec} is not sharded: a sharded cell draws its own column blocks "
                     "per rank (drop stream=true; its memory is already 1/R of the d-sized state)")

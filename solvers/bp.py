@@ -138,7 +138,9 @@ class BP(Solver):
                     "itself, d reverse passes of a small-d reference that one process holds "
                     f"(sharded: estimator={'|'.join(SHARDED_METHODS)})")
         if self.loss == "gpinn":
-            return f"{self.spec} is not sharded: the gPINN term samples coordinates across shards"
+            return (f"{self.spec} is not sharded: the gPINN term differentiates the residual in "
+                    "x by reverse mode, and on a shard A, B and f reach x through all-reduced "
+                    "sums that have no backward (its d_j f is not written as shard sums)")
         if self.cuda_graph:
             return (f"{self.spec} is not sharded: a captured CUDA graph would replay the "
                     "collectives outside the process group; drop cuda_graph=true")

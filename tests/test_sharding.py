@@ -158,13 +158,14 @@ def test_skips_say_why():
     assert "cuda_graph" in shard_skip(ball, solver_from_spec("bp[cuda_graph=true]"))
     from pinnbench.problems.ball import BallProblem
     from pinnbench.problems.biharmonic import ClampedBiharmonic
+    from pinnbench.problems.terminal import HJBLin
+    from pinnbench.problems.time_dependent import Heat, Wave
 
     for pid in pinnbench.list_problems():
         p = pinnbench.make_problem(pid, dim=10)
-        assert (shard_skip(p) == "") == isinstance(p, (BallProblem, ClampedBiharmonic)), pid
-    assert "time as column d" in shard_skip(pinnbench.make_problem("wave-v1", dim=10))
+        sharded = isinstance(p, (BallProblem, ClampedBiharmonic, Heat, Wave, HJBLin))
+        assert (shard_skip(p) == "") == sharded, pid
     assert "reverse mode in x" in shard_skip(pinnbench.make_problem("bsb-v1", dim=10))
-    assert "reverse mode in x" in shard_skip(pinnbench.make_problem("hjb-lin-v1", dim=10))
     assert "only the ball" in shard_skip(pinnbench.make_problem("biharmonic-3body-v1", dim=10))
     clamped = pinnbench.make_problem("biharmonic-clamped-2body-v1", dim=10)
     assert shard_skip(clamped, solver_from_spec("bp[estimator=hte]")) == ""
@@ -379,8 +380,12 @@ def test_two_ranks_hold_half_the_d_sized_state_at_d_1e6(monkeypatch):
     probes and the test set (100 x D) are the d-sized state. Each of 2 ranks holds half of W0
     exactly, and its peak RSS grows from d = 10^4 to 10^6 (the same process, after the first
     run: what does not grow with d, the imports, the process group, is taken out) by at most
-    0.6 of what one rank's grows."""
+    0.6 of what one rank's grows. With glibc's fixed mmap threshold, as sdze's test
+    (tests/test_sharding_zo.py): with the dynamic one rank 0 grew by 0.63 in one run under load
+    (0.56 on rank 1; the same code passed before and after), freed blocks kept in the heap by
+    allocation history."""
     monkeypatch.setenv("PINNBENCH_COMPILE", "0")  # eager closed forms: no compile in the peak
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
     payload = {"runs": [{"problem": "poisson-2body-v1", "dim": d, "steps": 2, "seed": 0,
                          "solver": "bp[points=8,probes=4]", "width": 32, "depth": 1,
                          "dtype": "float32"} for d in (10**4, 10**6)]}

@@ -33,10 +33,11 @@ windows), summed in one all-reduce. A family takes part by declaring ``supports_
 giving ``radii``, ``ansatz_from``, ``ansatz_jet_from`` and ``source_from`` (u* = A(s) u2).
 
 Supported: the six ball families (poisson, allen-cahn, sine-gordon x two-body, three-body),
-``*-v1`` and ``*-scaled-v1``, and the clamped biharmonic (two-body, its ``-scaled-v1``,
-three-body), with dense probes drawn per column block (stde, hte) or sampled
-coordinates, each owned by one rank (sdgd, sparse stde: :class:`ShardCoordinates`);
-:func:`shard_skip`, :func:`probe_kind`.
+``*-v1`` and ``*-scaled-v1``, the clamped biharmonic (two-body, its ``-scaled-v1``,
+three-body), and heat and wave (t the last rank's last column:
+:mod:`pinnbench.cells.sharded_time`, built by :func:`shard_view`), with dense probes drawn per
+column block (stde, hte) or sampled coordinates, each owned by one rank (sdgd, sparse stde:
+:class:`ShardCoordinates`); :func:`shard_skip`, :func:`probe_kind`.
 """
 
 from __future__ import annotations
@@ -90,9 +91,9 @@ def shard_skip(problem, solver=None) -> str:
     a family that ``supports_sharding`` (its d-sized parts are the sums of the module
     docstring: the ball families, the clamped biharmonic), with a solver whose
     :meth:`pinnbench.solver.Solver.shard_unsupported` allows it and whose estimator's probes
-    for the family's terms are drawn per shard (:func:`probe_kind`). The time-dependent and
-    terminal families have other d-sized parts (the time coordinate, the drift and weighted
-    terms by reverse mode in x) that are not written as shard sums yet."""
+    for the family's terms are drawn per shard (:func:`probe_kind`; dt and dtt take the fixed
+    e_t). The terminal families have other d-sized parts (the drift and weighted terms by
+    reverse mode in x) that are not written as shard sums."""
     if not getattr(problem, "supports_sharding", False):
         return f"{problem.id} is not sharded: {_family_reason(problem)} (docs/sharding.md)"
     if solver is None:
@@ -102,27 +103,44 @@ def shard_skip(problem, solver=None) -> str:
         return why
     p = solver.params  # and its probes must be drawable per shard for this problem's terms
     try:
-        for term in dict.fromkeys(problem.operator.names):
+        for term in _spatial_terms(problem):
             probe_kind(p.get("estimator", "stde"), solver.estimator_options, term)
     except ValueError as e:
         return f"{solver.spec} on {problem.id} is not sharded: {e}"
     return ""
 
 
+def _spatial_terms(problem) -> tuple[str, ...]:
+    """The operator's terms that take probes (dt and dtt take the fixed direction e_t)."""
+    from pinnbench.maths.estimators.terms import TIME_ORDER
+
+    return tuple(t for t in dict.fromkeys(problem.operator.names) if t not in TIME_ORDER)
+
+
+def shard_view(problem, plan: ShardPlan, comm: Collectives) -> "ShardedBall":
+    """Rank ``plan.rank``'s view of ``problem``: :class:`ShardedBall`, or for a time-dependent
+    family :class:`pinnbench.cells.sharded_time.ShardedTimeBall` (t in the last rank's
+    columns)."""
+    if getattr(problem, "time_dependent", False):
+        from pinnbench.cells.sharded_time import ShardedTimeBall
+
+        return ShardedTimeBall(problem, plan, comm)
+    return ShardedBall(problem, plan, comm)
+
+
 def _family_reason(problem) -> str:
     """Why a family that does not declare ``supports_sharding`` is not sharded, by what its
     operator and points hold."""
-    if set(problem.operator.names) & {"drift", "weighted_laplacian", "grad_power_mean"}:
-        return ("its first-order and weighted terms (x . grad u, sum_i x_i^2 d^2u/dx_i^2, "
-                "(1/d) sum_i |du/dx_i|^c) are taken by reverse mode in x or on sampled "
-                "coordinates weighted by x_j, not written as shard sums")
-    if getattr(problem, "time_dependent", False):
-        return ("its points carry time as column d of x and its time derivatives take the "
-                "direction e_t appended to the probes; the time column's place in W0's column "
-                "blocks and in the probes is not written for shards (its A, B and f are "
-                "functions of coordinate sums and t, which would reduce)")
-    return ("only the ball families (poisson, allen-cahn, sine-gordon; two- and three-body) "
-            "and the clamped biharmonic write their d-sized parts as sums over shards")
+    if "drift" in problem.operator.names:
+        return ("its drift x . grad u is taken by reverse mode in x in every method (u's "
+                "gradient in all d coordinates, dotted with x): sharded, each rank's part "
+                "x_r . grad_r u would need a sum over the ranks, and the parts through A(s) and "
+                "B(s) a backward through the all-reduce of s, which has none; its weighted "
+                "Laplacian gathers x_j at the sampled coordinates by global index. Not written "
+                "as shard sums (x . grad N = grad_z M . (z - b0) would be, not done)")
+    return ("only the ball families (poisson, allen-cahn, sine-gordon; two- and three-body), "
+            "the clamped biharmonic, heat and wave write their d-sized parts as sums over "
+            "shards")
 
 
 class ShardedBall:
@@ -136,9 +154,10 @@ class ShardedBall:
         why = shard_skip(problem)
         if why:
             raise ValueError(why)
-        if plan.dim != problem.dim:
-            raise ValueError(f"the shard plan is for d = {plan.dim}, the problem has "
-                             f"d = {problem.dim}")
+        if (plan.dim, plan.input_dim) != (problem.dim, problem.input_dim):
+            raise ValueError(f"the shard plan is for d = {plan.dim} ({plan.input_dim} input "
+                             f"columns), the problem has d = {problem.dim} "
+                             f"({problem.input_dim})")
         self.base, self.plan, self.comm = problem, plan, comm
         self._sets: dict[str, list[tuple[Tensor, Tensor]]] = {}
 
@@ -173,8 +192,10 @@ class ShardedBall:
     # -- points, probes, and the sums over windows --------------------------------------------------
     def draw_points(self, n: int, seed: int, device=None) -> tuple[Tensor, Tensor | None]:
         """(x[:, lo:hi], halo): this shard's columns of the n streamed points fixed by ``seed``
-        (module docstring), and the next shard's first w - 1 columns (None on the last rank),
-        drawn on ``device`` (default: the problem's; the collective runs on the problem's)."""
+        (module docstring), and the next shard's first w - 1 columns (None on the last rank, or
+        without a many-body window), drawn on ``device`` (default: the problem's; the collective
+        runs on the problem's). A time-dependent family's t ~ U[0, 1] (from
+        ``derive_seed(seed, 2)``) follows as the last column on the rank that owns it."""
         plan, base = self.plan, self.base
         dtype, device = base.dtype, torch.device(device or base.device)
         g = ColumnStream(n, plan.dim, plan.width, derive_seed(seed, 0), "gaussian", dtype, device)
@@ -182,7 +203,7 @@ class ShardedBall:
         r = r_min + (r_max - r_min) * torch.rand(
             n, 1, generator=seeded(derive_seed(seed, 1), device), dtype=dtype, device=device)
         k0, k1 = plan.blocks
-        x = torch.empty(n, plan.columns, dtype=dtype, device=device)  # g, then x in place
+        x = torch.empty(n, plan.input_columns, dtype=dtype, device=device)  # g, then x in place
         block_sq = torch.zeros(plan.n_blocks, n, dtype=dtype, device=device)
         for k in range(k0, k1):
             a = k * plan.width - plan.lo
@@ -195,10 +216,14 @@ class ShardedBall:
         for k in range(plan.n_blocks):  # RadialBallStream's order of additions
             sq += block_sq[k]
         scale = r / sq.sqrt().unsqueeze(1)
-        x.mul_(scale)
+        x[:, :plan.columns].mul_(scale)
+        if plan.owns_time:
+            x[:, plan.columns:] = torch.rand(n, plan.time, dtype=dtype, device=device,
+                                             generator=seeded(derive_seed(seed, 2), device))
         halo = None
-        if plan.hi < plan.dim:
-            halo = g.block(k1)[:, :base.body.window - 1].mul(scale)
+        window = getattr(getattr(base, "body", None), "window", 1)
+        if plan.hi < plan.dim and window > 1:
+            halo = g.block(k1)[:, :window - 1].mul(scale)
         return x, halo
 
     def draw_probes(self, count: int, seed: int, dist: str) -> Tensor:
@@ -240,12 +265,19 @@ class ShardedBall:
         every rank, then one seed per probe set from ``probe_generator`` (default: continuing
         ``generator``), its probes of :func:`probe_kind` (dense: this shard's columns; sampled
         coordinates: the same V indices on every rank, by Floyd's algorithm from that seed);
-        the source computed here."""
-        from pinnbench.maths.estimators.terms import SPATIAL_ORDER, Probes, _Group
+        the source computed here. Terms whose probes differ in kind (HJB-Lin with dense probes:
+        its Laplacian's, and grad_power_mean's sampled coordinates) get a group each, in the
+        order of the terms, group i > 0 drawn from ``derive_seed(set seed, i)``; a time term's
+        e_t rides along the first group's probes with stde, apart otherwise (the layout of
+        :func:`pinnbench.maths.estimators.terms.draw_probes`)."""
+        from pinnbench.maths.estimators.terms import SPATIAL_ORDER, TIME_ORDER, Probes, _Group
 
         base, names = self.base, tuple(dict.fromkeys(self.base.operator.names))
-        (kind,) = {probe_kind(method, opts, t) for t in names}  # one spatial term per family
-        order = max(SPATIAL_ORDER[t] for t in names)
+        kinds: dict[str, list[str]] = {}
+        for t in _spatial_terms(base):
+            kinds.setdefault(probe_kind(method, opts, t), []).append(t)
+        time_order = max((TIME_ORDER[t] for t in names if t in TIME_ORDER), default=0)
+        with_time = method == "stde" and time_order > 0  # e_t rides along the jets' probes
         seed = draw_seed(generator)
         self.comm.check_same("the step's points seed", seed)
         x, halo = self.draw_points(points, seed)
@@ -255,15 +287,40 @@ class ShardedBall:
         drawn = []
         for _ in range(sets):
             set_seed = draw_seed(pg)
-            if kind == "coordinate":  # the same V coordinates on every rank, one owner each
-                index = sample_indices(probes, base.dim, seeded(set_seed, base.device))
-                dirs, count = ShardCoordinates(index, self.plan, base.dtype), index.shape[0]
-            else:
-                dirs, count = DenseDirections(self.draw_probes(probes, set_seed, kind)), probes
-            group = _Group(kind, list(names), order, dirs, count)
-            drawn.append(Probes(method, names, probes, dict(opts),
-                                (base.dim, base.input_dim), {kind: group}, {}, None, 0))
+            groups = {}
+            for i, (kind, terms) in enumerate(kinds.items()):
+                group_seed = set_seed if i == 0 else derive_seed(set_seed, i)
+                time_row = with_time and i == 0
+                if kind == "coordinate":  # the same V coordinates on every rank, one owner each
+                    index = sample_indices(probes, base.dim, seeded(group_seed, base.device))
+                    count = index.shape[0]
+                    if time_row:  # e_t: the global coordinate d, owned by the time column's rank
+                        index = torch.cat([index, index.new_full((1,), base.dim)])
+                    dirs = ShardCoordinates(index, self.plan, base.dtype)
+                else:
+                    dirs, count = self._dense_probes(probes, group_seed, kind, time_row), probes
+                order = max(SPATIAL_ORDER[t] for t in terms)
+                groups[kind] = _Group(kind, list(terms), order, dirs, count)
+            time_dirs = None
+            if time_order and not with_time:  # hte, sdgd: e_t apart
+                time_dirs = ShardCoordinates(torch.tensor([base.dim], device=base.device),
+                                             self.plan, base.dtype)
+            drawn.append(Probes(method, names, probes, dict(opts), (base.dim, base.input_dim),
+                                groups, {}, time_dirs, time_order))
         return StepData(x, f, tuple(drawn))
+
+    def _dense_probes(self, count: int, seed: int, dist: str, time_row: bool) -> Directions:
+        """This shard's columns of the dense probes, with a zero time column on the time
+        column's owner and the row e_t after them when ``time_row`` (probes.dense_probes' layout,
+        per shard: the row is zero on the other ranks)."""
+        v, plan = self.draw_probes(count, seed, dist), self.plan
+        if plan.input_columns == plan.columns and not time_row:
+            return DenseDirections(v)
+        full = v.new_zeros(count + int(time_row), plan.input_columns)
+        full[:count, :plan.columns] = v
+        if time_row and plan.owns_time:
+            full[count, plan.columns] = 1.0
+        return DenseDirections(full)
 
     def test_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
         """This shard's columns of the sharded test set and u* there (one chunk), drawn on the

@@ -20,7 +20,7 @@ import time
 from pinnbench import memory
 from pinnbench.maths.problem import DTYPES
 from pinnbench.seeds import cell_generator, cell_stream_seed
-from pinnbench.cells.sharded_ball import ShardedBall, shard_skip
+from pinnbench.cells.sharded_ball import shard_skip, shard_view
 from pinnbench.cells.sharded_measurement import shard_block_columns
 from pinnbench.cells.sharding import Collectives, ShardPlan, make_sharded_model
 
@@ -43,8 +43,8 @@ def build(payload: dict, comm: Collectives, rank: int, ranks: int):
     if why:
         raise ValueError(why)
     width = p["block_columns"] or shard_block_columns(problem.dim, solver.params["points"])
-    plan = ShardPlan(problem.dim, width, ranks, rank)
-    view = ShardedBall(problem, plan, comm)
+    plan = ShardPlan(problem.dim, width, ranks, rank, time=problem.input_dim - problem.dim)
+    view = shard_view(problem, plan, comm)
     model = make_sharded_model(view, plan, comm, p["width"], p["depth"],
                                generator=cell_generator(p["seed"], "model", problem.device))
     solver.setup(view, model, cell_generator(p["seed"], "solver", problem.device))

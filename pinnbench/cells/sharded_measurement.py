@@ -51,13 +51,13 @@ class Rank:
         """(this rank's view of ``problem``, the sharded model), the model from the cell's
         "model" stream as every cell's."""
         from pinnbench.seeds import cell_generator
-        from pinnbench.cells.sharded_ball import ShardedBall
+        from pinnbench.cells.sharded_ball import shard_view
 
         self.comm.check_same("the cell's seed", spec["seed"])
         points = int(spec["solver_params"].get("points", 100))
         self.plan = ShardPlan(problem.dim, shard_block_columns(problem.dim, points), self.ranks,
-                              self.rank)
-        view = ShardedBall(problem, self.plan, self.comm)
+                              self.rank, time=problem.input_dim - problem.dim)
+        view = shard_view(problem, self.plan, self.comm)
         model = make_sharded_model(view, self.plan, self.comm, spec["width"], spec["depth"],
                                    generator=cell_generator(spec["seed"], "model",
                                                             problem.device))

@@ -44,12 +44,18 @@ from pinnbench.maths.streaming import MIN_BLOCK_COLUMNS
 class ShardPlan:
     """Rank ``rank`` of ``ranks`` owns the column blocks [k0, k1) of width ``width`` (the last
     block of the d columns may be narrower): blocks are split as evenly as whole blocks allow,
-    the first ``n_blocks % ranks`` ranks taking one more. Every rank must own at least one."""
+    the first ``n_blocks % ranks`` ranks taking one more. Every rank must own at least one.
+
+    ``time``: input columns after the d spatial ones (1 for a time-dependent family, whose points
+    carry t as column d), owned by the last rank as one more block, k = ``n_blocks``, of W0's
+    columns (the model's input is then (n, ``input_columns``) on every rank, t last on the last
+    rank): the first layer sums t's product once, as any other column's."""
 
     dim: int
     width: int
     ranks: int
     rank: int
+    time: int = 0
 
     def __post_init__(self) -> None:
         if self.width < MIN_BLOCK_COLUMNS:
@@ -86,6 +92,31 @@ class ShardPlan:
     @property
     def columns(self) -> int:
         return self.hi - self.lo
+
+    @property
+    def owns_time(self) -> bool:
+        """Whether this rank holds the time column(s) (the last rank, when there are any)."""
+        return self.time > 0 and self.rank == self.ranks - 1
+
+    @property
+    def input_dim(self) -> int:
+        """The model's whole input width: d + ``time``."""
+        return self.dim + self.time
+
+    @property
+    def input_columns(self) -> int:
+        """This rank's columns of the model's input (and of W0): its spatial columns, then the
+        time column(s) on their owner."""
+        return self.columns + (self.time if self.owns_time else 0)
+
+    def input_blocks(self):
+        """(j0, j1, k): this rank's column blocks of W0 as ranges [j0, j1) of its own columns,
+        block k drawn from its own seed: the spatial blocks, then the time block k = n_blocks
+        on its owner."""
+        for k in range(*self.blocks):
+            yield k * self.width - self.lo, min((k + 1) * self.width, self.dim) - self.lo, k
+        if self.owns_time:
+            yield self.columns, self.columns + self.time, self.n_blocks
 
 
 class _SumOverRanks(torch.autograd.Function):
@@ -196,9 +227,11 @@ class ShardCoordinates(Directions):
         if index.ndim != 1:
             raise ValueError(f"coordinate indices must be 1-D, got shape {tuple(index.shape)}")
         self.index, self.plan, self.dtype = index, plan, dtype
-        self.count, self.dim = index.shape[0], plan.columns
-        self.owned = (index >= plan.lo) & (index < plan.hi)  # (V,)
-        self.local = (index - plan.lo).clamp_(0, plan.columns - 1)  # a valid column everywhere
+        # this rank's input columns: its spatial ones, then the time column (global index d) on
+        # its owner, so e_t is a coordinate like any other
+        self.count, self.dim = index.shape[0], plan.input_columns
+        self.owned = (index >= plan.lo) & (index < plan.lo + plan.input_columns)  # (V,)
+        self.local = (index - plan.lo).clamp_(0, plan.input_columns - 1)  # valid everywhere
 
     def dot(self, x: Tensor) -> Tensor:
         return torch.where(self.owned, x[:, self.local], 0.0)
@@ -209,17 +242,31 @@ class ShardCoordinates(Directions):
     def apply_weight(self, weight: Tensor) -> Tensor:
         return torch.where(self.owned.unsqueeze(1), weight[:, self.local].T, 0.0)
 
+    def power_sum(self, y: Tensor, k: int) -> Tensor:
+        return torch.where(self.owned, y[:, self.local], 0.0)
+
+    def owned_rows(self, read) -> Tensor:
+        """``read(local columns)`` (V, k), kept where this rank owns the coordinate and zero
+        elsewhere: summed over the ranks, the one-process rows at the global index (a
+        zeroth-order solver's V rows and z0 columns)."""
+        return torch.where(self.owned.unsqueeze(1), read(self.local), 0.0)
+
+    def component(self, i: int) -> Tensor:
+        """(V,): this rank's local column ``i`` of every direction (1 where e_j is that column
+        and this rank owns it)."""
+        i = i % self.dim
+        return (self.owned & (self.local == i)).to(self.dtype)
+
 
 def draw_first_weight(plan: ShardPlan, hidden: int, seed: int, input_dim: int,
                       dtype: torch.dtype, device) -> Tensor:
     """This rank's columns of W0 (hidden, D) ~ N(0, 1/D) (LeCun normal, as
     :func:`pinnbench.maths.model.make_model`), drawn block by block: block k from
     ``generator(derive_seed(seed, k))``, so every shard plan with these blocks draws the same
-    W0 (a definition of its own: not make_model's numbers)."""
-    k0, k1 = plan.blocks
+    W0 (a definition of its own: not make_model's numbers). The time column of a time-dependent
+    family is block n_blocks, on its owner (:meth:`ShardPlan.input_blocks`)."""
     cols = []
-    for k in range(k0, k1):
-        a, b = k * plan.width, min((k + 1) * plan.width, plan.dim)
+    for a, b, k in plan.input_blocks():
         cols.append(torch.randn(hidden, b - a, generator=seeded(derive_seed(seed, k), device),
                                 dtype=dtype, device=device))
     return torch.cat(cols, dim=1).mul_(1.0 / math.sqrt(input_dim))
