@@ -13,7 +13,7 @@ from pinnbench.cells.cellspec import CellSpec
 from pinnbench.cli import main
 from pinnbench.solver import SOLVERS, Param, Solver
 from pinnbench.cells.store import load_results
-from pinnbench.tuning.study import (Protocol, TuningError, ask_trials, check_equal_protocol,
+from pinnbench.tuning.study import (TUNE_TIMEOUT_S, Protocol, TuningError, ask_trials, check_equal_protocol,
                               make_sampler, objective, protocol_differences, search_space,
                               select, storage_url, summarize, trial_spec)
 from pinnbench.tuning.trials import TrialRecorder, open_studies, prepare, trial_cells
@@ -237,6 +237,26 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, arg
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert _untouched(tmp_path)
+
+
+@pytest.mark.parametrize("extra,limit", [([], TUNE_TIMEOUT_S), (["--timeout", "30"], 30.0)])
+def test_a_trial_cells_wall_clock_limit_is_only_a_hang_guard(tmp_path, monkeypatch, extra, limit):
+    """The budget is in steps: by default a trial cell may run far past the run's limit (a slow
+    configuration on a loaded machine is not a failed one); --timeout still sets it."""
+    from pinnbench.commands.run_options import DEFAULT_RUN
+    from pinnbench.tuning import trials
+
+    seen = {}
+
+    def stop(solvers, problems, dims, protocol, options):
+        seen.update(options)
+        raise TuningError("stopped by the test")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(trials, "prepare", stop)
+    assert main(TUNE + extra) == 2
+    assert seen["timeout_s"] == limit
+    assert TUNE_TIMEOUT_S >= 6 * DEFAULT_RUN["timeout"]
 
 
 def test_a_study_store_that_is_not_one_is_refused(tmp_path, monkeypatch, capsys):

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 from pinnbench.commands.run_options import DEFAULT_RUN
 from pinnbench.cells.store import DEFAULT_PATH
-from pinnbench.tuning.study import (DEFAULT_SEEDS, DEFAULT_TRIALS, SAMPLERS, Protocol, TuningError,
-                              check_equal_protocol, default_study_store, protocol_differences,
+from pinnbench.tuning.study import (DEFAULT_SEEDS, DEFAULT_TRIALS, SAMPLERS, TUNE_TIMEOUT_S,
+                              Protocol, TuningError, check_equal_protocol, default_study_store, protocol_differences,
                               require_optuna, storage_url, summarize)
 from pinnbench.commands.usage import UsageError, import_plugins
 
@@ -64,7 +64,8 @@ def add_tune_parser(sub) -> None:
     t.add_argument("--device", help="auto, cpu, cuda or cuda:<index> (default cpu)")
     t.add_argument("--dtype", help="float32 or float64 (default float32)")
     t.add_argument("--timeout", type=seconds_option("--timeout"), metavar="SECONDS",
-                   help=f"wall-clock limit per cell (default {DEFAULT_RUN['timeout']:g})")
+                   help=f"wall-clock limit per cell, a hang guard: the budget is --steps "
+                        f"(default {TUNE_TIMEOUT_S:g})")
     t.add_argument("--jobs", type=int_option("--jobs", maximum=MAX_PROCESSES), help="cells at once (default 1)")
     t.add_argument("--threads", type=int_option("--threads", maximum=MAX_THREADS),
                    help="torch threads per cell (default: free physical cores / jobs)")
@@ -165,7 +166,7 @@ def cmd_tune(args, argv: Sequence[str]) -> int:
     threads = args.threads
     if threads is None and device == "cpu":
         threads = default_threads(args.jobs or 1)
-    options = {"timeout_s": args.timeout or DEFAULT_RUN["timeout"], "threads": threads,
+    options = {"timeout_s": args.timeout or TUNE_TIMEOUT_S, "threads": threads,
                "imports": list(args.imports or []), "command": command}
     # as run: folders made only for the default store, or when asked
     mkdir = bool(args.mkdir) or Path(args.store) == DEFAULT_PATH

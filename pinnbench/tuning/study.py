@@ -38,6 +38,11 @@ from pinnbench.solver import SOLVERS, format_spec, parse_spec
 from pinnbench.search_space import resolve, round_value, to_distribution
 
 DEFAULT_TRIALS = 16
+#: a trial cell's default wall-clock limit (ours). A trial's budget is in steps, so the limit only
+#: guards against a hang: at the run's 600 s, a slow configuration on a loaded machine timed out
+#: (the defaults study: MeZO at q = 16, 256 of 500 steps in 600 s at load 6.5), and a timeout
+#: counts as +inf, so the machine's load, not the method, would have decided the trial.
+TUNE_TIMEOUT_S = 3600.0
 DEFAULT_SEEDS = (0, 1)
 #: the objective is a median over seeds: at least this many (docs/domain.md §9)
 MIN_SEEDS = 2
