@@ -497,3 +497,26 @@ def test_a_sharded_cells_ranks_split_the_free_cores(monkeypatch):
     config = dict(problems=["poisson-2body-v1"], solvers=["bp"], dims=[64], steps=2)
     assert [c["threads"] for c in plan(SweepConfig(**config, ranks=2, jobs=2))] == [2]
     assert [c["threads"] for c in plan(SweepConfig(**config))] == [8]
+
+
+def test_the_sharded_test_set_streams_in_row_chunks_with_the_same_points(monkeypatch):
+    """A rank holds one chunk of rows of its test/validation set at a time (as the unsharded
+    cell streams its own), never the whole n x d / R set (the old view kept it: one chunk of
+    n rows), and the chunks are the whole-set draw's rows bit for bit, with the same u*."""
+    import pinnbench.cells.sharded_ball as sb
+    from pinnbench.maths.problem import TEST_STREAM
+    from pinnbench.seeds import draw_seed
+
+    payload = {**SMALL, "problem": "allen-cahn-3body-v1"}
+    view, _, _ = build(payload, Collectives(1), 0, 1)
+    n = view.n_test
+    monkeypatch.setattr(sb, "TEST_CHUNK_ELEMENTS", (n // 3) * view.plan.input_columns)
+    step = view.chunk_rows()
+    assert 1 < step < n // 3
+    for chunks in (view.test_chunks(), view.validation_chunks()):
+        rows = [x.shape[0] for x, _ in chunks]
+        assert len(rows) > 1 and max(rows) == step and sum(rows) == n
+    x, u = (torch.cat(v) for v in zip(*view.test_chunks()))
+    whole, halo = view.draw_points(n, draw_seed(view.base.cpu_generator(TEST_STREAM)), "cpu")
+    assert torch.equal(x, whole)
+    assert torch.equal(u, view.exact_of(whole, halo))

@@ -49,7 +49,7 @@ from torch import Tensor
 
 from pinnbench.maths.directions import DenseDirections, Directions
 from pinnbench.maths.jets import Jet
-from pinnbench.maths.problem import TEST_STREAM, VALIDATION_STREAM
+from pinnbench.maths.problem import TEST_CHUNK_ELEMENTS, TEST_STREAM, VALIDATION_STREAM
 from pinnbench.problems._chunked import sqnorm
 from pinnbench.seeds import derive_seed, draw_seed, generator as seeded
 from pinnbench.cells.sharding import Collectives, ShardCoordinates, ShardPlan
@@ -159,7 +159,6 @@ class ShardedBall:
                              f"columns), the problem has d = {problem.dim} "
                              f"({problem.input_dim})")
         self.base, self.plan, self.comm = problem, plan, comm
-        self._sets: dict[str, list[tuple[Tensor, Tensor]]] = {}
 
     def __getattr__(self, name: str):
         return getattr(self.__dict__["base"], name)
@@ -190,40 +189,48 @@ class ShardedBall:
         return self.base.residual(terms, u, x, source=source)
 
     # -- points, probes, and the sums over windows --------------------------------------------------
-    def draw_points(self, n: int, seed: int, device=None) -> tuple[Tensor, Tensor | None]:
+    def draw_points(self, n: int, seed: int, device=None,
+                    rows: tuple[int, int] | None = None) -> tuple[Tensor, Tensor | None]:
         """(x[:, lo:hi], halo): this shard's columns of the n streamed points fixed by ``seed``
         (module docstring), and the next shard's first w - 1 columns (None on the last rank, or
         without a many-body window), drawn on ``device`` (default: the problem's; the collective
         runs on the problem's). A time-dependent family's t ~ U[0, 1] (from
-        ``derive_seed(seed, 2)``) follows as the last column on the rank that owns it."""
+        ``derive_seed(seed, 2)``) follows as the last column on the rank that owns it.
+        ``rows = (a, b)``: only the rows [a, b) of those n points, the same numbers bit for bit
+        (each block is drawn whole and sliced, so at most one n x width block and the (b - a)
+        rows are held: the streamed test set, :meth:`test_chunks`)."""
         plan, base = self.plan, self.base
+        a0, a1 = (0, n) if rows is None else rows
+        m = a1 - a0
         dtype, device = base.dtype, torch.device(device or base.device)
         g = ColumnStream(n, plan.dim, plan.width, derive_seed(seed, 0), "gaussian", dtype, device)
         r_min, r_max = base.radii
         r = r_min + (r_max - r_min) * torch.rand(
             n, 1, generator=seeded(derive_seed(seed, 1), device), dtype=dtype, device=device)
+        r = r[a0:a1]
         k0, k1 = plan.blocks
-        x = torch.empty(n, plan.input_columns, dtype=dtype, device=device)  # g, then x in place
-        block_sq = torch.zeros(plan.n_blocks, n, dtype=dtype, device=device)
+        x = torch.empty(m, plan.input_columns, dtype=dtype, device=device)  # g, then x in place
+        block_sq = torch.zeros(plan.n_blocks, m, dtype=dtype, device=device)
         for k in range(k0, k1):
             a = k * plan.width - plan.lo
             gb = g.block(k)
-            x[:, a:a + gb.shape[1]] = gb
-            block_sq[k] = torch.linalg.vector_norm(gb, dim=1).square_()
+            x[:, a:a + gb.shape[1]] = gb[a0:a1]
+            block_sq[k] = torch.linalg.vector_norm(gb, dim=1).square_()[a0:a1]
             del gb
         block_sq = self.comm.sum(block_sq.to(base.device)).to(device)
-        sq = torch.zeros(n, dtype=dtype, device=device)
+        sq = torch.zeros(m, dtype=dtype, device=device)
         for k in range(plan.n_blocks):  # RadialBallStream's order of additions
             sq += block_sq[k]
         scale = r / sq.sqrt().unsqueeze(1)
         x[:, :plan.columns].mul_(scale)
         if plan.owns_time:
             x[:, plan.columns:] = torch.rand(n, plan.time, dtype=dtype, device=device,
-                                             generator=seeded(derive_seed(seed, 2), device))
+                                             generator=seeded(derive_seed(seed, 2),
+                                                              device))[a0:a1]
         halo = None
         window = getattr(getattr(base, "body", None), "window", 1)
         if plan.hi < plan.dim and window > 1:
-            halo = g.block(k1)[:, :window - 1].mul(scale)
+            halo = g.block(k1)[a0:a1, :window - 1].mul(scale)
         return x, halo
 
     def draw_probes(self, count: int, seed: int, dist: str) -> Tensor:
@@ -323,25 +330,35 @@ class ShardedBall:
         return DenseDirections(full)
 
     def test_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
-        """This shard's columns of the sharded test set and u* there (one chunk), drawn on the
-        CPU (the same points on every device) and kept in host memory, as an unsharded cell
-        keeps its test set: on a GPU the chunk is copied to the device for each evaluation."""
+        """This shard's columns of the sharded test set and u* there, in row chunks
+        (:meth:`chunk_rows`), drawn again on the CPU from the set's seed at every evaluation
+        (the same points on every device and every R) and copied to the problem's device, as
+        an unsharded cell streams its test set (Problem.test_chunks): nothing of the set is
+        kept, so a rank holds one chunk of rows, one n x width block and n numbers per block,
+        not n x d / R (issue 25: at d = 2e7 on 2 ranks the kept set was 3.8 GiB per rank)."""
         return self._point_set(TEST_STREAM, self.base.n_test)
 
     def validation_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self._point_set(VALIDATION_STREAM, self.base.n_validation)
 
+    def chunk_rows(self) -> int:
+        """Rows per chunk of a point set: TEST_CHUNK_ELEMENTS over the widest shard's input
+        columns, the same number on every rank (the chunks' collectives go in lockstep)."""
+        plan = self.plan
+        widest = max(b - a for a, b in map(plan.blocks_of, range(plan.ranks))) * plan.width
+        return max(1, TEST_CHUNK_ELEMENTS // (widest + plan.time))
+
     def _point_set(self, stream: str, n: int) -> Iterator[tuple[Tensor, Tensor]]:
         base = self.base
-        if stream not in self._sets:
-            seed = draw_seed(base.cpu_generator(stream))
-            x, halo = self.draw_points(n, seed, device="cpu")
+        seed = draw_seed(base.cpu_generator(stream))
+        step = self.chunk_rows()
+        for a in range(0, n, step):
+            x, halo = self.draw_points(n, seed, device="cpu", rows=(a, min(n, a + step)))
+            x = x.to(base.device)
             with torch.no_grad():
-                u = self.exact_of(x.to(base.device),
-                                  None if halo is None else halo.to(base.device))
-            self._sets[stream] = [(x, u.cpu())]
-        for x, u in self._sets[stream]:
-            yield x.to(base.device), u.to(base.device)
+                u = self.exact_of(x, None if halo is None else halo.to(base.device))
+            yield x, u
+            del x, halo, u
 
     def warm_up(self, n_points: int = 2) -> None:
         """Nothing to compile ahead at the sizes sharded cells run (the block sums' compiled
