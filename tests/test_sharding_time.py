@@ -211,3 +211,18 @@ def test_two_ranks_train_like_one_on_heat_wave_and_hjb_lin():
         assert math.isclose(r0["w0_sum"] + r1["w0_sum"], ref["w0_sum"], rel_tol=1e-9), what
         assert len(set(ref["losses"])) == len(ref["losses"]), what  # the steps moved
         assert r1["w0_bytes"] == r0["w0_bytes"] * 25 // 36, what  # 24 columns + t, 36
+
+
+def test_probe_groups_never_draw_from_a_column_block_s_generator():
+    """HJB-Lin with dense probes draws two groups per probe set: the Laplacian's column stream
+    (block k from derive_seed(set seed, k)) and grad_power_mean's sampled coordinates. With the
+    group seeded by derive_seed(set seed, 1), the coordinates came from block 1's generator."""
+    from pinnbench.cells.sharded_ball import probe_group_seed
+    from pinnbench.seeds import derive_seed
+
+    for set_seed in (0, 1, 12345, 2**62 + 7):
+        assert probe_group_seed(set_seed, 0) == set_seed
+        blocks = {derive_seed(set_seed, k) for k in range(4096)}
+        groups = [probe_group_seed(set_seed, i) for i in range(1, 5)]
+        assert len(set(groups)) == len(groups) and set_seed not in groups
+        assert not blocks & set(groups)

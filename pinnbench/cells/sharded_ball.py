@@ -274,7 +274,8 @@ class ShardedBall:
         coordinates: the same V indices on every rank, by Floyd's algorithm from that seed);
         the source computed here. Terms whose probes differ in kind (HJB-Lin with dense probes:
         its Laplacian's, and grad_power_mean's sampled coordinates) get a group each, in the
-        order of the terms, group i > 0 drawn from ``derive_seed(set seed, i)``; a time term's
+        order of the terms, group i > 0 drawn from :func:`probe_group_seed` (never one of the
+        first group's column-block seeds, ``derive_seed(set seed, k)``); a time term's
         e_t rides along the first group's probes with stde, apart otherwise (the layout of
         :func:`pinnbench.maths.estimators.terms.draw_probes`)."""
         from pinnbench.maths.estimators.terms import SPATIAL_ORDER, TIME_ORDER, Probes, _Group
@@ -296,7 +297,7 @@ class ShardedBall:
             set_seed = draw_seed(pg)
             groups = {}
             for i, (kind, terms) in enumerate(kinds.items()):
-                group_seed = set_seed if i == 0 else derive_seed(set_seed, i)
+                group_seed = probe_group_seed(set_seed, i)
                 time_row = with_time and i == 0
                 if kind == "coordinate":  # the same V coordinates on every rank, one owner each
                     index = sample_indices(probes, base.dim, seeded(group_seed, base.device))
@@ -363,3 +364,16 @@ class ShardedBall:
     def warm_up(self, n_points: int = 2) -> None:
         """Nothing to compile ahead at the sizes sharded cells run (the block sums' compiled
         path is taken per shard when its width asks)."""
+
+
+#: a tag that no column block's index reaches: the seeds of the probe groups after the first
+PROBE_GROUP_TAG = 0x67726F7570  # "group"
+
+
+def probe_group_seed(set_seed: int, i: int) -> int:
+    """The seed of a probe set's group i: the set's seed for group 0 (its column blocks are
+    ``derive_seed(set_seed, k)``, :class:`pinnbench.maths.streaming.ColumnStream`), and for
+    i > 0 ``derive_seed(set_seed, PROBE_GROUP_TAG, i)``, a chain that no block seed shares (with
+    ``derive_seed(set_seed, i)`` a group of sampled coordinates drew from the generator of group
+    0's block i: two estimates meant to be independent shared their random numbers)."""
+    return set_seed if i == 0 else derive_seed(set_seed, PROBE_GROUP_TAG, i)
