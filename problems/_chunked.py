@@ -54,8 +54,8 @@ def sqnorm(x: Tensor, n_cols: int | None = None) -> Tensor:
 class _LastSqnorm:
     """The last ``sqnorm`` computed, found again by the identity of its input (held weakly, so
     the batch is not kept alive) and of that input's version and of the result's: a tensor
-    changed in place since, or one that autograd would differentiate through, is computed
-    afresh."""
+    changed in place since, one that autograd would differentiate through, or one made or read
+    under ``torch.inference_mode`` (no version counter) is computed afresh."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
@@ -64,15 +64,16 @@ class _LastSqnorm:
 
     def get(self, x: Tensor, n_cols: int | None) -> Tensor:
         n_cols = x.shape[1] if n_cols is None else n_cols
-        tracked = x.requires_grad and torch.is_grad_enabled()
+        if ((x.requires_grad and torch.is_grad_enabled()) or x.is_inference()
+                or torch.is_inference_mode_enabled()):
+            # differentiated through, or inference tensors (they keep no version counter)
+            return row_sum(x, torch.square, n_cols)
         key = (x._version, n_cols, x.shape, x.dtype, x.device)
         s = self._s
-        if (not tracked and s is not None and self._ref is not None and self._ref() is x
+        if (s is not None and self._ref is not None and self._ref() is x
                 and self._key == (key, s._version)):
             return s
         s = row_sum(x, torch.square, n_cols)
-        if tracked:
-            return s
         self._ref, self._s, self._key = weakref.ref(x), s, (key, s._version)
         return s
 

@@ -47,6 +47,27 @@ def test_a_kept_sqnorm_changed_in_place_is_not_returned(gen):
     assert torch.equal(sqnorm(x), expected)
 
 
+def test_sqnorm_and_a_forward_pass_work_under_inference_mode(gen):
+    """Inference tensors keep no version counter: the kept sum is not consulted for them (a
+    model evaluated under ``torch.inference_mode`` raised a RuntimeError)."""
+    import pinnbench
+
+    x = torch.randn(3, 40, generator=gen)
+    plain = (x * x).sum(dim=1)
+    with torch.inference_mode():
+        xi = x.clone()
+        torch.testing.assert_close(sqnorm(xi), plain)
+        torch.testing.assert_close(sqnorm(x), plain)
+    torch.testing.assert_close(sqnorm(xi), plain)  # an inference tensor, outside the mode
+    problem = pinnbench.make_problem("poisson-2body-v1", dim=5, seed=0)
+    model = pinnbench.make_model(problem, width=8, depth=1, generator=torch.Generator().manual_seed(0))
+    pts = problem.sample_interior(4, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(pts)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(pts.clone()), expected)
+
+
 def test_rademacher_probes_know_their_squared_norms(gen):
     for dtype in (torch.float32, torch.float64):
         for time_row, input_dim in ((False, 300), (True, 301), (False, 301)):
