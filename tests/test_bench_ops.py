@@ -225,6 +225,16 @@ def test_an_out_tensor_is_written_not_read(w0):
     assert count(lambda: c.mul_(b), w0, D).d_traffic_w0 == pytest.approx(3 * N / H)
 
 
+def test_writing_an_out_tensor_allocates_nothing(w0):
+    """An ``out=`` buffer exists before the op, as an in-place op's operand does: neither
+    allocates; the op's own result does."""
+    a, b, c = torch.ones(N, D), torch.ones(N, D), torch.empty(N, D)
+    two = count(lambda: (torch.mul(a, b, out=c), torch.mul(a, b, out=c)), w0, D)
+    assert two.ops == 2 and two.allocations == 0
+    assert count(lambda: c.mul_(b), w0, D).allocations == 0
+    assert count(lambda: torch.mul(a, b), w0, D).allocations == 1
+
+
 def test_an_allocation_alone_moves_no_data(w0):
     """``torch.empty`` allocates (one in ``allocations``) but launches nothing and moves no
     bytes; ``torch.zeros`` writes its result."""

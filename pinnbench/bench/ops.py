@@ -32,9 +32,9 @@ warm-up step, then counts one step under a :class:`torch.utils._python_dispatch.
     read of the step's returned loss at its very end (``Solver.step() -> float``) waits only for
     work the step has already launched, as the timing's own synchronisation does.
 ``allocs``
-    op results whose storage is new (not one of the op's inputs' storages). An op that only
-    allocates (:data:`ALLOCATION_ONLY`: ``torch.empty``, ...) counts here and nowhere else: it
-    moves no data and launches no kernel.
+    op results whose storage is new (not one of the op's inputs' storages, nor an ``out=``
+    buffer it writes). An op that only allocates (:data:`ALLOCATION_ONLY`: ``torch.empty``, ...)
+    counts here and in ``ops``, and adds no kernel and no traffic: it moves no data.
 ``W0 sweeps``
     passes over W0's storage: for every op that moves data (not a view: neither an op the schema
     marks as one nor one whose results all share its inputs' storages without writing them,
@@ -223,7 +223,8 @@ class OpCounter(TorchDispatchMode):
         elif not _is_view(func, ins, outs):
             c.kernels += 1
             self._traffic(ins, outs, f"aten::{name}")
-            self._allocations(ins, outs)
+            # an ``out=`` buffer exists already: writing it allocates nothing
+            self._allocations(ins + _tensors(kwargs.get("out")), outs)
         return out
 
 
