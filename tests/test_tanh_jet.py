@@ -82,3 +82,19 @@ def test_bp_takes_it_and_a_differentiated_x_does_not(gen, monkeypatch):
     assert len(calls) == 1
     model.jet(x.requires_grad_(), dirs, 2)
     assert len(calls) == 1
+
+
+def test_no_cotangent_is_made_for_an_input_that_needs_none(gen):
+    """The node's backward returns None (not a tensor of zeros, nor a discarded one) for the
+    inputs that do not require a gradient (``ctx.needs_input_grad``)."""
+    args = inputs(gen, torch.float64)
+    frozen = {0, 3, 5}  # z0, b1 and b2
+    args = [a.detach() if k in frozen else a for k, a in enumerate(args)]
+    out = hidden_jet2(args[0], args[1], args[2:]).coeffs
+    grads = out[0].grad_fn.apply(*(torch.ones_like(c) for c in out))
+    assert [k for k, g in enumerate(grads) if g is None] == sorted(frozen)
+    ref = torch.autograd.grad(sum(c.sum() for c in unfused(args[0], args[1], args[2:])),
+                              [a for k, a in enumerate(args) if k not in frozen])
+    for a, b in zip([g for g in grads if g is not None], ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
