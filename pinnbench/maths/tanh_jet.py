@@ -51,8 +51,8 @@ def hidden_jet2(z0: Tensor, z1: Tensor, params: Sequence[Tensor]) -> Jet:
 def _forward(z0: Tensor, z1: Tensor, params: Sequence[Tensor]):
     """The arithmetic of ``_tanh_order2`` (stacked) and ``_linear_jet``, the same numbers
     (z_1 m = -(z_1 q) exactly, so y_2 = z_2 p_0 - z_1 q is z_2 p_0 + z_1 m bit for bit), and per
-    layer what the backward pass needs: the stacked Y as a matrix, its rows 1.. (y_1, y_2), y_1,
-    p_0 and q."""
+    layer what the backward pass needs: the stacked Y as a matrix, y_0, Y's rows 1.. (y_1 and
+    y_2), y_1, p_0 and q."""
     z = [z0, z1]
     saved = []
     for layer in range(len(params) // 2):
