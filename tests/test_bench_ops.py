@@ -140,6 +140,7 @@ def test_bp_step_ops_at_its_defaults_do_not_grow():
     c = count_step("bp", 1000)
     assert c.ops <= 256, c.ops
     assert c.kernels <= 175, c.kernels
+    assert c.allocations <= 143, c.allocations
     assert c.matrix_products <= 17, c.matrix_products
     assert c.w0_sweeps <= 3.0 and c.host_syncs == 0, (c.w0_sweeps, c.host_syncs)
 

@@ -30,11 +30,12 @@ def inputs(gen, dtype, n=3, v=2, h=4, layers=3):
     return [t.requires_grad_() for t in (z0, z1, *params)]
 
 
-def test_the_backward_pass_is_autograds(gen):
-    args = inputs(gen, torch.float64)
+@pytest.mark.parametrize("layers,v", [(3, 2), (1, 2), (4, 1)])
+def test_the_backward_pass_is_autograds(gen, layers, v):
+    args = inputs(gen, torch.float64, v=v, layers=layers)
     assert torch.autograd.gradcheck(lambda *a: tuple(hidden_jet2(a[0], a[1], a[2:]).coeffs),
                                     args)
-    weights = [torch.randn(3, k, generator=gen, dtype=torch.float64) for k in (1, 2, 2)]
+    weights = [torch.randn(3, k, generator=gen, dtype=torch.float64) for k in (1, v, v)]
     fused = hidden_jet2(args[0], args[1], args[2:]).coeffs
     ref = unfused(args[0], args[1], args[2:])
     loss = sum((w * c).sum() for w, c in zip(weights, fused))

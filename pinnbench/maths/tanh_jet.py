@@ -77,7 +77,7 @@ def _forward(z0: Tensor, z1: Tensor, params: Sequence[Tensor]):
             z = list(out.view(*ys.shape[:-1], w.shape[0]).split([1, v, v], dim=-2))
         else:  # the output (width 1): [N (n, 1), D_v N (n, V), D_v^2 N / 2 (n, V)]
             z = list(out.view(*ys.shape[:-2], 1 + 2 * v).split([1, v, v], dim=-1))
-        z[0] = z[0] + b
+        z[0].add_(b)  # in the product's own storage: no new tensor
     return z, saved
 
 
