@@ -30,11 +30,12 @@ def inputs(gen, dtype, n=3, v=2, h=4, layers=3):
     return [t.requires_grad_() for t in (z0, z1, *params)]
 
 
-def test_the_backward_pass_is_autograds(gen):
-    args = inputs(gen, torch.float64)
+@pytest.mark.parametrize("layers,v", [(3, 2), (1, 2), (4, 1)])
+def test_the_backward_pass_is_autograds(gen, layers, v):
+    args = inputs(gen, torch.float64, v=v, layers=layers)
     assert torch.autograd.gradcheck(lambda *a: tuple(hidden_jet2(a[0], a[1], a[2:]).coeffs),
                                     args)
-    weights = [torch.randn(3, k, generator=gen, dtype=torch.float64) for k in (1, 2, 2)]
+    weights = [torch.randn(3, k, generator=gen, dtype=torch.float64) for k in (1, v, v)]
     fused = hidden_jet2(args[0], args[1], args[2:]).coeffs
     ref = unfused(args[0], args[1], args[2:])
     loss = sum((w * c).sum() for w, c in zip(weights, fused))
@@ -82,3 +83,19 @@ def test_bp_takes_it_and_a_differentiated_x_does_not(gen, monkeypatch):
     assert len(calls) == 1
     model.jet(x.requires_grad_(), dirs, 2)
     assert len(calls) == 1
+
+
+def test_no_cotangent_is_made_for_an_input_that_needs_none(gen):
+    """The node's backward returns None (not a tensor of zeros, nor a discarded one) for the
+    inputs that do not require a gradient (``ctx.needs_input_grad``)."""
+    args = inputs(gen, torch.float64)
+    frozen = {0, 3, 5}  # z0, b1 and b2
+    args = [a.detach() if k in frozen else a for k, a in enumerate(args)]
+    out = hidden_jet2(args[0], args[1], args[2:]).coeffs
+    grads = out[0].grad_fn.apply(*(torch.ones_like(c) for c in out))
+    assert [k for k, g in enumerate(grads) if g is None] == sorted(frozen)
+    ref = torch.autograd.grad(sum(c.sum() for c in unfused(args[0], args[1], args[2:])),
+                              [a for k, a in enumerate(args) if k not in frozen])
+    for a, b in zip([g for g in grads if g is not None], ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+

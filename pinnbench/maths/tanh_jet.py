@@ -6,20 +6,27 @@ z_0 = W0 x + b0 (n, 1, h) and z_1 = W0 v (1, V, h), the jet of N along every dir
 L - 1 hidden layers, each a tanh jet (:func:`pinnbench.maths.jets._tanh_order2`) followed by an
 affine map applied coefficient-wise. Autograd records every elementwise op of those jets and
 takes their backward op by op (each with its broadcast reductions and views); here the forward
-is the same code under ``no_grad`` (the same numbers, bit for bit: the stacked buffer of
-:func:`pinnbench.maths.jets.stacked_out` included) and the backward is written out, layer by
-layer, with each layer's two products on the stacked coefficients.
+is the same arithmetic under ``no_grad`` (the same numbers, bit for bit: the coefficients
+written into one stacked (n, 1 + 2V, h) buffer as :func:`pinnbench.maths.jets.stacked_out`
+does) and the backward is written out, layer by layer, on that stacked layout.
 
-Per tanh layer (y_0 = tanh z_0, p_0 = 1 - y_0^2, y_1 = z_1 p_0, m = -y_0 y_1,
-y_2 = z_2 p_0 + z_1 m; z_2 = 0 in the first layer), with cotangents g_k of y_k, in reverse:
+Per tanh layer, y_0 = tanh z_0, p_0 = 1 - y_0^2, y_1 = z_1 p_0, q = y_0 y_1,
+y_2 = z_2 p_0 - z_1 q (z_2 = 0 in the first layer). Its Jacobian is the jet of tanh' = 1 - tanh^2
+along the same directions, P = [p_0, p_1, p_2] with p_1 = -2 y_0 y_1 = -2 q and
+p_2 = -(y_1^2 + 2 y_0 y_2):
 
-    g_m = g_2 z_1,  gz_1 = g_2 m,  gz_2 = g_2 p_0,  gp_0 = sum_V g_2 z_2
-    g_1 <- g_1 - g_m y_0,  g_0 <- g_0 - sum_V g_m y_1          (m = -y_0 y_1)
-    gz_1 <- gz_1 + g_1 p_0,  gp_0 <- gp_0 + sum_V g_1 z_1      (y_1 = z_1 p_0)
-    g_0 <- g_0 - 2 y_0 gp_0,  gz_0 = g_0 p_0                   (p_0 = 1 - y_0^2, tanh' = p_0)
+    dy_0/dz_0 = p_0,   dy_1/dz_0 = p_1,   dy_2/dz_0 = p_2,
+    dy_1/dz_1 = p_0,   dy_2/dz_1 = p_1,   dy_2/dz_2 = p_0.
 
-and per affine map Z = Y W^T (+ b on the value): gY = G W, gW = G^T Y summed over the points
-and coefficients, gb = the value's G summed over the points. Checked against autograd through
+So with cotangents g_k of y_k (stacked as g, (n, 1 + 2V, h)), in one pass:
+
+    G = g p_0                                   (all 1 + 2V rows: g_0 p_0, g_1 p_0, g_2 p_0)
+    gz_2 = G_2,   gz_1 = G_1 - 2 g_2 q,
+    gz_0 = G_0 - 2 y_0 sum_V (g_1 y_1 + g_2 y_2) - sum_V g_2 y_1^2,
+
+G overwritten in place into the next layer's stacked cotangent [gz_0, gz_1, gz_2]. Per affine
+map Z = Y W^T (+ b on the value row), with Y and G as (n (1 + 2V), h) matrices: gY = G W,
+gW = G^T Y, gb = the value rows of G summed over the points. Checked against autograd through
 the unfused jets by ``torch.autograd.gradcheck`` in float64 (tests/test_tanh_jet.py).
 """
 
@@ -30,7 +37,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from pinnbench.maths.jets import Jet, stacked_out
+from pinnbench.maths.jets import Jet
 
 
 def hidden_jet2(z0: Tensor, z1: Tensor, params: Sequence[Tensor]) -> Jet:
@@ -42,71 +49,77 @@ def hidden_jet2(z0: Tensor, z1: Tensor, params: Sequence[Tensor]) -> Jet:
 
 
 def _forward(z0: Tensor, z1: Tensor, params: Sequence[Tensor]):
-    """The arithmetic of ``_tanh_order2`` (stacked) and ``_linear_jet``, op for op, keeping
-    what the backward pass needs."""
+    """The arithmetic of ``_tanh_order2`` (stacked) and ``_linear_jet``, the same numbers
+    (z_1 m = -(z_1 q) exactly, so y_2 = z_2 p_0 - z_1 q is z_2 p_0 + z_1 m bit for bit), and per
+    layer what the backward pass needs: the stacked Y as a matrix, y_0, Y's rows 1.. (y_1 and
+    y_2), y_1, p_0 and q."""
     z = [z0, z1]
     saved = []
     for layer in range(len(params) // 2):
         w, b = params[2 * layer], params[2 * layer + 1]
-        y0 = torch.tanh(z[0])
-        p0 = 1.0 - y0 * y0
-        y0, y1, y2 = stacked_out(z[1], y0)
-        torch.mul(z[1], p0, out=y1)
-        m = y1 * -y0
-        if len(z) < 3:
-            torch.mul(z[1], m, out=y2)
-        else:
-            torch.add(z[2] * p0, z[1] * m, out=y2)
-        ys = y0._base
-        saved.append((z[1], z[2] if len(z) > 2 else None, y0, y1, p0, m, ys))
-        out = ys @ w.T
         v = z[1].shape[-2]
-        z = list(out.split([1, v, v], dim=-2))
-        z[0] = z[0] + b
-    return [c.squeeze(-1) for c in z], saved
+        shape = torch.broadcast_shapes(z[0].shape[:-2], z[1].shape[:-2])
+        ys = torch.empty(*shape, 1 + 2 * v, z[0].shape[-1], dtype=z[0].dtype,
+                         device=z[0].device)
+        y0, y1, y2 = ys.split([1, v, v], dim=-2)
+        torch.tanh(z[0], out=y0)
+        p0 = 1.0 - y0 * y0
+        torch.mul(z[1], p0, out=y1)
+        q = y0 * y1
+        if len(z) < 3:
+            torch.mul(z[1], q, out=y2).neg_()
+        else:
+            torch.sub(z[2] * p0, z[1] * q, out=y2)
+        ys2d = ys.view(-1, ys.shape[-1])
+        saved += [ys2d, y0, ys.narrow(-2, 1, 2 * v), y1, p0, q]
+        out = torch.mm(ys2d, w.t())
+        if layer < len(params) // 2 - 1:
+            z = list(out.view(*ys.shape[:-1], w.shape[0]).split([1, v, v], dim=-2))
+        else:  # the output (width 1): [N (n, 1), D_v N (n, V), D_v^2 N / 2 (n, V)]
+            z = list(out.view(*ys.shape[:-2], 1 + 2 * v).split([1, v, v], dim=-1))
+        z[0].add_(b)  # in the product's own storage: no new tensor
+    return z, saved
 
 
 class _HiddenJet2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z0, z1, *params):
-        out, saved = _forward(z0, z1, params)
-        ctx.saved = saved
+        z, saved = _forward(z0, z1, params)
         ctx.shapes = (z0.shape, z1.shape)
-        ctx.save_for_backward(*params)
-        return tuple(out)
+        ctx.n_params = len(params)
+        ctx.save_for_backward(*params, *saved)
+        return tuple(z)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g0, g1, g2):
-        params = ctx.saved_tensors
-        n_layers = len(params) // 2
-        v = ctx.saved[0][0].shape[-2]
-        grads = [None] * len(params)
-        g = [torch.zeros_like(ctx.saved[-1][2][..., :1]) if g0 is None else g0.unsqueeze(-1),
-             None if g1 is None else g1.unsqueeze(-1),
-             None if g2 is None else g2.unsqueeze(-1)]
-        parts = [c if c is not None else torch.zeros(
-            g[0].shape[0], v, 1, dtype=g[0].dtype, device=g[0].device) for c in g]
-        gz = torch.cat(parts, dim=-2)  # (n, 1 + 2V, h') cotangents of the layer's output
-        for layer in reversed(range(n_layers)):
-            w = params[2 * layer]
-            z1, z2, y0, y1, p0, m, ys = ctx.saved[layer]
-            flat = gz.flatten(0, -2)
-            grads[2 * layer] = flat.T @ ys.flatten(0, -2)
-            grads[2 * layer + 1] = gz[..., 0, :].sum(0)
-            gy = gz @ w
-            gy0, gy1, gy2 = gy.split([1, v, v], dim=-2)
-            gm = gy2 * z1
-            gz1 = gy2 * m
-            gy1 = gy1 - gm * y0
-            gy0 = gy0 - (gm * y1).sum(-2, keepdim=True)
-            gz1 = gz1 + gy1 * p0
-            gp0 = (gy1 * z1).sum(-2, keepdim=True)
-            if z2 is not None:
-                gp0 = gp0 + (gy2 * z2).sum(-2, keepdim=True)
-            gy0 = gy0 - 2.0 * y0 * gp0
-            gz0 = gy0 * p0
-            if layer:
-                gz = torch.cat([gz0, gz1, gy2 * p0], dim=-2)
+        tensors = ctx.saved_tensors
+        params, saved = tensors[:ctx.n_params], tensors[ctx.n_params:]
+        need = ctx.needs_input_grad
         z0_shape, z1_shape = ctx.shapes
-        return (gz0.sum_to_size(z0_shape), gz1.sum_to_size(z1_shape), *grads)
+        v = z1_shape[-2]
+        ref = next(g for g in (g0, g1, g2) if g is not None)
+        n = ref.shape[:-1]
+        gs = [torch.zeros(*n, k, dtype=ref.dtype, device=ref.device) if g is None else g
+              for g, k in zip((g0, g1, g2), (1, v, v))]
+        gz = torch.cat(gs, dim=-1).unsqueeze(-1)  # (n, 1 + 2V, 1): the output's cotangent
+        grads = [None] * len(params)
+        if need[-1]:
+            grads[-1] = gs[0].sum(tuple(range(len(n))))
+        for layer in reversed(range(len(params) // 2)):
+            w = params[2 * layer]
+            ys2d, y0, ysr, y1, p0, q = saved[6 * layer: 6 * layer + 6]
+            gz2d = gz.view(-1, gz.shape[-1])
+            if need[2 + 2 * layer]:
+                grads[2 * layer] = torch.mm(gz2d.t(), ys2d)
+            gy = torch.mm(gz2d, w).view(*gz.shape[:-1], w.shape[1])
+            gz = gy * p0
+            gz0, gz1, _ = gz.split([1, v, v], dim=-2)
+            gyr = gy.narrow(-2, 1, 2 * v)
+            gy2 = gyr.narrow(-2, v, v)
+            gz1.addcmul_(gy2, q, value=-2.0)
+            gz0.addcmul_(y0, (gyr * ysr).sum(-2, True), value=-2.0)
+            gz0.sub_((gy2 * (y1 * y1)).sum(-2, True))
+            if layer and need[1 + 2 * layer]:
+                grads[2 * layer - 1] = gz0.sum(tuple(range(gz0.ndim - 1)))
+        return (gz0 if need[0] else None, gz1.sum_to_size(z1_shape) if need[1] else None, *grads)
