@@ -197,15 +197,23 @@ def stacked_out(z1, y0) -> tuple[Tensor, Tensor, Tensor] | None:
     if not (isinstance(z1, Tensor) and isinstance(y0, Tensor)) or not 2 <= z1.ndim == y0.ndim or (
             torch.is_grad_enabled() and (z1.requires_grad or y0.requires_grad)):
         return None
-    shape = torch.broadcast_shapes(z1.shape, y0.shape)
     if y0.shape[-2] != 1:
         return None
-    v = shape[-2]
-    buf = torch.empty(*shape[:-2], 1 + 2 * v, shape[-1], dtype=torch.result_type(z1, y0),
-                      device=z1.device)
-    y0_out, y1, y2 = buf.split([1, v, v], dim=-2)
+    y0_out, y1, y2 = stacked_buffer(z1, y0)
     y0_out.copy_(y0)
     return y0_out, y1, y2
+
+
+def stacked_buffer(z1: Tensor, y0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """An uninitialised (..., n, 1 + 2V, h) buffer for tanh's order-2 coefficients, y_0 (1 row),
+    y_1 and y_2 (V rows each) as slices along the second-last axis, shaped by broadcasting z_1
+    (..., V, h) with y_0 (or z_0) (..., n, 1, h): the layout that :func:`stacked_out` and the
+    fused node :mod:`pinnbench.maths.tanh_jet` write and the next layer's product reads."""
+    shape = torch.broadcast_shapes(z1.shape[:-2], y0.shape[:-2])
+    v = z1.shape[-2]
+    buf = torch.empty(*shape, 1 + 2 * v, y0.shape[-1], dtype=torch.result_type(z1, y0),
+                      device=z1.device)
+    return buf.split([1, v, v], dim=-2)
 
 
 def _conv_deriv(z: list, y: list, k: int):

@@ -37,7 +37,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from pinnbench.maths.jets import Jet
+from pinnbench.maths.jets import Jet, stacked_buffer
 
 
 def hidden_jet2(z0: Tensor, z1: Tensor, params: Sequence[Tensor]) -> Jet:
@@ -58,10 +58,8 @@ def _forward(z0: Tensor, z1: Tensor, params: Sequence[Tensor]):
     for layer in range(len(params) // 2):
         w, b = params[2 * layer], params[2 * layer + 1]
         v = z[1].shape[-2]
-        shape = torch.broadcast_shapes(z[0].shape[:-2], z[1].shape[:-2])
-        ys = torch.empty(*shape, 1 + 2 * v, z[0].shape[-1], dtype=z[0].dtype,
-                         device=z[0].device)
-        y0, y1, y2 = ys.split([1, v, v], dim=-2)
+        y0, y1, y2 = stacked_buffer(z[1], z[0])
+        ys = y0._base
         torch.tanh(z[0], out=y0)
         p0 = 1.0 - y0 * y0
         torch.mul(z[1], p0, out=y1)
@@ -85,7 +83,7 @@ class _HiddenJet2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z0, z1, *params):
         z, saved = _forward(z0, z1, params)
-        ctx.shapes = (z0.shape, z1.shape)
+        ctx.z1_shape = z1.shape
         ctx.n_params = len(params)
         ctx.save_for_backward(*params, *saved)
         return tuple(z)
@@ -96,7 +94,7 @@ class _HiddenJet2(torch.autograd.Function):
         tensors = ctx.saved_tensors
         params, saved = tensors[:ctx.n_params], tensors[ctx.n_params:]
         need = ctx.needs_input_grad
-        z0_shape, z1_shape = ctx.shapes
+        z1_shape = ctx.z1_shape
         v = z1_shape[-2]
         ref = next(g for g in (g0, g1, g2) if g is not None)
         n = ref.shape[:-1]
