@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def close(a, b, rtol=RTOL):
-    a, b = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
     return torch.allclose(a, b, rtol=rtol, atol=rtol * float(b.abs().max()))
 
 
@@ -499,24 +499,29 @@ def test_a_sharded_cells_ranks_split_the_free_cores(monkeypatch):
     assert [c["threads"] for c in plan(SweepConfig(**config))] == [8]
 
 
-def test_the_sharded_test_set_streams_in_row_chunks_with_the_same_points(monkeypatch):
-    """A rank holds one chunk of rows of its test/validation set at a time (as the unsharded
-    cell streams its own), never the whole n x d / R set (the old view kept it: one chunk of
-    n rows), and the chunks are the whole-set draw's rows bit for bit, with the same u*."""
-    import pinnbench.cells.sharded_ball as sb
-    from pinnbench.maths.problem import TEST_STREAM
+@pytest.mark.parametrize("problem_id", ["allen-cahn-3body-v1", "biharmonic-clamped-2body-v1",
+                                        "wave-v1", "hjb-lin-v1"])
+def test_the_sharded_sets_are_evaluated_in_column_block_order(problem_id):
+    """An evaluation draws each of the shard's column blocks once (the first twice more or less
+    a halo block: the closed forms, kept), never once per row chunk (the old row-chunked set
+    drew every block again for each of its chunks: ~180 s an evaluation at d = 2e7); and its
+    (u, u*) are the model and the closed forms at the whole set's points, drawn row-wise, to
+    rounding, on both sets (their own seeds)."""
+    from pinnbench.maths.problem import TEST_STREAM, VALIDATION_STREAM
     from pinnbench.seeds import draw_seed
 
-    payload = {**SMALL, "problem": "allen-cahn-3body-v1"}
-    view, _, _ = build(payload, Collectives(1), 0, 1)
-    n = view.n_test
-    monkeypatch.setattr(sb, "TEST_CHUNK_ELEMENTS", (n // 3) * view.plan.input_columns)
-    step = view.chunk_rows()
-    assert 1 < step < n // 3
-    for chunks in (view.test_chunks(), view.validation_chunks()):
-        rows = [x.shape[0] for x, _ in chunks]
-        assert len(rows) > 1 and max(rows) == step and sum(rows) == n
-    x, u = (torch.cat(v) for v in zip(*view.test_chunks()))
-    whole, halo = view.draw_points(n, draw_seed(view.base.cpu_generator(TEST_STREAM)), "cpu")
-    assert torch.equal(x, whole)
-    assert torch.equal(u, view.exact_of(whole, halo))
+    view, model, solver = build({**SMALL, "problem": problem_id, "steps": 1}, Collectives(1), 0, 1)
+    solver.step()
+    shard_blocks = view.plan.blocks[1] - view.plan.blocks[0]
+    for split, stream in (("test", TEST_STREAM), ("validation", VALIDATION_STREAM)):
+        (u, u_star), = view.predictions(model, split)
+        drawn = view._sets[split].blocks_drawn
+        assert shard_blocks < drawn <= 2 * shard_blocks + 1, (split, drawn)
+        (again, again_star), = view.predictions(model, split)
+        assert view._sets[split].blocks_drawn - drawn == shard_blocks  # one draw a block
+        assert torch.equal(again, u) and torch.equal(again_star, u_star)
+        x, halo = view.draw_points(view.n_test, draw_seed(view.base.cpu_generator(stream)), "cpu")
+        with torch.no_grad():
+            assert close(u, model(x), rtol=1e-12) and close(u_star, view.exact_of(x, halo), 1e-12)
+    with pytest.raises(TypeError, match="column-block order"):
+        view.test_chunks()

@@ -49,7 +49,7 @@ from torch import Tensor
 
 from pinnbench.maths.directions import DenseDirections, Directions
 from pinnbench.maths.jets import Jet
-from pinnbench.maths.problem import TEST_CHUNK_ELEMENTS, TEST_STREAM, VALIDATION_STREAM
+from pinnbench.maths.problem import TEST_STREAM, VALIDATION_STREAM
 from pinnbench.problems._chunked import sqnorm
 from pinnbench.seeds import derive_seed, draw_seed, generator as seeded
 from pinnbench.cells.sharding import Collectives, ShardCoordinates, ShardPlan
@@ -189,49 +189,52 @@ class ShardedBall:
         return self.base.residual(terms, u, x, source=source)
 
     # -- points, probes, and the sums over windows --------------------------------------------------
-    def draw_points(self, n: int, seed: int, device=None,
-                    rows: tuple[int, int] | None = None) -> tuple[Tensor, Tensor | None]:
+    def draw_points(self, n: int, seed: int, device=None) -> tuple[Tensor, Tensor | None]:
         """(x[:, lo:hi], halo): this shard's columns of the n streamed points fixed by ``seed``
         (module docstring), and the next shard's first w - 1 columns (None on the last rank, or
         without a many-body window), drawn on ``device`` (default: the problem's; the collective
         runs on the problem's). A time-dependent family's t ~ U[0, 1] (from
-        ``derive_seed(seed, 2)``) follows as the last column on the rank that owns it.
-        ``rows = (a, b)``: only the rows [a, b) of those n points, the same numbers bit for bit
-        (each block is drawn whole and sliced, so at most one n x width block and the (b - a)
-        rows are held: the streamed test set, :meth:`test_chunks`)."""
+        ``derive_seed(seed, 2)``) follows as the last column on the rank that owns it."""
         plan, base = self.plan, self.base
-        a0, a1 = (0, n) if rows is None else rows
-        m = a1 - a0
         dtype, device = base.dtype, torch.device(device or base.device)
-        g = ColumnStream(n, plan.dim, plan.width, derive_seed(seed, 0), "gaussian", dtype, device)
-        r_min, r_max = base.radii
-        r = r_min + (r_max - r_min) * torch.rand(
-            n, 1, generator=seeded(derive_seed(seed, 1), device), dtype=dtype, device=device)
-        r = r[a0:a1]
+        g = self.point_stream(n, seed, device)
         k0, k1 = plan.blocks
-        x = torch.empty(m, plan.input_columns, dtype=dtype, device=device)  # g, then x in place
-        block_sq = torch.zeros(plan.n_blocks, m, dtype=dtype, device=device)
+        x = torch.empty(n, plan.input_columns, dtype=dtype, device=device)  # g, then x in place
+        block_sq = torch.zeros(plan.n_blocks, n, dtype=dtype, device=device)
         for k in range(k0, k1):
             a = k * plan.width - plan.lo
             gb = g.block(k)
-            x[:, a:a + gb.shape[1]] = gb[a0:a1]
-            block_sq[k] = torch.linalg.vector_norm(gb, dim=1).square_()[a0:a1]
+            x[:, a:a + gb.shape[1]] = gb
+            block_sq[k] = torch.linalg.vector_norm(gb, dim=1).square_()
             del gb
         block_sq = self.comm.sum(block_sq.to(base.device)).to(device)
-        sq = torch.zeros(m, dtype=dtype, device=device)
-        for k in range(plan.n_blocks):  # RadialBallStream's order of additions
-            sq += block_sq[k]
-        scale = r / sq.sqrt().unsqueeze(1)
+        scale = radial_scale(self.point_radii(n, seed, device), block_sq)
         x[:, :plan.columns].mul_(scale)
         if plan.owns_time:
-            x[:, plan.columns:] = torch.rand(n, plan.time, dtype=dtype, device=device,
-                                             generator=seeded(derive_seed(seed, 2),
-                                                              device))[a0:a1]
+            x[:, plan.columns:] = self.point_times(n, seed, device)
         halo = None
-        window = getattr(getattr(base, "body", None), "window", 1)
-        if plan.hi < plan.dim and window > 1:
-            halo = g.block(k1)[a0:a1, :window - 1].mul(scale)
+        if plan.hi < plan.dim and self.halo_columns:
+            halo = g.block(k1)[:, :self.halo_columns].mul(scale)
         return x, halo
+
+    def point_stream(self, n: int, seed: int, device) -> ColumnStream:
+        """g of the n points fixed by ``seed``: x = r g / ||g|| (:meth:`draw_points`)."""
+        plan, base = self.plan, self.base
+        return ColumnStream(n, plan.dim, plan.width, derive_seed(seed, 0), "gaussian",
+                            base.dtype, device)
+
+    def point_radii(self, n: int, seed: int, device) -> Tensor:
+        """r (n, 1) of the n points fixed by ``seed``, uniform on the family's radii."""
+        r_min, r_max = self.base.radii
+        return r_min + (r_max - r_min) * torch.rand(
+            n, 1, generator=seeded(derive_seed(seed, 1), device), dtype=self.base.dtype,
+            device=device)
+
+    def point_times(self, n: int, seed: int, device) -> Tensor:
+        """t (n, time) ~ U[0, 1] of the n points fixed by ``seed`` (a time-dependent family's
+        last input column, on the rank that owns it)."""
+        return torch.rand(n, self.plan.time, dtype=self.base.dtype, device=device,
+                          generator=seeded(derive_seed(seed, 2), device))
 
     def draw_probes(self, count: int, seed: int, dist: str) -> Tensor:
         """This shard's columns of ``count`` probes, a :class:`ColumnStream` fixed by ``seed``."""
@@ -242,18 +245,45 @@ class ShardedBall:
     def window_sums(self, x: Tensor, halo: Tensor | None, order: int) -> tuple[Tensor, dict]:
         """(s, the body's order-``order`` sums), each (n,), summed over the ranks in one
         all-reduce: this shard's s and its windows (those starting in [lo, hi))."""
+        part = self._window_partials(x, halo, self.plan.lo, order)
+        keys = list(part)
+        total = dict(zip(keys, self.comm.sum(torch.stack([part[k] for k in keys]))))
+        return total.pop("s"), total
+
+    def _window_partials(self, x: Tensor, halo: Tensor | None, lo: int,
+                         order: int) -> dict[str, Tensor]:
+        """s and the body's order-``order`` sums over the windows that start in the columns
+        [lo, lo + x.shape[1]) of the points (``x`` those columns, ``halo`` the next w - 1 or
+        None at the last), each (n,), not yet summed over the ranks."""
         base, body = self.base, self.base.body
-        c, w, lo = base.coefficients, body.window, self.plan.lo
-        inside = max(0, x.shape[1] - w + 1)  # the windows inside the shard
+        c, w = base.coefficients, body.window
+        inside = max(0, x.shape[1] - w + 1)  # the windows inside the columns
         part = body.sums(x, c[lo:lo + inside], order)
-        if halo is not None and halo.shape[1]:  # and those straddling its right edge
+        if halo is not None and halo.shape[1]:  # and those straddling their right edge
             edge = torch.cat([x[:, x.shape[1] - (w - 1):], halo], dim=1)
             start = lo + inside
             for k, v in body.sums(edge, c[start:start + halo.shape[1]], order).items():
                 part[k] += v
-        keys = list(part)
-        total = self.comm.sum(torch.stack([sqnorm(x)] + [part[k] for k in keys]))
-        return total[0], dict(zip(keys, total[1:]))
+        return {"s": sqnorm(x), **part}
+
+    # -- the closed forms of a point set, from sums over column blocks (sharded_sets) -----------
+    @property
+    def halo_columns(self) -> int:
+        """Columns after a block that its windows read: w - 1 (0 without a many-body
+        window)."""
+        return getattr(getattr(self.base, "body", None), "window", 1) - 1
+
+    def closed_form_partials(self, x: Tensor, halo: Tensor | None, lo: int) -> dict[str, Tensor]:
+        """This block's parts of the sums that A, B and u* need: ``x`` the points' columns
+        [lo, lo + x.shape[1]), ``halo`` the next :attr:`halo_columns` (None at the last);
+        each (n,), summed over the blocks and the ranks by the caller."""
+        return self._window_partials(x, halo, lo, 0)
+
+    def closed_forms(self, sums: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """(A, B, u*) at the points from their sums over every column (:meth:`closed_form_partials`
+        added over the blocks and the ranks)."""
+        a = self.base.ansatz_from(sums["s"])
+        return a, torch.zeros_like(a), a * sums["u2"]
 
     def source_of(self, x: Tensor, halo: Tensor | None) -> Tensor:
         s, t = self.window_sums(x, halo, self.base.order)
@@ -330,40 +360,39 @@ class ShardedBall:
             full[count, plan.columns] = 1.0
         return DenseDirections(full)
 
-    def test_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
-        """This shard's columns of the sharded test set and u* there, in row chunks
-        (:meth:`chunk_rows`), drawn again on the CPU from the set's seed at every evaluation
-        (the same points on every device and every R) and copied to the problem's device, as
-        an unsharded cell streams its test set (Problem.test_chunks): nothing of the set is
-        kept, so a rank holds one chunk of rows, one n x width block and n numbers per block,
-        not n x d / R (issue 25: at d = 2e7 on 2 ranks the kept set was 3.8 GiB per rank)."""
-        return self._point_set(TEST_STREAM, self.base.n_test)
+    def predictions(self, model, split: str = "test") -> Iterator[tuple[Tensor, Tensor]]:
+        """(u, u*) on the sharded test (or validation) set: the n points of the set's seed,
+        evaluated in column-block order, each of this shard's blocks drawn once an evaluation
+        (:class:`pinnbench.cells.sharded_sets.ShardedPointSet`, kept per split: its scale and
+        closed forms, n numbers each)."""
+        from pinnbench.cells.sharded_sets import ShardedPointSet
 
-    def validation_chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
-        return self._point_set(VALIDATION_STREAM, self.base.n_validation)
+        sets = self.__dict__.setdefault("_sets", {})
+        if split not in sets:
+            stream, n = ((TEST_STREAM, self.base.n_test) if split == "test"
+                         else (VALIDATION_STREAM, self.base.n_validation))
+            sets[split] = ShardedPointSet(self, draw_seed(self.base.cpu_generator(stream)), n)
+        yield sets[split].predictions(model)
 
-    def chunk_rows(self) -> int:
-        """Rows per chunk of a point set: TEST_CHUNK_ELEMENTS over the widest shard's input
-        columns, the same number on every rank (the chunks' collectives go in lockstep)."""
-        plan = self.plan
-        widest = max(b - a for a, b in map(plan.blocks_of, range(plan.ranks))) * plan.width
-        return max(1, TEST_CHUNK_ELEMENTS // (widest + plan.time))
+    def test_chunks(self):
+        raise TypeError("a sharded cell's test set is evaluated in column-block order "
+                        "(ShardedBall.predictions); its rows are never drawn whole")
 
-    def _point_set(self, stream: str, n: int) -> Iterator[tuple[Tensor, Tensor]]:
-        base = self.base
-        seed = draw_seed(base.cpu_generator(stream))
-        step = self.chunk_rows()
-        for a in range(0, n, step):
-            x, halo = self.draw_points(n, seed, device="cpu", rows=(a, min(n, a + step)))
-            x = x.to(base.device)
-            with torch.no_grad():
-                u = self.exact_of(x, None if halo is None else halo.to(base.device))
-            yield x, u
-            del x, halo, u
+    validation_chunks = test_chunks
 
     def warm_up(self, n_points: int = 2) -> None:
         """Nothing to compile ahead at the sizes sharded cells run (the block sums' compiled
         path is taken per shard when its width asks)."""
+
+
+def radial_scale(r: Tensor, block_sq: Tensor) -> Tensor:
+    """r / ||g|| (n, 1) from the squared norms of g's blocks (n_blocks, n), added in block
+    order: :class:`pinnbench.maths.streaming.RadialBallStream`'s order of additions, so that every
+    R gives the same points bit for bit."""
+    sq = torch.zeros(block_sq.shape[1], dtype=block_sq.dtype, device=block_sq.device)
+    for k in range(block_sq.shape[0]):
+        sq += block_sq[k]
+    return r / sq.sqrt().unsqueeze(1)
 
 
 #: a tag that no column block's index reaches: the seeds of the probe groups after the first

@@ -92,3 +92,15 @@ class ShardedTimeBall(ShardedBall):
     def exact_of(self, x: Tensor, halo: Tensor | None) -> Tensor:
         s, t, sums = self._reduced(x)
         return self.base.exact_from(s, t, sums)
+
+    def closed_form_partials(self, x: Tensor, halo: Tensor | None, lo: int) -> dict[str, Tensor]:
+        """This block's parts of s and the family's coordinate sums (``x`` spatial columns
+        only; t is added by the caller, :class:`pinnbench.cells.sharded_sets.ShardedPointSet`)."""
+        return {"s": sqnorm(x), **self.base.coordinate_sums(x)}
+
+    def closed_forms(self, sums: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """(A, B, u*) from s, t and the family's sums over every column."""
+        sums = dict(sums)
+        s, t = sums.pop("s"), sums.pop("t")
+        a, b = self.base.ansatz_from(s, t, sums)
+        return a, b, self.base.exact_from(s, t, sums)

@@ -1,7 +1,8 @@
 """Errors of a model against the problem's exact solution on its fixed test set.
 
 rel_l2 = ||u - u*||_2 / ||u*||_2, rel_l1 = ||u - u*||_1 / ||u*||_1, max_abs = max |u - u*|,
-accumulated chunk by chunk (:meth:`Problem.test_chunks`) so that D = 10^7 fits in memory.
+accumulated chunk by chunk (:meth:`Problem.predictions` over :meth:`Problem.test_chunks`) so
+that D = 10^7 fits in memory.
 rel_l2 and rel_l1 come with a 95 % interval over the draw of the test points
 (``rel_l2_lo``, ``rel_l2_hi``, ``rel_l1_lo``, ``rel_l1_hi``; delta method,
 :mod:`pinnbench.judge.intervals`); max_abs has none.
@@ -26,12 +27,11 @@ SPLITS = ("test", "validation")
 def evaluate(model, problem, split: str = "test") -> dict[str, float]:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    chunks = problem.test_chunks() if split == "test" else problem.validation_chunks()
     sq_err = sq_ref = abs_err = abs_ref = 0.0
     max_abs = 0.0
     l2 = l1 = None
-    for x, u_star in chunks:
-        err = model(x) - u_star
+    for u, u_star in problem.predictions(model, split):
+        err = u - u_star
         sq_err += float((err * err).sum())
         sq_ref += float((u_star * u_star).sum())
         abs_err += float(err.abs().sum())

@@ -140,7 +140,13 @@ class PINN:
         """The raw MLP N(x), (n, D) -> (n,); (B, n) for a batch of B parameter sets (the
         module docstring)."""
         p = self.params if params is None else params
-        h = self.first_layer.points(x, p[0], p[1])
+        return self.net_from_first(self.first_layer.points(x, p[0], p[1]), p)
+
+    def net_from_first(self, h: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
+        """N from its first layer's output ``h`` = x W0^T + b0 (n, m): the hidden layers and
+        the output layer (a caller that computes the first layer its own way, e.g. a sharded
+        test set in column-block order: :mod:`pinnbench.cells.sharded_sets`)."""
+        p = self.params if params is None else params
         for layer in range(1, len(p) // 2):
             h = torch.tanh(h)
             w, b = p[2 * layer], p[2 * layer + 1]

@@ -216,6 +216,15 @@ class Problem:
             yield x, self.exact(x)
             del x
 
+    def predictions(self, model, split: str = "test") -> Iterator[tuple[Tensor, Tensor]]:
+        """(u, u*) on the test (or validation) set, chunk by chunk: ``model`` at each chunk's
+        points (:meth:`test_chunks`, :meth:`validation_chunks`); what
+        :func:`pinnbench.judge.metrics.evaluate` reads. A problem whose sets are evaluated
+        another way overrides it (a sharded cell's view: in column-block order,
+        :mod:`pinnbench.cells.sharded_sets`)."""
+        for x, u_star in self.test_chunks() if split == "test" else self.validation_chunks():
+            yield model(x), u_star
+
     def _point_chunks(self, gen: torch.Generator, n: int) -> Iterator[Tensor]:
         """n points drawn from ``gen`` on the CPU, in chunks of at most TEST_CHUNK_ELEMENTS."""
         rows = max(1, TEST_CHUNK_ELEMENTS // self.input_dim)
