@@ -110,16 +110,20 @@ class BP(Solver):
             return self.graphed()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_now
-        return self._step_body(True)
+        return self._step_body()
 
-    def _step_body(self, zero_grad: bool) -> torch.Tensor:
-        """Draw, the loss, its gradient, the Adam update: what a CUDA graph captures
-        (``zero_grad`` False there: the captured backward owns the gradients)."""
+    def _step_body(self, first: bool = True) -> torch.Tensor:
+        """Draw, the loss, its gradient, the Adam update: what a CUDA graph captures (``first``,
+        the graph's warm-up flag, changes nothing here). The gradients come from
+        ``torch.autograd.grad`` and are assigned to each parameter's ``.grad``: a new tensor each
+        step, as ``zero_grad(set_to_none=True)`` then ``backward()`` give (inside a captured graph
+        the graph's own), the same numbers, without backward's accumulation into ``.grad`` (a
+        ``detach`` per parameter) and zero_grad's profiler range: 10 ops fewer a step."""
         data = self.draw()
-        if zero_grad:
-            self.optimizer.zero_grad(set_to_none=True)
         loss = self.residual_loss(data)
-        loss.backward()
+        params = self.model.params
+        for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True)):
+            p.grad = g
         self.optimizer.step()
         return loss.detach()
 

@@ -135,11 +135,13 @@ def test_sdze_meets_the_step_targets_at_its_defaults():
 def test_bp_step_ops_at_its_defaults_do_not_grow():
     """bp's step at its defaults (stde, width 128, 100 points, 16 probes): the ops reached by the
     fused hidden layers' backward on the stacked cotangent (docs/roofline.md, "bp's hidden
-    layers as one autograd node": 245 at d = 1e5; issue 22's target is 200, not met), counted at
-    d = 1000 (256; 294 before), with no more W0 sweeps and host syncs than before."""
+    layers as one autograd node) and its gradients by ``torch.autograd.grad`` (no accumulation
+    into ``.grad``, no zero_grad: 235 at d = 1e5; issue 22's target is 200, not met), counted at
+    d = 1000 (246; 256 with backward(), 294 before the stacked node), with no more W0 sweeps and
+    host syncs than before."""
     c = count_step("bp", 1000)
-    assert c.ops <= 256, c.ops
-    assert c.kernels <= 175, c.kernels
+    assert c.ops <= 246, c.ops
+    assert c.kernels <= 173, c.kernels
     assert c.allocations <= 143, c.allocations
     assert c.matrix_products <= 17, c.matrix_products
     assert c.w0_sweeps <= 3.0 and c.host_syncs == 0, (c.w0_sweeps, c.host_syncs)
