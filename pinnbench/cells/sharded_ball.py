@@ -375,8 +375,9 @@ class ShardedBall:
         yield sets[split].predictions(model)
 
     def test_chunks(self):
-        raise TypeError("a sharded cell's test set is evaluated in column-block order "
-                        "(ShardedBall.predictions); its rows are never drawn whole")
+        """Refused (not the unsharded problem's, which ``__getattr__`` would otherwise give)."""
+        raise TypeError("a sharded cell's test and validation sets are evaluated in column-block "
+                        "order (ShardedBall.predictions); their rows are never drawn whole")
 
     validation_chunks = test_chunks
 
