@@ -34,6 +34,7 @@ import torch
 
 from pinnbench.numerals import MAX_INT64, is_integer_numeral, is_numeral
 from pinnbench.registry import Registry
+from pinnbench.search_space import BUDGET
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,15 @@ class Param:
     check: Callable[[Any], bool] | None = None
     check_text: str = ""
     search: Any = None
+    #: words accepted as they are beside the type's values, each resolved later by the solver
+    #: (``budget`` for ``decay_steps``: the cell's step budget, :meth:`Solver.decay_length`)
+    words: tuple[str, ...] = ()
+    #: the type of the values when the default is one of ``words``
+    value_type: type | None = None
 
     def __post_init__(self) -> None:
+        if self.default in self.words and self.value_type is None:
+            raise TypeError(f"Param default {self.default!r} is a word: give value_type")
         if self.search is not None:
             from pinnbench.search_space import check_declaration
 
@@ -57,15 +65,18 @@ class Param:
 
     @property
     def kind(self) -> type:
-        return type(self.default)
+        return self.value_type or type(self.default)
 
     def describe(self) -> str:
         if self.choices:
             return "one of " + "|".join(str(c) for c in self.choices)
-        return self.check_text or self.kind.__name__
+        text = self.check_text or self.kind.__name__
+        return text + "".join(f" or {w}" for w in self.words)
 
     def coerce(self, name: str, value: Any) -> Any:
         """Turn ``value`` (a string from a spec, or a Python value) into this parameter's type."""
+        if isinstance(value, str) and value in self.words:
+            return value
         kind = self.kind
         try:
             if kind is bool:
@@ -140,6 +151,9 @@ class Solver:
     #: the one-factor-at-a-time variants of ``pinnbench ablate``: (parameter, values) pairs;
     #: none by default (:meth:`ablation_variants`)
     ablations: tuple[tuple[str, tuple], ...] = ()
+    #: the cell's budget in steps (None: budgeted in time, or not in a cell); set by
+    #: :func:`solver_from_spec`, read where a parameter says ``budget``
+    budget_steps: int | None = None
 
     def __init__(self, **params: Any) -> None:
         allowed = self.all_parameters()
@@ -279,9 +293,18 @@ class Solver:
 
     # -- chores ---------------------------------------------------------------------------------
     @property
+    def decay_length(self) -> int:
+        """``decay_steps`` as a number: ``budget`` is the step budget the solver was given
+        (:func:`solver_from_spec`'s ``steps``), and 0 (constant) when it has none."""
+        n = self.params.get("decay_steps", 0)
+        if n == BUDGET:
+            return self.budget_steps or 0
+        return n
+
+    @property
     def lr_now(self) -> float:
-        """The step size at step ``t``: ``lr`` decayed linearly over ``decay_steps`` (if any)."""
-        return step_size(self.params["lr"], self.params.get("decay_steps", 0), self.t)
+        """The step size at step ``t``: ``lr`` decayed linearly over :attr:`decay_length` (if any)."""
+        return step_size(self.params["lr"], self.decay_length, self.t)
 
     @property
     def estimator_options(self) -> dict:
@@ -466,10 +489,13 @@ def list_solvers() -> list[str]:
     return SOLVERS.names()
 
 
-def solver_from_spec(text: str) -> Solver:
-    """A configured (not yet set up) solver from a spec string; every error is a ValueError."""
+def solver_from_spec(text: str, steps: int | None = None) -> Solver:
+    """A configured (not yet set up) solver from a spec string; every error is a ValueError.
+    ``steps``: the budget of the cell it will run in (what ``decay_steps=budget`` decays over)."""
     name, params = parse_spec(text)
-    return SOLVERS.get(name)(**params)
+    solver = SOLVERS.get(name)(**params)
+    solver.budget_steps = steps
+    return solver
 
 
 def make_solver(text: str, problem, model, generator: torch.Generator) -> Solver:

@@ -27,10 +27,12 @@ def lr_param(default: float, search: LogUniform | None = None) -> Param:
 DECAY_SEARCH = Choice(0, BUDGET)
 
 
-def decay_steps_param(default: int, search: Choice | None = DECAY_SEARCH) -> Param:
+def decay_steps_param(default: int | str, search: Choice | None = DECAY_SEARCH) -> Param:
     return Param(default, "linear decay of the step size to 0 over this many steps "
-                 "(lr_t = lr * max(0, 1 - t / decay_steps)); 0 keeps it constant",
-                 **non_negative("an integer >= 0"), search=search)
+                 "(lr_t = lr * max(0, 1 - t / decay_steps)); 0 keeps it constant; budget: over "
+                 "the cell's budget in steps (constant in a cell budgeted in time only)",
+                 **non_negative("an integer >= 0"), search=search, words=(BUDGET,),
+                 value_type=int)
 
 
 def loss_params() -> dict[str, Param]:

@@ -57,6 +57,39 @@ def test_schedule_is_per_step():
     assert step_size(1e-3, 0, 10**9) == 1e-3
 
 
+def test_decay_over_the_budget_follows_the_cells_step_budget():
+    """``decay_steps=budget`` (the tuning protocol's "linear to 0 over the budget", which a tuned
+    default can be) decays lr over the step budget the solver is given; with no step budget (a
+    cell budgeted in time) lr stays constant. On the old code the spec was refused."""
+    for name in shipped_solvers():
+        s = solver_from_spec(f"{name}[decay_steps=budget,lr=0.01]", steps=8)
+        assert s.params["decay_steps"] == "budget" and "decay_steps=budget" in s.spec, name
+        assert solver_from_spec(s.spec, steps=8).params == s.params, name  # round trip
+        got = []
+        for t in (0, 2, 4, 8, 9):
+            s.t = t
+            got.append(s.lr_now)
+        assert got == pytest.approx([0.01, 0.0075, 0.005, 0.0, 0.0]), (name, got)
+        s = solver_from_spec(f"{name}[decay_steps=budget,lr=0.01]")
+        s.t = 10**6
+        assert s.lr_now == 0.01, name
+    with pytest.raises(ValueError, match="decay_steps='budgets'"):
+        solver_from_spec("bp[decay_steps=budgets]")
+
+
+def test_a_cell_gives_its_solver_its_step_budget():
+    """A cell with ``steps=N`` runs ``decay_steps=budget`` as ``decay_steps=N``: the same numbers."""
+    from pinnbench.cells.cell import run_cell
+
+    base = dict(problem="poisson-2body-v1", dim=6, seed=0, steps=5, width=8, depth=2,
+                device="cpu", floors=False)
+    rows = [run_cell({**base, "solver": f"zo[decay_steps={d},lr=0.05,q=1]"}, isolated=False)
+            for d in ("budget", 5, 0)]
+    curves = [[c["loss"] for c in r["curve"]] for r in rows]
+    assert all(r["status"] == "ok" for r in rows), [r["message"] for r in rows]
+    assert curves[0] == curves[1] and curves[0] != curves[2], curves
+
+
 def test_bp_exact_skipped_at_large_d_with_reason():
     problem = pinnbench.make_problem("poisson-2body-v1", dim=5000, seed=0)
     skip, why = solver_from_spec("bp[estimator=exact]").skip(problem)

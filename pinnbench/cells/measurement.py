@@ -197,7 +197,7 @@ def execute(spec: dict[str, Any], report: Report | None = None, shard=None) -> d
         t0 = time.perf_counter()
         problem = make_problem(spec["problem"], dim=spec["dim"], seed=spec["seed"],
                                dtype=spec["dtype"], device=device)
-        solver = solver_from_spec(spec["solver"])
+        solver = solver_from_spec(spec["solver"], steps=spec["steps"])
         skip, reason = solver.skip(problem) if shard is None else shard.skip(problem, solver)
         if skip:
             row["status"], row["message"] = "skipped", str(reason)

@@ -38,7 +38,7 @@ def build(payload: dict, comm: Collectives, rank: int, ranks: int):
     comm.check_same("the cell's seed", cell_stream_seed(p["seed"], "cell"))
     problem = pinnbench.make_problem(p["problem"], dim=p["dim"], seed=p["seed"],
                                      dtype=DTYPES[p["dtype"]], device=p["device"])
-    solver = solver_from_spec(p["solver"])
+    solver = solver_from_spec(p["solver"], steps=p.get("steps"))
     why = shard_skip(problem, solver)
     if why:
         raise ValueError(why)
