@@ -151,6 +151,10 @@ class Solver:
     #: the one-factor-at-a-time variants of ``pinnbench ablate``: (parameter, values) pairs;
     #: none by default (:meth:`ablation_variants`)
     ablations: tuple[tuple[str, tuple], ...] = ()
+    #: defaults that hold where other parameters take given values: ``{"crns=true": {"lr": 1e-3}}``
+    #: gives ``zo[crns=true]`` (MeZO) its own tuned lr, since the defaults study tunes it apart
+    #: (docs/tuning.md). Keys are spec bodies; :meth:`defaults_for` says how they combine
+    variant_defaults: dict[str, dict[str, Any]] = {}
     #: the cell's budget in steps (None: budgeted in time, or not in a cell); set by
     #: :func:`solver_from_spec`, read where a parameter says ``budget``
     budget_steps: int | None = None
@@ -165,9 +169,8 @@ class Solver:
         if unknown:
             raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for solver "
                              f"{self.name!r}; allowed: {', '.join(sorted(allowed))}")
-        self.params = {k: p.default for k, p in allowed.items()}
-        for k, v in params.items():
-            self.params[k] = allowed[k].coerce(k, v)
+        given = {k: allowed[k].coerce(k, v) for k, v in params.items()}
+        self.params = {**self.defaults_for(given), **given}
         self.validate()
 
     def __getattr__(self, name: str) -> Any:
@@ -180,6 +183,40 @@ class Solver:
     @classmethod
     def all_parameters(cls) -> dict[str, Param]:
         return {**COMMON_PARAMETERS, **cls.parameters}
+
+    @classmethod
+    def defaults_for(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Every parameter's default where ``params`` (coerced values) hold: the declared
+        defaults, then each :attr:`variant_defaults` entry whose conditions the parameters meet
+        (``params``, else the declared defaults), less specific entries first, so that the most
+        specific one wins (entries of equal specificity: in declaration order)."""
+        allowed = cls.all_parameters()
+        out = {k: p.default for k, p in allowed.items()}
+        seen = {**out, **params}
+        for conditions, values in cls._variants():
+            if all(seen.get(k) == v for k, v in conditions.items()):
+                out.update(values)
+        return out
+
+    @classmethod
+    def _variants(cls) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """:attr:`variant_defaults` parsed and checked, least specific first."""
+        allowed = cls.all_parameters()
+        parsed = []
+        for key, values in cls.variant_defaults.items():
+            try:
+                conditions = parse_spec(f"x[{key}]")[1]
+                conditions = {k: allowed[k].coerce(k, v) for k, v in conditions.items()}
+                values = {k: allowed[k].coerce(k, v) for k, v in values.items()}
+            except (KeyError, ValueError) as exc:
+                raise TypeError(f"solver {cls.name!r}: variant_defaults[{key!r}]: {exc}") from None
+            parsed.append((conditions, values))
+        cond_keys = {k for c, _ in parsed for k in c}
+        clash = sorted(cond_keys & {k for _, v in parsed for k in v})
+        if clash:
+            raise TypeError(f"solver {cls.name!r}: variant_defaults set {', '.join(clash)}, "
+                            "which also select variants")
+        return sorted(parsed, key=lambda cv: len(cv[0]))
 
     @classmethod
     def search_space(cls, fixed=()) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pinnbench
-from pinnbench.solver import SOLVERS, solver_from_spec
+from pinnbench.solver import SOLVERS, parse_spec, solver_from_spec
 from pinnbench.solver import step_size
 from pinnbench.testing import check_solver, shipped_solvers, solver_checks
 
@@ -88,6 +88,49 @@ def test_a_cell_gives_its_solver_its_step_budget():
     curves = [[c["loss"] for c in r["curve"]] for r in rows]
     assert all(r["status"] == "ok" for r in rows), [r["message"] for r in rows]
     assert curves[0] == curves[1] and curves[0] != curves[2], curves
+
+
+def test_variant_defaults_apply_where_their_conditions_hold():
+    """A solver's defaults may depend on other parameters (MeZO = zo[crns=true] is tuned apart
+    from zo): the most specific matching entry of ``variant_defaults`` fills what a spec leaves
+    out; what a spec gives always wins; the canonical spec round-trips; the short label of a
+    variant at its own defaults names only the variant."""
+    from pinnbench.report.aggregate import nondefault_spec
+    from pinnbench.solver import Param, Solver
+
+    class Toy(Solver):
+        name = "zo"  # nondefault_spec reads the registered zo's declarations: same names
+        parameters = {"lr": Param(0.1), "eps": Param(0.01), "crns": Param(False),
+                      "dist": Param("default")}
+        variant_defaults = {"crns=true": {"lr": 0.001, "eps": 0.001},
+                            "crns=true,dist=gaussian": {"lr": 0.002}}
+
+    assert Toy().params["lr"] == 0.1 and Toy().params["eps"] == 0.01
+    mezo = Toy(crns="true")
+    assert (mezo.params["lr"], mezo.params["eps"]) == (0.001, 0.001)
+    assert Toy(crns=True, dist="gaussian").params["lr"] == 0.002  # the most specific entry
+    assert Toy(crns=True, dist="gaussian").params["eps"] == 0.001  # the less specific one's
+    assert Toy(crns=True, lr=0.5).params["lr"] == 0.5  # given beats any default
+    assert Toy(dist="gaussian").params["lr"] == 0.1  # not every condition met
+    assert Toy(**parse_spec(mezo.spec)[1]).params == mezo.params
+    assert Toy.defaults_for({"crns": True})["lr"] == 0.001
+
+    class Clash(Toy):
+        variant_defaults = {"crns=true": {"dist": "gaussian"}, "dist=gaussian": {"lr": 1.0}}
+
+    with pytest.raises(TypeError, match="also select variants"):
+        Clash()
+
+    class Unknown(Toy):
+        variant_defaults = {"crns=true": {"rank": 3}}
+
+    with pytest.raises(TypeError, match="variant_defaults"):
+        Unknown()
+    # the registered solvers' labels: a spec at its (variant) defaults names nothing more
+    zo = SOLVERS.get("zo")
+    mezo_spec = zo(crns=True).spec
+    assert nondefault_spec(mezo_spec) == "zo[crns=true]", nondefault_spec(mezo_spec)
+    assert nondefault_spec(zo(crns=True, lr=0.0123).spec) == "zo[crns=true,lr=0.0123]"
 
 
 def test_bp_exact_skipped_at_large_d_with_reason():

@@ -197,9 +197,12 @@ def nondefault_spec(spec: str) -> str:
 
     try:
         name, params = parse_spec(spec)
-        declared = SOLVERS.get(name).all_parameters()
+        cls = SOLVERS.get(name)
+        declared = cls.all_parameters()
+        values = {k: declared[k].coerce(k, v) for k, v in params.items() if k in declared}
+        defaults = cls.defaults_for(values)
         changed = [(k, v) for k, v in sorted(params.items())
-                   if k not in declared or declared[k].coerce(k, v) != declared[k].default]
+                   if k not in declared or values[k] != defaults[k]]
     except Exception:  # noqa: BLE001 - a foreign or old spec is shown as it was stored
         return spec
     return f"{name}[{','.join(f'{k}={v}' for k, v in changed)}]" if changed else name

@@ -96,8 +96,8 @@ def _short_solver(row: dict) -> str:
 
     try:
         cls = SOLVERS.get(row["solver_name"])
-        defaults = {k: p.default for k, p in cls.all_parameters().items()}
         params = row.get("solver_params") or {}
+        defaults = cls.defaults_for(params)
         return format_spec(row["solver_name"],
                            {k: v for k, v in params.items() if defaults.get(k) != v})
     except Exception:  # noqa: BLE001 - a solver no longer installed: show the full spec
