@@ -55,3 +55,22 @@ def test_one_choice_per_solver_and_none_when_nothing_finished():
     out = choose([study("b", 100, [math.inf] * 3), study("a", 100, [0.3, 0.2, 0.4])])
     assert [c.solver for c in out] == ["a", "b"]
     assert out[0].params == B and out[1].score is None and out[1].params == {}
+
+
+def test_the_solvers_declared_defaults_are_held_against_a_choice():
+    """``differences`` names each parameter where a solver spec's declared defaults (variant
+    defaults included) are not its chosen configuration, and nothing where they are."""
+    from pinnbench.tuning.defaults import Choice, declared, differences
+
+    names = ("lr", "eps", "q", "momentum", "decay_steps")
+    for spec in ("zo", "zo[crns=true]", "sdze", "bp[estimator=hte]"):
+        now = declared(spec, [k for k in names if not spec.startswith("bp") or k in
+                              ("lr", "decay_steps")])
+        held = Choice(spec, dict(now), score=1.0, studies=4, complete=4)
+        assert differences(held) == {}, spec
+        moved = Choice(spec, {**now, "lr": now["lr"] * 3}, score=1.0, studies=4, complete=4)
+        assert differences(moved) == {"lr": (now["lr"], now["lr"] * 3)}, spec
+        budget = Choice(spec, {**now, "decay_steps": "budget"}, score=1.0, studies=4, complete=4)
+        assert set(differences(budget)) == ({"decay_steps"} if now["decay_steps"] != "budget"
+                                            else set()), spec
+    assert differences(Choice("zo", {}, None, 4, 0)) == {}  # nothing chosen: nothing to hold

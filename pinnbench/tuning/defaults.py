@@ -12,6 +12,10 @@ raw errors would not do (a d = 1000 study with errors near 1 would outweigh a d 
 in every study has no score. The default is the lowest score, ties to the configuration asked
 first. Ours: AlgoPerf scores a submission on several workloads by performance profiles of
 ratios to the best, the same normalisation (Dahl et al. 2023).
+
+:func:`differences` holds a choice against the defaults the solver declares today (its
+``variant_defaults`` included, :meth:`pinnbench.solver.Solver.defaults_for`): the defaults come
+from the committed study when it finds none.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from pinnbench.solver import SOLVERS, parse_spec
 from pinnbench.tuning.study import StudySummary, select
 
 
@@ -77,3 +82,23 @@ def choose(studies: Iterable[StudySummary]) -> list[Choice]:
         score, _, k = min(scored)
         out.append(Choice(solver, dict(first[k][1]), score, len(group), complete))
     return out
+
+
+def declared(solver: str, names: Iterable[str]) -> dict[str, Any]:
+    """The defaults the solver spec ``solver`` (``zo[crns=true]``) has today for ``names``."""
+    name, fixed = parse_spec(solver)
+    cls = SOLVERS.get(name)
+    allowed = cls.all_parameters()
+    defaults = cls.defaults_for({k: allowed[k].coerce(k, v) for k, v in fixed.items()})
+    return {k: defaults[k] for k in names}
+
+
+def differences(choice: Choice) -> dict[str, tuple[Any, Any]]:
+    """{parameter: (declared default, chosen)} where the solver's declared defaults are not
+    ``choice``'s configuration (empty: they are; a choice without a score has nothing to hold)."""
+    if choice.score is None:
+        return {}
+    allowed = SOLVERS.get(parse_spec(choice.solver)[0]).all_parameters()
+    now = declared(choice.solver, choice.params)
+    return {k: (now[k], v) for k, v in sorted(choice.params.items())
+            if now[k] != allowed[k].coerce(k, v)}

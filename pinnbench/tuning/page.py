@@ -10,7 +10,8 @@ import math
 import sys
 from pathlib import Path
 
-from pinnbench.tuning.defaults import choose
+from pinnbench.solver import format_value
+from pinnbench.tuning.defaults import choose, differences
 from pinnbench.tuning.study import RULE, protocol_differences, storage_url, summarize
 
 
@@ -80,11 +81,12 @@ def page(study_store: Path, store: Path | None = None, title: str = "Tuning stud
             "One configuration per solver spec over all its studies (`pinnbench/tuning/defaults.py`): "
             "the trial with the lowest geometric mean, over the studies, of its objective divided by "
             "that study's best; a trial that failed anywhere or is not done everywhere has none.", "",
-            "| solver | configuration | score | studies complete |", "|---|---|---|---|"]
+            "| solver | configuration | score | studies complete | the solver's defaults now |",
+            "|---|---|---|---|---|"]
     for c in choose(studies):
         conf = _params(c.params) if c.score is not None else "none yet"
         state = f"{c.complete}/{c.studies}" + (" (provisional)" if c.provisional else "")
-        out.append(f"| `{c.solver}` | {conf} | {_fmt(c.score)} | {state} |")
+        out.append(f"| `{c.solver}` | {conf} | {_fmt(c.score)} | {state} | {_held(c)} |")
     out += ["", *_times(store, study_store), "## Every trial", ""]
     for s in studies:
         out += [f"### `{s.name}`", "", "space: " + "; ".join(f"{k} {v}" for k, v in
@@ -98,6 +100,20 @@ def page(study_store: Path, store: Path | None = None, title: str = "Tuning stud
                        f"{seeds or t['state']} |")
         out.append("")
     return "\n".join(out)
+
+
+def _held(choice) -> str:
+    """Whether the solver's declared defaults are this choice, or where they differ."""
+    if choice.score is None:
+        return "-"
+    try:
+        diff = differences(choice)
+    except (KeyError, ValueError) as exc:  # a solver not installed here, or a parameter it no longer has
+        return f"not checked ({exc})"
+    if not diff:
+        return "these"
+    return "differ: " + ", ".join(f"{k} {format_value(a)} (chosen {format_value(b)})"
+                                  for k, (a, b) in diff.items())
 
 
 def main(argv=None) -> int:
