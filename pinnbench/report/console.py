@@ -91,17 +91,10 @@ def problem_domain(problem_id: str) -> str:
 
 
 def _short_solver(row: dict) -> str:
-    """The solver spec with only the parameters that differ from the defaults."""
-    from pinnbench.solver import SOLVERS, format_spec
+    """The solver spec with only the parameters that differ from its defaults."""
+    from pinnbench.report.aggregate import nondefault_spec
 
-    try:
-        cls = SOLVERS.get(row["solver_name"])
-        params = row.get("solver_params") or {}
-        defaults = cls.defaults_for(params)
-        return format_spec(row["solver_name"],
-                           {k: v for k, v in params.items() if defaults.get(k) != v})
-    except Exception:  # noqa: BLE001 - a solver no longer installed: show the full spec
-        return str(row.get("solver"))
+    return nondefault_spec(str(row.get("solver")))
 
 
 def _row_verdict(row: dict) -> str:
