@@ -72,6 +72,7 @@ class FakeOk(_Fake):
 
     name = "fake-ok"
     parameters = {"lr": Param(0.05, "step size", check=lambda v: v > 0, check_text="a number > 0")}
+    variant_defaults = {"probes=3": {"lr": 0.02}}  # what `pinnbench list solvers` shows
 
     def setup(self, problem, model, generator):
         super().setup(problem, model, generator)

@@ -223,6 +223,7 @@ def test_list_shows_solvers_with_parameters(capsys):
     assert main(["list", "solvers", "--import", FAKES]) == 0
     out = capsys.readouterr().out
     assert "fake-ok" in out and "lr=0.05" in out and "points=100" in out
+    assert "with probes=3: lr=0.02" in out, out  # variant defaults, beside the parameters
     assert main(["list", "problems", "--import", FAKES]) == 0
     assert "fake-affine-v1" in capsys.readouterr().out
 

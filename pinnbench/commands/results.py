@@ -72,6 +72,9 @@ def cmd_list(args) -> int:
             setting = f"{pname}={format_value(p.default)}"
             con.print(f"    {setting:<20} {p.describe():28s} {p.help}", highlight=False,
                       markup=False)
+        for when, values in cls.variant_defaults.items():
+            these = ", ".join(f"{k}={format_value(v)}" for k, v in sorted(values.items()))
+            con.print(f"    with {when}: {these}", highlight=False, markup=False)
     return 0
 
 
