@@ -229,10 +229,12 @@ class Solver:
     def ablation_variants(cls, given: dict[str, Any]) -> list["Solver"]:
         """The solvers of ``pinnbench ablate``: this one with the parameters ``given`` (as a spec
         writes them), then one variant per value in ``ablations``, each differing from it in that
-        one parameter. The base declares none; a solver overrides this only for variants a table
-        of (parameter, values) cannot say."""
-        return [cls(**given)] + [cls(**{**given, key: v})
-                                 for key, values in cls.ablations for v in values]
+        one parameter: every other parameter is the base's, given, so that no
+        :attr:`variant_defaults` entry moves a second one. The base declares none; a solver
+        overrides this only for variants a table of (parameter, values) cannot say."""
+        base = cls(**given)
+        return [base] + [cls(**{**base.params, key: v})
+                         for key, values in cls.ablations for v in values]
 
     def validate(self) -> None:
         """Cross-parameter checks (raise ValueError); individual values are checked already."""

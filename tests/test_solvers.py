@@ -133,6 +133,25 @@ def test_variant_defaults_apply_where_their_conditions_hold():
     assert nondefault_spec(zo(crns=True, lr=0.0123).spec) == "zo[crns=true,lr=0.0123]"
 
 
+def test_an_ablation_switches_one_factor_even_where_a_variant_has_its_own_defaults():
+    """``pinnbench ablate zo`` switches crns; with MeZO's defaults declared for crns=true, the
+    variant must still differ from its base in crns alone (one factor at a time), not take
+    MeZO's lr and eps with it (on the old code it did)."""
+    from pinnbench.solver import Param, Solver
+
+    class Toy(Solver):
+        name = "toy"
+        parameters = {"lr": Param(0.1), "eps": Param(0.01), "crns": Param(False)}
+        variant_defaults = {"crns=true": {"lr": 0.001, "eps": 0.001}}
+        ablations = (("crns", (True,)), ("eps", (0.5,)))
+
+    for given in ({}, {"crns": "true"}):
+        base, *variants = Toy.ablation_variants(given)
+        for v in variants:
+            moved = {k for k in base.params if v.params[k] != base.params[k]}
+            assert len(moved) <= 1, (given, moved)  # 0: equal to the base (left out)
+
+
 def test_bp_exact_skipped_at_large_d_with_reason():
     problem = pinnbench.make_problem("poisson-2body-v1", dim=5000, seed=0)
     skip, why = solver_from_spec("bp[estimator=exact]").skip(problem)
