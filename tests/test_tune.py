@@ -203,6 +203,17 @@ def test_tune_then_run_tuned(tmp_path, monkeypatch, capsys):
     text = page(tmp_path / "results/pinnbench.optuna.sqlite", tmp_path / "results/pinnbench.sqlite")
     assert "One protocol for every study: **yes**" in text
     assert f"(#{best['number']}) |" in text and "| finished | 4 |" in text
+    # the state: 2 of 2 trials, 4 of 4 planned cells (2 trials x 2 seeds), counted by status
+    assert "| 3 | 1 | 2/2 | 4/4 | 4 ok |" in text
+    from pinnbench.tuning.page import main as page_main
+
+    (tmp_path / "preface.md").write_text("**In progress.** What ran.\n")
+    assert page_main(["--study-store", "results/pinnbench.optuna.sqlite", "--out", "p/README.md",
+                      "--preface", "preface.md", "--title", "T"]) == 0
+    assert (tmp_path / "p/README.md").read_text().startswith("# T\n\n**In progress.** What ran.\n")
+    assert page_main(["--study-store", "results/pinnbench.optuna.sqlite", "--out", "q.md",
+                      "--preface", "nope.md"]) == 2
+    assert not (tmp_path / "q.md").exists()
 
     assert main(["run", "--tuned", "results/pinnbench.optuna.sqlite", "--seeds", "5",
                  "--steps", "2", "--threads", "1", "--no-report", "--quiet"]) == 0

@@ -53,12 +53,39 @@ def _times(store: Path | None, study_store: Path) -> list[str]:
             "|---|---|---|---|---|---|", *lines, ""]
 
 
-def page(study_store: Path, store: Path | None = None, title: str = "Tuning study") -> str:
+def progress(studies) -> list[str]:
+    """Per d: how many of the planned cells (every asked trial times the protocol's seeds) have
+    run, and their statuses, counted from the trials' per-seed records (not from the results
+    store, which may hold other runs)."""
+    lines = ["## State", "", "| d | studies | trials done | cells run / planned | statuses |",
+             "|---|---|---|---|---|"]
+    for dim in sorted({s.dim for s in studies}):
+        group = [s for s in studies if s.dim == dim]
+        planned = sum(s.n_trials * len(s.protocol.get("seeds", ())) for s in group)
+        statuses: dict[str, int] = {}
+        for s in group:
+            for t in s.trials:
+                for cell in t["seeds"].values():
+                    key = cell.get("status") or "unknown"
+                    statuses[key] = statuses.get(key, 0) + 1
+        done = sum(s.n_complete for s in group)
+        lines.append(f"| {dim} | {len(group)} | {done}/{sum(s.n_trials for s in group)} | "
+                     f"{sum(statuses.values())}/{planned} | "
+                     f"{', '.join(f'{n} {k}' for k, n in sorted(statuses.items())) or '-'} |")
+    return lines + [""]
+
+
+def page(study_store: Path, store: Path | None = None, title: str = "Tuning study",
+         preface: str = "") -> str:
+    """The page; ``preface`` (Markdown: what ran where, what it cost) goes under the title."""
     studies = summarize(storage_url(study_store))
     out = [f"# {title}", ""]
+    if preface.strip():
+        out += [preface.strip(), ""]
     if not studies:
         return "\n".join(out + ["No study in this store yet.", ""])
     proto = studies[0].protocol
+    out += progress(studies)
     out += ["## Protocol", "",
             f"- budget {proto['steps']} steps per trial and seed; seeds "
             f"{', '.join(map(str, proto['seeds']))}; sampler {proto['sampler']} (seed "
@@ -122,12 +149,19 @@ def main(argv=None) -> int:
     ap.add_argument("--store", type=Path, help="the results store (for the run times)")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--title", default="Tuning study")
+    ap.add_argument("--preface", type=Path,
+                    help="a Markdown file put under the title (kept apart so that the page can "
+                         "be rewritten from the stores without losing it)")
     args = ap.parse_args(argv)
     if not args.study_store.is_file():
         print(f"error: no study store at {args.study_store}", file=sys.stderr)
         return 2
+    if args.preface is not None and not args.preface.is_file():
+        print(f"error: no preface file at {args.preface}", file=sys.stderr)
+        return 2
+    preface = args.preface.read_text() if args.preface is not None else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(page(args.study_store, args.store, args.title))
+    args.out.write_text(page(args.study_store, args.store, args.title, preface))
     print(f"wrote {args.out}")
     return 0
 
