@@ -63,15 +63,21 @@ class ManyBody:
     @classmethod
     def sums(cls, x: Tensor, c: Tensor, order: int = 0) -> dict[str, Tensor]:
         keys = cls._keys(order)
-        out = {k: torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) for k in keys}
         n_windows = c.shape[0]
+        if n_windows == 0:
+            return {k: torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) for k in keys}
         block = cls.block_function(x.shape[1])
+        out: dict[str, Tensor] = {}
         # blocks narrow enough that the ~temporaries(order) block-sized temporaries of one
         # block stay within about BLOCK_ELEMENTS numbers in all (compiled, a block holds about
         # one: tests/test_fused.py)
         for a, b in column_blocks(x.shape[0] * cls.temporaries(order), n_windows):
-            for k, v in block(x[:, a:b + cls.window - 1], c[a:b], order).items():
-                out[k] += v
+            sums = block(x[:, a:b + cls.window - 1], c[a:b], order)
+            if not out:  # the first block's sums are the accumulators: 0 + v = v, no op
+                out = {k: sums[k] for k in keys}
+            else:
+                for k in keys:
+                    out[k].add_(sums[k])
         return out
 
     @classmethod
