@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from pinnbench.maths.directions import Directions
-from pinnbench.maths.jets import Jet
+from pinnbench.maths.jets import Jet, plus
 from pinnbench.maths.problem import LinearTerm, Operator, Problem, radius_uniform_ball
 from pinnbench.maths.problem_registry import register_problem
 from pinnbench.problems._chunked import spatial_sqnorm_jet, sqnorm
@@ -96,14 +96,15 @@ class BallProblem(Problem):
 
     # -- boundary factor ---------------------------------------------------------------------------
     def _a(self, s: Tensor) -> Tensor:
-        return 1.0 - s / self.radius**2
+        r2 = self.radius**2
+        return 1.0 - (s if r2 == 1.0 else s / r2)  # s / 1.0 = s: no op on the unit ball
 
     def ansatz(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._a(sqnorm(x)), torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
 
     def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
         a = 1.0 - spatial_sqnorm_jet(x, dirs, order) / self.radius**2
-        return a, Jet([torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)], order)
+        return a, Jet.constant(0.0, order)
 
     # -- solution and source ---------------------------------------------------------------------
     def exact(self, x: Tensor) -> Tensor:
@@ -122,7 +123,7 @@ class BallProblem(Problem):
 
     def source(self, x: Tensor) -> Tensor:
         lap, u = self.laplacian_exact(x)
-        return lap + self.pointwise(u)
+        return plus(lap, self.pointwise(u))  # a linear operator's 0.0: no op
 
     def sample_interior(self, n: int, generator: torch.Generator) -> Tensor:
         return radius_uniform_ball(n, self.dim, generator, r_max=self.radius, dtype=self.dtype,
@@ -176,7 +177,7 @@ class BallProblem(Problem):
     def source_from(self, t: dict[str, Tensor], s: Tensor) -> Tensor:
         """f from the body's order-2 sums ``t`` and s = ||x||^2."""
         lap, u = self._laplacian_from(t, s)
-        return lap + self.pointwise(u)
+        return plus(lap, self.pointwise(u))  # a linear operator's 0.0: no op
 
     def ansatz_jet_from(self, s: Tensor, xv: Tensor, vsq: Tensor,
                         order: int) -> tuple[Jet, Jet]:
@@ -184,7 +185,7 @@ class BallProblem(Problem):
         (V,): the same arithmetic as ``spatial_sqnorm_jet``."""
         a = 1.0 - Jet([s.unsqueeze(1), 2.0 * xv, vsq.to(s.dtype).unsqueeze(0)], order) \
             / self.radius**2
-        return a, Jet([torch.zeros(s.shape[0], 1, dtype=s.dtype, device=s.device)], order)
+        return a, Jet.constant(0.0, order)
 
     # -- pointwise part --------------------------------------------------------------------------
     def pointwise_derivative(self, u: Tensor) -> Tensor | float:
@@ -234,7 +235,7 @@ class StreamedSource:
 
     def source(self, s: Tensor) -> Tensor:
         lap, u = self.problem._laplacian_from(self.sums.result(), s)
-        return lap + self.problem.pointwise(u)
+        return plus(lap, self.problem.pointwise(u))
 
 
 class TwoBodyBall(BallProblem):

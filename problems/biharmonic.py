@@ -109,8 +109,7 @@ class BiharmonicThreeBody(Problem):
 
     def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
         s = spatial_sqnorm_jet(x, dirs, order)
-        return (1.0 - s) * (4.0 - s), Jet([torch.zeros(x.shape[0], 1, dtype=x.dtype,
-                                                        device=x.device)], order)
+        return (1.0 - s) * (4.0 - s), Jet.constant(0.0, order)
 
     def exact(self, x: Tensor) -> Tensor:
         return self._a(sqnorm(x)) * ThreeBody.sums(x, self.coefficients, 0)["u2"]
@@ -167,7 +166,7 @@ class ClampedBiharmonic(Problem):
     def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
         sigma = spatial_sqnorm_jet(x, dirs, order) / self.rho**2
         a = (1.0 - sigma) * (4.0 - sigma)
-        return a * a, Jet([torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)], order)
+        return a * a, Jet.constant(0.0, order)
 
     def exact(self, x: Tensor) -> Tensor:
         return self._q(sqnorm(x), 0)[0] * self.body.sums(x, self.coefficients, 0)["u2"]
@@ -198,7 +197,7 @@ class ClampedBiharmonic(Problem):
         s_jet = Jet([s.unsqueeze(1), 2.0 * xv, vsq.to(s.dtype).unsqueeze(0)], order)
         sigma = s_jet / self.rho**2
         a = (1.0 - sigma) * (4.0 - sigma)
-        return a * a, Jet([torch.zeros(s.shape[0], 1, dtype=s.dtype, device=s.device)], order)
+        return a * a, Jet.constant(0.0, order)
 
     def source_from(self, t: dict[str, Tensor], s: Tensor) -> Tensor:
         """f from the body's order-4 sums ``t`` and s = ||x||^2 (the product rule of the module

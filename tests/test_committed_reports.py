@@ -20,3 +20,18 @@ def test_the_ablation_page_tables_are_recomputed_from_its_store():
     readme = set((FOLDER / "README.md").read_text(encoding="utf-8").splitlines())
     missing = [r for r in rows if r not in readme]
     assert not missing, "README rows not recomputed from the store:\n" + "\n".join(missing)
+
+
+STUDY = Path(__file__).resolve().parents[1] / "reports" / "study-defaults"
+
+
+def test_the_defaults_study_page_is_its_stores_and_preface():
+    """reports/study-defaults/README.md is what scripts/study_snapshot writes from the committed
+    stores and PREFACE.md, to the character: its state, choices, times and its check of the
+    solvers' declared defaults (a defaults change without a regenerated page fails here)."""
+    from pinnbench.tuning.page import page
+
+    text = page(STUDY / "pinnbench.optuna.sqlite", STUDY / "pinnbench.sqlite",
+                "Defaults study (issue 21): every solver under one tuning protocol",
+                (STUDY / "PREFACE.md").read_text(encoding="utf-8"))
+    assert text == (STUDY / "README.md").read_text(encoding="utf-8")

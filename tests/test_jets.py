@@ -140,3 +140,19 @@ def test_order2_tanh_writes_one_stacked_buffer_without_autograd(gen):
             assert torch.equal(base, torch.cat([c.detach() for c in apart.coeffs], dim=-2))
     assert stacked_base([base[..., :1, :], base[..., 2:, :]]) is None  # a gap: not the buffer
     assert stacked_base([base[..., 1:, :], base[..., :1, :]]) is None  # out of order
+
+
+def test_scalar_minus_a_jet_and_a_jet_times_one_are_the_plain_arithmetic_bit_for_bit(gen):
+    """``c - J`` is one op for the value (not a negation of every coefficient and an addition)
+    and ``J * 1.0`` (``J / 1.0``: a unit ball's 1 / R^2) no op at all, with the numbers of
+    (-J) + c and of c_k * 1.0, bit for bit (issue 22: a step's ATen ops)."""
+    j = Jet([torch.randn(4, 1, generator=gen), torch.randn(4, 3, generator=gen),
+             torch.randn(1, 3, generator=gen)], 4)
+    got = 1.0 - j
+    want = [-c for c in j.coeffs]
+    want[0] = want[0] + 1.0
+    assert all(torch.equal(a, b) for a, b in zip(got.coeffs, want))
+    assert all(torch.equal(a, b) for a, b in zip((0.0 - j).coeffs, (-j).coeffs))
+    one = j / 1.0
+    assert all(a is b for a, b in zip(one.coeffs, j.coeffs))  # the same tensors: no op
+    assert all(torch.equal(a, b * 2.0) for a, b in zip((j * 2.0).coeffs, j.coeffs))

@@ -497,3 +497,19 @@ def test_the_ball_sampler_holds_one_batch_not_two():
                          text=True, timeout=300, env={**os.environ, **MEASURE_ENV})
     peak, batch = map(int, out.stdout.split())
     assert batch <= peak < 1.4 * batch, (peak, batch)
+
+
+@pytest.mark.parametrize("pid", PROBLEMS)
+def test_residual_is_its_formula_bit_for_bit(pid):
+    """``residual`` skips the ops of an exact 0.0 pointwise part and a 1.0 coefficient (issue 22:
+    a step's ATen ops); the numbers are those of the plain formula (pointwise(u) - f) + sum
+    coef * T, bit for bit: 0 - f + T is T - f in IEEE arithmetic, 1.0 * T is T."""
+    p = make_problem(pid, dim=5, seed=7, dtype=torch.float32)
+    x = p.sample_interior(6, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    terms = {t.name: torch.randn(6, generator=g) for t in p.operator.terms}
+    u = torch.randn(6, generator=g)
+    want = p.pointwise(u) - p.source(x)
+    for t in p.operator.terms:
+        want = want + t.coef * terms[t.name]
+    assert torch.equal(p.residual(terms, u, x), want)

@@ -70,7 +70,7 @@ class Jet:
         other = self._coerce(other)
         order = min(self.order, other.order)
         n = min(max(len(self.coeffs), len(other.coeffs)), order + 1)
-        return Jet([_add(self[k], other[k]) for k in range(n)], order)
+        return Jet([plus(self[k], other[k]) for k in range(n)], order)
 
     __radd__ = __add__
 
@@ -81,10 +81,16 @@ class Jet:
         return self + (-self._coerce(other))
 
     def __rsub__(self, other) -> "Jet":
-        return (-self) + other
+        if isinstance(other, Jet) or (isinstance(other, float) and other == 0.0):
+            return (-self) + other
+        # a scalar minus the jet: one op for the value (other - c_0 is other + (-c_0) exactly,
+        # IEEE subtraction being the addition of the negation), not a negation and an addition
+        return Jet([other - self.coeffs[0]] + [-c for c in self.coeffs[1:]], self.order)
 
     def __mul__(self, other) -> "Jet":
         if not isinstance(other, Jet):
+            if isinstance(other, (int, float)) and other == 1.0:
+                return Jet(list(self.coeffs), self.order)  # c * 1.0 = c: no op (a radius of 1)
             return Jet([c * other for c in self.coeffs], self.order)
         order = min(self.order, other.order)
         n = min(len(self.coeffs) + len(other.coeffs) - 1, order + 1)
@@ -92,7 +98,7 @@ class Jet:
         for k in range(n):
             acc = 0.0
             for i in range(max(0, k - len(other.coeffs) + 1), min(k, len(self.coeffs) - 1) + 1):
-                acc = _add(acc, self.coeffs[i] * other.coeffs[k - i])
+                acc = plus(acc, self.coeffs[i] * other.coeffs[k - i])
             out.append(acc)
         return Jet(out, order)
 
@@ -153,7 +159,7 @@ class Jet:
             elif k < self.order:  # p_k is only needed for y_{k+1}
                 sq = 0.0
                 for i in range(k + 1):
-                    sq = _add(sq, y[i] * y[k - i])
+                    sq = plus(sq, y[i] * y[k - i])
                 p.append(-sq)
         return Jet(y, self.order)
 
@@ -220,11 +226,11 @@ def _conv_deriv(z: list, y: list, k: int):
     """sum_{j=1..min(k, len(z)-1)} j * z_j * y_{k-j}: the convolution in every recurrence above."""
     acc = 0.0
     for j in range(1, min(k, len(z) - 1) + 1):
-        acc = _add(acc, (z[j] if j == 1 else j * z[j]) * y[k - j])
+        acc = plus(acc, (z[j] if j == 1 else j * z[j]) * y[k - j])
     return acc
 
 
-def _add(a, b):
+def plus(a, b):
     """a + b, without an op where one side is the exact 0.0 of a coefficient known to vanish
     (each would be one more kernel launch on a GPU, and one more node in a backward pass; the
     sum is the same number, as x + 0.0 = x)."""

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from pinnbench import memory
 from pinnbench.maths.directions import Directions
-from pinnbench.maths.jets import Jet
+from pinnbench.maths.jets import Jet, plus
 
 #: the terms an operator may use (all linear but grad_power_mean), and what each means for u(x, t)
 TERMS: dict[str, str] = {
@@ -162,7 +162,10 @@ class Problem:
         raise NotImplementedError
 
     def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
-        """Jets of A and B along each direction: coefficients broadcastable to (n, V)."""
+        """Jets of A and B along each direction: coefficients broadcastable to (n, V). A B that
+        vanishes is ``Jet.constant(0.0, order)``: its 0.0 adds no op to u = A N + B (the jet
+        arithmetic skips an exact 0.0, :func:`pinnbench.maths.jets.plus`), where a tensor of
+        zeros would cost an allocation and an addition forward and backward."""
         raise NotImplementedError
 
     def source_grad(self, x: Tensor, index: Tensor) -> Tensor:
@@ -191,10 +194,14 @@ class Problem:
         missing = [t.name for t in self.operator.terms if t.name not in terms]
         if missing:
             raise KeyError(f"{self.id}: residual needs the terms {missing}")
-        out = self.pointwise(u) - (self.source(x) if source is None else source)
+        f = self.source(x) if source is None else source
+        p = self.pointwise(u)
+        out = None if isinstance(p, float) and p == 0.0 else p - f
         for t in self.operator.terms:
-            out = out + t.coef * terms[t.name]
-        return out
+            term = terms[t.name] if t.coef == 1.0 else t.coef * terms[t.name]  # 1.0 * T = T
+            # a linear operator's (0 - f) + T is T - f exactly (IEEE a + (-b) = a - b): one op
+            out = term - f if out is None else out + term
+        return out if out is not None else -f
 
     @property
     def n_test(self) -> int:
