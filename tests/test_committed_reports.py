@@ -35,3 +35,20 @@ def test_the_defaults_study_page_is_its_stores_and_preface():
                 "Defaults study (issue 21): every solver under one tuning protocol",
                 (STUDY / "PREFACE.md").read_text(encoding="utf-8"))
     assert text == (STUDY / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_solver_declares_the_defaults_its_completed_study_chose():
+    """Issue 21, item 2: a solver spec whose studies in the committed defaults study are all
+    complete declares that choice as its defaults (``tuning.defaults.differences`` is empty).
+    While the study runs, every choice is provisional and this holds for none yet: it starts
+    to bind spec by spec as completed snapshots are committed (docs/tuning.md)."""
+    from pinnbench.tuning.defaults import choose, differences
+    from pinnbench.tuning.study import storage_url, summarize
+
+    choices = choose(summarize(storage_url(STUDY / "pinnbench.optuna.sqlite")))
+    assert {c.solver for c in choices} == {
+        "sdze", "zo", "zo[crns=true]", "bp", "bp[estimator=hte]", "bp[estimator=sdgd]",
+        "bp[dist=coordinate]"}
+    stale = {c.solver: differences(c) for c in choices
+             if not c.provisional and c.score is not None and differences(c)}
+    assert not stale, f"the study chose otherwise than these defaults: {stale}"
