@@ -7,7 +7,7 @@ import torch
 
 from pinnbench.maths.jets import Jet
 from pinnbench.maths.model import _linear_jet
-from pinnbench.maths.tanh_jet import hidden_jet2
+from pinnbench.maths.tanh_jet import hidden_jet2, network_jet2
 
 
 def unfused(z0, z1, params):
@@ -17,6 +17,21 @@ def unfused(z0, z1, params):
         z = _linear_jet(z.tanh(), params[2 * layer])
         z.coeffs[0] = z.coeffs[0] + params[2 * layer + 1]
     return [c.squeeze(-1) for c in z.coeffs]
+
+
+def unfused_network(x, v, params):
+    """PINN.net_jet's arithmetic with the first layer outside the node, op by op."""
+    z0 = torch.addmm(params[1], x, params[0].T).unsqueeze(-2)
+    z1 = (v @ params[0].T).unsqueeze(-3)
+    return unfused(z0, z1, params[2:])
+
+
+def network_inputs(gen, dtype, n=3, v=2, d=5, h=4, layers=3):
+    x = torch.randn(n, d, generator=gen, dtype=dtype)
+    dirs = torch.randn(v, d, generator=gen, dtype=dtype)
+    w0 = (torch.randn(h, d, generator=gen, dtype=dtype) / d ** 0.5).requires_grad_()
+    b0 = torch.randn(h, generator=gen, dtype=dtype).requires_grad_()
+    return x, dirs, [w0, b0, *inputs(gen, dtype, n=n, v=v, h=h, layers=layers)[2:]]
 
 
 def inputs(gen, dtype, n=3, v=2, h=4, layers=3):
@@ -42,6 +57,44 @@ def test_the_backward_pass_is_autograds(gen, layers, v):
     loss_ref = sum((w * c).sum() for w, c in zip(weights, ref))
     for a, b in zip(torch.autograd.grad(loss, args), torch.autograd.grad(loss_ref, args)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layers,v", [(3, 2), (1, 3)])
+def test_the_network_nodes_backward_pass_is_autograds(gen, layers, v):
+    """The first layer inside the node: W0's gradient (sum_n gz_1)^T v + gz_0^T x written as
+    one matrix and b0's sum_n gz_0, against autograd through the unfused layers."""
+    x, dirs, params = network_inputs(gen, torch.float64, v=v, layers=layers)
+    assert torch.autograd.gradcheck(
+        lambda *p: tuple(network_jet2(x, dirs, p).coeffs), tuple(params))
+    weights = [torch.randn(3, k, generator=gen, dtype=torch.float64) for k in (1, v, v)]
+    loss = sum((w * c).sum() for w, c in zip(weights, network_jet2(x, dirs, params).coeffs))
+    ref = sum((w * c).sum() for w, c in zip(weights, unfused_network(x, dirs, params)))
+    for a, b in zip(torch.autograd.grad(loss, params), torch.autograd.grad(ref, params)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_the_network_nodes_numbers_are_the_unfused_ones_bit_for_bit(gen):
+    """Forward values and W0's gradient, float32 at a step's shapes, against the node of the
+    hidden layers with the first layer outside it (bp's step before): the gradient accumulated
+    by addmm_ is the sum of the two products autograd made, to the bit (MKL; checked at
+    d = 1e2 .. 1e6 when it landed)."""
+    x, dirs, params = network_inputs(gen, torch.float32, n=20, v=16, d=300, h=64)
+    out = network_jet2(x, dirs, params).coeffs
+    z0 = torch.addmm(params[1], x, params[0].T).unsqueeze(-2)
+    ref = hidden_jet2(z0, (dirs @ params[0].T).unsqueeze(-3), params[2:]).coeffs
+    for a, b in zip(out, ref):
+        assert torch.equal(a, b)
+    g = torch.autograd.grad(sum(c.sum() for c in out), params[:2])
+    g_ref = torch.autograd.grad(sum(c.sum() for c in ref), params[:2])
+    for a, b in zip(g, g_ref):
+        assert torch.equal(a, b)
+
+
+def test_the_network_node_refuses_to_differentiate_x(gen):
+    x, dirs, params = network_inputs(gen, torch.float64)
+    out = network_jet2(x.requires_grad_(), dirs, params).coeffs
+    with pytest.raises(RuntimeError, match="parameters only"):
+        torch.autograd.grad(out[0].sum(), x)
 
 
 @pytest.mark.parametrize("missing", [0, 1, 2])
@@ -73,16 +126,45 @@ def test_bp_takes_it_and_a_differentiated_x_does_not(gen, monkeypatch):
     from pinnbench.maths.estimators.probes import dense_probes
 
     calls = []
-    fused = model_module.hidden_jet2
-    monkeypatch.setattr(model_module, "hidden_jet2", lambda *a: calls.append(1) or fused(*a))
+    for name in ("hidden_jet2", "network_jet2"):
+        monkeypatch.setattr(model_module, name, lambda *a, f=getattr(model_module, name), n=name:
+                            calls.append(n) or f(*a))
     problem = pinnbench.make_problem("poisson-2body-v1", dim=20, seed=0)
     model = pinnbench.make_model(problem, width=8, depth=3, generator=gen)
     dirs = dense_probes("rademacher", 3, 20, 20, gen, torch.float32, torch.device("cpu"))
     x = problem.sample_interior(5, gen)
     model.jet(x, dirs, 2)
-    assert len(calls) == 1
+    assert calls == ["network_jet2"]
     model.jet(x.requires_grad_(), dirs, 2)
-    assert len(calls) == 1
+    assert calls == ["network_jet2"]
+
+
+def test_other_first_layers_and_directions_keep_the_node_of_the_hidden_layers(gen, monkeypatch):
+    """The first layer joins the node only where it is the plain dense product with dense
+    directions: coordinate directions (sparse STDE, SDGD) and a first layer of another kind
+    (sharded columns, a zeroth-order solver's shifted layer) keep their own products."""
+    import pinnbench
+    from pinnbench.maths import model as model_module
+    from pinnbench.maths.directions import CoordinateDirections
+
+    calls = []
+    for name in ("hidden_jet2", "network_jet2"):
+        monkeypatch.setattr(model_module, name, lambda *a, f=getattr(model_module, name), n=name:
+                            calls.append(n) or f(*a))
+    problem = pinnbench.make_problem("poisson-2body-v1", dim=20, seed=0)
+    model = pinnbench.make_model(problem, width=8, depth=3, generator=gen)
+    x = problem.sample_interior(5, gen)
+    model.jet(x, CoordinateDirections(torch.tensor([0, 3, 7]), 20), 2)
+    assert calls == ["hidden_jet2"]
+
+    class Shifted(model_module.FirstLayer):
+        pass
+
+    model.first_layer = Shifted()
+    from pinnbench.maths.estimators.probes import dense_probes
+    model.jet(x, dense_probes("rademacher", 3, 20, 20, gen, torch.float32,
+                              torch.device("cpu")), 2)
+    assert calls == ["hidden_jet2", "hidden_jet2"]
 
 
 def test_no_cotangent_is_made_for_an_input_that_needs_none(gen):

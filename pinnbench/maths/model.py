@@ -27,10 +27,10 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from pinnbench.maths.directions import Directions
+from pinnbench.maths.directions import DenseDirections, Directions
 from pinnbench.maths.jets import Jet
 from pinnbench.maths.problem import Problem
-from pinnbench.maths.tanh_jet import hidden_jet2
+from pinnbench.maths.tanh_jet import hidden_jet2, network_jet2
 
 ACTIVATIONS = ("tanh",)
 
@@ -168,6 +168,11 @@ class PINN:
         p = self.params if params is None else params
         # x differentiated (gPINN, a drift term): a second backward pass through the jet, which
         # the hand-written backward of the fused hidden layers does not provide
+        if (type(self.first_layer) is FirstLayer and isinstance(dirs, DenseDirections)
+                and not x.requires_grad and not dirs.v.requires_grad
+                and _fusable(order, p[0].ndim == 2 and x.ndim == 2, p[2:])):
+            # the first layer in the same node: W0's gradient one matrix, written in place
+            return network_jet2(x, dirs.v, p)
         return self._hidden_jet(self.first_layer.points(x, p[0], p[1]),
                                 self.first_layer.directions(dirs, p[0]), p, order,
                                 fused=not x.requires_grad)
@@ -182,9 +187,7 @@ class PINN:
         backward pass in fewer ops)."""
         # (..., n, 1, h), (..., 1, V, h): the leading axis of a batch of parameter sets, if any
         hidden = p[2:]
-        if (fused and order == 2 and torch.is_grad_enabled() and first.ndim == 2
-                and first_dirs.ndim == 2
-                and all(t.ndim == 2 - i % 2 for i, t in enumerate(hidden))):
+        if fused and _fusable(order, first.ndim == 2 and first_dirs.ndim == 2, hidden):
             # one autograd node with a hand-written backward (pinnbench.maths.tanh_jet)
             return hidden_jet2(first.unsqueeze(-2), first_dirs.unsqueeze(-3), hidden)
         z = Jet([first.unsqueeze(-2), first_dirs.unsqueeze(-3)], order)
@@ -245,6 +248,13 @@ def stacked_base(cs: list) -> Tensor | None:
             return None
         start += c.shape[-2]
     return base if start == base.shape[-2] else None
+
+
+def _fusable(order: int, unbatched: bool, hidden: Sequence[Tensor]) -> bool:
+    """Whether the order-2 jet may be one autograd node (:mod:`pinnbench.maths.tanh_jet`):
+    autograd records, one parameter set (2-D weights, 1-D biases, an unbatched first layer)."""
+    return (order == 2 and torch.is_grad_enabled() and unbatched
+            and all(t.ndim == 2 - i % 2 for i, t in enumerate(hidden)))
 
 
 def _linear_jet(a: Jet, w: Tensor) -> Jet:

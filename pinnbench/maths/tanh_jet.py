@@ -79,6 +79,55 @@ def _forward(z0: Tensor, z1: Tensor, params: Sequence[Tensor]):
     return z, saved
 
 
+def network_jet2(x: Tensor, v: Tensor, params: Sequence[Tensor]) -> Jet:
+    """The same jet from the input: the first layer z_0 = x W0^T + b0, z_1 = v W0^T (v the
+    (V, D) directions) inside the node too, so that its backward pass writes W0's gradient as
+    one matrix, gW0 = (sum_n gz_1)^T v + gz_0^T x, the second product accumulated into the
+    first by ``addmm_`` (no second d-sized gradient and no d-sized sum of the two, as
+    autograd's accumulation of the two products makes; the same numbers on MKL, where a GEMM
+    with beta = 1 adds its finished product to C), and gb0 = sum_n gz_0.
+    ``params`` = (W0, b0, W1, b1, ...); x and v must not require a gradient."""
+    out = _NetworkJet2.apply(x, v, *params)
+    return Jet(list(out), 2)
+
+
+def _backward_hidden(gs: list[Tensor], params: Sequence[Tensor], saved: Sequence[Tensor],
+                     need: Sequence[bool], v: int):
+    """The cotangents of the hidden layers' inputs (z_0 (n, 1, h) and z_1 (n, V, h), not yet
+    summed over the points) and of ``params`` (``need[k]``: whether params[k] needs one), from
+    the output's cotangents ``gs`` = [g_0 (n, 1), g_1 (n, V), g_2 (n, V)]."""
+    n = gs[0].shape[:-1]
+    gz = torch.cat(gs, dim=-1).unsqueeze(-1)  # (n, 1 + 2V, 1): the output's cotangent
+    grads = [None] * len(params)
+    if need[-1]:
+        grads[-1] = gs[0].sum(tuple(range(len(n))))
+    for layer in reversed(range(len(params) // 2)):
+        w = params[2 * layer]
+        ys2d, y0, ysr, y1, p0, q = saved[6 * layer: 6 * layer + 6]
+        gz2d = gz.view(-1, gz.shape[-1])
+        if need[2 * layer]:
+            grads[2 * layer] = torch.mm(gz2d.t(), ys2d)
+        gy = torch.mm(gz2d, w).view(*gz.shape[:-1], w.shape[1])
+        gz = gy * p0
+        gz0, gz1, _ = gz.split([1, v, v], dim=-2)
+        gyr = gy.narrow(-2, 1, 2 * v)
+        gy2 = gyr.narrow(-2, v, v)
+        gz1.addcmul_(gy2, q, value=-2.0)
+        gz0.addcmul_(y0, (gyr * ysr).sum(-2, True), value=-2.0)
+        gz0.sub_((gy2 * (y1 * y1)).sum(-2, True))
+        if layer and need[2 * layer - 1]:
+            grads[2 * layer - 1] = gz0.sum(tuple(range(gz0.ndim - 1)))
+    return gz0, gz1, grads
+
+
+def _cotangents(g0, g1, g2, v: int) -> list[Tensor]:
+    """The output's cotangents with zeros for an unused coefficient."""
+    ref = next(g for g in (g0, g1, g2) if g is not None)
+    n = ref.shape[:-1]
+    return [torch.zeros(*n, k, dtype=ref.dtype, device=ref.device) if g is None else g
+            for g, k in zip((g0, g1, g2), (1, v, v))]
+
+
 class _HiddenJet2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z0, z1, *params):
@@ -96,28 +145,41 @@ class _HiddenJet2(torch.autograd.Function):
         need = ctx.needs_input_grad
         z1_shape = ctx.z1_shape
         v = z1_shape[-2]
-        ref = next(g for g in (g0, g1, g2) if g is not None)
-        n = ref.shape[:-1]
-        gs = [torch.zeros(*n, k, dtype=ref.dtype, device=ref.device) if g is None else g
-              for g, k in zip((g0, g1, g2), (1, v, v))]
-        gz = torch.cat(gs, dim=-1).unsqueeze(-1)  # (n, 1 + 2V, 1): the output's cotangent
-        grads = [None] * len(params)
-        if need[-1]:
-            grads[-1] = gs[0].sum(tuple(range(len(n))))
-        for layer in reversed(range(len(params) // 2)):
-            w = params[2 * layer]
-            ys2d, y0, ysr, y1, p0, q = saved[6 * layer: 6 * layer + 6]
-            gz2d = gz.view(-1, gz.shape[-1])
-            if need[2 + 2 * layer]:
-                grads[2 * layer] = torch.mm(gz2d.t(), ys2d)
-            gy = torch.mm(gz2d, w).view(*gz.shape[:-1], w.shape[1])
-            gz = gy * p0
-            gz0, gz1, _ = gz.split([1, v, v], dim=-2)
-            gyr = gy.narrow(-2, 1, 2 * v)
-            gy2 = gyr.narrow(-2, v, v)
-            gz1.addcmul_(gy2, q, value=-2.0)
-            gz0.addcmul_(y0, (gyr * ysr).sum(-2, True), value=-2.0)
-            gz0.sub_((gy2 * (y1 * y1)).sum(-2, True))
-            if layer and need[1 + 2 * layer]:
-                grads[2 * layer - 1] = gz0.sum(tuple(range(gz0.ndim - 1)))
+        gz0, gz1, grads = _backward_hidden(_cotangents(g0, g1, g2, v), params, saved,
+                                           need[2:], v)
         return (gz0 if need[0] else None, gz1.sum_to_size(z1_shape) if need[1] else None, *grads)
+
+
+class _NetworkJet2(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, v, *params):
+        w0, b0 = params[0], params[1]
+        # the numbers of FirstLayer.points and DenseDirections.apply_weight, bit for bit
+        z0 = torch.addmm(b0, x, w0.T).unsqueeze(-2)
+        z1 = torch.mm(v, w0.T).unsqueeze(-3)
+        z, saved = _forward(z0, z1, params[2:])
+        ctx.n_params = len(params)
+        ctx.save_for_backward(x, v, *params, *saved)
+        return tuple(z)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g0, g1, g2):
+        tensors = ctx.saved_tensors
+        x, v = tensors[:2]
+        params, saved = tensors[2:2 + ctx.n_params], tensors[2 + ctx.n_params:]
+        need = ctx.needs_input_grad
+        if need[0] or need[1]:
+            raise RuntimeError("network_jet2 differentiates the parameters only (x and the "
+                               "directions must not require a gradient)")
+        k = v.shape[0]
+        gz0, gz1, grads = _backward_hidden(_cotangents(g0, g1, g2, k), params[2:], saved,
+                                           need[4:], k)
+        gw0 = gb0 = None
+        gz0 = gz0.squeeze(-2)  # (n, h)
+        if need[2]:
+            gw0 = torch.mm(gz1.sum(0).t(), v)  # (h, D)
+            gw0.addmm_(gz0.t(), x)
+        if need[3]:
+            gb0 = gz0.sum(0)
+        return (None, None, gw0, gb0, *grads)
