@@ -421,7 +421,7 @@ class Solver:
         u = None
         for drawn in data.probes:
             u_k, terms = estimate_terms(model, x, method, probes=self.params["probes"],
-                                        drawn=drawn, **opts)
+                                        drawn=drawn, value=self.problem.reads_value, **opts)
             u = u_k if u is None else u  # u(x) does not depend on the probes
             residuals.append(self.problem.residual(terms, u, x, source=data.source))
         r1, r2 = residuals[0], residuals[-1]

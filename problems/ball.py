@@ -53,7 +53,7 @@ from pinnbench.maths.directions import Directions
 from pinnbench.maths.jets import Jet, plus
 from pinnbench.maths.problem import LinearTerm, Operator, Problem, radius_uniform_ball
 from pinnbench.maths.problem_registry import register_problem
-from pinnbench.problems._chunked import spatial_sqnorm_jet, sqnorm
+from pinnbench.problems._chunked import sqnorm
 from pinnbench.problems._many_body import ManyBody, ThreeBody, TwoBody, WindowSums
 from pinnbench.maths.streaming import RadialBallStream, block_width
 
@@ -103,8 +103,18 @@ class BallProblem(Problem):
         return self._a(sqnorm(x)), torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
 
     def ansatz_jet(self, x: Tensor, dirs: Directions, order: int) -> tuple[Jet, Jet]:
-        a = 1.0 - spatial_sqnorm_jet(x, dirs, order) / self.radius**2
-        return a, Jet.constant(0.0, order)
+        return self._a_jet(sqnorm(x), dirs.dot(x), dirs.sqnorm(), order), Jet.constant(0.0, order)
+
+    def _a_jet(self, s: Tensor, xv: Tensor, vsq: Tensor, order: int) -> Jet:
+        """A = 1 - S / R^2 along the directions, S = [s, 2 x.v, ||v||^2] the jet of ||x||^2
+        (``spatial_sqnorm_jet``): [1 - s k, (2 x.v) (-k), ||v||^2 (-k)] with k = 1 / R^2, the
+        numbers of 1 - S * k to the bit (-(c k) = c (-k) exactly), without a negation per
+        coefficient; on the unit ball no product by k = 1 (x.v (-2) = -(2 x.v) exactly)."""
+        k = 1.0 / self.radius**2
+        s, vsq = s.unsqueeze(1), vsq.to(s.dtype).unsqueeze(0)
+        if k == 1.0:
+            return Jet([1.0 - s, xv * -2.0, -vsq], order)
+        return Jet([1.0 - s * k, (2.0 * xv) * -k, vsq * -k], order)
 
     # -- solution and source ---------------------------------------------------------------------
     def exact(self, x: Tensor) -> Tensor:
@@ -182,10 +192,8 @@ class BallProblem(Problem):
     def ansatz_jet_from(self, s: Tensor, xv: Tensor, vsq: Tensor,
                         order: int) -> tuple[Jet, Jet]:
         """:meth:`ansatz_jet` from the reductions s = ||x||^2 (n,), x . v (n, V) and ||v||^2
-        (V,): the same arithmetic as ``spatial_sqnorm_jet``."""
-        a = 1.0 - Jet([s.unsqueeze(1), 2.0 * xv, vsq.to(s.dtype).unsqueeze(0)], order) \
-            / self.radius**2
-        return a, Jet.constant(0.0, order)
+        (V,): the same arithmetic as :meth:`ansatz_jet`."""
+        return self._a_jet(s, xv, vsq, order), Jet.constant(0.0, order)
 
     # -- pointwise part --------------------------------------------------------------------------
     def pointwise_derivative(self, u: Tensor) -> Tensor | float:

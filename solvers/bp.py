@@ -75,6 +75,8 @@ class BP(Solver):
         # theta in one pass over each tensor), the step count kept on the device, so no
         # host read of it per parameter (docs/roofline.md, "Ops per step")
         self.graphed = None
+        # d loss / d loss = 1, made once: autograd.grad would make it (ones_like) every step
+        self.loss_seed = torch.ones((), dtype=self.model.dtype, device=self.problem.device)
         if self.cuda_graph and self.problem.device.type == "cuda":
             from pinnbench.cuda_graph import GraphedStep
 
@@ -118,11 +120,13 @@ class BP(Solver):
         ``torch.autograd.grad`` and are assigned to each parameter's ``.grad``: a new tensor each
         step, as ``zero_grad(set_to_none=True)`` then ``backward()`` give (inside a captured graph
         the graph's own), the same numbers, without backward's accumulation into ``.grad`` (a
-        ``detach`` per parameter) and zero_grad's profiler range: 10 ops fewer a step."""
+        ``detach`` per parameter) and zero_grad's profiler range: 10 ops fewer a step; the
+        backward pass seeded with a 1 made once (``loss_seed``), not a ``ones_like`` a step."""
         data = self.draw()
         loss = self.residual_loss(data)
         params = self.model.params
-        for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True)):
+        grads = torch.autograd.grad(loss, params, grad_outputs=self.loss_seed, allow_unused=True)
+        for p, g in zip(params, grads):
             p.grad = g
         self.optimizer.step()
         return loss.detach()

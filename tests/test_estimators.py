@@ -167,7 +167,7 @@ def test_the_unbiasedness_check_detects_a_biased_estimator(ball):
     for r in range(150):
         v = torch.randint(0, 2, (2, 4), generator=g(r), dtype=F64) * 2 - 1
         _, derivs = jet_directional(m, x, DenseDirections(v), 4)
-        est.append(derivs[3].mean(dim=1) / 3.0)
+        est.append(derivs[4].mean(dim=1) / 3.0)
     est = torch.stack(est)
     z = (est.mean(0) - ref["bilaplacian"]).abs() / (est.std(0) / math.sqrt(150))
     assert (z > 4.0).any(), f"z-scores {z.tolist()}"
@@ -245,7 +245,7 @@ def test_stde_equals_autodiff_for_fixed_directions(ball, kind):
     auto = autodiff_directional(m(xg), xg, dirs, 4, create_graph=False)
     torch.testing.assert_close(u, m(x), rtol=0, atol=1e-14)
     for k in (1, 2, 3, 4):
-        torch.testing.assert_close(jets[k - 1], auto[k - 1].detach(), rtol=1e-10, atol=1e-10,
+        torch.testing.assert_close(jets[k], auto[k - 1].detach(), rtol=1e-10, atol=1e-10,
                                    msg=f"order {k}")
 
 
@@ -271,7 +271,7 @@ def test_fd_error_shrinks_at_second_order(ball, order, h_range):
     m, x, _ = ball
     dirs = DenseDirections(torch.randn(2, 4, generator=g(1), dtype=F64))
     _, jets = jet_directional(m, x, dirs, order)
-    exact = jets[order - 1]
+    exact = jets[order]
     hs = torch.logspace(math.log10(h_range[0]), math.log10(h_range[1]), 6, dtype=F64)
     errs = []
     for h in hs.tolist():
@@ -470,3 +470,48 @@ def test_batched_hessian_vector_products_equal_one_at_a_time(ball, method, monke
     torch.testing.assert_close(batched, single, rtol=1e-12, atol=1e-12)
     for a, b in zip(grads, grads1):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+# -- only what the residual reads -------------------------------------------------------------------
+def test_a_problem_reads_u_only_where_it_has_a_pointwise_part():
+    assert not pinnbench.make_problem("poisson-2body-v1", dim=5).reads_value
+    assert not pinnbench.make_problem("heat-v1", dim=5).reads_value
+    assert pinnbench.make_problem("allen-cahn-2body-v1", dim=5).reads_value
+    assert pinnbench.make_problem("sine-gordon-3body-v1", dim=5).reads_value
+
+
+@pytest.mark.parametrize("pid", ["poisson-2body-v1", "heat-v1", "hjb-lin-v1",
+                                 "biharmonic-clamped-2body-v1"])
+@pytest.mark.parametrize("method", ["stde", "hte", "fd"])
+def test_terms_without_u_are_the_terms_with_it_bit_for_bit(pid, method):
+    """``value=False`` (a residual that does not read u): stde forms no coefficient 0 and
+    returns u as None, the other methods the u they computed anyway; every term is the same
+    number as with ``value=True``, and so is the linear residual (it never read u)."""
+    p = pinnbench.make_problem(pid, dim=6, seed=2, dtype=torch.float32)
+    m = make_model(p, width=16, depth=3, generator=g(3))
+    x = p.sample_interior(5, g(4))
+    u1, t1 = estimate_terms(m, x, method, generator=g(9), probes=3)
+    u0, t0 = estimate_terms(m, x, method, generator=g(9), probes=3, value=False)
+    assert (u0 is None) == (method == "stde")
+    assert t0.keys() == t1.keys()
+    for k in t1:
+        assert torch.equal(t0[k], t1[k]), k
+    assert torch.equal(p.residual(t0, u0, x), p.residual(t1, u1, x))
+
+
+def test_a_solvers_loss_is_the_same_with_u_formed_or_not(monkeypatch):
+    """bp's and sdze's losses on a linear problem with u not formed (reads_value False) equal
+    the losses with it formed, to the bit."""
+    from pinnbench.solver import solver_from_spec
+
+    losses = {}
+    for reads in (False, True):
+        monkeypatch.setattr(Problem, "reads_value", property(lambda self, r=reads: r))
+        for spec in ("bp", "sdze"):
+            p = pinnbench.make_problem("poisson-2body-v1", dim=8, seed=0)
+            m = make_model(p, width=16, depth=3, generator=g(1))
+            s = solver_from_spec(f"{spec}[points=7,probes=3]")
+            s.setup(p, m, g(5))
+            losses[reads, spec] = [float(s.step()) for _ in range(3)]
+    for spec in ("bp", "sdze"):
+        assert losses[False, spec] == losses[True, spec], spec

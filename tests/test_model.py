@@ -105,6 +105,30 @@ def test_jet_matches_autodiff_directional_derivatives(kind, gen):
                                        msg=f"{kind} direction {j}, order {k}")
 
 
+@pytest.mark.parametrize("pid", ["poisson-2body-v1", "biharmonic-clamped-2body-scaled-v1",
+                                 "heat-v1", "hjb-lin-v1"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_jet_coefficients_are_the_jets_own_bit_for_bit(pid, grad, gen):
+    """u's coefficients asked alone (the others not formed) are the full jet's, to the bit, with
+    autograd recording (bp: the fused node) and without (the zeroth-order solvers), for a
+    boundary term B = 0 and one that is not."""
+    from pinnbench import make_problem
+
+    p = make_problem(pid, dim=7, seed=1, dtype=torch.float32)
+    m = make_model(p, width=16, depth=3, generator=torch.Generator().manual_seed(2))
+    x = p.sample_interior(6, gen)
+    dirs = DenseDirections(torch.randn(3, p.input_dim, generator=gen))
+    order = 4 if "biharmonic" in pid else 2
+    with torch.set_grad_enabled(grad):
+        full = m.jet(x, dirs, order)
+        for ks in ([order], [0, order], list(range(order + 1)), [1]):
+            got = m.jet_coefficients(x, dirs, ks)
+            ref = full if max(ks) == order else m.jet(x, dirs, max(ks))
+            assert sorted(got) == sorted(ks)
+            for k in ks:
+                assert torch.equal(torch.as_tensor(got[k]), torch.as_tensor(ref[k])), (ks, k)
+
+
 def test_jet_with_other_params_and_under_no_grad(gen):
     p = toy()
     m = make_model(p, width=8, depth=2)

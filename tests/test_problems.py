@@ -513,3 +513,26 @@ def test_residual_is_its_formula_bit_for_bit(pid):
     for t in p.operator.terms:
         want = want + t.coef * terms[t.name]
     assert torch.equal(p.residual(terms, u, x), want)
+
+
+@pytest.mark.parametrize("pid", ["poisson-2body-v1", "poisson-2body-scaled-v1",
+                                 "poisson-3body-v1"])
+def test_the_balls_boundary_jet_is_one_minus_the_scaled_sqnorm_jet_bit_for_bit(pid):
+    """The ball's A = 1 - S / R^2 is built coefficient by coefficient in fewer ops (issue 22:
+    no negation per coefficient, no product by 1 on the unit ball); the numbers are those of
+    the plain jet arithmetic 1 - spatial_sqnorm_jet / R^2, bit for bit, on the unit ball and on
+    R = sqrt(d), from the points and probes as from the streamed reductions."""
+    from pinnbench.maths.estimators.probes import dense_probes
+    from pinnbench.problems._chunked import spatial_sqnorm_jet, sqnorm
+
+    p = make_problem(pid, dim=37, seed=3, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    x = p.sample_interior(9, g)
+    for kind in ("rademacher", "gaussian"):
+        dirs = dense_probes(kind, 5, 37, 37, g, torch.float32, torch.device("cpu"))
+        want = 1.0 - spatial_sqnorm_jet(x, dirs, 2) / p.radius**2
+        for a in (p.ansatz_jet(x, dirs, 2)[0],
+                  p.ansatz_jet_from(sqnorm(x), dirs.dot(x), dirs.sqnorm(), 2)[0]):
+            assert len(a.coeffs) == len(want.coeffs)
+            for c, w in zip(a.coeffs, want.coeffs):
+                assert torch.equal(c.expand_as(w), w), kind

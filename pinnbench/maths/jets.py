@@ -55,8 +55,7 @@ class Jet:
 
     def derivative(self, k: int) -> Tensor | float:
         """The k-th derivative along the line at t = 0: ``k! * c[k]``."""
-        c = self[k]
-        return c if k <= 1 else _factorial(k) * c
+        return derivative(self[k], k)
 
     @property
     def value(self):
@@ -94,13 +93,7 @@ class Jet:
             return Jet([c * other for c in self.coeffs], self.order)
         order = min(self.order, other.order)
         n = min(len(self.coeffs) + len(other.coeffs) - 1, order + 1)
-        out = []
-        for k in range(n):
-            acc = 0.0
-            for i in range(max(0, k - len(other.coeffs) + 1), min(k, len(self.coeffs) - 1) + 1):
-                acc = plus(acc, self.coeffs[i] * other.coeffs[k - i])
-            out.append(acc)
-        return Jet(out, order)
+        return Jet([product_coefficient(self, other, k) for k in range(n)], order)
 
     __rmul__ = __mul__
 
@@ -228,6 +221,22 @@ def _conv_deriv(z: list, y: list, k: int):
     for j in range(1, min(k, len(z) - 1) + 1):
         acc = plus(acc, (z[j] if j == 1 else j * z[j]) * y[k - j])
     return acc
+
+
+def product_coefficient(a: Jet, b: Jet, k: int):
+    """The k-th coefficient of the product a b, sum_{i=0..k} a_i b_{k-i} (the known zeros beyond
+    each jet's coefficients skipped), alone: ``(a * b)[k]`` to the bit without forming the
+    product's other coefficients (a residual that reads only D_v^2 u needs no u_0 or u_1)."""
+    acc = 0.0
+    for i in range(max(0, k - len(b.coeffs) + 1), min(k, len(a.coeffs) - 1) + 1):
+        acc = plus(acc, a.coeffs[i] * b.coeffs[k - i])
+    return acc
+
+
+def derivative(c, k: int):
+    """The k-th derivative along the line from the Taylor coefficient c_k: ``k! * c_k`` (no op
+    for k <= 1)."""
+    return c if k <= 1 else _factorial(k) * c
 
 
 def plus(a, b):

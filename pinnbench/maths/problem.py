@@ -177,6 +177,13 @@ class Problem:
         """The nonlinear part of L, applied to u (0 for a linear operator)."""
         return 0.0
 
+    @property
+    def reads_value(self) -> bool:
+        """Whether :meth:`residual` reads u itself: a problem that overrides :meth:`pointwise`.
+        A linear operator's residual reads only its terms, so the estimators need not form u
+        (``estimate_terms(..., value=False)``: no coefficient 0 of a Taylor jet)."""
+        return type(self).pointwise is not Problem.pointwise
+
     # -- provided -------------------------------------------------------------------------------
     def warm_up(self, n_points: int = 2) -> None:
         """Evaluate the closed forms once on ``n_points`` points (a solver's batch size), so that

@@ -97,17 +97,19 @@ def _backward_hidden(gs: list[Tensor], params: Sequence[Tensor], saved: Sequence
     summed over the points) and of ``params`` (``need[k]``: whether params[k] needs one), from
     the output's cotangents ``gs`` = [g_0 (n, 1), g_1 (n, V), g_2 (n, V)]."""
     n = gs[0].shape[:-1]
-    gz = torch.cat(gs, dim=-1).unsqueeze(-1)  # (n, 1 + 2V, 1): the output's cotangent
+    rows = (*n, 1 + 2 * v)
+    gz2d = torch.cat(gs, dim=-1).view(-1, 1)  # (n (1 + 2V), 1): the output's cotangent
     grads = [None] * len(params)
     if need[-1]:
         grads[-1] = gs[0].sum(tuple(range(len(n))))
     for layer in reversed(range(len(params) // 2)):
         w = params[2 * layer]
         ys2d, y0, ysr, y1, p0, q = saved[6 * layer: 6 * layer + 6]
-        gz2d = gz.view(-1, gz.shape[-1])
+        if layer < len(params) // 2 - 1:
+            gz2d = gz.view(-1, gz.shape[-1])
         if need[2 * layer]:
             grads[2 * layer] = torch.mm(gz2d.t(), ys2d)
-        gy = torch.mm(gz2d, w).view(*gz.shape[:-1], w.shape[1])
+        gy = torch.mm(gz2d, w).view(*rows, w.shape[1])
         gz = gy * p0
         gz0, gz1, _ = gz.split([1, v, v], dim=-2)
         gyr = gy.narrow(-2, 1, 2 * v)

@@ -25,13 +25,14 @@ so the estimators differ only in the probes (:mod:`.probes`) and in how D_v^k u 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor
 
 from pinnbench.maths.directions import CoordinateDirections, DenseDirections, Directions
 from pinnbench.maths.estimators.probes import row_dot, row_shift
+from pinnbench.maths.jets import derivative
 
 #: finite-difference stencils: order -> ((offset in units of h, weight), ...), divided by h^order
 FD_STENCILS: dict[int, tuple[tuple[int, float], ...]] = {
@@ -58,15 +59,21 @@ def as_matrix(c, n: int, v: int, like: Tensor) -> Tensor:
     return c.expand(shape) if c.shape != shape else c
 
 
-def jet_directional(model, x: Tensor, dirs: Directions, order: int,
-                    params=None) -> tuple[Tensor, list[Tensor]]:
-    """(u (n,), [D_v^1 u, ..., D_v^order u] each (n, V)) from one Taylor-jet pass of ``model``
-    (u (B, n) and (B, n, V) for a model whose parameters carry a batch of B sets)."""
-    jet = model.jet(x, dirs, order, params)
+def jet_directional(model, x: Tensor, dirs: Directions, order: int, params=None,
+                    orders: Iterable[int] | None = None,
+                    value: bool = True) -> tuple[Tensor | None, dict[int, Tensor]]:
+    """(u (n,), {k: D_v^k u (n, V)} for k in ``orders``, default 1..``order``) from one
+    Taylor-jet pass of ``model`` (u (B, n) and (B, n, V) for a model whose parameters carry a
+    batch of B sets). Only the coefficients of u asked for are formed
+    (:meth:`pinnbench.maths.model.PINN.jet_coefficients`): ``value=False`` returns u as None
+    and forms no u_0; an order not in ``orders`` forms nothing."""
+    orders = sorted(set(range(1, order + 1) if orders is None else orders))
+    c = model.jet_coefficients(x, dirs, [0] * value + orders, params)
     n, v = x.shape[0], dirs.count
-    c0 = jet[0]
-    u = c0[..., 0] if c0.ndim >= 2 else c0.expand(n)
-    return u, [as_matrix(jet.derivative(k), n, v, x) for k in range(1, order + 1)]
+    u = None
+    if value:
+        u = c[0][..., 0] if c[0].ndim >= 2 else c[0].expand(n)
+    return u, {k: as_matrix(derivative(c[k], k), n, v, x) for k in orders}
 
 
 def grad_of(f: Tensor, x: Tensor, create_graph: bool) -> Tensor:

@@ -141,16 +141,21 @@ def estimate(term: str, model, x: Tensor, method: str = "stde",
         raise ValueError(f"unknown term {term!r}; known: {', '.join(TERMS)}")
     _check_call(method, generator, probes, params, opts, model)
     drawn = _draw((term,), model.problem, method, generator, probes, opts, model.dtype, x.device)
-    return _run(drawn, model, x, params)[1][term]
+    return _run(drawn, model, x, params, value=False)[1][term]
 
 
 def estimate_terms(model, x: Tensor, method: str = "stde",
                    generator: torch.Generator | None = None, probes: int = 16,
                    params: Sequence[Tensor] | None = None, drawn: "Probes | None" = None,
-                   **opts: Any) -> tuple[Tensor, dict[str, Tensor]]:
+                   value: bool = True,
+                   **opts: Any) -> tuple[Tensor | None, dict[str, Tensor]]:
     """(u (n,), {name: (n,)}) for every linear term of ``model.problem.operator``, from one pass
     where the method allows (stde: one jet per probe distribution, u its coefficient 0; fd: one
     u(x) shared by every stencil).
+
+    ``value=False``: the caller does not read u (a residual without a pointwise part,
+    :attr:`pinnbench.maths.problem.Problem.reads_value`); stde then forms no coefficient 0 and
+    returns u as None; the other methods return the u they computed anyway.
 
     ``drawn``: probes drawn beforehand by :func:`draw_probes` (same method, probes and options;
     ``generator`` is then not used). Estimating with probes drawn apart gives the same numbers
@@ -163,7 +168,7 @@ def estimate_terms(model, x: Tensor, method: str = "stde",
                       x.device)
     else:
         drawn.check(model.problem, method, probes, opts)
-    return _run(drawn, model, x, params)
+    return _run(drawn, model, x, params, value)
 
 
 @dataclass
@@ -308,10 +313,13 @@ def _draw(names: tuple[str, ...], problem, method: str, generator, probes: int, 
                   time_order)
 
 
-def _run(drawn: Probes, model, x: Tensor, params) -> tuple[Tensor, dict[str, Tensor]]:
+def _run(drawn: Probes, model, x: Tensor, params,
+         value: bool = True) -> tuple[Tensor | None, dict[str, Tensor]]:
     model._check_input(x)
-    runner = {"stde": _run_jets, "fd": _run_fd}.get(drawn.method, _run_autodiff)
-    return runner(drawn, model, x, params)
+    if drawn.method == "stde":
+        return _run_jets(drawn, model, x, params, value)
+    runner = _run_fd if drawn.method == "fd" else _run_autodiff
+    return runner(drawn, model, x, params)  # u is their first evaluation: returned anyway
 
 
 def _combine(group: _Group, derivs: dict[int, Tensor], problem, x: Tensor,
@@ -320,7 +328,8 @@ def _combine(group: _Group, derivs: dict[int, Tensor], problem, x: Tensor,
     (any leading axes, a batch of parameter sets, carried through)."""
     v, d = group.count, problem.dim
     for t in group.terms:
-        dk = derivs[SPATIAL_ORDER[t]][..., :v]
+        dk = derivs[SPATIAL_ORDER[t]]
+        dk = dk if dk.shape[-1] == v else dk[..., :v]  # the whole tensor: no view op
         if t == "grad_power_mean":  # coordinate kinds only ("all" or sampled)
             out[t] = grad_power_mean(dk, problem.gradient_exponent)
         elif t == "weighted_laplacian":
@@ -345,25 +354,32 @@ def _ordered(names, out: dict[str, Tensor]) -> dict[str, Tensor]:
     return {t: out[t] for t in names}
 
 
-def _run_jets(drawn: Probes, model, x, params):
-    """stde: one Taylor-jet pass per probe group (the time row rides along the first)."""
+def _run_jets(drawn: Probes, model, x, params, value: bool = True):
+    """stde: one Taylor-jet pass per probe group (the time row rides along the first), each
+    forming only the coefficients of u its terms read; u itself (``value``) from the last pass
+    (the probes do not change it), as before the passes formed every coefficient."""
     names, time_order, time_dirs = drawn.names, drawn.time_order, drawn.time_dirs
+    time_orders = {TIME_ORDER[t] for t in names if t in TIME_ORDER}
     out: dict[str, Tensor] = {}
     u = None
-    for i, g in enumerate(drawn.groups.values()):
-        order = max(g.order, time_order if i == 0 else 0)
-        u, derivs = jet_directional(model, x, g.dirs, order, params)
-        derivs = dict(enumerate(derivs, start=1))
+    groups = list(drawn.groups.values())
+    for i, g in enumerate(groups):
+        orders = {SPATIAL_ORDER[t] for t in g.terms} | (time_orders if i == 0 else set())
+        last = i == len(groups) - 1 and time_dirs is None
+        u_i, derivs = jet_directional(model, x, g.dirs, max(orders), params, orders,
+                                      value=value and last)
+        u = u_i if last else u
         _combine(g, derivs, model.problem, x, out)
         if i == 0 and time_order:
             _time_terms(names, derivs, g.count, out)
     if time_dirs is not None:
-        u, derivs = jet_directional(model, x, time_dirs, time_order, params)
-        _time_terms(names, dict(enumerate(derivs, start=1)), 0, out)
+        u, derivs = jet_directional(model, x, time_dirs, time_order, params, time_orders,
+                                    value=value)
+        _time_terms(names, derivs, 0, out)
     if "drift" in names:  # along x itself, one direction per point: reverse mode, exact
         u_rev, out["drift"] = drift_reverse(model, x, model.problem.dim, params)
-        u = u_rev if u is None else u
-    if u is None:
+        u = u_rev if u is None and value else u
+    if u is None and value:
         u = model(x, params)
     return u, _ordered(names, out)
 
