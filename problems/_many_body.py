@@ -153,8 +153,9 @@ class WindowSums:
                  dtype: torch.dtype, device: torch.device) -> None:
         self.body, self.c, self.order = body, c, order
         self.block = body.block_function(n_cols)
-        self.out = {k: torch.zeros(n_rows, dtype=dtype, device=device)
-                    for k in body._keys(order)}
+        # the first block's sums become the accumulators (0 + s = s: no zeros, no first add)
+        self.out: dict[str, Tensor] | None = None
+        self._empty = (n_rows, dtype, device)
         self.carry: Tensor | None = None
         self.next_column = 0
 
@@ -182,11 +183,18 @@ class WindowSums:
         self.next_column = a + width
 
     def _add(self, part: dict[str, Tensor]) -> None:
+        if self.out is None:
+            self.out = dict(part)
+            return
         for k, v in part.items():
             self.out[k] += v
 
     def result(self) -> dict[str, Tensor]:
-        """The sums over every window (after the last block)."""
+        """The sums over every window (after the last block; zeros if there was none)."""
+        if self.out is None:
+            n_rows, dtype, device = self._empty
+            return {k: torch.zeros(n_rows, dtype=dtype, device=device)
+                    for k in self.body._keys(self.order)}
         return self.out
 
 

@@ -103,6 +103,47 @@ def test_window_sums_over_blocks_equal_the_sums_of_the_whole_batch(body, order, 
         acc.add(x[:, :width], 0)
 
 
+@pytest.mark.parametrize("order", [0, 2])
+def test_window_sums_start_from_the_first_blocks_sums(order):
+    """The first block's sums are the accumulators (no zeroed tensors, no addition to them):
+    k parts make (k - 1) additions per sum, and the totals are the parts added in order, to
+    the bit; no block at all gives zeros."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Names(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 40, generator=g, dtype=torch.float64)
+    c = torch.randn(TwoBody.n_coefficients(40), generator=g, dtype=torch.float64)
+    acc = WindowSums(TwoBody, c, order, 6, 40, torch.float64, torch.device("cpu"))
+    parts = []
+    real_add = acc._add
+    acc._add = lambda part: parts.append({k: v.clone() for k, v in part.items()}) or \
+        real_add(part)
+    with Names() as mode:
+        for a in range(0, 40, 10):
+            acc.add(x[:, a:a + 10], a)
+    keys = TwoBody._keys(order)
+    assert len(parts) == 7  # 4 blocks inside, 3 straddling pairs
+    assert mode.names.count("add_") == (len(parts) - 1) * len(keys)
+    assert "zeros" not in mode.names
+    for k in keys:
+        want = parts[0][k].clone()
+        for part in parts[1:]:
+            want += part[k]
+        assert torch.equal(acc.result()[k], want)
+    empty = WindowSums(TwoBody, c, order, 6, 40, torch.float64, torch.device("cpu")).result()
+    assert sorted(empty) == sorted(keys)
+    assert all(torch.equal(v, torch.zeros(6, dtype=torch.float64)) for v in empty.values())
+
+
 @pytest.mark.parametrize("chunk", [16, 2**22])
 def test_reductions_equal_the_products_of_the_materialised_sample(small_blocks, monkeypatch,
                                                                   chunk):
