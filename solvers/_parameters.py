@@ -53,14 +53,14 @@ NORMALIZE = Param(True, "divide the difference quotients by the root of a runnin
 
 
 def zeroth_order_parameters(lr: float, q: int, momentum: float, crns: bool,
-                            eps: float = 1e-3) -> dict[str, Param]:
+                            eps: float = 1e-3, decay_steps: int | str = 0) -> dict[str, Param]:
     """Parameters every zeroth-order solver (zo, sdze) has, each solver with its own defaults."""
     # search spaces (docs/tuning.md): ours, from the issue-11 grid (docs/sdze-tuning.md)
     return {
         # lr: a decade beyond that grid's 1e-3..1e-2 on each side (its winners sat at its edges:
         # MeZO 1e-3, sdze 1e-2); with normalize=true lr is the step per unit of z, as Adam's
         "lr": lr_param(lr, search=LogUniform(1e-4, 1e-1)),
-        "decay_steps": decay_steps_param(0),
+        "decay_steps": decay_steps_param(decay_steps),
         # eps: MeZO's 1e-3 (Malladi et al. 2023) a decade either way, up to naive zo's 0.1 (its
         # issue-11 winner); below 1e-4 a float32 loss difference is mostly rounding
         "eps": Param(eps, "perturbation size", **positive("a number > 0"),

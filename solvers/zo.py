@@ -17,8 +17,12 @@ docs/domain.md §3, whose quotient carries [L(theta; omega_1) - L(theta; omega_2
 O(1/eps) noise, the baseline that sdze's common random numbers fix. ``crns=true`` is MeZO's own
 setting (one batch for both evaluations): CRNS without sdze's subspace, so that a comparison
 separates what CRNS buys from what the subspace buys. Momentum (``momentum``, heavy ball) is
-dense: P numbers when on (the tuned default, docs/sdze-tuning.md; ``momentum=0`` keeps only
-seeds). The seeds, sampling, quotients and update are those of every zeroth-order solver
+dense: P numbers when on (``momentum=0``, naive zo's default, keeps only seeds).
+
+Defaults: the committed defaults study (reports/study-defaults; docs/tuning.md), the protocol
+every solver is tuned by: naive zo lr 4.39e-2, eps 1.47e-2, q 5, no momentum; MeZO
+(``zo[crns=true]``, tuned apart: a ``variant_defaults`` entry) lr 1.75e-3, eps 1.06e-3, q 12,
+momentum 0.9; both decay lr linearly over the cell's budget. The seeds, sampling, quotients and update are those of every zeroth-order solver
 (:class:`pinnbench.solvers._zo_step.ZerothOrderSolver`, docs/sdze.md); ``zo[...]`` and
 ``sdze[subspace=false,...]`` with the same parameters take the same steps.
 """
@@ -28,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pinnbench.search_space import BUDGET
 from pinnbench.solver import register_solver
 from pinnbench.solvers._parameters import zeroth_order_parameters
 from pinnbench.solvers._zo_evaluation import centre_model
@@ -37,8 +42,11 @@ from pinnbench.solvers._zo_step import ZerothOrderSolver, ZOStep
 @register_solver
 class ZO(ZerothOrderSolver):
     name = "zo"
-    # defaults: docs/sdze-tuning.md, "Issue 11" (the same grid and rule as sdze's)
-    parameters = zeroth_order_parameters(lr=3e-3, q=4, momentum=0.9, crns=False, eps=0.1)
+    # defaults: the committed defaults study (reports/study-defaults, docs/tuning.md), the same
+    # protocol, trials and rule as every other solver's; MeZO (crns=true) is tuned apart there
+    parameters = zeroth_order_parameters(lr=4.39e-2, q=5, momentum=0.0, crns=False, eps=1.47e-2,
+                                         decay_steps=BUDGET)
+    variant_defaults = {"crns=true": {"lr": 1.75e-3, "eps": 1.06e-3, "momentum": 0.9, "q": 12}}
 
     def step_cost(self, dim: int, width: int, depth: int):
         """2q evaluations of F1 + H; D per draw (one with CRNS, 2q without); W0 perturbed in

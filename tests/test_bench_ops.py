@@ -114,21 +114,30 @@ def test_sdze_evaluates_its_2q_networks_as_one_batch():
     """The 2q perturbed losses come from one batched pass, so the matrix products of a step do
     not depend on q, and each further perturbation adds only its own draws (one Xi per low-rank
     matrix, one Gaussian per bias and thin matrix), its stacking and its term of the update: at
-    most 25 ops (one at a time, 260: two more evaluations of the network)."""
-    c1, c8 = (count_step(f"sdze[points=10,probes=4,q={q}]", 200, width=32) for q in (1, 8))
+    most 25 ops without momentum (one at a time, 260: two more evaluations of the network). With
+    the study's momentum 0.9 each also adds its term to the dense parameters' g_hat before the
+    momentum step (a product and a sum per tensor): 32, counted when the defaults moved."""
+    c1, c8 = (count_step(f"sdze[points=10,probes=4,q={q},momentum=0]", 200, width=32)
+              for q in (1, 8))
     assert c8.matrix_products == c1.matrix_products
     assert (c8.ops - c1.ops) / 7 <= 25, (c1.ops, c8.ops)
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_sdze_meets_the_step_targets_at_its_defaults():
-    """Issue 22's targets for sdze's step at its defaults (width 128, 100 points, 16 probes,
-    q = 4, rank 8): at most 40 matrix products and 400 ATen ops. Counted at d = 1000, where the
-    closed forms of the source run eagerly, op by op (at d >= 65,536 each compiled call is one
-    op: docs/roofline.md has the counts at 1e5, a few ops fewer)."""
-    c = count_step("sdze", 1000)
+def test_sdze_meets_the_step_targets_at_the_issues_configuration():
+    """Issue 22's targets for sdze's step, at the configuration they were set for (the defaults
+    then: width 128, 100 points, 16 probes, q = 4, rank 8, no momentum): at most 40 matrix
+    products and 400 ATen ops. Counted at d = 1000, where the closed forms of the source run
+    eagerly, op by op (at d >= 65,536 each compiled call is one op: docs/roofline.md has the
+    counts at 1e5, a few ops fewer). At the study's defaults (q = 8, rank 7, momentum 0.9:
+    twice the evaluations and a momentum of every live basis) the step has 561 ops, which the
+    second part bounds so that it does not grow; 400 is not met there (docs/roofline.md)."""
+    c = count_step("sdze[q=4,rank=8,momentum=0]", 1000)
     assert c.matrix_products <= 40, c.matrix_products
     assert c.ops <= 400, c.ops
+    c = count_step("sdze", 1000)
+    assert c.matrix_products <= 25, c.matrix_products
+    assert c.ops <= 561, c.ops
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -170,9 +179,14 @@ def test_a_bp_step_makes_no_host_sync_with_any_estimator(spec):
 @pytest.mark.parametrize("solver", sorted(ALLOWED_SYNCS))
 def test_a_step_sweeps_w0_at_most_three_times(solver):
     """sdze and bp: W0 read by the products with the points and probes, written by the update
-    (zo perturbs it in place, 2q + 1 passes, its design: docs/roofline.md)."""
+    (zo perturbs it in place, its design: docs/roofline.md: per perturbation three moves and two
+    evaluations, then the update: one sweep with its dense momentum, one per perturbation
+    without, 7q + 1 or 8q)."""
+    from pinnbench.solver import solver_from_spec
+
     c = count_step(f"{solver}[points=10,probes=4]", 200, width=32)
-    limit = 3 if solver != "zo" else 2 * 4 * 3 + 4 + 1
+    s = solver_from_spec(solver)
+    limit = 3 if solver != "zo" else (7 * s.q + 1 if s.momentum > 0 else 8 * s.q)
     assert c.w0_sweeps <= limit
 
 
