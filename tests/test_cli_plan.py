@@ -36,10 +36,11 @@ def test_memory_model_at_1e7_by_hand():
     assert plan_mod.memory_parts(_spec("bp"), baseline_bytes=300) == {
         "baseline": 300, "params": 4 * p, "state": 3 * 4 * p, "batch": batch}  # grad + Adam
     assert plan_mod.memory_parts(_spec("sdze"), 0) == {
-        "baseline": 0, "params": 4 * p, "state": 10**7 * 8 * 4, "batch": batch}  # held V, r = 8
+        "baseline": 0, "params": 4 * p, "state": 10**7 * 7 * 4, "batch": batch}  # held V, r = 7
     assert plan_mod.memory_parts(_spec("sdze[stream=true]"), 0) == {
         "baseline": 0, "params": 4 * p, "state": 0, "batch": 0}
-    assert plan_mod.memory_parts(_spec("zo"), 0)["state"] == 4 * p  # dense momentum 0.9
+    assert plan_mod.memory_parts(_spec("zo"), 0)["state"] == 0  # tuned: no momentum, seeds
+    assert plan_mod.memory_parts(_spec("zo[momentum=0.9]"), 0)["state"] == 4 * p  # dense
     assert plan_mod.memory_parts(_spec("bp[loss=unbiased]", dtype="float64"), 0)["batch"] \
         == (100 + 2 * 16) * 10**7 * 8
     # bp does not fit the 20 GiB cap of reports/cpu-1e3-1e7 (it asked for 5.1 GB more at 19.07)
