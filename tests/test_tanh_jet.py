@@ -117,10 +117,9 @@ def test_the_forward_numbers_are_the_unfused_ones(gen):
         assert torch.equal(a, b)
 
 
-def test_bp_takes_it_and_a_differentiated_x_does_not(gen, monkeypatch):
-    """bp's step takes the fused hidden layers; where x itself is differentiated (gPINN, drift
-    terms: a second backward pass through the jet, which the fused node does not have) the
-    jets stay op by op."""
+@pytest.fixture
+def node_calls(gen, monkeypatch):
+    """(calls, model, x, dense directions): ``calls`` lists which fused node each jet took."""
     import pinnbench
     from pinnbench.maths import model as model_module
     from pinnbench.maths.estimators.probes import dense_probes
@@ -132,38 +131,36 @@ def test_bp_takes_it_and_a_differentiated_x_does_not(gen, monkeypatch):
     problem = pinnbench.make_problem("poisson-2body-v1", dim=20, seed=0)
     model = pinnbench.make_model(problem, width=8, depth=3, generator=gen)
     dirs = dense_probes("rademacher", 3, 20, 20, gen, torch.float32, torch.device("cpu"))
-    x = problem.sample_interior(5, gen)
+    return calls, model, problem.sample_interior(5, gen), dirs
+
+
+def test_bp_takes_it_and_a_differentiated_x_does_not(node_calls):
+    """bp's step takes the fused hidden layers; where x itself is differentiated (gPINN, drift
+    terms: a second backward pass through the jet, which the fused node does not have) the
+    jets stay op by op."""
+    calls, model, x, dirs = node_calls
     model.jet(x, dirs, 2)
     assert calls == ["network_jet2"]
     model.jet(x.requires_grad_(), dirs, 2)
     assert calls == ["network_jet2"]
 
 
-def test_other_first_layers_and_directions_keep_the_node_of_the_hidden_layers(gen, monkeypatch):
+def test_other_first_layers_and_directions_keep_the_node_of_the_hidden_layers(node_calls):
     """The first layer joins the node only where it is the plain dense product with dense
     directions: coordinate directions (sparse STDE, SDGD) and a first layer of another kind
     (sharded columns, a zeroth-order solver's shifted layer) keep their own products."""
-    import pinnbench
-    from pinnbench.maths import model as model_module
     from pinnbench.maths.directions import CoordinateDirections
+    from pinnbench.maths.model import FirstLayer
 
-    calls = []
-    for name in ("hidden_jet2", "network_jet2"):
-        monkeypatch.setattr(model_module, name, lambda *a, f=getattr(model_module, name), n=name:
-                            calls.append(n) or f(*a))
-    problem = pinnbench.make_problem("poisson-2body-v1", dim=20, seed=0)
-    model = pinnbench.make_model(problem, width=8, depth=3, generator=gen)
-    x = problem.sample_interior(5, gen)
+    calls, model, x, dirs = node_calls
     model.jet(x, CoordinateDirections(torch.tensor([0, 3, 7]), 20), 2)
     assert calls == ["hidden_jet2"]
 
-    class Shifted(model_module.FirstLayer):
+    class Shifted(FirstLayer):
         pass
 
     model.first_layer = Shifted()
-    from pinnbench.maths.estimators.probes import dense_probes
-    model.jet(x, dense_probes("rademacher", 3, 20, 20, gen, torch.float32,
-                              torch.device("cpu")), 2)
+    model.jet(x, dirs, 2)
     assert calls == ["hidden_jet2", "hidden_jet2"]
 
 
