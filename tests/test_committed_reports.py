@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 FOLDER = Path(__file__).resolve().parents[1] / "reports" / "ablation-sdze"
 
 
@@ -25,16 +27,22 @@ def test_the_ablation_page_tables_are_recomputed_from_its_store():
 STUDY = Path(__file__).resolve().parents[1] / "reports" / "study-defaults"
 
 
-def test_the_defaults_study_page_is_its_stores_and_preface():
-    """reports/study-defaults/README.md is what scripts/study_snapshot writes from the committed
-    stores and PREFACE.md, to the character: its state, choices, times and its check of the
-    solvers' declared defaults (a defaults change without a regenerated page fails here)."""
+@pytest.mark.parametrize("folder,stores,title", [
+    ("study-defaults", ("pinnbench.optuna.sqlite", "pinnbench.sqlite"),
+     "Defaults study (issue 21): every solver under one tuning protocol"),
+    ("ablation-protocol", ("ablation.optuna.sqlite", "ablation.sqlite"),
+     "SDZE ablation re-run (issue 21, item 6): the tuning stage")])
+def test_a_tuning_page_is_its_stores_and_preface(folder, stores, title):
+    """reports/study-defaults/README.md (and the ablation re-run's tuning page) is what
+    scripts/study_snapshot writes from the committed stores and PREFACE.md, to the character:
+    its state, choices, times and its check of the solvers' declared defaults (a defaults
+    change without a regenerated page fails here)."""
     from pinnbench.tuning.page import page
 
-    text = page(STUDY / "pinnbench.optuna.sqlite", STUDY / "pinnbench.sqlite",
-                "Defaults study (issue 21): every solver under one tuning protocol",
-                (STUDY / "PREFACE.md").read_text(encoding="utf-8"))
-    assert text == (STUDY / "README.md").read_text(encoding="utf-8")
+    where = STUDY.parent / folder
+    text = page(where / stores[0], where / stores[1], title,
+                (where / "PREFACE.md").read_text(encoding="utf-8"))
+    assert text == (where / "README.md").read_text(encoding="utf-8")
 
 
 def test_every_solver_declares_the_defaults_its_completed_study_chose():
