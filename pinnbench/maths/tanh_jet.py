@@ -91,12 +91,16 @@ def network_jet2(x: Tensor, v: Tensor, params: Sequence[Tensor]) -> Jet:
     return Jet(list(out), 2)
 
 
-def _backward_hidden(gs: list[Tensor], params: Sequence[Tensor], saved: Sequence[Tensor],
+def _backward_hidden(g0, g1, g2, params: Sequence[Tensor], saved: Sequence[Tensor],
                      need: Sequence[bool], v: int):
     """The cotangents of the hidden layers' inputs (z_0 (n, 1, h) and z_1 (n, V, h), not yet
     summed over the points) and of ``params`` (``need[k]``: whether params[k] needs one), from
-    the output's cotangents ``gs`` = [g_0 (n, 1), g_1 (n, V), g_2 (n, V)]."""
-    n = gs[0].shape[:-1]
+    the output's cotangents g_0 (n, 1), g_1 (n, V), g_2 (n, V) (None: an unused coefficient,
+    taken as zeros)."""
+    ref = next(g for g in (g0, g1, g2) if g is not None)
+    n = ref.shape[:-1]
+    gs = [torch.zeros(*n, k, dtype=ref.dtype, device=ref.device) if g is None else g
+          for g, k in zip((g0, g1, g2), (1, v, v))]
     rows = (*n, 1 + 2 * v)
     gz2d = torch.cat(gs, dim=-1).view(-1, 1)  # (n (1 + 2V), 1): the output's cotangent
     grads = [None] * len(params)
@@ -122,14 +126,6 @@ def _backward_hidden(gs: list[Tensor], params: Sequence[Tensor], saved: Sequence
     return gz0, gz1, grads
 
 
-def _cotangents(g0, g1, g2, v: int) -> list[Tensor]:
-    """The output's cotangents with zeros for an unused coefficient."""
-    ref = next(g for g in (g0, g1, g2) if g is not None)
-    n = ref.shape[:-1]
-    return [torch.zeros(*n, k, dtype=ref.dtype, device=ref.device) if g is None else g
-            for g, k in zip((g0, g1, g2), (1, v, v))]
-
-
 class _HiddenJet2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z0, z1, *params):
@@ -147,8 +143,7 @@ class _HiddenJet2(torch.autograd.Function):
         need = ctx.needs_input_grad
         z1_shape = ctx.z1_shape
         v = z1_shape[-2]
-        gz0, gz1, grads = _backward_hidden(_cotangents(g0, g1, g2, v), params, saved,
-                                           need[2:], v)
+        gz0, gz1, grads = _backward_hidden(g0, g1, g2, params, saved, need[2:], v)
         return (gz0 if need[0] else None, gz1.sum_to_size(z1_shape) if need[1] else None, *grads)
 
 
@@ -175,8 +170,7 @@ class _NetworkJet2(torch.autograd.Function):
             raise RuntimeError("network_jet2 differentiates the parameters only (x and the "
                                "directions must not require a gradient)")
         k = v.shape[0]
-        gz0, gz1, grads = _backward_hidden(_cotangents(g0, g1, g2, k), params[2:], saved,
-                                           need[4:], k)
+        gz0, gz1, grads = _backward_hidden(g0, g1, g2, params[2:], saved, need[4:], k)
         gw0 = gb0 = None
         gz0 = gz0.squeeze(-2)  # (n, h)
         if need[2]:
