@@ -209,3 +209,19 @@ def test_the_graphs_stage_script_runs_and_compares(tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_graphs.py"), "--steps",
                           "3"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_budget_must_be_whole_seconds():
+    for bad in ("ten", "-5", "1.5"):
+        out = _run("--budget", bad)
+        assert out.returncode == 2 and "--budget must be a whole number" in out.stderr, bad
+
+
+def test_every_timed_stage_is_cut_to_the_budget():
+    """Under --budget each stage's timeout comes from `limit`, so no stage can run the lease's
+    one command past its end: a stage with a fixed `timeout N` would escape it."""
+    text = (REPO / "scripts" / "gpu-validate").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    stages = [line for line in lines if re.search(r"(?<!-)\btimeout ", line)]
+    fixed = [line for line in stages if re.search(r"(?<!-)\btimeout \d", line)]
+    assert stages and not fixed, fixed
