@@ -7,7 +7,9 @@
   ``.cpu()``) and ``torch.cuda.synchronize`` calls: none may be captured;
 - ``host_tensors``: ops that read a tensor of more than one element that lives on the host
   (tagged ``cpu`` by the simulation) while the step runs on CUDA: a draw from a CPU generator
-  copied in, a table built on the host and copied in; a captured graph would replay the copy
+  copied in, a table built on the host and copied in; and an ``index_put_`` of a host value
+  (``t[index] = 1.0``: Python makes the number a host tensor that CUDA copies in, which a
+  capture refuses); a captured graph would replay the copy
   from host memory read at capture, i.e. the same numbers every step;
 - ``trace``: each op with its tensors' shapes and dtypes, its non-tensor arguments and the values
   of 0-d host tensors (Python scalars), i.e. what a captured graph freezes. Two steps whose
@@ -52,6 +54,13 @@ def _leaves(tree) -> list:
 SIM_HOST_SCALARS = frozenset({"_fused_adam_", "_fused_adamw_"})
 
 
+def _host_value(args, kwargs) -> bool:
+    """Whether an index_put's value is a host tensor written into a (simulated) CUDA one."""
+    value = args[2] if len(args) > 2 else kwargs.get("values")
+    return (isinstance(value, torch.Tensor) and sim_device(value) == "cpu"
+            and sim_device(args[0]) == "cuda")
+
+
 def _describe(x, value: bool = True):
     if isinstance(x, torch.Tensor):
         if x.dim() == 0 and sim_device(x) == "cpu":
@@ -83,6 +92,10 @@ class _Check(TorchDispatchMode):
         # the device included)
         tensors = [t for t in _leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         host = [t for t in tensors if sim_device(t) == "cpu" and t.numel() > 1]
+        if not host and name in ("index_put", "index_put_") and _host_value(args, kwargs):
+            # `t[index_tensor] = 1.0` on CUDA: Python makes the value a host tensor and the
+            # op copies it in (an H200 refused the capture of bp[hte] for it)
+            host = [args[2]]
         if host:
             r.host_tensors.append(f"aten::{name} on host tensors "
                                   f"{[tuple(t.shape) for t in host]}")

@@ -127,8 +127,10 @@ def _batched_second(first: Tensor, x: Tensor, dirs: Directions, create_graph: bo
     for a in range(0, v_count, group):
         b = min(a + group, v_count)
         pick = torch.zeros(b - a, 1, v_count, dtype=first.dtype, device=first.device)
-        rows = torch.arange(b - a, device=first.device)  # made where used: no host copy
-        pick[rows, 0, rows + a] = 1.0
+        # pick[j, 0, a + j] = 1 through a view and a fill (the number is a kernel argument):
+        # `pick[rows, 0, rows + a] = 1.0` is an index_put_ whose value Python makes as a host
+        # tensor and copies in, which a CUDA graph's capture refuses (an H200 did, 2026-12-04)
+        torch.diagonal(pick[:, 0, a:b]).fill_(1.0)
         (hv,) = torch.autograd.grad(first, x, grad_outputs=pick.expand(b - a, n, v_count),
                                     retain_graph=True, create_graph=create_graph,
                                     is_grads_batched=True, allow_unused=True,
