@@ -2,8 +2,9 @@
 
 At D = 10^7 one (16, D) float32 temporary is 640 MB, so closed-form exact solutions and sources
 never build a full-width temporary: they walk the columns in blocks of at most
-``BLOCK_ELEMENTS`` numbers (n_rows * block_columns <= 2^22, i.e. 16 MiB in float32), and each
-block's temporaries are freed before the next one. A formula that couples neighbouring
+``BLOCK_ELEMENTS`` numbers on the CPU (n_rows * block_columns <= 2^22, i.e. 16 MiB in float32)
+and ``DEVICE_BLOCK_ELEMENTS`` on a GPU (2^28, 1 GiB), and each block's temporaries are freed
+before the next one. A formula that couples neighbouring
 coordinates (two-body, three-body terms) reads its block with a halo of ``window - 1`` columns.
 """
 
@@ -18,14 +19,28 @@ from torch import Tensor
 from pinnbench.maths.directions import CoordinateDirections, DenseDirections, Directions
 from pinnbench.maths.jets import Jet
 
-#: at most this many numbers per block temporary (16 MiB in float32, 32 MiB in float64)
+#: at most this many numbers per block temporary on the CPU (16 MiB in float32, 32 MiB in
+#: float64): sized for its memory and caches
 BLOCK_ELEMENTS = 2**22
+#: the same on a GPU (1 GiB in float32). There a block costs its ops' launches (5-30 us each)
+#: whatever its size: with the CPU's 2^22, drawing the points and the source at d = 1e7 made
+#: ~280 blocks and ~10^4 launches, 147 ms of bp's 187 ms step on an H200 (2026-12-04,
+#: reports/gpu-h200/run3), while the bytes it moves need a few ms at the card's bandwidth
+DEVICE_BLOCK_ELEMENTS = 2**28
 
 
-def column_blocks(n_rows: int, n_cols: int) -> Iterator[tuple[int, int]]:
+def block_elements(device: torch.device | str | None = None) -> int:
+    """The numbers of one block's temporaries on ``device`` (the CPU's when None)."""
+    if device is None or torch.device(device).type == "cpu":
+        return BLOCK_ELEMENTS
+    return DEVICE_BLOCK_ELEMENTS
+
+
+def column_blocks(n_rows: int, n_cols: int,
+                  device: torch.device | str | None = None) -> Iterator[tuple[int, int]]:
     """(start, stop) column ranges covering [0, n_cols), each of at most
-    ``BLOCK_ELEMENTS // n_rows`` columns (at least one)."""
-    width = max(1, BLOCK_ELEMENTS // max(1, n_rows))
+    ``block_elements(device) // n_rows`` columns (at least one)."""
+    width = max(1, block_elements(device) // max(1, n_rows))
     for start in range(0, n_cols, width):
         yield start, min(start + width, n_cols)
 
@@ -37,7 +52,7 @@ def row_sum(x: Tensor, fn: Callable[[Tensor], Tensor], n_cols: int | None = None
     if n_cols == 0:
         return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     out = None
-    for a, b in column_blocks(x.shape[0], n_cols):
+    for a, b in column_blocks(x.shape[0], n_cols, x.device):
         part = fn(x[:, a:b]).sum(dim=1)
         # the first block's sum is the accumulator (0 + s = s: no zeros and no add, two ops
         # fewer a call, the same numbers)
@@ -126,7 +141,7 @@ def spatial_power_sums(x: Tensor, fns: Sequence[Callable[[Tensor], Tensor]], dir
         return [fn(xi) * spatial for fn in fns]
     if isinstance(dirs, DenseDirections):
         out = [torch.zeros(x.shape[0], dirs.count, dtype=x.dtype, device=x.device) for _ in fns]
-        for a, b in column_blocks(x.shape[0] + dirs.count, n_cols):
+        for a, b in column_blocks(x.shape[0] + dirs.count, n_cols, x.device):
             xb, vb = x[:, a:b], dirs.v[:, a:b]
             values: dict = {}
             vk = vb

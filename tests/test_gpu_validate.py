@@ -225,3 +225,35 @@ def test_every_timed_stage_is_cut_to_the_budget():
     stages = [line for line in lines if re.search(r"(?<!-)\btimeout ", line)]
     fixed = [line for line in stages if re.search(r"(?<!-)\btimeout \d", line)]
     assert stages and not fixed, fixed
+
+
+def test_data_blocks_script_times_both_block_sizes_and_compares_the_sources(capsys, monkeypatch):
+    """scripts/gpu_data_blocks.py on the CPU, the device size patched to 4x the CPU's: a row
+    with both times and a source difference at rounding (the same numbers summed in other
+    blocks), and the module's size restored after."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import gpu_data_blocks
+    finally:
+        sys.path.pop(0)
+    from pinnbench.problems import _chunked
+
+    monkeypatch.setattr(_chunked, "BLOCK_ELEMENTS", 116 * 50)
+    monkeypatch.setattr(_chunked, "DEVICE_BLOCK_ELEMENTS", 116 * 200)
+    real = _chunked.column_blocks
+    widths = []
+
+    def spy(n_rows, n_cols, device=None):
+        blocks = list(real(n_rows, n_cols, "cuda"))  # the device's size, on the CPU
+        widths.append(blocks[0][1] - blocks[0][0])
+        return iter(blocks)
+
+    monkeypatch.setattr(_chunked, "column_blocks", spy)
+    assert gpu_data_blocks.main(["--device", "cpu", "--dims", "1000", "--reps", "1"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row[0] == "1000" and float(row[1]) > 0 and float(row[2]) > 0
+    assert float(row[4]) < 1e-5, row
+    # both sizes ran: every block width at the device's size is 4x one at the CPU's
+    small, large = min(widths), max(widths)
+    assert large == 4 * small, sorted(set(widths))
+    assert _chunked.DEVICE_BLOCK_ELEMENTS == 116 * 200

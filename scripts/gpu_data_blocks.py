@@ -1,0 +1,82 @@
+"""A step's data draw (points, source, probes: ``Solver.draw``) at the CPU's column blocks and
+at the device's, in one process on one card: what ``DEVICE_BLOCK_ELEMENTS``
+(pinnbench/problems/_chunked.py) buys, as a ratio in one run.
+
+    python scripts/gpu_data_blocks.py [--dims 1e6,1e7] [--reps 5] [--device cuda]
+
+For each d: bp's default solver on poisson-2body-v1 (100 points, 16 probes), the draw timed
+``--reps`` times after one warm-up at each block size (synchronised around each draw; median),
+the ratio, and the largest relative difference of the two sources from the same seed (the same
+numbers summed in other blocks: rounding). ``--device cpu`` runs it on the CPU (a smoke test:
+both sizes are then the CPU's unless the device size is patched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+
+def time_draws(solver, device: str, reps: int) -> tuple[float, object]:
+    """Median seconds of ``reps`` draws after one warm-up, and the last draw from seed 0."""
+    import torch
+
+    from pinnbench.timing import clock
+
+    times = []
+    for _ in range(reps + 1):
+        t0 = clock(device)
+        solver.draw(torch.Generator(device=device).manual_seed(0))
+        times.append(clock(device) - t0)
+    data = solver.draw(torch.Generator(device=device).manual_seed(0))
+    return statistics.median(times[1:]), data
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dims", default="1e6,1e7")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--device", default="cuda")
+    args = ap.parse_args(argv)
+    from pinnbench.commands.axes import parse_dims
+
+    try:
+        dims = parse_dims(args.dims)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if args.reps < 1:
+        ap.error("--reps must be >= 1")
+    from pinnbench.bench.solvers import build
+    from pinnbench.problems import _chunked
+
+    device_blocks = _chunked.DEVICE_BLOCK_ELEMENTS
+    sizes = (("cpu blocks", _chunked.BLOCK_ELEMENTS), ("device blocks", device_blocks))
+    print(f"# Solver.draw of bp (poisson-2body-v1, 100 points, 16 probes) on {args.device}: "
+          f"median of {args.reps} after 1 warm-up; blocks of 2^22 (the CPU's) against "
+          f"{device_blocks} numbers; source diff: max relative difference, same seed")
+    print(f"{'d':>9} {'cpu blocks ms':>14} {'device blocks ms':>17} {'speed-up':>8} "
+          f"{'source diff':>12}")
+    for dim in dims:
+        _, _, solver, why = build(dict(problem="poisson-2body-v1", dim=dim, width=128, depth=3,
+                                       solver="bp", device=args.device))
+        if why:
+            print(f"{dim:>9} skipped: {why}")
+            continue
+        out = {}
+        try:
+            for label, elements in sizes:
+                _chunked.DEVICE_BLOCK_ELEMENTS = elements
+                out[label] = time_draws(solver, args.device, args.reps)
+        finally:
+            _chunked.DEVICE_BLOCK_ELEMENTS = device_blocks
+        (slow, a), (fast, b) = out["cpu blocks"], out["device blocks"]
+        diff = float(((a.source - b.source).abs().max() / b.source.abs().max()).cpu())
+        print(f"{dim:>9} {1e3 * slow:>14.3f} {1e3 * fast:>17.3f} {slow / fast:>8.2f} "
+              f"{diff:>12.2e}", flush=True)
+        del solver, a, b, out
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
