@@ -3,8 +3,8 @@
 At D = 10^7 one (16, D) float32 temporary is 640 MB, so closed-form exact solutions and sources
 never build a full-width temporary: they walk the columns in blocks of at most
 ``BLOCK_ELEMENTS`` numbers on the CPU (n_rows * block_columns <= 2^22, i.e. 16 MiB in float32)
-and ``DEVICE_BLOCK_ELEMENTS`` on a GPU (2^28, 1 GiB), and each block's temporaries are freed
-before the next one. A formula that couples neighbouring
+and in at most ``DEVICE_BLOCKS`` blocks on a GPU, and each block's temporaries are freed before
+the next one. A formula that couples neighbouring
 coordinates (two-body, three-body terms) reads its block with a halo of ``window - 1`` columns.
 """
 
@@ -22,25 +22,25 @@ from pinnbench.maths.jets import Jet
 #: at most this many numbers per block temporary on the CPU (16 MiB in float32, 32 MiB in
 #: float64): sized for its memory and caches
 BLOCK_ELEMENTS = 2**22
-#: the same on a GPU (1 GiB in float32). There a block costs its ops' launches (5-30 us each)
-#: whatever its size: with the CPU's 2^22, drawing the points and the source at d = 1e7 made
-#: ~280 blocks and ~10^4 launches, 147 ms of bp's 187 ms step on an H200 (2026-12-04,
-#: reports/gpu-h200/run3), while the bytes it moves need a few ms at the card's bandwidth
-DEVICE_BLOCK_ELEMENTS = 2**28
-
-
-def block_elements(device: torch.device | str | None = None) -> int:
-    """The numbers of one block's temporaries on ``device`` (the CPU's when None)."""
-    if device is None or torch.device(device).type == "cpu":
-        return BLOCK_ELEMENTS
-    return DEVICE_BLOCK_ELEMENTS
+#: on a GPU a pass over the columns takes at most this many blocks (none narrower than the
+#: CPU's). There a block costs its ops' launches whatever its size: with the CPU's blocks alone,
+#: a step's closed forms at d = 1e7 walked ~280 blocks per pass, ~10^4 ops, and drawing the data
+#: took 148 of bp's 187 ms on an H200 (2026-12-04, reports/gpu-h200/run3). A fixed size does not
+#: do: 2^28 numbers drew the data 1.36x faster there but raised sdze's peak at d = 1e7 from
+#: 10.6 to 19.3 GB (in the CUDA simulation at d = 1e6: 4.2 GB over the step's baseline against
+#: 0.6). A fixed count keeps a block's temporaries a fixed share of the batch: in the
+#: simulation, sdze at d = 3e6 dispatches 3,702 ops instead of 10,590 for 24 % more peak.
+DEVICE_BLOCKS = 16
 
 
 def column_blocks(n_rows: int, n_cols: int,
                   device: torch.device | str | None = None) -> Iterator[tuple[int, int]]:
     """(start, stop) column ranges covering [0, n_cols), each of at most
-    ``block_elements(device) // n_rows`` columns (at least one)."""
-    width = max(1, block_elements(device) // max(1, n_rows))
+    ``BLOCK_ELEMENTS // n_rows`` columns (at least one) on the CPU (``device`` None or a CPU);
+    on another device as wide as that or ``n_cols / DEVICE_BLOCKS``, whichever is wider."""
+    width = max(1, BLOCK_ELEMENTS // max(1, n_rows))
+    if device is not None and torch.device(device).type != "cpu":
+        width = max(width, -(-n_cols // DEVICE_BLOCKS))
     for start in range(0, n_cols, width):
         yield start, min(start + width, n_cols)
 

@@ -69,8 +69,8 @@ class ManyBody:
         block = cls.block_function(x.shape[1])
         out: dict[str, Tensor] = {}
         # blocks narrow enough that the ~temporaries(order) block-sized temporaries of one
-        # block stay within about block_elements(x.device) numbers in all (compiled, a block
-        # holds about one: tests/test_fused.py)
+        # block stay within about BLOCK_ELEMENTS numbers in all on the CPU (compiled, a block
+        # holds about one: tests/test_fused.py), a 1/DEVICE_BLOCKS share of them on a GPU
         for a, b in column_blocks(x.shape[0] * cls.temporaries(order), n_windows, x.device):
             sums = block(x[:, a:b + cls.window - 1], c[a:b], order)
             if not out:  # the first block's sums are the accumulators: 0 + v = v, no op

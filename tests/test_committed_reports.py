@@ -60,3 +60,72 @@ def test_every_solver_declares_the_defaults_its_completed_study_chose():
     stale = {c.solver: differences(c) for c in choices
              if not c.provisional and c.score is not None and differences(c)}
     assert not stale, f"the study chose otherwise than these defaults: {stale}"
+
+
+GPU3 = Path(__file__).resolve().parents[1] / "reports" / "gpu-h200" / "run3"
+
+
+def _gpu_rows(store: str) -> dict:
+    """{(solver, d): row} of a committed GPU store."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{GPU3 / store}?mode=ro", uri=True)
+    con.row_factory = sqlite3.Row
+    rows = {(r["solver_name"], r["dim"]): dict(r) for r in con.execute("SELECT * FROM results")}
+    con.close()
+    return rows
+
+
+def _roofline_rows(text: str) -> dict:
+    """{(solver, d): (s/step, data s)} of the roofline stage's tables."""
+    out = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 10 and f[0].isdigit() and f[1] in ("bp", "sdze"):
+            out[(f[1], int(f[0]))] = (float(f[2]), float(f[5]))
+    return out
+
+
+def test_the_third_gpu_run_is_recomputed_from_its_files():
+    """reports/gpu-h200/README.md, third run: the sweep's table is gpu_summary's of the committed
+    store, and every ratio the page quotes comes out of the committed files."""
+    sys.path.insert(0, str(GPU3.parents[2] / "scripts"))
+    try:
+        from gpu_summary import summary
+    finally:
+        sys.path.pop(0)
+    readme = (GPU3.parent / "README.md").read_text(encoding="utf-8")
+    table = summary(str(GPU3 / "gpu.sqlite"), str(GPU3 / "env.txt")).split("\n\n", 1)[1]
+    assert table.strip() in readme
+    sweep = _gpu_rows("gpu.sqlite")
+    ratio = {d: sweep[("sdze", d)]["time_per_step_s"] / sweep[("bp", d)]["time_per_step_s"]
+             for d in (10**6, 10**7)}
+    assert f"{ratio[10**6]:.2f}x in the sweep" in readme and f"{ratio[10**7]:.2f}x in the sweep" in readme
+    roof_text = (GPU3 / "roofline.txt").read_text()
+    roof = _roofline_rows(roof_text)
+    for d in (10**6, 10**7):
+        r = roof[("sdze", d)][0] / roof[("bp", d)][0]
+        assert f"{r:.2f}x in the roofline" in readme, (d, r)
+    data = {s: roof[(s, 10**7)] for s in ("bp", "sdze")}
+    assert (f"{1e3 * data['bp'][1]:.0f} of bp's {1e3 * data['bp'][0]:.0f} ms and "
+            f"{1e3 * data['sdze'][1]:.0f} of sdze's {1e3 * data['sdze'][0]:.0f} ms") in readme
+    # one read of W0 (128 x 1e7 float32) at the floors stage's copy bandwidth
+    import re
+
+    bw = float(re.search(r"copy bandwidth \(read \+ write\): ([\d.]+) GB/s", roof_text)[1]) * 1e9
+    floor = 128 * 10**7 * 4 / bw
+    assert f"{1e3 * floor:.2f} ms)" in readme
+    assert f"{sweep[('sdze', 10**7)]['time_per_step_s'] / floor:.0f}x (sweep)" in readme
+    # the second command: the draw at both block sizes, and the peaks at d = 1e7
+    after = (GPU3 / "after-blocks.txt").read_text()
+    draws = {int(f[0]): (float(f[1]), float(f[2])) for f in map(str.split, after.splitlines())
+             if len(f) == 5 and f[0].isdigit()}
+    slow, fast = draws[10**7]
+    assert f"({slow:.0f} -> {fast:.0f} ms)" in readme and f"{slow / fast:.2f}x faster at d = 1e7" in readme
+    assert f"{draws[10**6][0] / draws[10**6][1]:.2f}x at 1e6" in readme
+    peaks = _gpu_rows("after-blocks.sqlite")
+    gib = 2**30
+    for solver in ("sdze", "bp"):
+        before = sweep[(solver, 10**7)]["peak_gpu_allocated_bytes"] / gib
+        now = peaks[(solver, 10**7)]["peak_gpu_allocated_bytes"] / gib
+        assert f"from {before:.1f} to" in readme and f"{now:.1f} GiB" in readme, (solver, before, now)

@@ -319,7 +319,7 @@ def test_chunked_paths_on_simulated_cuda(monkeypatch, problem, solver):
 
     for module, name, value in ((pinnbench.solvers._zo_perturbations, "CHUNK_ELEMENTS", 16),
                                 (pinnbench.problems._chunked, "BLOCK_ELEMENTS", 48),
-                                (pinnbench.problems._chunked, "DEVICE_BLOCK_ELEMENTS", 48),
+                                (pinnbench.problems._chunked, "DEVICE_BLOCKS", 10**9),
                                 (pinnbench.maths.problem, "TEST_CHUNK_ELEMENTS", 2**15),
                                 (pinnbench.judge.floors, "ROW_BLOCK_ELEMENTS", 2**13)):
         assert hasattr(module, name), f"{module.__name__}.{name} is gone: update this test"

@@ -227,10 +227,11 @@ def test_every_timed_stage_is_cut_to_the_budget():
     assert stages and not fixed, fixed
 
 
-def test_data_blocks_script_times_both_block_sizes_and_compares_the_sources(capsys, monkeypatch):
-    """scripts/gpu_data_blocks.py on the CPU, the device size patched to 4x the CPU's: a row
-    with both times and a source difference at rounding (the same numbers summed in other
-    blocks), and the module's size restored after."""
+def test_data_blocks_script_times_both_block_rules_and_compares_the_sources(capsys, monkeypatch):
+    """scripts/gpu_data_blocks.py on the CPU, the device's rule applied there (column_blocks
+    asked as for "cuda"): a row with both times and a source difference at rounding (the same
+    numbers summed in other blocks), the CPU's many blocks then at most DEVICE_BLOCKS, and the
+    module's count restored after."""
     sys.path.insert(0, str(REPO / "scripts"))
     try:
         import gpu_data_blocks
@@ -238,14 +239,13 @@ def test_data_blocks_script_times_both_block_sizes_and_compares_the_sources(caps
         sys.path.pop(0)
     from pinnbench.problems import _chunked
 
-    monkeypatch.setattr(_chunked, "BLOCK_ELEMENTS", 116 * 50)
-    monkeypatch.setattr(_chunked, "DEVICE_BLOCK_ELEMENTS", 116 * 200)
+    monkeypatch.setattr(_chunked, "BLOCK_ELEMENTS", 116 * 5)
     real = _chunked.column_blocks
-    widths = []
+    counts = []
 
     def spy(n_rows, n_cols, device=None):
-        blocks = list(real(n_rows, n_cols, "cuda"))  # the device's size, on the CPU
-        widths.append(blocks[0][1] - blocks[0][0])
+        blocks = list(real(n_rows, n_cols, "cuda"))  # the device's rule, on the CPU
+        counts.append((_chunked.DEVICE_BLOCKS, len(blocks)))
         return iter(blocks)
 
     monkeypatch.setattr(_chunked, "column_blocks", spy)
@@ -253,7 +253,7 @@ def test_data_blocks_script_times_both_block_sizes_and_compares_the_sources(caps
     row = capsys.readouterr().out.splitlines()[-1].split()
     assert row[0] == "1000" and float(row[1]) > 0 and float(row[2]) > 0
     assert float(row[4]) < 1e-5, row
-    # both sizes ran: every block width at the device's size is 4x one at the CPU's
-    small, large = min(widths), max(widths)
-    assert large == 4 * small, sorted(set(widths))
-    assert _chunked.DEVICE_BLOCK_ELEMENTS == 116 * 200
+    cpu = [n for rule, n in counts if rule != 16]
+    gpu = [n for rule, n in counts if rule == 16]
+    assert min(cpu) > 16 and gpu and max(gpu) <= 16, counts
+    assert _chunked.DEVICE_BLOCKS == 16
