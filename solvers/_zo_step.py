@@ -1,7 +1,9 @@
 """One zeroth-order step, the algorithm of zo and sdze (docs/domain.md §3, docs/sdze.md).
 
-Two-point SPSA training of the PINN. Step t draws a step seed s from the solver's generator;
-everything else is derived from it (:meth:`ZerothOrderSolver.update`, top to bottom):
+Two-point SPSA training of the PINN. Step t has the seed s = SplitMix64(base, STEP_SEEDS, t),
+the base seed drawn once from the solver's generator at set-up (so nothing is read back from
+the device in a step); everything else is derived from s (:meth:`ZerothOrderSolver.update`,
+top to bottom):
 
 1. :meth:`~ZerothOrderSolver.begin_step`: the step's state (:class:`ZOStep`): its q
    perturbations z_1..z_q (seeds (s, 1, k): full Gaussian, or low rank where the solver gives a
@@ -15,8 +17,9 @@ everything else is derived from it (:meth:`ZerothOrderSolver.update`, top to bot
    probes) seed pair (s, 2), (s, 3) for all 2q evaluations, else (s, 4, k, +/-),
    (s, 5, k, +/-), independent for each. Kept on the device as 0-d float64 tensors (the float64
    arithmetic of Python floats, bit for bit), and the step returns its loss as one too, so
-   nothing after the step seed is read back (the cell runner reads the loss at its evaluation
-   points, :mod:`pinnbench.cells.loss_watch`; docs/roofline.md);
+   nothing is read back (the cell runner reads the loss at its evaluation
+   points, :mod:`pinnbench.cells.loss_watch`; docs/roofline.md) and the step makes no host
+   sync at all (streamed data excepted: its per-step seeds are still drawn);
 3. optionally the quotients normalised by a running scalar (``normalize``), then one heavy-ball
    step for every parameter (:mod:`pinnbench.solvers._zo_optimiser`);
 4. :meth:`~ZerothOrderSolver.end_step`: what the step held is dropped.
@@ -41,6 +44,11 @@ from pinnbench.solvers._zo_evaluation import FirstLayerCache
 from pinnbench.solvers._zo_optimiser import HeavyBall, QuotientScale, descend
 from pinnbench.solvers._zo_perturbations import (Perturbation, SubspaceBasis,
                                                  draw_perturbations)
+
+
+#: the tag of the step seeds among the seeds derived from the base seed (sdze's bases use
+#: (base seed, epoch))
+STEP_SEEDS = 0x57E9
 
 
 @dataclass
@@ -164,9 +172,16 @@ class ZerothOrderSolver(Solver):
         raise NotImplementedError
 
     # -- the step -------------------------------------------------------------------------------
+    def step_seed(self) -> int:
+        """The seed of the step about to run (step ``self.t``): derived on the host from the
+        solver's base seed and the step's index, so a step reads nothing back from the device
+        (a seed drawn from the solver's generator each step was one host sync a step: on CUDA a
+        stall of the launch queue, and what kept the step from being captured as a graph)."""
+        return derive_seed(self.base_seed, STEP_SEEDS, self.t)
+
     @torch.no_grad()
     def update(self) -> Tensor:
-        step = self.begin_step(draw_seed(self.generator))
+        step = self.begin_step(self.step_seed())
         try:
             quotients, loss = self.quotients(step)
             if self._quotient_scale is not None:

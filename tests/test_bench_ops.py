@@ -82,31 +82,16 @@ def test_counts_are_deterministic():
     assert a == b
 
 
-# the host syncs a step of each default solver makes today, by op; anything else that reads a
-# tensor back (an `.item()`, a `float()`, a `bool()`, an `aten::equal` cache lookup) fails:
-#   - bp: none (its step returns the loss as a 0-d tensor, which the cell runner reads only at
-#     the evaluations: pinnbench/cells/loss_watch.py);
-#   - zo and sdze: the step seed, drawn from the solver's generator at the step's start
-#     (pinnbench.seeds.draw_seed; tests/test_sdze_ablation.py replays that draw); their loss is
-#     returned as a 0-d tensor too, so nothing is read at the step's end
-ALLOWED_SYNCS = {
-    "bp": {},
-    "sdze": {"aten::_local_scalar_dense": 1},
-    "zo": {"aten::_local_scalar_dense": 1},
-}
-ALLOWED_MID_STEP = {"bp": 0, "sdze": 1, "zo": 1}
-
-
 @pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize("solver", sorted(ALLOWED_SYNCS))
-def test_a_default_step_makes_no_other_host_sync(solver):
+@pytest.mark.parametrize("solver", ["bp", "sdze", "zo"])
+def test_a_default_step_makes_no_host_sync(solver):
+    """Nothing is read back in a step: bp returns its loss as a 0-d tensor, which the cell
+    runner reads only at the evaluations (pinnbench/cells/loss_watch.py); zo and sdze too, and
+    their step seed is derived on the host from the base seed and the step's index (it was drawn
+    from the solver's generator: one sync a step, until 2026-12-04). An `.item()`, a `float()`,
+    a `bool()` or an `aten::equal` cache lookup in a step fails here."""
     c = count_step(f"{solver}[points=10,probes=4]", 200, width=32)
-    assert "aten::equal" not in c.sync_ops
-    assert c.sync_ops == ALLOWED_SYNCS[solver], c.sync_sites
-    assert c.mid_step_syncs == ALLOWED_MID_STEP[solver], c.sync_sites
-    if ALLOWED_MID_STEP[solver]:
-        assert c.sync_sites[0].startswith("pinnbench/seeds.py"), c.sync_sites
-    assert c.host_syncs == c.mid_step_syncs, c.sync_sites  # no read of the loss at the end
+    assert c.sync_ops == {} and c.host_syncs == 0 == c.mid_step_syncs, c.sync_sites
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -176,7 +161,7 @@ def test_a_bp_step_makes_no_host_sync_with_any_estimator(spec):
 
 
 @pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize("solver", sorted(ALLOWED_SYNCS))
+@pytest.mark.parametrize("solver", ["bp", "sdze", "zo"])
 def test_a_step_sweeps_w0_at_most_three_times(solver):
     """sdze and bp: W0 read by the products with the points and probes, written by the update
     (zo perturbs it in place, its design: docs/roofline.md: per perturbation three moves and two

@@ -28,9 +28,12 @@ def _setup(spec: str, dim: int = 12, width: int = 10, seed: int = 0,
 
 
 def _next_step_seed(solver) -> int:
-    g = torch.Generator()
-    g.set_state(solver.generator.get_state())
-    return draw_seed(g)
+    """The seed of the solver's next step, recomputed here: SplitMix64 of (base seed, the step
+    tag, the step's index), not read from the solver."""
+    from pinnbench.seeds import derive_seed
+    from pinnbench.solvers._zo_step import STEP_SEEDS
+
+    return derive_seed(solver.base_seed, STEP_SEEDS, solver.t)
 
 
 @pytest.mark.parametrize("spec", [
