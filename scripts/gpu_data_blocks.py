@@ -2,13 +2,16 @@
 at the device's, in one process on one card: what ``DEVICE_BLOCKS`` (at most that many blocks
 per pass on a GPU, pinnbench/problems/_chunked.py) buys, as a ratio in one run.
 
-    python scripts/gpu_data_blocks.py [--dims 1e6,1e7] [--reps 5] [--device cuda]
+    python scripts/gpu_data_blocks.py [--dims 1e6,1e7] [--reps 5] [--device cuda] [--compiled]
 
 For each d: bp's default solver on poisson-2body-v1 (100 points, 16 probes), the draw timed
 ``--reps`` times after one warm-up at each block rule (synchronised around each draw; median),
 the ratio, and the largest relative difference of the two sources from the same seed (the same
 numbers summed in other blocks: rounding), and the step data's peak memory over the baseline
-under each rule (on CUDA). ``--device cpu`` runs it on the CPU (a smoke test: both rules are
+under each rule (on CUDA). ``--compiled`` adds the device's blocks with the closed forms
+compiled (``PINNBENCH_COMPILE=1``; on a GPU they run eagerly by default, pinnbench/maths/fused.py:
+compiled they were slower with the CPU's small blocks, reports/gpu-h200, second run), its
+warm-up holding the compilation. ``--device cpu`` runs it on the CPU (a smoke test: both rules are
 then the CPU's).
 """
 
@@ -45,6 +48,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--dims", default="1e6,1e7")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--compiled", action="store_true")
     args = ap.parse_args(argv)
     from pinnbench.commands.axes import parse_dims
 
@@ -54,7 +58,10 @@ def main(argv: list[str]) -> int:
         ap.error(str(exc))
     if args.reps < 1:
         ap.error("--reps must be >= 1")
+    import os
+
     from pinnbench.bench.solvers import build
+    from pinnbench.maths import fused
     from pinnbench.problems import _chunked
 
     device_blocks = _chunked.DEVICE_BLOCKS
@@ -65,7 +72,8 @@ def main(argv: list[str]) -> int:
           f"numbers) against at most {device_blocks} per pass; source diff: max relative "
           "difference, same seed; peak: allocated over the baseline while drawing")
     print(f"{'d':>9} {'cpu blocks ms':>14} {'device blocks ms':>17} {'speed-up':>8} "
-          f"{'source diff':>12} {'cpu peak MiB':>13} {'device peak MiB':>16}")
+          f"{'source diff':>12} {'cpu peak MiB':>13} {'device peak MiB':>16}"
+          + (f" {'compiled ms':>12}" if args.compiled else ""))
     for dim in dims:
         _, _, solver, why = build(dict(problem="poisson-2body-v1", dim=dim, width=128, depth=3,
                                        solver="bp", device=args.device))
@@ -77,12 +85,24 @@ def main(argv: list[str]) -> int:
             for label, blocks in rules:
                 _chunked.DEVICE_BLOCKS = blocks
                 out[label] = time_draws(solver, args.device, args.reps)
+            if args.compiled:
+                saved = os.environ.get(fused.ENV)
+                os.environ[fused.ENV] = "1"
+                try:
+                    out["compiled"] = time_draws(solver, args.device, args.reps)
+                finally:
+                    if saved is None:
+                        os.environ.pop(fused.ENV)
+                    else:
+                        os.environ[fused.ENV] = saved
         finally:
             _chunked.DEVICE_BLOCKS = device_blocks
         (slow, a, peak_a), (fast, b, peak_b) = out["cpu blocks"], out["device blocks"]
         diff = float(((a.source - b.source).abs().max() / b.source.abs().max()).cpu())
+        compiled = f" {1e3 * out['compiled'][0]:>12.3f}" if args.compiled else ""
         print(f"{dim:>9} {1e3 * slow:>14.3f} {1e3 * fast:>17.3f} {slow / fast:>8.2f} "
-              f"{diff:>12.2e} {peak_a / 2**20:>13.0f} {peak_b / 2**20:>16.0f}", flush=True)
+              f"{diff:>12.2e} {peak_a / 2**20:>13.0f} {peak_b / 2**20:>16.0f}{compiled}",
+              flush=True)
         del solver, a, b, out
     return 0
 

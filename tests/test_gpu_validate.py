@@ -249,9 +249,12 @@ def test_data_blocks_script_times_both_block_rules_and_compares_the_sources(caps
         return iter(blocks)
 
     monkeypatch.setattr(_chunked, "column_blocks", spy)
-    assert gpu_data_blocks.main(["--device", "cpu", "--dims", "1000", "--reps", "1"]) == 0
+    assert gpu_data_blocks.main(["--device", "cpu", "--dims", "1000", "--reps", "1",
+                                 "--compiled"]) == 0
     row = capsys.readouterr().out.splitlines()[-1].split()
     assert row[0] == "1000" and float(row[1]) > 0 and float(row[2]) > 0
+    assert len(row) == 8 and float(row[7]) > 0, row  # the compiled column
+    assert os.environ.get("PINNBENCH_COMPILE") != "1"  # restored
     assert float(row[4]) < 1e-5, row
     cpu = [n for rule, n in counts if rule != 16]
     gpu = [n for rule, n in counts if rule == 16]
