@@ -115,14 +115,14 @@ def test_sdze_meets_the_step_targets_at_the_issues_configuration():
     products and 400 ATen ops. Counted at d = 1000, where the closed forms of the source run
     eagerly, op by op (at d >= 65,536 each compiled call is one op: docs/roofline.md has the
     counts at 1e5, a few ops fewer). At the study's defaults (q = 8, rank 7, momentum 0.9:
-    twice the evaluations and a momentum of every live basis) the step has 561 ops, which the
+    twice the evaluations and a momentum of every live basis) the step has 559 ops, which the
     second part bounds so that it does not grow; 400 is not met there (docs/roofline.md)."""
     c = count_step("sdze[q=4,rank=8,momentum=0]", 1000)
     assert c.matrix_products <= 40, c.matrix_products
     assert c.ops <= 400, c.ops
     c = count_step("sdze", 1000)
     assert c.matrix_products <= 25, c.matrix_products
-    assert c.ops <= 561, c.ops
+    assert c.ops <= 559, c.ops
 
 
 @pytest.mark.usefixtures("one_thread")
