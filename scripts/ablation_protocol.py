@@ -12,7 +12,11 @@ What it runs, in three stages, every one resumable (rerun the same command):
    T0 sweeps), d = 1000 for ``--steps-1000`` steps on 3 seeds; the cells of one seed run one
    after another (the plan interleaves solvers), with the diagnostics.
 3. **report** - ``pinnbench report --all`` of the store into ``--page`` (the ablation table reads
-   seed-paired differences to the base at equal steps, with a paired bootstrap interval).
+   seed-paired differences to the base at equal steps, with a paired bootstrap interval; the
+   tuning trials in the same store are left out: they are the studies'), and the page's
+   README.md from its PREFACE.md (the protocol, written by hand) and the same tables
+   (scripts/ablation_readme.py). Run this stage at a commit that has both (2026-12-04 or later),
+   whatever commit the cells ran at.
 
 The rows (each changes exactly one factor of its base; lr is tuned for every row):
 
@@ -135,6 +139,11 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
     if args.stage in ("all", "report"):
         cmds.append([args.pinnbench, "report", "--store", store, "--all", "--out", args.page,
                      "--force"])
+        # the README: the page folder's PREFACE.md (the protocol, by hand) first, then the
+        # report's tables of the runs (tuning trials are the study's, never results)
+        cmds.append([sys.executable, str(Path(__file__).with_name("ablation_readme.py")), store,
+                     "--preface", str(Path(args.page) / "PREFACE.md"), "--out",
+                     str(Path(args.page) / "README.md")])
     return cmds
 
 

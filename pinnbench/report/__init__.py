@@ -55,7 +55,7 @@ def _load(source: Any) -> pd.DataFrame:
 
 def select_runs(df: pd.DataFrame, run_id: str | None = None,
                 all_runs: bool = False) -> pd.DataFrame:
-    """Rows of the chosen run(s).
+    """Rows of the chosen run(s), tuning trials left out (:func:`tuning_trials`).
 
     Default: the latest run (largest first ``started_at``; ties and missing times broken by
     order of appearance). ``all_runs``: every run, keeping for each cell id the row that finished
@@ -63,6 +63,16 @@ def select_runs(df: pd.DataFrame, run_id: str | None = None,
     """
     if run_id is not None and all_runs:
         raise ReportError("choose one run (--run ID) or all runs (--all), not both")
+    trials = tuning_trials(df)
+    if trials.any():
+        # a tuning trial's error is a validation error at the trial's budget: the study's
+        # (pinnbench.tuning.page), never a result beside the runs (an ablation store holds its
+        # rows' lr studies and then their runs at the chosen lr: issue 21, item 6)
+        if trials.all():
+            raise ReportError("every cell in these results is a tuning trial (pinnbench tune): "
+                              "their page is the study's (python -m pinnbench.tuning.page "
+                              "--study-store STUDIES --store STORE --out README.md)")
+        df = df[~trials]
     runs = _run_order(df)
     if all_runs:
         ordered = df.assign(_fin=df["finished_at"].astype(str), _pos=range(len(df)))
@@ -74,6 +84,19 @@ def select_runs(df: pd.DataFrame, run_id: str | None = None,
         raise ReportError(f"no run {str(run_id)!r} in the results; runs held: "
                           + ", ".join(runs[-20:]) + (" (latest last)" if len(runs) > 1 else ""))
     return df[df["run_id"].astype(str) == str(run_id)]
+
+
+def tuning_trials(df: pd.DataFrame) -> pd.Series:
+    """Which rows are trials of a ``pinnbench tune`` study (their provenance's ``tuning_trial``
+    mark, pinnbench/cells/cellspec.py)."""
+    from pinnbench.report.aggregate import decode_json
+
+    def trial(prov) -> bool:
+        p = decode_json(prov) if isinstance(prov, str) else prov
+        return isinstance(p, dict) and bool(p.get("tuning_trial"))
+
+    col = df["provenance"] if "provenance" in df else pd.Series([None] * len(df), index=df.index)
+    return pd.Series([trial(p) for p in col], index=df.index, dtype=bool)
 
 
 def _run_order(df: pd.DataFrame) -> list[str]:

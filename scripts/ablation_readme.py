@@ -1,0 +1,92 @@
+"""The README of an ablation page, from its store: the protocol first (the folder's PREFACE.md,
+written by hand: what ran, where, at which commit and width), then the report's own tables
+(pinnbench.report.ablation: the seed-paired differences to the base at equal steps with their
+bootstrap intervals, the seeds below their own fits, and the claims), then the commits the
+cells recorded. Issue 21, item 6: the re-run's page states its protocol before its results.
+
+    python scripts/ablation_readme.py STORE --preface DIR/PREFACE.md --out DIR/README.md \
+        [--title "..."]
+
+Every number comes from the store through the report's tested aggregation, so the committed
+README can be recomputed (tests/test_ablation_readme.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _table(rows: list[dict]) -> list[str]:
+    out = ["| factor (one changed) | spec | seeds | final rel L2, median [min, max] | below own "
+           "constant / affine fit | paired difference to the base [95 % bootstrap] | pairs | "
+           "at step |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['factor']} | `{r['spec']}` | {r['seeds']} | {r['err']} {r['range']} | "
+                   f"{r['below_const']} / {r['below_affine']} | {r['diff']} {r['diff_ci']} | "
+                   f"{r['pairs']} | {r['pair_steps']} |")
+    return out
+
+
+def _commits(store: str) -> tuple[list[str], int]:
+    """(the short commits the store's cells recorded, how many came from a dirty tree)."""
+    import json
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    provs = [json.loads(p or "{}") for (p,) in con.execute("SELECT provenance FROM results")]
+    con.close()
+    commits = sorted({p["git_sha"][:7] for p in provs if p.get("git_sha")})
+    return commits, sum(bool(p.get("git_dirty")) for p in provs)
+
+
+def readme(store: str, preface: str, title: str) -> str:
+    from pinnbench.cells.store import load_results
+    from pinnbench.report import aggregate, select_runs
+    from pinnbench.report.ablation import section
+
+    df = aggregate.prepare(select_runs(load_results(store), all_runs=True))
+    out = [f"# {title}", "", preface.strip(), ""]
+    sec = section(df) if len(df) else None
+    if sec is None:
+        return "\n".join(out + ["No ablation cell in this store yet.", ""])
+    out += ["## Results at equal steps", "",
+            f"Base: `{sec['base_short']}`. Each row changes one factor of it; its difference to "
+            "the base is the mean over seeds of (variant - base) final error, paired by seed at "
+            "the largest evaluated step both cells reached, with a paired bootstrap interval "
+            f"({sec['resamples']} resamples, seed {sec['bootstrap_seed']}); a seed counts as "
+            "below a fit when its error is below its own seed's fit (docs/protocol.md).", ""]
+    rows = sec["variants"]
+    for key in dict.fromkeys((r["problem"], r["dim"]) for r in rows):
+        out += [f"### {key[0]}, d = {key[1]:,}", ""]
+        out += _table([r for r in rows if (r["problem"], r["dim"]) == key]) + [""]
+    out += ["## Claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
+    out += [f"| {c.claim} | {c.verdict} | {c.evidence} |" for c in sec["claims"]] + [""]
+    commits, dirty = _commits(store)
+    out += ["## Provenance", "",
+            f"{len(df)} cells; commits recorded: {', '.join(commits) or 'none'}; cells from a "
+            f"tree with uncommitted changes: {dirty}.", ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("store")
+    ap.add_argument("--preface", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--title", default="SDZE ablation under the comparison protocol")
+    args = ap.parse_args(argv)
+    for path in (args.store, args.preface):
+        if not Path(path).is_file():
+            print(f"error: no such file: {path}", file=sys.stderr)
+            return 2
+    text = readme(args.store, Path(args.preface).read_text(encoding="utf-8"), args.title)
+    Path(args.out).write_text(text, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
