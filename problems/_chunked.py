@@ -27,7 +27,7 @@ BLOCK_ELEMENTS = 2**22
 #: a step's closed forms at d = 1e7 walked ~280 blocks per pass, ~10^4 ops, and drawing the data
 #: took 148 of bp's 187 ms on an H200 (2026-12-04, reports/gpu-h200/run3). A fixed size does not
 #: do: 2^28 numbers drew the data 1.36x faster there but raised sdze's peak at d = 1e7 from
-#: 10.6 to 19.3 GB (in the CUDA simulation at d = 1e6: 4.2 GB over the step's baseline against
+#: 10.6 to 18.8 GiB (in the CUDA simulation at d = 1e6: 4.2 GB over the step's baseline against
 #: 0.6). A fixed count keeps a block's temporaries a fixed share of the batch: in the
 #: simulation, sdze at d = 3e6 dispatches 3,702 ops instead of 10,590 for 24 % more peak.
 DEVICE_BLOCKS = 16

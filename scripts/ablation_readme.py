@@ -8,7 +8,7 @@ cells recorded. Issue 21, item 6: the re-run's page states its protocol before i
         [--title "..."]
 
 Every number comes from the store through the report's tested aggregation, so the committed
-README can be recomputed (tests/test_ablation_readme.py).
+README can be recomputed (tests/test_report_tuning_trials.py).
 """
 
 from __future__ import annotations
@@ -30,16 +30,10 @@ def _table(rows: list[dict]) -> list[str]:
     return out
 
 
-def _commits(store: str) -> tuple[list[str], int]:
-    """(the short commits the store's cells recorded, how many came from a dirty tree)."""
-    import json
-    import sqlite3
-
-    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
-    provs = [json.loads(p or "{}") for (p,) in con.execute("SELECT provenance FROM results")]
-    con.close()
-    commits = sorted({p["git_sha"][:7] for p in provs if p.get("git_sha")})
-    return commits, sum(bool(p.get("git_dirty")) for p in provs)
+def _commits(provenance) -> tuple[list[str], int]:
+    """(the short commits the cells' provenance records, how many came from a dirty tree)."""
+    commits = sorted({p["git_sha"][:7] for p in provenance if p.get("git_sha")})
+    return commits, sum(bool(p.get("git_dirty")) for p in provenance)
 
 
 def readme(store: str, preface: str, title: str) -> str:
@@ -64,7 +58,8 @@ def readme(store: str, preface: str, title: str) -> str:
         out += _table([r for r in rows if (r["problem"], r["dim"]) == key]) + [""]
     out += ["## Claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
     out += [f"| {c.claim} | {c.verdict} | {c.evidence} |" for c in sec["claims"]] + [""]
-    commits, dirty = _commits(store)
+    # the cells on the page (tuning trials left out by select_runs), decoded by prepare
+    commits, dirty = _commits(df["provenance"])
     out += ["## Provenance", "",
             f"{len(df)} cells; commits recorded: {', '.join(commits) or 'none'}; cells from a "
             f"tree with uncommitted changes: {dirty}.", ""]

@@ -54,11 +54,13 @@ def _leaves(tree) -> list:
 SIM_HOST_SCALARS = frozenset({"_fused_adam_", "_fused_adamw_"})
 
 
-def _host_value(args, kwargs) -> bool:
-    """Whether an index_put's value is a host tensor written into a (simulated) CUDA one."""
+def _host_value(args, kwargs) -> torch.Tensor | None:
+    """An index_put's value when it is a host tensor written into a (simulated) CUDA one."""
     value = args[2] if len(args) > 2 else kwargs.get("values")
-    return (isinstance(value, torch.Tensor) and sim_device(value) == "cpu"
-            and sim_device(args[0]) == "cuda")
+    if (isinstance(value, torch.Tensor) and sim_device(value) == "cpu"
+            and sim_device(args[0]) == "cuda"):
+        return value
+    return None
 
 
 def _describe(x, value: bool = True):
@@ -92,10 +94,11 @@ class _Check(TorchDispatchMode):
         # the device included)
         tensors = [t for t in _leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         host = [t for t in tensors if sim_device(t) == "cpu" and t.numel() > 1]
-        if not host and name in ("index_put", "index_put_") and _host_value(args, kwargs):
+        value = _host_value(args, kwargs) if name in ("index_put", "index_put_") else None
+        if not host and value is not None:
             # `t[index_tensor] = 1.0` on CUDA: Python makes the value a host tensor and the
             # op copies it in (an H200 refused the capture of bp[hte] for it)
-            host = [args[2]]
+            host = [value]
         if host:
             r.host_tensors.append(f"aten::{name} on host tensors "
                                   f"{[tuple(t.shape) for t in host]}")

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pinnbench import make_model, make_problem, make_solver
-from pinnbench.seeds import draw_seed
+from pinnbench.seeds import derive_seed
+from pinnbench.solvers._zo_step import STEP_SEEDS
 
 from test_sdze_reference import reference_quotients
 
@@ -30,9 +31,6 @@ def _setup(spec: str, dim: int = 12, width: int = 10, seed: int = 0,
 def _next_step_seed(solver) -> int:
     """The seed of the solver's next step, recomputed here: SplitMix64 of (base seed, the step
     tag, the step's index), not read from the solver."""
-    from pinnbench.seeds import derive_seed
-    from pinnbench.solvers._zo_step import STEP_SEEDS
-
     return derive_seed(solver.base_seed, STEP_SEEDS, solver.t)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from pinnbench.report.aggregate import ReportError, check_columns
+from pinnbench.report.aggregate import ReportError, check_columns, decode_json
 
 __all__ = ["ReportError", "write_report", "select_runs"]
 
@@ -89,8 +89,6 @@ def select_runs(df: pd.DataFrame, run_id: str | None = None,
 def tuning_trials(df: pd.DataFrame) -> pd.Series:
     """Which rows are trials of a ``pinnbench tune`` study (their provenance's ``tuning_trial``
     mark, pinnbench/cells/cellspec.py)."""
-    from pinnbench.report.aggregate import decode_json
-
     def trial(prov) -> bool:
         p = decode_json(prov) if isinstance(prov, str) else prov
         return isinstance(p, dict) and bool(p.get("tuning_trial"))
