@@ -34,7 +34,7 @@ import torch
 
 from pinnbench.numerals import MAX_INT64, is_integer_numeral, is_numeral
 from pinnbench.registry import Registry
-from pinnbench.search_space import BUDGET
+from pinnbench.search_space import BUDGET, check_declaration
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,6 @@ class Param:
         if self.default in self.words and self.value_type is None:
             raise TypeError(f"Param default {self.default!r} is a word: give value_type")
         if self.search is not None:
-            from pinnbench.search_space import check_declaration
-
             check_declaration("search", self.search, self.coerce)
 
     @property
@@ -155,6 +153,10 @@ class Solver:
     #: gives ``zo[crns=true]`` (MeZO) its own tuned lr, since the defaults study tunes it apart
     #: (docs/tuning.md). Keys are spec bodies; :meth:`defaults_for` says how they combine
     variant_defaults: dict[str, dict[str, Any]] = {}
+    #: search declarations that replace the parameters' own where a spec fixes the conditions,
+    #: e.g. ``{"normalize=false": {"lr": LogUniform(1e-10, 1e-3)}}``: a variant whose step size
+    #: lives on another scale gets a space that holds it (:meth:`search_space`)
+    variant_search: dict[str, dict[str, Any]] = {}
     #: the cell's budget in steps (None: budgeted in time, or not in a cell); set by
     #: :func:`solver_from_spec`, read where a parameter says ``budget``
     budget_steps: int | None = None
@@ -221,9 +223,36 @@ class Solver:
     @classmethod
     def search_space(cls, fixed=()) -> dict[str, Any]:
         """What ``pinnbench tune`` searches: {parameter: declaration} of every parameter with a
-        ``search`` declaration, minus those in ``fixed`` (the ones a spec sets)."""
-        return {k: p.search for k, p in sorted(cls.all_parameters().items())
-                if p.search is not None and k not in set(fixed)}
+        ``search`` declaration, minus those in ``fixed`` (the ones a spec sets). Where ``fixed``
+        is a dict of coerced values, each :attr:`variant_search` entry whose conditions they
+        meet (with the declared defaults for the rest) replaces its parameters' declarations,
+        more specific entries last, as :meth:`defaults_for` orders them."""
+        allowed = cls.all_parameters()
+        space = {k: p.search for k, p in allowed.items() if p.search is not None}
+        seen = {**{k: p.default for k, p in allowed.items()},
+                **(fixed if isinstance(fixed, dict) else {})}
+        for conditions, decls in cls._variant_searches():
+            if all(seen.get(k) == v for k, v in conditions.items()):
+                space.update(decls)
+        return {k: v for k, v in sorted(space.items()) if k not in set(fixed)}
+
+    @classmethod
+    def _variant_searches(cls) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """:attr:`variant_search` parsed and checked as declarations, least specific first."""
+        allowed = cls.all_parameters()
+        parsed = []
+        for key, decls in cls.variant_search.items():
+            try:
+                conditions = parse_spec(f"x[{key}]")[1]
+                conditions = {k: allowed[k].coerce(k, v) for k, v in conditions.items()}
+                for k, decl in decls.items():
+                    if k not in allowed:
+                        raise KeyError(f"unknown parameter {k!r}")
+                    check_declaration(k, decl, allowed[k].coerce)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise TypeError(f"solver {cls.name!r}: variant_search[{key!r}]: {exc}") from None
+            parsed.append((conditions, dict(decls)))
+        return sorted(parsed, key=lambda cd: len(cd[0]))
 
     @classmethod
     def ablation_variants(cls, given: dict[str, Any]) -> list["Solver"]:

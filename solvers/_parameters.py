@@ -51,6 +51,14 @@ def loss_params() -> dict[str, Param]:
 NORMALIZE = Param(True, "divide the difference quotients by the root of a running mean of "
                   "their squares (a scalar, Adam-like second moment: O(1) state)")
 
+#: lr's space where a spec fixes normalize=false (ours, docs/tuning.md). A raw step is
+#: lr c z: the normalized space's 1e-4..1e-1 (a step per unit of z) divided by the quotients'
+#: root mean square, measured at 290-1000 over the first 200 steps of sdze on
+#: poisson-2body-scaled-v1 at d = 100 and 1000 and ~1e6 on the unscaled poisson-2body-v1 at
+#: d = 100 (QuotientScale's docstring); 1e-4..1e-1 held no lr that trained it (the ablation
+#: re-run's 64 trials all diverged), so its own space spans 1e-10..1e-3
+RAW_QUOTIENT_SEARCH = {"normalize=false": {"lr": LogUniform(1e-10, 1e-3)}}
+
 
 def zeroth_order_parameters(lr: float, q: int, momentum: float, crns: bool,
                             eps: float = 1e-3, decay_steps: int | str = 0) -> dict[str, Param]:

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from pinnbench.seeds import derive_seed, draw_seed, generator
 from pinnbench.solver import Solver
+from pinnbench.solvers._parameters import RAW_QUOTIENT_SEARCH
 from pinnbench.solvers._zo_evaluation import FirstLayerCache
 from pinnbench.solvers._zo_optimiser import HeavyBall, QuotientScale, descend
 from pinnbench.solvers._zo_perturbations import (Perturbation, SubspaceBasis,
@@ -76,6 +77,9 @@ class ZerothOrderSolver(Solver):
                                                 ("normalize", (False,)))
 
     autograd = False
+
+    #: normalize=false searches lr on the raw quotients' scale (:data:`RAW_QUOTIENT_SEARCH`)
+    variant_search = RAW_QUOTIENT_SEARCH
 
     #: whether :meth:`pair_losses` evaluates matrix-free through the step's
     #: :class:`FirstLayerCache` (sdze's shifted model) even without streamed data; with

@@ -16,7 +16,7 @@ from pinnbench.cells.store import load_results
 from pinnbench.tuning.study import (TUNE_TIMEOUT_S, Protocol, TuningError, ask_trials, check_equal_protocol,
                               make_sampler, objective, protocol_differences, search_space,
                               select, storage_url, summarize, trial_spec)
-from pinnbench.tuning.trials import TrialRecorder, open_studies, prepare, trial_cells
+from pinnbench.tuning.trials import TrialRecorder, check_existing, open_studies, prepare, trial_cells
 from pinnbench.search_space import BUDGET, Choice, IntLogUniform, LogUniform, resolve
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -316,3 +316,45 @@ def test_an_interrupted_tune_runs_only_the_missing_seeds(tmp_path):
     (s,) = summarize(url)
     assert s.n_trials == 2 and s.n_complete == 0
     assert s.trials[0]["seeds"]["0"]["status"] == "diverged"
+
+
+# -- a search space that follows the spec ----------------------------------------------------------
+def test_raw_quotients_get_an_lr_space_of_their_own():
+    """normalize=false steps by lr * c * z with raw quotients c (RMS 290-1000 on
+    poisson-2body-scaled-v1, ~1e6 on the unscaled problem): the normalized space 1e-4..1e-1
+    holds no lr that trains it (all 64 trials of the ablation re-run diverged), so a spec that
+    fixes normalize=false searches lr on its own range; every other declaration is unchanged."""
+    for name in ("sdze", "zo"):
+        cls = SOLVERS.get(name)
+        base, raw = cls.search_space(), cls.search_space({"normalize": False})
+        assert base["lr"] == LogUniform(1e-4, 1e-1)
+        assert raw["lr"] == LogUniform(1e-10, 1e-3)
+        assert {k: v for k, v in raw.items() if k != "lr"} == \
+            {k: v for k, v in base.items() if k != "lr"}
+        assert cls.search_space({"normalize": True}) == base
+    assert search_space("sdze[normalize=false,q=8]")["lr"] == LogUniform(1e-10, 1e-3)
+    assert "lr" not in search_space("sdze[normalize=false,lr=1e-6]")
+
+
+def test_a_variant_search_entry_is_checked_like_a_declaration():
+    class Bad(Solver):
+        name = "bad-variant-search"
+        parameters = {"k": Param(3, search=IntLogUniform(1, 8)), "flag": Param(True)}
+        variant_search = {"flag=false": {"k": LogUniform(0.5, 2.0)}}  # floats for an int
+
+    with pytest.raises(TypeError, match="variant_search"):
+        Bad.search_space({"flag": False})
+    Bad.variant_search = {"flag=false": {"nope": LogUniform(0.5, 2.0)}}
+    with pytest.raises(TypeError, match="variant_search.*nope"):
+        Bad.search_space()
+
+
+def test_a_study_resumed_under_another_search_space_is_refused(tmp_path, monkeypatch):
+    """A study records the space its trials were drawn from; resuming it after the declaration
+    changed would mix two distributions in one study (and select across them)."""
+    plan, url, _ = _plan(tmp_path)
+    check_existing(url, plan)  # the same space: fine
+    widened = prepare(["bp"], ["poisson-2body-v1"], [3], TINY)
+    widened.studies[0].space = {**widened.studies[0].space, "lr": LogUniform(1e-6, 3e-2)}
+    with pytest.raises(TuningError, match="another search space"):
+        check_existing(url, widened)

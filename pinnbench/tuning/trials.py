@@ -77,8 +77,9 @@ def _cell(spec: str, problem: str, dim: int, seed: int, protocol: Protocol,
 
 
 def check_existing(storage, plan: TunePlan) -> None:
-    """TuningError when a study of the plan exists under another protocol or already has more
-    trials than asked (reads only)."""
+    """TuningError when a study of the plan exists under another protocol or another search
+    space (the declarations it recorded when created), or already has more trials than asked
+    (reads only)."""
     optuna = require_optuna()
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, False)}
     want = plan.protocol.fixed()
@@ -92,6 +93,16 @@ def check_existing(storage, plan: TunePlan) -> None:
                           if (have or {}).get(k) != want.get(k))
             raise TuningError(f"study {sp.name!r} exists with another protocol (differing: "
                               f"{', '.join(diff)}); use another --study-store")
+        space = {k: v.describe() for k, v in sp.space.items()}
+        recorded = s.user_attrs.get("space")
+        if recorded is not None and recorded != space:
+            diff = sorted(k for k in set(space) | set(recorded)
+                          if recorded.get(k) != space.get(k))
+            raise TuningError(
+                f"study {sp.name!r} exists with another search space ("
+                + "; ".join(f"{k}: {recorded.get(k, 'not searched')} recorded, "
+                            f"{space.get(k, 'not searched')} now" for k in diff)
+                + "); its trials were drawn from the old one: use another --study-store")
         if s.n_trials > plan.protocol.trials:
             raise TuningError(f"study {sp.name!r} already has {s.n_trials} trials, more than "
                               f"--trials {plan.protocol.trials}; give --trials {s.n_trials} or "
