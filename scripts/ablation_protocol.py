@@ -10,7 +10,8 @@ What it runs, in three stages, every one resumable (rerun the same command):
 2. **run** - every row at its chosen lr (``pinnbench run --tuned``), at **equal steps**: d = 100
    for ``--steps-100`` steps (5 seeds for the on/off switches, bp and MeZO; 3 for the rank and
    T0 sweeps), d = 1000 for ``--steps-1000`` steps on 3 seeds; the cells of one seed run one
-   after another (the plan interleaves solvers), with the diagnostics.
+   after another (the plan interleaves solvers), with the diagnostics. A rerun skips a run
+   command whose run finished and resumes an interrupted one (``--resume RUN_ID``).
 3. **report** - ``pinnbench report --all`` of the store into ``--page`` (the ablation table reads
    seed-paired differences to the base at equal steps, with a paired bootstrap interval; the
    tuning trials in the same store are left out: they are the studies'), and the page's
@@ -147,6 +148,25 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
     return cmds
 
 
+def resumed(cmd: list[str], store: str) -> list[str] | None:
+    """``cmd`` as this rerun should issue it: a ``run`` command whose run (found in ``store`` by
+    the command line it recorded) finished is done (None); one whose run was interrupted
+    resumes it (``--resume RUN_ID``: only its cells without a done row run); a new one, and
+    every ``tune`` command (a tune resumes its studies by itself), runs as it is."""
+    import shlex
+    import sqlite3
+
+    if len(cmd) < 2 or cmd[1] != "run" or not Path(store).is_file():
+        return cmd
+    recorded = "pinnbench " + " ".join(shlex.quote(a) for a in cmd[1:])
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as con:
+        runs = con.execute("SELECT run_id, status FROM runs WHERE command = ? ORDER BY "
+                           "started_at", (recorded,)).fetchall()
+    if any(status == "finished" for _, status in runs):
+        return None
+    return cmd + ["--resume", runs[-1][0]] if runs else cmd
+
+
 def cell_counts() -> dict[str, int]:
     """Cells per stage: tuning (trials x seeds per row and d) and the equal-step runs."""
     plan = rows()
@@ -184,7 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         for cmd in commands(args):
             print(" ".join(cmd))
         return 0
-    for cmd in commands(args):
+    store = str(Path(args.out) / "ablation.sqlite")
+    for planned in commands(args):
+        cmd = resumed(planned, store)
+        if cmd is None:
+            print("done (its run finished):", " ".join(planned[:2]), "...", flush=True)
+            continue
         print("+", " ".join(cmd), flush=True)
         code = subprocess.call(cmd)
         if code != 0:

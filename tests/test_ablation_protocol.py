@@ -78,3 +78,26 @@ def script_split(text):
     from pinnbench.commands.axes import split_top_level
 
     return split_top_level(text)
+
+
+def test_a_rerun_resumes_each_run_command_instead_of_starting_it_again(script, tmp_path):
+    """The run stage spans sessions: rerunning the script must skip a run command whose run
+    finished and resume (``--resume RUN_ID``) one that was interrupted, not start a new run of
+    every cell again (before, each rerun re-ran all finished 5000-step cells as a new run)."""
+    from pinnbench.cells.store import Store
+
+    store = tmp_path / "ablation.sqlite"
+    cmd = ["/venv/bin/pinnbench", "run", "--tuned", "x.sqlite", "--solvers", "sdze[q=8]",
+           "--seeds", "0..2"]
+    other = cmd[:-1] + ["3..4"]
+    assert script.resumed(cmd, str(store)) == cmd  # no store yet: run it
+    st = Store(store, mkdir=True)
+    recorded = "pinnbench run --tuned x.sqlite --solvers 'sdze[q=8]' --seeds 0..2"
+    st.begin_run("R1", recorded, "2026-12-04T00:00:00+00:00", [], {}, planner="p")
+    st.close()
+    assert script.resumed(cmd, str(store)) == cmd + ["--resume", "R1"]
+    assert script.resumed(other, str(store)) == other
+    st = Store(store)
+    st.finish_run("R1", "2026-12-04T01:00:00+00:00", "finished")
+    st.close()
+    assert script.resumed(cmd, str(store)) is None  # done: nothing to run

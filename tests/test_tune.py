@@ -358,3 +358,41 @@ def test_a_study_resumed_under_another_search_space_is_refused(tmp_path, monkeyp
     widened.studies[0].space = {**widened.studies[0].space, "lr": LogUniform(1e-6, 3e-2)}
     with pytest.raises(TuningError, match="another search space"):
         check_existing(url, widened)
+
+
+def _tell_all(url, value):
+    for s in optuna.get_all_study_summaries(url, include_best_trial=False):
+        study = optuna.load_study(study_name=s.study_name, storage=url)
+        for t in study.get_trials(deepcopy=False):
+            if t.state.name == "RUNNING":
+                study.tell(t.number, value)
+
+
+def test_run_tuned_records_a_study_that_found_nothing_as_skipped_cells(tmp_path, monkeypatch,
+                                                                       capsys):
+    """A study none of whose trials trained on every seed is a result of the protocol ("no
+    configuration in the space trained"): each of its cells is recorded as skipped with the
+    reason, the other studies' cells run, and the command succeeds (before: exit 2 for the
+    whole command, which stopped the ablation re-run's run stage at its first variant)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    url = storage_url(tmp_path / "results" / "studies.sqlite")
+    open_studies(url, prepare(["bp"], ["poisson-2body-v1"], [3], TINY))
+    _tell_all(url, 0.5)
+    open_studies(url, prepare(["zo"], ["poisson-2body-v1"], [3], TINY))
+    _tell_all(url, math.inf)  # every zo trial diverged on some seed
+    assert main(["run", "--tuned", str(tmp_path / "results" / "studies.sqlite"), "--seeds",
+                 "0..1", "--steps", "2", "--threads", "1", "--no-report", "--quiet"]) == 0
+    assert "no trial with a finite objective" in capsys.readouterr().err
+    df = load_results("results/pinnbench.sqlite")
+    assert sorted(df["solver_name"]) == ["bp", "bp", "zo", "zo"]
+    zo = df[df["solver_name"] == "zo"]
+    assert set(zo["status"]) == {"skipped"} and (zo["steps_done"] == 0).all()
+    assert all("no trial with a finite objective" in m and "not run" in m for m in zo["message"])
+    assert all(p["tuned_study"].startswith("zo:") for p in zo["provenance"])
+    assert set(df[df["solver_name"] == "bp"]["status"]) == {"ok"}
+    # the same command resuming its run: every cell is done, skipped ones included
+    assert main(["run", "--tuned", str(tmp_path / "results" / "studies.sqlite"), "--seeds",
+                 "0..1", "--steps", "2", "--threads", "1", "--no-report", "--quiet",
+                 "--resume", "latest"]) == 0
+    assert len(load_results("results/pinnbench.sqlite")) == 4

@@ -20,6 +20,9 @@ Keys and defaults: ``DEFAULTS``; the keys in ``IDENTITY_KEYS`` define the cell a
 - ``tuned_study`` / ``tuning_trial``: marks, copied to the provenance, of a cell that runs a
   study's chosen configuration (``pinnbench run --tuned``: the study's name) or one trial of a
   study (``pinnbench tune``: ``"<study name>#<trial number>"``); they change nothing it does.
+- ``untuned``: why a ``run --tuned`` cell has no configuration to run (its study has no trial
+  that trained on every seed); the plan stores it ``skipped`` with that reason, unrun. Not part
+  of the identity.
 - ``tf32``: allow TensorFloat-32 matmuls and convolutions (CUDA cells only; a CPU cell with it
   is refused). It changes the numbers, so it is part of the identity, but only when true: the
   ids of cells without it are those they always had.
@@ -82,6 +85,7 @@ class CellSpec:
     validation: bool = False
     tuned_study: str | None = None
     tuning_trial: str | None = None
+    untuned: str | None = None
     ranks: int = 1
     #: filled by validation from ``solver``
     solver_name: str = ""
@@ -157,7 +161,7 @@ def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if out["memory_limit_bytes"] is not None and out["device"] != "cpu":
         raise ValueError("memory_limit_bytes (--memory-limit, RLIMIT_AS) works for CPU cells "
                          f"only, not device {out['device']!r}")
-    for key in ("tuned_study", "tuning_trial"):
+    for key in ("tuned_study", "tuning_trial", "untuned"):
         if out[key] is not None and not isinstance(out[key], str):
             raise ValueError(f"{key} must be a string or None, got {out[key]!r}")
     for key in ("diagnostics", "tf32", "validation"):

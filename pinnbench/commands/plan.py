@@ -366,6 +366,8 @@ def estimate(spec: dict[str, Any], calibration: Calibration | None, past: Histor
 def decide(spec: dict[str, Any], est: Estimate, free_bytes: int | None,
            baseline_bytes: int) -> tuple[str, str]:
     """(action, reason) for one cell: see the module docstring."""
+    if spec.get("untuned"):  # run --tuned: its study chose nothing, so nothing is run
+        return "skip", spec["untuned"]
     limit = spec.get("memory_limit_bytes")
     peak = est.peak_bytes
     on_gpu = str(spec["device"]).startswith("cuda")
@@ -399,7 +401,7 @@ def make_plan(cells: list[dict[str, Any]], *, free_bytes: int | None, baseline_b
         return past.get(history_key(c, c.get("threads")))
 
     if calibrations is None:
-        need = [c for c in cells if past_of(c) is None]
+        need = [c for c in cells if past_of(c) is None and not c.get("untuned")]
         limits = [c["timeout_s"] for c in need if c.get("timeout_s")]
         timeout = min([CALIBRATION_TIMEOUT_S, *limits])  # a step slower than that: not here
         options = {"measure": measure} if measure is not None else {"timeout_s": timeout}
@@ -420,6 +422,9 @@ def skipped_row(spec: dict[str, Any], reason: str) -> dict[str, Any]:
     row = base_row(spec)
     row["status"] = "skipped"
     row["message"] = f"plan: {reason}"
+    for key in ("tuned_study", "tuning_trial"):  # the marks a run cell's provenance carries
+        if spec.get(key):
+            row["provenance"][key] = spec[key]
     row["started_at"] = row["finished_at"] = now_iso()
     row["steps_done"] = 0
     return row

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -311,6 +312,7 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
     except (ValueError, TypeError) as exc:
         raise _usage(str(exc)) from None
     keyed: list[tuple[Any, str]] = []
+    untuned: dict[str, str] = {}  # study name -> why nothing runs (no trial trained)
     for solver in want_solvers:
         for problem in want_problems:
             for dim in want_dims:
@@ -323,6 +325,15 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
                     raise _usage(f"--tuned: {len(found)} studies for {solver} on {problem} at "
                                  f"d = {dim} ({', '.join(s.name for s in found)}); give one "
                                  "study name")
+                if found[0].best is None:  # a result of the protocol, recorded as such
+                    try:
+                        found[0].chosen_spec(config.steps)
+                    except TuningError as exc:
+                        untuned[found[0].name] = f"not run: {exc}"
+                        print(f"warning: --tuned: {exc}; its cells are stored as skipped",
+                              file=sys.stderr)
+                    keyed.append((found[0], found[0].solver))
+                    continue
                 try:
                     keyed.append((found[0], found[0].chosen_spec(config.steps)))
                 except (TuningError, ValueError) as exc:
@@ -337,7 +348,8 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
                       width=args.width or study.protocol["width"],
                       depth=args.depth or study.protocol["depth"])
         try:
-            cells += [CellSpec.from_dict({**c, "tuned_study": study.name}).to_dict()
+            cells += [CellSpec.from_dict({**c, "tuned_study": study.name,
+                                          "untuned": untuned.get(study.name)}).to_dict()
                       for c in plan(one, command=command)]
         except (ValueError, TypeError) as exc:
             raise _usage(str(exc)) from None
