@@ -32,11 +32,13 @@ def _counts(solver: str, dim: int) -> dict:
 
 
 class StepOps:
-    """The counts of one step after one warm-up step, each solver at each d of the profile."""
+    """The counts of one stationary step (after the solver's ``steady_state_steps``), each
+    solver at each d of the profile (v2: v1 counted after one warm-up step, before sdze's
+    momentum had more than one term)."""
 
     params = (SOLVERS, DIMS)
     param_names = ["solver", "dim"]
-    version = "step-ops-v1"
+    version = "step-ops-v2"
     unit = "count"
     timeout = 600
 
@@ -97,7 +99,7 @@ class SdzeQOps(StepOps):
     batch"): a change that makes a step's launches grow with q again shows here."""
 
     params = (SDZE_Q, DIMS)
-    version = "sdze-q-ops-v1"
+    version = "sdze-q-ops-v2"  # v2: counted at the stationary step (StepOps)
 
     def setup_cache(self):
         return {f"{s}@{d}": _counts(s, d) for s in SDZE_Q for d in DIMS}

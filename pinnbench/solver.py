@@ -370,6 +370,14 @@ class Solver:
         return n
 
     @property
+    def steady_state_steps(self) -> int:
+        """Steps after which a step's cost no longer changes (the state it reads and writes has
+        reached its stationary size): what a benchmark runs before it times or counts a step
+        (``python -m pinnbench.bench ops|solvers|roofline``). 1: the state exists after the
+        first step (Adam's moments, a dense momentum)."""
+        return 1
+
+    @property
     def lr_now(self) -> float:
         """The step size at step ``t``: ``lr`` decayed linearly over :attr:`decay_length` (if any)."""
         return step_size(self.params["lr"], self.decay_length, self.t)

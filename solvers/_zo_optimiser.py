@@ -12,6 +12,7 @@ Read next: :mod:`pinnbench.solvers._zo_step` (the step that calls this).
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -57,6 +58,13 @@ class QuotientScale:
 #: a weight matrix's momentum term of an old basis is dropped once beta^age falls below this
 #: (what is dropped is at most this fraction of that gradient estimate's total effect)
 MOMENTUM_DROP = 0.01
+
+
+def momentum_horizon(beta: float) -> int:
+    """How many low-rank momentum terms live at once: a term's weight beta^age falls below
+    :data:`MOMENTUM_DROP` at age ceil(log(DROP) / log(beta)) (44 at beta = 0.9), so that many
+    bases (ages 0..43) are kept and each regenerates its V at every update."""
+    return math.ceil(math.log(MOMENTUM_DROP) / math.log(beta))
 
 
 class HeavyBall:

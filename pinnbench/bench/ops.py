@@ -75,6 +75,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten
 
+from pinnbench.bench import WARM
+
 #: ATen ops that are matrix products (each one GEMM-like kernel)
 MATRIX_PRODUCTS = frozenset({"mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul", "linear",
                              "mv", "addmv", "dot", "vdot", "addr", "_addmm_activation",
@@ -302,9 +304,10 @@ def count(fn, w0: torch.Tensor, dim: int, by_site: bool = False) -> StepCounts:
 
 
 def count_step(solver: str, dim: int, problem: str = "poisson-2body-v1", width: int = 128,
-               depth: int = 3, warmup: int = 1, device: str = "cpu",
+               depth: int = 3, warmup: int | None = None, device: str = "cpu",
                by_site: bool = False) -> StepCounts | str:
-    """The counts of one step of ``solver`` at ``dim`` after ``warmup`` steps (seed 0), or the
+    """The counts of one step of ``solver`` at ``dim`` after ``warmup`` steps (default: the
+    solver's ``steady_state_steps``, where its step's cost is stationary) (seed 0), or the
     reason the solver skips the problem. On ``device="cuda"`` the same counts (the mode sees
     every op whatever its device; scripts/gpu-validate counts there, beside the step times)."""
     from pinnbench.bench.solvers import build
@@ -313,7 +316,7 @@ def count_step(solver: str, dim: int, problem: str = "poisson-2body-v1", width: 
                                   solver=solver, device=device))
     if why:
         return why
-    for _ in range(warmup):
+    for _ in range(s.steady_state_steps if warmup is None else warmup):
         s.step()
     return count(s.step, model.params[0], dim, by_site)
 
@@ -363,7 +366,7 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     from pinnbench.maths import fused
 
-    print(f"# ops of one step after 1 warm-up: {args.problem}, MLP {args.width}x{args.depth} "
+    print(f"# ops of one step after {WARM}: {args.problem}, MLP {args.width}x{args.depth} "
           f"tanh, seed 0, CPU; W0 sweeps and d-traffic in units of W0's bytes; closed forms "
           f"compiled at d >= {fused.MIN_COLUMNS} unless {fused.ENV}=0 (setting now: "
           f"{fused._setting()}), a compiled call counted as one op with its inputs and outputs")
