@@ -13,6 +13,7 @@ Read next: :mod:`pinnbench.solvers._zo_step` (the step that calls this).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -77,9 +78,11 @@ class HeavyBall:
     itself is regenerable from its seed; U_e is m x r), so the momentum **survives a basis
     refresh**: when the basis changes, a new term starts and the old ones decay by beta per step.
     A term is dropped once beta^age < :data:`MOMENTUM_DROP` (44 steps at beta = 0.9): state
-    O(horizon x (m r + r^2)) per matrix, independent of the input dimension; the update
-    regenerates V_e once per live term (the cost of momentum with a short refresh period) and
-    passes over the matrix once (:func:`add_lowrank_sum_`).
+    O(horizon x (m r + r^2)) per matrix, independent of the input dimension, stacked
+    (:class:`LowRankTerms`: one op scales every A_e, one batched product forms every U_e A_e);
+    the update regenerates V_e once per live term (the cost of momentum with a short refresh
+    period: :func:`momentum_horizon` terms at refresh 1), but keeps the V_e of a small matrix,
+    and passes over the matrix once (:func:`add_lowrank_sum_`).
     We chose this over re-projecting m onto the new basis because two independent random
     r-dimensional bases of R^n are nearly orthogonal: the projection would keep ~r/n of m, i.e.
     reset it."""
@@ -87,42 +90,113 @@ class HeavyBall:
     def __init__(self, beta: float) -> None:
         self.beta = beta
         self.dense: dict[int, Tensor] = {}
-        self.lowrank: dict[int, list[list]] = {}  # i -> [[basis, A (r x r), beta^age], ...]
+        self.lowrank: dict[int, LowRankTerms] = {}
 
-    def dense_step(self, i: int, g: Tensor) -> Tensor:
-        m = self.dense.get(i)
-        m = g if m is None else m.mul_(self.beta).add_(g)
-        self.dense[i] = m
-        return m
-
-    def lowrank_step(self, i: int, basis, g: Tensor) -> list[list]:
-        """Add the r x r coordinates ``g`` (in ``basis``) to parameter i's momentum; returns the
-        live [basis, A, weight] terms, whose sum of U A V^T is the momentum."""
-        terms = self.lowrank.setdefault(i, [])
-        for term in terms:
-            term[1] = term[1] * self.beta
-            term[2] *= self.beta
-        terms[:] = [term for term in terms if term[2] >= MOMENTUM_DROP]
-        if terms and terms[-1][0] is basis:
-            terms[-1][1] = terms[-1][1] + g
-            terms[-1][2] = 1.0
+    def dense_steps(self, idx: Sequence[int], gs: Sequence[Tensor]) -> list[Tensor]:
+        """m_i <- beta m_i + g_i for the dense parameters ``idx`` (m_i = g_i at the first step),
+        as two multi-tensor ops; returns the m_i."""
+        ms = [self.dense.get(i) for i in idx]
+        if any(m is None for m in ms):
+            ms = [g if m is None else m.mul_(self.beta).add_(g) for m, g in zip(ms, gs)]
         else:
-            terms.append([basis, g.clone(), 1.0])
-        return terms
+            torch._foreach_mul_(ms, self.beta)
+            torch._foreach_add_(ms, gs)
+        self.dense.update(zip(idx, ms))
+        return ms
+
+    def lowrank_step(self, i: int, basis, g: Tensor) -> "LowRankTerms":
+        """Add the r x r coordinates ``g`` (in ``basis``) to parameter i's momentum: every A_e
+        times beta (one op on the stack), the terms whose weight beta^age fell below
+        :data:`MOMENTUM_DROP` dropped (the oldest: a slice), then ``g`` added to the newest
+        term if its basis is ``basis``, else appended as a new term; returns the live terms,
+        whose sum of U_e A_e V_e^T is the momentum. The numbers of the term-by-term rule: the
+        same elementwise products and sums, in the same order."""
+        t = self.lowrank.get(i)
+        if t is None:
+            v = _kept_v(i, basis)
+            t = LowRankTerms([basis], g.unsqueeze(0).clone(), basis.u.unsqueeze(0), [1.0],
+                             None if v is None else v.unsqueeze(0))
+        else:
+            weights = [w * self.beta for w in t.weights]  # increasing: the oldest first
+            k = next((j for j, w in enumerate(weights) if w >= MOMENTUM_DROP), len(weights))
+            t = LowRankTerms(t.bases[k:], (t.a * self.beta)[k:], t.u[k:], weights[k:],
+                             None if t.v is None else t.v[k:])
+            if t.bases and t.bases[-1] is basis:
+                t.a[-1].add_(g)
+                t.weights[-1] = 1.0
+            else:
+                v = _kept_v(i, basis)
+                t = LowRankTerms(t.bases + [basis], torch.cat([t.a, g.unsqueeze(0)]),
+                                 torch.cat([t.u, basis.u.unsqueeze(0)]), t.weights + [1.0],
+                                 None if t.v is None or v is None
+                                 else torch.cat([t.v, v.unsqueeze(0)]))
+        self.lowrank[i] = t
+        return t
 
     def state_tensors(self) -> list[Tensor]:
-        return list(self.dense.values()) + [t[1] for ts in self.lowrank.values() for t in ts]
+        return list(self.dense.values()) + [x for t in self.lowrank.values()
+                                            for x in (t.a, t.u, t.v) if x is not None]
 
 
-def add_lowrank_sum_(w: Tensor, terms: Sequence[tuple[SubspaceBasis, Tensor]]) -> None:
+#: a hidden matrix (not W0, whose n is the input dimension) whose V (n x r) has at most this
+#: many numbers keeps each live term's V in its momentum instead of regenerating it at every
+#: update (44 launches a step for W1, W2 at the defaults; 44 x 65,536 numbers = 11.5 MB at most
+#: per matrix in float32). W0's V_e (d x r each, 2.4 W0 for 44 terms at r = 7 and width 128)
+#: are what the momentum must not hold: its state stays independent of d
+KEEP_V_NUMBERS = 2**16
+
+
+def _kept_v(i: int, basis: SubspaceBasis) -> Tensor | None:
+    """V of parameter i's basis, kept, for a small hidden matrix; None for W0 (i = 0) and big
+    ones. Only a V regenerated in one chunk is kept, so that its update is the same single
+    product as the regenerated one's (bit for bit)."""
+    from pinnbench.solvers import _zo_perturbations as perturbations
+
+    small = basis.n * basis.rank <= min(KEEP_V_NUMBERS, perturbations.CHUNK_ELEMENTS)
+    return basis.v_dense() if i > 0 and small and basis.plan is None else None
+
+
+@dataclass
+class LowRankTerms:
+    """The low-rank momentum of one weight matrix, sum_e U_e A_e V_e^T over its live bases
+    (oldest first), stacked so that a step's work on it is a few ops whatever the number E of
+    terms: ``a`` (E, r, r), ``u`` (E, m, r), ``weights`` beta^age of each term (the drop rule),
+    ``v`` (E, n, r) the kept V_e of a small matrix (:data:`KEEP_V_NUMBERS`), else None."""
+
+    bases: list
+    a: Tensor
+    u: Tensor
+    weights: list[float]
+    v: Tensor | None
+
+
+def add_momentum_(w: Tensor, t: LowRankTerms, lr: float) -> None:
+    """w -= lr sum_e U_e A_e V_e^T: every (-lr) U_e A_e in one batched product (one term: its
+    product, as without momentum), then one pass over w (:func:`add_lowrank_sum_`, or one
+    product with the kept V_e)."""
+    if len(t.bases) == 1:
+        add_lowrank_sum_(w, [(t.bases[0], (-lr) * (t.u[0] @ t.a[0]))])
+        return
+    e, m, r = t.u.shape
+    a_all = ((-lr) * torch.bmm(t.u, t.a)).transpose(0, 1).reshape(m, e * r)  # (m, E r)
+    if t.v is None:
+        add_lowrank_sum_(w, list(zip(t.bases, a_all.split(r, dim=1))), a_all)
+        return
+    w.addmm_(a_all, t.v.transpose(0, 1).reshape(t.v.shape[1], e * r).T)
+
+
+def add_lowrank_sum_(w: Tensor, terms: Sequence[tuple[SubspaceBasis, Tensor]],
+                     a_all: Tensor | None = None) -> None:
     """w += sum_e a_e V_e^T for (basis_e, a_e (m, r)) pairs of bases of w's shape and rank, in
     one pass over w: the V_e are regenerated in lockstep row chunks (same chunking for every
-    basis of a shape and rank) and their contributions summed before w is touched."""
+    basis of a shape and rank) and their contributions summed before w is touched. ``a_all``:
+    the a_e side by side, (m, E r), when the caller has them so."""
     if len(terms) == 1:
         basis, a = terms[0]
         basis.add_to_(w, a)
         return
-    a_all = torch.cat([a for _, a in terms], dim=1)  # (m, E r)
+    if a_all is None:
+        a_all = torch.cat([a for _, a in terms], dim=1)  # (m, E r)
     for chunks in zip(*[b.v_chunks() for b, _ in terms]):
         j0, j1 = chunks[0][0], chunks[0][1]
         v_all = torch.cat([c for _, _, c in chunks], dim=1)  # (j1 - j0, E r)
@@ -137,28 +211,40 @@ def descend(params: Sequence[Tensor], perturbations: Sequence[Perturbation],
     z_k; a full Gaussian z_i without momentum is added perturbation by perturbation (from its
     materialised tensor when the evaluations made one, else regenerated chunk by chunk)."""
     nq = len(perturbations)
-    steps = None  # -lr c_k / q, the factor of z_k in every dense parameter's update
-    for i, w in enumerate(params):
-        basis = perturbations[0].bases[i]
-        if basis is not None:
-            g = _sum(c * z.xis[i] for z, c in zip(perturbations, quotients)) / (nq * basis.rank)
-            terms = [[basis, g]] if momentum is None else momentum.lowrank_step(i, basis, g)
-            add_lowrank_sum_(w, [(b, (-lr) * (b.u @ a)) for b, a, *_ in terms])
-        elif momentum is None:
-            if steps is None:
-                steps = [-lr * c / nq for c in quotients]
+    bases = perturbations[0].bases
+    lowrank = [i for i, b in enumerate(bases) if b is not None]
+    dense = [i for i, b in enumerate(bases) if b is None]
+    if lowrank:  # every matrix's G at once: a multi-tensor op per perturbation, not per matrix
+        gs = torch._foreach_div(
+            _weighted_sums(([z.xis[i] for i in lowrank] for z in perturbations), quotients),
+            [float(nq * bases[i].rank) for i in lowrank])
+        for i, g in zip(lowrank, gs):
+            if momentum is None:
+                add_lowrank_sum_(params[i], [(bases[i], (-lr) * (bases[i].u @ g))])
+            else:
+                add_momentum_(params[i], momentum.lowrank_step(i, bases[i], g), lr)
+    if not dense:
+        return
+    if momentum is None:
+        steps = [-lr * c / nq for c in quotients]  # the factor of z_k in each dense update
+        for i in dense:
             for z, step in zip(perturbations, steps):
-                z.add_small_to_(i, w, step)
-        else:
-            g = _sum(c * z.dense(i) for z, c in zip(perturbations, quotients)) / nq
-            w.sub_(momentum.dense_step(i, g), alpha=lr)
+                z.add_small_to_(i, params[i], step)
+        return
+    # z_k of every dense parameter made (or drawn) one perturbation at a time: a full Gaussian
+    # W0 (subspace=false) is parameter-sized, so never q of them at once
+    gs = torch._foreach_div(_weighted_sums(([z.made(i) for i in dense] for z in perturbations),
+                                           quotients), float(nq))
+    torch._foreach_sub_([params[i] for i in dense], momentum.dense_steps(dense, gs), alpha=lr)
 
 
-def _sum(terms):
-    """t_1 + t_2 + ... in that order: ``sum()`` without its leading ``0 +`` (an op per call;
-    the same numbers)."""
-    it = iter(terms)
-    total = next(it)
-    for t in it:
-        total = total + t
+def _weighted_sums(lists, coeffs: Sequence[Tensor]) -> list[Tensor]:
+    """[c_1 t_{1,j} + c_2 t_{2,j} + ... for each j], summed in that order, for the lists
+    t_k = [t_{k,1}, t_{k,2}, ...] that ``lists`` yields one at a time: the numbers of
+    ``c_1 * t_1 + c_2 * t_2 + ...`` tensor by tensor (bit for bit), in two multi-tensor ops per
+    k whatever the number of tensors."""
+    it, cs = iter(lists), iter(coeffs)
+    total = torch._foreach_mul(next(it), next(cs))
+    for ts, c in zip(it, cs):
+        torch._foreach_add_(total, torch._foreach_mul(ts, c))
     return total

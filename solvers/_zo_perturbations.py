@@ -327,6 +327,12 @@ class Perturbation:
             z = self._small[i] = self.dense(i)
         return z
 
+    def made(self, i: int) -> Tensor:
+        """z_i: :meth:`small`'s tensor when the evaluations made one (no new draw), else
+        materialised anew and not kept (W0's full Gaussian z is parameter-sized)."""
+        z = self._small.get(i)
+        return self.dense(i) if z is None else z
+
     def add_small_to_(self, i: int, w: Tensor, alpha: float | Tensor) -> None:
         """w += alpha z_i for a full Gaussian z_i: from :meth:`small`'s tensor when the
         evaluations made it (the numbers of :meth:`GaussianMatrix.add_to_`: one chunk, as every

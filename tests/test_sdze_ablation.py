@@ -82,8 +82,8 @@ def test_weight_matrix_momentum_survives_refresh(refresh):
     assert lowrank == [0, 2]  # W0 and W1; the 1 x width output layer is dense
     for i in lowrank:
         terms = s._momentum.lowrank[i]
-        assert len(terms) == (2 if refresh == 1 else 1)
-        assert all(float(a.abs().sum()) > 0 for _, a, _ in terms)
+        assert len(terms.bases) == len(terms.a) == (2 if refresh == 1 else 1)
+        assert all(float(a.abs().sum()) > 0 for a in terms.a)
     dense = [i for i, b in enumerate(s.bases()) if b is None]
     assert sorted(s._momentum.dense) == dense
 
@@ -142,3 +142,42 @@ def test_lowrank_momentum_sum_in_one_chunked_pass(monkeypatch):
     want = w + sum(a @ b.v_dense().T for b, a in terms)
     opt.add_lowrank_sum_(w, terms)
     torch.testing.assert_close(w, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("refresh", [1, 3])
+@pytest.mark.parametrize("keep_v", [True, False])
+def test_stacked_lowrank_momentum_is_the_term_by_term_rule(monkeypatch, refresh, keep_v):
+    """The stacked momentum (one op scales every A_e, one batched product forms every U_e A_e,
+    a small matrix's V_e kept) gives the numbers of the term-by-term rule it replaced, bit for
+    bit, over 60 steps: past the 44-term horizon (terms dropped), with a basis kept for
+    ``refresh`` steps (g added to the newest term), V kept or regenerated."""
+    import pinnbench.solvers._zo_optimiser as opt
+    import pinnbench.solvers._zo_perturbations as pt
+
+    if not keep_v:  # regenerated in chunks of 20 rows of V: several chunks
+        monkeypatch.setattr(pt, "CHUNK_ELEMENTS", 60)
+    beta, lr, m, n, r = 0.9, 0.05, 6, 50, 3
+    g = torch.Generator().manual_seed(1)
+    w_new = torch.randn(m, n, generator=g, dtype=torch.float64)
+    w_ref = w_new.clone()
+    heavy, ref_terms = opt.HeavyBall(beta), []
+    basis = None
+    for t in range(60):
+        if t % refresh == 0:
+            basis = pt.SubspaceBasis(m, n, r, seed=100 + t, dtype=torch.float64, device="cpu")
+        coords = torch.randn(r, r, generator=g, dtype=torch.float64)
+        opt.add_momentum_(w_new, heavy.lowrank_step(1, basis, coords), lr)  # a hidden matrix
+        # the rule as it was written term by term (before the stacking)
+        for term in ref_terms:
+            term[1] = term[1] * beta
+            term[2] *= beta
+        ref_terms[:] = [term for term in ref_terms if term[2] >= opt.MOMENTUM_DROP]
+        if ref_terms and ref_terms[-1][0] is basis:
+            ref_terms[-1][1] = ref_terms[-1][1] + coords
+            ref_terms[-1][2] = 1.0
+        else:
+            ref_terms.append([basis, coords.clone(), 1.0])
+        opt.add_lowrank_sum_(w_ref, [(b, (-lr) * (b.u @ a)) for b, a, _ in ref_terms])
+        assert torch.equal(w_new, w_ref), t
+    assert len(heavy.lowrank[1].bases) == len(ref_terms) == (44 if refresh == 1 else 15)
+    assert (heavy.lowrank[1].v is not None) == keep_v
