@@ -23,8 +23,11 @@ REFERENCE = "zo"
 
 
 def sdze_page(family: str) -> AblationPage:
+    # bp sits in the same table (issue 21, item 6), named by its estimator, seed-paired with
+    # the base at equal steps like every row
     return AblationPage(family=family, title="SDZE's claims", cells="zeroth-order",
-                        references=((REFERENCE, ("crns",)),), rank="rank", full="subspace")
+                        references=((REFERENCE, ("crns",)), (BACKPROP, ("estimator",))),
+                        rank="rank", full="subspace")
 
 
 def sdze_claims() -> tuple:

@@ -558,3 +558,30 @@ def test_variants_at_their_own_tuned_lr_are_read_by_their_design():
                 sum(err(f, v.dim, s) - err("sdze default", v.dim, s) for s in seeds) / len(seeds))
     row = next(r for r in ablation.variant_rows(vs) if r["factor"] == "crns=false")
     assert f"tuned lr={tuned_lr['crns=false']:g}" in row["spec"]
+
+
+def test_backprop_sits_in_the_variant_table_paired_with_the_base():
+    """Issue 21, item 6: "bp in the same table". bp's cells of the page's (problem, d) are a row
+    of the variant table, named by its estimator, seed-paired with the base at the step both
+    reached (before, bp entered only the claims, and the ablation README showed no bp row)."""
+    bp_err = {seed: 0.05 * (1 + seed) for seed in SEEDS}
+    extra = []
+    for dim in DIMS:
+        for seed in SEEDS:
+            row = base_row()
+            row.update(run_id="abl", cell_id=f"bp|{dim}|{seed}", problem=P, dim=dim, seed=seed,
+                       solver="bp[estimator=stde,lr=0.001]", solver_name="bp",
+                       solver_params={"estimator": "stde", "lr": 0.001}, device="cpu",
+                       steps_done=200, time_per_step_s=0.002, final_rel_l2=bp_err[seed],
+                       best_rel_l2=bp_err[seed], final_loss=1.0,
+                       curve=[{"step": 0, "time_s": 0.0, "loss": None, "rel_l2": 1.0},
+                              {"step": 200, "time_s": 0.4, "loss": 1.0, "rel_l2": bp_err[seed]}])
+            extra.append(row)
+    df = aggregate.prepare(make_rows(extra=extra))
+    got = [v for v in ablation.variants(df) if v.family == "bp"]
+    assert [(v.factor, v.dim) for v in got] == [("bp[estimator=stde]", d) for d in DIMS]
+    for v in got:
+        want = [bp_err[s] - err("sdze default", v.dim, s) for s in SEEDS]
+        assert v.paired is not None and v.paired.steps == (200,) * len(SEEDS)
+        assert v.paired.mean == pytest.approx(sum(want) / len(want))
+        assert v.paired.lower == len(SEEDS)
