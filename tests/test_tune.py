@@ -396,3 +396,22 @@ def test_run_tuned_records_a_study_that_found_nothing_as_skipped_cells(tmp_path,
                  "0..1", "--steps", "2", "--threads", "1", "--no-report", "--quiet",
                  "--resume", "latest"]) == 0
     assert len(load_results("results/pinnbench.sqlite")) == 4
+
+
+def test_a_cell_its_study_could_not_tune_shows_no_tuned_value():
+    """The report's design view reads a run --tuned cell's tuned values off its spec; a cell
+    stored unrun because its study chose nothing holds the solver's defaults, which must not
+    read as a choice ("tuned lr=0.00138" in a dry run of the ablation page)."""
+    import pandas as pd
+
+    from pinnbench.report.ablation import design_view
+
+    study = "sdze[normalize=false]:poisson-2body-v1:d=3:steps=3:seeds=0,1:qmc:mlp=8x1"
+    rows = [{"solver": "sdze[lr=0.00138,normalize=false]", "solver_name": "sdze",
+             "solver_params": {"lr": 0.00138, "normalize": False}, "status": status,
+             "message": message, "provenance": {"tuned_study": study}}
+            for status, message in (("skipped", f"plan: not run: study {study!r} has no trial"),
+                                    ("ok", ""))]
+    view = design_view(pd.DataFrame(rows))
+    assert list(view["tuned_params"]) == [{}, {"lr": 0.00138}]
+    assert set(view["solver"]) == {"sdze[normalize=false]"}

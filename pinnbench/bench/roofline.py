@@ -223,6 +223,8 @@ def _step_worker(spec: dict, report=None) -> dict:
     device = problem.device
     for _ in range(solver.steady_state_steps):  # compiles the closed forms at large d, and
         solver.step()  # fills sdze's low-rank momentum (a step's cost is stationary after it)
+    # on CUDA the warm-up's data intervals are settled here, not into the first timed step's
+    solver.settle_data_time()
     times, data_times = [], []
     for _ in range(spec["steps"]):
         d0 = solver.data_time_s

@@ -329,7 +329,9 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
                     try:
                         found[0].chosen_spec(config.steps)
                     except TuningError as exc:
-                        untuned[found[0].name] = f"not run: {exc}"
+                        from pinnbench.tuning.study import UNTUNED
+
+                        untuned[found[0].name] = f"{UNTUNED} {exc}"
                         print(f"warning: --tuned: {exc}; its cells are stored as skipped",
                               file=sys.stderr)
                     keyed.append((found[0], found[0].solver))

@@ -153,6 +153,11 @@ def study_name(spec: str, problem: str, dim: int, protocol: Protocol) -> str:
             f"mlp={protocol.width}x{protocol.depth}")
 
 
+#: how the message of a ``run --tuned`` cell whose study chose nothing begins (after the plan's
+#: ``plan:``): stored unrun, at the solver's defaults, which the report reads as no choice
+UNTUNED = "not run:"
+
+
 def tuned_spec(name: str) -> str:
     """The canonical spec a study tuned (its fixed parameters only), from the study's name
     (:func:`study_name` begins with it; solver names and spec values hold no ':')."""
