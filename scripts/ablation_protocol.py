@@ -54,6 +54,10 @@ FOURTH_ORDER = "biharmonic-clamped-2body-scaled-v1"
 COMPARATORS = ("zo[crns=true]", "bp")  # MeZO and backprop, beside the variants
 SWEEPS = ("rank", "refresh")  # sweeps get 3 seeds at d = 100; on/off switches 5
 TUNE = dict(trials=16, seeds=(0, 1), steps=500)  # the defaults study's protocol and budget
+#: a run cell's wall-clock limit: only a hang guard, since the budget is in steps (run's own
+#: 600 s default killed a 5000-step cell at load 8 after 2048 steps); 5000 steps at 1.4 s each,
+#: 20x sdze's step at d = 100 and width 32 on this CPU
+RUN_TIMEOUT_S = 7200
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
                 "--seeds", f"{min(TUNE['seeds'])}..{max(TUNE['seeds'])}",
                 "--steps", str(TUNE["steps"]), "--sampler", "qmc", "--study-store", studies,
                 *common])
+    run_limit = ["--timeout", str(RUN_TIMEOUT_S)]
     if args.stage in ("all", "run"):
         for problem, group in by_problem.items():
             # seeds 0..2 of every row, then 3..4 of the 5-seed rows: each command interleaves
@@ -130,13 +135,13 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
                 cmds.append([args.pinnbench, "run", "--tuned", studies, "--solvers", specs,
                              "--problems", problem, "--dims", "100", "--seeds", f"{lo}..{hi}",
                              "--steps", str(args.steps_100), "--diagnostics", "--no-report",
-                             *common])
+                             *run_limit, *common])
             if problem == PROBLEM:
                 specs = ",".join(dict.fromkeys(r.spec for r in group))
                 cmds.append([args.pinnbench, "run", "--tuned", studies, "--solvers", specs,
                              "--problems", problem, "--dims", "1000", "--seeds", "0..2",
                              "--steps", str(args.steps_1000), "--diagnostics", "--no-report",
-                             *common])
+                             *run_limit, *common])
     if args.stage in ("all", "report"):
         cmds.append([args.pinnbench, "report", "--store", store, "--all", "--out", args.page,
                      "--force"])

@@ -101,3 +101,14 @@ def test_a_rerun_resumes_each_run_command_instead_of_starting_it_again(script, t
     st.finish_run("R1", "2026-12-04T01:00:00+00:00", "finished")
     st.close()
     assert script.resumed(cmd, str(store)) is None  # done: nothing to run
+
+
+def test_a_run_cells_wall_clock_limit_is_only_a_hang_guard(script, capsys):
+    """The budget is in steps: run's 600 s default killed a 5000-step cell of the re-run at
+    load 8 after 2048 steps (recorded `timeout`, a row at unequal steps); every run command
+    now sets --timeout to the script's hang guard."""
+    assert script.main(["--dry-run"]) == 0
+    runs = [l.split() for l in capsys.readouterr().out.splitlines()
+            if len(l.split()) > 1 and l.split()[1] == "run"]
+    assert runs and all(l[l.index("--timeout") + 1] == str(script.RUN_TIMEOUT_S) for l in runs)
+    assert script.RUN_TIMEOUT_S >= 5000 * 1.4
