@@ -149,9 +149,11 @@ def _ablation_section(df, page, style, sections: list[dict], add, suffix: str) -
     from pinnbench.report import ablation
 
     abl = ablation.section(df, page)
-    # a run of one spec of the family (a plain d-sweep) has claims to check but nothing
-    # ablated: no variant table, no ablation figures, a section named for the claims
-    ablated = abl is not None and len({v["solver"] for v in abl["variants"]}) > 1
+    # a run of one spec of the family (a plain d-sweep, with bp or zo beside it) has claims to
+    # check but nothing ablated: no variant table, no ablation figures, a section named for the
+    # claims; the reference families (bp, zo) are rows of the table only beside an ablation
+    ablated = abl is not None and len({v["solver"] for v in abl["variants"]
+                                       if v["family"] == page.family}) > 1
     if abl is not None and not ablated:
         abl["variants"] = []
         sections.append({"title": abl["title"], "figures": [], "ablation": abl})

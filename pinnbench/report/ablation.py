@@ -701,7 +701,7 @@ def variant_rows(vs: list[Variant]) -> list[dict[str, Any]]:
         ok = v.err is not None
         rows.append({
             "problem": v.problem, "dim": v.dim, "factor": v.factor, "solver": v.solver,
-            "spec": nondefault_spec(v.solver) + "".join(
+            "family": v.family, "spec": nondefault_spec(v.solver) + "".join(
                 f" · tuned {k}={_fmt(t)}" for k, t in sorted(v.tuned.items())),
             "err": _sci(v.err.median) if ok else "–",
             "err_value": repr(v.err.median) if ok else "",
