@@ -139,6 +139,17 @@ def step_size(lr: float, decay_steps: int, t: int) -> float:
     return lr * max(0.0, 1.0 - t / decay_steps)
 
 
+def _coerced(param: Param, name: str, value: Any) -> Any:
+    """A :attr:`Solver.variant_defaults` value, checked and coerced as the parameter's own."""
+    return param.coerce(name, value)
+
+
+def _declaration(param: Param, name: str, search: Any) -> Any:
+    """A :attr:`Solver.variant_search` declaration, checked as the parameter's own."""
+    check_declaration(name, search, param.coerce)
+    return search
+
+
 class Solver:
     """Base class: subclasses set ``name`` and ``parameters`` and implement ``update()``."""
 
@@ -192,33 +203,42 @@ class Solver:
         defaults, then each :attr:`variant_defaults` entry whose conditions the parameters meet
         (``params``, else the declared defaults), less specific entries first, so that the most
         specific one wins (entries of equal specificity: in declaration order)."""
-        allowed = cls.all_parameters()
-        out = {k: p.default for k, p in allowed.items()}
-        seen = {**out, **params}
-        for conditions, values in cls._variants():
-            if all(seen.get(k) == v for k, v in conditions.items()):
-                out.update(values)
-        return out
-
-    @classmethod
-    def _variants(cls) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """:attr:`variant_defaults` parsed and checked, least specific first."""
-        allowed = cls.all_parameters()
-        parsed = []
-        for key, values in cls.variant_defaults.items():
-            try:
-                conditions = parse_spec(f"x[{key}]")[1]
-                conditions = {k: allowed[k].coerce(k, v) for k, v in conditions.items()}
-                values = {k: allowed[k].coerce(k, v) for k, v in values.items()}
-            except (KeyError, ValueError) as exc:
-                raise TypeError(f"solver {cls.name!r}: variant_defaults[{key!r}]: {exc}") from None
-            parsed.append((conditions, values))
+        out = {k: p.default for k, p in cls.all_parameters().items()}
+        parsed = cls._conditional("variant_defaults", _coerced)
         cond_keys = {k for c, _ in parsed for k in c}
         clash = sorted(cond_keys & {k for _, v in parsed for k in v})
         if clash:
             raise TypeError(f"solver {cls.name!r}: variant_defaults set {', '.join(clash)}, "
                             "which also select variants")
+        for values in cls._met(parsed, params):
+            out.update(values)
+        return out
+
+    @classmethod
+    def _conditional(cls, table: str, check: Callable) -> list[tuple[dict, dict]]:
+        """The class table ``table`` (:attr:`variant_defaults` or :attr:`variant_search`: a
+        spec body of conditions -> {parameter: value}) parsed: the conditions coerced, each value
+        passed through ``check(param, name, value)``, least specific entries first (equal
+        specificity: in declaration order). A bad entry is a TypeError naming it."""
+        allowed = cls.all_parameters()
+        parsed = []
+        for key, values in getattr(cls, table).items():
+            try:
+                conditions = {k: allowed[k].coerce(k, v)
+                              for k, v in parse_spec(f"x[{key}]")[1].items()}
+                values = {k: check(allowed[k], k, v) for k, v in values.items()}
+            except (KeyError, ValueError, TypeError) as exc:
+                raise TypeError(f"solver {cls.name!r}: {table}[{key!r}]: {exc}") from None
+            parsed.append((conditions, values))
         return sorted(parsed, key=lambda cv: len(cv[0]))
+
+    @classmethod
+    def _met(cls, parsed: list[tuple[dict, dict]], given: dict[str, Any]) -> list[dict]:
+        """The values of the entries of ``parsed`` whose conditions ``given`` (coerced values,
+        else the declared defaults) meet, in order."""
+        seen = {**{k: p.default for k, p in cls.all_parameters().items()}, **given}
+        return [values for conditions, values in parsed
+                if all(seen.get(k) == v for k, v in conditions.items())]
 
     @classmethod
     def search_space(cls, fixed=()) -> dict[str, Any]:
@@ -227,32 +247,11 @@ class Solver:
         is a dict of coerced values, each :attr:`variant_search` entry whose conditions they
         meet (with the declared defaults for the rest) replaces its parameters' declarations,
         more specific entries last, as :meth:`defaults_for` orders them."""
-        allowed = cls.all_parameters()
-        space = {k: p.search for k, p in allowed.items() if p.search is not None}
-        seen = {**{k: p.default for k, p in allowed.items()},
-                **(fixed if isinstance(fixed, dict) else {})}
-        for conditions, decls in cls._variant_searches():
-            if all(seen.get(k) == v for k, v in conditions.items()):
-                space.update(decls)
+        space = {k: p.search for k, p in cls.all_parameters().items() if p.search is not None}
+        for decls in cls._met(cls._conditional("variant_search", _declaration),
+                              fixed if isinstance(fixed, dict) else {}):
+            space.update(decls)
         return {k: v for k, v in sorted(space.items()) if k not in set(fixed)}
-
-    @classmethod
-    def _variant_searches(cls) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """:attr:`variant_search` parsed and checked as declarations, least specific first."""
-        allowed = cls.all_parameters()
-        parsed = []
-        for key, decls in cls.variant_search.items():
-            try:
-                conditions = parse_spec(f"x[{key}]")[1]
-                conditions = {k: allowed[k].coerce(k, v) for k, v in conditions.items()}
-                for k, decl in decls.items():
-                    if k not in allowed:
-                        raise KeyError(f"unknown parameter {k!r}")
-                    check_declaration(k, decl, allowed[k].coerce)
-            except (KeyError, ValueError, TypeError) as exc:
-                raise TypeError(f"solver {cls.name!r}: variant_search[{key!r}]: {exc}") from None
-            parsed.append((conditions, dict(decls)))
-        return sorted(parsed, key=lambda cd: len(cd[0]))
 
     @classmethod
     def ablation_variants(cls, given: dict[str, Any]) -> list["Solver"]:
