@@ -390,6 +390,7 @@ def test_run_tuned_records_a_study_that_found_nothing_as_skipped_cells(tmp_path,
     assert set(zo["status"]) == {"skipped"} and (zo["steps_done"] == 0).all()
     assert all("no trial with a finite objective" in m and "not run" in m for m in zo["message"])
     assert all(p["tuned_study"].startswith("zo:") for p in zo["provenance"])
+    assert all(p["untuned"] == m[len("plan: "):] for p, m in zip(zo["provenance"], zo["message"]))
     assert set(df[df["solver_name"] == "bp"]["status"]) == {"ok"}
     # the same command resuming its run: every cell is done, skipped ones included
     assert main(["run", "--tuned", str(tmp_path / "results" / "studies.sqlite"), "--seeds",
@@ -407,11 +408,13 @@ def test_a_cell_its_study_could_not_tune_shows_no_tuned_value():
     from pinnbench.report.ablation import design_view
 
     study = "sdze[normalize=false]:poisson-2body-v1:d=3:steps=3:seeds=0,1:qmc:mlp=8x1"
+    why = f"not run: study {study!r} has no trial"
     rows = [{"solver": "sdze[lr=0.00138,normalize=false]", "solver_name": "sdze",
              "solver_params": {"lr": 0.00138, "normalize": False}, "status": status,
-             "message": message, "provenance": {"tuned_study": study}}
-            for status, message in (("skipped", f"plan: not run: study {study!r} has no trial"),
-                                    ("ok", ""))]
+             "message": message, "provenance": provenance}
+            for status, message, provenance in (
+                ("skipped", f"plan: {why}", {"tuned_study": study, "untuned": why}),
+                ("ok", "", {"tuned_study": study}))]
     view = design_view(pd.DataFrame(rows))
     assert list(view["tuned_params"]) == [{}, {"lr": 0.00138}]
     assert set(view["solver"]) == {"sdze[normalize=false]"}

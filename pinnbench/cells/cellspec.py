@@ -21,8 +21,9 @@ Keys and defaults: ``DEFAULTS``; the keys in ``IDENTITY_KEYS`` define the cell a
   study's chosen configuration (``pinnbench run --tuned``: the study's name) or one trial of a
   study (``pinnbench tune``: ``"<study name>#<trial number>"``); they change nothing it does.
 - ``untuned``: why a ``run --tuned`` cell has no configuration to run (its study has no trial
-  that trained on every seed); the plan stores it ``skipped`` with that reason, unrun. Not part
-  of the identity.
+  that trained on every seed); the plan stores it ``skipped`` with that reason, unrun, the mark
+  in its provenance (the report reads its values as defaults, not a choice). Not part of the
+  identity.
 - ``tf32``: allow TensorFloat-32 matmuls and convolutions (CUDA cells only; a CPU cell with it
   is refused). It changes the numbers, so it is part of the identity, but only when true: the
   ids of cells without it are those they always had.
@@ -108,6 +109,15 @@ class CellSpec:
         return cell_id(self.to_dict())
 
 
+#: the marks a cell carries into its provenance (module docstring): they change nothing it does
+MARKS = ("tuned_study", "tuning_trial", "untuned")
+
+
+def provenance_marks(spec: dict[str, Any]) -> dict[str, str]:
+    """The :data:`MARKS` that ``spec`` sets, as its row's provenance records them."""
+    return {k: spec[k] for k in MARKS if spec.get(k)}
+
+
 #: the defaults of every optional field of a cell spec (from :class:`CellSpec`)
 DEFAULTS: dict[str, Any] = {
     f.name: (f.default if f.default is not MISSING else f.default_factory())
@@ -161,7 +171,7 @@ def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if out["memory_limit_bytes"] is not None and out["device"] != "cpu":
         raise ValueError("memory_limit_bytes (--memory-limit, RLIMIT_AS) works for CPU cells "
                          f"only, not device {out['device']!r}")
-    for key in ("tuned_study", "tuning_trial", "untuned"):
+    for key in MARKS:
         if out[key] is not None and not isinstance(out[key], str):
             raise ValueError(f"{key} must be a string or None, got {out[key]!r}")
     for key in ("diagnostics", "tf32", "validation"):

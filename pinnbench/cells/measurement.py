@@ -47,6 +47,7 @@ import torch
 from pinnbench.maths import fused
 from pinnbench import memory
 from pinnbench.judge import verdict
+from pinnbench.cells.cellspec import provenance_marks
 from pinnbench.cells.isolation import describe, is_oom
 from pinnbench.cells.loss_watch import LossWatch
 from pinnbench.cells.rows import base_row, now_iso
@@ -344,9 +345,7 @@ def _provenance(spec: dict[str, Any], device: torch.device, cuda_init_s: float |
     provenance["tf32"] = device.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)
     if spec.get("memory_limit_bytes"):
         provenance["memory_limit_bytes"] = spec["memory_limit_bytes"]
-    for key in ("tuned_study", "tuning_trial"):  # pinnbench tune / run --tuned (docs/tuning.md)
-        if spec.get(key):
-            provenance[key] = spec[key]
+    provenance.update(provenance_marks(spec))  # pinnbench tune / run --tuned (docs/tuning.md)
     return provenance
 
 

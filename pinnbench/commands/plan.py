@@ -417,14 +417,13 @@ def make_plan(cells: list[dict[str, Any]], *, free_bytes: int | None, baseline_b
 
 def skipped_row(spec: dict[str, Any], reason: str) -> dict[str, Any]:
     """The stored row of a cell the plan skips: status ``skipped``, the reason as message."""
+    from pinnbench.cells.cellspec import provenance_marks
     from pinnbench.cells.rows import base_row, now_iso
 
     row = base_row(spec)
     row["status"] = "skipped"
     row["message"] = f"plan: {reason}"
-    for key in ("tuned_study", "tuning_trial"):  # the marks a run cell's provenance carries
-        if spec.get(key):
-            row["provenance"][key] = spec[key]
+    row["provenance"].update(provenance_marks(spec))  # as a cell that ran records them
     row["started_at"] = row["finished_at"] = now_iso()
     row["steps_done"] = 0
     return row

@@ -325,15 +325,11 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
                     raise _usage(f"--tuned: {len(found)} studies for {solver} on {problem} at "
                                  f"d = {dim} ({', '.join(s.name for s in found)}); give one "
                                  "study name")
-                if found[0].best is None:  # a result of the protocol, recorded as such
-                    try:
-                        found[0].chosen_spec(config.steps)
-                    except TuningError as exc:
-                        from pinnbench.tuning.study import UNTUNED
-
-                        untuned[found[0].name] = f"{UNTUNED} {exc}"
-                        print(f"warning: --tuned: {exc}; its cells are stored as skipped",
-                              file=sys.stderr)
+                why = found[0].no_choice
+                if why:  # a result of the protocol, recorded as such
+                    untuned[found[0].name] = f"not run: {why}"
+                    print(f"warning: --tuned: {why}; its cells are stored as skipped",
+                          file=sys.stderr)
                     keyed.append((found[0], found[0].solver))
                     continue
                 try:

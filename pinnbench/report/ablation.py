@@ -116,7 +116,7 @@ def design_view(df: pd.DataFrame) -> pd.DataFrame:
     if "tuned_params" in df.columns:
         return df
     from pinnbench.solver import format_spec, parse_spec
-    from pinnbench.tuning.study import UNTUNED, tuned_spec
+    from pinnbench.tuning.study import tuned_spec
 
     df = df.copy()
     solvers, params, tuned = [], [], []
@@ -132,8 +132,8 @@ def design_view(df: pd.DataFrame) -> pd.DataFrame:
                                                         if k in fixed}))
         params.append({k: v for k, v in p.items() if k in fixed})
         # a cell whose study chose nothing was stored unrun: its values are defaults, not a choice
-        unrun = str(row.get("message") or "").startswith(f"plan: {UNTUNED}")
-        tuned.append({} if unrun else {k: v for k, v in p.items() if k not in fixed})
+        prov = row.get("provenance") if isinstance(row.get("provenance"), dict) else {}
+        tuned.append({} if prov.get("untuned") else {k: v for k, v in p.items() if k not in fixed})
     df["solver"], df["solver_params"], df["tuned_params"] = solvers, params, tuned
     return df
 

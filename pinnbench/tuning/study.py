@@ -153,11 +153,6 @@ def study_name(spec: str, problem: str, dim: int, protocol: Protocol) -> str:
             f"mlp={protocol.width}x{protocol.depth}")
 
 
-#: how the message of a ``run --tuned`` cell whose study chose nothing begins (after the plan's
-#: ``plan:``): stored unrun, at the solver's defaults, which the report reads as no choice
-UNTUNED = "not run:"
-
-
 def tuned_spec(name: str) -> str:
     """The canonical spec a study tuned (its fixed parameters only), from the study's name
     (:func:`study_name` begins with it; solver names and spec values hold no ':')."""
@@ -235,13 +230,18 @@ class StudySummary:
     def best(self) -> dict[str, Any] | None:
         return select(self.trials)
 
+    @property
+    def no_choice(self) -> str | None:
+        """Why the study chose no trial (None when it chose one)."""
+        if self.best is not None:
+            return None
+        return (f"study {self.name!r} has no trial with a finite objective ({self.n_complete} of "
+                f"{self.n_trials} trials done, none ok on every seed)")
+
     def chosen_spec(self, steps: int | None) -> str:
-        best = self.best
-        if best is None:
-            raise TuningError(f"study {self.name!r} has no trial with a finite objective "
-                              f"({self.n_complete} of {self.n_trials} trials done, none ok on "
-                              "every seed); nothing to run")
-        return trial_spec(self.solver, best["params"], steps)
+        if self.no_choice:
+            raise TuningError(f"{self.no_choice}; nothing to run")
+        return trial_spec(self.solver, self.best["params"], steps)
 
 
 def summarize(storage) -> list[StudySummary]:
