@@ -158,12 +158,13 @@ def resumed(cmd: list[str], store: str) -> list[str] | None:
     the command line it recorded) finished is done (None); one whose run was interrupted
     resumes it (``--resume RUN_ID``: only its cells without a done row run); a new one, and
     every ``tune`` command (a tune resumes its studies by itself), runs as it is."""
-    import shlex
     import sqlite3
+
+    from pinnbench.commands.run_lifecycle import command_line
 
     if len(cmd) < 2 or cmd[1] != "run" or not Path(store).is_file():
         return cmd
-    recorded = "pinnbench " + " ".join(shlex.quote(a) for a in cmd[1:])
+    recorded = command_line(cmd[1:])
     with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as con:
         runs = con.execute("SELECT run_id, status FROM runs WHERE command = ? ORDER BY "
                            "started_at", (recorded,)).fetchall()

@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from pinnbench.solvers import _zo_perturbations
 from pinnbench.solvers._zo_perturbations import Perturbation, SubspaceBasis
 
 #: the running mean's decay of :class:`QuotientScale` (Adam's beta2)
@@ -150,9 +151,7 @@ def _kept_v(i: int, basis: SubspaceBasis) -> Tensor | None:
     """V of parameter i's basis, kept, for a small hidden matrix; None for W0 (i = 0) and big
     ones. Only a V regenerated in one chunk is kept, so that its update is the same single
     product as the regenerated one's (bit for bit)."""
-    from pinnbench.solvers import _zo_perturbations as perturbations
-
-    small = basis.n * basis.rank <= min(KEEP_V_NUMBERS, perturbations.CHUNK_ELEMENTS)
+    small = basis.n * basis.rank <= min(KEEP_V_NUMBERS, _zo_perturbations.CHUNK_ELEMENTS)
     return basis.v_dense() if i > 0 and small and basis.plan is None else None
 
 

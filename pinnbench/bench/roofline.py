@@ -273,7 +273,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--points", type=int, default=100, help="n, unless a spec gives points=")
     ap.add_argument("--probes", type=int, default=16, help="V, unless a spec gives probes=")
-    ap.add_argument("--steps", type=int, default=3, help="timed steps after the solver's warm-up (Solver.steady_state_steps)")
+    ap.add_argument("--steps", type=int, default=3,
+                    help="timed steps after the solver's warm-up (Solver.steady_state_steps)")
     ap.add_argument("--repeats", type=int, default=5, help="timed GEMMs and copies (median)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>: where the GEMMs, "

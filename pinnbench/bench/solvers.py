@@ -107,7 +107,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--points", type=int, default=100)
-    ap.add_argument("--steps", type=int, default=3, help="timed steps after the solver's warm-up (Solver.steady_state_steps)")
+    ap.add_argument("--steps", type=int, default=3,
+                    help="timed steps after the solver's warm-up (Solver.steady_state_steps)")
     ap.add_argument("--problem", default="poisson-2body-v1")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--mem-limit-gb", type=float, default=20.0,

@@ -89,15 +89,13 @@ def check_existing(storage, plan: TunePlan) -> None:
             continue
         have = s.user_attrs.get("protocol")
         if have != want:
-            diff = sorted(k for k in set(want) | set(have or {})
-                          if (have or {}).get(k) != want.get(k))
             raise TuningError(f"study {sp.name!r} exists with another protocol (differing: "
-                              f"{', '.join(diff)}); use another --study-store")
+                              f"{', '.join(_differing(have or {}, want))}); use another "
+                              "--study-store")
         space = {k: v.describe() for k, v in sp.space.items()}
         recorded = s.user_attrs.get("space")
         if recorded is not None and recorded != space:
-            diff = sorted(k for k in set(space) | set(recorded)
-                          if recorded.get(k) != space.get(k))
+            diff = _differing(recorded, space)
             raise TuningError(
                 f"study {sp.name!r} exists with another search space ("
                 + "; ".join(f"{k}: {recorded.get(k, 'not searched')} recorded, "
@@ -107,6 +105,11 @@ def check_existing(storage, plan: TunePlan) -> None:
             raise TuningError(f"study {sp.name!r} already has {s.n_trials} trials, more than "
                               f"--trials {plan.protocol.trials}; give --trials {s.n_trials} or "
                               "more")
+
+
+def _differing(a: dict, b: dict) -> list[str]:
+    """The keys whose values differ between ``a`` and ``b`` (a missing key counts), sorted."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def open_studies(storage, plan: TunePlan) -> dict[str, Any]:
