@@ -24,7 +24,8 @@ def _table(rows: list[dict]) -> list[str]:
            "at step |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['factor']} | `{r['spec']}` | {r['seeds']} | {r['err']} {r['range']} | "
+        note = f" ({r['note']})" if r.get("note") else ""
+        out.append(f"| {r['factor']}{note} | `{r['spec']}` | {r['seeds']} | {r['err']} {r['range']} | "
                    f"{r['below_const']} / {r['below_affine']} | {r['diff']} {r['diff_ci']} | "
                    f"{r['pairs']} | {r['pair_steps']} |")
     return out

@@ -585,3 +585,47 @@ def test_backprop_sits_in_the_variant_table_paired_with_the_base():
         assert v.paired is not None and v.paired.steps == (200,) * len(SEEDS)
         assert v.paired.mean == pytest.approx(sum(want) / len(want))
         assert v.paired.lower == len(SEEDS)
+
+
+def test_a_variant_with_the_same_numbers_as_another_row_is_marked_so():
+    """At width 32 the re-run's rank=32 row gave every number of subspace=false (no matrix is
+    thicker than rank 32, so both draw full Gaussian directions from the same seeds): two rows
+    that are one computation are one piece of evidence, and the table must say so instead of
+    showing them as two comparisons that agree."""
+    df = make_rows()
+    same = df["cell_id"].str.startswith("rank=16|")
+    twin = df.loc[df["cell_id"].str.startswith("subspace=false|")].set_index(["dim", "seed"])
+    for i in df.index[same]:
+        key = (df.at[i, "dim"], df.at[i, "seed"])
+        for col in ("final_rel_l2", "final_loss", "curve"):
+            df.at[i, col] = twin.at[key, col]
+        df.at[i, "status"], df.at[i, "diagnostics"] = "ok", twin.at[key, "diagnostics"]
+    vs = ablation.variants(aggregate.prepare(df))
+    by = {(v.factor, v.dim): v for v in vs}
+    for dim in DIMS:
+        assert by[("rank=16", dim)].same_as == "subspace=false"
+        assert by[("subspace=false", dim)].same_as == "rank=16"  # each row names the other
+        assert by[("rank=4", dim)].same_as == ""
+    rows = {(r["factor"], r["dim"]): r for r in ablation.variant_rows(vs)}
+    assert "same numbers as subspace=false" in rows[("rank=16", 100)]["note"]
+    assert rows[("rank=4", 100)]["note"] == ""
+    # one seed apart is not the same computation
+    df.loc[same & (df["seed"] == 1), "final_rel_l2"] *= 1.0 + 1e-12
+    vs = ablation.variants(aggregate.prepare(df))
+    assert all(v.same_as == "" for v in vs)
+
+
+def test_faster_needs_both_contestants_tuned_by_one_protocol():
+    """The time-to-target claim compares two tuned contestants only when their studies share
+    the protocol (budget in steps, seeds, sampler, model): a study at 2000 steps beside one at
+    500 is two protocols. The evidence names the protocol once and each spec briefly, not the
+    studies' full names."""
+    s = (f"sdze[crns=true,rank=7]:{P}:d=1000:steps=500:seeds=0,1:qmc:mlp=32x3")
+    b = (f"bp[estimator=stde]:{P}:d=1000:steps=500:seeds=0,1:qmc:mlp=32x3")
+    c = _claim(_contest(tuned=(s, b)), FASTER_CLAIM)
+    assert c.verdict == "reproduced", c
+    assert "tuned by one protocol (steps=500, seeds=0,1, qmc, mlp=32x3)" in c.evidence
+    assert s not in c.evidence
+    c = _claim(_contest(tuned=(s, b.replace("steps=500", "steps=2000"))), FASTER_CLAIM)
+    assert c.verdict == "not measurable here (contestants not tuned by the same protocol)", c
+    assert "steps=2000" in c.evidence and "steps=500" in c.evidence

@@ -224,6 +224,10 @@ class Variant:
     family: str = ""
     #: the values a tuned study chose for these cells (lr, ...; {} when untuned)
     tuned: dict = field(default_factory=dict)
+    #: the factors of the other rows whose cells gave this row's numbers, seed by seed (one
+    #: computation under two names: e.g. rank = width, where no matrix gets a subspace, is
+    #: subspace=false), in table order; "" when none did
+    same_as: str = ""
 
 
 @dataclass(frozen=True)
@@ -308,9 +312,10 @@ def variants(df: pd.DataFrame, page: AblationPage | None = None) -> list[Variant
         return []
     base = base_spec(zo, page.family)
     base_params = _base_params(zo, base)
-    out = []
+    out, numbers = [], {}
     for (problem, dim, solver), g in zo.groupby(["problem", "dim", "solver"], sort=True):
         ok = g[g["status"] == "ok"]
+        numbers[(problem, int(dim), solver)] = _numbers(g)
         err = _finite(ok["final_rel_l2"])
         seeds = [verdict.judge_seed(r) for r in ok.to_dict("records")
                  if r["final_rel_l2"] is not None and np.isfinite(r["final_rel_l2"])]
@@ -338,7 +343,19 @@ def variants(df: pd.DataFrame, page: AblationPage | None = None) -> list[Variant
     default = default_factor(page)
     out.sort(key=lambda v: (v.problem, v.dim, 0 if v.factor == default
                             else 1 if v.family == page.family else 2, v.factor))
+    for i, v in enumerate(out):
+        mine = numbers[(v.problem, v.dim, v.solver)]
+        v.same_as = ", ".join(u.factor for j, u in enumerate(out) if mine and j != i and (
+            u.problem, u.dim) == (v.problem, v.dim) and numbers[(u.problem, u.dim, u.solver)]
+            == mine)
     return out
+
+
+def _numbers(g: pd.DataFrame) -> tuple:
+    """What a row's cells computed, seed by seed: (seed, status, final error, final loss) of each
+    cell, sorted; two rows with equal tuples ran one computation (floats compared exactly)."""
+    return tuple(sorted((int(r["seed"]), str(r["status"]), repr(r["final_rel_l2"]),
+                         repr(r["final_loss"])) for r in g.to_dict("records")))
 
 
 # ------------------------------------------------------------------------------- the claims
@@ -581,6 +598,7 @@ def _claim_faster(df: pd.DataFrame, page: AblationPage, base: str | None,
                   c: FasterThan) -> Claim:
     from pinnbench.judge.targets import summarise
     from pinnbench.report.protocol import fmt_time
+    from pinnbench.tuning.study import study_protocol
 
     contests, missing = _contests(df, page, base, c.comparator, c.claim, "curve time_s, floors")
     if missing is not None:
@@ -601,13 +619,22 @@ def _claim_faster(df: pd.DataFrame, page: AblationPage, base: str | None,
                      "floor_const_rel_l2")
     text = (f"median time to target, {default_factor(page)} vs {c.comparator}: "
             + "; ".join(parts))
+    source = "curve time_s, floors, provenance tuned_study"
     if None in studies:
         return Claim(c.claim, f"{NOT_MEASURABLE} (contestants not tuned by the same protocol)",
                      text + "; some cells did not run a configuration chosen by pinnbench tune "
-                     "(docs/tuning.md)", "curve time_s, floors, provenance tuned_study")
+                     "(docs/tuning.md)", source)
+    protocols = {study_protocol(s) for s in studies}
+    if None in protocols:  # names of another form: shown as they are
+        return Claim(c.claim, REPRODUCED if good else NOT_REPRODUCED,
+                     text + f"; tuned: {', '.join(sorted(studies))}", source)
+    if len({p for _, p in protocols}) > 1:
+        return Claim(c.claim, f"{NOT_MEASURABLE} (contestants not tuned by the same protocol)",
+                     text + "; tuned by different protocols: " + "; ".join(
+                         f"{nondefault_spec(s)} ({p})" for s, p in sorted(protocols)), source)
+    specs = ", ".join(sorted({nondefault_spec(s) for s, _ in protocols}))
     return Claim(c.claim, REPRODUCED if good else NOT_REPRODUCED,
-                 text + f"; tuned: {', '.join(sorted(studies))}",
-                 "curve time_s, floors, provenance tuned_study")
+                 text + f"; tuned by one protocol ({next(iter(protocols))[1]}): {specs}", source)
 
 
 def training_peak(row: dict[str, Any]) -> float | None:
@@ -715,6 +742,8 @@ def variant_rows(vs: list[Variant]) -> list[dict[str, Any]]:
             **{k: _g(v.ratios.get(k)) for k in RATIO_KEYS},
             "seeds": f"{v.n_ok}/{v.n_seeds} ok" + ("" if v.n_ok == v.n_seeds else " (" + ", ".join(
                 f"{k}: {n}" for k, n in sorted(v.statuses.items()) if k != "ok") + ")"),
+            "note": f"same numbers as {v.same_as}, seed by seed: one computation, not a second "
+                    "comparison" if v.same_as else "",
         })
     return rows
 

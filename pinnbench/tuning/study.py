@@ -153,6 +153,16 @@ def study_name(spec: str, problem: str, dim: int, protocol: Protocol) -> str:
             f"mlp={protocol.width}x{protocol.depth}")
 
 
+def study_protocol(name: str) -> tuple[str, str] | None:
+    """(the spec, the protocol: "steps=500, seeds=0,1, qmc, mlp=32x3") of a :func:`study_name`,
+    the parts that must agree for two tuned contestants to be compared; None for a name of
+    another form."""
+    parts = name.split(":")
+    if len(parts) != 7 or not parts[2].startswith("d=") or not parts[3].startswith("steps="):
+        return None
+    return parts[0], ", ".join(parts[3:])
+
+
 def tuned_spec(name: str) -> str:
     """The canonical spec a study tuned (its fixed parameters only), from the study's name
     (:func:`study_name` begins with it; solver names and spec values hold no ':')."""
