@@ -149,7 +149,7 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
         # report's tables of the runs (tuning trials are the study's, never results)
         cmds.append([sys.executable, str(Path(__file__).with_name("ablation_readme.py")), store,
                      "--preface", str(Path(args.page) / "PREFACE.md"), "--out",
-                     str(Path(args.page) / "README.md")])
+                     str(Path(args.page) / "README.md"), "--plan"])
     return cmds
 
 
@@ -173,14 +173,25 @@ def resumed(cmd: list[str], store: str) -> list[str] | None:
     return cmd + ["--resume", runs[-1][0]] if runs else cmd
 
 
+def planned_cells() -> dict[tuple[str, int], int]:
+    """The equal-step run cells of the plan per (problem, d): each row's seeds at d = 100, and
+    3 seeds of every row of PROBLEM at d = 1000."""
+    out: dict[tuple[str, int], int] = {}
+    for r in rows():
+        out[(r.problem, 100)] = out.get((r.problem, 100), 0) + r.seeds_100
+        if r.problem == PROBLEM:
+            out[(r.problem, 1000)] = out.get((r.problem, 1000), 0) + 3
+    return out
+
+
 def cell_counts() -> dict[str, int]:
     """Cells per stage: tuning (trials x seeds per row and d) and the equal-step runs."""
-    plan = rows()
-    tune = sum(TUNE["trials"] * len(TUNE["seeds"]) * (2 if r.problem == PROBLEM else 1)
-               for r in plan)  # PROBLEM at d = 100 and 1000, the fourth-order one at 100
-    run_100 = sum(r.seeds_100 for r in plan)
-    run_1000 = 3 * sum(r.problem == PROBLEM for r in plan)
-    return {"tune": tune, "run d=100": run_100, "run d=1000": run_1000}
+    runs = planned_cells()
+    trials = TUNE["trials"] * len(TUNE["seeds"])
+    plan = rows()  # every row is tuned at d = 100, PROBLEM's also at 1000
+    return {"tune": trials * (len(plan) + sum(r.problem == PROBLEM for r in plan)),
+            "run d=100": sum(n for (_, d), n in runs.items() if d == 100),
+            "run d=1000": sum(n for (_, d), n in runs.items() if d == 1000)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,13 +37,36 @@ def _commits(provenance) -> tuple[list[str], int]:
     return commits, sum(bool(p.get("git_dirty")) for p in provenance)
 
 
-def readme(store: str, preface: str, title: str) -> str:
+def _state(df, planned: dict[tuple[str, int], int]) -> list[str]:
+    """How much of the plan has run: the run cells in the store per (problem, d) against the
+    plan's, and 'incomplete' in words until every planned cell is in."""
+    have = df.groupby(["problem", "dim"]).size().to_dict() if len(df) else {}
+    done, total = sum(min(have.get(k, 0), n) for k, n in planned.items()), sum(planned.values())
+    out = ["## State", ""]
+    out.append(f"**Incomplete: {done} of {total} planned run cells are in the store.** The "
+               "tables below read those; a row's missing seeds have not run yet." if done < total
+               else f"Complete: all {total} planned run cells are in the store.")
+    out += ["", "| problem | d | run cells (of the plan) | statuses |", "|---|---|---|---|"]
+    for (problem, dim), n in planned.items():
+        got = df[(df["problem"] == problem) & (df["dim"] == dim)] if len(df) else df
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(
+            got["status"].value_counts().to_dict().items())) if len(got) else "–"
+        out.append(f"| {problem} | {dim} | {have.get((problem, dim), 0)} of {n} | {statuses} |")
+    return out + [""]
+
+
+def readme(store: str, preface: str, title: str,
+           planned: dict[tuple[str, int], int] | None = None) -> str:
+    """The page's README; ``planned``: the protocol's run cells per (problem, d), to state how
+    much of it the store holds (scripts/ablation_protocol.planned_cells)."""
     from pinnbench.cells.store import load_results
     from pinnbench.report import aggregate, select_runs
     from pinnbench.report.ablation import section
 
     df = aggregate.prepare(select_runs(load_results(store), all_runs=True))
     out = [f"# {title}", "", preface.strip(), ""]
+    if planned is not None:
+        out += _state(df, planned)
     sec = section(df) if len(df) else None
     if sec is None:
         return "\n".join(out + ["No ablation cell in this store yet.", ""])
@@ -73,12 +96,20 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--preface", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--title", default="SDZE ablation under the comparison protocol")
+    ap.add_argument("--plan", action="store_true",
+                    help="state how much of scripts/ablation_protocol.py's plan the store holds")
     args = ap.parse_args(argv)
     for path in (args.store, args.preface):
         if not Path(path).is_file():
             print(f"error: no such file: {path}", file=sys.stderr)
             return 2
-    text = readme(args.store, Path(args.preface).read_text(encoding="utf-8"), args.title)
+    planned = None
+    if args.plan:
+        from ablation_protocol import planned_cells
+
+        planned = planned_cells()
+    text = readme(args.store, Path(args.preface).read_text(encoding="utf-8"), args.title,
+                  planned)
     Path(args.out).write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
     return 0

@@ -72,3 +72,32 @@ def test_the_ablation_readme_puts_the_protocol_first_and_reads_the_runs(tmp_path
     assert "| crns=false |" in text and "+2.59e-01 [+8.89e-02, +3.48e-01]" in text
     assert "## Claims" in text and "commits recorded: 5392659, 5cedcbd, a86778e, b882f88, " \
         "d0b4872, f04ea32" in text
+
+
+def test_the_ablation_readme_states_how_much_of_the_plan_has_run(tmp_path):
+    """A page read before its runs are all in must say so before its tables: per problem and d,
+    the run cells in the store against the protocol's plan (scripts/ablation_protocol.py), and
+    'incomplete' in words; tuning trials are not runs and do not count."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from ablation_protocol import FOURTH_ORDER, PROBLEM, planned_cells
+        from ablation_readme import readme
+    finally:
+        sys.path.pop(0)
+    plan = planned_cells()
+    # the plan recomputed from its rows: 5 seeds for on/off rows, 3 for the sweeps, 3 at 1000
+    import ablation_protocol as ap
+    want_100 = sum(r.seeds_100 for r in ap.rows() if r.problem == PROBLEM)
+    assert plan == {(PROBLEM, 100): want_100,
+                    (PROBLEM, 1000): 3 * sum(r.problem == PROBLEM for r in ap.rows()),
+                    (FOURTH_ORDER, 100): sum(r.seeds_100 for r in ap.rows()
+                                             if r.problem == FOURTH_ORDER)}
+    store = _store(tmp_path / "s.sqlite", trials=4, runs=3)  # 3 runs at (PROBLEM, 100)
+    text = readme(str(store), "PREFACE", "T", planned=plan)
+    total = sum(plan.values())
+    assert f"| {PROBLEM} | 100 | 3 of {want_100} |" in text
+    assert f"| {FOURTH_ORDER} | 100 | 0 of {plan[(FOURTH_ORDER, 100)]} |" in text
+    assert f"**Incomplete: 3 of {total} planned run cells are in the store.**" in text
+    assert text.index("PREFACE") < text.index("Incomplete") < text.index("## Results")
+    # without a plan (another store), no state section
+    assert "Incomplete" not in readme(str(store), "PREFACE", "T")
