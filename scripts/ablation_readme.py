@@ -21,13 +21,13 @@ from pathlib import Path
 def _table(rows: list[dict]) -> list[str]:
     out = ["| factor (one changed) | spec | seeds | final rel L2, median [min, max] | below own "
            "constant / affine fit | paired difference to the base [95 % bootstrap] | pairs | "
-           "at step |",
-           "|---|---|---|---|---|---|---|---|"]
+           "at step | lowest on the curve (diagnostic) |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         note = f" ({r['note']})" if r.get("note") else ""
         out.append(f"| {r['factor']}{note} | `{r['spec']}` | {r['seeds']} | {r['err']} {r['range']} | "
                    f"{r['below_const']} / {r['below_affine']} | {r['diff']} {r['diff_ci']} | "
-                   f"{r['pairs']} | {r['pair_steps']} |")
+                   f"{r['pairs']} | {r['pair_steps']} | {r['lowest']} |")
     return out
 
 
@@ -75,7 +75,11 @@ def readme(store: str, preface: str, title: str,
             "the base is the mean over seeds of (variant - base) final error, paired by seed at "
             "the largest evaluated step both cells reached, with a paired bootstrap interval "
             f"({sec['resamples']} resamples, seed {sec['bootstrap_seed']}); a seed counts as "
-            "below a fit when its error is below its own seed's fit (docs/protocol.md).", ""]
+            "below a fit when its error is below its own seed's fit (docs/protocol.md). The "
+            "last column is a diagnostic of the curves' shape, not a result: the median over "
+            "seeds of each cell's lowest evaluated test error and of its step (chosen on the "
+            "test set, so never compared); a final error far above it means the error rose "
+            "after that step.", ""]
     rows = sec["variants"]
     for key in dict.fromkeys((r["problem"], r["dim"]) for r in rows):
         out += [f"### {key[0]}, d = {key[1]:,}", ""]

@@ -629,3 +629,22 @@ def test_faster_needs_both_contestants_tuned_by_one_protocol():
     c = _claim(_contest(tuned=(s, b.replace("steps=500", "steps=2000"))), FASTER_CLAIM)
     assert c.verdict == "not measurable here (contestants not tuned by the same protocol)", c
     assert "steps=2000" in c.evidence and "steps=500" in c.evidence
+
+
+def test_the_lowest_error_on_the_curve_is_a_labelled_diagnostic():
+    """Each row carries the median over seeds of its cells' lowest evaluated error and of that
+    step: where a final error is far above it, the error rose after that step (the re-run's sdze
+    rows reached their lowest near step 256 of 5000). Recomputed here from the cells."""
+    df = make_rows()
+    pick = df["cell_id"].str.startswith("rank=4|")
+    df.loc[pick, "best_rel_l2"] = 0.5 * df.loc[pick, "final_rel_l2"]
+    df.loc[pick, "best_step"] = 64 * (1 + df.loc[pick, "seed"])
+    vs = {(v.factor, v.dim): v for v in ablation.variants(aggregate.prepare(df))}
+    for dim in DIMS:
+        v = vs[("rank=4", dim)]
+        seeds = ok_seeds("rank=4", dim)
+        assert v.lowest == pytest.approx(sorted(0.5 * err("rank=4", dim, s) for s in seeds)[1])
+        assert v.lowest_step == 128.0
+    row = next(r for r in ablation.variant_rows(list(vs.values()))
+               if (r["factor"], r["dim"]) == ("rank=4", 100))
+    assert row["lowest"] == f"{0.5 * err('rank=4', 100, 1):.2e} at step 128"

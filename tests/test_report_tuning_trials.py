@@ -55,23 +55,48 @@ def test_a_store_of_trials_alone_is_a_clear_error(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def _ablation_store(path: Path) -> Path:
+    """tests/test_report_ablation.py's synthetic ablation cells (closed-form errors), in a store,
+    two of them from another commit."""
+    from test_report_ablation import make_rows
+
+    st = Store(path)
+    st.begin_run("abl", "pinnbench ablate sdze", "2026-12-04T00:00:00+00:00", [], {})
+    for i, row in enumerate(make_rows().to_dict("records")):
+        sha = ("1234567" if i < 2 else "707c647") + "0" * 33
+        row["provenance"] = {**(row.get("provenance") or {}), "git_sha": sha, "git_dirty": False}
+        st.write_row(row)
+    st.finish_run("abl", "2026-12-04T00:01:00+00:00", "finished")
+    st.close()
+    return path
+
+
 def test_the_ablation_readme_puts_the_protocol_first_and_reads_the_runs(tmp_path):
-    """scripts/ablation_readme.py on the committed issue-11 store: the preface before any table,
-    one row per variant and d with its paired difference, the claims, and the six commits that
-    store's cells recorded (the referee's complaint, now on the page)."""
+    """scripts/ablation_readme.py on a store of known cells: the preface before any table, one
+    row per variant and d with its seed-paired difference to the base (recomputed here from the
+    cells' closed-form errors), the claims, and the commits the cells recorded."""
+    from test_report_ablation import SEEDS, err, ok_seeds
+
     sys.path.insert(0, str(REPO / "scripts"))
     try:
         from ablation_readme import readme
     finally:
         sys.path.pop(0)
-    text = readme(str(REPO / "reports" / "ablation-sdze" / "ablation.sqlite"),
+    text = readme(str(_ablation_store(tmp_path / "a.sqlite")),
                   "PROTOCOL: equal steps, tuned lr per row.", "T")
     lines = text.splitlines()
     assert lines[:3] == ["# T", "", "PROTOCOL: equal steps, tuned lr per row."]
     assert text.index("PROTOCOL") < text.index("|")
-    assert "| crns=false |" in text and "+2.59e-01 [+8.89e-02, +3.48e-01]" in text
-    assert "## Claims" in text and "commits recorded: 5392659, 5cedcbd, a86778e, b882f88, " \
-        "d0b4872, f04ea32" in text
+    for dim in (100, 1000):
+        seeds = [s for s in SEEDS if s in ok_seeds("crns=false", dim)]
+        mean = sum(err("crns=false", dim, s) - err("sdze default", dim, s) for s in seeds) / len(
+            seeds)
+        (row,) = [ln for ln in text[text.index(f"d = {dim:,}"):].splitlines()
+                  if ln.startswith("| crns=false |")][:1]
+        assert f"{mean:+.2e}" in row and f"0 of {len(seeds)} lower" in row, row
+    assert "## Claims" in text
+    assert "commits recorded: 1234567, 707c647; cells from a tree with uncommitted changes: 0" \
+        in text
 
 
 def test_the_ablation_readme_states_how_much_of_the_plan_has_run(tmp_path):

@@ -224,6 +224,11 @@ class Variant:
     family: str = ""
     #: the values a tuned study chose for these cells (lr, ...; {} when untuned)
     tuned: dict = field(default_factory=dict)
+    #: the median over seeds of the lowest evaluated error along each cell's curve and of the
+    #: step where it was (a diagnostic of the curve's shape, chosen on the test set: never a
+    #: result; a final error far above it says the error rose after that step)
+    lowest: float | None = None
+    lowest_step: float | None = None
     #: the factors of the other rows whose cells gave this row's numbers, seed by seed (one
     #: computation under two names: e.g. rank = width, where no matrix gets a subspace, is
     #: subspace=false), in table order; "" when none did
@@ -328,6 +333,7 @@ def variants(df: pd.DataFrame, page: AblationPage | None = None) -> list[Variant
             factor=factor_name(page, name, params, base_params), n_seeds=len(g), n_ok=len(ok),
             err=LogStats.of(err), err_min=min(err) if err else None,
             err_max=max(err) if err else None,
+            lowest=_median(ok["best_rel_l2"]), lowest_step=_median(ok["best_step"]),
             ci_lo=min(_finite(ok["final_rel_l2_lo"]), default=None),
             ci_hi=max(_finite(ok["final_rel_l2_hi"]), default=None),
             below_const=sum(v.constant == "below" for v in seeds),
@@ -733,6 +739,8 @@ def variant_rows(vs: list[Variant]) -> list[dict[str, Any]]:
             "err": _sci(v.err.median) if ok else "–",
             "err_value": repr(v.err.median) if ok else "",
             "range": f"[{_sci(v.err_min)}, {_sci(v.err_max)}]" if ok else "",
+            "lowest": "–" if v.lowest is None else f"{_sci(v.lowest)} at step "
+                      f"{v.lowest_step:.0f}",
             "ci": f"[{_sci(v.ci_lo)}, {_sci(v.ci_hi)}]" if v.ci_lo is not None else "–",
             "below_const": f"{v.below_const}/{v.n_ok}",
             "below_affine": f"{v.below_affine}/{v.n_ok}",
