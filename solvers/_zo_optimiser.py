@@ -36,25 +36,27 @@ class QuotientScale:
     scale of the quotients makes ``lr`` the size of a step per unit of z, like Adam's lr (a
     scalar version of ZO-AdaMM, Chen et al., NeurIPS 2019), without any P-sized buffer.
 
-    The quotients are 0-d float64 tensors on the device (the solver reads nothing back during a
-    step), and so is v after the first call; every operation is the float64 one Python's floats
-    would do (the power by a tensor exponent, as C's ``pow``), so the numbers are those of the
-    same computation on Python floats, bit for bit."""
+    The quotients are a (q,) float64 tensor on the device (the solver reads nothing back during
+    a step), and v is a 0-d one after the first call; every operation is the float64 one Python's
+    floats would do (the sum of squares in order, as ``cumsum``'s last element on the CPU; the
+    power by a tensor exponent, as C's ``pow``), so the numbers are those of the same
+    computation on Python floats, bit for bit (tests/test_quotient_scale.py), in 14 ops
+    whatever q (the sum over a list of q 0-d tensors took 3q + 8)."""
 
     def __init__(self, beta2: float = NORM_DECAY) -> None:
         self.beta2 = beta2
         self.v = 0.0
         self.t = 0
 
-    def __call__(self, quotients: list[Tensor]) -> list[Tensor]:
-        mean_sq = sum(c * c for c in quotients) / len(quotients)
+    def __call__(self, quotients: Tensor) -> Tensor:
+        mean_sq = torch.cumsum(quotients * quotients, 0)[-1] / quotients.shape[0]
         self.v = self.beta2 * self.v + (1.0 - self.beta2) * mean_sq
         self.t += 1
         v_hat = self.v / (1.0 - self.beta2**self.t)
         # v_hat^(-1/2) where v_hat > 0, else 0 (then every quotient becomes 0 * c), no branch
         s = torch.where(v_hat > 0.0, torch.pow(v_hat, torch.full_like(v_hat, -0.5)),
                         torch.zeros_like(v_hat))
-        return [c * s for c in quotients]
+        return quotients * s
 
 
 #: a weight matrix's momentum term of an old basis is dropped once beta^age falls below this

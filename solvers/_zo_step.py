@@ -190,8 +190,8 @@ class ZerothOrderSolver(Solver):
             quotients, loss = self.quotients(step)
             if self._quotient_scale is not None:
                 quotients = self._quotient_scale(quotients)
-            descend(self.model.params, step.perturbations, quotients, self.lr_now,
-                    self._momentum)
+            descend(self.model.params, step.perturbations, list(quotients.unbind()),
+                    self.lr_now, self._momentum)
         finally:
             self.end_step(step)
         return loss  # a 0-d float64 tensor, not read back here
@@ -248,15 +248,15 @@ class ZerothOrderSolver(Solver):
         return step.sample
 
     @torch.no_grad()
-    def quotients(self, step: ZOStep) -> tuple[list[Tensor], Tensor]:
-        """(the q quotients c_k, the mean of the 2q losses), as 0-d float64 tensors on the
+    def quotients(self, step: ZOStep) -> tuple[Tensor, Tensor]:
+        """(the q quotients c_k, (q,), the mean of the 2q losses, 0-d), float64 tensors on the
         device: each loss converted exactly (the value ``float()`` would read), without reading
         it. (The float64 sum of the 2q float32 losses is exact unless they span more than 2^29,
         so the mean is that of the q pair means as well.)"""
         losses = self.pair_losses(step).detach().to(torch.float64)
         step.sample = None
         quotients = (losses[:, 0] - losses[:, 1]) / (2.0 * self.eps)
-        return list(quotients.unbind()), losses.mean()
+        return quotients, losses.mean()
 
     def difference_quotients(self, generator: torch.Generator) -> list[float]:
         """The q difference quotients [L(theta + eps z_k) - L(theta - eps z_k)] / (2 eps) of one
