@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 
+DEFAULT_TITLE = "SDZE ablation under the comparison protocol"
+
+
 def _table(rows: list[dict]) -> list[str]:
     out = ["| factor (one changed) | spec | seeds | final rel L2, median [min, max] | below own "
            "constant / affine fit | paired difference to the base [95 % bootstrap] | pairs | "
@@ -99,7 +102,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("store")
     ap.add_argument("--preface", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--title", default="SDZE ablation under the comparison protocol")
+    ap.add_argument("--title", default=DEFAULT_TITLE)
     ap.add_argument("--plan", action="store_true",
                     help="state how much of scripts/ablation_protocol.py's plan the store holds")
     args = ap.parse_args(argv)
