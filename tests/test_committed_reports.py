@@ -133,3 +133,32 @@ def test_the_third_gpu_run_is_recomputed_from_its_files():
         before = sweep[(solver, 10**7)]["peak_gpu_allocated_bytes"] / gib
         now = peaks[(solver, 10**7)]["peak_gpu_allocated_bytes"] / gib
         assert f"from {before:.1f} to" in readme and f"{now:.1f} GiB" in readme, (solver, before, now)
+
+
+def test_the_schedule_check_quoted_by_the_ablation_page_is_its_store():
+    """The ablation page's PREFACE quotes a side check of the lr schedule (three 2000-step cells
+    of the base sdze, reports/ablation-sdze/schedule-check.sqlite): each error at step 256 and at
+    the end, and the constant-lr cell's training loss, recomputed here from the curves."""
+    import json
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{FOLDER / 'schedule-check.sqlite'}?mode=ro", uri=True)
+    cells = {json.loads(p)["git_sha"][:7] + ":" + s.split("decay_steps=")[1].split(",")[0]:
+             json.loads(c) for s, c, p in con.execute(
+                 "SELECT solver, curve, provenance FROM results")}
+    con.close()
+    preface = " ".join((FOLDER / "PREFACE.md").read_text(encoding="utf-8").split())
+
+    def at(curve, step, key="rel_l2"):
+        (p,) = [p for p in curve if p["step"] == step]
+        return p[key]
+
+    assert set(cells) == {"6a92a14:0", "6a92a14:budget", "6a92a14:500"}
+    const, budget, short = (cells[f"6a92a14:{k}"] for k in ("0", "budget", "500"))
+    assert (f"with a constant lr the error goes from {at(const, 256):.3f} at step 256 to "
+            f"{at(const, 2000):.3f} at step 2000 (training loss {at(const, 256, 'loss'):.0f} to "
+            f"{at(const, 2000, 'loss'):.0f})") in preface
+    assert (f"decayed over the 2000 steps, from {at(budget, 256):.3f} to "
+            f"{at(budget, 2000):.3f}") in preface
+    assert f"(the tuning's schedule), from {at(short, 256):.3f} to {at(short, 2000):.3f}" \
+        in preface
