@@ -162,3 +162,6 @@ def test_the_schedule_check_quoted_by_the_ablation_page_is_its_store():
             f"{at(budget, 2000):.3f}") in preface
     assert f"(the tuning's schedule), from {at(short, 256):.3f} to {at(short, 2000):.3f}" \
         in preface
+    docs = " ".join((REPORTS.parent / "docs" / "tuning.md").read_text(encoding="utf-8").split())
+    assert (f"took the error from {at(const, 256):.3f} at step 256 to {at(const, 2000):.3f}; "
+            f"decayed over 500 steps it ended at {at(short, 2000):.3f}") in docs

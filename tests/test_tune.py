@@ -215,8 +215,10 @@ def test_tune_then_run_tuned(tmp_path, monkeypatch, capsys):
                       "--preface", "nope.md"]) == 2
     assert not (tmp_path / "q.md").exists()
 
+    capsys.readouterr()
     assert main(["run", "--tuned", "results/pinnbench.optuna.sqlite", "--seeds", "5",
                  "--steps", "2", "--threads", "1", "--no-report", "--quiet"]) == 0
+    assert "chose at" not in capsys.readouterr().err  # the studies' own budget: no warning
     runs = load_results("results/pinnbench.sqlite")
     tuned = runs[[p.get("tuned_study") == study.name for p in runs["provenance"]]]
     assert len(tuned) == 1
@@ -224,6 +226,12 @@ def test_tune_then_run_tuned(tmp_path, monkeypatch, capsys):
     assert row["seed"] == 5 and row["width"] == 8 and row["depth"] == 1
     # the chosen trial's parameters (the budget resolved to this run's steps), all else default
     assert row["solver"] == SOLVERS.get("bp")(**resolve(best["params"], 2)).spec
+    # at another budget the run says that the choice was made for the studies' (the ablation
+    # re-run's lrs, chosen at 500 steps, ran 5000: reports/ablation-sdze)
+    assert main(["run", "--tuned", "results/pinnbench.optuna.sqlite", "--seeds", "6",
+                 "--steps", "4", "--threads", "1", "--no-report", "--quiet"]) == 0
+    assert "warning: --tuned: the studies chose at 2 steps and this run takes 4" in \
+        capsys.readouterr().err
 
 
 def _untouched(tmp_path):

@@ -340,6 +340,13 @@ def tuned_cells(args, command: str) -> list[dict[str, Any]]:
         check_equal_protocol([s for s, _ in keyed])
     except TuningError as exc:
         raise _usage(f"--tuned: {exc}") from None
+    budgets = sorted({int(s.protocol["steps"]) for s, _ in keyed})
+    if budgets and budgets != [config.steps]:
+        this = (f"this run takes {config.steps}" if config.steps is not None
+                else "this run stops on a time budget")
+        print(f"warning: --tuned: the studies chose at {', '.join(map(str, budgets))} steps and "
+              f"{this}: a tuned lr is chosen for its budget's schedule (decay_steps=budget "
+              "stretches with the run; docs/tuning.md)", file=sys.stderr)
     cells: list[dict[str, Any]] = []
     for study, spec in keyed:
         one = replace(config, problems=[study.problem], solvers=[spec], dims=[study.dim],
