@@ -529,11 +529,10 @@ def test_pinnbench_ablate_sdze_end_to_end(tmp_path):
     assert any(p.name.startswith("ablation") for p in (out / "figures").iterdir())
 
 
-def test_variants_at_their_own_tuned_lr_are_read_by_their_design():
-    """scripts/ablation_protocol.py: each row ran at its own tuned lr, so the full specs differ
-    from the base in the factor *and* lr. The report reads each tuned cell by the spec its study
-    fixed (everything but lr): the base and the one-factor names are found as before, the
-    seed-paired differences are taken against the base, and the tuned lr is shown."""
+def _tuned_rows(per_dim: bool = False):
+    """make_rows' cells as scripts/ablation_protocol.py runs them: each factor at its own tuned
+    lr (``per_dim``: another one at d = 1000, as each d has its own study), its cells marked
+    with the study that fixed everything but lr. (lrs at d = 100, prepared frame)."""
     from pinnbench.solver import format_spec
 
     tuned_lr = {f: 10 ** (-2 - 0.25 * i) for i, f in enumerate(SPECS)}
@@ -541,11 +540,42 @@ def test_variants_at_their_own_tuned_lr_are_read_by_their_design():
     for r in rows:
         f = r["cell_id"].split("|")[0]
         fixed = {k: v for k, v in r["solver_params"].items() if k != "lr"}
-        r["solver_params"] = {**fixed, "lr": tuned_lr[f]}
+        lr = tuned_lr[f] * (2.0 if per_dim and r["dim"] == 1000 else 1.0)
+        r["solver_params"] = {**fixed, "lr": lr}
         r["solver"] = format_spec(r["solver_name"], r["solver_params"])
         r["provenance"] = {"tuned_study": f"{format_spec(r['solver_name'], fixed)}:{P}:"
                                           f"d={r['dim']}:steps=500:seeds=0,1:qmc:mlp=128x3"}
-    df = aggregate.prepare(pd.DataFrame(rows)[list(COLUMNS)])
+    return tuned_lr, aggregate.prepare(pd.DataFrame(rows)[list(COLUMNS)])
+
+
+def test_the_error_figure_names_tuned_rows_by_their_factor():
+    """The error-against-time figure's legend names each curve as the table does: by the one
+    factor it changes, not by its tuned lr (each row of the re-run has its own: the legend read
+    "crns=false,lr=0.00693" and "lr=0.0356,momentum=0" beside "sdze default")."""
+    import matplotlib.pyplot as plt
+
+    from pinnbench.report import figures
+
+    _, df = _tuned_rows(per_dim=True)
+    assert df["series"].nunique() == 2 * len(SPECS)  # one series per factor and d
+    fig = ablation.error_vs_time(df, figures.SeriesStyle(dict(zip(df["series"], df["label"]))))
+    try:
+        texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    finally:
+        plt.close(fig)
+    labels = set(texts)
+    assert set(SPECS) <= labels, labels
+    assert not any("lr=" in t for t in labels), labels
+    # one legend entry (and colour) per factor, though each ran at one lr per d (two series)
+    assert len(texts) == len(labels), texts
+
+
+def test_variants_at_their_own_tuned_lr_are_read_by_their_design():
+    """scripts/ablation_protocol.py: each row ran at its own tuned lr, so the full specs differ
+    from the base in the factor *and* lr. The report reads each tuned cell by the spec its study
+    fixed (everything but lr): the base and the one-factor names are found as before, the
+    seed-paired differences are taken against the base, and the tuned lr is shown."""
+    tuned_lr, df = _tuned_rows()
     vs = ablation.variants(df)
     assert {v.factor for v in vs} == set(SPECS)  # untuned names: the lr is not a factor
     for v in vs:

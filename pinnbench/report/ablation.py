@@ -880,9 +880,14 @@ def error_vs_time(df: pd.DataFrame, style, page: AblationPage | None = None):
     with plt.rc_context(theme()):
         fig, axes = plt.subplots(1, len(panels), figsize=(PANEL_W * 1.2 * len(panels),
                                                           PANEL_H * 1.2), squeeze=False)
-        base_params = _base_params(zo, base_spec(zo, page.family))
+        design = design_view(zo)  # named as the table names them: by factor, not tuned lr
+        base_params = _base_params(design, base_spec(design, page.family))
         label = {r.series: factor_name(page, r.solver_name, r.solver_params, base_params)
-                 for r in zo.itertuples(index=False)}
+                 for r in design.itertuples(index=False)}
+        # one colour per factor: a row's cells at two d ran at two tuned lrs (two series)
+        colour: dict[str, Any] = {}
+        for series in sorted(label):
+            colour.setdefault(label[series], style.color[series])
         used, any_bad = set(), False
         for ax, (problem, dim) in zip(axes[0], panels):
             g = zo[(zo["problem"] == problem) & (zo["dim"] == dim)]
@@ -893,10 +898,10 @@ def error_vs_time(df: pd.DataFrame, style, page: AblationPage | None = None):
                        and c.get("time_s") is not None]
                 if not pts:
                     continue
-                used.add(r.series)
+                used.add(label[r.series])
                 bad = r.status == "diverged"
                 any_bad |= bad
-                ax.plot([p for p, _ in pts], [e for _, e in pts], color=style.color[r.series],
+                ax.plot([p for p, _ in pts], [e for _, e in pts], color=colour[label[r.series]],
                         lw=0.9, alpha=0.75, ls="--" if bad else "-")
                 xs += [p for p, _ in pts]
                 if not bad:  # a diverged curve is drawn, clipped, and does not set the range
@@ -912,8 +917,7 @@ def error_vs_time(df: pd.DataFrame, style, page: AblationPage | None = None):
             ax.set_xlabel("wall time of training (s)")
             ax.set_ylabel("relative $L^2$ error")
             ax.set_title(f"{problem} · d = {dim:,}", fontsize=9)
-        handles = [Line2D([], [], color=style.color[s], lw=1.6, label=label[s])
-                   for s in sorted(used, key=lambda s: label[s])]
+        handles = [Line2D([], [], color=colour[f], lw=1.6, label=f) for f in sorted(used)]
         handles += [Line2D([], [], color="0.45", ls="--", label="constant fit A(x)·c"),
                     Line2D([], [], color="0.45", ls=":", label="affine fit A(x)·(a + b·x)")]
         if any_bad:
