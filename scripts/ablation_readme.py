@@ -58,6 +58,19 @@ def _state(df, planned: dict[tuple[str, int], int]) -> list[str]:
     return out + [""]
 
 
+def _in_words(rows: list[dict]) -> list[str]:
+    """The table's paired differences in words, grouped by what their intervals say
+    (pinnbench.report.ablation.paired_verdict): a difference inside the noise is said to be."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("paired_verdict"):
+            groups.setdefault(r["paired_verdict"], []).append(r["factor"])
+    if not groups:
+        return []
+    return ["In words, against the base at equal steps: " + "; ".join(
+        f"{verdict}: {', '.join(factors)}" for verdict, factors in groups.items()) + ".", ""]
+
+
 def readme(store: str, preface: str, title: str,
            planned: dict[tuple[str, int], int] | None = None) -> str:
     """The page's README; ``planned``: the protocol's run cells per (problem, d), to state how
@@ -86,7 +99,8 @@ def readme(store: str, preface: str, title: str,
     rows = sec["variants"]
     for key in dict.fromkeys((r["problem"], r["dim"]) for r in rows):
         out += [f"### {key[0]}, d = {key[1]:,}", ""]
-        out += _table([r for r in rows if (r["problem"], r["dim"]) == key]) + [""]
+        these = [r for r in rows if (r["problem"], r["dim"]) == key]
+        out += _table(these) + [""] + _in_words(these)
     out += ["## Claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
     out += [f"| {c.claim} | {c.verdict} | {c.evidence} |" for c in sec["claims"]] + [""]
     # the cells on the page (tuning trials left out by select_runs), decoded by prepare

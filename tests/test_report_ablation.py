@@ -678,3 +678,31 @@ def test_the_lowest_error_on_the_curve_is_a_labelled_diagnostic():
     row = next(r for r in ablation.variant_rows(list(vs.values()))
                if (r["factor"], r["dim"]) == ("rank=4", 100))
     assert row["lowest"] == f"{0.5 * err('rank=4', 100, 1):.2e} at step 128"
+
+
+def test_each_paired_difference_is_read_in_words():
+    """A difference whose 95 % interval holds 0 is 'within the noise', never a win or a loss; one
+    pair has no interval and says so (the brief: a result inside the noise is reported as such,
+    in words). Here the errors differ by a fixed factor per seed, so every interval of three
+    pairs excludes 0; a variant with the base's errors but one seed is within the noise."""
+    df = make_rows()
+    near = df["cell_id"].str.startswith("rank=4|")
+    base = df[df["cell_id"].str.startswith("sdze default|")].set_index(["dim", "seed"])
+    for i in df.index[near]:
+        b = base.at[(df.at[i, "dim"], df.at[i, "seed"]), "final_rel_l2"]
+        df.at[i, "final_rel_l2"] = b + (0.01 if df.at[i, "seed"] == 0 else -0.01)
+        df.at[i, "curve"] = [{"step": 0, "time_s": 0.0, "loss": None, "rel_l2": 1.0},
+                             {"step": 200, "time_s": 2.0, "loss": 1.0,
+                              "rel_l2": df.at[i, "final_rel_l2"]}]
+    one = df["cell_id"].str.startswith("subspace=false|") & (df["seed"] > 0)
+    df = df[~one]
+    vs = {(v.factor, v.dim): v for v in ablation.variants(aggregate.prepare(df))}
+    rows = {(r["factor"], r["dim"]): r for r in ablation.variant_rows(list(vs.values()))}
+    for dim in DIMS:
+        lo, hi = _bootstrap(list(vs[("rank=4", dim)].paired.diffs))
+        assert lo < 0 < hi
+        assert rows[("rank=4", dim)]["paired_verdict"] == "within the noise (its interval holds 0)"
+        assert rows[("crns=false", dim)]["paired_verdict"] == "higher than the base"
+        assert rows[("rank=16", dim)]["paired_verdict"] == "higher than the base"
+        assert rows[("subspace=false", dim)]["paired_verdict"] == "one pair: no interval"
+        assert rows[("sdze default", dim)]["paired_verdict"] == ""

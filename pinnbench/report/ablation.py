@@ -756,11 +756,27 @@ def variant_rows(vs: list[Variant]) -> list[dict[str, Any]]:
     return rows
 
 
+def paired_verdict(p: Paired | None) -> str:
+    """A seed-paired difference in words: lower or higher than the base only where its 95 %
+    interval excludes 0; "within the noise" where it holds 0; no verdict from one pair."""
+    if p is None:
+        return ""
+    if p.ci is None:
+        return "one pair: no interval"
+    if p.ci[1] < 0:
+        return "lower than the base"
+    if p.ci[0] > 0:
+        return "higher than the base"
+    return "within the noise (its interval holds 0)"
+
+
 def _paired_cells(p: Paired | None) -> dict[str, str]:
     if p is None:
-        return {"diff": "–", "diff_value": "", "diff_ci": "–", "pairs": "–", "pair_steps": "–"}
+        return {"diff": "–", "diff_value": "", "diff_ci": "–", "pairs": "–", "pair_steps": "–",
+                "paired_verdict": ""}
     lo, hi = min(p.steps), max(p.steps)
     return {"diff": f"{p.mean:+.2e}", "diff_value": repr(p.mean),
+            "paired_verdict": paired_verdict(p),
             "diff_ci": "–" if p.ci is None else f"[{p.ci[0]:+.2e}, {p.ci[1]:+.2e}]",
             "pairs": f"{p.lower} of {p.n} lower", "pair_steps": f"{lo}" if lo == hi
             else f"{lo}–{hi}"}
