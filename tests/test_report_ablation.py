@@ -171,10 +171,18 @@ def test_the_variant_table_holds_the_seed_aggregates(page):
             assert cells["diff"]["text"] == f"{mean:+.2e}"
             lo, hi = _bootstrap(diffs)
             assert cells["diff_ci"]["text"] == f"[{lo:+.2e}, {hi:+.2e}]"
+            assert cells["verdict"]["text"] == ("lower than the base" if hi < 0 else
+                                                "higher than the base" if lo > 0 else
+                                                "within the noise (its interval holds 0)")
             assert cells["pairs"]["text"] == f"{sum(d < 0 for d in diffs)} of {len(diffs)} lower"
             assert cells["pair_steps"]["text"] == "200"
         assert cells["time"]["text"] == f"{_mid([TIME[f] * (1 + 0.05 * s) for s in seeds]):.3g}"
         assert cells["steps"]["text"] == "200"
+        # the fixture's cells record their final error as their lowest, at step 1000: the
+        # arithmetic median over seeds of each (not a log-space one)
+        best = sorted(err(f, dim, s) for s in seeds)
+        best = best[len(best) // 2] if len(best) % 2 else (best[0] + best[1]) / 2
+        assert cells["lowest"]["text"] == f"{best:.2e} at step 1000"
         for key in ("ratio_step", "ratio_window", "ratio_held", "cos_held"):
             expect = sorted(ratios(f, s)[key] for s in seeds)
             median = expect[len(expect) // 2] if len(expect) % 2 else \
