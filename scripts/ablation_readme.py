@@ -23,7 +23,8 @@ DEFAULT_TITLE = "SDZE ablation under the comparison protocol"
 
 def _table(rows: list[dict]) -> list[str]:
     out = ["| factor (one changed) | spec | seeds | final rel L2, median [min, max] | below own "
-           "constant / affine fit | paired difference to the base [95 % bootstrap] | pairs | "
+           "constant / affine fit | paired difference to the base (or the row it is against) "
+           "[95 % bootstrap] | pairs | "
            "at step | lowest on the curve (diagnostic) |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -67,7 +68,7 @@ def _in_words(rows: list[dict]) -> list[str]:
             groups.setdefault(r["paired_verdict"], []).append(r["factor"])
     if not groups:
         return []
-    return ["In words, against the base at equal steps: " + "; ".join(
+    return ["In words, each against the base (or the row it is against), at equal steps: " + "; ".join(
         f"{verdict}: {', '.join(factors)}" for verdict, factors in groups.items()) + ".", ""]
 
 
@@ -87,7 +88,9 @@ def readme(store: str, preface: str, title: str,
     if sec is None:
         return "\n".join(out + ["No ablation cell in this store yet.", ""])
     out += ["## Results at equal steps", "",
-            f"Base: `{sec['base_short']}`. Each row changes one factor of it; its difference to "
+            f"Base: `{sec['base_short']}`. Each row changes one factor of it (a row that changes "
+            "one factor of another row is named 'X (against Y)' and compared with Y, never "
+            "with the base: two factors at once is no comparison); its difference to "
             "the base is the mean over seeds of (variant - base) final error, paired by seed at "
             "the largest evaluated step both cells reached, with a paired bootstrap interval "
             f"({sec['resamples']} resamples, seed {sec['bootstrap_seed']}); a seed counts as "

@@ -171,8 +171,8 @@ def test_the_variant_table_holds_the_seed_aggregates(page):
             assert cells["diff"]["text"] == f"{mean:+.2e}"
             lo, hi = _bootstrap(diffs)
             assert cells["diff_ci"]["text"] == f"[{lo:+.2e}, {hi:+.2e}]"
-            assert cells["verdict"]["text"] == ("lower than the base" if hi < 0 else
-                                                "higher than the base" if lo > 0 else
+            assert cells["verdict"]["text"] == ("lower" if hi < 0 else
+                                                "higher" if lo > 0 else
                                                 "within the noise (its interval holds 0)")
             assert cells["pairs"]["text"] == f"{sum(d < 0 for d in diffs)} of {len(diffs)} lower"
             assert cells["pair_steps"]["text"] == "200"
@@ -710,7 +710,48 @@ def test_each_paired_difference_is_read_in_words():
         lo, hi = _bootstrap(list(vs[("rank=4", dim)].paired.diffs))
         assert lo < 0 < hi
         assert rows[("rank=4", dim)]["paired_verdict"] == "within the noise (its interval holds 0)"
-        assert rows[("crns=false", dim)]["paired_verdict"] == "higher than the base"
-        assert rows[("rank=16", dim)]["paired_verdict"] == "higher than the base"
+        assert rows[("crns=false", dim)]["paired_verdict"] == "higher"
+        assert rows[("rank=16", dim)]["paired_verdict"] == "higher"
         assert rows[("subspace=false", dim)]["paired_verdict"] == "one pair: no interval"
         assert rows[("sdze default", dim)]["paired_verdict"] == ""
+
+
+def test_a_row_two_factors_from_the_base_is_compared_one_factor_at_a_time():
+    """The re-run's sdze[crns=false,loss=unbiased] differs from the base in crns and loss: paired
+    with the base it moved two factors at once (a void comparison), shown as the factor
+    'crns=false,loss=unbiased'. It is now paired with each row one factor away from it that is
+    one factor closer to the base (loss=unbiased: the crns switch under the unbiased loss;
+    crns=false: the loss switch without CRNS), each difference recomputed here."""
+    two = {**BASE, "crns": False, "loss": "unbiased"}
+    unbiased = {**BASE, "loss": "unbiased"}
+    e2 = {0: 0.95, 1: 0.97, 2: 0.99}
+    eu = {0: 0.35, 1: 0.36, 2: 0.38}
+    extra = []
+    for dim in DIMS:
+        for seed in SEEDS:
+            for params, errs in ((two, e2), (unbiased, eu)):
+                row = base_row()
+                e = errs[seed]
+                name = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                                for k, v in sorted(params.items()))
+                row.update(run_id="abl", cell_id=f"{name}|{dim}|{seed}", problem=P, dim=dim,
+                           seed=seed, solver=f"sdze[{name}]", solver_name="sdze",
+                           solver_params=dict(params), device="cpu", steps_done=200,
+                           time_per_step_s=0.01, final_rel_l2=e, best_rel_l2=e, final_loss=1.0,
+                           curve=[{"step": 0, "time_s": 0.0, "loss": None, "rel_l2": 1.0},
+                                  {"step": 200, "time_s": 2.0, "loss": 1.0, "rel_l2": e}])
+                extra.append(row)
+    vs = ablation.variants(aggregate.prepare(make_rows(extra=extra)))
+    factors = {v.factor for v in vs}
+    assert "crns=false,loss=unbiased" not in factors
+    for dim in DIMS:
+        by = {v.factor: v for v in vs if v.dim == dim}
+        crns = by["crns=false (against loss=unbiased)"]
+        assert crns.paired.mean == pytest.approx(sum(e2[s] - eu[s] for s in SEEDS) / 3)
+        loss = by["loss=unbiased (against crns=false)"]
+        want = [e2[s] - err("crns=false", dim, s) for s in SEEDS]
+        assert loss.paired.mean == pytest.approx(sum(want) / 3)
+        # the one-factor row itself is still paired with the base
+        assert by["loss=unbiased"].paired.mean == pytest.approx(
+            sum(eu[s] - err("sdze default", dim, s) for s in SEEDS) / 3)
+        assert crns.same_as == loss.same_as == ""  # one spec under two pairings, not a twin

@@ -318,7 +318,8 @@ def variants(df: pd.DataFrame, page: AblationPage | None = None) -> list[Variant
     base = base_spec(zo, page.family)
     base_params = _base_params(zo, base)
     out, numbers = [], {}
-    for (problem, dim, solver), g in zo.groupby(["problem", "dim", "solver"], sort=True):
+    groups = dict(list(zo.groupby(["problem", "dim", "solver"], sort=True)))
+    for (problem, dim, solver), g in groups.items():
         ok = g[g["status"] == "ok"]
         numbers[(problem, int(dim), solver)] = _numbers(g)
         err = _finite(ok["final_rel_l2"])
@@ -328,33 +329,59 @@ def variants(df: pd.DataFrame, page: AblationPage | None = None) -> list[Variant
         ratios = [final_ratios(d) for d in ok["diagnostics"]]
         ratios = [r for r in ratios if r]
         name, params = g["solver_name"].iloc[0], g["solver_params"].iloc[0]
-        out.append(Variant(
-            problem=problem, dim=int(dim), solver=solver,
-            factor=factor_name(page, name, params, base_params), n_seeds=len(g), n_ok=len(ok),
-            err=LogStats.of(err), err_min=min(err) if err else None,
-            err_max=max(err) if err else None,
-            lowest=_median(ok["best_rel_l2"]), lowest_step=_median(ok["best_step"]),
-            ci_lo=min(_finite(ok["final_rel_l2_lo"]), default=None),
-            ci_hi=max(_finite(ok["final_rel_l2_hi"]), default=None),
-            below_const=sum(v.constant == "below" for v in seeds),
-            below_affine=sum(v.affine == "below" for v in seeds),
-            time_per_step=LogStats.of(ok["time_per_step_s"]),
-            steps_done=_median(ok["steps_done"]),
-            ratios={k: float(np.median([r[k] for r in ratios])) for k in RATIO_KEYS}
-            if ratios else {},
-            statuses=g["status"].value_counts().to_dict(),
-            paired=None if solver == base or base_rows.empty
-            else paired_differences(base_rows, g),
-            family=name, tuned=_tuned_of(g)))
+        pairings = [(factor_name(page, name, params, base_params),
+                     None if solver == base or base_rows.empty else base_rows)]
+        if name == page.family and base_params is not None and len(
+                _diff(params, base_params)) > 1:
+            near = _one_factor_from(params, base_params, {
+                s: h for (p, d, s), h in groups.items()
+                if (p, d) == (problem, dim) and s != solver and h["solver_name"].iloc[0] == name})
+            pairings = [(f"{k}={_fmt(params.get(k))} (against "
+                         f"{factor_name(page, name, ref_params, base_params)})", rows)
+                        for k, ref_params, rows in near] or pairings
+        for factor, ref_rows in pairings:
+            out.append(Variant(
+                problem=problem, dim=int(dim), solver=solver,
+                factor=factor, n_seeds=len(g), n_ok=len(ok),
+                err=LogStats.of(err), err_min=min(err) if err else None,
+                err_max=max(err) if err else None,
+                lowest=_median(ok["best_rel_l2"]), lowest_step=_median(ok["best_step"]),
+                ci_lo=min(_finite(ok["final_rel_l2_lo"]), default=None),
+                ci_hi=max(_finite(ok["final_rel_l2_hi"]), default=None),
+                below_const=sum(v.constant == "below" for v in seeds),
+                below_affine=sum(v.affine == "below" for v in seeds),
+                time_per_step=LogStats.of(ok["time_per_step_s"]),
+                steps_done=_median(ok["steps_done"]),
+                ratios={k: float(np.median([r[k] for r in ratios])) for k in RATIO_KEYS}
+                if ratios else {},
+                statuses=g["status"].value_counts().to_dict(),
+                paired=None if ref_rows is None else paired_differences(ref_rows, g),
+                family=name, tuned=_tuned_of(g)))
     default = default_factor(page)
     out.sort(key=lambda v: (v.problem, v.dim, 0 if v.factor == default
                             else 1 if v.family == page.family else 2, v.factor))
     for i, v in enumerate(out):
         mine = numbers[(v.problem, v.dim, v.solver)]
-        v.same_as = ", ".join(u.factor for j, u in enumerate(out) if mine and j != i and (
+        v.same_as = ", ".join(u.factor for u in out if mine and u.solver != v.solver and (
             u.problem, u.dim) == (v.problem, v.dim) and numbers[(u.problem, u.dim, u.solver)]
             == mine)
     return out
+
+
+def _one_factor_from(params: dict, base_params: dict, others: dict[str, pd.DataFrame]):
+    """For a spec that differs from the base in several parameters (the re-run's
+    crns=false with loss=unbiased): every other row it differs from in exactly one parameter,
+    that row being one parameter closer to the base, as (that parameter, the row's parameters,
+    its cells), by parameter. Compared with the base it would move two factors at once (a void
+    comparison); compared with such a row it moves one."""
+    n = len(_diff(params, base_params))
+    out = []
+    for h in others.values():
+        p = h["solver_params"].iloc[0]
+        d = _diff(params, p)
+        if len(d) == 1 and len(_diff(p, base_params)) == n - 1:
+            out.append((d[0], p, h))
+    return sorted(out, key=lambda t: t[0])
 
 
 def _numbers(g: pd.DataFrame) -> tuple:
@@ -757,16 +784,17 @@ def variant_rows(vs: list[Variant]) -> list[dict[str, Any]]:
 
 
 def paired_verdict(p: Paired | None) -> str:
-    """A seed-paired difference in words: lower or higher than the base only where its 95 %
-    interval excludes 0; "within the noise" where it holds 0; no verdict from one pair."""
+    """A seed-paired difference in words: lower or higher than its reference (the base, or the
+    row it is against) only where its 95 % interval excludes 0; "within the noise" where it
+    holds 0; no verdict from one pair."""
     if p is None:
         return ""
     if p.ci is None:
         return "one pair: no interval"
     if p.ci[1] < 0:
-        return "lower than the base"
+        return "lower"
     if p.ci[0] > 0:
-        return "higher than the base"
+        return "higher"
     return "within the noise (its interval holds 0)"
 
 
