@@ -68,8 +68,11 @@ def _in_words(rows: list[dict]) -> list[str]:
             groups.setdefault(r["paired_verdict"], []).append(r["factor"])
     if not groups:
         return []
+    dead = [r["factor"] for r in rows if r.get("learned")]
     return ["In words, each against the base (or the row it is against), at equal steps: " + "; ".join(
-        f"{verdict}: {', '.join(factors)}" for verdict, factors in groups.items()) + ".", ""]
+        f"{verdict}: {', '.join(factors)}" for verdict, factors in groups.items()) + "." + (
+        " Learned nothing (no seed below its own constant fit, so a difference to or from it "
+        f"compares runs that did not learn): {', '.join(dead)}." if dead else ""), ""]
 
 
 def readme(store: str, preface: str, title: str,

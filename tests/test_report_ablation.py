@@ -173,7 +173,8 @@ def test_the_variant_table_holds_the_seed_aggregates(page):
             assert cells["diff_ci"]["text"] == f"[{lo:+.2e}, {hi:+.2e}]"
             assert cells["verdict"]["text"] == ("lower" if hi < 0 else
                                                 "higher" if lo > 0 else
-                                                "within the noise (its interval holds 0)")
+                                                "within the noise (its interval holds 0)") + (
+                "" if below else " (learned nothing (no seed below its constant fit))")
             assert cells["pairs"]["text"] == f"{sum(d < 0 for d in diffs)} of {len(diffs)} lower"
             assert cells["pair_steps"]["text"] == "200"
         assert cells["time"]["text"] == f"{_mid([TIME[f] * (1 + 0.05 * s) for s in seeds]):.3g}"
@@ -647,10 +648,21 @@ def test_a_variant_with_the_same_numbers_as_another_row_is_marked_so():
     rows = {(r["factor"], r["dim"]): r for r in ablation.variant_rows(vs)}
     assert "same numbers as subspace=false" in rows[("rank=16", 100)]["note"]
     assert rows[("rank=4", 100)]["note"] == ""
+    # a row with more seeds than its twin is still its twin on the seeds both ran (the re-run's
+    # subspace=false had 5 seeds at d = 100, rank=32 the sweep's 3): judged on those seeds
+    fewer = df[~(same & (df["seed"] == max(SEEDS)))]
+    by = {(v.factor, v.dim): v for v in ablation.variants(aggregate.prepare(fewer))}
+    for dim in DIMS:
+        assert by[("rank=16", dim)].same_as == "subspace=false"
+        assert by[("subspace=false", dim)].same_as == "rank=16"
     # one seed apart is not the same computation
     df.loc[same & (df["seed"] == 1), "final_rel_l2"] *= 1.0 + 1e-12
     vs = ablation.variants(aggregate.prepare(df))
     assert all(v.same_as == "" for v in vs)
+    # nor are two rows with no seed in common
+    apart = df[~(same & (df["seed"] > 0)) & ~(df["cell_id"].str.startswith("subspace=false|")
+                                              & (df["seed"] == 0))]
+    assert all(v.same_as == "" for v in ablation.variants(aggregate.prepare(apart)))
 
 
 def test_faster_needs_both_contestants_tuned_by_one_protocol():
@@ -714,6 +726,27 @@ def test_each_paired_difference_is_read_in_words():
         assert rows[("rank=16", dim)]["paired_verdict"] == "higher"
         assert rows[("subspace=false", dim)]["paired_verdict"] == "one pair: no interval"
         assert rows[("sdze default", dim)]["paired_verdict"] == ""
+
+
+def test_a_row_that_learned_nothing_says_so_beside_its_difference():
+    """A difference between two runs that learned nothing is no finding about the switch: the
+    re-run's biharmonic rows (both at the constant fit, 0 of 5 seeds below) read 'higher' by
+    5e-3. A row with no seed below its own constant fit carries it in words; recomputed here
+    from the fixture's errors and floors (intervals apart, as verdict.compare reads them)."""
+    df = make_rows()
+    dead = df["cell_id"].str.startswith("rank=4|")
+    df.loc[dead, "final_rel_l2"] = 1.5
+    df.loc[dead, "final_rel_l2_lo"] = 1.45
+    df.loc[dead, "final_rel_l2_hi"] = 1.55
+    rows = ablation.variant_rows(ablation.variants(aggregate.prepare(df)))
+    for r in rows:
+        ok = ok_seeds(r["factor"], r["dim"]) if r["factor"] in SPECS else SEEDS
+        below = [s for s in ok if (1.55 if r["factor"] == "rank=4" else err_ci(
+            r["factor"], r["dim"], s)[1]) < floor(FLOOR_CONST, s)[1]]
+        assert (r["learned"] == "learned nothing (no seed below its constant fit)") == (
+            not below), r
+    assert all(r["learned"] for r in rows if r["factor"] == "rank=4")
+    assert not any(r["learned"] for r in rows if r["factor"] == "sdze default")
 
 
 def test_a_row_two_factors_from_the_base_is_compared_one_factor_at_a_time():

@@ -97,6 +97,17 @@ def test_the_ablation_readme_puts_the_protocol_first_and_reads_the_runs(tmp_path
     words = [ln for ln in lines if ln.startswith("In words, each against the base (or the row it is against), at equal steps: ")]
     assert len(words) == 2  # one per (problem, d) table
     assert "higher: crns=false, " in words[0] and "within the noise" not in words[0]
+    # the rows with no seed below their own constant fit are named, in words, per table
+    from test_report_ablation import FLOOR_CONST, SPECS, err_ci, floor
+    lead = ("Learned nothing (no seed below its own constant fit, so a difference to or from it "
+            "compares runs that did not learn): ")
+    for dim, line in zip((100, 1000), words):
+        dead = {f for f in SPECS if not any(err_ci(f, dim, s)[1] < floor(FLOOR_CONST, s)[1]
+                                            for s in ok_seeds(f, dim))}
+        assert (lead in line) == bool(dead), line
+        if dead:
+            assert set(line.split(lead)[1].rstrip(".").split(", ")) == dead, line
+    assert lead in words[1]  # d = 1000: crns=false and zo[crns=false] are at or above the fit
     assert "## Claims" in text
     assert "commits recorded: 1234567, 707c647; cells from a tree with uncommitted changes: 0" \
         in text

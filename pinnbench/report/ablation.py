@@ -360,12 +360,19 @@ def variants(df: pd.DataFrame, page: AblationPage | None = None) -> list[Variant
     default = default_factor(page)
     out.sort(key=lambda v: (v.problem, v.dim, 0 if v.factor == default
                             else 1 if v.family == page.family else 2, v.factor))
-    for i, v in enumerate(out):
+    for v in out:
         mine = numbers[(v.problem, v.dim, v.solver)]
-        v.same_as = ", ".join(u.factor for u in out if mine and u.solver != v.solver and (
-            u.problem, u.dim) == (v.problem, v.dim) and numbers[(u.problem, u.dim, u.solver)]
-            == mine)
+        v.same_as = ", ".join(u.factor for u in out if u.solver != v.solver and (
+            u.problem, u.dim) == (v.problem, v.dim) and _one_computation(
+            mine, numbers[(u.problem, u.dim, u.solver)]))
     return out
+
+
+def _one_computation(a: dict, b: dict) -> bool:
+    """Two rows' numbers (:func:`_numbers`) are one computation when they share a seed and agree
+    exactly on every seed both ran (a row may have run more seeds than its twin)."""
+    shared = a.keys() & b.keys()
+    return bool(shared) and all(a[s] == b[s] for s in shared)
 
 
 def _one_factor_from(params: dict, base_params: dict, others: dict[str, pd.DataFrame]):
@@ -384,11 +391,11 @@ def _one_factor_from(params: dict, base_params: dict, others: dict[str, pd.DataF
     return sorted(out, key=lambda t: t[0])
 
 
-def _numbers(g: pd.DataFrame) -> tuple:
-    """What a row's cells computed, seed by seed: (seed, status, final error, final loss) of each
-    cell, sorted; two rows with equal tuples ran one computation (floats compared exactly)."""
-    return tuple(sorted((int(r["seed"]), str(r["status"]), repr(r["final_rel_l2"]),
-                         repr(r["final_loss"])) for r in g.to_dict("records")))
+def _numbers(g: pd.DataFrame) -> dict[int, tuple]:
+    """What a row's cells computed, seed by seed: seed -> (status, final error, final loss), the
+    floats as their repr (compared exactly)."""
+    return {int(r["seed"]): (str(r["status"]), repr(r["final_rel_l2"]), repr(r["final_loss"]))
+            for r in g.to_dict("records")}
 
 
 # ------------------------------------------------------------------------------- the claims
@@ -779,8 +786,14 @@ def variant_rows(vs: list[Variant]) -> list[dict[str, Any]]:
                 f"{k}: {n}" for k, n in sorted(v.statuses.items()) if k != "ok") + ")"),
             "note": f"same numbers as {v.same_as}, seed by seed: one computation, not a second "
                     "comparison" if v.same_as else "",
+            "learned": LEARNED_NOTHING if v.n_ok and not v.below_const else "",
         })
     return rows
+
+
+#: a row none of whose finished seeds is below its own constant fit: its differences compare
+#: runs that did not learn, whatever their sign
+LEARNED_NOTHING = "learned nothing (no seed below its constant fit)"
 
 
 def paired_verdict(p: Paired | None) -> str:
