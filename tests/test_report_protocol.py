@@ -109,6 +109,44 @@ def test_a_workload_no_solver_reached_counts_for_nobody():
     assert prof.rho("a", 1e9) == 0.0
 
 
+def test_a_series_that_ran_one_extra_workload_does_not_empty_the_profile():
+    """The ablation re-run ran sdze and sdze[crns=false] on a fourth-order problem too, and no
+    other row there: no workload was run by every series, and the page's profile vanished. The
+    profile is over the workloads run by the most series; the series that did not run all of
+    them are left out by name (here c, which ran only the extra workload, where a ran too)."""
+    t = {("p", 1): {"a": 2.0, "b": 4.0, "d": 8.0}, ("p", 2): {"a": 3.0, "b": 1.0, "d": 1.0},
+         ("q", 1): {"a": 5.0, "c": 5.0}}
+    ttt = [protocol.ToTarget(p, d, s, s.upper(), _summary(v), None)
+           for (p, d), by in t.items() for s, v in by.items()]
+    prof = protocol.performance_profile(ttt)
+    assert prof.workloads == [("p", 1), ("p", 2)]
+    assert prof.ratios == {"a": [1.0, 3.0], "b": [2.0, 1.0], "d": [4.0, 1.0]}
+    assert prof.left_out == ["C"]
+    # every series on every workload: nothing left out
+    full = protocol.performance_profile([x for x in ttt if x.series != "c"])
+    assert full.left_out == [] and full.workloads == [("p", 1), ("p", 2)]
+
+
+def test_series_tuned_per_d_give_a_profile_over_one_workload():
+    """The ablation page's series carry their tuned lr and budget, so no series ran both d: the
+    workloads each tied at the most series, no series ran them all, and the profile vanished
+    again. The profile is over the set of workloads run in full by the most series (the larger
+    set on a tie, then the first in order); the others are left out by name."""
+    t = {("p", 1): {"a": 2.0, "b": 4.0, "c": 1.0}, ("p", 2): {"x": 1.0, "y": 3.0}}
+    ttt = [protocol.ToTarget(p, d, s, s.upper(), _summary(v), None)
+           for (p, d), by in t.items() for s, v in by.items()]
+    prof = protocol.performance_profile(ttt)
+    assert prof.workloads == [("p", 1)]
+    assert prof.ratios == {"a": [2.0], "b": [4.0], "c": [1.0]}
+    assert prof.left_out == ["X", "Y"]
+    # a tie in series and in workloads: the first workload in order
+    t[("p", 2)]["z"] = 2.0
+    ttt = [protocol.ToTarget(p, d, s, s.upper(), _summary(v), None)
+           for (p, d), by in t.items() for s, v in by.items()]
+    prof = protocol.performance_profile(ttt)
+    assert prof.workloads == [("p", 1)] and prof.left_out == ["X", "Y", "Z"]
+
+
 def _summary(t):
     from pinnbench.judge.targets import Summary
 

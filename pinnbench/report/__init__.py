@@ -275,7 +275,7 @@ def write_report(source: Any, out_dir: str | Path, run_id: str | None = None,
     compare["figure"] = None if profile is None else figures.SavedFigure(
         figures.save(protocol.profile_figure(profile, style), out, "performance_profile"),
         "Performance profile: time to the constant fit",
-        "Fraction of the workloads (problem, d) that every solver ran on which a solver's median "
+        "Fraction of the workloads (problem, d) that the most solvers ran in full, on which a solver's median "
         "time to its own constant fit is within τ times the best solver's (Dolan & Moré 2002; "
         "AlgoPerf); a missed target never counts. At τ = 1: the fraction on which it is the "
         "fastest to target.")

@@ -29,13 +29,16 @@ t(s, w) be the median over seeds of the time to the constant-fit target
 (``inf`` when t(s, w) is ``inf``, and for every solver where no solver reached the target). The
 profile is rho_s(tau) = |{w : r(s, w) <= tau}| / |W| over the workloads W that every profiled
 solver ran, for tau from 1 to :data:`TAU_MAX` (4, as AlgoPerf) or the largest finite ratio if
-larger.
+larger. W is the set of workloads run in full by the most solvers, the larger set on a tie, then
+the first in order (every workload, when every solver ran every one); a solver that did not run all
+of W is left out of the profile, by name (ours: an ablation's extra problem run by two of its rows,
+or series whose tuned lr differs per d, would otherwise leave no W at all).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -177,6 +180,8 @@ class Profile:
     #: series -> ratio r(s, w) per workload (in the order of ``workloads``)
     ratios: dict[str, list[float]]
     labels: dict[str, str]
+    #: the labels of the series that did not run every one of ``workloads`` (sorted)
+    left_out: list[str] = field(default_factory=list)
 
     def rho(self, series: str, tau: float) -> float:
         r = self.ratios[series]
@@ -190,7 +195,7 @@ class Profile:
 
 def performance_profile(ttt: list[ToTarget]) -> Profile | None:
     """The performance profile of the module docstring from :func:`time_to_target`'s rows
-    (constant-fit target); None with fewer than two series or no workload they all ran."""
+    (constant-fit target); None when fewer than two series ran any one workload."""
     times: dict[str, dict[tuple[str, int], float]] = {}
     labels: dict[str, str] = {}
     for t in ttt:
@@ -198,10 +203,18 @@ def performance_profile(ttt: list[ToTarget]) -> Profile | None:
             continue
         times.setdefault(t.series, {})[(t.problem, t.dim)] = t.constant.median_time_s
         labels[t.series] = t.label
-    if len(times) < 2:
-        return None
-    workloads = sorted(set.intersection(*(set(w) for w in times.values())))
-    if not workloads:
+    # candidate workload sets: each series' own and each single workload; the profile is over
+    # the one run in full by the most series, the larger on a tie, then the first in order
+    candidates = {frozenset(by) for by in times.values()}
+    candidates |= {frozenset([w]) for by in times.values() for w in by}
+
+    def rank(ws: frozenset) -> tuple:
+        return (-sum(ws <= set(by) for by in times.values()), -len(ws), sorted(ws))
+
+    workloads = sorted(min(candidates, key=rank)) if candidates else []
+    left = sorted(labels[s] for s, by in times.items() if not set(workloads) <= set(by))
+    times = {s: by for s, by in times.items() if set(workloads) <= set(by)}
+    if len(times) < 2 or not workloads:
         return None
     ratios: dict[str, list[float]] = {s: [] for s in times}
     for w in workloads:
@@ -210,7 +223,7 @@ def performance_profile(ttt: list[ToTarget]) -> Profile | None:
             t = times[s][w]
             ratios[s].append(t / best if math.isfinite(t) and math.isfinite(best) and best > 0
                              else (1.0 if t == best == 0 else math.inf))
-    return Profile(workloads, ratios, labels)
+    return Profile(workloads, ratios, {s: labels[s] for s in times}, left)
 
 
 def profile_figure(profile: Profile, style):
@@ -234,7 +247,9 @@ def profile_figure(profile: Profile, style):
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("τ (time to target within τ × the best)")
         ax.set_ylabel("fraction of workloads")
-        ax.set_title(f"{len(profile.workloads)} workload(s) (problem, d)", fontsize=9)
+        named = ", ".join(f"{p} d={d}" for p, d in profile.workloads[:3])
+        more = f" and {len(profile.workloads) - 3} more" if len(profile.workloads) > 3 else ""
+        ax.set_title(f"{len(profile.workloads)} workload(s): {named}{more}", fontsize=9)
         _legend(fig, handles)
     return fig
 
@@ -295,4 +310,5 @@ def section(df: pd.DataFrame, clock: str = "time_s") -> dict[str, Any]:
     return {"steps": _at_rows(at_equal_steps(df), "step"),
             "time": _at_rows(at_equal_time(df, clock), "time"),
             "ttt": tt_rows, "profile": profile_rows, "taus": [f"{t:g}" for t in TAU_TABLE],
-            "n_workloads": len(profile.workloads) if profile else 0}
+            "n_workloads": len(profile.workloads) if profile else 0,
+            "profile_left_out": ", ".join(profile.left_out) if profile else ""}
