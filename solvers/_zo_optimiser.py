@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from pinnbench.solvers import _zo_perturbations
-from pinnbench.solvers._zo_perturbations import Perturbation, SubspaceBasis
+from pinnbench.solvers._zo_perturbations import Perturbation, SubspaceBasis, one_block
 
 #: the running mean's decay of :class:`QuotientScale` (Adam's beta2)
 NORM_DECAY = 0.99
@@ -205,20 +205,34 @@ def add_lowrank_sum_(w: Tensor, terms: Sequence[tuple[SubspaceBasis, Tensor]],
 
 
 def descend(params: Sequence[Tensor], perturbations: Sequence[Perturbation],
-            quotients: Sequence[Tensor], lr: float, momentum: HeavyBall | None) -> None:
+            quotients: Tensor | Sequence[Tensor], lr: float, momentum: HeavyBall | None) -> None:
     """theta -= lr m_t with m_t = beta m_{t-1} + (1/q) sum_k c_k z_k, for every parameter
     (:class:`HeavyBall`; ``momentum`` None: m_t = g_hat, no state). A low-rank z = U Xi V^T / r
     enters through its coordinates G = sum_k c_k Xi_k / (q r), so that U G V^T = (1/q) sum_k c_k
-    z_k; a full Gaussian z_i without momentum is added perturbation by perturbation (from its
-    materialised tensor when the evaluations made one, else regenerated chunk by chunk)."""
+    z_k. The sums over k of the perturbations' small parts (every Xi_k and every z_k but W0's
+    full Gaussian) are one product, c^T times their block
+    (:class:`~pinnbench.solvers._zo_perturbations.SmallBlock`); W0's full Gaussian z0_k is
+    regenerated one perturbation at a time (it is parameter-sized, so never q of them at once)."""
     nq = len(perturbations)
     bases = perturbations[0].bases
+    c = quotients if isinstance(quotients, Tensor) else torch.stack(list(quotients))
+    block = one_block(perturbations)
+    sums = None if block is None else c.to(block.flat.dtype) @ block.flat  # sum_k c_k row_k
+
+    def summed(idx: Sequence[int]) -> list[Tensor]:
+        """sum_k c_k part_{k,i} for each i of ``idx`` (Xi_k where i has a basis, else z_k)."""
+        out = {i: block.split(sums, i) for i in idx if block is not None and i in block.layout}
+        rest = [i for i in idx if i not in out]
+        if rest:
+            out.update(zip(rest, _weighted_sums(([z.made(i) if bases[i] is None else z.part(i)
+                                                  for i in rest] for z in perturbations),
+                                                list(c.unbind()))))
+        return [out[i] for i in idx]
+
     lowrank = [i for i, b in enumerate(bases) if b is not None]
     dense = [i for i, b in enumerate(bases) if b is None]
-    if lowrank:  # every matrix's G at once: a multi-tensor op per perturbation, not per matrix
-        gs = torch._foreach_div(
-            _weighted_sums(([z.xis[i] for i in lowrank] for z in perturbations), quotients),
-            [float(nq * bases[i].rank) for i in lowrank])
+    if lowrank:  # every matrix's G at once
+        gs = torch._foreach_div(summed(lowrank), [float(nq * bases[i].rank) for i in lowrank])
         for i, g in zip(lowrank, gs):
             if momentum is None:
                 add_lowrank_sum_(params[i], [(bases[i], (-lr) * (bases[i].u @ g))])
@@ -226,17 +240,17 @@ def descend(params: Sequence[Tensor], perturbations: Sequence[Perturbation],
                 add_momentum_(params[i], momentum.lowrank_step(i, bases[i], g), lr)
     if not dense:
         return
+    if momentum is None and 0 in dense:  # W0's z0_k added one at a time, chunk by chunk
+        for z, ck in zip(perturbations, c.unbind()):
+            z.add_small_to_(0, params[0], (-lr / nq) * ck)
+        dense = dense[1:]
+        if not dense:
+            return
+    gs = torch._foreach_div(summed(dense), float(nq))
     if momentum is None:
-        steps = [-lr * c / nq for c in quotients]  # the factor of z_k in each dense update
-        for i in dense:
-            for z, step in zip(perturbations, steps):
-                z.add_small_to_(i, params[i], step)
-        return
-    # z_k of every dense parameter made (or drawn) one perturbation at a time: a full Gaussian
-    # W0 (subspace=false) is parameter-sized, so never q of them at once
-    gs = torch._foreach_div(_weighted_sums(([z.made(i) for i in dense] for z in perturbations),
-                                           quotients), float(nq))
-    torch._foreach_sub_([params[i] for i in dense], momentum.dense_steps(dense, gs), alpha=lr)
+        torch._foreach_sub_([params[i] for i in dense], gs, alpha=lr)
+    else:
+        torch._foreach_sub_([params[i] for i in dense], momentum.dense_steps(dense, gs), alpha=lr)
 
 
 def _weighted_sums(lists, coeffs: Sequence[Tensor]) -> list[Tensor]:

@@ -34,6 +34,16 @@ Per weight matrix W (m x n, W[out, in]) a perturbation is one of
   regeneration of V per refresh and 2 n r^2 flops per regeneration;
 * biases and the 1 x width output layer (too thin for a subspace): a full Gaussian vector.
 
+**The small parts of a step's perturbations are one draw** (:class:`SmallBlock`): every z_i
+but W0's full Gaussian z0 (the biases, the output layer, a hidden matrix without a basis) and
+every Xi of the step's K perturbations are the rows of one (K, S) standard Gaussian block from
+one generator (seed ``derive_seed(step_seed, SMALL_PARTS)``, a tag no other draw of the step
+uses), row k holding z_k's parts in parameter order.
+Each number is still an independent N(0, 1), so every expectation above is unchanged; what
+changes is only which numbers a seed gives (ours, issue 22: the step drew them as 8 K tensors
+from 8 K generators, 64 of its 444 ATen ops at the defaults, and stacked them again for the
+batched evaluation and the update, which now read the block's columns as they are).
+
 U is m x r (small) and is materialised; V (n x r, 320 MB at n = 10^7, r = 8) is only ever
 regenerated in row chunks, so a low-rank perturbation costs O(m r) memory.
 
@@ -63,6 +73,9 @@ from pinnbench.seeds import derive_seed, generator
 
 #: largest number of random numbers generated at once when regenerating a big perturbation
 CHUNK_ELEMENTS = 2**22
+#: the tag of the small parts' block seed, derive_seed(step seed, SMALL_PARTS): 1 is the
+#: perturbations', 2 to 5 the evaluations' samples (solvers/_zo_step.py), 7 the diagnostics'
+SMALL_PARTS = 6
 
 
 def _chunk_cols(rows: int) -> int:
@@ -255,10 +268,6 @@ class SubspaceBasis:
         for j0, j1, c in self.v_chunks():
             w[:, j0:j1].addmm_(a, c.T)
 
-    def draw_xi(self, seed: int) -> Tensor:
-        return torch.randn(self.rank, self.rank, generator=generator(seed, self.device),
-                           dtype=self.dtype, device=self.device)
-
 
 def _positive_qr(a: Tensor) -> Tensor:
     """Q of a = Q R with diag(R) > 0: unique, so a Gaussian ``a`` gives a Haar-distributed Q."""
@@ -295,84 +304,149 @@ class OrthonormalSubspaceBasis(SubspaceBasis):
             yield j0, j1, c @ self._whiten
 
 
+class SmallBlock:
+    """The small parts of K perturbations (module docstring): one (K, S) standard Gaussian
+    block, ``flat``, whose columns [offset_i, offset_i + numel_i) hold, for every parameter i,
+    its Xi (r x r) when it has a basis, else its z_i when i > 0 (W0's full Gaussian z0 is
+    parameter-sized and regenerated from its own seed instead)."""
+
+    def __init__(self, shapes: Sequence[tuple[int, ...]], bases: Sequence[SubspaceBasis | None],
+                 k: int, seed: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.k = int(k)
+        #: parameter i -> (offset, shape) of its part of a row, for the parameters drawn here
+        self.layout: dict[int, tuple[int, tuple[int, ...]]] = {}
+        size = 0
+        for i, (shape, basis) in enumerate(zip(shapes, bases)):
+            part = (basis.rank, basis.rank) if basis is not None else (
+                None if i == 0 else tuple(shape))
+            if part is not None:
+                self.layout[i] = (size, part)
+                size += math.prod(part)
+        self.flat = torch.randn(self.k, size, generator=generator(seed, device), dtype=dtype,
+                                device=device)
+        self._stacked: dict[int, Tensor] = {}
+
+    def stacked(self, i: int) -> Tensor:
+        """Parameter i's part of every row, (K, *part): a view of the block (no draw, no copy)."""
+        out = self._stacked.get(i)
+        if out is None:
+            out = self._stacked[i] = self.split(self.flat, i)
+        return out
+
+    def split(self, rows: Tensor, i: int) -> Tensor:
+        """Parameter i's part of ``rows`` (..., S) as (..., *part): a view."""
+        offset, part = self.layout[i]
+        return rows[..., offset:offset + math.prod(part)].unflatten(-1, part)
+
+
 class Perturbation:
     """One random weight-space direction z over all parameters [W0, b0, ..., WL, bL], described
-    by seeds (the input-space directions of the spatial estimators are *probes*,
-    :class:`pinnbench.maths.directions.Directions`).
+    by seeds and row ``row`` of a :class:`SmallBlock` (the input-space directions of the spatial
+    estimators are *probes*, :class:`pinnbench.maths.directions.Directions`).
 
     ``bases[i]`` is the :class:`SubspaceBasis` of parameter i when it gets a low-rank perturbation
     (None: full Gaussian). ``xis[i]`` is then its r x r coefficient matrix. ``plan``: W0's shard
-    (module docstring), None when this process holds all of W0."""
+    (module docstring), None when this process holds all of W0. Without ``block`` the
+    perturbation draws its own one-row block from ``derive_seed(seed, SMALL_PARTS)``."""
 
     def __init__(self, params: Sequence[Tensor], seed: int,
-                 bases: Sequence[SubspaceBasis | None], plan=None) -> None:
+                 bases: Sequence[SubspaceBasis | None], plan=None,
+                 block: SmallBlock | None = None, row: int = 0) -> None:
         self.seed = int(seed)
         self.plan = plan
         self.bases = list(bases)
         self.shapes = [tuple(p.shape) for p in params]
         self.dtype = params[0].dtype
         self.device = params[0].device
-        self.xis: list[Tensor | None] = []
-        for i, basis in enumerate(self.bases):
-            self.xis.append(None if basis is None else basis.draw_xi(derive_seed(seed, i)))
+        if block is None:
+            block = SmallBlock(self.shapes, self.bases, 1, derive_seed(self.seed, SMALL_PARTS),
+                               self.dtype, self.device)
+        self.block, self.row = block, int(row)
+        self._parts: dict[int, Tensor] = {}  # the views of this row, made on first use
         self._small: dict[int, Tensor] = {}  # z_i of the tensors evaluated out of place
+
+    @property
+    def xis(self) -> list[Tensor | None]:
+        """Xi_i of every parameter with a basis (None for the others)."""
+        return [None if b is None else self.part(i) for i, b in enumerate(self.bases)]
+
+    def part(self, i: int) -> Tensor:
+        """This perturbation's row of the block for parameter i: Xi_i of a parameter with a
+        basis, else z_i (i > 0); a view, the same tensor at every call."""
+        z = self._parts.get(i)
+        if z is None:
+            z = self._parts[i] = self.block.stacked(i)[self.row]
+        return z
 
     def small(self, i: int) -> Tensor:
         """z_i materialised once for this perturbation, for a tensor that the shifted evaluation
         adds out of place (every one but W0: width x width numbers at most): the + and -
-        evaluations and the update read the same tensor instead of regenerating it (the same
-        numbers: :meth:`dense` is deterministic)."""
+        evaluations and the update read the same tensor (the block's view where z_i is in it,
+        U Xi_i V_i^T / r made once for a low-rank one)."""
         z = self._small.get(i)
         if z is None:
             z = self._small[i] = self.dense(i)
         return z
 
     def made(self, i: int) -> Tensor:
-        """z_i: :meth:`small`'s tensor when the evaluations made one (no new draw), else
-        materialised anew and not kept (W0's full Gaussian z is parameter-sized)."""
+        """z_i: :meth:`small`'s tensor when the evaluations made one, else materialised anew and
+        not kept (W0's full Gaussian z is parameter-sized)."""
         z = self._small.get(i)
         return self.dense(i) if z is None else z
 
     def add_small_to_(self, i: int, w: Tensor, alpha: float | Tensor) -> None:
-        """w += alpha z_i for a full Gaussian z_i: from :meth:`small`'s tensor when the
-        evaluations made it (the numbers of :meth:`GaussianMatrix.add_to_`: one chunk, as every
-        tensor but W0 is), else regenerated chunk by chunk."""
-        z = self._small.get(i)
-        if z is None:
+        """w += alpha z_i for a full Gaussian z_i: from the block, or W0's z0 regenerated chunk
+        by chunk."""
+        if i not in self.block.layout:
             self.gaussian(i).add_to_(w, alpha)
         elif isinstance(alpha, Tensor):
-            w.addcmul_(z, alpha)
+            w.addcmul_(self.part(i), alpha)
         else:
-            w.add_(z, alpha=alpha)
+            w.add_(self.part(i), alpha=alpha)
 
     def gaussian(self, i: int) -> GaussianMatrix:
-        return GaussianMatrix(self.shapes[i], derive_seed(self.seed, i), self.dtype, self.device,
-                              self.plan if i == 0 else None)
+        """W0's full Gaussian z0 (i = 0, no basis), regenerated from its own seed."""
+        if i != 0 or self.bases[0] is not None:
+            raise ValueError(f"only W0's full Gaussian z0 is regenerated from a seed, not "
+                             f"parameter {i}'s (it is in the perturbation's block)")
+        return GaussianMatrix(self.shapes[0], derive_seed(self.seed, 0), self.dtype, self.device,
+                              self.plan)
 
     def dense(self, i: int) -> Tensor:
-        """z_i materialised (meant for the small tensors)."""
+        """z_i materialised (meant for the small tensors; W0's z0 regenerated whole)."""
         basis = self.bases[i]
-        return self.gaussian(i).dense() if basis is None else basis.dense(self.xis[i])
+        if basis is not None:
+            return basis.dense(self.part(i))
+        return self.part(i) if i in self.block.layout else self.gaussian(i).dense()
 
     def add_to_(self, params: Sequence[Tensor], alpha: float) -> None:
         """theta += alpha z in place, chunk by chunk (never a full-size z)."""
         for i, w in enumerate(params):
             basis = self.bases[i]
             if basis is None:
-                self.gaussian(i).add_to_(w, alpha)
+                self.add_small_to_(i, w, alpha)
             else:
-                basis.add_to_(w, (alpha / basis.rank) * (basis.u @ self.xis[i]))
+                basis.add_to_(w, (alpha / basis.rank) * (basis.u @ self.part(i)))
+
+
+def one_block(zs: Sequence[Perturbation]) -> SmallBlock | None:
+    """The block whose rows are exactly ``zs`` in order (those :func:`draw_perturbations` drew),
+    else None."""
+    block = zs[0].block
+    ok = len(zs) == block.k and all(z.block is block and z.row == k for k, z in enumerate(zs))
+    return block if ok else None
 
 
 def stacked_small(zs: Sequence[Perturbation], i: int) -> Tensor:
     """z_{k,i} of every perturbation z_k of ``zs`` stacked, (K, *shape of parameter i): a low-rank
     z_i as one batched product for all k, (U Xi_k) V^T / r (the numbers of :meth:`Perturbation.dense`,
-    bit for bit on MKL at every shape tried), a full Gaussian one from :meth:`Perturbation.small`
-    (kept for the update)."""
+    bit for bit on MKL at every shape tried), a full Gaussian one as the block's columns (a view;
+    ``zs`` not one block's rows in order: stacked from :meth:`Perturbation.small`)."""
     basis = zs[0].bases[i]
+    block = one_block(zs)
     if basis is None:
-        return torch.stack([z.small(i) for z in zs])
-    xis = torch.stack([z.xis[i] for z in zs])
+        return block.stacked(i) if block is not None else torch.stack([z.small(i) for z in zs])
+    xis = block.stacked(i) if block is not None else torch.stack([z.part(i) for z in zs])
     return (basis.u @ xis) @ basis.v_dense().T / basis.rank
 
 
@@ -380,8 +454,13 @@ def draw_perturbations(params: Sequence[Tensor], step_seed: int, q: int,
                        bases: Sequence[SubspaceBasis | None],
                        plan=None) -> list[Perturbation]:
     """The q perturbations z_1..z_q of the step with seed ``step_seed``: z_k from the seed
-    (step_seed, 1, k), low rank where ``bases`` gives a basis; ``plan``: W0's shard."""
-    return [Perturbation(params, derive_seed(step_seed, 1, k), bases, plan) for k in range(q)]
+    (step_seed, 1, k) (W0's full Gaussian z0) and row k of one block of their small parts
+    from the seed (step_seed, SMALL_PARTS), low rank where ``bases`` gives a basis; ``plan``:
+    W0's shard."""
+    block = SmallBlock([tuple(p.shape) for p in params], bases, q,
+                       derive_seed(step_seed, SMALL_PARTS), params[0].dtype, params[0].device)
+    return [Perturbation(params, derive_seed(step_seed, 1, k), bases, plan, block, k)
+            for k in range(q)]
 
 
 def make_bases(params: Sequence[Tensor], rank: int, seed: int,

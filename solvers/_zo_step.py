@@ -6,8 +6,10 @@ the device in a step); everything else is derived from s (:meth:`ZerothOrderSolv
 top to bottom):
 
 1. :meth:`~ZerothOrderSolver.begin_step`: the step's state (:class:`ZOStep`): its q
-   perturbations z_1..z_q (seeds (s, 1, k): full Gaussian, or low rank where the solver gives a
-   basis, :meth:`~ZerothOrderSolver.bases`; :mod:`pinnbench.solvers._zo_perturbations`) and,
+   perturbations z_1..z_q (seeds (s, 1, k) for W0's full Gaussian z0, and one block of their
+   small parts, every other z_i and every Xi, from (s, 6): full Gaussian, or low rank where the
+   solver gives a basis, :meth:`~ZerothOrderSolver.bases`;
+   :mod:`pinnbench.solvers._zo_perturbations`) and,
    for a matrix-free evaluation or streamed data, the first-layer cache
    (:mod:`pinnbench.solvers._zo_evaluation`);
 2. :meth:`~ZerothOrderSolver.quotients`: c_k = [L(theta + eps z_k) - L(theta - eps z_k)] /
@@ -190,7 +192,7 @@ class ZerothOrderSolver(Solver):
             quotients, loss = self.quotients(step)
             if self._quotient_scale is not None:
                 quotients = self._quotient_scale(quotients)
-            descend(self.model.params, step.perturbations, list(quotients.unbind()),
+            descend(self.model.params, step.perturbations, quotients,
                     self.lr_now, self._momentum)
         finally:
             self.end_step(step)
