@@ -49,6 +49,36 @@ def test_the_descent_check_fails_a_solver_that_climbs():
     check_solver("sdze")  # the real one passes all of them
 
 
+def test_the_descent_check_reads_the_median_of_several_seeds(monkeypatch):
+    """A noisy step descends on most seeds, not on every one: the check runs DESCENT_SEEDS runs
+    (the check's seed and the next ones) and passes on their median. A solver whose fixed-sample
+    loss falls on one seed only still fails. On the old code (one seed) the first part fails."""
+    import pinnbench.testing as testing
+
+    ran = []
+    real = testing._tiny_run
+
+    def spy(cls, params, problem_id, dim, seed, steps, *a, **k):
+        ran.append(seed)
+        return real(cls, params, problem_id, dim, seed, steps, *a, **k)
+
+    monkeypatch.setattr(testing, "_tiny_run", spy)
+    dict(solver_checks("sdze", seed=3))["descent:poisson-2body-v1"]()
+    assert sorted(set(ran)) == list(range(3, 3 + testing.DESCENT_SEEDS))
+
+    real_loss = testing.fixed_sample_loss
+    calls = []
+
+    def worse_but_once(problem, params, x):  # "after" (odd calls) 10x higher but at one seed
+        calls.append(0)
+        loss = real_loss(problem, params, x)
+        return 10.0 * loss if len(calls) % 2 == 1 and len(calls) > 1 else loss
+
+    monkeypatch.setattr(testing, "fixed_sample_loss", worse_but_once)
+    with pytest.raises(AssertionError, match="in the median over seeds 3..7"):
+        dict(solver_checks("sdze", seed=3))["descent:poisson-2body-v1"]()
+
+
 # ------------------------------------------------------------------ the mean update is -lr grad L
 DIM, WIDTH, POINTS, LR = 4, 6, 8, 1e-3
 #: exact operator through the solver's own estimator: coordinate probes, all D of them

@@ -32,14 +32,18 @@ def test_each_solver_is_checked_for_each_property_on_each_tiny_problem():
 # without normalize the step is lr * quotient: at lr 1e-2 the tiny problem's quotients (~1e3) make
 # it diverge, which the descent check rightly refuses; 1e-4 descends. Naive zo's tuned defaults
 # (eps 1.47e-2, independent samples: a quotient noise of O(1/eps)) do not lower the gPINN loss in
-# 10 steps (80.3 -> 88.9; 80.5-82.1 at lr 1e-3..1e-2): the gPINN path of zo is checked at its
-# earlier defaults, which do
-@pytest.mark.parametrize("spec", ["sdze[subspace=false]", "sdze[crns=false]",
+# 10 steps (80.3 -> 88.9; 80.5-82.1 at lr 1e-3..1e-2), nor do its earlier defaults (lr 3e-3,
+# eps 0.1, momentum 0.9) in the median over seeds 0-4 (after / before 0.93-1.05, 2 of 5 below
+# 1): with common random numbers they do, from every first seed 0-11. sdze[crns=false] at its
+# default eps (5.06e-4, independent samples) is a coin flip in 10 steps (after / before
+# 0.95-1.03, below 1 on 6 of seeds 0-11, one seed each); at eps 0.1 it descends on all 12, so its
+# path is checked there
+@pytest.mark.parametrize("spec", ["sdze[subspace=false]", "sdze[crns=false,eps=0.1]",
                                   "sdze[estimator=fd]", "sdze[momentum=0,normalize=false,lr=1e-4]",
                                   "bp[estimator=hte,loss=unbiased]", "bp[estimator=sdgd]",
                                   "bp[estimator=exact]", "bp[loss=gpinn]",
                                   "bp[loss=gpinn,estimator=hte]", "sdze[loss=gpinn,gpinn_dims=2]",
-                                  "zo[loss=gpinn,lr=3e-3,eps=0.1,momentum=0.9,decay_steps=0]"])
+                                  "zo[loss=gpinn,lr=3e-3,eps=0.1,momentum=0.9,decay_steps=0,crns=true]"])
 def test_conformance_variants(spec):
     check_solver(spec, problems=(("poisson-2body-v1", 6),))
 
