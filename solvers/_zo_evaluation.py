@@ -33,7 +33,7 @@ from torch import Tensor
 from pinnbench.maths.directions import CoordinateDirections, DenseDirections, Directions
 from pinnbench.maths.jets import Jet
 from pinnbench.maths.model import DENSE, FirstLayer, PINN
-from pinnbench.solvers._zo_perturbations import (Perturbation, SubspaceBasis, one_block,
+from pinnbench.solvers._zo_perturbations import (Perturbation, SubspaceBasis, stacked_parts,
                                                  stacked_small)
 
 
@@ -262,9 +262,7 @@ class ShiftedFirstLayer(CachedFirstLayer):
         basis = self.zs[0].bases[0]
         if basis is not None:
             if self._xis is None:
-                block = one_block(self.zs)
-                self._xis = (block.stacked(0) if block is not None
-                             else torch.stack([z.part(0) for z in self.zs]))
+                self._xis = stacked_parts(self.zs, 0)
             return (vy @ self._xis.mT) @ basis.u.T, basis.rank
         if y is None and coords is None:
             raise ValueError("a full Gaussian first-layer perturbation needs the points "

@@ -205,19 +205,20 @@ def add_lowrank_sum_(w: Tensor, terms: Sequence[tuple[SubspaceBasis, Tensor]],
 
 
 def descend(params: Sequence[Tensor], perturbations: Sequence[Perturbation],
-            quotients: Tensor | Sequence[Tensor], lr: float, momentum: HeavyBall | None) -> None:
+            quotients: Tensor, lr: float, momentum: HeavyBall | None) -> None:
     """theta -= lr m_t with m_t = beta m_{t-1} + (1/q) sum_k c_k z_k, for every parameter
     (:class:`HeavyBall`; ``momentum`` None: m_t = g_hat, no state). A low-rank z = U Xi V^T / r
     enters through its coordinates G = sum_k c_k Xi_k / (q r), so that U G V^T = (1/q) sum_k c_k
     z_k. The sums over k of the perturbations' small parts (every Xi_k and every z_k but W0's
     full Gaussian) are one product, c^T times their block
     (:class:`~pinnbench.solvers._zo_perturbations.SmallBlock`); W0's full Gaussian z0_k is
-    regenerated one perturbation at a time (it is parameter-sized, so never q of them at once)."""
+    regenerated one perturbation at a time (it is parameter-sized, so never q of them at once).
+    ``quotients``: the (q,) tensor of the c_k."""
     nq = len(perturbations)
     bases = perturbations[0].bases
-    c = quotients if isinstance(quotients, Tensor) else torch.stack(list(quotients))
     block = one_block(perturbations)
-    sums = None if block is None else c.to(block.flat.dtype) @ block.flat  # sum_k c_k row_k
+    # sum_k c_k row_k of the block, (S,): every small part's sum in one product
+    sums = None if block is None else quotients.to(block.flat.dtype) @ block.flat
 
     def summed(idx: Sequence[int]) -> list[Tensor]:
         """sum_k c_k part_{k,i} for each i of ``idx`` (Xi_k where i has a basis, else z_k)."""
@@ -226,7 +227,7 @@ def descend(params: Sequence[Tensor], perturbations: Sequence[Perturbation],
         if rest:
             out.update(zip(rest, _weighted_sums(([z.made(i) if bases[i] is None else z.part(i)
                                                   for i in rest] for z in perturbations),
-                                                list(c.unbind()))))
+                                                list(quotients.unbind()))))
         return [out[i] for i in idx]
 
     lowrank = [i for i, b in enumerate(bases) if b is not None]
@@ -241,7 +242,7 @@ def descend(params: Sequence[Tensor], perturbations: Sequence[Perturbation],
     if not dense:
         return
     if momentum is None and 0 in dense:  # W0's z0_k added one at a time, chunk by chunk
-        for z, ck in zip(perturbations, c.unbind()):
+        for z, ck in zip(perturbations, quotients.unbind()):
             z.add_small_to_(0, params[0], (-lr / nq) * ck)
         dense = dense[1:]
         if not dense:

@@ -437,17 +437,21 @@ def one_block(zs: Sequence[Perturbation]) -> SmallBlock | None:
     return block if ok else None
 
 
+def stacked_parts(zs: Sequence[Perturbation], i: int) -> Tensor:
+    """:meth:`Perturbation.part` of every z_k of ``zs`` stacked, (K, *part): the block's columns
+    (a view) when ``zs`` are one block's rows in order, else stacked."""
+    block = one_block(zs)
+    return block.stacked(i) if block is not None else torch.stack([z.part(i) for z in zs])
+
+
 def stacked_small(zs: Sequence[Perturbation], i: int) -> Tensor:
     """z_{k,i} of every perturbation z_k of ``zs`` stacked, (K, *shape of parameter i): a low-rank
     z_i as one batched product for all k, (U Xi_k) V^T / r (the numbers of :meth:`Perturbation.dense`,
-    bit for bit on MKL at every shape tried), a full Gaussian one as the block's columns (a view;
-    ``zs`` not one block's rows in order: stacked from :meth:`Perturbation.small`)."""
+    bit for bit on MKL at every shape tried), a full Gaussian one (i > 0) as its parts
+    (:func:`stacked_parts`)."""
     basis = zs[0].bases[i]
-    block = one_block(zs)
-    if basis is None:
-        return block.stacked(i) if block is not None else torch.stack([z.small(i) for z in zs])
-    xis = block.stacked(i) if block is not None else torch.stack([z.part(i) for z in zs])
-    return (basis.u @ xis) @ basis.v_dense().T / basis.rank
+    parts = stacked_parts(zs, i)
+    return parts if basis is None else (basis.u @ parts) @ basis.v_dense().T / basis.rank
 
 
 def draw_perturbations(params: Sequence[Tensor], step_seed: int, q: int,
