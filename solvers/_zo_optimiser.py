@@ -150,11 +150,11 @@ KEEP_V_NUMBERS = 2**16
 
 
 def _kept_v(i: int, basis: SubspaceBasis) -> Tensor | None:
-    """V of parameter i's basis, kept, for a small hidden matrix; None for W0 (i = 0) and big
-    ones. Only a V regenerated in one chunk is kept, so that its update is the same single
-    product as the regenerated one's (bit for bit)."""
+    """V^T of parameter i's basis, (r, n), kept, for a small hidden matrix; None for W0 (i = 0)
+    and big ones. Only a V regenerated in one chunk is kept, so that its update is the same
+    single product as the regenerated one's (bit for bit: the same (E r, n) right factor)."""
     small = basis.n * basis.rank <= min(KEEP_V_NUMBERS, _zo_perturbations.CHUNK_ELEMENTS)
-    return basis.v_dense() if i > 0 and small and basis.plan is None else None
+    return basis.vt_dense() if i > 0 and small and basis.plan is None else None
 
 
 @dataclass
@@ -162,7 +162,7 @@ class LowRankTerms:
     """The low-rank momentum of one weight matrix, sum_e U_e A_e V_e^T over its live bases
     (oldest first), stacked so that a step's work on it is a few ops whatever the number E of
     terms: ``a`` (E, r, r), ``u`` (E, m, r), ``weights`` beta^age of each term (the drop rule),
-    ``v`` (E, n, r) the kept V_e of a small matrix (:data:`KEEP_V_NUMBERS`), else None."""
+    ``v`` (E, r, n) the kept V_e^T of a small matrix (:data:`KEEP_V_NUMBERS`), else None."""
 
     bases: list
     a: Tensor
@@ -174,7 +174,7 @@ class LowRankTerms:
 def add_momentum_(w: Tensor, t: LowRankTerms, lr: float) -> None:
     """w -= lr sum_e U_e A_e V_e^T: every (-lr) U_e A_e in one batched product (one term: its
     product, as without momentum), then one pass over w (:func:`add_lowrank_sum_`, or one
-    product with the kept V_e)."""
+    product with the kept V_e^T, stacked (E r, n) as the regenerated ones are)."""
     if len(t.bases) == 1:
         add_lowrank_sum_(w, [(t.bases[0], (-lr) * (t.u[0] @ t.a[0]))])
         return
@@ -183,25 +183,36 @@ def add_momentum_(w: Tensor, t: LowRankTerms, lr: float) -> None:
     if t.v is None:
         add_lowrank_sum_(w, list(zip(t.bases, a_all.split(r, dim=1))), a_all)
         return
-    w.addmm_(a_all, t.v.transpose(0, 1).reshape(t.v.shape[1], e * r).T)
+    w.addmm_(a_all, t.v.reshape(e * r, t.v.shape[2]))
 
 
 def add_lowrank_sum_(w: Tensor, terms: Sequence[tuple[SubspaceBasis, Tensor]],
                      a_all: Tensor | None = None) -> None:
     """w += sum_e a_e V_e^T for (basis_e, a_e (m, r)) pairs of bases of w's shape and rank, in
     one pass over w: the V_e are regenerated in lockstep row chunks (same chunking for every
-    basis of a shape and rank) and their contributions summed before w is touched. ``a_all``:
-    the a_e side by side, (m, E r), when the caller has them so."""
+    basis of a shape and rank), each chunk's V_e^T drawn straight into rows [e r, (e + 1) r) of
+    one (E r, j1 - j0) block, and w[:, j0:j1] += a_all @ block, one product. ``a_all``: the
+    a_e side by side, (m, E r), when the caller has them so."""
     if len(terms) == 1:
         basis, a = terms[0]
         basis.add_to_(w, a)
         return
     if a_all is None:
         a_all = torch.cat([a for _, a in terms], dim=1)  # (m, E r)
-    for chunks in zip(*[b.v_chunks() for b, _ in terms]):
+    r = terms[0][0].rank
+    block: list[Tensor] = []  # the current chunk's (E, r, j1 - j0) block, then its E slices
+
+    def rows(e: int):
+        def into(j0: int, j1: int) -> Tensor:
+            if e == 0:  # zip draws basis 0's chunk first: it opens the chunk's block
+                b = torch.empty(len(terms), r, j1 - j0, dtype=w.dtype, device=w.device)
+                block[:] = [b, *b.unbind()]  # E views in one op
+            return block[1 + e]
+        return into
+
+    for chunks in zip(*[b.vt_chunks(rows(e)) for e, (b, _) in enumerate(terms)]):
         j0, j1 = chunks[0][0], chunks[0][1]
-        v_all = torch.cat([c for _, _, c in chunks], dim=1)  # (j1 - j0, E r)
-        w[:, j0:j1].addmm_(a_all, v_all.T)
+        w[:, j0:j1].addmm_(a_all, block[0].view(-1, j1 - j0))  # (E r, j1 - j0)
 
 
 def descend(params: Sequence[Tensor], perturbations: Sequence[Perturbation],

@@ -30,7 +30,7 @@ Per weight matrix W (m x n, W[out, in]) a perturbation is one of
   the Gaussian basis, and for a held basis E_Xi[g_hat_W] = (mn/r^2) P_U G P_V, an exact
   projection. V is orthonormalised *without being held*: one pass over its Gaussian row chunks
   gives the r x r Gram matrix V^T V = L L^T (Cholesky), and every later regeneration maps each
-  chunk through sqrt(n) L^{-T} (so Q_V^T Q_V = L^{-1} V^T V L^{-T} = I); that costs one more
+  chunk of V^T through sqrt(n) L^{-1} (so Q_V^T Q_V = L^{-1} V^T V L^{-T} = I); that costs one more
   regeneration of V per refresh and 2 n r^2 flops per regeneration;
 * biases and the 1 x width output layer (too thin for a subspace): a full Gaussian vector.
 
@@ -45,7 +45,12 @@ from 8 K generators, 64 of its 444 ATen ops at the defaults, and stacked them ag
 batched evaluation and the update, which now read the block's columns as they are).
 
 U is m x r (small) and is materialised; V (n x r, 320 MB at n = 10^7, r = 8) is only ever
-regenerated in row chunks, so a low-rank perturbation costs O(m r) memory.
+regenerated in row chunks, so a low-rank perturbation costs O(m r) memory. A chunk of V is drawn
+as its transpose, V[j0:j1]^T = an (r, j1 - j0) standard Gaussian draw: so that the momentum's
+update can draw the V_e^T of all its terms as the rows of one (E r, j1 - j0) block, written in
+place, and read that block as the right factor of one product (ours, issue 22: the chunks of V
+drawn (j1 - j0, r) had to be concatenated side by side first, a copy of 4.8 W0 of the 34.5 W0
+of d-sized traffic of sdze's step at d = 1e5).
 
 **Sharded W0** (one rank of a sharded cell holds the columns [lo, hi) of W0 in whole column
 blocks, :class:`pinnbench.cells.sharding.ShardPlan`, docs/sharding.md): the d-sized parts of W0's
@@ -64,7 +69,7 @@ theta).
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -172,7 +177,9 @@ class SubspaceBasis:
     U (m, r) ~ N(0, 1) is materialised; V (n, r) ~ N(0, 1) is regenerated in row chunks from its
     own seed at every use, except between :meth:`keep_v` and :meth:`drop_v`, when its chunks are
     kept (n r numbers: 6 % of the matrix at r = 8, width 128), so that a step regenerates it once
-    for its products and its update. The chunks are the same either way.
+    for its products and its update. The chunks are the same either way. Chunk [j0, j1) of V is
+    drawn as its transpose, an (r, j1 - j0) Gaussian (module docstring): :meth:`vt_chunks` yields
+    those, :meth:`v_chunks` their (j1 - j0, r) views.
 
     With ``plan`` (a sharded W0 of n = plan.input_dim columns, module docstring) this rank holds
     V's rows of its columns only, as ``self.n`` = plan.input_columns rows indexed from 0, row
@@ -202,27 +209,53 @@ class SubspaceBasis:
     def drop_v(self) -> None:
         self._kept_v = None
 
-    def v_chunks(self) -> Iterator[tuple[int, int, Tensor]]:
-        """(j0, j1, V[j0:j1]) for consecutive row blocks of V."""
-        return iter(self._kept_v) if self._kept_v is not None else self._regenerate()
+    def vt_chunks(self, into: Callable[[int, int], Tensor] | None = None
+                  ) -> Iterator[tuple[int, int, Tensor]]:
+        """(j0, j1, V[j0:j1]^T), (r, j1 - j0) contiguous, for consecutive row blocks of V.
+        ``into(j0, j1)``, if given, returns the contiguous (r, j1 - j0) tensor that the chunk is
+        written into (drawn there, or copied from a kept chunk) and yielded as; it is called
+        once per chunk, in order, just before the chunk is drawn."""
+        if self._kept_v is None:
+            yield from self._regenerate(into)
+            return
+        for j0, j1, c in self._kept_v:
+            yield j0, j1, (c if into is None else into(j0, j1).copy_(c))
 
-    def _regenerate(self) -> Iterator[tuple[int, int, Tensor]]:
+    def v_chunks(self) -> Iterator[tuple[int, int, Tensor]]:
+        """(j0, j1, V[j0:j1]) for consecutive row blocks of V: views of :meth:`vt_chunks`."""
+        for j0, j1, c in self.vt_chunks():
+            yield j0, j1, c.T
+
+    def _regenerate(self, into: Callable[[int, int], Tensor] | None = None
+                    ) -> Iterator[tuple[int, int, Tensor]]:
+        """(j0, j1, V[j0:j1]^T) drawn afresh (:meth:`vt_chunks`)."""
         if self.plan is not None:
             for j0, j1, k in _shard_blocks(self.plan):
-                yield j0, j1, torch.randn(j1 - j0, self.rank,
-                                          generator=generator(derive_seed(self.seed, 1, k),
-                                                              self.device),
-                                          dtype=self.dtype, device=self.device)
+                g = generator(derive_seed(self.seed, 1, k), self.device)
+                yield j0, j1, self._draw(g, j0, j1, into)
             return
         g = generator(derive_seed(self.seed, 1), self.device)
         step = _chunk_cols(self.rank)
         for j0 in range(0, self.n, step):
             j1 = min(self.n, j0 + step)
-            yield j0, j1, torch.randn(j1 - j0, self.rank, generator=g, dtype=self.dtype,
-                                      device=self.device)
+            yield j0, j1, self._draw(g, j0, j1, into)
+
+    def _draw(self, g: torch.Generator, j0: int, j1: int,
+              into: Callable[[int, int], Tensor] | None) -> Tensor:
+        """V[j0:j1]^T ~ N(0, 1), (r, j1 - j0), from ``g``: into ``into(j0, j1)`` if given (the same
+        numbers: one draw into a contiguous tensor either way)."""
+        if into is None:
+            return torch.randn(self.rank, j1 - j0, generator=g, dtype=self.dtype,
+                               device=self.device)
+        # what torch.randn does after its allocation (one op, where randn(out=) is two)
+        return into(j0, j1).normal_(generator=g)
 
     def v_dense(self) -> Tensor:
         return _joined([c for _, _, c in self.v_chunks()], dim=0)
+
+    def vt_dense(self) -> Tensor:
+        """V^T, (r, n) contiguous."""
+        return _joined([c for _, _, c in self.vt_chunks()], dim=1)
 
     def v_cursor(self):
         """``take(a, b)`` -> V[a:b] for ranges that move left to right (streamed step data,
@@ -261,12 +294,12 @@ class SubspaceBasis:
 
     def dense(self, xi: Tensor) -> Tensor:
         """z = U Xi V^T / r, materialised (small matrices only)."""
-        return (self.u @ xi) @ self.v_dense().T / self.rank
+        return (self.u @ xi) @ self.vt_dense() / self.rank
 
     def add_to_(self, w: Tensor, a: Tensor) -> None:
         """w += a V^T for a (m, r), chunk by chunk (a = alpha U Xi / r for w += alpha z)."""
-        for j0, j1, c in self.v_chunks():
-            w[:, j0:j1].addmm_(a, c.T)
+        for j0, j1, c in self.vt_chunks():
+            w[:, j0:j1].addmm_(a, c)
 
 
 def _positive_qr(a: Tensor) -> Tensor:
@@ -291,17 +324,18 @@ class OrthonormalSubspaceBasis(SubspaceBasis):
         super().__init__(m, n, rank, seed, dtype, device)
         self.u = _positive_qr(self.u) * math.sqrt(m)
         gram = None
-        for _, _, c in super()._regenerate():  # one pass over the Gaussian V: V^T V (r x r)
-            part = c.T @ c
+        for _, _, c in super()._regenerate():  # one pass over the Gaussian V^T: V^T V (r x r)
+            part = c @ c.T
             gram = part if gram is None else gram + part
         chol = torch.linalg.cholesky(gram)
         eye = torch.eye(rank, dtype=dtype, device=self.device)
-        #: sqrt(n) L^{-T}: maps a row chunk of the Gaussian V onto the same rows of sqrt(n) Q_V
-        self._whiten = torch.linalg.solve_triangular(chol, eye, upper=False).T * math.sqrt(n)
+        #: sqrt(n) L^{-1}: maps a chunk of the Gaussian V^T onto the same columns of sqrt(n) Q_V^T
+        self._whiten_t = torch.linalg.solve_triangular(chol, eye, upper=False) * math.sqrt(n)
 
-    def _regenerate(self) -> Iterator[tuple[int, int, Tensor]]:
+    def _regenerate(self, into: Callable[[int, int], Tensor] | None = None
+                    ) -> Iterator[tuple[int, int, Tensor]]:
         for j0, j1, c in super()._regenerate():
-            yield j0, j1, c @ self._whiten
+            yield j0, j1, torch.mm(self._whiten_t, c, out=None if into is None else into(j0, j1))
 
 
 class SmallBlock:
@@ -451,7 +485,7 @@ def stacked_small(zs: Sequence[Perturbation], i: int) -> Tensor:
     (:func:`stacked_parts`)."""
     basis = zs[0].bases[i]
     parts = stacked_parts(zs, i)
-    return parts if basis is None else (basis.u @ parts) @ basis.v_dense().T / basis.rank
+    return parts if basis is None else (basis.u @ parts) @ basis.vt_dense() / basis.rank
 
 
 def draw_perturbations(params: Sequence[Tensor], step_seed: int, q: int,

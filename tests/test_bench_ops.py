@@ -27,16 +27,17 @@ def test_products_sweeps_and_traffic_of_a_known_program(w0):
         w0.add_(1.0)          # in place: one sweep; W0 read and written: 2 W0 of traffic
         w0[:, : D // 2].mul_(2.0)  # half of W0, in place: half a sweep, 2 x 0.5 W0 traffic
         torch.addmm(torch.zeros(N, H), x, w0.T)  # a second product and sweep
+        torch.zeros(N, H).addmm_(x, w0.T)  # in place: a third product and sweep
 
     c = count(program, w0, D)
-    assert c.matrix_products == 2
-    assert c.w0_sweeps == pytest.approx(3.5)
+    assert c.matrix_products == 3
+    assert c.w0_sweeps == pytest.approx(4.5)
     # mm: x (0.75) + W0 (1); add_: W0 in and out (2); mul_: half W0 in and out (1);
-    # addmm: x + W0 (1.75); the (N, H) results are below d elements
-    assert c.d_traffic_w0 == pytest.approx(0.75 + 1 + 2 + 1 + 1.75)
+    # addmm, addmm_: x + W0 (1.75) each; the (N, H) results are below d elements
+    assert c.d_traffic_w0 == pytest.approx(0.75 + 1 + 2 + 1 + 1.75 + 1.75)
     assert c.host_syncs == 0
-    # results in new storages: mm's and addmm's (zeros' input is one too)
-    assert c.allocations == 3
+    # results in new storages: mm's and addmm's, and the two zeros
+    assert c.allocations == 4
 
 
 def test_host_syncs_and_where_they_are(w0):
@@ -116,8 +117,12 @@ def test_sdze_meets_the_step_targets_at_the_issues_configuration():
     eagerly, op by op (at d >= 65,536 each compiled call is one op: docs/roofline.md has the
     counts at 1e5, a few ops fewer). At the study's defaults (q = 8, rank 7, momentum 0.9:
     twice the evaluations, and a momentum term of each of the last 44 bases) the stationary
-    step (after ``steady_state_steps``) now meets the same targets, with 389 ops and 23 matrix
-    products, which the second part bounds so that they do not grow: 1066 and 151 with the
+    step (after ``steady_state_steps``) now meets the same targets, with 385 ops and 26 matrix
+    products, which the second part bounds so that they do not grow (26 since the counter
+    counts the in-place products, ``addmm_``, as it always should have: 23 of the old count;
+    389 ops before the momentum drew its V_e^T into one block instead of concatenating
+    them, which took an op and a draw's allocation, as the op a draw into a view takes): 1066
+    and 151 with the
     momentum's terms one by one (each scaled, formed and its V regenerated at every update),
     before they were stacked; 475 before the quotients' scale became one tensor's ops (3q + 8
     of them on q 0-d tensors); 455 and 22 before the perturbations' small parts became one
@@ -127,8 +132,8 @@ def test_sdze_meets_the_step_targets_at_the_issues_configuration():
     assert c.matrix_products <= 40, c.matrix_products
     assert c.ops <= 400, c.ops
     c = count_step("sdze", 1000)
-    assert c.matrix_products <= 23, c.matrix_products
-    assert c.ops <= 389, c.ops
+    assert c.matrix_products <= 26, c.matrix_products
+    assert c.ops <= 385, c.ops
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -151,7 +156,8 @@ def test_bp_step_ops_at_its_defaults_do_not_grow():
     assert c.ops <= 211, c.ops
     assert c.kernels <= 147, c.kernels
     assert c.allocations <= 120, c.allocations
-    assert c.matrix_products <= 16, c.matrix_products
+    # 17 since the counter counts the node's addmm_ (16 of the old count)
+    assert c.matrix_products <= 17, c.matrix_products
     assert c.w0_sweeps <= 3.0 and c.host_syncs == 0, (c.w0_sweeps, c.host_syncs)
 
 
@@ -254,6 +260,27 @@ def test_an_out_tensor_is_written_not_read(w0):
     assert count(lambda: c.mul_(b), w0, D).d_traffic_w0 == pytest.approx(3 * N / H)
 
 
+def test_a_tensor_overwritten_in_place_is_written_not_read(w0):
+    """An op that overwrites its tensor without reading it (a random draw in place, a fill, a
+    copy into it) writes it as an ``out=`` tensor is: ``torch.randn(..., out=c)`` (a
+    ``resize_`` to c's own size, metadata only, then ``normal_``) moves c's bytes once, as the
+    fresh ``torch.randn`` does, allocates nothing, and launches one kernel."""
+    a, c = torch.ones(N, D), torch.empty(N, D)
+    g = torch.Generator().manual_seed(0)
+    fresh = count(lambda: torch.randn(N, D, generator=g), w0, D)
+    into = count(lambda: torch.randn(N, D, generator=g, out=c), w0, D)
+    assert fresh.d_traffic_w0 == into.d_traffic_w0 == pytest.approx(N / H)
+    assert (into.ops, into.kernels, into.allocations) == (2, 1, 0)
+    for fn in (lambda: c.normal_(generator=g), lambda: c.uniform_(generator=g),
+               lambda: c.fill_(2.0), lambda: c.zero_()):
+        one = count(fn, w0, D)
+        assert one.d_traffic_w0 == pytest.approx(N / H) and one.allocations == 0
+    copied = count(lambda: c.copy_(a), w0, D)  # a read, c written
+    assert copied.d_traffic_w0 == pytest.approx(2 * N / H) and copied.allocations == 0
+    grown = torch.empty(0)
+    assert count(lambda: grown.resize_(N, D), w0, D).allocations == 1
+
+
 def test_writing_an_out_tensor_allocates_nothing(w0):
     """An ``out=`` buffer exists before the op, as an in-place op's operand does: neither
     allocates; the op's own result does."""
@@ -324,7 +351,8 @@ def test_a_step_is_counted_where_its_cost_is_stationary():
     assert (default.ops, default.matrix_products, default.d_traffic_w0) == \
         (later.ops, later.matrix_products, later.d_traffic_w0)
     early = count_step(spec, 50, width=16, warmup=1)  # what the old default counted
-    assert early.d_traffic_w0 < 0.6 * default.d_traffic_w0  # 456 vs 787 W0 (44 terms' state)
+    # 452 vs 722 W0 (44 terms' state; 456 vs 787 before the V_e^T were drawn into one block)
+    assert early.d_traffic_w0 < 0.7 * default.d_traffic_w0
     # no growing state: one warm-up step is the stationary step
     assert solver_from_spec("sdze[momentum=0]").steady_state_steps == 1
     assert solver_from_spec("sdze[subspace=false]").steady_state_steps == 1

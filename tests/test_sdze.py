@@ -35,6 +35,44 @@ def test_basis_regenerates_identically(small_chunks):
     assert a.v_dense().shape == (40, 3) and len(list(a.v_chunks())) == 5  # 24 // 3 = 8 rows
 
 
+def test_a_chunk_of_v_is_drawn_as_its_transpose(small_chunks):
+    """Chunk [j0, j1) of V is V[j0:j1]^T = an (r, j1 - j0) draw from V's generator (module
+    docstring), so that a block of several bases' V_e^T can be drawn in place, row block by
+    row block; v_chunks are its views."""
+    from pinnbench.seeds import derive_seed, generator
+
+    b = SubspaceBasis(6, 40, 3, seed=7, dtype=torch.float64, device="cpu")
+    g = generator(derive_seed(7, 1), torch.device("cpu"))
+    for (j0, j1, c), (k0, k1, v) in zip(b.vt_chunks(), b.v_chunks()):
+        assert torch.equal(c, torch.randn(3, j1 - j0, generator=g, dtype=torch.float64))
+        assert (k0, k1) == (j0, j1) and torch.equal(v, c.T)
+    assert torch.equal(b.vt_dense(), b.v_dense().T) and b.vt_dense().is_contiguous()
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "orthonormal", "kept"])
+def test_a_chunk_drawn_into_a_block_has_the_numbers_drawn_alone(small_chunks, kind):
+    """``vt_chunks(into)`` writes each chunk into the tensor ``into`` gives (rows of a bigger
+    block) and yields it: the same numbers as without (a Gaussian draw, the orthonormal map, a
+    kept chunk copied), and the block holds them."""
+    cls = pt.OrthonormalSubspaceBasis if kind == "orthonormal" else SubspaceBasis
+    b = cls(6, 40, 3, seed=3, dtype=torch.float32, device="cpu")
+    if kind == "kept":
+        b.keep_v()
+    want = [c.clone() for _, _, c in b.vt_chunks()]
+    blocks = []
+
+    def into(j0, j1):
+        blocks.append(torch.full((7, j1 - j0), float("nan")))
+        return blocks[-1][2:5]
+
+    got = list(b.vt_chunks(into))
+    assert len(got) == len(want) == len(blocks) == 5
+    for (_, _, c), w, block in zip(got, want, blocks):
+        assert torch.equal(c, w) and torch.equal(block[2:5], w)
+        assert c.data_ptr() == block[2:5].data_ptr()
+        assert block[:2].isnan().all() and block[5:].isnan().all()
+
+
 def test_chunked_operations_match_dense(small_chunks, gen):
     basis = SubspaceBasis(6, 40, 3, seed=1, dtype=torch.float64, device="cpu")
     v = basis.v_dense()

@@ -144,6 +144,28 @@ def test_lowrank_momentum_sum_in_one_chunked_pass(monkeypatch):
     torch.testing.assert_close(w, want, rtol=1e-12, atol=1e-12)
 
 
+def test_lowrank_momentum_sum_draws_each_v_into_one_block():
+    """The E bases' V_e^T of a chunk are drawn straight into the rows of one (E r, j1 - j0)
+    block that the product reads: its d-sized traffic is the draws, the block's read and w's
+    read and write, 2 E r / m + 2 W0, nothing concatenated (issue 22: the chunks drawn side by
+    side were copied into one by ``torch.cat``, another 2 E r / m W0: 10 W0 here)."""
+    import pinnbench.solvers._zo_optimiser as opt
+    import pinnbench.solvers._zo_perturbations as pt
+    from pinnbench.bench.ops import count
+
+    m, n, r, e = 6, 4000, 3, 4
+    g = torch.Generator().manual_seed(0)
+    terms = [(pt.SubspaceBasis(m, n, r, seed=s, dtype=torch.float32, device="cpu"),
+              torch.randn(m, r, generator=g)) for s in range(e)]
+    w = torch.randn(m, n, generator=g)
+    want = w + sum(a @ b.v_dense().T for b, a in terms)
+    c = count(lambda: opt.add_lowrank_sum_(w, terms), w, n, by_site=True)
+    assert not any("aten::cat" in site for site in c.traffic_sites), c.traffic_sites
+    assert c.d_traffic_w0 == pytest.approx(2 * e * r / m + 2), c.traffic_sites
+    assert c.matrix_products == 1
+    torch.testing.assert_close(w, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("refresh", [1, 3])
 @pytest.mark.parametrize("keep_v", [True, False])
 def test_stacked_lowrank_momentum_is_the_term_by_term_rule(monkeypatch, refresh, keep_v):

@@ -142,9 +142,9 @@ def test_sdze_regenerates_each_basis_once_per_step(monkeypatch, spec):
     counts: dict[int, int] = {}
     real = SubspaceBasis._regenerate
 
-    def counting(self):
+    def counting(self, *args):
         counts[id(self)] = counts.get(id(self), 0) + 1
-        return real(self)
+        return real(self, *args)
 
     monkeypatch.setattr(SubspaceBasis, "_regenerate", counting)
     s.step()

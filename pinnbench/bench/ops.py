@@ -44,7 +44,10 @@ warm-up step, then counts one step under a :class:`torch.utils._python_dispatch.
 ``d-traffic``
     bytes of every operand and result (views excluded) with at least d elements, summed and
     divided by W0's bytes: a read of the n x d batch is n/h of a sweep; an in-place op on such
-    a tensor counts it read and written, an ``out=`` tensor written only. With ``--traffic``,
+    a tensor counts it read and written, an ``out=`` tensor written only, and so is the tensor
+    that an op of :data:`WRITE_ONLY` overwrites without reading it (a random draw in place,
+    ``fill_``, ``zero_``, ``copy_``); ``resize_`` (:data:`METADATA_ONLY`) moves nothing and is
+    no kernel. With ``--traffic``,
     the source lines (and ops) where it goes, largest first.
 
 **Compiled regions.** The closed forms of :mod:`pinnbench.maths.fused` run compiled
@@ -89,6 +92,14 @@ SYNC_OPS = frozenset({"_local_scalar_dense", "equal", "nonzero", "masked_select"
 #: ``allocs``)
 ALLOCATION_ONLY = frozenset({"empty", "empty_like", "empty_strided", "new_empty",
                              "new_empty_strided"})
+#: in-place ATen ops that overwrite their first argument without reading it (a random draw, a
+#: fill, a copy into it): it is written, as an ``out=`` tensor is, not read and written
+WRITE_ONLY = frozenset({"normal_", "uniform_", "random_", "exponential_", "cauchy_",
+                        "log_normal_", "geometric_", "bernoulli_", "fill_", "zero_", "copy_"})
+#: ATen ops that change a tensor's metadata only: ``resize_`` to the size a tensor has (what
+#: ``torch.randn(..., out=t)`` dispatches before its ``normal_``) moves no data and launches
+#: nothing; growing a storage counts in ``allocs``
+METADATA_ONLY = frozenset({"resize_"})
 #: Tensor methods that read values into Python (or copy to the host) without a dispatched op on
 #: the CPU
 PYTHON_READS = ("tolist", "numpy", "cpu")
@@ -206,14 +217,17 @@ class OpCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         name = _name(func)
+        storage_before = args[0].untyped_storage().nbytes() if name in METADATA_ONLY else 0
+        out = func(*args, **kwargs)
         c = self.counts
         c.ops += 1
-        if name in MATRIX_PRODUCTS:
+        if name.rstrip("_") in MATRIX_PRODUCTS:  # in place too: ``addmm_`` is a product
             c.matrix_products += 1
-        # an ``out=`` tensor is written, not read: a result (it is among ``outs``), not an operand
-        ins = _tensors((args, {k: v for k, v in kwargs.items() if k != "out"}))
+        # an ``out=`` tensor is written, not read: a result (it is among ``outs``), not an
+        # operand; so is the first argument of an op that overwrites it (WRITE_ONLY)
+        ins = _tensors((args[1:] if name in WRITE_ONLY else args,
+                        {k: v for k, v in kwargs.items() if k != "out"}))
         if name in SYNC_OPS:
             self._sync(f"aten::{name}")
         elif name in ("index", "index_put", "index_put_") and any(
@@ -222,11 +236,17 @@ class OpCounter(TorchDispatchMode):
         outs = _tensors(out)
         if name in ALLOCATION_ONLY:
             self._allocations(ins, outs)
+        elif name in METADATA_ONLY:
+            if args[0].untyped_storage().nbytes() > storage_before:  # grown: a new storage
+                c.allocations += 1
         elif not _is_view(func, ins, outs):
             c.kernels += 1
             self._traffic(ins, outs, f"aten::{name}")
-            # an ``out=`` buffer exists already: writing it allocates nothing
-            self._allocations(ins + _tensors(kwargs.get("out")), outs)
+            # an ``out=`` buffer, or the tensor a WRITE_ONLY op overwrites, exists already:
+            # writing it allocates nothing
+            written = _tensors(kwargs.get("out")) + (_tensors(args[0]) if name in WRITE_ONLY
+                                                     else [])
+            self._allocations(ins + written, outs)
         return out
 
 
