@@ -386,12 +386,16 @@ class Solver:
         dist = self.params.get("dist", "default")
         return {} if dist == "default" else {"dist": dist}
 
-    def draw(self, generator: torch.Generator | None = None,
-             probe_generator: torch.Generator | None = None):
+    def draw(self, generator: torch.Generator | int | None = None,
+             probe_generator: torch.Generator | int | None = None):
         """The step's spatial sample (:class:`pinnbench.maths.step_data.StepData`): ``points``
         collocation points from ``generator`` (default: the solver's), their source values, and
         the probes of the solver's ``estimator`` (two independent sets for ``loss=unbiased``)
-        from ``probe_generator`` (default: continuing ``generator``). The time it takes is added
+        from ``probe_generator`` (default: continuing ``generator``). Either may be an integer
+        seed: the same sample as from a generator on the problem's device seeded with it
+        (:func:`pinnbench.seeds.generator`), but a streamed sample derives its seeds from the
+        integers on the host, without reading one back from the device
+        (:func:`pinnbench.maths.streaming.draw_streamed_step_data`). The time it takes is added
         to ``data_time_s``, so the cell reports it apart: at once off CUDA (wall time); on CUDA
         the device time between two events, with no sync in the step, added when the harness
         calls :meth:`settle_data_time` after the step (:class:`pinnbench.timing.Stopwatch`).
@@ -402,8 +406,12 @@ class Solver:
         rank of a sharded cell, :class:`pinnbench.cells.sharded_ball.ShardedBall`) is asked for it."""
         from pinnbench.maths.step_data import draw_step_data
         from pinnbench.maths.streaming import draw_streamed_step_data
+        from pinnbench.seeds import generator as seeded
         p = self.params
         generator = self.generator if generator is None else generator
+        if not p.get("stream", False):  # a seed is a generator seeded with it
+            generator, probe_generator = (seeded(g, self.problem.device) if isinstance(g, int)
+                                          else g for g in (generator, probe_generator))
         sets = 2 if p.get("loss") == "unbiased" else 1
         mark = self._data_watch.start() if self.time_data else None
         sharded = getattr(self.problem, "draw_step_data", None)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pinnbench.seeds import derive_seed, draw_seed, generator
+from pinnbench.seeds import derive_seed, draw_seed
 from pinnbench.solver import Solver
 from pinnbench.solvers._parameters import RAW_QUOTIENT_SEARCH
 from pinnbench.solvers._zo_evaluation import FirstLayerCache
@@ -244,8 +244,8 @@ class ZerothOrderSolver(Solver):
         seeds = self.evaluation_seeds(step.seed, k, plus)
         if step.sample_seeds != seeds:
             step.sample = None  # one sample at a time
-            device = self.problem.device
-            step.sample = self.draw(generator(seeds[0], device), generator(seeds[1], device))
+            step.sample_seeds = None
+            step.sample = self.draw(*seeds)  # seeds, not generators: nothing read back
             step.sample_seeds = seeds
         return step.sample
 

@@ -84,14 +84,17 @@ def test_counts_are_deterministic():
 
 
 @pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize("solver", ["bp", "sdze", "zo"])
+@pytest.mark.parametrize("solver", ["bp", "sdze", "zo", "sdze[stream=true]", "zo[stream=true]"])
 def test_a_default_step_makes_no_host_sync(solver):
     """Nothing is read back in a step: bp returns its loss as a 0-d tensor, which the cell
     runner reads only at the evaluations (pinnbench/cells/loss_watch.py); zo and sdze too, and
     their step seed is derived on the host from the base seed and the step's index (it was drawn
-    from the solver's generator: one sync a step, until 2026-12-04). An `.item()`, a `float()`,
-    a `bool()` or an `aten::equal` cache lookup in a step fails here."""
-    c = count_step(f"{solver}[points=10,probes=4]", 200, width=32)
+    from the solver's generator: one sync a step, until 2026-12-04). Streamed step data derive
+    their points' and probes' seeds from the sample's integer seeds on the host (they drew them
+    from two generators on the device: two syncs a step, until 2026-12-05). An `.item()`, a
+    `float()`, a `bool()` or an `aten::equal` cache lookup in a step fails here."""
+    base, opts = (solver[:-1] + ",", "]") if "[" in solver else (solver + "[", "]")
+    c = count_step(f"{base}points=10,probes=4{opts}", 200, width=32)
     assert c.sync_ops == {} and c.host_syncs == 0 == c.mid_step_syncs, c.sync_sites
 
 

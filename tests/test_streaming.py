@@ -173,6 +173,40 @@ def test_reductions_equal_the_products_of_the_materialised_sample(small_blocks, 
     assert not torch.equal(data.probes[0].dense(), data.probes[1].dense())
 
 
+def test_a_streamed_sample_from_integer_seeds_derives_its_seeds_on_the_host():
+    """Given integers, the streamed sample's points come from derive_seed(seed, POINTS_SEED)
+    and probe set j from derive_seed(probe seed, PROBES_SEED, j), with nothing drawn from (nor
+    read back from) a generator; the same integers give the same sample, the sets differ, and
+    without a probe seed the points' seed serves. A materialised solver's draw of integers is
+    its draw of generators seeded with them, bit for bit."""
+    from pinnbench.bench.ops import count
+    from pinnbench.seeds import derive_seed
+
+    p = make_problem("poisson-2body-v1", dim=30, seed=0, dtype=torch.float64)
+    a = streaming.draw_streamed_step_data(p, 7, 11, 5, {}, sets=2, probe_generator=12)
+    b = streaming.draw_streamed_step_data(p, 7, 11, 5, {}, sets=2, probe_generator=12)
+    want_x = p.stream_interior(7, derive_seed(11, streaming.POINTS_SEED),
+                               streaming.block_width(7))
+    assert torch.equal(a.points.dense(), want_x.dense())
+    assert torch.equal(a.points.dense(), b.points.dense())
+    for j, stream in enumerate(a.probes):
+        assert stream.seed == derive_seed(12, streaming.PROBES_SEED, j)
+        assert torch.equal(stream.dense(), b.probes[j].dense())
+    assert not torch.equal(a.probes[0].dense(), a.probes[1].dense())
+    one = streaming.draw_streamed_step_data(p, 7, 11, 5, {})
+    assert one.probes[0].seed == derive_seed(11, streaming.PROBES_SEED, 0)
+    c = count(lambda: streaming.draw_streamed_step_data(p, 7, 11, 5, {}), torch.empty(2, 30), 30)
+    assert c.host_syncs == 0, c.sync_sites
+
+    m = make_model(p, width=8, depth=2, generator=torch.Generator().manual_seed(0))
+    s = make_solver("sdze[points=7,probes=5]", p, m, generator=torch.Generator().manual_seed(1))
+    by_int, by_gen = s.draw(11, 12), s.draw(torch.Generator().manual_seed(11),
+                                          torch.Generator().manual_seed(12))
+    assert torch.equal(by_int.x, by_gen.x) and torch.equal(by_int.source, by_gen.source)
+    (gi,), (gg,) = by_int.probes[0].groups.values(), by_gen.probes[0].groups.values()
+    assert torch.equal(gi.dirs.v, gg.dirs.v)
+
+
 # -- streamed vs materialised: losses, quotients, errors -----------------------------------------
 def _pair(family: str, spec: str, dim: int = 50, name: str = "sdze"):
     """(problem, streamed solver, materialised solver drawing the streamed one's samples)."""

@@ -160,13 +160,26 @@ class StreamedStepData:
         return StepData(x, f, tuple(sets))
 
 
-def draw_streamed_step_data(problem, points: int, generator: torch.Generator, probes: int,
+#: tags of the seeds a streamed sample derives from an integer seed on the host
+#: (:func:`draw_streamed_step_data`): the points' stream, and each probe set's (with its index)
+POINTS_SEED, PROBES_SEED = 0, 1
+
+
+def draw_streamed_step_data(problem, points: int, generator: torch.Generator | int, probes: int,
                             opts: dict, sets: int = 1,
-                            probe_generator: torch.Generator | None = None) -> StreamedStepData:
+                            probe_generator: torch.Generator | int | None = None
+                            ) -> StreamedStepData:
     """The streamed counterpart of :func:`pinnbench.maths.step_data.draw_step_data` for the stde
     estimator with dense probes: one seed for the points from ``generator``, then one seed per
     probe set from ``probe_generator`` (default: continuing ``generator``); the first pass over
-    the points (their norms) is done here."""
+    the points (their norms) is done here.
+
+    ``generator`` and ``probe_generator`` may be integer seeds instead: the points' stream is
+    then ``derive_seed(seed, POINTS_SEED)`` and probe set j's ``derive_seed(probe seed,
+    PROBES_SEED, j)`` (the probe seed defaulting to the points' seed), derived on the host. A
+    seed drawn from a generator is read back from its device (``draw_seed``): a host sync, two
+    a step of a zeroth-order solver on the old path (ours, issue 22: its step passes the
+    integers it seeded its sample's generators from)."""
     if not getattr(problem, "supports_streaming", False):
         raise ValueError(f"{problem.id} cannot stream its step data (supports_streaming is "
                          "False); streamed data exists for the ball problems")
@@ -174,10 +187,14 @@ def draw_streamed_step_data(problem, points: int, generator: torch.Generator, pr
     if dist not in STREAM_DISTS:
         raise ValueError(f"streamed probes are {' or '.join(STREAM_DISTS)}, not {dist!r}")
     width = block_width(points)
-    x = problem.stream_interior(points, draw_seed(generator), width)
+    x_seed = (derive_seed(generator, POINTS_SEED) if isinstance(generator, int)
+              else draw_seed(generator))
+    x = problem.stream_interior(points, x_seed, width)
     pg = generator if probe_generator is None else probe_generator
-    streams = tuple(ColumnStream(probes, problem.dim, width, draw_seed(pg), dist, problem.dtype,
-                                 problem.device) for _ in range(sets))
+    set_seeds = ([derive_seed(pg, PROBES_SEED, j) for j in range(sets)] if isinstance(pg, int)
+                 else [draw_seed(pg) for _ in range(sets)])
+    streams = tuple(ColumnStream(probes, problem.dim, width, seed, dist, problem.dtype,
+                                 problem.device) for seed in set_seeds)
     return StreamedStepData(problem, x, streams)
 
 
