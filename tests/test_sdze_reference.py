@@ -67,7 +67,11 @@ def _solver(spec: str, problem_id: str, dim: int = 6, width: int = 10, seed: int
     return make_solver(spec, problem, model, generator=g)
 
 
-def _check(spec: str, problem_id: str, rtol: float, steps_before: int = 1) -> None:
+def _check(spec: str, problem_id: str, rtol: float, steps_before: int = 1,
+           per_step: bool = False) -> None:
+    """Each quotient within ``rtol`` of the reference's, relative to itself, or with
+    ``per_step`` to the step's largest quotient (for rounding that is a fraction of the losses,
+    not of their difference: see the finite-difference tests)."""
     s = _solver(spec, problem_id)
     for _ in range(steps_before):  # theta away from its initialisation, a refresh behind us
         s.step()
@@ -76,8 +80,10 @@ def _check(spec: str, problem_id: str, rtol: float, steps_before: int = 1) -> No
         got = s.difference_quotients(torch.Generator().manual_seed(100 + trial))
         want = reference_quotients(s, step_seed)
         assert len(got) == len(want) == s.params["q"]
+        scale = max(abs(b) for b in want)
         for a, b in zip(got, want):
-            assert abs(a - b) <= rtol * abs(b) + 1e-12, (spec, problem_id, got, want)
+            bound = rtol * (scale if per_step else abs(b)) + 1e-12
+            assert abs(a - b) <= bound, (spec, problem_id, got, want)
 
 
 @pytest.mark.parametrize("problem_id", FAMILIES)
@@ -108,18 +114,25 @@ def test_sdze_unbiased_loss_matches_reference(problem_id, crns):
 @pytest.mark.parametrize("subspace", ["true", "false"])
 def test_sdze_quotients_match_explicit_reference_fd(problem_id, crns, subspace):
     """Finite-difference stencils divide the rounding of u by h^k (float64, h = eps^(1/(k+2))):
-    agreement to 1e-5 relative for second-order terms, 1e-3 for the fourth-order one (measured
-    ~4e-5 with common random numbers, where the shared points leave only that rounding)."""
+    agreement to 1e-5 for second-order terms, 1e-3 for the fourth-order one (measured ~4e-5
+    with common random numbers, where the shared points leave only that rounding), relative to
+    the step's largest quotient. That rounding is a fraction of the losses, whatever their
+    difference: measured over 3 models x 4 steps x 2 quotients with common random numbers,
+    its absolute size is the same for two draws of the low-rank bases (at most 1.0e-4 and
+    9.1e-5 on poisson-2body, median 2.5e-5 both), but a quotient near 0 makes it large
+    relative to itself (1.4e-5 and 7.6e-5 on poisson-2body and heat with the bases drawn as
+    V^T, whose smallest quotients were 3.4 and 0.13, against 7.1e-7 and 7.2e-6 before)."""
     rtol = 1e-3 if problem_id.startswith("biharmonic") else 1e-5
     _check(f"sdze[estimator=fd,crns={crns},subspace={subspace},rank=2,q=2,points=5,probes=3]",
-           problem_id, rtol=rtol)
+           problem_id, rtol=rtol, per_step=True)
 
 
 @pytest.mark.parametrize("problem_id", ["poisson-2body-v1", "biharmonic-3body-v1"])
 @pytest.mark.parametrize("crns", ["true", "false"])
 def test_zo_quotients_match_explicit_reference_fd(problem_id, crns):
     rtol = 1e-3 if problem_id.startswith("biharmonic") else 1e-5
-    _check(f"zo[estimator=fd,crns={crns},q=2,points=5,probes=3]", problem_id, rtol=rtol)
+    _check(f"zo[estimator=fd,crns={crns},q=2,points=5,probes=3]", problem_id, rtol=rtol,
+           per_step=True)
 
 
 @pytest.mark.parametrize("spec", ["sdze[crns=true,rank=2,q=3,eps=1e-5,points=5,probes=3]",
