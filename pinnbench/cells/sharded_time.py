@@ -60,7 +60,7 @@ class ShardedTimeBall(ShardedBall):
         ``spatial_sqnorm_jet`` and ``time_jet``: the time part is removed from the full-width
         products on its owner)."""
         plan, base = self.plan, self.base
-        n, v, cols = x.shape[0], dirs.count, plan.columns
+        v, cols = dirs.count, plan.columns
         xv, vv = dirs.dot(x), dirs.sqnorm().to(x.dtype)
         t = self._t(x)
         vt = torch.zeros(v, dtype=x.dtype, device=x.device)

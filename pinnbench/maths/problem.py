@@ -25,7 +25,7 @@ from torch import Tensor
 
 from pinnbench import memory
 from pinnbench.maths.directions import Directions
-from pinnbench.maths.jets import Jet, plus
+from pinnbench.maths.jets import Jet
 
 #: the terms an operator may use (all linear but grad_power_mean), and what each means for u(x, t)
 TERMS: dict[str, str] = {
