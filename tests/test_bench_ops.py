@@ -9,8 +9,16 @@ import torch
 from pinnbench.maths import fused
 from pinnbench.bench import ops
 from pinnbench.bench.ops import count, count_step
+from pinnbench.solver import format_spec, parse_spec
 
 H, D, N = 4, 1000, 3
+
+
+def _with(spec: str, **params) -> str:
+    """``spec`` with ``params`` added: ``_with("sdze[stream=true]", points=10)`` ->
+    ``"sdze[points=10,stream=true]"``."""
+    name, given = parse_spec(spec)
+    return format_spec(name, {**given, **params})
 
 
 @pytest.fixture
@@ -93,8 +101,7 @@ def test_a_default_step_makes_no_host_sync(solver):
     their points' and probes' seeds from the sample's integer seeds on the host (they drew them
     from two generators on the device: two syncs a step, until 2026-12-05). An `.item()`, a
     `float()`, a `bool()` or an `aten::equal` cache lookup in a step fails here."""
-    base, opts = (solver[:-1] + ",", "]") if "[" in solver else (solver + "[", "]")
-    c = count_step(f"{base}points=10,probes=4{opts}", 200, width=32)
+    c = count_step(_with(solver, points=10, probes=4), 200, width=32)
     assert c.sync_ops == {} and c.host_syncs == 0 == c.mid_step_syncs, c.sync_sites
 
 
@@ -244,9 +251,7 @@ def test_a_step_reads_its_batch_for_the_squared_norm_once(solver, monkeypatch):
     from pinnbench.problems import _chunked
 
     _, _, s, _ = build(dict(problem="poisson-2body-v1", dim=200, width=32, depth=3,
-                            solver=f"{solver[:-1] if '[' in solver else solver + '['}"
-                                   f"{',' if '[' in solver else ''}points=10,probes=4]",
-                            device="cpu"))
+                            solver=_with(solver, points=10, probes=4), device="cpu"))
     s.step()
     calls = []
     row_sum = _chunked.row_sum
