@@ -37,25 +37,32 @@ class QuotientScale:
     scalar version of ZO-AdaMM, Chen et al., NeurIPS 2019), without any P-sized buffer.
 
     The quotients are a (q,) float64 tensor on the device (the solver reads nothing back during
-    a step), and v is a 0-d one after the first call; every operation is the float64 one Python's
+    a step), and v and t are 0-d ones after the first call, updated in place (so a step captured
+    as a CUDA graph reads and writes the same memory at every replay, and no step count is a
+    Python number frozen into it); every operation is the float64 one Python's
     floats would do (the sum of squares in order, as ``cumsum``'s last element on the CPU; the
-    power by a tensor exponent, as C's ``pow``), so the numbers are those of the same
-    computation on Python floats, bit for bit (tests/test_quotient_scale.py), in 14 ops
-    whatever q (the sum over a list of q 0-d tensors took 3q + 8)."""
+    powers by a tensor exponent, as C's ``pow``; t counts in exact integers), so the numbers are
+    those of the same computation on Python floats, bit for bit (tests/test_quotient_scale.py),
+    in 15 ops whatever q (the sum over a list of q 0-d tensors took 3q + 8)."""
 
     def __init__(self, beta2: float = NORM_DECAY) -> None:
         self.beta2 = beta2
-        self.v = 0.0
-        self.t = 0
+        self.v: float | Tensor = 0.0
+        self.t: Tensor | None = None  # the number of calls so far, float64 on the device
 
     def __call__(self, quotients: Tensor) -> Tensor:
         mean_sq = torch.cumsum(quotients * quotients, 0)[-1] / quotients.shape[0]
-        self.v = self.beta2 * self.v + (1.0 - self.beta2) * mean_sq
-        self.t += 1
-        v_hat = self.v / (1.0 - self.beta2**self.t)
+        if self.t is None:  # the first call: v = 0 * beta2 + (1 - beta2) mean_sq
+            self.v = self.beta2 * self.v + (1.0 - self.beta2) * mean_sq
+            self.t = torch.ones_like(mean_sq)
+            # the exponent and the zero of the where below, made once
+            self._minus_half, self._zero = torch.full_like(mean_sq, -0.5), torch.zeros_like(mean_sq)
+        else:
+            self.v.mul_(self.beta2).add_((1.0 - self.beta2) * mean_sq)
+            self.t.add_(1.0)
+        v_hat = self.v / (1.0 - torch.pow(self.beta2, self.t))
         # v_hat^(-1/2) where v_hat > 0, else 0 (then every quotient becomes 0 * c), no branch
-        s = torch.where(v_hat > 0.0, torch.pow(v_hat, torch.full_like(v_hat, -0.5)),
-                        torch.zeros_like(v_hat))
+        s = torch.where(v_hat > 0.0, torch.pow(v_hat, self._minus_half), self._zero)
         return quotients * s
 
 
@@ -90,8 +97,11 @@ class HeavyBall:
     r-dimensional bases of R^n are nearly orthogonal: the projection would keep ~r/n of m, i.e.
     reset it."""
 
-    def __init__(self, beta: float) -> None:
+    def __init__(self, beta: float, in_place: bool = False) -> None:
         self.beta = beta
+        #: keep the low-rank terms' storage once their number stops changing (a step captured
+        #: as a CUDA graph must update its state where it is): the same numbers
+        self.in_place = in_place
         self.dense: dict[int, Tensor] = {}
         self.lowrank: dict[int, LowRankTerms] = {}
 
@@ -122,6 +132,10 @@ class HeavyBall:
         else:
             weights = [w * self.beta for w in t.weights]  # increasing: the oldest first
             k = next((j for j, w in enumerate(weights) if w >= MOMENTUM_DROP), len(weights))
+            if self.in_place and k == 1 and t.bases[-1] is not basis:
+                t = _shift_in_(t, self.beta, basis, g, weights[1:] + [1.0], _kept_v(i, basis))
+                self.lowrank[i] = t
+                return t
             t = LowRankTerms(t.bases[k:], (t.a * self.beta)[k:], t.u[k:], weights[k:],
                              None if t.v is None else t.v[k:])
             if t.bases and t.bases[-1] is basis:
@@ -139,6 +153,20 @@ class HeavyBall:
     def state_tensors(self) -> list[Tensor]:
         return list(self.dense.values()) + [x for t in self.lowrank.values()
                                             for x in (t.a, t.u, t.v) if x is not None]
+
+
+def _shift_in_(t: "LowRankTerms", beta: float, basis, g: Tensor, weights: list[float],
+               v: Tensor | None) -> "LowRankTerms":
+    """The oldest term dropped and ``basis``'s appended, in the stacks' own storage: every
+    A_e times beta moved one slot towards the front (the numbers of ``(a * beta)[1:]``), then
+    the new term written into the last slot."""
+    t.a[:-1].copy_(t.a[1:] * beta)
+    t.a[-1].copy_(g)
+    for stack, new in ((t.u, basis.u), (t.v, v)):
+        if stack is not None:
+            stack[:-1].copy_(stack[1:].clone())  # overlapping slices: copy_ needs a copy
+            stack[-1].copy_(new)
+    return LowRankTerms(t.bases[1:] + [basis], t.a, t.u, weights, t.v)
 
 
 #: a hidden matrix (not W0, whose n is the input dimension) whose V (n x r) has at most this
@@ -171,15 +199,15 @@ class LowRankTerms:
     v: Tensor | None
 
 
-def add_momentum_(w: Tensor, t: LowRankTerms, lr: float) -> None:
+def add_momentum_(w: Tensor, t: LowRankTerms, lr: float | Tensor) -> None:
     """w -= lr sum_e U_e A_e V_e^T: every (-lr) U_e A_e in one batched product (one term: its
     product, as without momentum), then one pass over w (:func:`add_lowrank_sum_`, or one
     product with the kept V_e^T, stacked (E r, n) as the regenerated ones are)."""
     if len(t.bases) == 1:
-        add_lowrank_sum_(w, [(t.bases[0], (-lr) * (t.u[0] @ t.a[0]))])
+        add_lowrank_sum_(w, [(t.bases[0], (t.u[0] @ t.a[0]) * (-lr))])
         return
     e, m, r = t.u.shape
-    a_all = ((-lr) * torch.bmm(t.u, t.a)).transpose(0, 1).reshape(m, e * r)  # (m, E r)
+    a_all = (torch.bmm(t.u, t.a) * (-lr)).transpose(0, 1).reshape(m, e * r)  # (m, E r)
     if t.v is None:
         add_lowrank_sum_(w, list(zip(t.bases, a_all.split(r, dim=1))), a_all)
         return
@@ -216,7 +244,7 @@ def add_lowrank_sum_(w: Tensor, terms: Sequence[tuple[SubspaceBasis, Tensor]],
 
 
 def descend(params: Sequence[Tensor], perturbations: Sequence[Perturbation],
-            quotients: Tensor, lr: float, momentum: HeavyBall | None) -> None:
+            quotients: Tensor, lr: float | Tensor, momentum: HeavyBall | None) -> None:
     """theta -= lr m_t with m_t = beta m_{t-1} + (1/q) sum_k c_k z_k, for every parameter
     (:class:`HeavyBall`; ``momentum`` None: m_t = g_hat, no state). A low-rank z = U Xi V^T / r
     enters through its coordinates G = sum_k c_k Xi_k / (q r), so that U G V^T = (1/q) sum_k c_k
@@ -224,7 +252,10 @@ def descend(params: Sequence[Tensor], perturbations: Sequence[Perturbation],
     full Gaussian) are one product, c^T times their block
     (:class:`~pinnbench.solvers._zo_perturbations.SmallBlock`); W0's full Gaussian z0_k is
     regenerated one perturbation at a time (it is parameter-sized, so never q of them at once).
-    ``quotients``: the (q,) tensor of the c_k."""
+    ``quotients``: the (q,) tensor of the c_k. ``lr``: a number, or a 0-d float64 tensor on the
+    device (a captured step's, refilled before each replay), the same numbers either way (the
+    scalar is rounded to the parameters' dtype as a Python number is, and ``addcmul_`` by it
+    rounds as ``sub_(alpha=)`` does, bit for bit on the CPU)."""
     nq = len(perturbations)
     bases = perturbations[0].bases
     block = one_block(perturbations)
@@ -247,7 +278,7 @@ def descend(params: Sequence[Tensor], perturbations: Sequence[Perturbation],
         gs = torch._foreach_div(summed(lowrank), [float(nq * bases[i].rank) for i in lowrank])
         for i, g in zip(lowrank, gs):
             if momentum is None:
-                add_lowrank_sum_(params[i], [(bases[i], (-lr) * (bases[i].u @ g))])
+                add_lowrank_sum_(params[i], [(bases[i], (bases[i].u @ g) * (-lr))])
             else:
                 add_momentum_(params[i], momentum.lowrank_step(i, bases[i], g), lr)
     if not dense:
@@ -259,10 +290,11 @@ def descend(params: Sequence[Tensor], perturbations: Sequence[Perturbation],
         if not dense:
             return
     gs = torch._foreach_div(summed(dense), float(nq))
-    if momentum is None:
-        torch._foreach_sub_([params[i] for i in dense], gs, alpha=lr)
+    ms = gs if momentum is None else momentum.dense_steps(dense, gs)
+    if isinstance(lr, Tensor):  # theta + m (-lr): what sub_(alpha=lr) computes
+        torch._foreach_addcmul_([params[i] for i in dense], ms, [-lr] * len(ms))
     else:
-        torch._foreach_sub_([params[i] for i in dense], momentum.dense_steps(dense, gs), alpha=lr)
+        torch._foreach_sub_([params[i] for i in dense], ms, alpha=lr)
 
 
 def _weighted_sums(lists, coeffs: Sequence[Tensor]) -> list[Tensor]:

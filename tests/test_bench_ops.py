@@ -127,8 +127,10 @@ def test_sdze_meets_the_step_targets_at_the_issues_configuration():
     eagerly, op by op (at d >= 65,536 each compiled call is one op: docs/roofline.md has the
     counts at 1e5, a few ops fewer). At the study's defaults (q = 8, rank 7, momentum 0.9:
     twice the evaluations, and a momentum term of each of the last 44 bases) the stationary
-    step (after ``steady_state_steps``) now meets the same targets, with 385 ops and 26 matrix
-    products, which the second part bounds so that they do not grow (26 since the counter
+    step (after ``steady_state_steps``) now meets the same targets, with 386 ops and 26 matrix
+    products, which the second part bounds so that they do not grow (385 before the quotients'
+    scale kept its step count in a device tensor, updated in place, for the captured step: its
+    power and its 1 - beta2^t became ops; 26 since the counter
     counts the in-place products, ``addmm_``, as it always should have: 23 of the old count;
     389 ops before the momentum drew its V_e^T into one block instead of concatenating
     them, which took an op and a draw's allocation, as the op a draw into a view takes): 1066
@@ -143,7 +145,7 @@ def test_sdze_meets_the_step_targets_at_the_issues_configuration():
     assert c.ops <= 400, c.ops
     c = count_step("sdze", 1000)
     assert c.matrix_products <= 26, c.matrix_products
-    assert c.ops <= 385, c.ops
+    assert c.ops <= 386, c.ops
 
 
 @pytest.mark.usefixtures("one_thread")
