@@ -72,15 +72,18 @@ class GraphedStep:
     True for the eager warm-up steps (the body may then reset state the graph must not, such as
     ``zero_grad``). ``before_capture()`` runs once, outside the graph, just before it is
     captured (e.g. ``zero_grad(set_to_none=True)``, so the captured backward owns the
-    gradients). The returned loss is a copy, so a caller may keep the losses of several steps."""
+    gradients). The returned loss is a copy, so a caller may keep the losses of several steps.
+    ``generators``: those the step draws from, or a function that returns them at the capture
+    (a pool that grows during the warm-up, :class:`pinnbench.seeds.GeneratorPool`)."""
 
     def __init__(self, body: Callable[[bool], torch.Tensor], before_capture: Callable[[], None],
-                 generators: Sequence[torch.Generator], warmup: int = 3,
-                 backend=CUDA) -> None:
+                 generators: Sequence[torch.Generator] | Callable[[], Sequence[torch.Generator]],
+                 warmup: int = 3, backend=CUDA) -> None:
         if warmup < 1:
             raise ValueError(f"a captured step needs >= 1 eager warm-up step, got {warmup}")
         self.body, self.before_capture = body, before_capture
-        self.generators, self.warmup, self.backend = tuple(generators), warmup, backend
+        self.generators = generators if callable(generators) else tuple(generators)
+        self.warmup, self.backend = warmup, backend
         self.eager_steps = 0
         self.graph = None
         self._loss: torch.Tensor | None = None
@@ -97,7 +100,8 @@ class GraphedStep:
             return loss
         if self.graph is None:
             self.before_capture()
-            self.graph = self.backend.new_graph(self.generators)
+            generators = self.generators() if callable(self.generators) else self.generators
+            self.graph = self.backend.new_graph(generators)
             self._loss = self.backend.capture(self.graph, lambda: self.body(False))
         self.backend.replay(self.graph)  # capture records the kernels; this step runs them
         return self._loss.clone()

@@ -10,11 +10,17 @@ Two derivations, one per purpose:
   (:mod:`pinnbench.maths.streaming`) are described by integers, never stored: each piece is drawn from a
   generator seeded by ``derive_seed(seed, part, ...)``, so any piece can be drawn again, in any
   order, on any device.
+
+A step captured as a CUDA graph cannot make a generator: it draws from a fixed
+:class:`GeneratorPool` registered with the graph, whose generators are seeded on the host before
+each replay (:func:`generator` takes from the active pool).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from typing import Iterator, Sequence
 
 import torch
 
@@ -53,4 +59,98 @@ def draw_seed(generator: torch.Generator) -> int:
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed``; inside :meth:`GeneratorPool.active`, the
+    pool's generator that was seeded with it (the same numbers: a generator seeded with s
+    starts its stream at s's first number either way)."""
+    if _ACTIVE_POOL is not None:
+        return _ACTIVE_POOL.take(seed, device)
     return torch.Generator(device=device).manual_seed(int(seed))
+
+
+class ScheduleError(RuntimeError):
+    """A step asked its :class:`GeneratorPool` for a seed it was not armed with, or twice for
+    one, or left an armed seed undrawn: its list of seeds (the schedule) and its draws disagree,
+    so a captured replay would draw other numbers than the eager step."""
+
+
+_ACTIVE_POOL: "GeneratorPool | None" = None
+
+
+class GeneratorPool:
+    """A fixed list of generators for a step captured as a CUDA graph.
+
+    A captured graph replays its kernels with the generators it was captured with: every
+    generator the step draws from must exist before the capture, be registered with the graph
+    (``CUDAGraph.register_generator_state``) and get its seed *outside* the graph, before each
+    replay (a replay starts a registered generator at its host seed and offset, and seeding
+    resets the offset to 0: "CUDA Graphs", PyTorch docs, graph-safe RNG). So the step's seeds
+    are listed before it runs, in a fixed order of roles (its schedule): :meth:`arm` seeds
+    generator k with the k-th, and inside :meth:`active` :func:`generator` (seed) returns the
+    generator armed with that seed. Generator k then plays the same role at every step, which
+    is what lets one graph, captured once, replay every later step.
+
+    The check is strict both ways (:class:`ScheduleError`): a seed not armed, a seed taken twice
+    (a second generator from one seed restarts its stream; a pool generator would continue it)
+    and, at :meth:`check_drawn`, an armed seed never taken. So an eager step run through the
+    pool checks the schedule against the seeds the step actually asks for."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.generators: list[torch.Generator] = []
+        self.frozen = False
+        self._slot: dict[int, int] = {}
+        self._taken: set[int] = set()
+
+    def arm(self, seeds: Sequence[int]) -> None:
+        """Seed generator k with ``seeds[k]`` (on the host, before the step or replay)."""
+        seeds = [int(s) for s in seeds]
+        if len(set(seeds)) != len(seeds):
+            raise ScheduleError("a step's schedule lists a seed twice")
+        if self.frozen and len(seeds) != len(self.generators):
+            raise ScheduleError(f"the captured step draws from {len(self.generators)} "
+                                f"generators; this step's schedule lists {len(seeds)} seeds")
+        while len(self.generators) < len(seeds):
+            self.generators.append(torch.Generator(device=self.device))
+        for g, s in zip(self.generators, seeds):
+            g.manual_seed(s)
+        self._slot = {s: k for k, s in enumerate(seeds)}
+        self._taken = set()
+
+    def freeze(self) -> list[torch.Generator]:
+        """The generators, fixed from now on (the graph registers them): every later
+        :meth:`arm` must list as many seeds."""
+        self.frozen = True
+        return list(self.generators)
+
+    def take(self, seed: int, device: torch.device | str) -> torch.Generator:
+        k = self._slot.get(int(seed))
+        if k is None:
+            raise ScheduleError(f"the step draws from seed {seed}, which its schedule does not "
+                                "list")
+        if k in self._taken:
+            raise ScheduleError(f"the step draws from seed {seed} twice (its second stream "
+                                "would continue the first, not restart it)")
+        if torch.device(device).type != self.device.type:
+            raise ScheduleError(f"a generator on {device} from a pool on {self.device}")
+        self._taken.add(k)
+        return self.generators[k]
+
+    def check_drawn(self) -> None:
+        """Every armed seed was taken (else the schedule lists a draw the step no longer
+        makes)."""
+        missing = sorted(set(range(len(self._slot))) - self._taken)
+        if missing:
+            raise ScheduleError(f"the schedule's seeds {missing} (by position) were armed but "
+                                "never drawn from")
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator["GeneratorPool"]:
+        """:func:`generator` takes from this pool inside the block."""
+        global _ACTIVE_POOL
+        if _ACTIVE_POOL is not None:
+            raise RuntimeError("a generator pool is already active")
+        _ACTIVE_POOL = self
+        try:
+            yield self
+        finally:
+            _ACTIVE_POOL = None

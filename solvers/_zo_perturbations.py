@@ -197,7 +197,7 @@ class SubspaceBasis:
         self.seed = int(seed)
         self.dtype = dtype
         self.device = torch.device(device)
-        self.u = torch.randn(m, rank, generator=generator(derive_seed(seed, 0), self.device),
+        self.u = torch.randn(m, rank, generator=generator(u_seed(seed), self.device),
                              dtype=dtype, device=self.device)
         self._kept_v: list[tuple[int, int, Tensor]] | None = None
 
@@ -234,7 +234,7 @@ class SubspaceBasis:
                 g = generator(derive_seed(self.seed, 1, k), self.device)
                 yield j0, j1, self._draw(g, j0, j1, into)
             return
-        g = generator(derive_seed(self.seed, 1), self.device)
+        g = generator(v_seed(self.seed), self.device)
         step = _chunk_cols(self.rank)
         for j0 in range(0, self.n, step):
             j1 = min(self.n, j0 + step)
@@ -513,9 +513,30 @@ def make_bases(params: Sequence[Tensor], rank: int, seed: int,
     for i, p in enumerate(params):
         shard = plan if i == 0 else None
         shape = tuple(p.shape) if shard is None else (p.shape[0], shard.input_dim)
-        if p.ndim == 2 and min(shape) > rank:
-            out.append(kind(shape[0], shape[1], rank, derive_seed(seed, i), p.dtype, p.device,
+        if has_basis(shape, rank):
+            out.append(kind(shape[0], shape[1], rank, basis_seed(seed, i), p.dtype, p.device,
                             shard))
         else:
             out.append(None)
     return out
+
+
+def has_basis(shape: Sequence[int], rank: int) -> bool:
+    """Whether a parameter of ``shape`` (the whole matrix's, for a sharded W0) gets a low-rank
+    basis: a matrix thicker than ``rank`` in both dimensions."""
+    return len(shape) == 2 and min(shape) > rank
+
+
+def basis_seed(bases_seed: int, i: int) -> int:
+    """The seed of parameter i's basis among the bases drawn from ``bases_seed``."""
+    return derive_seed(bases_seed, i)
+
+
+def u_seed(seed: int) -> int:
+    """The seed U of the basis with seed ``seed`` is drawn from."""
+    return derive_seed(seed, 0)
+
+
+def v_seed(seed: int) -> int:
+    """The seed V of the (unsharded) basis with seed ``seed`` is regenerated from."""
+    return derive_seed(seed, 1)

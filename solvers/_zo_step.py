@@ -185,15 +185,19 @@ class ZerothOrderSolver(Solver):
         stall of the launch queue, and what kept the step from being captured as a graph)."""
         return derive_seed(self.base_seed, STEP_SEEDS, self.t)
 
-    @torch.no_grad()
     def update(self) -> Tensor:
+        return self.zo_step(self.lr_now)
+
+    @torch.no_grad()
+    def zo_step(self, lr: float | Tensor) -> Tensor:
+        """Step ``self.t`` with step size ``lr`` (a number, or a 0-d device tensor:
+        :func:`~pinnbench.solvers._zo_optimiser.descend`); returns the mean of its 2q losses."""
         step = self.begin_step(self.step_seed())
         try:
             quotients, loss = self.quotients(step)
             if self._quotient_scale is not None:
                 quotients = self._quotient_scale(quotients)
-            descend(self.model.params, step.perturbations, quotients,
-                    self.lr_now, self._momentum)
+            descend(self.model.params, step.perturbations, quotients, lr, self._momentum)
         finally:
             self.end_step(step)
         return loss  # a 0-d float64 tensor, not read back here

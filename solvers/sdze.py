@@ -71,11 +71,12 @@ from torch import Tensor
 
 from pinnbench.maths.estimators import batch_unsupported
 from pinnbench.seeds import derive_seed
-from pinnbench.solvers._zo_optimiser import momentum_horizon
 from pinnbench.solver import Param, positive, register_solver
 from pinnbench.solvers._parameters import zeroth_order_parameters
 from pinnbench.solvers._zo_evaluation import shifted_batch, shifted_model
-from pinnbench.solvers._zo_perturbations import make_bases
+from pinnbench.solvers._zo_optimiser import momentum_horizon, MOMENTUM_DROP
+from pinnbench.solvers._zo_perturbations import (basis_seed, has_basis, make_bases, SMALL_PARTS,
+                                                 u_seed, v_seed)
 from pinnbench.solvers._zo_step import ZerothOrderSolver, ZOStep
 from pinnbench.search_space import BUDGET, IntLogUniform
 
@@ -101,6 +102,13 @@ class SDZE(ZerothOrderSolver):
         "basis": Param("gaussian", "the subspace bases U, V: Gaussian, or orthonormal columns "
                        "scaled to the same norms (SubZero); the same span for the same seed",
                        choices=("gaussian", "orthonormal")),
+        "cuda_graph": Param(False, "on CUDA: capture the step as a CUDA graph once the momentum "
+                            "is full and replay it (one launch a step; its generators a fixed "
+                            "pool seeded before each replay, its state updated in place, the "
+                            "step size a device tensor; the data is then not timed apart; "
+                            "pinnbench/cuda_graph.py, docs/roofline.md). Needs refresh=1, "
+                            "crns=true, subspace=true, basis=gaussian, stream=false. Ignored "
+                            "off CUDA"),
     }
 
     #: one-factor-at-a-time variants for ``pinnbench ablate sdze`` (issue 11): each changes one
@@ -127,6 +135,18 @@ class SDZE(ZerothOrderSolver):
                        "streamed: subspace=true)")
         return why
 
+    def validate(self) -> None:
+        super().validate()
+        if self.cuda_graph:
+            why = [f"{k}={v}" for k, v, ok in (
+                ("refresh", self.refresh, 1), ("crns", self.crns, True),
+                ("subspace", self.subspace, True), ("basis", self.basis, "gaussian"),
+                ("stream", self.stream, False)) if v != ok]
+            if why:
+                raise ValueError("sdze[cuda_graph=true] captures the step at refresh=1, "
+                                 "crns=true, subspace=true, basis=gaussian, stream=false (one "
+                                 "graph replays every step); got " + ", ".join(why))
+
     def prepare(self) -> None:
         super().prepare()
         if self.stream and (self.model.params[0].ndim != 2
@@ -143,6 +163,71 @@ class SDZE(ZerothOrderSolver):
         #: takes a batch of parameter sets), :meth:`pair_losses`
         self._batched = (self.crns and self.loss != "gpinn"
                          and not batch_unsupported(self.problem, self.estimator))
+        self.graphed = None
+        if self.cuda_graph and self.problem.device.type == "cuda":
+            self._prepare_graph()
+
+    def _prepare_graph(self) -> None:
+        """The captured step (``cuda_graph``): its generators a :class:`GeneratorPool` armed
+        before each step with :meth:`generator_seeds`, the step size a float64 device tensor
+        refilled before each step, the momentum's stacks shifted in place once full; the step is
+        captured after :attr:`steady_state_steps` + 1 eager ones (the momentum holds its full
+        number of terms from then on, so one graph is every later step)."""
+        from pinnbench.cuda_graph import GraphedStep
+        from pinnbench.seeds import GeneratorPool
+
+        self._pool = GeneratorPool(self.problem.device)
+        self._lr = torch.tensor(self.lr, dtype=torch.float64, device=self.problem.device)
+        self.time_data = False  # draw() must not synchronise inside the graph
+        if self._momentum is not None:
+            self._momentum.in_place = True
+        self.graphed = GraphedStep(self._graph_body, lambda: None, self._pool.freeze,
+                                   warmup=self.steady_state_steps + 1)
+
+    def update(self) -> Tensor:
+        """The zeroth-order step; with ``cuda_graph`` on CUDA its pool armed with the step's
+        seeds and its step size written, then the step run (eagerly until captured, then
+        replayed)."""
+        if self.graphed is None:
+            return super().update()
+        self._lr.fill_(self.lr_now)
+        self._pool.arm(self.generator_seeds())
+        return self.graphed()
+
+    def _graph_body(self, first: bool = True) -> Tensor:
+        with self._pool.active():
+            loss = self.zo_step(self._lr)
+            self._pool.check_drawn()
+        return loss
+
+    def generator_seeds(self) -> list[int]:
+        """The seeds step ``self.t`` draws from, one per generator, in a fixed order of roles
+        (the schedule of a captured step, :class:`pinnbench.seeds.GeneratorPool`): U of each
+        matrix's new basis, V of each (kept for the step), the perturbations' small-parts block,
+        the points and the probes, then W0's V of each older momentum term still alive, the
+        oldest first (their weights beta^age by the products :class:`HeavyBall` forms, dropped
+        below :data:`MOMENTUM_DROP`). A function of t alone, as it must be: after the capture no
+        Python of the step runs, so nothing it would update on the host can be read. At
+        refresh=1 (``cuda_graph`` requires it) every step has a new basis."""
+        if self.refresh != 1:
+            raise ValueError("the schedule of a captured step is written for refresh=1")
+        s = self.step_seed()
+        bases_seed = derive_seed(self.base_seed, self.t)  # the epoch t // refresh
+        matrices = [i for i, p in enumerate(self.model.params)
+                    if self.subspace and has_basis(tuple(p.shape), self.rank)]
+        seeds = [u_seed(basis_seed(bases_seed, i)) for i in matrices]
+        seeds += [v_seed(basis_seed(bases_seed, i)) for i in matrices]
+        seeds += [derive_seed(s, SMALL_PARTS), *self.evaluation_seeds(s, 0, True)]
+        if self._momentum is not None and 0 in matrices:
+            ages, w = [], 1.0
+            while self.t - len(ages) - 1 >= 0:
+                w *= self.momentum
+                if w < MOMENTUM_DROP:
+                    break
+                ages.append(len(ages) + 1)
+            seeds += [v_seed(basis_seed(derive_seed(self.base_seed, self.t - a), 0))
+                      for a in reversed(ages)]
+        return seeds
 
     def bases(self) -> list:
         """The bases of the current refresh period t // refresh (regenerated from its seed)."""
@@ -205,6 +290,9 @@ class SDZE(ZerothOrderSolver):
         """The zeroth-order rules, and the orthonormal basis is not sharded (its Gram matrix
         needs every shard's rows of V: an r x r all-reduce not written yet)."""
         why = super().shard_unsupported()
+        if not why and self.cuda_graph:
+            why = (f"{self.spec} is not sharded: a captured CUDA graph would replay the "
+                   "collectives outside the process group; drop cuda_graph=true")
         if not why and self.basis == "orthonormal" and self.subspace:
             why = (f"{self.spec} is not sharded: the orthonormal basis needs V^T V over every "
                    "shard's rows (basis=gaussian is sharded)")

@@ -11,10 +11,17 @@
   (``t[index] = 1.0``: Python makes the number a host tensor that CUDA copies in, which a
   capture refuses); a captured graph would replay the copy
   from host memory read at capture, i.e. the same numbers every step;
-- ``trace``: each op with its tensors' shapes and dtypes, its non-tensor arguments and the values
-  of 0-d host tensors (Python scalars), i.e. what a captured graph freezes. Two steps whose
-  traces differ cannot be one graph replayed (a shape or a step size that changes, a branch on
-  a value): compare them with :func:`first_difference`.
+- ``trace``: each op with its tensors' shapes and dtypes, its non-tensor arguments, the values
+  of 0-d host tensors (Python scalars) and which of the registered ``generators`` it draws from,
+  i.e. what a captured graph freezes. Two steps whose traces differ cannot be one graph
+  replayed (a shape or a step size that changes, a branch on a value, a draw from another
+  generator): compare them with :func:`first_difference`;
+- ``unregistered``: draws from a generator not among ``generators`` (a graph replays such a
+  draw with the generator state of the capture: the same numbers every step);
+- ``external``: (op, operand, storage) for every operand whose storage the step did not create,
+  i.e. the state it reads: a graph reads the addresses it was captured with, so two steps whose
+  ``external`` lists differ read state that the eager step rebinds (a new tensor assigned to an
+  attribute each step) and a replay would read the captured step's tensors forever.
 
 What only a GPU shows (pinnbench/cuda_graph.py): whether capture succeeds, the graph-safe random
 streams of registered generators, the memory of the graph's pool, the time a replay takes.
@@ -38,10 +45,12 @@ class CaptureReport:
     syncs: list[str] = field(default_factory=list)
     host_tensors: list[str] = field(default_factory=list)
     trace: list[tuple] = field(default_factory=list)
+    unregistered: list[str] = field(default_factory=list)
+    external: list[tuple] = field(default_factory=list)
 
     @property
     def safe(self) -> bool:
-        return not self.syncs and not self.host_tensors
+        return not self.syncs and not self.host_tensors and not self.unregistered
 
 
 def _leaves(tree) -> list:
@@ -63,7 +72,11 @@ def _host_value(args, kwargs) -> torch.Tensor | None:
     return None
 
 
-def _describe(x, value: bool = True):
+def _describe(x, value: bool = True, generators=()):
+    if isinstance(x, torch.Generator):
+        # the dispatcher wraps the generator anew: the C++ object is its identity
+        k = next((k for k, g in enumerate(generators) if g._cdata == x._cdata), None)
+        return ("generator", "unregistered" if k is None else k)
     if isinstance(x, torch.Tensor):
         if x.dim() == 0 and sim_device(x) == "cpu":
             return ("scalar", x.dtype, x.item() if value else "?")
@@ -73,10 +86,16 @@ def _describe(x, value: bool = True):
     return x if isinstance(x, (int, float, bool, str, type(None))) else type(x).__name__
 
 
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
 class _Check(TorchDispatchMode):
-    def __init__(self, report: CaptureReport) -> None:
+    def __init__(self, report: CaptureReport, generators=()) -> None:
         super().__init__()
         self.report = report
+        self.generators = tuple(generators)
+        self.made: set[int] = set()  # the storages the step created
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -103,14 +122,25 @@ class _Check(TorchDispatchMode):
             r.host_tensors.append(f"aten::{name} on host tensors "
                                   f"{[tuple(t.shape) for t in host]}")
         value = name not in SIM_HOST_SCALARS
-        r.trace.append((str(func), tuple(_describe(a, value) for a in _leaves((args, kwargs)))))
+        leaves = _leaves((args, kwargs))
+        described = tuple(_describe(a, value, self.generators) for a in leaves)
+        if ("generator", "unregistered") in described:
+            r.unregistered.append(f"aten::{name}")
+        r.trace.append((str(func), described))
+        inputs = {_storage(t) for t in tensors}
+        op = len(r.trace) - 1
+        for j, t in enumerate(tensors):
+            if not (t.dim() == 0 and sim_device(t) == "cpu") and _storage(t) not in self.made:
+                r.external.append((op, j, _storage(t)))
+        self.made.update(_storage(t) for t in _leaves(out)
+                         if isinstance(t, torch.Tensor) and _storage(t) not in inputs)
         return out
 
 
 @contextlib.contextmanager
-def capture_check():
+def capture_check(generators=()):
     """Record what a captured graph could not hold (see the module docstring); use inside
-    ``simulated_cuda()``."""
+    ``simulated_cuda()``. ``generators``: those registered with the graph."""
     report = CaptureReport()
     saved = {name: getattr(torch.Tensor, name) for name in PYTHON_READS}
     saved_sync = torch.cuda.synchronize
@@ -129,7 +159,7 @@ def capture_check():
         for name, method in saved.items():
             setattr(torch.Tensor, name, wrap(name, method))
         torch.cuda.synchronize = synchronize
-        with _Check(report):
+        with _Check(report, generators):
             yield report
     finally:
         torch.cuda.synchronize = saved_sync

@@ -1,7 +1,9 @@
-"""bp's step captured as a CUDA graph (pinnbench/cuda_graph.py), checked on the CPU: the step that
-would be captured, run inside the CUDA simulation (tests/cuda_sim.py) under tests/capture_check.py,
-makes no host sync, touches no host tensor, and is the same op for op (shapes, dtypes, Python
-scalars) at every step, so one captured graph replays it. What only a GPU shows (the capture
+"""bp's and sdze's steps captured as CUDA graphs (pinnbench/cuda_graph.py), checked on the CPU: the
+step that would be captured, run inside the CUDA simulation (tests/cuda_sim.py) under
+tests/capture_check.py, makes no host sync, touches no host tensor, draws only from the
+generators registered with the graph, reads its state from the same storage at every step, and
+is the same op for op (shapes, dtypes, Python scalars, generators) at every step, so one
+captured graph replays it. What only a GPU shows (the capture
 itself, graph-safe random streams, timings) is scripts/gpu-validate's stage "graphs"."""
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pinnbench
 from capture_check import capture_check, first_difference
 from cuda_sim import simulated_cuda
 from pinnbench.cuda_graph import GraphedStep
-from pinnbench.seeds import cell_generator
+from pinnbench.seeds import cell_generator, GeneratorPool, ScheduleError, generator as seeded
 from pinnbench.solver import solver_from_spec
 
 D = 40
@@ -29,8 +31,9 @@ class SimGraphs:
     reset to None first (a captured backward writes them afresh, it does not accumulate), and
     copies its loss into the captured output."""
 
-    def __init__(self, solver) -> None:
+    def __init__(self, solver, snapshot=None, restore=None) -> None:
         self.solver = solver
+        self.snapshot, self.restore = snapshot or _snapshot, restore or _restore
         self.reports = []
         self.generators = None
 
@@ -42,18 +45,18 @@ class SimGraphs:
         return object()
 
     def capture(self, graph, fn):
-        state = _snapshot(self.solver)
-        with capture_check() as report:
+        state = self.snapshot(self.solver)
+        with capture_check(self.generators) as report:
             out = fn()
         self.reports.append(report)
-        _restore(self.solver, state)
+        self.restore(self.solver, state)
         self.fn, self.out = fn, out.clone()
         return self.out
 
     def replay(self, graph) -> None:
         for p in self.solver.model.params:
             p.grad = None
-        with capture_check() as report:
+        with capture_check(self.generators) as report:
             out = self.fn()
         self.reports.append(report)
         self.out.copy_(out.detach())
@@ -77,6 +80,15 @@ def _restore(solver, state) -> None:
     solver.generator.set_state(gen)
 
 
+def _replays_the_capture(reports) -> None:
+    """What one graph captured from ``reports[0]`` needs of every step it replays."""
+    for r in reports:
+        assert r.safe, (r.syncs, r.host_tensors, r.unregistered)
+    for r in reports[1:]:  # every step is the captured one, op for op, on the same state
+        assert first_difference(reports[0].trace, r.trace) is None
+        assert first_difference(reports[0].external, r.external) is None
+
+
 def _bp(spec: str, device: str):
     problem = pinnbench.make_problem("poisson-2body-v1", dim=D, seed=0, device=device)
     model = pinnbench.make_model(problem, width=16, depth=2,
@@ -97,10 +109,7 @@ def test_bp_step_is_capture_safe_and_replays_the_eager_trajectory(estimator):
     assert sim.errors == []
     assert solver.graphed.captured and sims.generators == [solver.generator]
     assert len(sims.reports) == 1 + 4  # the capture, then a replay for each step from the 4th
-    for r in sims.reports:
-        assert r.syncs == [] and r.host_tensors == [], (r.syncs, r.host_tensors)
-    for r in sims.reports[1:]:  # every step is the captured one, op for op
-        assert first_difference(sims.reports[0].trace, r.trace) is None
+    _replays_the_capture(sims.reports)
     assert solver.time_data is False and solver.data_time_s == 0.0
     # the same numbers as the eager step on the CPU (the step size as a float32 tensor: rounding)
     eager = _bp(spec.replace("cuda_graph=true", "cuda_graph=false"), "cpu")
@@ -178,3 +187,134 @@ def test_a_cell_on_simulated_cuda_reports_the_data_time_from_events():
         row = execute(spec)
     assert sim.errors == [] and row["status"] == "ok", row["message"]
     assert 0.0 < row["data_time_per_step_s"] < row["time_per_step_s"]
+
+
+# -- sdze ------------------------------------------------------------------------------------------
+
+def _sdze(spec: str, device: str):
+    problem = pinnbench.make_problem("poisson-2body-v1", dim=D, seed=0, device=device)
+    model = pinnbench.make_model(problem, width=16, depth=3,
+                                 generator=cell_generator(0, "model", device))
+    solver = solver_from_spec(spec)
+    solver.setup(problem, model, cell_generator(0, "solver", device))
+    return solver
+
+
+def _sdze_state(solver) -> list[torch.Tensor]:
+    scale = solver._quotient_scale
+    momentum = solver._momentum
+    return (list(solver.model.params) + ([] if momentum is None else momentum.state_tensors())
+            + ([scale.v, scale.t] if scale is not None else []))
+
+
+def _sdze_snapshot(solver):
+    momentum = solver._momentum
+    return ([t.clone() for t in _sdze_state(solver)], solver._epoch, solver._bases,
+            None if momentum is None else dict(momentum.lowrank))
+
+
+def _sdze_restore(solver, state) -> None:
+    """The state as before the capture, which runs no kernel, and the Python state too (the
+    simulated replay that follows runs the step's Python again, where a real replay runs none
+    at all: the bases' epoch, the momentum's terms), and the pool armed again, as it is when
+    that replay starts."""
+    tensors, solver._epoch, solver._bases, lowrank = state
+    with torch.no_grad():
+        for t, saved in zip(_sdze_state(solver), tensors):
+            t.copy_(saved)
+    if lowrank is not None:
+        solver._momentum.lowrank = lowrank
+    solver._pool.arm(solver.generator_seeds())
+
+
+@pytest.mark.parametrize("options", ["momentum=0.5", "momentum=0.5,normalize=false,decay_steps=0",
+                                     "momentum=0"])
+def test_sdze_step_is_capture_safe_and_replays_the_eager_trajectory(options):
+    """The captured sdze step (its generators a pool armed before each replay, its momentum
+    shifted in place once full, its step size and its quotient scale's step count device
+    tensors) is one graph for every later step and gives the eager step's numbers bit for bit
+    (on the CPU, where the float64 step size rounds as the Python number does)."""
+    spec = f"sdze[{SMALL},{options},cuda_graph=true]"
+    steps = 14
+    with simulated_cuda() as sim:
+        solver = _sdze(spec, "cuda")
+        sims = SimGraphs(solver, _sdze_snapshot, _sdze_restore)
+        solver.graphed.backend = sims
+        graphed = [float(solver.step()) for _ in range(steps)]
+    assert sim.errors == []
+    warmup = solver.steady_state_steps + 1  # the momentum full (7 terms at beta 0.5)
+    assert solver.graphed.warmup == warmup and solver.graphed.captured
+    assert sims.generators == solver._pool.generators and solver._pool.frozen
+    assert len(sims.generators) == len(solver.generator_seeds())
+    # the schedule is a function of t alone: a solver that never stepped lists the same seeds
+    # (after the capture a real replay runs none of the step's Python to update what it reads)
+    fresh = _sdze(spec, "cpu")
+    fresh.t = solver.t
+    assert fresh.generator_seeds() == solver.generator_seeds()
+    assert len(sims.reports) == 1 + steps - warmup
+    _replays_the_capture(sims.reports)
+    eager = _sdze(spec.replace("cuda_graph=true", "cuda_graph=false"), "cpu")
+    assert [float(eager.step()) for _ in range(steps)] == graphed
+    assert all(torch.equal(a, b) for a, b in zip(eager.model.params, solver.model.params))
+
+
+def test_the_sdze_check_finds_rebound_state_and_a_foreign_generator(monkeypatch):
+    """Teeth: the momentum stacks rebuilt each step (the eager default, in_place=False) read
+    other storage at every step; a draw from a generator made inside the step is unregistered."""
+    from pinnbench.solvers import _zo_perturbations
+
+    with simulated_cuda():
+        solver = _sdze(f"sdze[{SMALL},momentum=0.5,cuda_graph=true]", "cuda")
+        solver.graphed.backend = SimGraphs(solver, _sdze_snapshot, _sdze_restore)
+        for _ in range(solver.steady_state_steps + 1):  # the eager warm-up
+            solver.step()
+        solver._momentum.in_place = False
+        reports = []
+        for _ in range(2):
+            solver._lr.fill_(solver.lr_now)
+            solver._pool.arm(solver.generator_seeds())
+            with capture_check(solver._pool.generators) as r:
+                solver._graph_body()
+            solver.t += 1
+            reports.append(r)
+        assert first_difference(reports[0].trace, reports[1].trace) is None
+        assert first_difference(reports[0].external, reports[1].external) is not None
+        solver._momentum.in_place = True
+        real = _zo_perturbations.generator
+        monkeypatch.setattr(_zo_perturbations, "generator",
+                            lambda seed, device: torch.Generator(device=device).manual_seed(seed)
+                            if seed == _zo_perturbations.derive_seed(solver.step_seed(), 6)
+                            else real(seed, device))
+        solver._pool.arm(solver.generator_seeds())
+        with capture_check(solver._pool.generators) as r, pytest.raises(ScheduleError):
+            solver._graph_body()
+    assert r.unregistered == ["aten::randn"]
+
+
+def test_the_pool_checks_the_schedule_both_ways():
+    pool = GeneratorPool("cpu")
+    pool.arm([11, 12])
+    with pool.active():
+        a = torch.randn(3, generator=seeded(11))
+        with pytest.raises(ScheduleError, match="twice"):
+            seeded(11)
+        with pytest.raises(ScheduleError, match="does not list"):
+            seeded(13)
+        with pytest.raises(ScheduleError, match="never drawn"):
+            pool.check_drawn()
+    assert torch.equal(a, torch.randn(3, generator=seeded(11)))  # outside: a fresh generator
+    generators = pool.freeze()
+    with pytest.raises(ScheduleError, match="2 generators"):
+        pool.arm([1, 2, 3])
+    pool.arm([12, 11])  # re-armed: slot 0 now plays seed 12's role
+    with pool.active():
+        assert seeded(12) is generators[0] and seeded(11) is generators[1]
+        pool.check_drawn()
+
+
+def test_sdze_cuda_graph_options_are_checked():
+    for bad in ("refresh=2", "crns=false", "subspace=false", "basis=orthonormal", "stream=true"):
+        with pytest.raises(ValueError, match="cuda_graph=true"):
+            solver_from_spec(f"sdze[{bad},cuda_graph=true]").validate()
+    solver = _sdze(f"sdze[{SMALL},cuda_graph=true]", "cpu")
+    assert solver.graphed is None and torch.isfinite(solver.step())
