@@ -1,17 +1,22 @@
-"""bp's step eager against captured as a CUDA graph (``bp[cuda_graph=true]``), on a GPU: the check
-that only a GPU can make (pinnbench/cuda_graph.py; the CPU checks capture-safety in the CUDA
-simulation, tests/test_cuda_graph.py).
+"""bp's and sdze's steps eager against captured as a CUDA graph (``cuda_graph=true``), on a GPU: the
+check that only a GPU can make (pinnbench/cuda_graph.py; the CPU checks capture-safety in the
+CUDA simulation, tests/test_cuda_graph.py).
 
     python scripts/gpu_graphs.py [--dims 1e3,1e4,1e5,1e6] [--steps 30] [--device cuda]
+                                 [--estimators "stde;hte"] [--sdze "sdze"]
 
 (``--device cpu`` runs both variants eagerly: the option is ignored off CUDA; a smoke test.)
 
-For each d and estimator: both variants from the same seed (poisson-2body-v1, MLP 128 x 3, 100
-points, 16 probes), the median time per step over the steps after the capture (synchronised
-around each step), the speed-up, and the largest relative difference of their losses over the
-steps: ~1e-6 (rounding: the step size as a float32 device tensor) when the graph-safe random
-streams of the registered generator reproduce the eager draws, O(1) when they do not (a finding:
-the draws then differ, not the method). A capture that fails prints its error and the run goes on.
+For each d: bp with each estimator, then ``--sdze`` (a spec; "" skips it), both variants from the
+same seed (poisson-2body-v1, MLP 128 x 3, 100 points, 16 probes), the median time per step over
+the steps after the capture (synchronised around each step), the speed-up, and the largest
+relative difference of their losses over the steps. bp captures after 3 eager steps; sdze after
+its momentum is full (``steady_state_steps`` + 1 eager steps, 46 at its defaults), so it runs at
+least that many plus ``--steps``. bp's losses differ by ~1e-6 (rounding: the step size as a
+float32 device tensor), sdze's by 0 (float64, bit for bit on the CPU) to rounding, when the
+graph-safe random streams of the registered generators reproduce the eager draws; O(1) when they
+do not (a finding: the draws then differ, not the method). A capture that fails prints its error
+and the run goes on.
 """
 
 from __future__ import annotations
@@ -21,14 +26,20 @@ import statistics
 import sys
 
 
-def run(spec: str, dim: int, steps: int, device: str) -> tuple[list[float], list[float]]:
-    from pinnbench.bench.solvers import build
-    from pinnbench.timing import clock
+def build(spec: str, dim: int, device: str):
+    from pinnbench.bench.solvers import build as build_cell
 
-    _, _, solver, why = build(dict(problem="poisson-2body-v1", dim=dim, width=128, depth=3,
-                                   solver=spec, device=device))
+    _, _, solver, why = build_cell(dict(problem="poisson-2body-v1", dim=dim, width=128, depth=3,
+                                        solver=spec, device=device))
     if why:
         raise RuntimeError(why)
+    return solver
+
+
+def run(spec: str, dim: int, steps: int, device: str) -> tuple[list[float], list[float]]:
+    from pinnbench.timing import clock
+
+    solver = build(spec, dim, device)
     losses, times = [], []
     for _ in range(steps):
         t0 = clock(device)
@@ -44,8 +55,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--estimators", default="stde;stde,dist=coordinate;hte;sdgd")
+    ap.add_argument("--sdze", default="sdze", help='an sdze spec ("" skips it)')
     args = ap.parse_args(argv)
     from pinnbench.commands.axes import parse_dims
+    from pinnbench.solver import solver_from_spec
 
     try:
         dims = parse_dims(args.dims)
@@ -53,23 +66,31 @@ def main(argv: list[str]) -> int:
         ap.error(str(exc))
     if args.steps < 8:
         ap.error("--steps must be >= 8 (3 eager steps, the capture, then the timed replays)")
-    print(f"# bp eager vs cuda_graph=true, {args.steps} steps each, time per step: median of "
-          "steps 6..; loss diff: max relative difference over the steps")
+    print(f"# eager vs cuda_graph=true, time per step: median of the steps from the second "
+          f"after the capture ({args.steps} steps for bp, sdze its warm-up + {args.steps}); "
+          "loss diff: max relative difference over the steps")
     print(f"{'d':>9} {'estimator':<22} {'eager ms':>9} {'graph ms':>9} {'speed-up':>8} "
           f"{'loss diff':>10}")
+    rows = [(est, f"bp[estimator={est}]") for est in args.estimators.split(";") if est]
+    if args.sdze:
+        rows.append((args.sdze, args.sdze))
     for dim in dims:
-        for est in [e for e in args.estimators.split(";") if e]:
-            base = f"bp[estimator={est}]"
+        for label, base in rows:
+            spec = (base[:-1] + ",cuda_graph=true]" if base.endswith("]")
+                    else base + "[cuda_graph=true]")
             try:
-                l_e, t_e = run(base, dim, args.steps, args.device)
-                l_g, t_g = run(base.replace("]", ",cuda_graph=true]"), dim, args.steps,
-                               args.device)
+                warmup = (3 if base.startswith("bp")
+                          else solver_from_spec(base).steady_state_steps + 1)
+                steps = args.steps + (0 if base.startswith("bp") else warmup)
+                l_e, t_e = run(base, dim, steps, args.device)
+                l_g, t_g = run(spec, dim, steps, args.device)
             except Exception as exc:  # noqa: BLE001 - report and go on
-                print(f"{dim:>9} {est:<22} failed: {type(exc).__name__}: {exc}"[:400], flush=True)
+                print(f"{dim:>9} {label:<22} failed: {type(exc).__name__}: {exc}"[:400],
+                      flush=True)
                 continue
-            e_ms, g_ms = (1e3 * statistics.median(t[5:]) for t in (t_e, t_g))
+            e_ms, g_ms = (1e3 * statistics.median(t[warmup + 2:]) for t in (t_e, t_g))
             diff = max(abs(a - b) / max(abs(a), abs(b), 1e-30) for a, b in zip(l_e, l_g))
-            print(f"{dim:>9} {est:<22} {e_ms:>9.3f} {g_ms:>9.3f} {e_ms / g_ms:>8.2f} "
+            print(f"{dim:>9} {label:<22} {e_ms:>9.3f} {g_ms:>9.3f} {e_ms / g_ms:>8.2f} "
                   f"{diff:>10.2e}", flush=True)
     return 0
 

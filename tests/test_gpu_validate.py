@@ -200,12 +200,14 @@ def test_the_graphs_stage_script_runs_and_compares(tmp_path):
     """scripts/gpu_graphs.py (stage 8) on the CPU, where cuda_graph is ignored: both variants are
     the same eager step, so their losses agree exactly."""
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_graphs.py"), "--device",
-                          "cpu", "--dims", "30", "--steps", "8", "--estimators", "stde"],
+                          "cpu", "--dims", "30", "--steps", "8", "--estimators", "stde",
+                          "--sdze", "sdze[momentum=0.5]"],
                          cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
-    row = out.stdout.splitlines()[-1].split()
-    assert row[:2] == ["30", "stde"] and float(row[-1]) == 0.0, out.stdout
+    bp, sdze = (line.split() for line in out.stdout.splitlines()[-2:])
+    assert bp[:2] == ["30", "stde"] and float(bp[-1]) == 0.0, out.stdout
+    assert sdze[:2] == ["30", "sdze[momentum=0.5]"] and float(sdze[-1]) == 0.0, out.stdout
     bad = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_graphs.py"), "--steps",
                           "3"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
