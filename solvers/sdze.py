@@ -107,8 +107,8 @@ class SDZE(ZerothOrderSolver):
                             "pool seeded before each replay, its state updated in place, the "
                             "step size a device tensor; the data is then not timed apart; "
                             "pinnbench/cuda_graph.py, docs/roofline.md). Needs refresh=1, "
-                            "crns=true, subspace=true, basis=gaussian, stream=false. Ignored "
-                            "off CUDA"),
+                            "crns=true, subspace=true, basis=gaussian, stream=false, loss not "
+                            "gpinn, dist not coordinate. Ignored off CUDA"),
     }
 
     #: one-factor-at-a-time variants for ``pinnbench ablate sdze`` (issue 11): each changes one
@@ -142,10 +142,15 @@ class SDZE(ZerothOrderSolver):
                 ("refresh", self.refresh, 1), ("crns", self.crns, True),
                 ("subspace", self.subspace, True), ("basis", self.basis, "gaussian"),
                 ("stream", self.stream, False)) if v != ok]
+            # their draws read sampled coordinates back on the host (a sync a capture refuses)
+            why += [f"{k}={v}" for k, v in (("loss", self.loss), ("dist", self.dist))
+                    if v in ("gpinn", "coordinate")]
             if why:
                 raise ValueError("sdze[cuda_graph=true] captures the step at refresh=1, "
-                                 "crns=true, subspace=true, basis=gaussian, stream=false (one "
-                                 "graph replays every step); got " + ", ".join(why))
+                                 "crns=true, subspace=true, basis=gaussian, stream=false, a "
+                                 "loss other than gpinn and dist other than coordinate (one "
+                                 "graph replays every step, with no host read); got "
+                                 + ", ".join(why))
 
     def prepare(self) -> None:
         super().prepare()

@@ -228,7 +228,7 @@ def _sdze_restore(solver, state) -> None:
 
 
 @pytest.mark.parametrize("options", ["momentum=0.5", "momentum=0.5,normalize=false,decay_steps=0",
-                                     "momentum=0"])
+                                     "momentum=0", "momentum=0.5,loss=unbiased,estimator=fd"])
 def test_sdze_step_is_capture_safe_and_replays_the_eager_trajectory(options):
     """The captured sdze step (its generators a pool armed before each replay, its momentum
     shifted in place once full, its step size and its quotient scale's step count device
@@ -313,7 +313,8 @@ def test_the_pool_checks_the_schedule_both_ways():
 
 
 def test_sdze_cuda_graph_options_are_checked():
-    for bad in ("refresh=2", "crns=false", "subspace=false", "basis=orthonormal", "stream=true"):
+    for bad in ("refresh=2", "crns=false", "subspace=false", "basis=orthonormal", "stream=true",
+                "loss=gpinn", "dist=coordinate"):
         with pytest.raises(ValueError, match="cuda_graph=true"):
             solver_from_spec(f"sdze[{bad},cuda_graph=true]").validate()
     solver = _sdze(f"sdze[{SMALL},cuda_graph=true]", "cpu")
