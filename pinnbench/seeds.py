@@ -89,23 +89,24 @@ class GeneratorPool:
     generator armed with that seed. Generator k then plays the same role at every step, which
     is what lets one graph, captured once, replay every later step.
 
-    The check is strict both ways (:class:`ScheduleError`): a seed not armed, a seed taken twice
-    (a second generator from one seed restarts its stream; a pool generator would continue it)
-    and, at :meth:`check_drawn`, an armed seed never taken. So an eager step run through the
-    pool checks the schedule against the seeds the step actually asks for."""
+    A seed the step draws from several times (a perturbation regenerated for each of its uses)
+    is listed as often: each draw restarts its stream, so each takes a generator of its own
+    (the next one armed with it, in the order listed). The check is strict both ways
+    (:class:`ScheduleError`): a seed not armed, a seed taken more often than listed and, at
+    :meth:`check_drawn`, an armed generator never taken. So an eager step run through the pool
+    checks the schedule against the seeds the step actually asks for."""
 
     def __init__(self, device: torch.device | str) -> None:
         self.device = torch.device(device)
         self.generators: list[torch.Generator] = []
         self.frozen = False
-        self._slot: dict[int, int] = {}
+        self._armed = 0
+        self._slots: dict[int, list[int]] = {}  # seed -> its generators, in the order listed
         self._taken: set[int] = set()
 
     def arm(self, seeds: Sequence[int]) -> None:
         """Seed generator k with ``seeds[k]`` (on the host, before the step or replay)."""
         seeds = [int(s) for s in seeds]
-        if len(set(seeds)) != len(seeds):
-            raise ScheduleError("a step's schedule lists a seed twice")
         if self.frozen and len(seeds) != len(self.generators):
             raise ScheduleError(f"the captured step draws from {len(self.generators)} "
                                 f"generators; this step's schedule lists {len(seeds)} seeds")
@@ -113,7 +114,10 @@ class GeneratorPool:
             self.generators.append(torch.Generator(device=self.device))
         for g, s in zip(self.generators, seeds):
             g.manual_seed(s)
-        self._slot = {s: k for k, s in enumerate(seeds)}
+        self._slots = {}
+        for k, s in enumerate(seeds):
+            self._slots.setdefault(s, []).append(k)
+        self._armed = len(seeds)
         self._taken = set()
 
     def freeze(self) -> list[torch.Generator]:
@@ -123,13 +127,15 @@ class GeneratorPool:
         return list(self.generators)
 
     def take(self, seed: int, device: torch.device | str) -> torch.Generator:
-        k = self._slot.get(int(seed))
-        if k is None:
+        slots = self._slots.get(int(seed))
+        if slots is None:
             raise ScheduleError(f"the step draws from seed {seed}, which its schedule does not "
                                 "list")
-        if k in self._taken:
-            raise ScheduleError(f"the step draws from seed {seed} twice (its second stream "
-                                "would continue the first, not restart it)")
+        k = next((k for k in slots if k not in self._taken), None)
+        if k is None:
+            raise ScheduleError(f"the step draws from seed {seed} more often than its schedule "
+                                f"lists it ({len(slots)}x; a pool generator taken again would "
+                                "continue its stream, not restart it)")
         if torch.device(device).type != self.device.type:
             raise ScheduleError(f"a generator on {device} from a pool on {self.device}")
         self._taken.add(k)
@@ -138,7 +144,7 @@ class GeneratorPool:
     def check_drawn(self) -> None:
         """Every armed seed was taken (else the schedule lists a draw the step no longer
         makes)."""
-        missing = sorted(set(range(len(self._slot))) - self._taken)
+        missing = sorted(set(range(self._armed)) - self._taken)
         if missing:
             raise ScheduleError(f"the schedule's seeds {missing} (by position) were armed but "
                                 "never drawn from")

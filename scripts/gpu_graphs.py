@@ -1,19 +1,21 @@
-"""bp's and sdze's steps eager against captured as a CUDA graph (``cuda_graph=true``), on a GPU: the
+"""bp's, sdze's and zo's steps eager against captured as a CUDA graph (``cuda_graph=true``), on a GPU: the
 check that only a GPU can make (pinnbench/cuda_graph.py; the CPU checks capture-safety in the
 CUDA simulation, tests/test_cuda_graph.py).
 
     python scripts/gpu_graphs.py [--dims 1e3,1e4,1e5,1e6] [--steps 30] [--device cuda]
-                                 [--estimators "stde;hte"] [--sdze "sdze"]
+                                 [--estimators "stde;hte"] [--sdze "sdze"] [--zo "zo"]
 
 (``--device cpu`` runs both variants eagerly: the option is ignored off CUDA; a smoke test.)
 
-For each d: bp with each estimator, then ``--sdze`` (a spec; "" skips it), both variants from the
+For each d: bp with each estimator, then ``--sdze`` and ``--zo`` (specs; "" skips one), both
+variants from the
 same seed (poisson-2body-v1, MLP 128 x 3, 100 points, 16 probes), the median time per step over
 the steps after the capture (synchronised around each step), the speed-up, and the largest
-relative difference of their losses over the steps. bp captures after 3 eager steps; sdze after
-its momentum is full (``steady_state_steps`` + 1 eager steps, 46 at its defaults), so it runs at
-least that many plus ``--steps``. bp's losses differ by ~1e-6 (rounding: the step size as a
-float32 device tensor), sdze's by 0 (float64, bit for bit on the CPU) to rounding, when the
+relative difference of their losses over the steps. bp captures after 3 eager steps; sdze and
+zo after ``steady_state_steps`` + 1 eager steps (46 for sdze at its defaults: its momentum is
+full; 2 for zo), so they run that many plus ``--steps``. bp's losses differ by ~1e-6 (rounding:
+the step size as a float32 device tensor), sdze's and zo's by 0 (float64, bit for bit on the
+CPU) to rounding, when the
 graph-safe random streams of the registered generators reproduce the eager draws; O(1) when they
 do not (a finding: the draws then differ, not the method). A capture that fails prints its error
 and the run goes on.
@@ -56,6 +58,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--estimators", default="stde;stde,dist=coordinate;hte;sdgd")
     ap.add_argument("--sdze", default="sdze", help='an sdze spec ("" skips it)')
+    ap.add_argument("--zo", default="zo", help='a zo spec ("" skips it)')
     args = ap.parse_args(argv)
     from pinnbench.commands.axes import parse_dims
     from pinnbench.solver import solver_from_spec
@@ -67,13 +70,12 @@ def main(argv: list[str]) -> int:
     if args.steps < 8:
         ap.error("--steps must be >= 8 (3 eager steps, the capture, then the timed replays)")
     print(f"# eager vs cuda_graph=true, time per step: median of the steps from the second "
-          f"after the capture ({args.steps} steps for bp, sdze its warm-up + {args.steps}); "
+          f"after the capture ({args.steps} steps for bp; sdze, zo their warm-up + {args.steps}); "
           "loss diff: max relative difference over the steps")
     print(f"{'d':>9} {'estimator':<22} {'eager ms':>9} {'graph ms':>9} {'speed-up':>8} "
           f"{'loss diff':>10}")
     rows = [(est, f"bp[estimator={est}]") for est in args.estimators.split(";") if est]
-    if args.sdze:
-        rows.append((args.sdze, args.sdze))
+    rows += [(spec, spec) for spec in (args.sdze, args.zo) if spec]
     for dim in dims:
         for label, base in rows:
             spec = (base[:-1] + ",cuda_graph=true]" if base.endswith("]")

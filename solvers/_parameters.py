@@ -95,4 +95,11 @@ def zeroth_order_parameters(lr: float, q: int, momentum: float, crns: bool,
                         "3-body), estimator=stde with dist default|rademacher|gaussian, "
                         "loss biased|unbiased (sdze: subspace=true with rank < width); other "
                         "combinations are refused. Same distribution as false, other numbers"),
+        "cuda_graph": Param(False, "on CUDA: capture the step as a CUDA graph once its cost is "
+                            "stationary and replay it (one launch a step; its generators a "
+                            "fixed pool seeded before each replay, its state updated in place, "
+                            "the step size a device tensor; the data is then not timed apart; "
+                            "pinnbench/cuda_graph.py, docs/roofline.md). Needs stream=false, "
+                            "loss not gpinn, dist not coordinate (sdze also refresh=1, "
+                            "crns=true, subspace=true, basis=gaussian). Ignored off CUDA"),
     }

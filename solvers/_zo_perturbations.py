@@ -443,7 +443,7 @@ class Perturbation:
         if i != 0 or self.bases[0] is not None:
             raise ValueError(f"only W0's full Gaussian z0 is regenerated from a seed, not "
                              f"parameter {i}'s (it is in the perturbation's block)")
-        return GaussianMatrix(self.shapes[0], derive_seed(self.seed, 0), self.dtype, self.device,
+        return GaussianMatrix(self.shapes[0], z0_seed(self.seed), self.dtype, self.device,
                               self.plan)
 
     def dense(self, i: int) -> Tensor:
@@ -497,8 +497,19 @@ def draw_perturbations(params: Sequence[Tensor], step_seed: int, q: int,
     W0's shard."""
     block = SmallBlock([tuple(p.shape) for p in params], bases, q,
                        derive_seed(step_seed, SMALL_PARTS), params[0].dtype, params[0].device)
-    return [Perturbation(params, derive_seed(step_seed, 1, k), bases, plan, block, k)
+    return [Perturbation(params, perturbation_seed(step_seed, k), bases, plan, block, k)
             for k in range(q)]
+
+
+def perturbation_seed(step_seed: int, k: int) -> int:
+    """The seed of the step's k-th perturbation."""
+    return derive_seed(step_seed, 1, k)
+
+
+def z0_seed(seed: int) -> int:
+    """The seed W0's full Gaussian z0 of the perturbation with seed ``seed`` is regenerated
+    from."""
+    return derive_seed(seed, 0)
 
 
 def make_bases(params: Sequence[Tensor], rank: int, seed: int,

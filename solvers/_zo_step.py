@@ -40,13 +40,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pinnbench.seeds import derive_seed, draw_seed
+from pinnbench.seeds import derive_seed, draw_seed, GeneratorPool
 from pinnbench.solver import Solver
 from pinnbench.solvers._parameters import RAW_QUOTIENT_SEARCH
 from pinnbench.solvers._zo_evaluation import FirstLayerCache
 from pinnbench.solvers._zo_optimiser import HeavyBall, QuotientScale, descend
 from pinnbench.solvers._zo_perturbations import (Perturbation, SubspaceBasis,
-                                                 draw_perturbations)
+                                                 draw_perturbations, SMALL_PARTS)
 
 
 #: the tag of the step seeds among the seeds derived from the base seed (sdze's bases use
@@ -97,11 +97,30 @@ class ZerothOrderSolver(Solver):
 
         return zeroth_order_diagnostics(self, problem, model, spec)
 
+    #: (parameter, value) pairs a captured step (``cuda_graph``) needs of this solver beyond
+    #: :meth:`graph_unsupported`'s
+    graph_requires: tuple[tuple[str, object], ...] = ()
+
     def validate(self) -> None:
         why = self._stream_unsupported() if self.stream else []
         if why:
             raise ValueError(f"{self.name}[stream=true] does not support " + ", ".join(why)
                              + "; see docs/streaming.md")
+        why = self.graph_unsupported() if self.cuda_graph else []
+        if why:
+            raise ValueError(f"{self.name}[cuda_graph=true] does not support " + ", ".join(why)
+                             + " (one graph replays every step, with no host read; "
+                             "docs/roofline.md)")
+
+    def graph_unsupported(self) -> list[str]:
+        """What of this configuration a captured step cannot do: streamed data (its blocks'
+        seeds and passes are not scheduled), the gPINN loss and sampled coordinates (their
+        draws read the coordinates back on the host), and :attr:`graph_requires`."""
+        why = [f"{k}={v}" for k, v, bad in (("stream", self.stream, True),
+                                            ("loss", self.loss, "gpinn"),
+                                            ("dist", self.dist, "coordinate")) if v == bad]
+        return why + [f"{k}={self.params[k]} (needs {k}={v})" for k, v in self.graph_requires
+                      if self.params[k] != v]
 
     def _stream_unsupported(self) -> list[str]:
         """What of this configuration the streamed path cannot do (each with what it can)."""
@@ -165,6 +184,64 @@ class ZerothOrderSolver(Solver):
         self.model.first_layer.check_same("the zeroth-order solver's seed", self.base_seed)
         self._quotient_scale = QuotientScale() if self.normalize else None
         self._momentum = HeavyBall(self.momentum) if self.momentum > 0 else None
+        self.graphed = None
+        if self.cuda_graph and self.problem.device.type == "cuda":
+            self._prepare_graph()
+
+    # -- a step captured as a CUDA graph (``cuda_graph``) ----------------------------------------
+    def _prepare_graph(self) -> None:
+        """The captured step: its generators a :class:`GeneratorPool` armed before each step
+        with :meth:`generator_seeds`, the step size a float64 device tensor refilled before
+        each step, the momentum's stacks shifted in place once full; the step is captured after
+        :attr:`steady_state_steps` + 1 eager ones (from then on every step is the same ops on
+        the same storage, so one graph is every later step)."""
+        from pinnbench.cuda_graph import GraphedStep
+
+        self._pool = GeneratorPool(self.problem.device)
+        self._lr = torch.tensor(self.lr, dtype=torch.float64, device=self.problem.device)
+        self.time_data = False  # draw() must not synchronise inside the graph
+        if self._momentum is not None:
+            self._momentum.in_place = True
+        self.graphed = GraphedStep(self._graph_body, lambda: None, self._pool.freeze,
+                                   warmup=self.steady_state_steps + 1)
+
+    def update(self) -> Tensor:
+        """One step (:meth:`zo_step`); with ``cuda_graph`` on CUDA the pool armed with the
+        step's seeds and the step size written first, then the step run (eagerly until
+        captured, then replayed)."""
+        if self.graphed is None:
+            return self.zo_step(self.lr_now)
+        self._lr.fill_(self.lr_now)
+        self._pool.arm(self.generator_seeds())
+        return self.graphed()
+
+    def _graph_body(self, first: bool = True) -> Tensor:
+        with self._pool.active():
+            loss = self.zo_step(self._lr)
+            self._pool.check_drawn()
+        return loss
+
+    def generator_seeds(self) -> list[int]:
+        """The seeds step ``self.t`` draws from, one per draw (a seed regenerated k times is
+        listed k times), in a fixed order of roles: the schedule of a captured step
+        (:class:`pinnbench.seeds.GeneratorPool`). It must be a function of t alone: after the
+        capture no Python of the step runs, so nothing it would update on the host can be
+        read. The shared part: the small parts' block, then the spatial samples' (points,
+        probes) seeds, one pair with common random numbers, else one per evaluation; each
+        solver adds its own (:meth:`own_seeds`)."""
+        bad = self.graph_unsupported()
+        if bad:
+            raise ValueError("no schedule of a captured step for " + ", ".join(bad))
+        s = self.step_seed()
+        samples = ([(0, True)] if self.crns
+                   else [(k, plus) for k in range(self.q) for plus in (True, False)])
+        return ([derive_seed(s, SMALL_PARTS)]
+                + [x for k, plus in samples for x in self.evaluation_seeds(s, k, plus)]
+                + self.own_seeds(s))
+
+    def own_seeds(self, step_seed: int) -> list[int]:
+        """This solver's part of :meth:`generator_seeds` (its perturbations' regenerations)."""
+        raise NotImplementedError
 
     # -- what subclasses choose -----------------------------------------------------------------
     def bases(self) -> list:
@@ -184,9 +261,6 @@ class ZerothOrderSolver(Solver):
         (a seed drawn from the solver's generator each step was one host sync a step: on CUDA a
         stall of the launch queue, and what kept the step from being captured as a graph)."""
         return derive_seed(self.base_seed, STEP_SEEDS, self.t)
-
-    def update(self) -> Tensor:
-        return self.zo_step(self.lr_now)
 
     @torch.no_grad()
     def zo_step(self, lr: float | Tensor) -> Tensor:

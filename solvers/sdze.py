@@ -75,8 +75,8 @@ from pinnbench.solver import Param, positive, register_solver
 from pinnbench.solvers._parameters import zeroth_order_parameters
 from pinnbench.solvers._zo_evaluation import shifted_batch, shifted_model
 from pinnbench.solvers._zo_optimiser import momentum_horizon, MOMENTUM_DROP
-from pinnbench.solvers._zo_perturbations import (basis_seed, has_basis, make_bases, SMALL_PARTS,
-                                                 u_seed, v_seed)
+from pinnbench.solvers._zo_perturbations import (basis_seed, has_basis, make_bases, u_seed,
+                                                 v_seed)
 from pinnbench.solvers._zo_step import ZerothOrderSolver, ZOStep
 from pinnbench.search_space import BUDGET, IntLogUniform
 
@@ -102,17 +102,15 @@ class SDZE(ZerothOrderSolver):
         "basis": Param("gaussian", "the subspace bases U, V: Gaussian, or orthonormal columns "
                        "scaled to the same norms (SubZero); the same span for the same seed",
                        choices=("gaussian", "orthonormal")),
-        "cuda_graph": Param(False, "on CUDA: capture the step as a CUDA graph once the momentum "
-                            "is full and replay it (one launch a step; its generators a fixed "
-                            "pool seeded before each replay, its state updated in place, the "
-                            "step size a device tensor; the data is then not timed apart; "
-                            "pinnbench/cuda_graph.py, docs/roofline.md). Needs refresh=1, "
-                            "crns=true, subspace=true, basis=gaussian, stream=false, loss not "
-                            "gpinn, dist not coordinate. Ignored off CUDA"),
     }
 
     #: one-factor-at-a-time variants for ``pinnbench ablate sdze`` (issue 11): each changes one
     #: parameter of the base spec (docs/sdze.md says what each switch changes)
+    #: what a captured step needs of sdze beyond every zeroth-order solver's
+    #: (:meth:`ZerothOrderSolver.graph_unsupported`): the schedule of its draws is written for
+    #: a new basis every step, one shared sample, the Gaussian basis and the points held
+    graph_requires = (("refresh", 1), ("crns", True), ("subspace", True), ("basis", "gaussian"))
+
     ablations = (("crns", (False,)), ("subspace", (False,)), ("momentum", (0.0, 0.9)),
                  ("normalize", (False,)), ("rank", (1, 4, 8, 16, 32)), ("refresh", (1, 10, 100, 1000)),
                  ("basis", ("orthonormal",)))
@@ -135,23 +133,6 @@ class SDZE(ZerothOrderSolver):
                        "streamed: subspace=true)")
         return why
 
-    def validate(self) -> None:
-        super().validate()
-        if self.cuda_graph:
-            why = [f"{k}={v}" for k, v, ok in (
-                ("refresh", self.refresh, 1), ("crns", self.crns, True),
-                ("subspace", self.subspace, True), ("basis", self.basis, "gaussian"),
-                ("stream", self.stream, False)) if v != ok]
-            # their draws read sampled coordinates back on the host (a sync a capture refuses)
-            why += [f"{k}={v}" for k, v in (("loss", self.loss), ("dist", self.dist))
-                    if v in ("gpinn", "coordinate")]
-            if why:
-                raise ValueError("sdze[cuda_graph=true] captures the step at refresh=1, "
-                                 "crns=true, subspace=true, basis=gaussian, stream=false, a "
-                                 "loss other than gpinn and dist other than coordinate (one "
-                                 "graph replays every step, with no host read); got "
-                                 + ", ".join(why))
-
     def prepare(self) -> None:
         super().prepare()
         if self.stream and (self.model.params[0].ndim != 2
@@ -168,61 +149,17 @@ class SDZE(ZerothOrderSolver):
         #: takes a batch of parameter sets), :meth:`pair_losses`
         self._batched = (self.crns and self.loss != "gpinn"
                          and not batch_unsupported(self.problem, self.estimator))
-        self.graphed = None
-        if self.cuda_graph and self.problem.device.type == "cuda":
-            self._prepare_graph()
-
-    def _prepare_graph(self) -> None:
-        """The captured step (``cuda_graph``): its generators a :class:`GeneratorPool` armed
-        before each step with :meth:`generator_seeds`, the step size a float64 device tensor
-        refilled before each step, the momentum's stacks shifted in place once full; the step is
-        captured after :attr:`steady_state_steps` + 1 eager ones (the momentum holds its full
-        number of terms from then on, so one graph is every later step)."""
-        from pinnbench.cuda_graph import GraphedStep
-        from pinnbench.seeds import GeneratorPool
-
-        self._pool = GeneratorPool(self.problem.device)
-        self._lr = torch.tensor(self.lr, dtype=torch.float64, device=self.problem.device)
-        self.time_data = False  # draw() must not synchronise inside the graph
-        if self._momentum is not None:
-            self._momentum.in_place = True
-        self.graphed = GraphedStep(self._graph_body, lambda: None, self._pool.freeze,
-                                   warmup=self.steady_state_steps + 1)
-
-    def update(self) -> Tensor:
-        """The zeroth-order step; with ``cuda_graph`` on CUDA its pool armed with the step's
-        seeds and its step size written, then the step run (eagerly until captured, then
-        replayed)."""
-        if self.graphed is None:
-            return super().update()
-        self._lr.fill_(self.lr_now)
-        self._pool.arm(self.generator_seeds())
-        return self.graphed()
-
-    def _graph_body(self, first: bool = True) -> Tensor:
-        with self._pool.active():
-            loss = self.zo_step(self._lr)
-            self._pool.check_drawn()
-        return loss
-
-    def generator_seeds(self) -> list[int]:
-        """The seeds step ``self.t`` draws from, one per generator, in a fixed order of roles
-        (the schedule of a captured step, :class:`pinnbench.seeds.GeneratorPool`): U of each
-        matrix's new basis, V of each (kept for the step), the perturbations' small-parts block,
-        the points and the probes, then W0's V of each older momentum term still alive, the
-        oldest first (their weights beta^age by the products :class:`HeavyBall` forms, dropped
-        below :data:`MOMENTUM_DROP`). A function of t alone, as it must be: after the capture no
-        Python of the step runs, so nothing it would update on the host can be read. At
-        refresh=1 (``cuda_graph`` requires it) every step has a new basis."""
-        if self.refresh != 1:
-            raise ValueError("the schedule of a captured step is written for refresh=1")
-        s = self.step_seed()
+    def own_seeds(self, step_seed: int) -> list[int]:
+        """sdze's part of a captured step's schedule (:meth:`generator_seeds`): U of each
+        matrix's new basis, V of each (kept for the step), then W0's V of each older momentum
+        term still alive, the oldest first (their weights beta^age by the products
+        :class:`HeavyBall` forms, dropped below :data:`MOMENTUM_DROP`). At refresh=1
+        (:attr:`graph_requires`) every step has a new basis, the basis seed of epoch t."""
         bases_seed = derive_seed(self.base_seed, self.t)  # the epoch t // refresh
         matrices = [i for i, p in enumerate(self.model.params)
-                    if self.subspace and has_basis(tuple(p.shape), self.rank)]
+                    if has_basis(tuple(p.shape), self.rank)]
         seeds = [u_seed(basis_seed(bases_seed, i)) for i in matrices]
         seeds += [v_seed(basis_seed(bases_seed, i)) for i in matrices]
-        seeds += [derive_seed(s, SMALL_PARTS), *self.evaluation_seeds(s, 0, True)]
         if self._momentum is not None and 0 in matrices:
             ages, w = [], 1.0
             while self.t - len(ages) - 1 >= 0:

@@ -36,6 +36,7 @@ from pinnbench.search_space import BUDGET
 from pinnbench.solver import register_solver
 from pinnbench.solvers._parameters import zeroth_order_parameters
 from pinnbench.solvers._zo_evaluation import centre_model
+from pinnbench.solvers._zo_perturbations import perturbation_seed, z0_seed
 from pinnbench.solvers._zo_step import ZerothOrderSolver, ZOStep
 
 
@@ -61,6 +62,12 @@ class ZO(ZerothOrderSolver):
         return rf.StepCost(flops=2 * q * (rf.first_layer_flops(n, v, dim, width)
                                           + rf.hidden_flops(n, v, width, depth)),
                            bytes=draws * rf.data_bytes(n, v, dim) + 10 * q * w + momentum)
+
+    def own_seeds(self, step_seed: int) -> list[int]:
+        """zo's part of a captured step's schedule (:meth:`generator_seeds`): W0's full
+        Gaussian z0 of each perturbation, regenerated four times a step (+eps, -2 eps, +eps in
+        :meth:`pair_losses`, then the update), so listed four times."""
+        return [z0_seed(perturbation_seed(step_seed, k)) for k in range(self.q)] * 4
 
     def pair_losses(self, step: ZOStep) -> Tensor:
         """Both losses of each perturbation at theta perturbed in place: +eps z, -2 eps z, then

@@ -191,7 +191,7 @@ def test_a_cell_on_simulated_cuda_reports_the_data_time_from_events():
 
 # -- sdze ------------------------------------------------------------------------------------------
 
-def _sdze(spec: str, device: str):
+def _zeroth_order(spec: str, device: str):
     problem = pinnbench.make_problem("poisson-2body-v1", dim=D, seed=0, device=device)
     model = pinnbench.make_model(problem, width=16, depth=3,
                                  generator=cell_generator(0, "model", device))
@@ -200,27 +200,29 @@ def _sdze(spec: str, device: str):
     return solver
 
 
-def _sdze_state(solver) -> list[torch.Tensor]:
+def _zo_state(solver) -> list[torch.Tensor]:
     scale = solver._quotient_scale
     momentum = solver._momentum
     return (list(solver.model.params) + ([] if momentum is None else momentum.state_tensors())
             + ([scale.v, scale.t] if scale is not None else []))
 
 
-def _sdze_snapshot(solver):
+def _zo_snapshot(solver):
     momentum = solver._momentum
-    return ([t.clone() for t in _sdze_state(solver)], solver._epoch, solver._bases,
-            None if momentum is None else dict(momentum.lowrank))
+    return ([t.clone() for t in _zo_state(solver)], getattr(solver, "_epoch", None),
+            getattr(solver, "_bases", None), None if momentum is None else dict(momentum.lowrank))
 
 
-def _sdze_restore(solver, state) -> None:
+def _zo_restore(solver, state) -> None:
     """The state as before the capture, which runs no kernel, and the Python state too (the
     simulated replay that follows runs the step's Python again, where a real replay runs none
-    at all: the bases' epoch, the momentum's terms), and the pool armed again, as it is when
+    at all: sdze's bases' epoch, the momentum's terms), and the pool armed again, as it is when
     that replay starts."""
-    tensors, solver._epoch, solver._bases, lowrank = state
+    tensors, epoch, bases, lowrank = state
+    if bases is not None:
+        solver._epoch, solver._bases = epoch, bases
     with torch.no_grad():
-        for t, saved in zip(_sdze_state(solver), tensors):
+        for t, saved in zip(_zo_state(solver), tensors):
             t.copy_(saved)
     if lowrank is not None:
         solver._momentum.lowrank = lowrank
@@ -237,8 +239,8 @@ def test_sdze_step_is_capture_safe_and_replays_the_eager_trajectory(options):
     spec = f"sdze[{SMALL},{options},cuda_graph=true]"
     steps = 14
     with simulated_cuda() as sim:
-        solver = _sdze(spec, "cuda")
-        sims = SimGraphs(solver, _sdze_snapshot, _sdze_restore)
+        solver = _zeroth_order(spec, "cuda")
+        sims = SimGraphs(solver, _zo_snapshot, _zo_restore)
         solver.graphed.backend = sims
         graphed = [float(solver.step()) for _ in range(steps)]
     assert sim.errors == []
@@ -248,12 +250,12 @@ def test_sdze_step_is_capture_safe_and_replays_the_eager_trajectory(options):
     assert len(sims.generators) == len(solver.generator_seeds())
     # the schedule is a function of t alone: a solver that never stepped lists the same seeds
     # (after the capture a real replay runs none of the step's Python to update what it reads)
-    fresh = _sdze(spec, "cpu")
+    fresh = _zeroth_order(spec, "cpu")
     fresh.t = solver.t
     assert fresh.generator_seeds() == solver.generator_seeds()
     assert len(sims.reports) == 1 + steps - warmup
     _replays_the_capture(sims.reports)
-    eager = _sdze(spec.replace("cuda_graph=true", "cuda_graph=false"), "cpu")
+    eager = _zeroth_order(spec.replace("cuda_graph=true", "cuda_graph=false"), "cpu")
     assert [float(eager.step()) for _ in range(steps)] == graphed
     assert all(torch.equal(a, b) for a, b in zip(eager.model.params, solver.model.params))
 
@@ -264,8 +266,8 @@ def test_the_sdze_check_finds_rebound_state_and_a_foreign_generator(monkeypatch)
     from pinnbench.solvers import _zo_perturbations
 
     with simulated_cuda():
-        solver = _sdze(f"sdze[{SMALL},momentum=0.5,cuda_graph=true]", "cuda")
-        solver.graphed.backend = SimGraphs(solver, _sdze_snapshot, _sdze_restore)
+        solver = _zeroth_order(f"sdze[{SMALL},momentum=0.5,cuda_graph=true]", "cuda")
+        solver.graphed.backend = SimGraphs(solver, _zo_snapshot, _zo_restore)
         for _ in range(solver.steady_state_steps + 1):  # the eager warm-up
             solver.step()
         solver._momentum.in_place = False
@@ -296,7 +298,7 @@ def test_the_pool_checks_the_schedule_both_ways():
     pool.arm([11, 12])
     with pool.active():
         a = torch.randn(3, generator=seeded(11))
-        with pytest.raises(ScheduleError, match="twice"):
+        with pytest.raises(ScheduleError, match="more often"):
             seeded(11)
         with pytest.raises(ScheduleError, match="does not list"):
             seeded(13)
@@ -310,6 +312,33 @@ def test_the_pool_checks_the_schedule_both_ways():
     with pool.active():
         assert seeded(12) is generators[0] and seeded(11) is generators[1]
         pool.check_drawn()
+    pool.arm([11, 11])  # a seed drawn twice: each draw restarts its stream, on its own generator
+    with pool.active():
+        first, second = seeded(11), seeded(11)
+        assert (first, second) == tuple(generators)
+        assert torch.equal(torch.randn(3, generator=first), a)
+        assert torch.equal(torch.randn(3, generator=second), a)
+
+
+@pytest.mark.parametrize("spec", ["zo[q=3]", "zo[crns=true,q=3]", "zo[q=2,estimator=fd]"])
+def test_zo_step_is_capture_safe_and_replays_the_eager_trajectory(spec):
+    """zo's captured step (theta perturbed in place and back, W0's z0 regenerated four times a
+    step from four pool generators armed with one seed; MeZO's setting, crns=true, with its
+    dense momentum) is one graph and gives the eager trajectory bit for bit."""
+    spec = spec[:-1] + f",{SMALL},cuda_graph=true]"
+    steps = 6
+    with simulated_cuda() as sim:
+        solver = _zeroth_order(spec, "cuda")
+        sims = SimGraphs(solver, _zo_snapshot, _zo_restore)
+        solver.graphed.backend = sims
+        graphed = [float(solver.step()) for _ in range(steps)]
+    assert sim.errors == [] and solver.graphed.captured
+    assert len(sims.generators) == len(solver.generator_seeds())
+    assert len(sims.reports) == 1 + steps - solver.graphed.warmup
+    _replays_the_capture(sims.reports)
+    eager = _zeroth_order(spec.replace("cuda_graph=true", "cuda_graph=false"), "cpu")
+    assert [float(eager.step()) for _ in range(steps)] == graphed
+    assert all(torch.equal(a, b) for a, b in zip(eager.model.params, solver.model.params))
 
 
 def test_sdze_cuda_graph_options_are_checked():
@@ -317,5 +346,9 @@ def test_sdze_cuda_graph_options_are_checked():
                 "loss=gpinn", "dist=coordinate"):
         with pytest.raises(ValueError, match="cuda_graph=true"):
             solver_from_spec(f"sdze[{bad},cuda_graph=true]").validate()
-    solver = _sdze(f"sdze[{SMALL},cuda_graph=true]", "cpu")
+    for bad in ("stream=true", "loss=gpinn", "dist=coordinate"):
+        with pytest.raises(ValueError, match="cuda_graph=true"):
+            solver_from_spec(f"zo[{bad},cuda_graph=true]").validate()
+    solver_from_spec("zo[crns=false,cuda_graph=true]").validate()
+    solver = _zeroth_order(f"sdze[{SMALL},cuda_graph=true]", "cpu")
     assert solver.graphed is None and torch.isfinite(solver.step())

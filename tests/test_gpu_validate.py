@@ -201,13 +201,14 @@ def test_the_graphs_stage_script_runs_and_compares(tmp_path):
     the same eager step, so their losses agree exactly."""
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_graphs.py"), "--device",
                           "cpu", "--dims", "30", "--steps", "8", "--estimators", "stde",
-                          "--sdze", "sdze[momentum=0.5]"],
+                          "--sdze", "sdze[momentum=0.5]", "--zo", "zo[q=2]"],
                          cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
-    bp, sdze = (line.split() for line in out.stdout.splitlines()[-2:])
+    bp, sdze, zo = (line.split() for line in out.stdout.splitlines()[-3:])
     assert bp[:2] == ["30", "stde"] and float(bp[-1]) == 0.0, out.stdout
     assert sdze[:2] == ["30", "sdze[momentum=0.5]"] and float(sdze[-1]) == 0.0, out.stdout
+    assert zo[:2] == ["30", "zo[q=2]"] and float(zo[-1]) == 0.0, out.stdout
     bad = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_graphs.py"), "--steps",
                           "3"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
