@@ -89,9 +89,11 @@ def _replays_the_capture(reports) -> None:
         assert first_difference(reports[0].external, r.external) is None
 
 
-def _bp(spec: str, device: str):
+def _solver(spec: str, device: str, depth: int = 2):
+    """A solver of ``spec`` set up on a small model (the zeroth-order tests: depth 3, two hidden
+    matrices with a basis)."""
     problem = pinnbench.make_problem("poisson-2body-v1", dim=D, seed=0, device=device)
-    model = pinnbench.make_model(problem, width=16, depth=2,
+    model = pinnbench.make_model(problem, width=16, depth=depth,
                                  generator=cell_generator(0, "model", device))
     solver = solver_from_spec(spec)
     solver.setup(problem, model, cell_generator(0, "solver", device))
@@ -102,7 +104,7 @@ def _bp(spec: str, device: str):
 def test_bp_step_is_capture_safe_and_replays_the_eager_trajectory(estimator):
     spec = f"bp[estimator={estimator},{SMALL},decay_steps=10,cuda_graph=true]"
     with simulated_cuda() as sim:
-        solver = _bp(spec, "cuda")
+        solver = _solver(spec, "cuda")
         sims = SimGraphs(solver)
         solver.graphed.backend = sims
         graphed = [float(solver.step()) for _ in range(7)]  # 3 eager, the capture, 3 replays
@@ -112,7 +114,7 @@ def test_bp_step_is_capture_safe_and_replays_the_eager_trajectory(estimator):
     _replays_the_capture(sims.reports)
     assert solver.time_data is False and solver.data_time_s == 0.0
     # the same numbers as the eager step on the CPU (the step size as a float32 tensor: rounding)
-    eager = _bp(spec.replace("cuda_graph=true", "cuda_graph=false"), "cpu")
+    eager = _solver(spec.replace("cuda_graph=true", "cuda_graph=false"), "cpu")
     losses = [float(eager.step()) for _ in range(7)]
     torch.testing.assert_close(torch.tensor(graphed), torch.tensor(losses), rtol=1e-5, atol=0)
 
@@ -122,7 +124,7 @@ def test_the_check_finds_what_a_graph_cannot_replay():
     next in a scalar argument; a planted read of the loss is a sync. The eager step itself makes
     none: its data is timed by CUDA events (pinnbench.timing.Stopwatch), not synchronisations."""
     with simulated_cuda() as sim:
-        solver = _bp(f"bp[{SMALL},decay_steps=10]", "cuda")
+        solver = _solver(f"bp[{SMALL},decay_steps=10]", "cuda")
         solver.step()
         reports = []
         for _ in range(2):
@@ -169,7 +171,7 @@ def test_graphed_step_warms_up_then_captures_once_and_returns_copies():
 
 
 def test_cuda_graph_is_ignored_off_cuda():
-    solver = _bp(f"bp[{SMALL},cuda_graph=true]", "cpu")
+    solver = _solver(f"bp[{SMALL},cuda_graph=true]", "cpu")
     assert solver.graphed is None and solver.time_data
     assert torch.isfinite(solver.step())
 
@@ -192,12 +194,7 @@ def test_a_cell_on_simulated_cuda_reports_the_data_time_from_events():
 # -- sdze ------------------------------------------------------------------------------------------
 
 def _zeroth_order(spec: str, device: str):
-    problem = pinnbench.make_problem("poisson-2body-v1", dim=D, seed=0, device=device)
-    model = pinnbench.make_model(problem, width=16, depth=3,
-                                 generator=cell_generator(0, "model", device))
-    solver = solver_from_spec(spec)
-    solver.setup(problem, model, cell_generator(0, "solver", device))
-    return solver
+    return _solver(spec, device, depth=3)
 
 
 def _zo_state(solver) -> list[torch.Tensor]:
@@ -229,6 +226,29 @@ def _zo_restore(solver, state) -> None:
     solver._pool.arm(solver.generator_seeds())
 
 
+def _captured_equals_eager(spec: str, steps: int):
+    """``steps`` steps of ``spec`` (with cuda_graph=true) on simulated CUDA, captured through
+    :class:`SimGraphs`: every captured step and replay is one graph on the same state
+    (:func:`_replays_the_capture`), and the losses and final parameters are the eager CPU
+    run's, bit for bit. Returns the solver and the stand-in runtime."""
+    with simulated_cuda() as sim:
+        solver = _zeroth_order(spec, "cuda")
+        sims = SimGraphs(solver, _zo_snapshot, _zo_restore)
+        solver.graphed.backend = sims
+        graphed = [float(solver.step()) for _ in range(steps)]
+    assert sim.errors == [] and solver.graphed.captured
+    _replays_the_capture(sims.reports)
+    eager = _zeroth_order(spec.replace("cuda_graph=true", "cuda_graph=false"), "cpu")
+    assert [float(eager.step()) for _ in range(steps)] == graphed
+    assert all(torch.equal(a, b) for a, b in zip(eager.model.params, solver.model.params))
+    # the schedule is a function of t alone: a solver that never stepped lists the same seeds
+    # (after the capture a real replay runs none of the step's Python to update what it reads)
+    fresh = _zeroth_order(spec, "cpu")
+    fresh.t = solver.t
+    assert fresh.generator_seeds() == solver.generator_seeds()
+    return solver, sims
+
+
 @pytest.mark.parametrize("options", ["momentum=0.5", "momentum=0.5,normalize=false,decay_steps=0",
                                      "momentum=0", "momentum=0.5,loss=unbiased,estimator=fd"])
 def test_sdze_step_is_capture_safe_and_replays_the_eager_trajectory(options):
@@ -238,26 +258,12 @@ def test_sdze_step_is_capture_safe_and_replays_the_eager_trajectory(options):
     (on the CPU, where the float64 step size rounds as the Python number does)."""
     spec = f"sdze[{SMALL},{options},cuda_graph=true]"
     steps = 14
-    with simulated_cuda() as sim:
-        solver = _zeroth_order(spec, "cuda")
-        sims = SimGraphs(solver, _zo_snapshot, _zo_restore)
-        solver.graphed.backend = sims
-        graphed = [float(solver.step()) for _ in range(steps)]
-    assert sim.errors == []
+    solver, sims = _captured_equals_eager(spec, steps)
     warmup = solver.steady_state_steps + 1  # the momentum full (7 terms at beta 0.5)
     assert solver.graphed.warmup == warmup and solver.graphed.captured
     assert sims.generators == solver._pool.generators and solver._pool.frozen
     assert len(sims.generators) == len(solver.generator_seeds())
-    # the schedule is a function of t alone: a solver that never stepped lists the same seeds
-    # (after the capture a real replay runs none of the step's Python to update what it reads)
-    fresh = _zeroth_order(spec, "cpu")
-    fresh.t = solver.t
-    assert fresh.generator_seeds() == solver.generator_seeds()
     assert len(sims.reports) == 1 + steps - warmup
-    _replays_the_capture(sims.reports)
-    eager = _zeroth_order(spec.replace("cuda_graph=true", "cuda_graph=false"), "cpu")
-    assert [float(eager.step()) for _ in range(steps)] == graphed
-    assert all(torch.equal(a, b) for a, b in zip(eager.model.params, solver.model.params))
 
 
 def test_the_sdze_check_finds_rebound_state_and_a_foreign_generator(monkeypatch):
@@ -327,18 +333,9 @@ def test_zo_step_is_capture_safe_and_replays_the_eager_trajectory(spec):
     dense momentum) is one graph and gives the eager trajectory bit for bit."""
     spec = spec[:-1] + f",{SMALL},cuda_graph=true]"
     steps = 6
-    with simulated_cuda() as sim:
-        solver = _zeroth_order(spec, "cuda")
-        sims = SimGraphs(solver, _zo_snapshot, _zo_restore)
-        solver.graphed.backend = sims
-        graphed = [float(solver.step()) for _ in range(steps)]
-    assert sim.errors == [] and solver.graphed.captured
+    solver, sims = _captured_equals_eager(spec, steps)
     assert len(sims.generators) == len(solver.generator_seeds())
     assert len(sims.reports) == 1 + steps - solver.graphed.warmup
-    _replays_the_capture(sims.reports)
-    eager = _zeroth_order(spec.replace("cuda_graph=true", "cuda_graph=false"), "cpu")
-    assert [float(eager.step()) for _ in range(steps)] == graphed
-    assert all(torch.equal(a, b) for a, b in zip(eager.model.params, solver.model.params))
 
 
 def test_sdze_cuda_graph_options_are_checked():
