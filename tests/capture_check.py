@@ -6,7 +6,8 @@
   :data:`pinnbench.bench.ops.SYNC_OPS`, boolean-mask indexing, ``.tolist()`` / ``.numpy()`` /
   ``.cpu()``) and ``torch.cuda.synchronize`` calls: none may be captured;
 - ``host_tensors``: ops that read a tensor of more than one element that lives on the host
-  (tagged ``cpu`` by the simulation) while the step runs on CUDA: a draw from a CPU generator
+  (tagged ``cpu`` by the simulation) while the step runs on CUDA, and a ``copy_`` of any host
+  tensor into a CUDA one: a draw from a CPU generator
   copied in, a table built on the host and copied in; and an ``index_put_`` of a host value
   (``t[index] = 1.0``: Python makes the number a host tensor that CUDA copies in, which a
   capture refuses); a captured graph would replay the copy
@@ -118,6 +119,11 @@ class _Check(TorchDispatchMode):
             # `t[index_tensor] = 1.0` on CUDA: Python makes the value a host tensor and the
             # op copies it in (an H200 refused the capture of bp[hte] for it)
             host = [value]
+        if (not host and name == "copy_" and len(args) > 1 and sim_device(args[0]) == "cuda"
+                and sim_device(args[1]) == "cpu"):
+            # a host number copied in: a copy from pageable host memory, which a capture
+            # refuses whatever its size (a 0-d host tensor is a Python scalar to other ops)
+            host = [args[1]]
         if host:
             r.host_tensors.append(f"aten::{name} on host tensors "
                                   f"{[tuple(t.shape) for t in host]}")

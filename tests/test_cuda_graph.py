@@ -141,6 +141,19 @@ def test_the_check_finds_what_a_graph_cannot_replay():
     assert where is not None and "fused_adam" in where, where
 
 
+def test_the_check_finds_a_host_number_copied_in():
+    """A 0-d host tensor is a Python scalar to arithmetic, but copied into a CUDA tensor it is a
+    copy from pageable host memory, which a capture refuses."""
+    with simulated_cuda():
+        x = torch.zeros(3, device="cuda")
+        with capture_check() as r:
+            x.mul_(torch.tensor(2.0))  # a scalar operand: fine
+        assert r.safe
+        with capture_check() as r:
+            x[0].copy_(torch.tensor(2.0))
+    assert r.host_tensors == ["aten::copy_ on host tensors [()]"]
+
+
 def test_graphed_step_warms_up_then_captures_once_and_returns_copies():
     calls = []
 
