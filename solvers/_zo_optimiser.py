@@ -78,6 +78,14 @@ def momentum_horizon(beta: float) -> int:
     return math.ceil(math.log(MOMENTUM_DROP) / math.log(beta))
 
 
+def live_terms(beta: float, refresh: int) -> int:
+    """At most how many low-rank momentum terms (bases) of a matrix are alive at once, a new
+    basis every ``refresh`` steps: :func:`momentum_horizon` at refresh 1 (44 at beta = 0.9),
+    else the bases updated within the horizon, at most ceil(horizon / refresh) + 1."""
+    horizon = momentum_horizon(beta)
+    return min(horizon, -(-horizon // refresh) + 1)
+
+
 class HeavyBall:
     """Heavy-ball momentum, one rule for every parameter: m_t = beta m_{t-1} + g_hat_t,
     theta_t = theta_{t-1} - lr_t m_t (Polyak 1964; beta = 0: no state, plain ZO-SGD).

@@ -74,9 +74,9 @@ from pinnbench.seeds import derive_seed
 from pinnbench.solver import Param, positive, register_solver
 from pinnbench.solvers._parameters import zeroth_order_parameters
 from pinnbench.solvers._zo_evaluation import shifted_batch, shifted_model
-from pinnbench.solvers._zo_optimiser import momentum_horizon, MOMENTUM_DROP
-from pinnbench.solvers._zo_perturbations import (basis_seed, has_basis, make_bases, u_seed,
-                                                 v_seed)
+from pinnbench.solvers._zo_optimiser import live_terms, momentum_horizon, MOMENTUM_DROP
+from pinnbench.solvers._zo_perturbations import (basis_seed, CHUNK_ELEMENTS, has_basis,
+                                                 make_bases, u_seed, v_seed)
 from pinnbench.solvers._zo_step import ZerothOrderSolver, ZOStep
 from pinnbench.search_space import BUDGET, IntLogUniform
 
@@ -125,6 +125,21 @@ class SDZE(ZerothOrderSolver):
         if self.momentum <= 0 or not self.subspace:
             return 1
         return momentum_horizon(self.momentum) + self.refresh
+
+    def state_bytes(self, n_params: int, input_dim: int, bytes_per_number: int) -> int:
+        """The zeroth-order state (the held V of W0 unless streamed, a dense momentum without
+        the subspace), and with low-rank momentum the update's block: each row chunk of W0's
+        terms is drawn into one (E r, rows) block, E the live terms (:func:`live_terms`, 44 at
+        the defaults) and rows = min(d, 2^22 / r) (:data:`CHUNK_ELEMENTS`), 738 MB in float32 at
+        the defaults once d >= 599,187: transient, but the step's largest tensor at large d
+        (tests/test_sdze.py measures it)."""
+        block = 0
+        if self.subspace and self.momentum > 0:
+            terms = live_terms(self.momentum, self.refresh)
+            rows = min(input_dim, max(1, CHUNK_ELEMENTS // self.rank))
+            block = terms * self.rank * rows if terms > 1 else 0
+        return super().state_bytes(n_params, input_dim, bytes_per_number) + (
+            block * bytes_per_number)
 
     def _stream_unsupported(self) -> list[str]:
         why = super()._stream_unsupported()

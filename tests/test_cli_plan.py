@@ -35,10 +35,14 @@ def test_memory_model_at_1e7_by_hand():
     batch = (100 + 16) * 10**7 * 4  # points + probes, float32
     assert plan_mod.memory_parts(_spec("bp"), baseline_bytes=300) == {
         "baseline": 300, "params": 4 * p, "state": 3 * 4 * p, "batch": batch}  # grad + Adam
+    # the momentum update's block: 44 live terms x r = 7 rows x 2^22 // 7 columns, float32
+    block = 44 * 7 * 599_186 * 4
     assert plan_mod.memory_parts(_spec("sdze"), 0) == {
-        "baseline": 0, "params": 4 * p, "state": 10**7 * 7 * 4, "batch": batch}  # held V, r = 7
+        "baseline": 0, "params": 4 * p, "state": 10**7 * 7 * 4 + block,  # held V, r = 7
+        "batch": batch}
     assert plan_mod.memory_parts(_spec("sdze[stream=true]"), 0) == {
-        "baseline": 0, "params": 4 * p, "state": 0, "batch": 0}
+        "baseline": 0, "params": 4 * p, "state": block, "batch": 0}
+    assert plan_mod.memory_parts(_spec("sdze[momentum=0]"), 0)["state"] == 10**7 * 7 * 4
     assert plan_mod.memory_parts(_spec("zo"), 0)["state"] == 0  # tuned: no momentum, seeds
     assert plan_mod.memory_parts(_spec("zo[momentum=0.9]"), 0)["state"] == 4 * p  # dense
     assert plan_mod.memory_parts(_spec("bp[loss=unbiased]", dtype="float64"), 0)["batch"] \

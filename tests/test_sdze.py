@@ -10,6 +10,8 @@ import torch
 import pinnbench.solvers._zo_perturbations as pt
 from pinnbench import evaluate, make_model, make_problem, make_solver
 from pinnbench.maths.directions import CoordinateDirections, DenseDirections
+from pinnbench.seeds import cell_generator
+from pinnbench.solver import solver_from_spec
 from pinnbench.solvers._zo_evaluation import FirstLayerCache, shifted_batch
 from pinnbench.solvers._zo_perturbations import (GaussianMatrix, Perturbation, SubspaceBasis,
                                                  make_bases)
@@ -379,3 +381,23 @@ def test_sdze_converges_and_naive_zo_does_not_poisson_d100():
     assert rel_sdze <= 3e-2, rel_sdze
     rel_zo, losses = _train("zo[lr=3e-3,eps=1e-4,q=4]", 1000, width=32)
     assert not math.isfinite(losses[-1]) or not rel_zo <= 1.5 * rel_sdze, (rel_zo, rel_sdze)
+
+
+def test_the_planned_momentum_block_is_the_step_s_largest_allocation():
+    """SDZE.state_bytes counts the momentum update's (E r, rows) block, E = 44 live terms at
+    beta 0.9: measured, it is the stationary step's largest allocation, to the byte (here
+    d = 2e4 < 2^22 / r, so rows = d: 44 x 7 x 2e4 x 4 bytes; the held V of W0 apart)."""
+    from torch.profiler import profile, ProfilerActivity
+
+    d = 20_000
+    problem = make_problem("poisson-2body-v1", dim=d, seed=0)
+    model = make_model(problem, width=8, depth=2, generator=cell_generator(0, "model"))
+    solver = solver_from_spec("sdze[points=8,probes=4]")
+    solver.setup(problem, model, cell_generator(0, "solver"))
+    for _ in range(solver.steady_state_steps):
+        solver.step()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        solver.step()
+    largest = max(e.self_cpu_memory_usage for e in prof.events())
+    assert largest == solver.state_bytes(0, d, 4) - d * 7 * 4 == 44 * 7 * d * 4
+    assert solver_from_spec("sdze[momentum=0]").state_bytes(0, d, 4) == d * 7 * 4

@@ -29,10 +29,12 @@ input dimension (d, or d + 1 with time), n the solver's points, V its probes and
 sets of its loss (2 for ``loss=unbiased``); no batch term for a streamed solver
 (``stream=true``: column blocks, docs/streaming.md). ``state`` is what the solver says it holds
 (:meth:`pinnbench.solver.Solver.state_bytes`: bp's gradient and Adam's moments, 3 P b; sdze's
-held basis, D r b; zo's dense momentum, P b); the harness knows no solver. ``baseline`` is the
-interpreter with torch imported (on CPU; 0 on a GPU). At d = 1e7 the model gives bp 23.7 GiB
-and sdze 9.4 GiB, against the 24.2 GiB that bp asked for and the 10.4 GiB sdze peaked at in
-reports/cpu-1e3-1e7.
+held basis, D r b, and with momentum its update's block of E r x min(D, 2^22 / r) numbers, 0.69
+GiB at the defaults; zo's dense momentum, P b); the harness knows no solver. ``baseline`` is the
+interpreter with torch imported (on CPU; 0 on a GPU). At d = 1e7 the model without the
+baseline gives bp 23.4 GiB and sdze 10.0 GiB (9.35 before the momentum's block was counted),
+against the 24.2 GiB that bp
+asked for and the 10.4 GiB sdze peaked at in reports/cpu-1e3-1e7 (at the defaults of then).
 
 **What the run does** with each cell (:func:`decide`):
 
