@@ -116,11 +116,14 @@ class ZerothOrderSolver(Solver):
         """What of this configuration a captured step cannot do: streamed data (its blocks'
         seeds and passes are not scheduled), the gPINN loss and sampled coordinates (their
         draws read the coordinates back on the host), and :attr:`graph_requires`."""
-        why = [f"{k}={v}" for k, v, bad in (("stream", self.stream, True),
+        def spec(k, v) -> str:  # as a spec writes it
+            return f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+
+        why = [spec(k, v) for k, v, bad in (("stream", self.stream, True),
                                             ("loss", self.loss, "gpinn"),
                                             ("dist", self.dist, "coordinate")) if v == bad]
-        return why + [f"{k}={self.params[k]} (needs {k}={v})" for k, v in self.graph_requires
-                      if self.params[k] != v]
+        return why + [f"{spec(k, self.params[k])} (needs {spec(k, v)})"
+                      for k, v in self.graph_requires if self.params[k] != v]
 
     def _stream_unsupported(self) -> list[str]:
         """What of this configuration the streamed path cannot do (each with what it can)."""
