@@ -103,3 +103,32 @@ class SdzeQOps(StepOps):
 
     def setup_cache(self):
         return {f"{s}@{d}": _counts(s, d) for s in SDZE_Q for d in DIMS}
+
+
+#: the zeroth-order solvers whose step can be captured as a CUDA graph (cuda_graph=true)
+GRAPHED = ["sdze", "zo", "zo[crns=true]"]
+
+
+class GraphGenerators:
+    """How many generators a captured zeroth-order step registers with its graph (the length of
+    its schedule, ``generator_seeds()``, at the stationary step): each is seeded before every
+    replay and costs two small fills on the device there (docs/roofline.md, "sdze's step can be
+    captured as a CUDA graph"), so a change that adds regenerable pieces to a step shows here.
+    52 for sdze at its defaults (3 bases' U and V, the small parts, the points, the probes, the
+    momentum's 43 older V of W0), 41 for zo. Counted on the CPU (the schedule is a function of
+    the step's index alone)."""
+
+    params = (GRAPHED,)
+    param_names = ["solver"]
+    version = "graph-generators-v1"
+    unit = "count"
+
+    def track_generators(self, solver):
+        from pinnbench.bench.solvers import build
+
+        _, _, s, why = build(dict(problem=PROBLEM, dim=DIMS[0], width=128, depth=3,
+                                  solver=solver, device="cpu"))
+        if why:
+            raise RuntimeError(why)
+        s.t = s.steady_state_steps
+        return len(s.generator_seeds())
