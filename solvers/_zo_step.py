@@ -26,6 +26,12 @@ top to bottom):
    step for every parameter (:mod:`pinnbench.solvers._zo_optimiser`);
 4. :meth:`~ZerothOrderSolver.end_step`: what the step held is dropped.
 
+With ``cuda_graph=true`` on CUDA the step (:meth:`~ZerothOrderSolver.zo_step`) is captured as
+one CUDA graph once its cost is stationary and replayed: its draws come from a
+:class:`pinnbench.seeds.GeneratorPool` armed before each step with the step's seeds
+(:meth:`~ZerothOrderSolver.generator_seeds`, a function of t alone), its state is updated in
+place and its step size is a device tensor (docs/roofline.md).
+
 Subclasses (solvers/zo.py, solvers/sdze.py) decide how L(theta + c z) is evaluated
 (:meth:`~ZerothOrderSolver.pair_losses`) and which parameters get low-rank perturbations
 (:meth:`~ZerothOrderSolver.bases`); the rest is shared, so two specs that describe the same
@@ -166,6 +172,9 @@ class ZerothOrderSolver(Solver):
         if self.stream:
             return (f"{self.spec} is not sharded: a sharded cell draws its own column blocks "
                     "per rank (drop stream=true; its memory is already 1/R of the d-sized state)")
+        if self.cuda_graph:
+            return (f"{self.spec} is not sharded: a captured CUDA graph would replay the "
+                    "collectives outside the process group; drop cuda_graph=true")
         return ""
 
     def state_bytes(self, n_params: int, input_dim: int, bytes_per_number: int) -> int:

@@ -247,9 +247,6 @@ class SDZE(ZerothOrderSolver):
         """The zeroth-order rules, and the orthonormal basis is not sharded (its Gram matrix
         needs every shard's rows of V: an r x r all-reduce not written yet)."""
         why = super().shard_unsupported()
-        if not why and self.cuda_graph:
-            why = (f"{self.spec} is not sharded: a captured CUDA graph would replay the "
-                   "collectives outside the process group; drop cuda_graph=true")
         if not why and self.basis == "orthonormal" and self.subspace:
             why = (f"{self.spec} is not sharded: the orthonormal basis needs V^T V over every "
                    "shard's rows (basis=gaussian is sharded)")

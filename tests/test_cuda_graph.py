@@ -360,5 +360,9 @@ def test_sdze_cuda_graph_options_are_checked():
         with pytest.raises(ValueError, match=rf"cuda_graph=true\] does not support {bad}"):
             solver_from_spec(f"zo[{bad},cuda_graph=true]").validate()
     solver_from_spec("zo[crns=false,cuda_graph=true]").validate()
+    for name in ("sdze", "zo"):  # a sharded cell would replay the collectives outside the group
+        why = solver_from_spec(f"{name}[cuda_graph=true]").shard_unsupported()
+        assert "drop cuda_graph=true" in why
+        assert solver_from_spec(name).shard_unsupported() == ""
     solver = _zeroth_order(f"sdze[{SMALL},cuda_graph=true]", "cpu")
     assert solver.graphed is None and torch.isfinite(solver.step())
