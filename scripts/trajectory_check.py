@@ -4,7 +4,10 @@ An optimisation of a solver's step must keep its trajectory equal to rounding (o
 change it intends). This script takes ``--steps`` steps (default 100) of each of nine solver
 specs on poisson-2body-v1 at d = 100 (seed 0, MLP 128 x 3, in this process, one torch thread),
 writes each step's loss and the final rel. L2 of each spec to a JSON file, and compares two
-such files:
+such files. Each solver gets ``--steps`` as its budget, as a cell of that many steps does, so a
+step size that decays over the budget (``decay_steps=budget``: sdze's and zo's defaults) decays
+over those steps; before 2026-12-05 the script gave none, so those solvers ran at a constant
+step size, which is not their default and made naive zo diverge on some seeds:
 
     python scripts/trajectory_check.py --out before.json       # on the old code
     python scripts/trajectory_check.py --out after.json        # on the new code
@@ -38,7 +41,7 @@ def run(spec: str, problem_id: str, dim: int, steps: int, seed: int) -> dict:
     problem = pinnbench.make_problem(problem_id, dim=dim, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     model = pinnbench.make_model(problem, width=128, depth=3, generator=gen)
-    solver = solver_from_spec(spec)
+    solver = solver_from_spec(spec, steps=steps)  # the budget decay_steps=budget decays over
     solver.setup(problem, model, gen)
     losses = [float(solver.step()) for _ in range(steps)]
     return {"losses": losses, "rel_l2": evaluate(model, problem)["rel_l2"]}
