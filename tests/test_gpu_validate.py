@@ -205,7 +205,7 @@ def test_the_graphs_stage_script_runs_and_compares(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
-    bp, sdze, zo = (line.split() for line in out.stdout.splitlines()[-3:])
+    sdze, zo, bp = (line.split() for line in out.stdout.splitlines()[-3:])
     assert bp[:2] == ["30", "stde"] and float(bp[-1]) == 0.0, out.stdout
     assert sdze[:2] == ["30", "sdze[momentum=0.5]"] and float(sdze[-1]) == 0.0, out.stdout
     assert zo[:2] == ["30", "zo[q=2]"] and float(zo[-1]) == 0.0, out.stdout
