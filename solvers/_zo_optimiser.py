@@ -78,6 +78,20 @@ def momentum_horizon(beta: float) -> int:
     return math.ceil(math.log(MOMENTUM_DROP) / math.log(beta))
 
 
+def older_ages(beta: float, newest: int) -> list[int]:
+    """The ages a >= 1 of the older terms that a step's update keeps, at one new basis a step
+    (refresh 1) and ``newest`` steps taken before it: those whose weight beta^a, formed by the
+    repeated products :class:`HeavyBall` forms, is still >= :data:`MOMENTUM_DROP` (ages 1..43
+    at beta = 0.9 once 43 steps were taken)."""
+    ages, w = [], 1.0
+    while len(ages) < newest:
+        w *= beta
+        if w < MOMENTUM_DROP:
+            break
+        ages.append(len(ages) + 1)
+    return ages
+
+
 def live_terms(beta: float, refresh: int) -> int:
     """At most how many low-rank momentum terms (bases) of a matrix are alive at once, a new
     basis every ``refresh`` steps: :func:`momentum_horizon` at refresh 1 (44 at beta = 0.9),

@@ -74,7 +74,7 @@ from pinnbench.seeds import derive_seed
 from pinnbench.solver import Param, positive, register_solver
 from pinnbench.solvers._parameters import zeroth_order_parameters
 from pinnbench.solvers._zo_evaluation import shifted_batch, shifted_model
-from pinnbench.solvers._zo_optimiser import live_terms, momentum_horizon, MOMENTUM_DROP
+from pinnbench.solvers._zo_optimiser import live_terms, momentum_horizon, older_ages
 from pinnbench.solvers._zo_perturbations import (basis_seed, CHUNK_ELEMENTS, has_basis,
                                                  make_bases, u_seed, v_seed)
 from pinnbench.solvers._zo_step import ZerothOrderSolver, ZOStep
@@ -167,35 +167,30 @@ class SDZE(ZerothOrderSolver):
     def own_seeds(self, step_seed: int) -> list[int]:
         """sdze's part of a captured step's schedule (:meth:`generator_seeds`): U of each
         matrix's new basis, V of each (kept for the step), then W0's V of each older momentum
-        term still alive, the oldest first (their weights beta^age by the products
-        :class:`HeavyBall` forms, dropped below :data:`MOMENTUM_DROP`). At refresh=1
-        (:attr:`graph_requires`) every step has a new basis, the basis seed of epoch t."""
-        bases_seed = derive_seed(self.base_seed, self.t)  # the epoch t // refresh
+        term still alive, the oldest first (:func:`older_ages`). At refresh=1
+        (:attr:`graph_requires`) every step has a new basis: the epoch is t."""
         matrices = [i for i, p in enumerate(self.model.params)
                     if has_basis(tuple(p.shape), self.rank)]
-        seeds = [u_seed(basis_seed(bases_seed, i)) for i in matrices]
-        seeds += [v_seed(basis_seed(bases_seed, i)) for i in matrices]
+        seeds = [u_seed(basis_seed(self._bases_seed(self.t), i)) for i in matrices]
+        seeds += [v_seed(basis_seed(self._bases_seed(self.t), i)) for i in matrices]
         if self._momentum is not None and 0 in matrices:
-            ages, w = [], 1.0
-            while self.t - len(ages) - 1 >= 0:
-                w *= self.momentum
-                if w < MOMENTUM_DROP:
-                    break
-                ages.append(len(ages) + 1)
-            seeds += [v_seed(basis_seed(derive_seed(self.base_seed, self.t - a), 0))
-                      for a in reversed(ages)]
+            seeds += [v_seed(basis_seed(self._bases_seed(self.t - a), 0))
+                      for a in reversed(older_ages(self.momentum, self.t))]
         return seeds
 
     def bases(self) -> list:
         """The bases of the current refresh period t // refresh (regenerated from its seed)."""
         epoch = self.t // self.refresh
         if self.subspace and epoch != self._epoch:
-            self._bases = make_bases(self.model.params, self.rank,
-                                     derive_seed(self.base_seed, epoch),
+            self._bases = make_bases(self.model.params, self.rank, self._bases_seed(epoch),
                                      self.model.first_layer.plan,
                                      orthonormal=self.basis == "orthonormal")
             self._epoch = epoch
         return self._bases
+
+    def _bases_seed(self, epoch: int) -> int:
+        """The seed the bases of refresh period ``epoch`` are drawn from."""
+        return derive_seed(self.base_seed, epoch)
 
     def step_cost(self, dim: int, width: int, depth: int):
         """Per draw of the data (one with CRNS, 2q without) the shared products W0 y and V^T y,
