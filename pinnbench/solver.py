@@ -377,6 +377,13 @@ class Solver:
         return 1
 
     @property
+    def graph_warmup_steps(self) -> int:
+        """With ``cuda_graph=true`` on CUDA, the eager steps before the step is captured
+        (:class:`pinnbench.cuda_graph.GraphedStep`): 3, bp's (its optimizer state and autograd
+        buffers exist by then); a solver whose step grows for longer says so."""
+        return 3
+
+    @property
     def lr_now(self) -> float:
         """The step size at step ``t``: ``lr`` decayed linearly over :attr:`decay_length` (if any)."""
         return step_size(self.params["lr"], self.decay_length, self.t)

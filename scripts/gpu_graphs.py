@@ -1,6 +1,6 @@
-"""bp's, sdze's and zo's steps eager against captured as a CUDA graph (``cuda_graph=true``), on a GPU: the
-check that only a GPU can make (pinnbench/cuda_graph.py; the CPU checks capture-safety in the
-CUDA simulation, tests/test_cuda_graph.py).
+"""bp's, sdze's and zo's steps eager against captured as a CUDA graph (``cuda_graph=true``), on a
+GPU: the check that only a GPU can make (pinnbench/cuda_graph.py; the CPU checks capture-safety
+in the CUDA simulation, tests/test_cuda_graph.py).
 
     python scripts/gpu_graphs.py [--dims 1e3,1e4,1e5,1e6] [--steps 30] [--device cuda]
                                  [--estimators "stde;hte"] [--sdze "sdze"] [--zo "zo"]
@@ -8,17 +8,16 @@ CUDA simulation, tests/test_cuda_graph.py).
 (``--device cpu`` runs both variants eagerly: the option is ignored off CUDA; a smoke test.)
 
 For each d: ``--sdze`` and ``--zo`` (specs; "" skips one), then bp with each estimator, both
-variants from the
-same seed (poisson-2body-v1, MLP 128 x 3, 100 points, 16 probes), the median time per step over
-the steps after the capture (synchronised around each step), the speed-up, and the largest
-relative difference of their losses over the steps. bp captures after 3 eager steps; sdze and
-zo after ``steady_state_steps`` + 1 eager steps (46 for sdze at its defaults: its momentum is
-full; 2 for zo), so they run that many plus ``--steps``. bp's losses differ by ~1e-6 (rounding:
-the step size as a float32 device tensor), sdze's and zo's by 0 (float64, bit for bit on the
-CPU) to rounding, when the
-graph-safe random streams of the registered generators reproduce the eager draws; O(1) when they
-do not (a finding: the draws then differ, not the method). A capture that fails prints its error
-and the run goes on.
+variants from the same seed (poisson-2body-v1, MLP 128 x 3, 100 points, 16 probes), the median
+time per step over the steps after the capture (synchronised around each step), the speed-up,
+and the largest relative difference of their losses over the steps. Each captures after its
+``graph_warmup_steps`` eager steps: bp after 3 (``--steps`` in all), sdze and zo after
+``steady_state_steps`` + 1 (46 for sdze at its defaults: its momentum is full; 2 for zo), so
+they run that many plus ``--steps``. bp's losses differ by ~1e-6 (rounding: the step size as a
+float32 device tensor), sdze's and zo's by 0 (float64, bit for bit on the CPU) to rounding, when
+the graph-safe random streams of the registered generators reproduce the eager draws; O(1) when
+they do not (a finding: the draws then differ, not the method). A capture that fails prints its
+error and the run goes on.
 """
 
 from __future__ import annotations
@@ -28,20 +27,14 @@ import statistics
 import sys
 
 
-def build(spec: str, dim: int, device: str):
-    from pinnbench.bench.solvers import build as build_cell
-
-    _, _, solver, why = build_cell(dict(problem="poisson-2body-v1", dim=dim, width=128, depth=3,
-                                        solver=spec, device=device))
-    if why:
-        raise RuntimeError(why)
-    return solver
-
-
 def run(spec: str, dim: int, steps: int, device: str) -> tuple[list[float], list[float]]:
+    from pinnbench.bench.solvers import build
     from pinnbench.timing import clock
 
-    solver = build(spec, dim, device)
+    _, _, solver, why = build(dict(problem="poisson-2body-v1", dim=dim, width=128, depth=3,
+                                   solver=spec, device=device))
+    if why:
+        raise RuntimeError(why)
     losses, times = [], []
     for _ in range(steps):
         t0 = clock(device)
@@ -61,7 +54,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--zo", default="zo", help='a zo spec ("" skips it)')
     args = ap.parse_args(argv)
     from pinnbench.commands.axes import parse_dims
-    from pinnbench.solver import solver_from_spec
+    from pinnbench.solver import format_spec, parse_spec, solver_from_spec
 
     try:
         dims = parse_dims(args.dims)
@@ -80,12 +73,11 @@ def main(argv: list[str]) -> int:
     rows += [(est, f"bp[estimator={est}]") for est in args.estimators.split(";") if est]
     for dim in dims:
         for label, base in rows:
-            spec = (base[:-1] + ",cuda_graph=true]" if base.endswith("]")
-                    else base + "[cuda_graph=true]")
             try:
-                warmup = (3 if base.startswith("bp")
-                          else solver_from_spec(base).steady_state_steps + 1)
-                steps = args.steps + (0 if base.startswith("bp") else warmup)
+                name, params = parse_spec(base)
+                spec = format_spec(name, {**params, "cuda_graph": "true"})
+                warmup = solver_from_spec(base).graph_warmup_steps
+                steps = args.steps + (0 if name == "bp" else warmup)
                 l_e, t_e = run(base, dim, steps, args.device)
                 l_g, t_g = run(spec, dim, steps, args.device)
             except Exception as exc:  # noqa: BLE001 - report and go on

@@ -205,8 +205,8 @@ class ZerothOrderSolver(Solver):
         """The captured step: its generators a :class:`GeneratorPool` armed before each step
         with :meth:`generator_seeds`, the step size a float64 device tensor refilled before
         each step, the momentum's stacks shifted in place once full; the step is captured after
-        :attr:`steady_state_steps` + 1 eager ones (from then on every step is the same ops on
-        the same storage, so one graph is every later step)."""
+        :attr:`graph_warmup_steps` eager ones (from then on every step is the same ops on the
+        same storage, so one graph is every later step)."""
         from pinnbench.cuda_graph import GraphedStep
 
         self._pool = GeneratorPool(self.problem.device)
@@ -215,7 +215,13 @@ class ZerothOrderSolver(Solver):
         if self._momentum is not None:
             self._momentum.in_place = True
         self.graphed = GraphedStep(self._graph_body, lambda: None, self._pool.freeze,
-                                   warmup=self.steady_state_steps + 1)
+                                   warmup=self.graph_warmup_steps)
+
+    @property
+    def graph_warmup_steps(self) -> int:
+        """:attr:`steady_state_steps` + 1: the momentum's stacks are full and shifted in place
+        from then on (46 for sdze at its defaults, 2 for zo)."""
+        return self.steady_state_steps + 1
 
     def update(self) -> Tensor:
         """One step (:meth:`zo_step`); with ``cuda_graph`` on CUDA the pool armed with the

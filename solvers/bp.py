@@ -94,7 +94,7 @@ class BP(Solver):
             self.time_data = False  # draw() must not synchronise inside the graph
             self.graphed = GraphedStep(
                 self._step_body, lambda: self.optimizer.zero_grad(set_to_none=True),
-                [self.generator])
+                [self.generator], warmup=self.graph_warmup_steps)
             return
         self.optimizer = torch.optim.Adam(self.model.params, lr=self.lr, fused=True)
 

@@ -33,8 +33,8 @@ held basis, D r b, and with momentum its update's block of E r x min(D, 2^22 / r
 GiB at the defaults; zo's dense momentum, P b); the harness knows no solver. ``baseline`` is the
 interpreter with torch imported (on CPU; 0 on a GPU). At d = 1e7 the model without the
 baseline gives bp 23.4 GiB and sdze 10.0 GiB (9.35 before the momentum's block was counted),
-against the 24.2 GiB that bp
-asked for and the 10.4 GiB sdze peaked at in reports/cpu-1e3-1e7 (at the defaults of then).
+against the 24.2 GiB that bp asked for and the 10.4 GiB sdze peaked at in reports/cpu-1e3-1e7
+(at the defaults of then).
 
 **What the run does** with each cell (:func:`decide`):
 
