@@ -1,7 +1,8 @@
 """asv: what one training step dispatches, counted exactly (``python -m pinnbench.bench ops``,
 :mod:`pinnbench.bench.ops`): ATen ops, matrix products, host syncs (all, and those in the middle
 of the step), kernels (the ops that move data: what a GPU launches), allocations, passes over
-W0 and d-sized traffic (both x 100, in units of W0's bytes, so that they are integers); for the
+W0 and d-sized traffic (both x 100, in units of W0's bytes, so that they are integers), and the
+most KiB the step's own tensors hold at once (exact: the profiler's memory events); for the
 profile's solvers and for bp with each of its randomized estimators (:class:`BpEstimatorOps`).
 
 The counts are deterministic for a commit, so asv flags any growth exactly (no noise to wait
@@ -28,7 +29,8 @@ def _counts(solver: str, dim: int) -> dict:
             "host_syncs": c.host_syncs,
             "mid_step_syncs": c.mid_step_syncs, "allocations": c.allocations,
             "w0_sweeps_x100": round(100 * c.w0_sweeps),
-            "d_traffic_w0_x100": round(100 * c.d_traffic_w0)}
+            "d_traffic_w0_x100": round(100 * c.d_traffic_w0),
+            "step_peak_kib": round(c.step_peak_bytes / 1024)}
 
 
 class StepOps:
@@ -71,6 +73,13 @@ class StepOps:
 
     def track_d_traffic_w0_x100(self, cache, solver, dim):
         return self._get(cache, solver, dim, "d_traffic_w0_x100")
+
+    def track_step_peak_kib(self, cache, solver, dim):
+        """The most KiB the step's own tensors hold at once (``peak MiB`` of the command):
+        exact, so a step that keeps one more batch alive shows here the commit it lands."""
+        return self._get(cache, solver, dim, "step_peak_kib")
+
+    track_step_peak_kib.unit = "KiB"
 
 
 #: bp with each randomized estimator (the default, bp[estimator=stde], is in StepOps)

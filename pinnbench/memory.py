@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import resource
 import sys
+from typing import Callable
 
 import torch
 
@@ -126,3 +127,29 @@ def peak_gpu_bytes(device: torch.device) -> tuple[int | None, int | None]:
         return None, None
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
+
+
+def cpu_tensor_peak_bytes(fn: Callable[[], object]) -> int:
+    """The most bytes that the CPU tensors allocated while ``fn()`` runs hold at once (tensors
+    allocated before it, and their frees, are not counted: what ``fn`` itself needs on top of the
+    state it finds).
+
+    Exact and deterministic, where :func:`peak_cpu_bytes` (the resident set's high-water mark)
+    also holds what the C heap keeps after a free, which depends on the order of earlier
+    allocations: the same sdze steps at d = 100 measured 170 to 398 MiB above their baseline over
+    runs (docs/protocol.md, "Peak memory"). The CPU analogue of CUDA's ``max_memory_allocated``
+    after a reset, read from the profiler's memory events (``profile_memory=True``: each CPU
+    allocation and free with its size, in order), so ``fn`` runs slower: never around a timed
+    step."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
+    level = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        level += e.nbytes()
+        peak = max(peak, level)
+    return peak

@@ -49,6 +49,12 @@ warm-up step, then counts one step under a :class:`torch.utils._python_dispatch.
     ``fill_``, ``zero_``, ``copy_``); ``resize_`` (:data:`METADATA_ONLY`) moves nothing and is
     no kernel. With ``--traffic``,
     the source lines (and ops) where it goes, largest first.
+``peak MiB``
+    the most MiB that the tensors a step allocates hold at once (state it finds not counted:
+    :func:`pinnbench.memory.cpu_tensor_peak_bytes`), from one more stationary step after the
+    counted one, run under the profiler's memory events: exact and deterministic, where a
+    cell's CPU peak (the resident set's high-water mark) also holds what the C heap keeps and
+    varies between runs (docs/protocol.md, "Peak memory"). CPU only (``-`` on a GPU).
 
 **Compiled regions.** The closed forms of :mod:`pinnbench.maths.fused` run compiled
 (``torch.compile``) on CPU batches of at least :data:`pinnbench.maths.fused.MIN_COLUMNS` coordinates.
@@ -78,6 +84,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten
 
+from pinnbench import memory
 from pinnbench.bench import WARM
 
 #: ATen ops that are matrix products (each one GEMM-like kernel)
@@ -126,6 +133,8 @@ class StepCounts:
     w0_sweeps: float = 0.0
     d_traffic_w0: float = 0.0
     compiled_regions: int = 0
+    #: the step's tensor peak in bytes (``peak MiB``), None where not measured (a GPU)
+    step_peak_bytes: int | None = None
     #: op name -> count, for the ops that synchronise (``aten::equal``, ``.item()``, ...)
     sync_ops: dict = field(default_factory=dict)
     #: "file:line op" of each host sync, in order (where to look)
@@ -338,7 +347,10 @@ def count_step(solver: str, dim: int, problem: str = "poisson-2body-v1", width: 
         return why
     for _ in range(s.steady_state_steps if warmup is None else warmup):
         s.step()
-    return count(s.step, model.params[0], dim, by_site)
+    c = count(s.step, model.params[0], dim, by_site)
+    if device == "cpu":
+        c.step_peak_bytes = memory.cpu_tensor_peak_bytes(s.step)
+    return c
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -349,12 +361,14 @@ def _row(dim: int, spec: str, c: StepCounts | str) -> str:
             f"{c.host_syncs:>6} "
             f"{c.mid_step_syncs:>4} "
             f"{c.allocations:>7} {c.w0_sweeps:>10.2f} {c.d_traffic_w0:>10.2f} "
-            f"{c.compiled_regions:>8}")
+            f"{c.compiled_regions:>8} "
+            + (f"{c.step_peak_bytes / 2**20:>8.1f}" if c.step_peak_bytes is not None
+               else f"{'-':>8}"))
 
 
 HEADER = (f"{'d':>9} {'solver':<22} {'ops':>6} {'kernels':>7} {'mm':>5} {'syncs':>6} {'mid':>4} "
           f"{'allocs':>7} "
-          f"{'W0 sweeps':>10} {'d-traffic':>10} {'compiled':>8}")
+          f"{'W0 sweeps':>10} {'d-traffic':>10} {'compiled':>8} {'peak MiB':>8}")
 
 
 def main(argv: list[str]) -> int:
