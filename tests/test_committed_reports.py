@@ -165,3 +165,57 @@ def test_the_schedule_check_quoted_by_the_ablation_page_is_its_store():
     docs = " ".join((REPORTS.parent / "docs" / "tuning.md").read_text(encoding="utf-8").split())
     assert (f"took the error from {at(const, 256):.3f} at step 256 to {at(const, 2000):.3f}; "
             f"decayed over 500 steps it ended at {at(short, 2000):.3f}") in docs
+
+
+QUICK = REPORTS / "cpu-default"
+
+
+def _page_text(html: str) -> str:
+    """The page without what depends on where and when it was written: the generation time and
+    the relative links to docs/."""
+    import re
+
+    html = re.sub(r"generated \d{4}-\d\d-\d\d \d\d:\d\d UTC", "generated", html)
+    return re.sub(r'href="[^"]*?docs/', 'href="docs/', html)
+
+
+def test_the_quick_start_page_is_its_store(tmp_path):
+    """reports/cpu-default/index.html is `pinnbench report` of its committed store (the quick
+    start's run): every table, sentence and verdict, to the character."""
+    import shutil
+
+    from pinnbench.report import write_report
+
+    store = shutil.copy(QUICK / "pinnbench.sqlite", tmp_path / "store.sqlite")  # read a copy
+    page = write_report(str(store), tmp_path / "page")
+    assert _page_text(page.read_text(encoding="utf-8")) == \
+        _page_text((QUICK / "index.html").read_text(encoding="utf-8"))
+
+
+def test_the_readme_quotes_the_quick_start_store():
+    """README.md's "What a run shows" quotes the committed run: each solver's error at each d,
+    its time per step in ms and its training peak above the baseline in MiB, as the page rounds
+    them, and the factors between bp and sdze."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{QUICK / 'pinnbench.sqlite'}?mode=ro", uri=True)
+    con.row_factory = sqlite3.Row
+    rows = {(r["solver_name"], r["dim"]): dict(r) for r in con.execute("SELECT * FROM results")}
+    con.close()
+    readme = (REPORTS.parent / "README.md").read_text(encoding="utf-8")
+    text = " ".join(readme.split())
+    for d in (100, 1000, 10_000):
+        bp, sdze = rows[("bp", d)], rows[("sdze", d)]
+        assert f"{bp['final_rel_l2']:.3f} against {sdze['final_rel_l2']:.3f}" in text, d
+        accuracy = sdze["final_rel_l2"] / bp["final_rel_l2"]
+        assert f"{accuracy:.2f}×" in text, (d, accuracy)
+    mib = {k: (r["peak_cpu_bytes"] - r["baseline_cpu_bytes"]) / 2**20 for k, r in rows.items()}
+    assert f"31.4 against {mib[('sdze', 100)]:.0f} MiB at d = 100" in text
+    assert f"{mib[('bp', 100)]:.1f}" == "31.4"
+    assert f"{mib[('bp', 10_000)]:.0f} against {mib[('sdze', 10_000)]:.0f} MiB at 10^4" in text
+    ms = {k: 1e3 * r["time_per_step_s"] for k, r in rows.items()}
+    for d, where in ((100, "at d = 100"), (10_000, "at 10^4")):
+        ratio = ms[("sdze", d)] / ms[("bp", d)]
+        assert f"{ratio:.1f}× bp's {where}" in text or f"{ratio:.1f}× {where}" in text, (d, ratio)
+    assert f"({ms[('sdze', 100)]:.1f} against {ms[('bp', 100)]:.1f} ms)" in text
+    assert f"({ms[('sdze', 10_000)]:.0f} against {ms[('bp', 10_000)]:.1f} ms)" in text
