@@ -106,6 +106,21 @@ class FakeAlloc(_Fake):
 
 
 @_register
+class FakeTemp(_Fake):
+    """Allocates a ``bytes`` temporary in every step and frees it before the step returns."""
+
+    name = "fake-temp"
+    parameters = {"bytes": Param(8_000_000, "bytes of the step's temporary",
+                                 check=lambda v: v > 0, check_text="an integer > 0")}
+
+    def step(self):
+        tmp = torch.ones(self.params["bytes"] // 8, dtype=torch.float64)
+        del tmp
+        self.count += 1
+        return 1.0
+
+
+@_register
 class FakeSleep(_Fake):
     name = "fake-sleep"
     parameters = {"seconds": Param(0.05, "sleep per step", check=lambda v: v >= 0,

@@ -50,6 +50,31 @@ def test_nan_loss_is_diverged_and_crash_is_error_and_skip_is_skipped():
     assert skip["steps_done"] == 0 and skip["n_params"] is None
 
 
+def test_a_cpu_cell_records_the_tensors_of_one_step_exactly():
+    """step_tensor_peak_bytes: one more step after training under the profiler's memory events.
+    A step that makes an 8 MB temporary records exactly 8 MB (where the resident set's peak
+    also holds the heap's slack); a step that allocates nothing records 0, however much state
+    it holds (fake-alloc's 100 MB, made at its first step); a cell that is not ok records
+    nothing."""
+    temp = run_cell(cell("fake-temp[bytes=8000000]"), isolated=False)
+    assert temp["status"] == "ok" and temp["step_tensor_peak_bytes"] == 8_000_000
+    held = run_cell(cell("fake-alloc", steps=3), isolated=False)
+    assert held["status"] == "ok" and held["step_tensor_peak_bytes"] == 0
+    assert run_cell(cell("fake-nan"), isolated=False).get("step_tensor_peak_bytes") is None
+
+
+def test_a_cells_step_tensors_are_the_bench_counts_step_peak():
+    """The cell's figure and ``python -m pinnbench.bench ops``'s ``peak MiB`` measure the same
+    stationary step (a step's allocations do not depend on the values it computes)."""
+    from pinnbench.bench.ops import count_step
+
+    spec = "bp[points=20,probes=4]"
+    row = run_cell(dict(problem="poisson-2body-v1", dim=30, steps=4, width=16, depth=2,
+                        solver=spec), isolated=False)
+    assert row["status"] == "ok", row["message"]
+    assert row["step_tensor_peak_bytes"] == count_step(spec, 30, width=16, depth=2).step_peak_bytes
+
+
 def test_a_tensor_loss_is_read_only_at_the_evaluations():
     """A step may return its loss as a 0-d tensor (no host sync in the step): the runner reads
     it at the evaluation points (1, 2, 4, 8, 16 and the last) and for the final loss, never at

@@ -26,7 +26,10 @@ Measurement (docs/design.md, "Cell"):
 6. floors and provenance are added after training, outside every measurement, and so are the
    optional estimator diagnostics (``diagnostics``, :mod:`pinnbench.cells.diagnostics`) of an ok cell
    and the optional error on the validation set (``validation``: ``final_val_rel_l2``, what
-   ``pinnbench tune`` selects on; docs/tuning.md);
+   ``pinnbench tune`` selects on; docs/tuning.md); last, an ok CPU cell (not sharded) takes
+   one more step under the profiler's memory events, ``step_tensor_peak_bytes``: the most
+   bytes that step's tensors hold at once, exact where the resident-set peak carries the
+   heap's slack (docs/protocol.md, "Peak memory");
 7. every curve point carries, beside ``time_s`` (the summed wall time of the steps so far),
    ``cpu_time_s``: the CPU time of the cell process (``time.process_time``, every thread) spent
    in those steps, which other work on a shared machine does not inflate (docs/domain.md §9).
@@ -237,6 +240,9 @@ def execute(spec: dict[str, Any], report: Report | None = None, shard=None) -> d
         from pinnbench.cells.diagnostics import collect_diagnostics
 
         row["diagnostics"] = collect_diagnostics(solver, problem, model, spec)  # never raises
+    peak_error = None
+    if row["status"] == "ok" and device.type == "cpu" and shard is None:
+        peak_error = _add_step_tensor_peak(row, solver)  # last: its step moves the model on
     del solver, model
     try:
         memory.release_gpu_cache(device)
@@ -245,6 +251,8 @@ def execute(spec: dict[str, Any], report: Report | None = None, shard=None) -> d
     row["provenance"] = _provenance(spec, device, cuda_init_s)
     if validation_error:
         row["provenance"]["validation_error"] = validation_error
+    if peak_error:
+        row["provenance"]["step_tensor_peak_error"] = peak_error
     if spec.get("floors", True) and problem is not None and shard is None:
         _add_floors(row, problem)
     if shard is not None:
@@ -312,6 +320,18 @@ def _stopped_diverged(row: dict[str, Any], watch: LossWatch, k: int) -> bool:
     seen = "" if bad == k else f" (losses are read at the evaluations; seen at step {k})"
     row["message"] = f"loss became {watch.last() if bad == k else 'non-finite'} at step {bad}{seen}"
     return True
+
+
+def _add_step_tensor_peak(row: dict[str, Any], solver) -> str | None:
+    """``step_tensor_peak_bytes``: one more step under the profiler's memory events
+    (:func:`pinnbench.memory.cpu_tensor_peak_bytes`), outside the step times and the peaks and
+    after every use of the trained model (the step changes it). Returns why it failed (noted
+    in the provenance, the column left null), never a failed cell."""
+    try:
+        row["step_tensor_peak_bytes"] = memory.cpu_tensor_peak_bytes(solver.step)
+    except Exception as exc:  # noqa: BLE001 - the cell's own status stands
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None
 
 
 def _add_validation(row: dict[str, Any], model, problem) -> str | None:

@@ -48,6 +48,11 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "peak_gpu_reserved_bytes": ("int", "torch.cuda.max_memory_reserved during training, or null"),
     "baseline_gpu_allocated_bytes": ("int", "torch.cuda.memory_allocated at the reset (after "
                                             "set-up: parameters and solver state), or null"),
+    "step_tensor_peak_bytes": ("int", "CPU: the most bytes the tensors of one step hold at once "
+                                      "(pinnbench.memory.cpu_tensor_peak_bytes: exact, where "
+                                      "peak_cpu_bytes carries the heap's slack), from one more "
+                                      "step after training and every use of its model; null on "
+                                      "a GPU, in a sharded cell, or when the cell is not ok"),
     "n_params": ("int", "number of model parameters"),
     "param_bytes": ("int", "bytes of the model parameters"),
     "final_rel_l2": ("float", "relative L2 error on the test set at the end"),

@@ -258,6 +258,9 @@ class Family:
     #: peak memory above the baseline after set-up, and that baseline (seeds that finished)
     mem_above: LogStats | None = None
     mem_baseline: LogStats | None = None
+    #: CPU: the most bytes one step's tensors hold at once (``step_tensor_peak_bytes``, exact,
+    #: where the resident-set peak above carries the heap's slack; seeds that finished)
+    step_tensors: LogStats | None = None
 
     @property
     def n_seeds(self) -> int:
@@ -335,6 +338,8 @@ def families(df: pd.DataFrame) -> list[Family]:
             trained=bool(ok["trained"].all()) if len(ok) else False,
             mem_above=LogStats.of(ok["mem_above_bytes"]),
             mem_baseline=LogStats.of(ok["mem_baseline_bytes"]),
+            step_tensors=LogStats.of(ok["step_tensor_peak_bytes"])
+            if "step_tensor_peak_bytes" in ok else None,
             steps_done=_finite_median(ok["steps_done"]),
             rel_l2_ci=_envelope(ok, "final_rel_l2"),
             floor_const_ci=_envelope(g, "floor_const_rel_l2") if len(g) == 1 else None,
