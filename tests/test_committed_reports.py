@@ -194,8 +194,8 @@ def test_the_quick_start_page_is_its_store(tmp_path):
 
 def test_the_readme_quotes_the_quick_start_store():
     """README.md's "What a run shows" quotes the committed run: each solver's error at each d,
-    its time per step in ms and its training peak above the baseline in MiB, as the page rounds
-    them, and the factors between bp and sdze."""
+    its time per step in ms, its training peak above the baseline and its step's tensors in
+    MiB, and the factors between bp and sdze."""
     import sqlite3
 
     con = sqlite3.connect(f"file:{QUICK / 'pinnbench.sqlite'}?mode=ro", uri=True)
@@ -210,9 +210,16 @@ def test_the_readme_quotes_the_quick_start_store():
         accuracy = sdze["final_rel_l2"] / bp["final_rel_l2"]
         assert f"{accuracy:.2f}×" in text, (d, accuracy)
     mib = {k: (r["peak_cpu_bytes"] - r["baseline_cpu_bytes"]) / 2**20 for k, r in rows.items()}
-    assert f"31.4 against {mib[('sdze', 100)]:.0f} MiB at d = 100" in text
-    assert f"{mib[('bp', 100)]:.1f}" == "31.4"
+    assert f"{mib[('bp', 100)]:.1f} against {mib[('sdze', 100)]:.0f} MiB above the baseline at " \
+        "d = 100" in text
     assert f"{mib[('bp', 10_000)]:.0f} against {mib[('sdze', 10_000)]:.0f} MiB at 10^4" in text
+    for d in (100, 10_000):  # the page's resident-set factors
+        assert f"{mib[('sdze', d)] / mib[('bp', d)]:.3g}×" in text, d
+    t = {k: r["step_tensor_peak_bytes"] / 2**20 for k, r in rows.items()}
+    for d, where in ((100, "at d = 100"), (10_000, "at 10^4")):
+        ratio = t[("sdze", d)] / t[("bp", d)]
+        assert f"{t[('bp', d)]:.1f} against {t[('sdze', d)]:.0f} MiB {where} ({ratio:.1f}×)" \
+            in text, (d, ratio)
     ms = {k: 1e3 * r["time_per_step_s"] for k, r in rows.items()}
     for d, where in ((100, "at d = 100"), (10_000, "at 10^4")):
         ratio = ms[("sdze", d)] / ms[("bp", d)]

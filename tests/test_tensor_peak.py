@@ -66,9 +66,9 @@ def test_sdze_and_bp_step_peaks_at_the_quick_starts_d_do_not_grow():
     """The step's own tensors at the defaults, d = 100 (poisson-2body-v1, width 128, 100
     points, 16 probes): sdze 120.3 MiB (its 2q = 16 networks' jets, evaluated as one batch),
     bp 14.0 MiB, measured 2026-12-05; bounded so that neither grows unseen. A cell's CPU peak
-    (the resident set) read 414 and 31 MiB for the same two at the quick start's d = 100, and
-    170 to 398 MiB for sdze over repeated runs: the heap's slack, not the step's tensors
-    (docs/protocol.md, "Peak memory")."""
+    (the resident set) read 414, 196 and 621 MiB for sdze in three runs of the quick start at
+    d = 100 (bp 31 to 35): the heap's slack, not the step's tensors (docs/protocol.md, "Peak
+    memory")."""
     sdze, bp = (count_step(s, 100).step_peak_bytes / 2**20 for s in ("sdze", "bp"))
     assert 100 < sdze <= 121, sdze
     assert 5 < bp <= 15, bp

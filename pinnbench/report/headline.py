@@ -133,7 +133,8 @@ def sentences(es: list[Entry]) -> list[str]:
         if b.step_tensors and s.step_tensors:  # CPU cells: the exact figure beside the RSS
             lo, hi = sorted((b, s), key=lambda e: e.step_tensors)
             tensors = (f"; by one step's own tensors (exact, where the resident set also holds "
-                       f"the heap's slack: docs/protocol.md), {lo.label}, "
+                       f"the heap's slack, which varies from run to run: docs/protocol.md), "
+                       f"{lo.label}, "
                        f"{_factor(lo.step_tensors, hi.step_tensors)} ("
                        f"{format_bytes(lo.step_tensors)} vs {format_bytes(hi.step_tensors)})"
                        + ("" if lo is b else ": the other way round"))
