@@ -153,3 +153,24 @@ def cpu_tensor_peak_bytes(fn: Callable[[], object]) -> int:
         level += e.nbytes()
         peak = max(peak, level)
     return peak
+
+
+def cpu_tensor_bytes() -> int:
+    """Bytes of the distinct CPU storages that live tensors hold now, found by a scan of the
+    objects Python's collector tracks (every tensor a solver, model or problem keeps in Python:
+    parameters, gradients, optimiser and momentum state, caches), each storage counted once
+    however many views share it. With :func:`cpu_tensor_peak_bytes`, the exact CPU analogue of
+    CUDA's allocated bytes: the growth of this figure over training is the state a solver
+    builds (Adam's moments, sdze's momentum terms)."""
+    import gc
+    import warnings
+
+    storages: dict[int, int] = {}
+    with warnings.catch_warnings():  # isinstance on deprecated torch objects warns
+        warnings.simplefilter("ignore")
+        for o in gc.get_objects():
+            if isinstance(o, torch.Tensor) and o.device.type == "cpu" and o.layout == torch.strided:
+                s = o.untyped_storage()
+                if s.data_ptr():
+                    storages[s.data_ptr()] = s.nbytes()
+    return sum(storages.values())

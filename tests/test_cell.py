@@ -51,16 +51,22 @@ def test_nan_loss_is_diverged_and_crash_is_error_and_skip_is_skipped():
 
 
 def test_a_cpu_cell_records_the_tensors_of_one_step_exactly():
-    """step_tensor_peak_bytes: one more step after training under the profiler's memory events.
-    A step that makes an 8 MB temporary records exactly 8 MB (where the resident set's peak
-    also holds the heap's slack); a step that allocates nothing records 0, however much state
-    it holds (fake-alloc's 100 MB, made at its first step); a cell that is not ok records
-    nothing."""
+    """step_tensor_peak_bytes: one more step after training under the profiler's memory events;
+    tensor_peak_above_baseline_bytes: that plus the state built in training. A step that makes
+    an 8 MB temporary records exactly 8 MB (where the resident set's peak also holds the heap's
+    slack); a step that allocates nothing records 0 for the step however much state it holds,
+    and the state (fake-alloc's 100 MB, made at its first step) in the second; a cell that is
+    not ok records neither."""
     temp = run_cell(cell("fake-temp[bytes=8000000]"), isolated=False)
     assert temp["status"] == "ok" and temp["step_tensor_peak_bytes"] == 8_000_000
+    assert temp["tensor_peak_above_baseline_bytes"] == 8_000_000  # no state built
     held = run_cell(cell("fake-alloc", steps=3), isolated=False)
     assert held["status"] == "ok" and held["step_tensor_peak_bytes"] == 0
-    assert run_cell(cell("fake-nan"), isolated=False).get("step_tensor_peak_bytes") is None
+    # the 100 MB it keeps from its first step is state: the live tensors' growth
+    assert held["tensor_peak_above_baseline_bytes"] == 100_000_000
+    nan = run_cell(cell("fake-nan"), isolated=False)
+    assert nan.get("step_tensor_peak_bytes") is None
+    assert nan.get("tensor_peak_above_baseline_bytes") is None
 
 
 def test_a_cells_step_tensors_are_the_bench_counts_step_peak():

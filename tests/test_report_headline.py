@@ -69,12 +69,12 @@ def test_the_sentences_name_the_winner_by_its_factor(blocks):
     assert any("but sdze is below its own constant fit in only 1 of 3 seeds" in x for x in s)
 
 
-#: per solver key: one step's tensors at their peak (bytes), per seed 0, 1, 2
+#: per solver key: the tensors' peak above the baseline (bytes), per seed 0, 1, 2
 TENSORS = {"bp": (3e6, 3e6, 3e6), "sdze8": (2e7, 2e7, 4e7)}
 
 
-def test_a_cpu_cells_step_tensors_stand_beside_its_peak():
-    """The exact figure (step_tensor_peak_bytes, its median over seeds) in the table's peak
+def test_a_cpu_cells_tensors_stand_beside_its_peak():
+    """The exact figure (tensor_peak_above_baseline_bytes, its median over seeds) in the table's peak
     cell and in the leaner sentence, with its own factor and winner (which need not be the
     resident set's); absent where no cell recorded it (a store written before the column, a
     GPU run)."""
@@ -82,25 +82,26 @@ def test_a_cpu_cells_step_tensors_stand_beside_its_peak():
 
     df = rows()
     key = ["bp" if s.startswith("bp") else "sdze8" for s in df["solver"]]
-    df["step_tensor_peak_bytes"] = [TENSORS[k][s] for k, s in zip(key, df["seed"])]
+    df["tensor_peak_above_baseline_bytes"] = [TENSORS[k][s] for k, s in zip(key, df["seed"])]
     df = aggregate.prepare(df)
     b = {(x["problem"], x["dim"]): x for x in headline.section(aggregate.families(df), df)}
     r = {x["series"]: x for x in b[(P, 100)]["rows"]}
-    assert r[spec("bp")]["step_tensors"] == format_bytes(_mid(TENSORS["bp"]))
-    assert r[spec("sdze8")]["step_tensors"] == format_bytes(_mid(TENSORS["sdze8"]))
+    assert r[spec("bp")]["tensors"] == format_bytes(_mid(TENSORS["bp"]))
+    assert r[spec("sdze8")]["tensors"] == format_bytes(_mid(TENSORS["sdze8"]))
     lean = [x for x in b[(P, 100)]["sentences"] if x.startswith("Leaner")]
     # sdze is the leaner by the resident set (1e8 against 5e8 above the baseline), bp by the
-    # steps' tensors (3e6 against 2e7): the sentence says both
+    # tensors (3e6 against 2e7): the sentence says both
     factor = f"{_mid(TENSORS['sdze8']) / _mid(TENSORS['bp']):.3g}×"
     assert lean[0].startswith("Leaner: sdze,"), lean
-    assert f"own tensors (exact, where the resident set also holds the heap's slack, which " \
-        f"varies from run to run: docs/protocol.md), bp, {factor} ({format_bytes(_mid(TENSORS['bp']))} vs " \
+    assert f"tensors' peak above the baseline (exact: the state built in training plus one " \
+        f"step's own tensors, where the resident set also holds the heap's slack, which varies " \
+        f"from run to run: docs/protocol.md), bp, {factor} ({format_bytes(_mid(TENSORS['bp']))} vs " \
         f"{format_bytes(_mid(TENSORS['sdze8']))}): the other way round" in lean[0], lean
     plain = {(x["problem"], x["dim"]): x for x in
              headline.section(aggregate.families(aggregate.prepare(rows())),
                               aggregate.prepare(rows()))}
-    assert all(x["step_tensors"] == "" for x in plain[(P, 100)]["rows"])
-    assert not any("own tensors" in x for x in plain[(P, 100)]["sentences"])
+    assert all(x["tensors"] == "" for x in plain[(P, 100)]["rows"])
+    assert not any("tensors' peak" in x for x in plain[(P, 100)]["sentences"])
 
 
 def test_without_a_target_reached_speed_is_per_step():

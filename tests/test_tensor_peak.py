@@ -72,3 +72,18 @@ def test_sdze_and_bp_step_peaks_at_the_quick_starts_d_do_not_grow():
     sdze, bp = (count_step(s, 100).step_peak_bytes / 2**20 for s in ("sdze", "bp"))
     assert 100 < sdze <= 121, sdze
     assert 5 < bp <= 15, bp
+
+
+def test_live_tensor_bytes_count_each_storage_once():
+    """pinnbench.memory.cpu_tensor_bytes: a new (1000) tensor, a view of it and a (500) tensor
+    in a list add 1500 numbers (the view shares its base's storage); freeing them takes the
+    figure back."""
+    from pinnbench.memory import cpu_tensor_bytes
+
+    before = cpu_tensor_bytes()
+    x = torch.ones(1000)
+    view = x[:10]
+    held = [torch.ones(500)]
+    assert cpu_tensor_bytes() - before == 1500 * F32
+    del x, view, held
+    assert cpu_tensor_bytes() == before

@@ -28,8 +28,9 @@ Measurement (docs/design.md, "Cell"):
    and the optional error on the validation set (``validation``: ``final_val_rel_l2``, what
    ``pinnbench tune`` selects on; docs/tuning.md); last, an ok CPU cell (not sharded) takes
    one more step under the profiler's memory events, ``step_tensor_peak_bytes``: the most
-   bytes that step's tensors hold at once, exact where the resident-set peak carries the
-   heap's slack (docs/protocol.md, "Peak memory");
+   bytes that step's tensors hold at once, and ``tensor_peak_above_baseline_bytes``: that
+   plus the live tensors' growth over training (the state the solver built), exact where the
+   resident-set peak carries the heap's slack (docs/protocol.md, "Peak memory");
 7. every curve point carries, beside ``time_s`` (the summed wall time of the steps so far),
    ``cpu_time_s``: the CPU time of the cell process (``time.process_time``, every thread) spent
    in those steps, which other work on a shared machine does not inflate (docs/domain.md §9).
@@ -91,6 +92,7 @@ class CellMeasurement:
         self.data_times: list[float] = []  # of each step, when the solver draws via Solver.draw
         self.peak_cpu = 0
         self.peak_gpu: tuple[int | None, int | None] = (None, None)
+        self.tensors_at: dict[str, int] = {}
         self.t_cell = time.perf_counter()
 
     # -- device ---------------------------------------------------------------------------------
@@ -127,6 +129,10 @@ class CellMeasurement:
         self.row["baseline_cpu_bytes"] = memory.current_cpu_bytes()
         self.row["baseline_gpu_allocated_bytes"] = memory.current_gpu_bytes(self.device)
         self.peak_cpu, self.peak_gpu = memory.peak_cpu_bytes(), (None, None)
+        # the live CPU tensors' bytes at the baseline (and, from _train, at the end of
+        # training): the state a solver builds is their difference (_add_step_tensor_peak)
+        self.tensors_at = {"baseline": memory.cpu_tensor_bytes()} if self.device.type == "cpu" \
+            else {}
 
     # -- the curve ------------------------------------------------------------------------------
     def record(self, step: int, loss: float | None, train_time: float, model, problem,
@@ -242,7 +248,7 @@ def execute(spec: dict[str, Any], report: Report | None = None, shard=None) -> d
         row["diagnostics"] = collect_diagnostics(solver, problem, model, spec)  # never raises
     peak_error = None
     if row["status"] == "ok" and device.type == "cpu" and shard is None:
-        peak_error = _add_step_tensor_peak(row, solver)  # last: its step moves the model on
+        peak_error = _add_step_tensor_peak(row, solver, m)  # last: its step moves the model on
     del solver, model
     try:
         memory.release_gpu_cache(device)
@@ -304,6 +310,8 @@ def _train(m: CellMeasurement, solver, model, problem) -> None:
     if not row["curve"] or row["curve"][-1]["step"] != k:
         m.record(k, watch.last(), train_time, model, problem, cpu_time)
     m.fill()
+    if "baseline" in m.tensors_at:
+        m.tensors_at["end"] = memory.cpu_tensor_bytes()
     if row["status"] == "ok" and row["final_rel_l2"] is not None \
             and not math.isfinite(row["curve"][-1]["rel_l2"]):
         row["status"], row["message"] = "diverged", "the model's error is not finite"
@@ -322,15 +330,22 @@ def _stopped_diverged(row: dict[str, Any], watch: LossWatch, k: int) -> bool:
     return True
 
 
-def _add_step_tensor_peak(row: dict[str, Any], solver) -> str | None:
+def _add_step_tensor_peak(row: dict[str, Any], solver, m: CellMeasurement) -> str | None:
     """``step_tensor_peak_bytes``: one more step under the profiler's memory events
     (:func:`pinnbench.memory.cpu_tensor_peak_bytes`), outside the step times and the peaks and
-    after every use of the trained model (the step changes it). Returns why it failed (noted
-    in the provenance, the column left null), never a failed cell."""
+    after every use of the trained model (the step changes it); and
+    ``tensor_peak_above_baseline_bytes``: that, plus the growth of the live tensors' bytes
+    from the baseline to the end of training (:func:`pinnbench.memory.cpu_tensor_bytes`: the
+    state the solver built). Returns why it failed (noted in the provenance, the columns left
+    null), never a failed cell."""
     try:
-        row["step_tensor_peak_bytes"] = memory.cpu_tensor_peak_bytes(solver.step)
+        step = memory.cpu_tensor_peak_bytes(solver.step)
     except Exception as exc:  # noqa: BLE001 - the cell's own status stands
         return f"{type(exc).__name__}: {exc}"[:300]
+    row["step_tensor_peak_bytes"] = step
+    if {"baseline", "end"} <= set(m.tensors_at):
+        state = max(0, m.tensors_at["end"] - m.tensors_at["baseline"])
+        row["tensor_peak_above_baseline_bytes"] = state + step
     return None
 
 

@@ -53,6 +53,12 @@ COLUMNS: dict[str, tuple[str, str]] = {
                                       "peak_cpu_bytes carries the heap's slack), from one more "
                                       "step after training and every use of its model; null on "
                                       "a GPU, in a sharded cell, or when the cell is not ok"),
+    "tensor_peak_above_baseline_bytes": ("int", "CPU: step_tensor_peak_bytes plus the growth of "
+                                                "the live tensors' bytes from the baseline to "
+                                                "the end of training (the state the solver "
+                                                "built: optimiser moments, momentum terms); the "
+                                                "exact analogue of a GPU cell's allocated peak "
+                                                "above its baseline; null where the former is"),
     "n_params": ("int", "number of model parameters"),
     "param_bytes": ("int", "bytes of the model parameters"),
     "final_rel_l2": ("float", "relative L2 error on the test set at the end"),

@@ -258,9 +258,10 @@ class Family:
     #: peak memory above the baseline after set-up, and that baseline (seeds that finished)
     mem_above: LogStats | None = None
     mem_baseline: LogStats | None = None
-    #: CPU: the most bytes one step's tensors hold at once (``step_tensor_peak_bytes``, exact,
-    #: where the resident-set peak above carries the heap's slack; seeds that finished)
-    step_tensors: LogStats | None = None
+    #: CPU: the tensors' peak above the baseline (``tensor_peak_above_baseline_bytes``: the
+    #: state built in training plus one step's own tensors; exact, where the resident-set peak
+    #: above carries the heap's slack; seeds that finished)
+    tensors_above: LogStats | None = None
 
     @property
     def n_seeds(self) -> int:
@@ -338,8 +339,8 @@ def families(df: pd.DataFrame) -> list[Family]:
             trained=bool(ok["trained"].all()) if len(ok) else False,
             mem_above=LogStats.of(ok["mem_above_bytes"]),
             mem_baseline=LogStats.of(ok["mem_baseline_bytes"]),
-            step_tensors=LogStats.of(ok["step_tensor_peak_bytes"])
-            if "step_tensor_peak_bytes" in ok else None,
+            tensors_above=LogStats.of(ok["tensor_peak_above_baseline_bytes"])
+            if "tensor_peak_above_baseline_bytes" in ok else None,
             steps_done=_finite_median(ok["steps_done"]),
             rel_l2_ci=_envelope(ok, "final_rel_l2"),
             floor_const_ci=_envelope(g, "floor_const_rel_l2") if len(g) == 1 else None,

@@ -9,8 +9,9 @@ Per (problem, d) and series, from :func:`pinnbench.report.aggregate.families` an
   (:func:`pinnbench.judge.verdict.count_seeds`);
 - time per step: the median over seeds; peak: the median peak above the cell's baseline after
   set-up (:attr:`Family.mem_above`; the total peak where no baseline was recorded), and on a
-  CPU beside it the median of one step's tensors at their peak (:attr:`Family.step_tensors`,
-  exact, where the resident set also holds the heap's slack);
+  CPU beside it the median of the tensors' peak above the baseline (:attr:`Family.tensors_above`:
+  the state built in training plus one step's own tensors, exact, where the resident set also
+  holds the heap's slack);
 - time to target: the median time to the cell's own constant fit, with "k of n seeds reached".
 
 **The sentence.** Over the series with a value, the best (lowest) and the runner-up; the factor
@@ -46,7 +47,7 @@ class Entry:
     time_per_step: float | None
     peak: float | None
     peak_kind: str  # "above the baseline" or "total"
-    step_tensors: float | None  # CPU: one step's tensors at their peak (exact)
+    tensors: float | None  # CPU: the tensors' peak above the baseline (exact)
     ttt: float | None
     ttt_text: str
     ttt_most: bool  # the target reached in most seeds
@@ -72,7 +73,7 @@ def entries(fams: list[Family], df: pd.DataFrame) -> dict[tuple[str, int], list[
             time_per_step=_median(f.time_per_step),
             peak=above if above is not None else _median(f.mem),
             peak_kind="above the baseline" if above is not None else "total",
-            step_tensors=_median(f.step_tensors),
+            tensors=_median(f.tensors_above),
             ttt=None if t is None else t.median_time_s,
             ttt_text="–" if t is None else f"{protocol.fmt_time(t.median_time_s)} ({t.text})",
             ttt_most=t is not None and 2 * t.reached > t.n,
@@ -130,13 +131,13 @@ def sentences(es: list[Entry]) -> list[str]:
             (f"; but {b.label} is below its own constant fit in only {b.below_const} of "
              f"{b.n} seeds: lean, without having learned")
         tensors = ""
-        if b.step_tensors and s.step_tensors:  # CPU cells: the exact figure beside the RSS
-            lo, hi = sorted((b, s), key=lambda e: e.step_tensors)
-            tensors = (f"; by one step's own tensors (exact, where the resident set also holds "
-                       f"the heap's slack, which varies from run to run: docs/protocol.md), "
-                       f"{lo.label}, "
-                       f"{_factor(lo.step_tensors, hi.step_tensors)} ("
-                       f"{format_bytes(lo.step_tensors)} vs {format_bytes(hi.step_tensors)})"
+        if b.tensors and s.tensors:  # CPU cells: the exact figure beside the resident set's
+            lo, hi = sorted((b, s), key=lambda e: e.tensors)
+            tensors = (f"; by the tensors' peak above the baseline (exact: the state built in "
+                       f"training plus one step's own tensors, where the resident set also "
+                       f"holds the heap's slack, which varies from run to run: docs/protocol.md), "
+                       f"{lo.label}, {_factor(lo.tensors, hi.tensors)} ("
+                       f"{format_bytes(lo.tensors)} vs {format_bytes(hi.tensors)})"
                        + ("" if lo is b else ": the other way round"))
         out.append(f"Leaner: {b.label}, {_factor(b.peak, s.peak)} less peak memory "
                    f"{b.peak_kind} than {s.label} ({format_bytes(b.peak)} vs "
@@ -157,7 +158,7 @@ def section(fams: list[Family], df: pd.DataFrame) -> list[dict[str, Any]]:
             "time": "–" if e.time_per_step is None else fmt_seconds(e.time_per_step),
             "peak": "–" if e.peak is None else format_bytes(e.peak),
             "peak_value": "" if e.peak is None else repr(e.peak), "peak_kind": e.peak_kind,
-            "step_tensors": "" if e.step_tensors is None else format_bytes(e.step_tensors),
+            "tensors": "" if e.tensors is None else format_bytes(e.tensors),
             "ttt": e.ttt_text,
         } for e in es]
         blocks.append({"problem": problem, "dim": dim, "rows": rows,
