@@ -169,8 +169,17 @@ def cpu_tensor_bytes() -> int:
     with warnings.catch_warnings():  # isinstance on deprecated torch objects warns
         warnings.simplefilter("ignore")
         for o in gc.get_objects():
-            if isinstance(o, torch.Tensor) and o.device.type == "cpu" and o.layout == torch.strided:
+            # type(), not isinstance: isinstance on a dead weak proxy (torch.compile leaves
+            # some) raises ReferenceError
+            if not issubclass(type(o), torch.Tensor):
+                continue
+            try:  # a tensor without real storage (compile's fake and functional tensors) raises
+                if o.device.type != "cpu" or o.layout != torch.strided:
+                    continue
                 s = o.untyped_storage()
-                if s.data_ptr():
-                    storages[s.data_ptr()] = s.nbytes()
+                ptr, nbytes = s.data_ptr(), s.nbytes()
+            except Exception:  # noqa: BLE001 - it holds no memory of its own
+                continue
+            if ptr:
+                storages[ptr] = nbytes
     return sum(storages.values())

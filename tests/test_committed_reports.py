@@ -215,7 +215,7 @@ def test_the_readme_quotes_the_quick_start_store():
     assert f"{mib[('bp', 10_000)]:.0f} against {mib[('sdze', 10_000)]:.0f} MiB at 10^4" in text
     for d in (100, 10_000):  # the page's resident-set factors
         assert f"{mib[('sdze', d)] / mib[('bp', d)]:.3g}×" in text, d
-    t = {k: r["step_tensor_peak_bytes"] / 2**20 for k, r in rows.items()}
+    t = {k: r["tensor_peak_above_baseline_bytes"] / 2**20 for k, r in rows.items()}
     for d, where in ((100, "at d = 100"), (10_000, "at 10^4")):
         ratio = t[("sdze", d)] / t[("bp", d)]
         assert f"{t[('bp', d)]:.1f} against {t[('sdze', d)]:.0f} MiB {where} ({ratio:.1f}×)" \

@@ -87,3 +87,21 @@ def test_live_tensor_bytes_count_each_storage_once():
     assert cpu_tensor_bytes() - before == 1500 * F32
     del x, view, held
     assert cpu_tensor_bytes() == before
+
+
+def test_live_tensor_bytes_after_torch_compile():
+    """A process that has compiled holds dead weak proxies and fake tensors among its objects:
+    ``isinstance`` on the first raises ReferenceError, a data pointer of the second raises.
+    The scan skips both instead of failing the cell it runs in (it did: every cell of a test
+    worker that had compiled before became an error)."""
+    from pinnbench.memory import cpu_tensor_bytes
+
+    @torch.compile
+    def f(x):
+        return (x * 2).sin() + 1
+
+    f(torch.ones(10))
+    before = cpu_tensor_bytes()
+    x = torch.ones(100)
+    assert cpu_tensor_bytes() - before == 100 * F32
+    del x

@@ -125,14 +125,25 @@ class CellMeasurement:
 
     def start_training(self) -> None:
         """Peaks reset and baselines recorded: what follows is the training's alone."""
+        # the live CPU tensors' bytes at the baseline (and, once the peaks are read, at the end
+        # of training): the state a solver builds is their difference (_add_step_tensor_peak);
+        # scanned before the reset, so that the scan's own list is not in the peak
+        self.tensors_at = {}
+        self.scan_tensors("baseline")
         self.reset_peaks()
         self.row["baseline_cpu_bytes"] = memory.current_cpu_bytes()
         self.row["baseline_gpu_allocated_bytes"] = memory.current_gpu_bytes(self.device)
         self.peak_cpu, self.peak_gpu = memory.peak_cpu_bytes(), (None, None)
-        # the live CPU tensors' bytes at the baseline (and, from _train, at the end of
-        # training): the state a solver builds is their difference (_add_step_tensor_peak)
-        self.tensors_at = {"baseline": memory.cpu_tensor_bytes()} if self.device.type == "cpu" \
-            else {}
+
+    def scan_tensors(self, when: str) -> None:
+        """The live CPU tensors' bytes now, as ``tensors_at[when]`` (a CPU cell only); a scan
+        that fails leaves it out, and the cell's exact figure with it, never the cell."""
+        if self.device.type != "cpu":
+            return
+        try:
+            self.tensors_at[when] = memory.cpu_tensor_bytes()
+        except Exception:  # noqa: BLE001 - a measurement aside, not the cell's result
+            pass
 
     # -- the curve ------------------------------------------------------------------------------
     def record(self, step: int, loss: float | None, train_time: float, model, problem,
@@ -239,6 +250,8 @@ def execute(spec: dict[str, Any], report: Report | None = None, shard=None) -> d
     except Exception:  # noqa: BLE001 - e.g. a sticky CUDA error: keep the original message
         pass
     m.fill()
+    if row["status"] == "ok" and "baseline" in m.tensors_at:
+        m.scan_tensors("end")  # after the peaks are read, before validation's caches
     validation_error = None
     if spec.get("validation") and model is not None and row["status"] not in ("error", "oom"):
         validation_error = _add_validation(row, model, problem)  # after the peaks, step times
@@ -310,8 +323,6 @@ def _train(m: CellMeasurement, solver, model, problem) -> None:
     if not row["curve"] or row["curve"][-1]["step"] != k:
         m.record(k, watch.last(), train_time, model, problem, cpu_time)
     m.fill()
-    if "baseline" in m.tensors_at:
-        m.tensors_at["end"] = memory.cpu_tensor_bytes()
     if row["status"] == "ok" and row["final_rel_l2"] is not None \
             and not math.isfinite(row["curve"][-1]["rel_l2"]):
         row["status"], row["message"] = "diverged", "the model's error is not finite"
