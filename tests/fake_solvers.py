@@ -92,30 +92,21 @@ class FakeOk(_Fake):
 
 @_register
 class FakeAlloc(_Fake):
-    """Allocates ``bytes`` of resident memory on its first step and holds it."""
+    """Allocates ``bytes`` of resident memory on its first step and holds it (state), or with
+    ``hold=false`` allocates them in every step and frees them before the step returns (a
+    step's temporary)."""
 
     name = "fake-alloc"
-    parameters = {"bytes": Param(100_000_000, "bytes to allocate and hold",
-                                 check=lambda v: v > 0, check_text="an integer > 0")}
+    parameters = {"bytes": Param(100_000_000, "bytes to allocate",
+                                 check=lambda v: v > 0, check_text="an integer > 0"),
+                  "hold": Param(True, "keep the first step's tensor (true) or free each step's")}
 
     def step(self):
-        if self.count == 0:
-            self.held = torch.ones(self.params["bytes"] // 8, dtype=torch.float64)
-        self.count += 1
-        return 1.0
-
-
-@_register
-class FakeTemp(_Fake):
-    """Allocates a ``bytes`` temporary in every step and frees it before the step returns."""
-
-    name = "fake-temp"
-    parameters = {"bytes": Param(8_000_000, "bytes of the step's temporary",
-                                 check=lambda v: v > 0, check_text="an integer > 0")}
-
-    def step(self):
-        tmp = torch.ones(self.params["bytes"] // 8, dtype=torch.float64)
-        del tmp
+        n = self.params["bytes"] // 8
+        if not self.params["hold"]:
+            torch.ones(n, dtype=torch.float64)  # the step's temporary, freed at once
+        elif self.count == 0:
+            self.held = torch.ones(n, dtype=torch.float64)
         self.count += 1
         return 1.0
 

@@ -57,7 +57,7 @@ def test_a_cpu_cell_records_the_tensors_of_one_step_exactly():
     slack); a step that allocates nothing records 0 for the step however much state it holds,
     and the state (fake-alloc's 100 MB, made at its first step) in the second; a cell that is
     not ok records neither."""
-    temp = run_cell(cell("fake-temp[bytes=8000000]"), isolated=False)
+    temp = run_cell(cell("fake-alloc[bytes=8000000,hold=false]"), isolated=False)
     assert temp["status"] == "ok" and temp["step_tensor_peak_bytes"] == 8_000_000
     assert temp["tensor_peak_above_baseline_bytes"] == 8_000_000  # no state built
     held = run_cell(cell("fake-alloc", steps=3), isolated=False)
@@ -78,7 +78,7 @@ def test_a_failed_tensor_scan_leaves_the_figure_out_not_the_cell(monkeypatch):
         raise RuntimeError("scan failed")
 
     monkeypatch.setattr(memory, "cpu_tensor_bytes", broken)
-    row = run_cell(cell("fake-temp[bytes=8000000]"), isolated=False)
+    row = run_cell(cell("fake-alloc[bytes=8000000,hold=false]"), isolated=False)
     assert row["status"] == "ok", row["message"]
     assert row["step_tensor_peak_bytes"] == 8_000_000
     assert row.get("tensor_peak_above_baseline_bytes") is None
