@@ -166,7 +166,7 @@ def cpu_tensor_bytes() -> int:
     import warnings
 
     storages: dict[int, int] = {}
-    with warnings.catch_warnings():  # isinstance on deprecated torch objects warns
+    with warnings.catch_warnings():  # a fake tensor's data pointer warns (deprecated)
         warnings.simplefilter("ignore")
         for o in gc.get_objects():
             # type(), not isinstance: isinstance on a dead weak proxy (torch.compile leaves

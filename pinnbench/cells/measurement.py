@@ -123,23 +123,23 @@ class CellMeasurement:
         memory.reset_peak_cpu()
         memory.reset_peak_gpu(self.device)
 
-    def start_training(self) -> None:
-        """Peaks reset and baselines recorded: what follows is the training's alone."""
-        # the live CPU tensors' bytes at the baseline (and, once the peaks are read, at the end
-        # of training): the state a solver builds is their difference (_add_step_tensor_peak);
-        # scanned before the reset, so that the scan's own list is not in the peak
+    def start_training(self, scan_tensors: bool = False) -> None:
+        """Peaks reset and baselines recorded: what follows is the training's alone. With
+        ``scan_tensors`` (a CPU cell's exact figures), the live tensors' bytes at the baseline
+        too (and, once the peaks are read, at the end of training: the state a solver builds
+        is their difference, :func:`_add_step_tensor_peak`), scanned before the reset so that
+        the scan's own list is not in the peak."""
         self.tensors_at = {}
-        self.scan_tensors("baseline")
+        if scan_tensors:
+            self.scan_tensors("baseline")
         self.reset_peaks()
         self.row["baseline_cpu_bytes"] = memory.current_cpu_bytes()
         self.row["baseline_gpu_allocated_bytes"] = memory.current_gpu_bytes(self.device)
         self.peak_cpu, self.peak_gpu = memory.peak_cpu_bytes(), (None, None)
 
     def scan_tensors(self, when: str) -> None:
-        """The live CPU tensors' bytes now, as ``tensors_at[when]`` (a CPU cell only); a scan
-        that fails leaves it out, and the cell's exact figure with it, never the cell."""
-        if self.device.type != "cpu":
-            return
+        """The live CPU tensors' bytes now, as ``tensors_at[when]``; a scan that fails leaves it
+        out, and the cell's exact figure with it, never the cell."""
         try:
             self.tensors_at[when] = memory.cpu_tensor_bytes()
         except Exception:  # noqa: BLE001 - a measurement aside, not the cell's result
@@ -207,6 +207,7 @@ def execute(spec: dict[str, Any], report: Report | None = None, shard=None) -> d
 
     m = CellMeasurement(spec, report)
     row, device = m.row, m.device
+    exact = device.type == "cpu" and shard is None  # the CPU's exact tensor figures (step 6)
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     problem = model = solver = None
@@ -235,7 +236,7 @@ def execute(spec: dict[str, Any], report: Report | None = None, shard=None) -> d
             m.sync()
             row["setup_time_s"] = time.perf_counter() - t0
             m.record(0, None, 0.0, model, problem)
-            m.start_training()
+            m.start_training(scan_tensors=exact)
             if shard is not None:
                 shard.time_steps(solver)
             _train(m, solver, model, problem)
@@ -260,7 +261,7 @@ def execute(spec: dict[str, Any], report: Report | None = None, shard=None) -> d
 
         row["diagnostics"] = collect_diagnostics(solver, problem, model, spec)  # never raises
     peak_error = None
-    if row["status"] == "ok" and device.type == "cpu" and shard is None:
+    if row["status"] == "ok" and exact:
         peak_error = _add_step_tensor_peak(row, solver, m)  # last: its step moves the model on
     del solver, model
     try:
